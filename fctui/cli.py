@@ -14,7 +14,7 @@ from typing import Callable
 
 # subcommand -> (module, function adding arguments to the subparser, function running it)
 _COMMANDS: dict[str, tuple[str, str, str, str]] = {
-    "demo": ("fctui.tui.launch", "add_demo_arguments", "run_demo_cli",
+    "demo": ("fctui.tui.launch", "add_demo_arguments", "run_demo",
              "open the console against an embedded VRM simulator"),
     "sim": ("fctui.sim.server", "add_sim_arguments", "run_cli",
             "run the VRM simulator alone (training, demos, tests)"),
@@ -36,6 +36,16 @@ def _wanted(argv: list[str]) -> str | None:
     return None
 
 
+def _adapt(name: str, run: Callable) -> Callable[[argparse.Namespace], int]:
+    if name == "demo":
+        # run_demo takes keyword options so the TUI tests can call it without argparse.
+        def run_demo(ns: argparse.Namespace) -> int:
+            opts = {k: v for k, v in vars(ns).items() if not k.startswith("_") and k not in ("command", "vms")}
+            return run(ns.vms, **opts)
+        return run_demo
+    return run
+
+
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fctui",
@@ -55,14 +65,15 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     for name, (module, add, run, help_text) in _COMMANDS.items():
         p = sub.add_parser(name, help=help_text)
         # Only the chosen subcommand's area is imported; the others show in --help by name.
-        if wanted in (name, None) or wanted not in _COMMANDS:
-            try:
-                mod = importlib.import_module(module)
-            except ImportError:
-                p.set_defaults(_run=None)
-                continue
-            getattr(mod, add)(p)
-            p.set_defaults(_run=getattr(mod, run))
+        if wanted != name:
+            continue
+        try:
+            mod = importlib.import_module(module)
+        except ImportError:
+            p.set_defaults(_run=None)
+            continue
+        getattr(mod, add)(p)
+        p.set_defaults(_run=_adapt(name, getattr(mod, run)))
     for module, add in _COMMAND_GROUPS:
         try:
             getattr(importlib.import_module(module), add)(sub)
@@ -75,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
     ns = parser.parse_args(argv)
-    run: Callable[[argparse.Namespace], int] | None = getattr(ns, "_run", None)
+    # Areas set either ``_run`` (through this module's table) or ``func`` (their own subparsers).
+    run: Callable[[argparse.Namespace], int] | None = getattr(ns, "_run", None) or getattr(ns, "func", None)
     if run is None:
         parser.error(f"{ns.command or 'the console'} is not available in this build")
     try:

@@ -1,0 +1,13 @@
+"""Backup repository: deduplicated, compressed, verifiable restore points (see repository.py)."""
+
+from .errors import ChunkError, PointNotFoundError, RepoBusyError, RepoError
+from .model import (
+    BlockDamage, DiskStats, GcReport, PruneReport, RestorePoint, RestorePointDisk, VerifyReport,
+)
+from .repository import DiskReader, DiskWriter, PointWriter, Repository
+
+__all__ = [
+    "BlockDamage", "ChunkError", "DiskReader", "DiskStats", "DiskWriter", "GcReport", "PointNotFoundError",
+    "PointWriter", "PruneReport", "RepoBusyError", "RepoError", "Repository", "RestorePoint",
+    "RestorePointDisk", "VerifyReport",
+]

@@ -1,0 +1,1000 @@
+"""The backup repository: content-addressed chunks, one manifest per restore point, a catalog.
+
+Layout under the repository directory::
+
+    repo.json                 format marker
+    repo.lock                 flock held briefly by whoever changes the catalog, leases or runs gc
+    catalog.json              tinydb (atomic writes): one entry per committed restore point
+    points/<id>.json          manifest: every non-zero block index -> chunk digest, for every disk
+    pending/<id>.json         lease of a writer in progress (pid, start, base points)
+    chunks/<2 hex>/<64 hex>   zstd-1 compressed block, named by SHA-256 of the uncompressed bytes
+
+Commit order is chunks (fsynced) -> manifest (atomic) -> catalog entry, so a crash at any moment
+leaves at worst chunks nobody references, a manifest the catalog does not name, and a lease whose
+pid is gone; :meth:`Repository.open` and :meth:`Repository.gc` clean those up.
+
+Garbage collection runs beside writers (in this or another process). It never deletes a chunk
+referenced by a catalog point, by the base point of a live lease, or written/reused after the
+oldest live lease began (writers refresh the mtime of every chunk they reuse). The last race --
+a writer reusing a chunk while gc unlinks it -- is closed by renaming the chunk aside first and
+re-checking its mtime after the rename.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import random
+import re
+import secrets
+import socket
+import threading
+import time
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Iterator
+
+import zstandard
+from tinydb import Query
+
+from fctui.store import LockedError, StoreError, WriterLock, atomic_write_bytes, fsync_dir, open_db, pid_alive
+from fctui.store import paths as store_paths
+from fctui.store.atomic import remove_stale_temps, temp_name_for
+
+from .errors import ChunkError, PointNotFoundError, RepoBusyError, RepoError
+from .model import (
+    BlockDamage, DiskStats, GcReport, PruneReport, RestorePoint, RestorePointDisk, VerifyReport,
+)
+
+FORMAT_NAME = "fctui-repo"
+FORMAT_VERSION = 1
+ZSTD_LEVEL = 1  # PBS's choice: fast enough not to bound a backup stream
+# Every chunk file starts with a 4-byte type marker: zstd frame, or the block as is when it does
+# not compress (random-looking data; zstd would cost ~1.3 s/GB of CPU for nothing).
+CHUNK_ZSTD = b"FCZ1"
+CHUNK_RAW = b"FCR1"
+SAMPLE_PIECES, SAMPLE_LEN = 4, 16 * 1024
+INCOMPRESSIBLE = 0.95  # sample compressed/original above this -> store raw
+DIGEST_RE = re.compile(r"^[0-9a-f]{64}$")
+POINT_ID_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,99}$")
+KINDS = ("cbt", "standard")
+
+_tls = threading.local()
+
+
+def _compressor() -> zstandard.ZstdCompressor:
+    # zstd contexts are not thread-safe: one per thread.
+    c = getattr(_tls, "cctx", None)
+    if c is None:
+        c = _tls.cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+    return c
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    d = getattr(_tls, "dctx", None)
+    if d is None:
+        d = _tls.dctx = zstandard.ZstdDecompressor()
+    return d
+
+
+_zero_cache: dict[int, bytes] = {}
+
+
+def _zeros(n: int) -> bytes:
+    z = _zero_cache.get(n)
+    if z is None:
+        z = _zero_cache[n] = bytes(n)
+    return z
+
+
+def _looks_incompressible(data: bytes) -> bool:
+    """Compress a few slices spread over the block; a 2 MiB block costs ~3 % of a full pass."""
+    n = len(data)
+    if n <= SAMPLE_PIECES * SAMPLE_LEN * 2:
+        return False  # small: just compress it
+    step = (n - SAMPLE_LEN) // (SAMPLE_PIECES - 1)
+    sample = b"".join(data[i * step:i * step + SAMPLE_LEN] for i in range(SAMPLE_PIECES))
+    return len(_compressor().compress(sample)) > INCOMPRESSIBLE * len(sample)
+
+
+def _write_all(fd: int, head: bytes, body: bytes) -> None:
+    written = os.writev(fd, [head, body])
+    total = len(head) + len(body)
+    if written < total:  # short write (rare): finish from where it stopped
+        rest = memoryview(head + body)[written:] if written < len(head) else memoryview(body)[written - len(head):]
+        while rest:
+            rest = rest[os.write(fd, rest):]
+
+
+def _proc_start(pid: int) -> str | None:
+    """Kernel start time of a process, to tell a live writer from a recycled pid."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # Field 22 counted after the parenthesised command name (which may contain spaces).
+    tail = raw.rsplit(")", 1)[-1].split()
+    return tail[19] if len(tail) > 19 else None
+
+
+_HOST = socket.gethostname()
+
+
+class Lease:
+    """A writer in progress, as recorded in ``pending/<point id>.json``."""
+
+    def __init__(self, path: Path, data: dict[str, Any], mtime_ns: int) -> None:
+        self.path = path
+        self.point_id: str = str(data.get("point_id", path.stem))
+        self.pid: int = int(data.get("pid", 0) or 0)
+        self.proc_start: str | None = data.get("proc_start")
+        self.host: str = str(data.get("host", ""))
+        self.started_ns: int = int(data.get("started_ns", mtime_ns) or mtime_ns)
+        self.base_point_ids: list[str] = list(data.get("base_point_ids", []))
+
+    def alive(self) -> bool:
+        if self.host and self.host != _HOST:
+            return True  # cannot check another machine's processes: assume it still writes
+        if not pid_alive(self.pid):
+            return False
+        if self.proc_start is not None:
+            current = _proc_start(self.pid)
+            if current is not None and current != self.proc_start:
+                return False  # pid recycled by an unrelated process
+        return True
+
+
+class Repository:
+    """A local backup repository directory. Thread-safe; several processes may share it."""
+
+    LOCK_TIMEOUT = 30.0  # seconds to wait for another process's short catalog transaction
+    MANIFEST_CACHE = 8
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.chunks_dir = path / "chunks"
+        self.points_dir = path / "points"
+        self.pending_dir = path / "pending"
+        self.catalog_path = path / "catalog.json"
+        self.lock_path = path / "repo.lock"
+        self._mutex = threading.RLock()
+        self._txn_depth = 0
+        self._db = open_db(self.catalog_path)
+        # No query cache: other processes change the catalog file behind this object's back.
+        self._points = self._db.table("points", cache_size=0)
+        self._manifests: OrderedDict[str, dict[str, Any]] = OrderedDict()
+
+    # --- opening -------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: Path | str | None = None, *, create: bool = True) -> "Repository":
+        """Open (and by default create) the repository at ``path`` (None: the XDG data dir)."""
+        if path is None:
+            try:
+                root = store_paths.repo_dir(create=False)
+            except StoreError as exc:
+                raise RepoError(str(exc)) from exc
+        else:
+            root = Path(path).expanduser()
+        root = root.absolute()
+        marker = root / "repo.json"
+        if marker.is_file():
+            try:
+                meta = json.loads(marker.read_text())
+            except (OSError, ValueError) as exc:
+                raise RepoError(f"{root} has an unreadable repo.json: {exc}") from exc
+            if meta.get("format") != FORMAT_NAME:
+                raise RepoError(f"{root} is not an fctui repository")
+            if int(meta.get("version", 0)) > FORMAT_VERSION:
+                raise RepoError(f"{root} was written by a newer fctui (format {meta.get('version')})")
+        elif not create:
+            raise RepoError(f"no repository at {root} (create one by running a backup)")
+        else:
+            cls._create(root)
+        try:
+            repo = cls(root)
+            repo._catalog_docs()  # fail at open, clearly, if the catalog is unreadable
+            repo._recover()
+        except StoreError as exc:
+            raise RepoError(f"repository {root}: {exc}") from exc
+        return repo
+
+    @staticmethod
+    def _create(root: Path) -> None:
+        if root.exists() and not root.is_dir():
+            raise RepoError(f"{root} exists and is not a directory")
+        if root.is_dir() and any(p.name != "repo.lock" for p in root.iterdir()):
+            raise RepoError(f"{root} is not empty and not an fctui repository; refusing to write there")
+        try:
+            root.mkdir(parents=True, exist_ok=True, mode=0o700)
+            for sub in ("points", "pending", "chunks"):
+                (root / sub).mkdir(exist_ok=True, mode=0o700)
+            # All 256 shards up front: put_block never has to mkdir.
+            for i in range(256):
+                (root / "chunks" / f"{i:02x}").mkdir(exist_ok=True, mode=0o700)
+            for sub in ("points", "pending", "chunks"):
+                fsync_dir(root / sub)
+            meta = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "chunk_hash": "sha256",
+                    "compression": f"zstd-{ZSTD_LEVEL} (raw when incompressible)", "created": time.time()}
+            atomic_write_bytes(root / "repo.json", json.dumps(meta, indent=1).encode())
+        except (OSError, StoreError) as exc:
+            raise RepoError(f"cannot create repository at {root}: {exc}") from exc
+
+    def _recover(self) -> None:
+        """Forget what dead writers left (stale leases, uncommitted manifests); chunks wait for gc."""
+        try:
+            with self._txn(timeout=0.5):
+                for lease in self._leases():
+                    if not lease.alive():
+                        self._drop_dead_lease(lease)
+        except RepoBusyError:
+            pass  # someone else is in a transaction; they or the next gc will clean up
+
+    def _drop_dead_lease(self, lease: Lease) -> None:
+        if not self._catalog_has(lease.point_id):
+            with contextlib.suppress(FileNotFoundError):
+                (self.points_dir / f"{lease.point_id}.json").unlink()
+        with contextlib.suppress(FileNotFoundError):
+            lease.path.unlink()
+
+    # --- locking -------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _txn(self, timeout: float | None = None) -> Iterator[None]:
+        """In-process mutex plus the cross-process repo.lock, re-entrant within a thread."""
+        with self._mutex:
+            if self._txn_depth:
+                self._txn_depth += 1
+                try:
+                    yield
+                finally:
+                    self._txn_depth -= 1
+                return
+            lock = WriterLock(self.lock_path, timeout=self.LOCK_TIMEOUT if timeout is None else timeout,
+                              purpose="repository writer")
+            try:
+                lock.acquire()
+            except LockedError as exc:
+                raise RepoBusyError(f"repository {self.path} is busy: {exc}") from exc
+            except StoreError as exc:
+                raise RepoError(str(exc)) from exc
+            self._txn_depth = 1
+            try:
+                yield
+            except StoreError as exc:  # catalog or lease file I/O: keep errors in our own type
+                raise RepoError(f"repository {self.path}: {exc}") from exc
+            finally:
+                self._txn_depth = 0
+                lock.release()
+
+    # --- catalog -------------------------------------------------------------------------
+    def _catalog_docs(self) -> list[dict[str, Any]]:
+        try:
+            return [dict(d) for d in self._points.all()]
+        except StoreError as exc:
+            raise RepoError(f"catalog unreadable: {exc}") from exc
+
+    def _catalog_has(self, point_id: str) -> bool:
+        try:
+            return bool(self._points.search(Query().id == point_id))
+        except StoreError as exc:
+            raise RepoError(f"catalog unreadable: {exc}") from exc
+
+    def points(self, vm_urn: str | None = None) -> list[RestorePoint]:
+        """Committed restore points, oldest first (optionally of one VM)."""
+        out = [RestorePoint.from_dict(d) for d in self._catalog_docs()
+               if vm_urn is None or d.get("vm_urn") == vm_urn]
+        out.sort(key=lambda p: (p.created, p.id))
+        return out
+
+    def point(self, point_id: str) -> RestorePoint:
+        try:
+            docs = self._points.search(Query().id == point_id)
+        except StoreError as exc:
+            raise RepoError(f"catalog unreadable: {exc}") from exc
+        if not docs:
+            raise PointNotFoundError(point_id)
+        return RestorePoint.from_dict(dict(docs[0]))
+
+    def latest_point(self, vm_urn: str) -> RestorePoint | None:
+        pts = self.points(vm_urn)
+        return pts[-1] if pts else None
+
+    def _update_point(self, point_id: str, mutate: Any) -> None:
+        """Read-modify-write of one catalog entry under the repository lock."""
+        with self._txn():
+            table = self._points
+            docs = table.search(Query().id == point_id)
+            if not docs:
+                return  # pruned meanwhile: nothing to cache
+            doc = dict(docs[0])
+            mutate(doc)
+            table.update(doc, Query().id == point_id)
+
+    # --- manifests -----------------------------------------------------------------------
+    def _manifest_path(self, point_id: str) -> Path:
+        return self.points_dir / f"{point_id}.json"
+
+    def _load_manifest(self, point_id: str) -> dict[str, Any]:
+        with self._mutex:
+            cached = self._manifests.get(point_id)
+            if cached is not None:
+                self._manifests.move_to_end(point_id)
+                return cached
+        path = self._manifest_path(point_id)
+        try:
+            raw = json.loads(path.read_bytes())
+            maps = {d["volume_urn"]: {int(i): str(h) for i, h in d["blocks"]} for d in raw["disks"]}
+        except FileNotFoundError:
+            raise RepoError(f"manifest of restore point {point_id} is missing ({path})") from None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise RepoError(f"manifest of restore point {point_id} is unreadable: {exc}") from exc
+        manifest = {"raw": raw, "maps": maps}
+        with self._mutex:
+            self._manifests[point_id] = manifest
+            while len(self._manifests) > self.MANIFEST_CACHE:
+                self._manifests.popitem(last=False)
+        return manifest
+
+    def _disk_map(self, point_id: str, volume_urn: str) -> dict[int, str]:
+        maps = self._load_manifest(point_id)["maps"]
+        if volume_urn not in maps:
+            raise RepoError(f"restore point {point_id} has no disk {volume_urn}")
+        return maps[volume_urn]
+
+    # --- leases --------------------------------------------------------------------------
+    def _leases(self) -> list[Lease]:
+        out: list[Lease] = []
+        try:
+            entries = list(os.scandir(self.pending_dir))
+        except FileNotFoundError:
+            return out
+        for e in entries:
+            if not e.name.endswith(".json") or e.name.startswith("."):
+                continue
+            try:
+                st = e.stat()
+                data = json.loads(Path(e.path).read_bytes())
+            except (OSError, ValueError):
+                # Half-written leases cannot exist (atomic writes); unreadable ones are foreign.
+                continue
+            out.append(Lease(Path(e.path), data if isinstance(data, dict) else {}, st.st_mtime_ns))
+        return out
+
+    def _write_lease(self, point_id: str, data: dict[str, Any]) -> None:
+        try:
+            atomic_write_bytes(self.pending_dir / f"{point_id}.json", json.dumps(data).encode())
+        except StoreError as exc:
+            raise RepoError(f"cannot record the writer lease: {exc}") from exc
+
+    # --- chunks --------------------------------------------------------------------------
+    def chunk_path(self, digest: str) -> Path:
+        return self.chunks_dir / digest[:2] / digest
+
+    def _store_chunk(self, digest: str, data: bytes) -> tuple[str, int]:
+        """('reused', 0) when present (its mtime refreshed for gc), else ('stored', compressed size)."""
+        path = self.chunk_path(digest)
+        try:
+            os.utime(path)  # existence check and "in use now" mark in one syscall
+            return "reused", 0
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise RepoError(f"cannot access chunk {path}: {exc.strerror}") from exc
+        if _looks_incompressible(data):
+            marker, payload = CHUNK_RAW, data
+        else:
+            marker, payload = CHUNK_ZSTD, _compressor().compress(data)
+        tmp = temp_name_for(path)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                _write_all(fd, marker, payload)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise RepoError(f"cannot write chunk {path}: {exc.strerror}") from exc
+        return "stored", len(marker) + len(payload)
+
+    def read_chunk(self, digest: str, expected_len: int | None = None) -> bytes:
+        """Decompressed chunk bytes, checked against the digest (raises :class:`ChunkError`)."""
+        path = self.chunk_path(digest)
+        try:
+            # Unbuffered: the 4-byte marker, then the body in one read with no extra copy.
+            with open(path, "rb", buffering=0) as f:
+                marker = f.read(4)
+                body = f.readall()
+        except FileNotFoundError:
+            raise ChunkError(f"chunk {digest} is missing", digest=digest, problem="missing") from None
+        except OSError as exc:
+            raise ChunkError(f"chunk {digest} unreadable: {exc.strerror}", digest=digest,
+                             problem="missing") from exc
+        if marker == CHUNK_RAW:
+            data = body
+        elif marker == CHUNK_ZSTD:
+            try:
+                data = _decompressor().decompress(body)
+            except zstandard.ZstdError as exc:
+                raise ChunkError(f"chunk {digest} does not decompress: {exc}", digest=digest,
+                                 problem="corrupt") from exc
+        else:
+            raise ChunkError(f"chunk {digest} has an unknown type marker", digest=digest, problem="corrupt")
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise ChunkError(f"chunk {digest} content does not match its hash", digest=digest,
+                             problem="corrupt")
+        if expected_len is not None and len(data) != expected_len:
+            raise ChunkError(f"chunk {digest} has {len(data)} bytes, expected {expected_len}",
+                             digest=digest, problem="corrupt")
+        return data
+
+    def _sync_chunks(self, digests: set[str]) -> None:
+        """fsync every chunk a point put (batched at commit), then the shard directories."""
+        if not digests:
+            return
+
+        def sync(digest: str) -> None:
+            path = self.chunk_path(digest)
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                raise RepoError(f"chunk {digest} vanished before commit") from None
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+        with ThreadPoolExecutor(max_workers=min(8, len(digests))) as pool:
+            list(pool.map(sync, digests))
+        for shard in sorted({d[:2] for d in digests}):
+            fsync_dir(self.chunks_dir / shard)
+
+    # --- writing -------------------------------------------------------------------------
+    def new_point(self, *, vm_urn: str, vm_name: str, job_id: str, kind: str, vm_config: dict[str, Any],
+                  snapshot_urn: str, created: float) -> "PointWriter":
+        """Start a restore point; nothing is visible in :meth:`points` until ``commit()``."""
+        if kind not in KINDS:
+            raise RepoError(f"restore point kind must be one of {', '.join(KINDS)}, not {kind!r}")
+        if not vm_urn:
+            raise RepoError("a restore point needs the VM URN")
+        try:
+            json.dumps(vm_config)
+        except (TypeError, ValueError) as exc:
+            raise RepoError(f"vm_config is not JSON-serialisable: {exc}") from exc
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(created))
+        point_id = f"{stamp}-{secrets.token_hex(4)}"
+        return PointWriter(self, RestorePoint(
+            id=point_id, vm_urn=vm_urn, vm_name=vm_name, created=float(created), kind=kind,
+            job_id=job_id, snapshot_urn=snapshot_urn, vm_config=vm_config))
+
+    # --- reading -------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def protect(self, point_ids: list[str]) -> Iterator[None]:
+        """Keep these points' chunks (and manifests) from prune+gc while a restore reads them.
+
+        A read lease: same file and liveness rules as a writer's, naming the points as bases."""
+        token = f"read-{secrets.token_hex(6)}"
+        lease = {"point_id": token, "pid": os.getpid(), "proc_start": _proc_start(os.getpid()),
+                 "host": _HOST, "base_point_ids": [], "reader": True}
+        with self._txn():
+            for pid in point_ids:
+                self.point(pid)  # must still be in the catalog, as for an incremental's base
+            lease["base_point_ids"] = list(point_ids)
+            self._write_lease(token, lease)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                (self.pending_dir / f"{token}.json").unlink()
+
+    def open_disk(self, point_id: str, volume_urn: str) -> "DiskReader":
+        point = self.point(point_id)
+        disk = point.disk(volume_urn)
+        if disk is None:
+            raise RepoError(f"restore point {point_id} has no disk {volume_urn}")
+        return DiskReader(self, point, disk, self._disk_map(point_id, volume_urn))
+
+    def _record_sha256(self, point_id: str, volume_urn: str, digest: str) -> None:
+        def mutate(doc: dict[str, Any]) -> None:
+            for d in doc.get("disks", []):
+                if d.get("volume_urn") == volume_urn:
+                    d["sha256"] = digest
+        try:
+            self._update_point(point_id, mutate)
+        except RepoBusyError:
+            pass  # a cache: skip it rather than fail the caller
+
+    # --- verify --------------------------------------------------------------------------
+    def verify(self, *, sample_pct: float = 100.0, point_ids: list[str] | None = None,
+               quarantine: bool = True, threads: int = 4, seed: int | None = None) -> VerifyReport:
+        """Re-read and re-hash the chunks of the given points (all by default), or a random
+        ``sample_pct`` percent of them. Corrupt chunks are renamed ``<digest>.bad`` (when
+        ``quarantine``) so the next backup writes them again instead of reusing them."""
+        if not (0 < sample_pct <= 100) or math.isnan(sample_pct):
+            raise RepoError(f"sample must be a percentage in (0, 100], not {sample_pct}")
+        started = time.monotonic()
+        if point_ids is None:
+            points = self.points()
+        else:
+            points = [self.point(pid) for pid in point_ids]
+        report = VerifyReport(points_checked=[p.id for p in points], sample_pct=float(sample_pct))
+        # digest -> where it is used: (point id, volume, disk name, block, expected length)
+        refs: dict[str, list[tuple[str, str, str, int, int]]] = {}
+        for p in points:
+            try:
+                maps = self._load_manifest(p.id)["maps"]
+            except RepoError as exc:
+                problem = "manifest-missing" if "missing" in str(exc) else "manifest-corrupt"
+                for d in p.disks:
+                    report.damaged.append(BlockDamage(p.id, d.volume_urn, d.disk_name, None, None, problem))
+                continue
+            for d in p.disks:
+                blocks = maps.get(d.volume_urn)
+                if blocks is None:
+                    report.damaged.append(BlockDamage(p.id, d.volume_urn, d.disk_name, None, None,
+                                                      "manifest-corrupt"))
+                    continue
+                for idx, digest in blocks.items():
+                    exp = min(d.block_size, d.size_bytes - idx * d.block_size)
+                    refs.setdefault(digest, []).append((p.id, d.volume_urn, d.disk_name, idx, exp))
+        digests = sorted(refs)
+        report.chunks_total = len(digests)
+        if sample_pct < 100:
+            k = min(len(digests), max(1, math.ceil(len(digests) * sample_pct / 100))) if digests else 0
+            chosen = random.Random(seed).sample(digests, k)
+        else:
+            chosen = digests
+        lock = threading.Lock()
+
+        def check(digest: str) -> None:
+            exp = refs[digest][0][4]
+            try:
+                data = self.read_chunk(digest, exp)
+            except ChunkError as exc:
+                with lock:
+                    report.bad_chunks[digest] = exc.problem
+                if quarantine and exc.problem == "corrupt":
+                    path = self.chunk_path(digest)
+                    with contextlib.suppress(OSError):
+                        os.replace(path, path.with_name(digest + ".bad"))
+                return
+            with lock:
+                report.chunks_checked += 1
+                report.bytes_checked += len(data)
+
+        if chosen:
+            with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+                list(pool.map(check, chosen))
+        for digest, problem in report.bad_chunks.items():
+            for pid, vol, name, idx, _ in refs[digest]:
+                report.damaged.append(BlockDamage(pid, vol, name, idx, digest, problem))
+        report.damaged.sort(key=lambda d: (d.point_id, d.volume_urn, -1 if d.block is None else d.block))
+        report.chunks_checked += len(report.bad_chunks)
+        if sample_pct >= 100:
+            bad = set(report.damaged_points)
+            now = time.time()
+            good = [p.id for p in points if p.id not in bad]
+            if good:
+                try:
+                    with self._txn():
+                        self._points.update({"verified_at": now}, Query().id.one_of(good))
+                except RepoBusyError:
+                    pass  # the result is in the report; only the catalog note is skipped
+        report.seconds = time.monotonic() - started
+        return report
+
+    # --- prune and gc --------------------------------------------------------------------
+    def prune(self, keep_last: int, vm_urn: str | None = None) -> PruneReport:
+        """Keep the newest ``keep_last`` points of each VM (or of ``vm_urn``); drop the rest's
+        catalog entries and manifests. Chunks are freed by :meth:`gc`."""
+        if keep_last < 0:
+            raise RepoError("--keep-last must be 0 or more")
+        if keep_last == 0 and vm_urn is None:
+            raise RepoError("--keep-last 0 would delete every restore point; name one VM to do that")
+        report = PruneReport()
+        with self._txn():
+            by_vm: dict[str, list[RestorePoint]] = {}
+            for p in self.points(vm_urn):
+                by_vm.setdefault(p.vm_urn, []).append(p)
+            leased_bases = {b for lease in self._leases() if lease.alive() for b in lease.base_point_ids}
+            table = self._points
+            for pts in by_vm.values():
+                drop = pts[: max(0, len(pts) - keep_last)]
+                report.kept.extend(p.id for p in pts[len(drop):])
+                if not drop:
+                    continue
+                ids = {p.id for p in drop}
+                table.remove(Query().id.one_of(sorted(ids)))
+                for pid in sorted(ids):
+                    report.removed.append(pid)
+                    with self._mutex:
+                        self._manifests.pop(pid, None)
+                    if pid not in leased_bases:  # a running incremental still reads it: gc drops it later
+                        with contextlib.suppress(FileNotFoundError):
+                            self._manifest_path(pid).unlink()
+            fsync_dir(self.points_dir)
+        return report
+
+    def gc(self) -> GcReport:
+        """Delete chunks no restore point references; never one a live writer may still use."""
+        report = GcReport()
+        # The cutoff is a file mtime so it compares with chunk mtimes on the same (filesystem) clock.
+        marker = self.path / "gc.marker"
+        try:
+            marker.touch()
+            cutoff = marker.stat().st_mtime_ns
+        except OSError as exc:
+            raise RepoError(f"cannot write in {self.path}: {exc.strerror}") from exc
+        referenced: set[str] = set()
+        with self._txn():
+            live: list[Lease] = []
+            for lease in self._leases():
+                if lease.alive():
+                    live.append(lease)
+                else:
+                    self._drop_dead_lease(lease)
+                    report.leases_removed += 1
+            report.live_leases = len(live)
+            if live:
+                cutoff = min(cutoff, min(lease.started_ns for lease in live))
+            catalog_ids = {str(d.get("id")) for d in self._catalog_docs()}
+            leased_own = {lease.point_id for lease in live}
+            keep_ids = catalog_ids | {b for lease in live for b in lease.base_point_ids}
+            for pid in sorted(keep_ids | leased_own):
+                try:
+                    maps = self._load_manifest(pid)["maps"]
+                except RepoError:
+                    if pid in catalog_ids:
+                        report.missing_manifests.append(pid)
+                    continue  # a live writer's manifest is usually not written yet
+                for m in maps.values():
+                    referenced.update(m.values())
+            for entry in list(os.scandir(self.points_dir)):
+                name = entry.name
+                if name.endswith(".json") and not name.startswith("."):
+                    pid = name[:-5]
+                    if pid not in keep_ids and pid not in leased_own:
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(entry.path)
+                        with self._mutex:
+                            self._manifests.pop(pid, None)
+                        report.manifests_removed += 1
+            report.temp_removed += remove_stale_temps(self.points_dir) + remove_stale_temps(self.pending_dir)
+            report.temp_removed += remove_stale_temps(self.path)
+        report.chunks_referenced = len(referenced)
+        # Sweep outside the lock: writers keep going; the mtime rules above protect their chunks.
+        for shard in sorted(os.scandir(self.chunks_dir), key=lambda e: e.name):
+            if not shard.is_dir():
+                continue
+            report.temp_removed += remove_stale_temps(shard.path)
+            for entry in os.scandir(shard.path):
+                name = entry.name
+                if name.endswith(".gc"):
+                    self._restore_trash(Path(entry.path))
+                    continue
+                if name.endswith(".bad"):
+                    if name[:-4] not in referenced:
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(entry.path)
+                    continue
+                if not DIGEST_RE.match(name):
+                    continue
+                report.chunks_total += 1
+                if name in referenced:
+                    continue
+                try:
+                    st = entry.stat()
+                except FileNotFoundError:
+                    continue
+                if st.st_mtime_ns >= cutoff:
+                    report.chunks_kept_recent += 1
+                    continue
+                freed = self._collect_chunk(Path(entry.path), cutoff)
+                if freed is None:
+                    report.chunks_kept_recent += 1
+                else:
+                    report.chunks_removed += 1
+                    report.bytes_removed += freed
+            if report.chunks_removed:
+                fsync_dir(shard.path)
+        return report
+
+    @staticmethod
+    def _collect_chunk(path: Path, cutoff: int) -> int | None:
+        """Rename aside, re-check the mtime (a writer may have just reused it), then delete."""
+        trash = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.gc")
+        try:
+            os.rename(path, trash)
+        except FileNotFoundError:
+            return None
+        st = trash.stat()
+        if st.st_mtime_ns >= cutoff:
+            os.replace(trash, path)  # reused meanwhile: put it back (same bytes if rewritten)
+            return None
+        os.unlink(trash)
+        return st.st_size
+
+    @staticmethod
+    def _restore_trash(trash: Path) -> None:
+        """A gc that died between its rename and its re-check: put the chunk back (the next gc
+        decides again) -- deleting it could lose a chunk a writer reused in that instant."""
+        m = re.match(r"^\.([0-9a-f]{64})\.(\d+)\.[0-9a-f]{8}\.gc$", trash.name)
+        if not m or pid_alive(int(m.group(2))):
+            return
+        final = trash.with_name(m.group(1))
+        with contextlib.suppress(FileNotFoundError):
+            if final.exists():
+                trash.unlink()
+            else:
+                os.replace(trash, final)
+
+    def disk_usage(self) -> tuple[int, int]:
+        """(chunk files, bytes on disk) of the chunk store."""
+        n = size = 0
+        for shard in os.scandir(self.chunks_dir):
+            if shard.is_dir():
+                for e in os.scandir(shard.path):
+                    if DIGEST_RE.match(e.name):
+                        n += 1
+                        with contextlib.suppress(FileNotFoundError):
+                            size += e.stat().st_size
+        return n, size
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class PointWriter:
+    """A restore point being written. Use as a context manager: an exception inside aborts."""
+
+    def __init__(self, repo: Repository, point: RestorePoint) -> None:
+        self.repo = repo
+        self.point = point
+        self.point_id = point.id
+        self._disks: list[DiskWriter] = []
+        self._state = "open"  # open | committing | committed | aborted
+        self._mu = threading.Lock()
+        self._lease: dict[str, Any] = {
+            "point_id": point.id, "vm_urn": point.vm_urn, "job_id": point.job_id, "pid": os.getpid(),
+            "proc_start": _proc_start(os.getpid()), "host": _HOST, "base_point_ids": [],
+        }
+        repo._write_lease(point.id, self._lease)
+        lease_path = repo.pending_dir / f"{point.id}.json"
+        # The lease's own mtime is its start on the filesystem clock gc compares chunk mtimes with.
+        self._lease["started_ns"] = lease_path.stat().st_mtime_ns
+        repo._write_lease(point.id, self._lease)
+
+    def __enter__(self) -> "PointWriter":
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self._state != "committed":
+            self.abort()
+
+    def _check_open(self) -> None:
+        if self._state != "open":
+            raise RepoError(f"restore point {self.point_id} is {self._state}; no more writes")
+
+    def add_disk(self, *, volume_urn: str, disk_name: str, sequence_num: int | None, pci_type: str,
+                 size_bytes: int, block_size: int, storage_type: str, datastore_urn: str,
+                 cbt: dict[str, Any] | None, base_point_id: str | None) -> "DiskWriter":
+        """Add a disk; with ``base_point_id`` it is incremental and unchanged blocks come from there."""
+        self._check_open()
+        if size_bytes <= 0:
+            raise RepoError(f"disk {disk_name or volume_urn}: size must be positive")
+        if block_size <= 0 or block_size % 512:
+            raise RepoError(f"disk {disk_name or volume_urn}: block size must be a positive multiple of 512")
+        if any(d.disk.volume_urn == volume_urn for d in self._disks):
+            raise RepoError(f"disk {volume_urn} is already in restore point {self.point_id}")
+        base_map: dict[int, str] = {}
+        if base_point_id is not None:
+            repo = self.repo
+            with repo._txn():
+                # Register the base before reading it: from here on gc keeps its chunks and
+                # prune keeps its manifest even if its catalog entry goes.
+                base = repo.point(base_point_id)
+                bdisk = base.disk(volume_urn)
+                if bdisk is None:
+                    raise RepoError(f"base point {base_point_id} has no disk {volume_urn}; back it up full")
+                if bdisk.size_bytes != size_bytes or bdisk.block_size != block_size:
+                    raise RepoError(
+                        f"disk {disk_name or volume_urn} changed size or block size since base point "
+                        f"{base_point_id}; an incremental is impossible, back it up full")
+                if base_point_id not in self._lease["base_point_ids"]:
+                    self._lease["base_point_ids"].append(base_point_id)
+                    repo._write_lease(self.point_id, self._lease)
+                base_map = dict(repo._disk_map(base_point_id, volume_urn))
+        disk = RestorePointDisk(
+            volume_urn=volume_urn, disk_name=disk_name, sequence_num=sequence_num, pci_type=pci_type,
+            size_bytes=int(size_bytes), block_size=int(block_size), storage_type=storage_type,
+            datastore_urn=datastore_urn, mode="incremental" if base_point_id else "full",
+            cbt=dict(cbt) if cbt is not None else None, base_point_id=base_point_id)
+        writer = DiskWriter(self, disk, base_map)
+        with self._mu:
+            self._disks.append(writer)
+        return writer
+
+    def commit(self) -> RestorePoint:
+        """Make the point durable and visible: chunks fsynced -> manifest -> catalog entry."""
+        with self._mu:
+            self._check_open()
+            if not self._disks:
+                raise RepoError(f"restore point {self.point_id} has no disks")
+            self._state = "committing"
+        repo = self.repo
+        try:
+            touched: set[str] = set()
+            manifest_disks = []
+            for w in self._disks:
+                with w._mu:
+                    w._closed = True
+                    touched |= w._touched
+                    w.disk.nonzero_blocks = len(w._map)
+                    s = w.stats
+                    w.disk.bytes_in, w.disk.bytes_stored = s.bytes_in, s.bytes_stored
+                    w.disk.bytes_reused, w.disk.bytes_zero = s.bytes_reused, s.bytes_zero
+                    blocks = sorted(w._map.items())
+                self.point.disks.append(w.disk)
+                manifest_disks.append({**w.disk.to_dict(), "blocks": [[i, h] for i, h in blocks]})
+            repo._sync_chunks(touched)
+            manifest = {**self.point.to_dict(), "format": FORMAT_VERSION, "disks": manifest_disks}
+            try:
+                atomic_write_bytes(repo._manifest_path(self.point_id),
+                                   json.dumps(manifest, separators=(",", ":")).encode())
+            except StoreError as exc:
+                raise RepoError(f"cannot write manifest: {exc}") from exc
+            with repo._txn():
+                repo._points.insert(self.point.to_dict())
+                with contextlib.suppress(FileNotFoundError):
+                    (repo.pending_dir / f"{self.point_id}.json").unlink()
+        except BaseException:
+            self.point.disks.clear()
+            self._state = "open"
+            self.abort()
+            raise
+        self._state = "committed"
+        return self.point
+
+    def abort(self) -> None:
+        """Give up: no catalog entry, lease removed; chunks already written wait for gc."""
+        with self._mu:
+            if self._state in ("committed", "aborted"):
+                return
+            self._state = "aborted"
+        for w in self._disks:
+            w._closed = True
+        repo = self.repo
+        with contextlib.suppress(RepoError):
+            with repo._txn():
+                if not repo._catalog_has(self.point_id):
+                    with contextlib.suppress(FileNotFoundError):
+                        repo._manifest_path(self.point_id).unlink()
+                with contextlib.suppress(FileNotFoundError):
+                    (repo.pending_dir / f"{self.point_id}.json").unlink()
+
+
+class DiskWriter:
+    """Receives one disk's blocks. ``put_block`` is thread-safe (hashing/compression outside locks)."""
+
+    def __init__(self, point: PointWriter, disk: RestorePointDisk, base_map: dict[int, str]) -> None:
+        self._point = point
+        self.disk = disk
+        self.mode = disk.mode
+        self.stats = DiskStats()
+        self.block_count = disk.block_count
+        self._map: dict[int, str] = base_map
+        self._touched: set[str] = set()
+        self._mu = threading.Lock()
+        self._closed = False
+
+    def _expected_len(self, index: int) -> int:
+        return min(self.disk.block_size, self.disk.size_bytes - index * self.disk.block_size)
+
+    def put_block(self, index: int, data: bytes) -> str:
+        """Store block ``index`` (exactly one block; the last one may be short). Returns
+        'zero' (not stored), 'reused' (chunk already in the repository) or 'stored'."""
+        if self._closed:
+            raise RepoError(f"disk {self.disk.volume_urn} of point {self._point.point_id} is closed")
+        if not 0 <= index < self.block_count:
+            raise RepoError(f"block {index} outside disk {self.disk.disk_name or self.disk.volume_urn} "
+                            f"(0..{self.block_count - 1})")
+        if not isinstance(data, bytes):
+            data = bytes(data)
+        n = len(data)
+        if n != self._expected_len(index):
+            raise RepoError(f"block {index} has {n} bytes, expected {self._expected_len(index)}")
+        if data == _zeros(n):
+            with self._mu:
+                self._map.pop(index, None)  # an incremental block that became zero
+                s = self.stats
+                s.bytes_in += n
+                s.bytes_zero += n
+                s.blocks += 1
+                s.blocks_zero += 1
+            return "zero"
+        digest = hashlib.sha256(data).hexdigest()
+        outcome, stored = self._point.repo._store_chunk(digest, data)
+        with self._mu:
+            if self._closed:
+                raise RepoError(f"disk {self.disk.volume_urn} was closed while block {index} was written")
+            self._map[index] = digest
+            self._touched.add(digest)
+            s = self.stats
+            s.bytes_in += n
+            s.blocks += 1
+            if outcome == "stored":
+                s.bytes_stored += stored
+                s.blocks_stored += 1
+            else:
+                s.bytes_reused += n
+                s.blocks_reused += 1
+        return outcome
+
+
+class DiskReader:
+    """Reads one disk of a restore point; every chunk is checked against its hash on read."""
+
+    def __init__(self, repo: Repository, point: RestorePoint, disk: RestorePointDisk,
+                 blocks: dict[int, str]) -> None:
+        self._repo = repo
+        self.point_id = point.id
+        self.disk = disk
+        self.volume_urn = disk.volume_urn
+        self.size_bytes = disk.size_bytes
+        self.block_size = disk.block_size
+        self.block_count = disk.block_count
+        self._blocks = blocks
+
+    def _expected_len(self, index: int) -> int:
+        return min(self.block_size, self.size_bytes - index * self.block_size)
+
+    def read_block(self, index: int) -> bytes:
+        """The block's bytes (zeros when not stored); raises :class:`ChunkError` on damage."""
+        if not 0 <= index < self.block_count:
+            raise RepoError(f"block {index} outside disk {self.volume_urn} (0..{self.block_count - 1})")
+        digest = self._blocks.get(index)
+        if digest is None:
+            return _zeros(self._expected_len(index))
+        return self._repo.read_chunk(digest, self._expected_len(index))
+
+    def block_digests(self) -> dict[int, str]:
+        """Non-zero blocks only: index -> SHA-256 of the block."""
+        return dict(self._blocks)
+
+    def iter_blocks(self, *, readahead: int = 4) -> Iterator[tuple[int, bytes | None]]:
+        """Every block in order; None for a zero block. Reads ``readahead`` chunks in parallel."""
+        if readahead <= 1:
+            for i in range(self.block_count):
+                yield i, (self.read_block(i) if i in self._blocks else None)
+            return
+        with ThreadPoolExecutor(max_workers=readahead) as pool:
+            window: list[tuple[int, Any]] = []
+            stored = iter(sorted(self._blocks))
+            nxt = next(stored, None)
+            for i in range(self.block_count):
+                while nxt is not None and len(window) < readahead * 2:
+                    window.append((nxt, pool.submit(self.read_block, nxt)))
+                    nxt = next(stored, None)
+                if window and window[0][0] == i:
+                    _, fut = window.pop(0)
+                    yield i, fut.result()
+                else:
+                    yield i, None
+
+    def sha256(self) -> str:
+        """SHA-256 of the whole disk's bytes; cached in the catalog after the first computation."""
+        if self.disk.sha256:
+            return self.disk.sha256
+        h = hashlib.sha256()
+        for i, data in self.iter_blocks():
+            h.update(data if data is not None else _zeros(self._expected_len(i)))
+        digest = h.hexdigest()
+        self.disk.sha256 = digest
+        self._repo._record_sha256(self.point_id, self.volume_urn, digest)
+        return digest
