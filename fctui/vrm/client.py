@@ -1,0 +1,828 @@
+"""Async client of the FusionCompute VRM REST API (vrm-api.md §1-§12).
+
+One :class:`VrmClient` holds one login session. It re-logs-in once on HTTP 401, retries idempotent reads
+on 5xx, pages lists (optionally several pages at a time), and turns every failure into a typed
+:class:`~fctui.vrm.errors.VrmError`. Volume bytes move through :meth:`VrmClient.data_transport`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
+from urllib.parse import urlsplit
+
+import httpx
+
+from .credentials import install_log_redaction
+from .errors import (VERSION_ERROR_CODE, BackupResourceError, TaskFailedError, TaskTimeoutError, VrmAuthError,
+                     VrmConnectionError, VrmError, VrmNotFoundError, VrmProtocolError, VrmServerError,
+                     VrmTimeoutError, VrmVersionError, api_error)
+from .models import (BackupResource, CbtBitmap, Cluster, Datastore, Host, LoginInfo, OsCatalogue, Site,
+                     SnapshotDetail, SnapshotTree, Task, TaskRef, VersionInfo, Vm, Volume)
+from .transport import BlockTransport, HttpResourceTransport, make_verify
+from .urn import urn_to_uri
+
+log = logging.getLogger("fctui.vrm.client")
+
+try:  # optional: 3-5x faster decoding of big VM pages; the standard library is the fallback.
+    # (Integers beyond 64 bits become floats with orjson; no VRM field is that large.)
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - depends on the environment
+    _orjson = None
+
+
+def _loads(body: bytes) -> Any:
+    if _orjson is not None:
+        try:
+            return _orjson.loads(body)
+        except ValueError:
+            pass  # orjson is stricter (NaN, Infinity): let the standard parser decide
+    return json.loads(body)
+
+T = TypeVar("T")
+
+PAGE_LIMIT = 100  # the documented maximum; every known client uses it (vrm-api.md §5)
+INSECURE_WARNING = ("TLS certificate verification is OFF (--insecure): the VRM's identity is not checked "
+                    "and the password hash could be intercepted. Prefer --ca-file with the VRM's CA.")
+_insecure_warned = False
+
+_RETRY_BACKOFF_S = (0.2, 0.5, 1.0, 2.0)
+
+
+def _warn_insecure_once() -> None:
+    global _insecure_warned
+    if not _insecure_warned:
+        _insecure_warned = True
+        log.warning(INSECURE_WARNING)
+
+
+def _password_key(password: str, plaintext: bool) -> str:
+    return password if plaintext else hashlib.sha256(password.encode("utf-8")).hexdigest()
+
+
+def _param(v: Any) -> Any:
+    """Query values as the VRM spells them: lower-case booleans, lists as repeated keys."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (list, tuple)):
+        return [_param(x) for x in v]
+    return v
+
+
+def _clean_params(params: dict[str, Any] | None) -> dict[str, Any]:
+    return {k: _param(v) for k, v in (params or {}).items() if v is not None}
+
+
+class VrmClient:
+    """A logged-in conversation with one VRM. Use as ``async with VrmClient(...) as vrm:``."""
+
+    def __init__(self, base_url: str, user: str, password: str | Callable[[], str], *,
+                 api_version: str | None = None, user_type: str = "2", plaintext_key: bool = False,
+                 verify: bool | str = True, timeout: float = 30.0,
+                 transport: httpx.AsyncBaseTransport | None = None,
+                 page_concurrency: int = 8, retries_5xx: int = 2) -> None:
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise VrmError(f"VRM address must look like https://host:7443, got {base_url!r}")
+        if page_concurrency < 1:
+            raise VrmError("page_concurrency must be at least 1")
+        install_log_redaction()
+        self.base_url = base_url.rstrip("/")
+        self.user = user
+        self._password = password  # kept only in memory, never logged
+        self._configured_version = api_version.lstrip("vV") if api_version else None
+        self.api_version: str = self._configured_version or ""
+        self._negotiated = self._configured_version is not None
+        self.user_type = user_type
+        self.plaintext_key = plaintext_key
+        self.verify = verify
+        self.timeout = timeout
+        self.page_concurrency = page_concurrency
+        self.retries_5xx = max(0, retries_5xx)
+        self._transport = transport
+        if verify is False and parts.scheme == "https":
+            _warn_insecure_once()
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url, verify=make_verify(verify), timeout=httpx.Timeout(timeout),
+            transport=transport, follow_redirects=False,
+            limits=httpx.Limits(max_connections=max(16, page_concurrency * 2),
+                                max_keepalive_connections=max(16, page_concurrency * 2)),
+        )
+        self._token: str | None = None
+        self._token_gen = 0
+        self._login_lock = asyncio.Lock()
+        self.login_info: LoginInfo | None = None
+        self.request_count = 0  # requests sent, for benchmarks and diagnostics
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> "VrmClient":
+        try:
+            await self.login()
+        except BaseException:
+            await self.aclose()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        try:
+            if self._token is not None:
+                try:
+                    await self.logout()
+                except VrmError as e:  # the session expires on its own; do not mask the real error
+                    log.info("logout failed: %s", e)
+        finally:
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    @property
+    def logged_in(self) -> bool:
+        return self._token is not None
+
+    def _accept(self, with_version: bool = True) -> str:
+        if with_version and self.api_version:
+            return f"application/json;version={self.api_version};charset=UTF-8"
+        return "application/json;charset=UTF-8"
+
+    def _base_headers(self, with_version: bool = True) -> dict[str, str]:
+        return {"Accept": self._accept(with_version), "Accept-Language": "en_US",
+                "Content-Type": "application/json;charset=UTF-8"}
+
+    # --- session --------------------------------------------------------------------------------
+
+    async def versions(self) -> list[VersionInfo]:
+        """``GET /service/versions`` (no token needed), oldest first."""
+        data = await self._call("GET", "/service/versions", with_version=False, auth=False)
+        items = self._list_field(data, "versions", "GET", "/service/versions")
+        return [VersionInfo.from_dict(x) for x in items]
+
+    async def _discover_versions(self) -> list[str]:
+        """Versions the VRM offers, newest first ([] when it cannot say)."""
+        try:
+            vs = [v.version.lstrip("vV") for v in await self.versions() if v.version]
+        except (VrmNotFoundError, VrmProtocolError) as e:
+            # Old VRMs may lack the endpoint; the Accept header without a version is accepted (§1).
+            log.info("version discovery failed (%s); sending no version", e)
+            vs = []
+        return list(reversed(vs))
+
+    async def login(self) -> LoginInfo:
+        """Negotiate the API version if needed and open a session.
+
+        A configured version is used as is. Otherwise the newest of ``/service/versions`` is tried
+        first and, should the VRM refuse it as unsupported (10000022), the next older one.
+        """
+        if self._negotiated:
+            return await self._login()
+        candidates = await self._discover_versions() or [""]
+        for i, version in enumerate(candidates):
+            self.api_version = version
+            try:
+                info = await self._login()
+            except VrmVersionError:
+                if i == len(candidates) - 1:
+                    raise
+                log.info("VRM refused API version %s; trying %s", version, candidates[i + 1] or "none")
+                continue
+            self._negotiated = True
+            return info
+        raise AssertionError("unreachable")
+
+    async def _login(self) -> LoginInfo:
+        pw = self._password() if callable(self._password) else self._password
+        headers = self._base_headers()
+        headers["X-Auth-User"] = self.user
+        headers["X-Auth-Key"] = _password_key(pw, self.plaintext_key)
+        headers["X-Auth-UserType"] = self.user_type
+        if self.plaintext_key:
+            headers["X-ENCRIPT-ALGORITHM"] = "1"  # Huawei's spelling
+        resp = await self._send("POST", "/service/session", headers=headers, content=b"{}")
+        if resp.status_code in (401, 403):
+            code, des = self._error_fields(resp)
+            if code == VERSION_ERROR_CODE:
+                raise api_error(resp.status_code, code, des, "POST", "/service/session")
+            raise VrmAuthError(
+                f"VRM login refused for user {self.user!r}: {des or 'bad user name or password'}"
+                + (f" [{code}]" if code and code not in des else ""),
+                status=resp.status_code, error_code=code, error_des=des, method="POST",
+                path="/service/session")
+        data = self._decode(resp, "POST", "/service/session")
+        token = resp.headers.get("X-Auth-Token")
+        if not token:
+            raise VrmProtocolError("VRM login answered without an X-Auth-Token header",
+                                   method="POST", path="/service/session", status=resp.status_code)
+        self._token = token
+        self._token_gen += 1
+        self.login_info = LoginInfo.from_dict(data)
+        log.info("logged in to %s as %s (API version %s)", self.base_url, self.user, self.api_version or "-")
+        return self.login_info
+
+    async def logout(self) -> None:
+        """``DELETE /service/session``; the token is forgotten even if the VRM refuses."""
+        if self._token is None:
+            return
+        try:
+            await self._call("DELETE", "/service/session", relogin=False, expect_json=False)
+        except (VrmAuthError, VrmNotFoundError):
+            pass  # already expired: the goal is reached
+        finally:
+            self._token = None
+
+    # --- low level ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _path(path_or_uri: str) -> str:
+        if path_or_uri.startswith("urn:"):
+            try:
+                return urn_to_uri(path_or_uri)
+            except ValueError as e:
+                raise VrmError(str(e)) from None
+        if path_or_uri.startswith(("http://", "https://")):
+            p = urlsplit(path_or_uri)
+            return p.path + (f"?{p.query}" if p.query else "")
+        if not path_or_uri.startswith("/"):
+            raise VrmError(f"not a VRM URI or URN: {path_or_uri!r}")
+        return path_or_uri
+
+    async def _send(self, method: str, path: str, *, headers: dict[str, str],
+                    params: dict[str, Any] | None = None, json_body: Any = None,
+                    content: bytes | None = None) -> httpx.Response:
+        """One HTTP exchange; transport failures become typed errors."""
+        self.request_count += 1
+        if json_body is not None:
+            content = json.dumps(json_body, separators=(",", ":")).encode("utf-8")
+        try:
+            # httpx's timeout bounds each network step; this bounds the whole exchange, also a slowly
+            # dripping answer, and applies to every transport (in-process ASGI included).
+            async with asyncio.timeout(self.timeout):
+                resp = await self._http.request(method, path, params=params, headers=headers, content=content)
+                await resp.aread()
+                return resp
+        except (httpx.TimeoutException, TimeoutError):
+            raise VrmTimeoutError(f"VRM did not answer {method} {path} within {self.timeout:g} s") from None
+        except httpx.TransportError as e:
+            raise VrmConnectionError(self._transport_message(e, method, path)) from None
+        except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as e:  # e.g. a bad URI
+            raise VrmError(f"cannot send {method} {path}: {e}") from None
+        except OSError as e:  # a socket error that reached us unwrapped
+            raise VrmConnectionError(self._transport_message(e, method, path)) from None
+
+    def _transport_message(self, e: Exception, method: str, path: str) -> str:
+        text = str(e) or type(e).__name__
+        if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
+            return (f"TLS certificate of {self.base_url} is not trusted ({text.split(':')[-1].strip()}); "
+                    "use --ca-file with the VRM's CA certificate, or --insecure to skip the check")
+        return f"cannot reach VRM {self.base_url} ({method} {path}): {type(e).__name__}: {text}"
+
+    @staticmethod
+    def _error_fields(resp: httpx.Response) -> tuple[str, str]:
+        try:
+            body = resp.content
+        except httpx.HTTPError:
+            return "", ""
+        if not body:
+            return "", ""
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return "", body[:200].decode("utf-8", "replace").strip()
+        if isinstance(data, dict):
+            code = data.get("errorCode")
+            des = data.get("errorDes")
+            if isinstance(data.get("error"), dict):  # a shape seen in some docs; tolerate it
+                code = code or data["error"].get("code")
+                des = des or data["error"].get("message")
+            return ("" if code is None else str(code)), ("" if des is None else str(des))
+        return "", ""
+
+    def _decode(self, resp: httpx.Response, method: str, path: str) -> Any:
+        """The JSON body of a successful answer, or raise the typed error of a failed one."""
+        status = resp.status_code
+        if status >= 400 or status < 200:
+            code, des = self._error_fields(resp)
+            raise api_error(status, code, des, method, path)
+        body = resp.content
+        if not body.strip():
+            return {}  # synchronous operations may answer 200/204 with nothing
+        ctype = resp.headers.get("content-type", "")
+        if "json" not in ctype.lower():
+            raise VrmProtocolError(
+                f"VRM answered {method} {path} with {ctype or 'no content type'} instead of JSON",
+                method=method, path=path, status=status)
+        try:
+            return _loads(body)
+        except ValueError as e:
+            raise VrmProtocolError(f"VRM answered {method} {path} with malformed JSON: {e}",
+                                   method=method, path=path, status=status) from None
+
+    async def _call(self, method: str, path_or_uri: str, *, params: dict[str, Any] | None = None,
+                    json_body: Any = None, expect_json: bool = True, with_version: bool = True,
+                    auth: bool = True, relogin: bool = True) -> Any:
+        path = self._path(path_or_uri)
+        params = _clean_params(params)
+        relogged = False
+        attempt_5xx = 0
+        while True:
+            headers = self._base_headers(with_version)
+            gen = self._token_gen
+            if auth:
+                if self._token is None:
+                    if not relogin:
+                        raise VrmAuthError("not logged in to the VRM", status=401, method=method, path=path)
+                    await self._relogin(gen)
+                    gen = self._token_gen
+                if self._token is not None:
+                    headers["X-Auth-Token"] = self._token
+            resp = await self._send(method, path, headers=headers, params=params or None, json_body=json_body)
+            status = resp.status_code
+            if status == 401 and auth and relogin and not relogged:
+                # Token expired or revoked: log in again once and repeat this request (never loop).
+                relogged = True
+                log.info("VRM answered 401 to %s %s; logging in again", method, path)
+                await self._relogin(gen)
+                continue
+            if status >= 500 and method == "GET" and attempt_5xx < self.retries_5xx:
+                delay = _RETRY_BACKOFF_S[min(attempt_5xx, len(_RETRY_BACKOFF_S) - 1)]
+                attempt_5xx += 1
+                log.info("VRM answered %d to GET %s; retry %d in %.1f s", status, path, attempt_5xx, delay)
+                await asyncio.sleep(delay)
+                continue
+            if not expect_json:
+                if status >= 400:
+                    code, des = self._error_fields(resp)
+                    raise api_error(status, code, des, method, path)
+                return resp.content
+            return self._decode(resp, method, path)
+
+    async def _relogin(self, seen_gen: int) -> None:
+        """Log in again unless another request already did since ``seen_gen`` (concurrent pages)."""
+        async with self._login_lock:
+            if self._token_gen != seen_gen and self._token is not None:
+                return
+            self._token = None
+            await self.login()
+
+    async def request(self, method: str, path_or_uri: str, *, params: dict[str, Any] | None = None,
+                      json: Any = None, expect_json: bool = True) -> Any:
+        """Any VRM call: URI (``/service/...``) or URN; JSON in, JSON (or raw bytes) out."""
+        return await self._call(method.upper(), path_or_uri, params=params, json_body=json,
+                                expect_json=expect_json)
+
+    # --- shape helpers --------------------------------------------------------------------------
+
+    @staticmethod
+    def _obj(data: Any, method: str, path: str) -> dict:
+        if not isinstance(data, dict):
+            raise VrmProtocolError(
+                f"VRM answered {method} {path} with a JSON {type(data).__name__}, expected an object",
+                method=method, path=path)
+        return data
+
+    def _list_field(self, data: Any, key: str, method: str, path: str) -> list:
+        d = self._obj(data, method, path)
+        items = d.get(key)
+        if items is None:
+            if d.get("total") in (0, "0"):
+                return []
+            raise VrmProtocolError(f"VRM answer to {method} {path} lacks the {key!r} list",
+                                   method=method, path=path)
+        if not isinstance(items, list):
+            raise VrmProtocolError(f"VRM answer to {method} {path}: {key!r} is not a list",
+                                   method=method, path=path)
+        return items
+
+    async def _get_obj(self, uri: str, params: dict[str, Any] | None = None) -> dict:
+        path = self._path(uri)
+        return self._obj(await self._call("GET", path, params=params), "GET", path)
+
+    async def _task_call(self, method: str, uri: str, body: Any = None,
+                         params: dict[str, Any] | None = None) -> TaskRef:
+        path = self._path(uri)
+        data = self._obj(await self._call(method, path, json_body=body, params=params), method, path)
+        ref = TaskRef.from_dict(data)
+        if not (ref.task_uri or ref.task_urn):
+            raise VrmProtocolError(f"VRM answer to {method} {path} carries no taskUri", method=method, path=path)
+        return ref
+
+    # --- paging ---------------------------------------------------------------------------------
+
+    async def _page(self, path: str, key: str, params: dict[str, Any], offset: int) -> tuple[list, int | None]:
+        p = dict(params, limit=PAGE_LIMIT, offset=offset)
+        data = await self._call("GET", path, params=p)
+        items = self._list_field(data, key, "GET", path)
+        total = data.get("total")
+        try:
+            total_i = int(total) if total is not None else None
+        except (TypeError, ValueError):
+            total_i = None
+        return items, total_i
+
+    async def iter_pages(self, path_or_uri: str, key: str, params: dict[str, Any] | None = None, *,
+                         concurrency: int | None = None) -> AsyncIterator[list]:
+        """Raw pages of a ``{total, <key>: [...]}`` listing, in order.
+
+        Stops on ``offset >= total``, a short page or an empty page (whichever comes first). With
+        ``concurrency`` > 1 the pages after the first are fetched that many at a time once ``total`` is
+        known, and still yielded in order.
+        """
+        path = self._path(path_or_uri)
+        params = _clean_params(params)
+        conc = self.page_concurrency if concurrency is None else max(1, concurrency)
+        items, total = await self._page(path, key, params, 0)
+        if items:
+            yield items
+        if not items or len(items) < PAGE_LIMIT or (total is not None and PAGE_LIMIT >= total):
+            return
+        if conc > 1 and total is not None:
+            async for page in self._concurrent_pages(path, key, params, total, conc):
+                yield page
+            return
+        offset = PAGE_LIMIT
+        while True:
+            items, total = await self._page(path, key, params, offset)
+            if items:
+                yield items
+            offset += PAGE_LIMIT
+            if not items or len(items) < PAGE_LIMIT or (total is not None and offset >= total):
+                return
+
+    async def _concurrent_pages(self, path: str, key: str, params: dict[str, Any], total: int,
+                                conc: int) -> AsyncIterator[list]:
+        sem = asyncio.Semaphore(conc)
+
+        async def one(offset: int) -> tuple[list, int | None]:
+            async with sem:
+                return await self._page(path, key, params, offset)
+
+        offsets = list(range(PAGE_LIMIT, total, PAGE_LIMIT))
+        tasks = [asyncio.ensure_future(one(o)) for o in offsets]
+        try:
+            latest_total: int | None = total
+            for t in tasks:
+                items, page_total = await t
+                if page_total is not None:
+                    latest_total = page_total
+                if items:
+                    yield items
+                if len(items) < PAGE_LIMIT:
+                    return  # the list shrank while we read it: later pages are empty or stale
+            # The list may have grown since page 1 gave total: continue sequentially while the
+            # newest total says there is more.
+            offset = offsets[-1] + PAGE_LIMIT if offsets else PAGE_LIMIT
+            while latest_total is None or offset < latest_total:
+                items, latest_total = await self._page(path, key, params, offset)
+                if items:
+                    yield items
+                if len(items) < PAGE_LIMIT:
+                    return
+                offset += PAGE_LIMIT
+        finally:
+            for t in tasks:
+                if not t.done():
+                    t.cancel()
+            # Collect outcomes so no "exception was never retrieved" warnings leak.
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _all(self, path: str, key: str, params: dict[str, Any] | None, model: Callable[[Any], T],
+                   concurrency: int | None = None) -> list[T]:
+        out: list[T] = []
+        async for page in self.iter_pages(path, key, params, concurrency=concurrency):
+            out.extend(model(x) for x in page)
+        return out
+
+    # --- inventory ------------------------------------------------------------------------------
+
+    async def sites(self) -> list[Site]:
+        data = await self._call("GET", "/service/sites")
+        return [Site.from_dict(x) for x in self._list_field(data, "sites", "GET", "/service/sites")]
+
+    async def site(self, uri: str) -> Site:
+        return Site.from_dict(await self._get_obj(uri))
+
+    async def clusters(self, site_uri: str) -> list[Cluster]:
+        path = self._path(site_uri) + "/clusters"
+        data = await self._call("GET", path)
+        return [Cluster.from_dict(x) for x in self._list_field(data, "clusters", "GET", path)]
+
+    async def hosts(self, site_uri: str, scope: str | None = None) -> list[Host]:
+        return await self._all(self._path(site_uri) + "/hosts", "hosts", {"scope": scope}, Host.from_dict)
+
+    async def host(self, uri: str) -> Host:
+        return Host.from_dict(await self._get_obj(uri))
+
+    async def datastores(self, site_uri: str, scope: str | None = None) -> list[Datastore]:
+        return await self._all(self._path(site_uri) + "/datastores", "datastores", {"scope": scope},
+                               Datastore.from_dict)
+
+    async def datastore(self, uri: str) -> Datastore:
+        return Datastore.from_dict(await self._get_obj(uri))
+
+    def iter_vm_pages(self, site_uri: str, *, detail: int = 2, templates: bool | None = False,
+                      scope: str | None = None, concurrency: int | None = None,
+                      **filters: Any) -> AsyncIterator[list[Vm]]:
+        """VM pages in order as they arrive (so a UI can show the first rows early)."""
+        return self._vm_pages(site_uri, detail=detail, templates=templates, scope=scope,
+                              concurrency=concurrency, filters=filters)
+
+    async def _vm_pages(self, site_uri: str, *, detail: int, templates: bool | None, scope: str | None,
+                        concurrency: int | None, filters: dict[str, Any]) -> AsyncIterator[list[Vm]]:
+        path = self._path(site_uri) + "/vms"
+        kinds: list[bool] = [False, True] if templates is None else [bool(templates)]
+        for is_template in kinds:
+            params = dict(filters, detail=detail, isTemplate=is_template, scope=scope)
+            async for page in self.iter_pages(path, "vms", params, concurrency=concurrency):
+                yield [Vm.from_dict(x) for x in page]
+
+    async def vms(self, site_uri: str, *, detail: int = 2, templates: bool | None = False,
+                  scope: str | None = None, concurrency: int | None = None, **filters: Any) -> list[Vm]:
+        """Every VM (``templates=False``), every template (``True``) or both (``None``)."""
+        out: list[Vm] = []
+        async for page in self.iter_vm_pages(site_uri, detail=detail, templates=templates, scope=scope,
+                                             concurrency=concurrency, **filters):
+            out.extend(page)
+        return out
+
+    async def vm(self, uri_or_urn: str) -> Vm:
+        return Vm.from_dict(await self._get_obj(uri_or_urn))
+
+    async def os_catalogue(self, site_uri: str) -> OsCatalogue:
+        return OsCatalogue.from_dict(await self._get_obj(self._path(site_uri) + "/vms/osversions"))
+
+    async def volumes(self, site_uri: str, **filters: Any) -> list[Volume]:
+        return await self._all(self._path(site_uri) + "/volumes", "volumes", filters, Volume.from_dict)
+
+    async def volume(self, uri_or_urn: str) -> Volume:
+        return Volume.from_dict(await self._get_obj(uri_or_urn))
+
+    # --- snapshots ------------------------------------------------------------------------------
+
+    async def snapshot_tree(self, vm_uri: str) -> SnapshotTree:
+        return SnapshotTree.from_dict(await self._get_obj(self._path(vm_uri) + "/snapshots"))
+
+    async def snapshot(self, uri: str) -> SnapshotDetail:
+        return SnapshotDetail.from_dict(await self._get_obj(uri))
+
+    async def create_snapshot(self, vm_uri: str, name: str, *, type: str = "CBTbackup", description: str = "",
+                              need_memory_shot: bool = False, is_consistent: bool = False) -> TaskRef:
+        if not 1 <= len(name) <= 256:
+            raise VrmError("snapshot name must be 1 to 256 characters")
+        body = {"name": name, "description": description, "type": type,
+                "needMemoryShot": need_memory_shot, "isConsistent": is_consistent}
+        return await self._task_call("POST", self._path(vm_uri) + "/snapshots", body)
+
+    async def delete_snapshot(self, uri: str) -> TaskRef:
+        return await self._task_call("DELETE", uri)
+
+    async def revert_snapshot(self, uri: str) -> TaskRef:
+        return await self._task_call("POST", self._path(uri) + "/action/resumevm")
+
+    # --- tasks ----------------------------------------------------------------------------------
+
+    async def tasks(self, site_uri: str, **filters: Any) -> list[Task]:
+        return await self._all(self._path(site_uri) + "/tasks", "tasks", filters, Task.from_dict)
+
+    async def task(self, uri: str) -> Task:
+        return Task.from_dict(await self._get_obj(uri))
+
+    async def cancel_task(self, uri: str) -> None:
+        await self._call("POST", self._path(uri) + "/cancel", expect_json=False)
+
+    async def wait_task(self, ref: TaskRef | str, *, timeout: float = 600, interval: float = 1.0,
+                        max_interval: float = 5.0, on_progress: Callable[[Task], None] | None = None) -> Task:
+        """Poll a task until ``success`` (returned) or ``failed`` (:class:`TaskFailedError`).
+
+        The interval grows from ``interval`` to ``max_interval``. A few transient read failures are
+        tolerated (as NOVA does). Cancelling the awaiting coroutine stops polling; it does not cancel
+        the VRM task (use :meth:`cancel_task` for that).
+        """
+        uri = ref if isinstance(ref, str) else (ref.task_uri or ref.task_urn)
+        if not uri:
+            raise VrmError("no task to wait for")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        delay = max(0.0, interval)
+        last: Task | None = None
+        transient = 0
+        while True:
+            try:
+                last = await self.task(uri)
+                transient = 0
+            except (VrmServerError, VrmConnectionError, VrmTimeoutError):
+                transient += 1
+                if transient > 3:
+                    raise
+            else:
+                if on_progress is not None:
+                    on_progress(last)
+                if last.status == "success":
+                    return last
+                if last.status == "failed":
+                    raise TaskFailedError(last)
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                shown = f"{last.status} {last.progress}%" if last else "never read"
+                raise TaskTimeoutError(f"VRM task {uri.rsplit('/', 1)[-1]} did not finish within "
+                                       f"{timeout:g} s (last seen: {shown})", last)
+            await asyncio.sleep(min(delay, remaining))
+            delay = min(max_interval, max(delay * 1.5, 0.05))
+
+    # --- CBT ------------------------------------------------------------------------------------
+
+    async def get_cbt(self, volume_uri: str, *, snap_uuid: str, vol_cbt_create_time: str, chg_id: str | int,
+                      start_block: int = 0, block_num: int | None = None,
+                      type: str = "DiffBitmapAndBit1Num") -> CbtBitmap:
+        """``POST <volUri>/getcbt``: blocks changed since CBT version ``chg_id`` ("0"/"" = all written)."""
+        if block_num is not None and (start_block % 8 or block_num % 8 or block_num < 0 or start_block < 0):
+            raise VrmError("startBlock and blockNum must be non-negative multiples of 8")
+        # Zero-valued fields are sent, not omitted: a VRM answered 400 to bodies without them (§9.2).
+        body: dict[str, Any] = {"type": type, "snapUuid": snap_uuid, "volCBTCreateTime": vol_cbt_create_time,
+                                "chgID": str(chg_id)}
+        if block_num is not None:
+            body["startBlock"] = start_block
+            body["blockNum"] = block_num
+        path = self._path(volume_uri) + "/getcbt"
+        data = self._obj(await self._call("POST", path, json_body=body), "POST", path)
+        for k in ("sectorOfBlock", "bitNum"):
+            if k not in data:
+                raise VrmProtocolError(f"VRM answer to POST {path} lacks {k!r}", method="POST", path=path)
+        return CbtBitmap.from_dict(data, start_block)
+
+    async def changed_blocks(self, volume_uri: str, *, snap_uuid: str, vol_cbt_create_time: str,
+                             chg_id: str | int, window: int = 1024, volume_size: int | None = None,
+                             concurrency: int = 4) -> tuple[int, int, list[int]]:
+        """(block size in bytes, total blocks, changed block numbers ascending), queried ``window`` blocks
+        at a time (multiple of 8; 1024 is what a commercial client uses).
+
+        With ``volume_size`` (bytes, e.g. from ``quantityGB``) the windows after the first are fetched
+        ``concurrency`` at a time; without it they are fetched one by one until a short window.
+        """
+        if window <= 0 or window % 8:
+            raise VrmError("CBT window must be a positive multiple of 8")
+
+        async def one(start: int) -> CbtBitmap:
+            return await self.get_cbt(volume_uri, snap_uuid=snap_uuid, vol_cbt_create_time=vol_cbt_create_time,
+                                      chg_id=chg_id, start_block=start, block_num=window)
+
+        first = await one(0)
+        block_size = first.block_size
+        changed = list(first.changed_blocks())
+        if first.bit_num < window:  # fewer blocks than asked: the end of the disk
+            return block_size, first.bit_num, changed
+        start = window
+        if volume_size and block_size > 0 and concurrency > 1:
+            n_blocks = -(-volume_size // block_size)
+            starts = list(range(window, n_blocks, window))
+            for bm in await gather_limited([one(s) for s in starts], concurrency):
+                changed.extend(bm.changed_blocks())
+                if bm.bit_num < window:
+                    return block_size, bm.start_block + bm.bit_num, changed
+            start = starts[-1] + window if starts else window
+        while True:  # sequentially until a short window (also when the size hint was low)
+            bm = await one(start)
+            changed.extend(bm.changed_blocks())
+            if bm.bit_num < window:
+                return block_size, start + bm.bit_num, changed
+            start += window
+
+    # --- backup resources -----------------------------------------------------------------------
+
+    async def prepare_backup_resource(self, volume_uri: str, task_type: str, *, snap_urn1: str | None = None,
+                                      snap_urn2: str | None = None, ip: str = "", delay: int = 7200,
+                                      trans_mode: str = "lan") -> TaskRef:
+        if not 60 <= delay <= 7200:
+            raise VrmError("backup resource delay must be 60 to 7200 seconds")
+        body: dict[str, Any] = {"taskType": task_type, "ip": ip, "delay": delay, "transMode": trans_mode}
+        if snap_urn1:
+            body["snapUrn1"] = snap_urn1
+        if snap_urn2:
+            body["snapUrn2"] = snap_urn2
+        return await self._task_call("POST", self._path(volume_uri) + "/backupresources", body)
+
+    async def backup_resource(self, volume_uri: str, task_id: str) -> BackupResource:
+        return BackupResource.from_dict(await self._get_obj(f"{self._path(volume_uri)}/backupresources/{task_id}"))
+
+    async def wait_backup_resource(self, volume_uri: str, task_id: str, *, timeout: float = 300,
+                                   interval: float = 0.2, max_interval: float = 2.0) -> BackupResource:
+        """Poll until the resource is ``success`` (ready to move data); ``failed`` raises."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        delay = interval
+        misses = 0
+        res: BackupResource | None = None
+        while True:
+            try:
+                res = await self.backup_resource(volume_uri, task_id)
+            except VrmNotFoundError:
+                # Either not visible yet, or gone because its prepare task failed: the task tells.
+                task = await self._resource_task(volume_uri, task_id)
+                if task is not None and task.status == "failed":
+                    detail = task.reason_des or task.reason or "no reason given"
+                    raise BackupResourceError(f"preparing backup resource {task_id} failed: {detail}",
+                                              task=task) from None
+                misses += 1
+                if misses > 3:
+                    raise
+            else:
+                if res.status == "success":
+                    return res
+                if res.status == "failed":
+                    detail = res.reason_des or res.reason or "no reason given"
+                    raise BackupResourceError(f"backup resource {task_id} failed: {detail}", resource=res)
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise TaskTimeoutError(f"backup resource {task_id} not ready within {timeout:g} s "
+                                       f"(last status: {res.status if res else 'not visible'})")
+            await asyncio.sleep(min(delay, remaining))
+            delay = min(max_interval, delay * 1.5)
+
+    async def _resource_task(self, volume_uri: str, task_id: str) -> Task | None:
+        path = self._path(volume_uri)
+        parts = path.split("/")
+        if len(parts) < 4 or parts[2] != "sites":
+            return None
+        try:
+            return await self.task(f"/service/sites/{parts[3]}/tasks/{task_id}")
+        except VrmNotFoundError:
+            return None
+
+    async def extend_backup_resource(self, volume_uri: str, task_id: str, delay: int) -> None:
+        if not 60 <= delay <= 7200:
+            raise VrmError("backup resource delay must be 60 to 7200 seconds")
+        await self._call("PUT", f"{self._path(volume_uri)}/backupresources/{task_id}", json_body={"delay": delay},
+                         expect_json=False)
+
+    async def release_backup_resource(self, volume_uri: str, task_id: str) -> None:
+        await self._call("DELETE", f"{self._path(volume_uri)}/backupresources/{task_id}", expect_json=False)
+
+    def data_transport(self, resource: BackupResource, *, size: int | None = None) -> BlockTransport:
+        """The byte channel of a ready backup resource (HTTP stand-in for the CNA socket)."""
+        if not resource.resource_url:
+            raise VrmProtocolError("backup resource has no resourceUrl", path=resource.uri)
+        url = resource.resource_url
+        if url.startswith("/"):  # a relative path: on the VRM itself
+            url = self.base_url + url
+        return HttpResourceTransport(url, resource.token, size=size, verify=self.verify, ca_cert=resource.ca_cert,
+                                     timeout=max(self.timeout, 60.0), transport=self._transport)
+
+    # --- VM and volume operations ---------------------------------------------------------------
+
+    async def start_vm(self, vm_uri: str) -> TaskRef:
+        return await self._task_call("POST", self._path(vm_uri) + "/action/start")
+
+    async def stop_vm(self, vm_uri: str, mode: str = "safe") -> TaskRef:
+        if mode not in ("safe", "force"):
+            raise VrmError("stop mode must be 'safe' or 'force'")
+        return await self._task_call("POST", self._path(vm_uri) + "/action/stop", {"mode": mode})
+
+    async def hibernate_vm(self, vm_uri: str) -> TaskRef:
+        return await self._task_call("POST", self._path(vm_uri) + "/action/hibernate")
+
+    async def create_volume(self, site_uri: str, *, name: str, quantity_gb: int, datastore_urn: str,
+                            is_thin: bool = True, type: str = "normal", indep_disk: bool = False,
+                            persistent_disk: bool = True) -> TaskRef:
+        body = {"name": name, "quantityGB": quantity_gb, "datastoreUrn": datastore_urn, "isThin": is_thin,
+                "type": type, "indepDisk": indep_disk, "persistentDisk": persistent_disk}
+        return await self._task_call("POST", self._path(site_uri) + "/volumes", body)
+
+    async def delete_volume(self, uri: str) -> TaskRef:
+        return await self._task_call("DELETE", uri)
+
+    async def expand_volume(self, uri: str, size_mb: int) -> TaskRef:
+        return await self._task_call("POST", self._path(uri) + "/action/expandVol", {"size": size_mb})
+
+    async def attach_volume(self, vm_uri: str, volume_urn: str, *, pci_type: str | None = None,
+                            sequence_num: int | None = None) -> TaskRef:
+        body: dict[str, Any] = {"volUrn": volume_urn}
+        if pci_type is not None:
+            body["pciType"] = pci_type
+        if sequence_num is not None:
+            body["sequenceNum"] = sequence_num
+        return await self._task_call("POST", self._path(vm_uri) + "/action/attachvol", body)
+
+    async def detach_volume(self, vm_uri: str, volume_urn: str) -> TaskRef:
+        return await self._task_call("POST", self._path(vm_uri) + "/action/detachvol", {"volUrn": volume_urn})
+
+    async def create_vm(self, site_uri: str, body: dict) -> TaskRef:
+        return await self._task_call("POST", self._path(site_uri) + "/vms", body)
+
+    async def delete_vm(self, vm_uri: str, *, reserve_disks: bool) -> TaskRef:
+        return await self._task_call("DELETE", vm_uri, params={"isReserveDisks": 1 if reserve_disks else 0})
+
+
+async def gather_limited(aws: list[Awaitable[T]], limit: int) -> list[T]:
+    """Await ``aws`` at most ``limit`` at a time, results in input order (small helper for callers)."""
+    sem = asyncio.Semaphore(max(1, limit))
+
+    async def one(a: Awaitable[T]) -> T:
+        async with sem:
+            return await a
+
+    return list(await asyncio.gather(*(one(a) for a in aws)))
+
+
+__all__ = ["VrmClient", "INSECURE_WARNING", "PAGE_LIMIT", "gather_limited"]

@@ -1,0 +1,104 @@
+"""Shared fixtures: a simulated VRM and a logged-in client talking to it over in-process HTTP.
+(fctui.sim is imported inside the fixtures so tests that do not use them never depend on it.)
+
+Fixtures (all function-scoped, so each test gets a fresh, deterministic VRM):
+
+* ``sim_config`` -- the :class:`SimConfig` used by ``sim``: a small seeded inventory (every rule edge case
+  is always present), 64 KiB CBT blocks (``sector_of_block=128``) so data tests move little, and
+  ``time_scale=100`` so a 2 s power task takes 20 ms of wall time. Override it in a test module with
+  your own ``sim_config`` fixture to change any of that.
+* ``sim`` -- a :class:`Simulator` built from ``sim_config`` on the real clock (tasks progress by themselves).
+* ``manual_clock`` / ``manual_sim`` -- the same inventory on a :class:`ManualClock`: nothing happens
+  until the test calls ``manual_clock.advance(seconds)`` (deterministic time-based tests).
+* ``client`` -- a logged-in :class:`VrmClient` over ``httpx.ASGITransport(create_app(sim))`` with base URL
+  ``http://vrm.sim`` (API version discovered from ``/service/versions``); logged out and closed after the test.
+* ``manual_client`` -- the same against ``manual_sim``.
+* ``control`` -- a raw ``httpx.AsyncClient`` on the same app for the simulator's ``/sim/...`` control API
+  (guest writes, faults, token expiry, digests ...). ``manual_control`` likewise for ``manual_sim``.
+* ``site_uri`` -- URI of the simulated site (``/service/sites/<id>``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, AsyncIterator
+
+import httpx
+import pytest
+
+from fctui.vrm import VrmClient
+
+if TYPE_CHECKING:
+    from fctui.sim import ManualClock, SimConfig, Simulator
+
+SIM_BASE_URL = "http://vrm.sim"
+
+
+@pytest.fixture
+def sim_config() -> "SimConfig":
+    from fctui.sim import SimConfig
+
+    return SimConfig(vms=30, seed=1, sector_of_block=128, time_scale=100.0)
+
+
+@pytest.fixture
+def sim(sim_config: "SimConfig") -> "Simulator":
+    from fctui.sim import Simulator
+
+    return Simulator(sim_config)
+
+
+@pytest.fixture
+def manual_clock() -> "ManualClock":
+    from fctui.sim import ManualClock
+
+    return ManualClock()
+
+
+@pytest.fixture
+def manual_sim(sim_config: "SimConfig", manual_clock: "ManualClock") -> "Simulator":
+    from fctui.sim import Simulator
+
+    return Simulator(sim_config, clock=manual_clock)
+
+
+def sim_client(sim: "Simulator", **kw: object) -> VrmClient:
+    """A (not yet logged-in) client for ``sim`` over ASGI; keyword arguments go to :class:`VrmClient`."""
+    from fctui.sim import create_app
+
+    return VrmClient(SIM_BASE_URL, sim.config.user, sim.config.password,
+                     transport=httpx.ASGITransport(app=create_app(sim)), **kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def client(sim: "Simulator") -> AsyncIterator[VrmClient]:
+    async with sim_client(sim) as c:
+        yield c
+
+
+@pytest.fixture
+async def manual_client(manual_sim: "Simulator") -> AsyncIterator[VrmClient]:
+    async with sim_client(manual_sim) as c:
+        yield c
+
+
+def _control(sim: "Simulator") -> httpx.AsyncClient:
+    from fctui.sim import create_app
+
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(sim)), base_url=SIM_BASE_URL)
+
+
+@pytest.fixture
+async def control(sim: "Simulator") -> AsyncIterator[httpx.AsyncClient]:
+    async with _control(sim) as c:
+        yield c
+
+
+@pytest.fixture
+async def manual_control(manual_sim: "Simulator") -> AsyncIterator[httpx.AsyncClient]:
+    async with _control(manual_sim) as c:
+        yield c
+
+
+@pytest.fixture
+def site_uri(sim: "Simulator") -> str:
+    return f"/service/sites/{sim.site.id}"
