@@ -1,0 +1,326 @@
+"""``fctui check``: which VMs can be backed up, and if not, why and what to do.
+
+Exit status: 0 when the check ran (whatever the verdicts), 2 on a usage error (bad option, no
+password, unknown site or rule), 3 when the VRM cannot be reached or refuses the login -- always with
+one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import logging
+import os
+import shutil
+import sys
+from collections import Counter
+from datetime import datetime, timezone
+from typing import Any, Mapping, TextIO
+
+from ..rules import catalog as C
+from ..rules.engine import Assessment
+from ..rules.facts import BackupKnowledge, VolumeCbtState
+from ..rules.launch import vrm_version_untested
+from .gather import GatherError, Inventory, gather
+
+__all__ = ["add_check_arguments", "run_check", "report_document", "render_json", "render_table", "load_knowledge",
+           "KnowledgeError"]
+
+EXIT_OK, EXIT_USAGE, EXIT_VRM = 0, 2, 3
+_VERDICT_ORDER = {C.VERDICT_BLOCKED: 0, C.VERDICT_DEGRADED: 1, C.VERDICT_READY: 2}
+
+
+class _DropInsecureWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        from ..vrm import INSECURE_WARNING
+        return record.getMessage() != INSECURE_WARNING
+
+
+class KnowledgeError(ValueError):
+    """The backup-knowledge file cannot be read (says which entry and why)."""
+
+
+def add_check_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--vrm", metavar="URL", help="VRM address, e.g. https://vrm.example:7443 (http:// also works)")
+    parser.add_argument("--user", metavar="USER", help="VRM user; the password comes from FCTUI_PASSWORD or a prompt")
+    parser.add_argument("--site", metavar="URN", help="site to check (default: the first site)")
+    tls = parser.add_mutually_exclusive_group()
+    tls.add_argument("--insecure", action="store_true", help="do not verify the VRM's TLS certificate (warns)")
+    tls.add_argument("--ca-file", metavar="FILE", help="CA certificate file to verify the VRM with")
+    parser.add_argument("--json", action="store_true", help="print the JSON report instead of a table")
+    parser.add_argument("--only", choices=[C.VERDICT_BLOCKED, C.VERDICT_DEGRADED, C.VERDICT_READY],
+                        help="list only VMs with this verdict")
+    parser.add_argument("--rule", metavar="ID", help="list only VMs with a finding of this rule id")
+    parser.add_argument("--demo", action="store_true", help="check an embedded VRM simulator instead of a VRM")
+    parser.add_argument("--vms", type=int, metavar="N", help="with --demo: number of simulated VMs (default 60)")
+    parser.add_argument("--knowledge", metavar="FILE",
+                        help="JSON file of earlier backups per VM URN (for cbt-chain-broken and leftovers)")
+    parser.add_argument("--concurrency", type=int, default=16, metavar="N",
+                        help="concurrent VRM requests (default 16)")
+
+
+def _err(msg: str) -> None:
+    print(f"fctui check: {msg}", file=sys.stderr)
+
+
+def load_knowledge(path: str) -> dict[str, BackupKnowledge]:
+    """``{vm_urn: {"last_backup_time": epoch_s, "last_vm_status": "running",
+    "owned_snapshots": [urn...], "volumes": {vol_urn: {"volCBTCreateTime", "chgID", "fully_backed_up",
+    "size_gb"}}}}``."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except OSError as e:
+        raise KnowledgeError(f"cannot read {path}: {e.strerror or e}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise KnowledgeError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise KnowledgeError(f"{path}: expected an object keyed by VM URN")
+    return knowledge_from_json(data, where=path)
+
+
+def knowledge_from_json(data: Mapping[str, Any], where: str = "knowledge") -> dict[str, BackupKnowledge]:
+    out: dict[str, BackupKnowledge] = {}
+    for urn, k in data.items():
+        if not isinstance(k, dict):
+            raise KnowledgeError(f"{where}: entry {urn!r} must be an object")
+        try:
+            t = k.get("last_backup_time")
+            vols: dict[str, VolumeCbtState] = {}
+            for vu, v in (k.get("volumes") or {}).items():
+                if not isinstance(v, dict):
+                    raise KnowledgeError(f"{where}: {urn} volume {vu!r} must be an object")
+                size = v.get("size_gb")
+                vols[vu] = VolumeCbtState(vu, str(v.get("volCBTCreateTime", "")), str(v.get("chgID", "")),
+                                          bool(v.get("fully_backed_up", True)),
+                                          int(size) if size is not None else None)
+            out[urn] = BackupKnowledge(
+                last_backup_time=float(t) if t is not None else None, volumes=vols,
+                owned_snapshot_urns=frozenset(str(s) for s in k.get("owned_snapshots") or ()),
+                last_vm_status=str(k.get("last_vm_status", C.RUNNING)))
+        except (TypeError, ValueError, AttributeError) as e:
+            if isinstance(e, KnowledgeError):
+                raise
+            raise KnowledgeError(f"{where}: entry {urn!r}: {e}") from None
+    return out
+
+
+def _shown(inv: Inventory, only: str | None, rule: str | None) -> list[Assessment]:
+    out = []
+    for a in inv.assessments:
+        if only and a.verdict != only:
+            continue
+        if rule and not a.has(rule):
+            continue
+        out.append(a)
+    return out
+
+
+def _summary(shown: list[Assessment]) -> dict[str, Any]:
+    verdicts = Counter({v: 0 for v in C.VERDICTS})
+    rules: Counter[str] = Counter()
+    for a in shown:
+        verdicts[a.verdict] += 1
+        for r in {f.rule for f in a.findings}:
+            rules[r] += 1
+    ordered = sorted(rules.items(), key=lambda kv: (-kv[1], C.RULE_ORDER.get(kv[0], 999)))
+    return {"verdicts": dict(verdicts), "rules": dict(ordered)}
+
+
+def report_document(inv: Inventory, *, vrm_url: str = "", only: str | None = None,
+                    rule: str | None = None) -> dict[str, Any]:
+    """The ``fctui check --json`` document (shared/rules.md "JSON report" plus extra fields)."""
+    shown = _shown(inv, only, rule)
+    untested = vrm_version_untested(inv.api_version)
+    return {
+        "generated_at": datetime.fromtimestamp(inv.fetched_at, timezone.utc).isoformat(timespec="seconds"),
+        "vrm": {"url": vrm_url, "api_version": inv.api_version,
+                "warning": untested.to_json() if untested else None},
+        "site": {"urn": inv.site.urn, "name": inv.site.name},
+        "filters": {"only": only, "rule": rule},
+        "total_vms": len(inv.assessments),
+        "summary": _summary(shown),
+        "gaps": list(inv.gaps),
+        "timings": {k: round(v, 4) for k, v in inv.timings.items()},
+        "vms": [a.to_json() for a in shown],
+    }
+
+
+def render_json(inv: Inventory, *, vrm_url: str = "", only: str | None = None, rule: str | None = None) -> str:
+    """The JSON report as text: indented for small sites, compact for big ones (same content)."""
+    doc = report_document(inv, vrm_url=vrm_url, only=only, rule=rule)
+    big = len(inv.assessments) > 2000
+    return json.dumps(doc, ensure_ascii=False, indent=None if big else 1,
+                      separators=(",", ":") if big else None)
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:max(1, width - 1)] + "…"
+
+
+def render_table(inv: Inventory, out: TextIO, *, only: str | None = None, rule: str | None = None,
+                 width: int | None = None) -> None:
+    """A readable table (VM, verdict, reasons), worst first, then a count per verdict and per rule."""
+    width = width or shutil.get_terminal_size((120, 24)).columns
+    shown = sorted(_shown(inv, only, rule), key=lambda a: (_VERDICT_ORDER[a.verdict], a.name))
+    name_w = min(36, max([4] + [len(a.name) for a in shown]))
+    reason_w = max(20, width - name_w - 12)
+    out.write(f"{'VM':<{name_w}}  {'VERDICT':<8}  REASONS\n")
+    for a in shown:
+        reasons = [f.rule for f in a.findings if f.severity != C.INFO]
+        m = a.main_reason
+        if m is not None and m.severity != C.INFO:
+            text = f"{', '.join(reasons)}: {m.message}"
+        else:
+            text = "-"
+        out.write(f"{_cut(a.name or a.urn, name_w):<{name_w}}  {a.verdict:<8}  {_cut(text, reason_w)}\n")
+    s = _summary(shown)
+    v = s["verdicts"]
+    out.write(f"\n{len(shown)} of {len(inv.assessments)} VMs shown: {v['blocked']} blocked, "
+              f"{v['degraded']} degraded, {v['ready']} ready\n")
+    if s["rules"]:
+        out.write("findings per rule:\n")
+        for r, n in s["rules"].items():
+            sev = C.RULES[r].severity if r in C.RULES else "?"
+            out.write(f"  {r:<28} {sev:<8} {n}\n")
+    for g in inv.gaps:
+        out.write(f"note: {g}\n")
+
+
+def _validate(ns: argparse.Namespace) -> str | None:
+    if ns.rule and ns.rule not in C.RULES:
+        return f"unknown rule id {ns.rule!r} (known: {', '.join(C.INVENTORY_RULE_IDS)})"
+    if ns.rule and C.RULES[ns.rule].stage != "inventory":
+        return f"rule {ns.rule} is evaluated when a job is planned, not by check"
+    if ns.vms is not None and not ns.demo:
+        return "--vms only goes with --demo"
+    if ns.vms is not None and not 0 <= ns.vms <= 100_000:
+        return "--vms must be between 0 and 100000"
+    if ns.concurrency < 1 or ns.concurrency > 256:
+        return "--concurrency must be between 1 and 256"
+    if ns.demo:
+        if ns.vrm:
+            return "--demo and --vrm exclude each other"
+        return None
+    if not ns.vrm or not ns.user:
+        return "--vrm URL and --user USER are required (or --demo)"
+    if not ns.vrm.startswith(("http://", "https://")):
+        return f"--vrm must start with http:// or https://, got {ns.vrm!r}"
+    if ns.ca_file and not os.path.isfile(ns.ca_file):
+        return f"CA file {ns.ca_file} not found"
+    return None
+
+
+async def _run(ns: argparse.Namespace, knowledge: Mapping[str, BackupKnowledge], out: TextIO) -> int:
+    from ..vrm import VrmClient, VrmError
+    from ..vrm.errors import VrmApiError
+
+    transport = None
+    if ns.demo:
+        import httpx
+
+        from ..sim import SimConfig, Simulator, create_app
+        sim = Simulator(SimConfig(vms=60 if ns.vms is None else ns.vms))
+        transport = httpx.ASGITransport(app=create_app(sim))
+        url, user, password = "http://vrm.demo", sim.config.user, sim.config.password
+    else:
+        from ..vrm.credentials import CredentialsError, resolve_password
+        url, user = ns.vrm, ns.user
+        try:
+            password = resolve_password(user)
+        except CredentialsError as e:
+            _err(str(e))
+            return EXIT_USAGE
+    verify: bool | str = False if ns.insecure else (ns.ca_file or True)
+    # run_check already printed the --insecure warning on stderr; the client's log copy would repeat it
+    quiet = _DropInsecureWarning()
+    client_log = logging.getLogger("fctui.vrm.client")
+    client_log.addFilter(quiet)
+    try:
+        client = VrmClient(url, user, password, verify=verify, transport=transport,
+                           page_concurrency=ns.concurrency)
+    except VrmError as e:
+        _err(str(e))
+        return EXIT_USAGE
+    finally:
+        client_log.removeFilter(quiet)
+    try:
+        try:
+            await client.login()
+        except VrmError as e:
+            _err(f"cannot log in to the VRM at {url}: {e}")
+            return EXIT_VRM
+        try:
+            inv = await gather(client, ns.site, knowledge=knowledge, concurrency=ns.concurrency)
+        except GatherError as e:
+            _err(str(e))
+            return EXIT_USAGE
+        except VrmApiError as e:
+            _err(f"the VRM at {url} refused a request: {e}")
+            return EXIT_VRM
+        except VrmError as e:
+            _err(f"lost the VRM at {url}: {e}")
+            return EXIT_VRM
+        try:
+            await client.logout()
+        except VrmError:
+            pass  # the session expires on its own
+    finally:
+        await client.aclose()
+
+    # A one-shot command: everything gathered lives until exit, so keep the cyclic GC from rescanning
+    # that heap (10,000s of VM models) while the report is built.
+    gc.freeze()
+    if ns.json:
+        out.write(render_json(inv, vrm_url=url, only=ns.only, rule=ns.rule))
+        out.write("\n")
+    else:
+        untested = vrm_version_untested(inv.api_version)
+        if untested:
+            _err(f"warning: {untested.message}")
+        render_table(inv, out, only=ns.only, rule=ns.rule)
+    return EXIT_OK
+
+
+def run_check(ns: argparse.Namespace, *, out: TextIO | None = None) -> int:
+    """Run ``fctui check`` for parsed options; returns the exit status."""
+    problem = _validate(ns)
+    if problem:
+        _err(problem)
+        return EXIT_USAGE
+    if ns.insecure and not ns.demo:
+        from ..vrm import INSECURE_WARNING
+        _err(f"warning: {INSECURE_WARNING}")
+    knowledge: dict[str, BackupKnowledge] = {}
+    if ns.knowledge:
+        try:
+            knowledge = load_knowledge(ns.knowledge)
+        except KnowledgeError as e:
+            _err(str(e))
+            return EXIT_USAGE
+    try:
+        return asyncio.run(_run(ns, knowledge, out or sys.stdout))
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+    except BrokenPipeError:
+        # the reader (e.g. `| head`) went away: not an error of ours; keep Python from complaining at exit
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry (``python -m fctui.inventory.check``); ``fctui check`` is the usual way."""
+    p = argparse.ArgumentParser(prog="fctui check", description="Report which VMs can be backed up, and why not.")
+    add_check_arguments(p)
+    return run_check(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
