@@ -1,0 +1,346 @@
+"""Deterministic inventory generator: sites, clusters, hosts (x86 + ARM), datastores of every
+storage type, realistic VMs, templates, and one or more VMs for every VRM-visible readiness rule
+(names ``edge-<rule-id>-NN``, mapping exposed at ``GET /sim/edge-cases``)."""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import TYPE_CHECKING, Any
+
+from fctui.sim.content import DiskContent, mix64
+from fctui.sim.state import (
+    Cluster,
+    Datastore,
+    Disk,
+    Host,
+    Nic,
+    Vm,
+    Volume,
+)
+
+if TYPE_CHECKING:
+    from fctui.sim.state import Simulator
+
+EULER_IDS = (10120, 10121, 10122)
+OS_CATALOG: dict[str, list[tuple[int, str]]] = {
+    "windows": [
+        (24, "Windows Server 2008 R2 Standard 64bit"),
+        (26, "Windows Server 2012 R2 Standard 64bit"),
+        (32, "Windows Server 2016 Datacenter 64bit"),
+        (35, "Windows Server 2019 Datacenter 64bit"),
+        (201, "Other Windows(32 bit)"),
+        (202, "Other Windows(64 bit)"),
+    ],
+    "linux": [
+        (10088, "CentOS 7.6 64bit"),
+        (10090, "Red Hat Enterprise Linux 7.9 64bit"),
+        (10101, "Ubuntu 20.04 server 64bit"),
+        (10110, "SUSE Linux Enterprise Server 12 SP5 64bit"),
+        (10120, "EulerOS 2.0 SP8 64bit"),
+        (10121, "EulerOS 2.0 SP9 64bit"),
+        (10122, "EulerOS 2.0 SP10 64bit"),
+        (10130, "openEuler 22.03 LTS 64bit"),
+        (301, "Other Linux(32 bit)"),
+        (302, "Other Linux(64 bit)"),
+    ],
+    "other": [(401, "Other(32 bit)"), (402, "Other(64 bit)")],
+}
+OS_TYPE = {"windows": "Windows", "linux": "Linux", "other": "Other"}
+WINDOWS_COMMON = (24, 26, 32, 35)
+LINUX_COMMON = (10088, 10090, 10101, 10110, 10120, 10121, 10122, 10130)
+ARM_LINUX = (10121, 10122, 10130, 10088)
+
+APPS = ("erp", "crm", "web", "hr", "mail", "bi", "git", "ci", "mon", "log", "file", "pay", "inv",
+        "wms", "edi", "sap", "oa", "vpn", "dns", "proxy", "bill", "cms", "iam", "k8s")
+ROLES = ("db", "app", "nginx", "api", "cache", "mq", "batch", "fe", "worker", "es", "redis",
+         "kafka")
+TEMPLATES = ("tpl-centos76-base", "tpl-win2019-std", "tpl-euleros-sp9", "tpl-ubuntu2004",
+             "tpl-rhel79-hardened", "tpl-win2016-sql")
+
+PAUSE_CLASSES: dict[str, tuple[float, float, float]] = {
+    # class: (base s, per disk s, per GB s)  — 10 x 200 GB on "ordinary" lands in 1-3 s
+    "fast": (0.25, 0.03, 0.00035),
+    "ordinary": (0.40, 0.05, 0.00060),
+    "slow": (0.70, 0.09, 0.00110),
+}
+CLASS_CYCLE = ("ordinary", "fast", "ordinary", "slow", "ordinary", "fast")
+
+
+def os_kind(os_version: int) -> str:
+    for kind, entries in OS_CATALOG.items():
+        if any(i == os_version for i, _ in entries):
+            return kind
+    return "other"
+
+
+def build_os_catalog() -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for kind, entries in OS_CATALOG.items():
+        out[kind] = [
+            {"id": i, "versionDes": des, "cpuQuantityLimit": 64, "cpuSocketLimit": 8,
+             "memQuantityLimit": 1048576, "defaultCPUQuantity": 2, "defaultMemoryQuantity": 4096,
+             "supportCpuHotPlug": kind != "other", "supportMemHotPlug": kind != "other",
+             "supportDiskHotPlug": True, "supportUEFIFirmware": kind != "other"}
+            for i, des in entries
+        ]
+    return out
+
+
+class _Gen:
+    def __init__(self, sim: "Simulator") -> None:
+        self.sim = sim
+        self.rng = random.Random(mix64(sim.config.seed, 0x6E4))
+        self.name_counts: dict[str, int] = {}
+        self.nic_seq = 0
+
+    # --- infrastructure ----------------------------------------------------------------------
+    def infrastructure(self, n_vms: int) -> None:
+        sim, rng = self.sim, self.rng
+        n_clusters = max(2, math.ceil(n_vms / 1500))
+        per_cluster = max(3, math.ceil(n_vms / (n_clusters * 40)))
+        host_no = 0
+        specs = [(f"cluster-{i + 1:02d}", "x86_64", per_cluster) for i in range(n_clusters)]
+        specs.append(("cluster-arm-01", "aarch64", max(2, per_cluster // 3)))
+        self.x86_clusters: list[Cluster] = []
+        self.arm_cluster: Cluster | None = None
+        self.cluster_hosts: dict[int, list[Host]] = {}
+        self.cluster_ds: dict[int, list[Datastore]] = {}
+        self.host_local: dict[int, Datastore] = {}
+        for cname, arch, nh in specs:
+            cl = Cluster(id=sim.new_id(), name=cname, arch=arch)
+            sim.clusters[cl.id] = cl
+            hosts = []
+            for j in range(nh):
+                host_no += 1
+                klass = CLASS_CYCLE[(host_no - 1) % len(CLASS_CYCLE)]
+                base, per_disk, per_gb = PAUSE_CLASSES[klass]
+                h = Host(
+                    id=sim.new_id(), name=f"cna-{host_no:02d}", ip=f"10.20.{host_no // 250}.{host_no % 250 + 1}",
+                    cluster=cl, arch=arch, cpu_quantity=rng.choice((32, 48, 64, 96)),
+                    mem_mb=rng.choice((256, 384, 512, 768)) * 1024, perf_class=klass,
+                    pause_base=base, pause_per_disk=per_disk, pause_per_gb=per_gb,
+                    host_factor=round(rng.uniform(0.9, 1.1), 3), noise_sigma=0.08,
+                    bmc_ip=f"10.21.{host_no // 250}.{host_no % 250 + 1}",
+                )
+                sim.hosts[h.id] = h
+                hosts.append(h)
+            self.cluster_hosts[cl.id] = hosts
+            shared: list[Datastore] = []
+            kinds = (("nas", "NAS", 20480), ("lunpome", "LUNPOME", 10240))
+            if arch == "x86_64":
+                kinds += (("advsan", "advanceSan", 10240), ("dsware", "DSWARE", 30720),
+                          ("fos", "FusionOneStorage", 30720))
+                self.x86_clusters.append(cl)
+            else:
+                self.arm_cluster = cl
+            for short, stype, cap in kinds:
+                shared.append(self.datastore(f"ds-{short}-{cname}", stype, cap * 4, hosts))
+            for h in hosts:
+                self.host_local[h.id] = self.datastore(f"ds-local-{h.name}", "LOCALPOME", 4096, [h])
+            self.cluster_ds[cl.id] = shared
+        c1 = self.x86_clusters[0]
+        hosts1 = self.cluster_hosts[c1.id]
+        self.raw_local = self.datastore("ds-raw-local-01", "LOCAL", 2048, hosts1[:1], thin=False)
+        self.raw_lun = self.datastore("ds-rdm-lun-01", "LUN", 500, hosts1, thin=False)
+        self.raw_san = self.datastore("ds-san-01", "san", 8192, hosts1, thin=False)
+        self.nearly_full = self.datastore("ds-nas-nearly-full-01", "NAS", 500, hosts1)
+
+    def datastore(self, name: str, stype: str, cap: int, hosts: list[Host],
+                  thin: bool = True) -> Datastore:
+        ds = Datastore(id=self.sim.new_id(), name=name, storage_type=stype, capacity_gb=cap,
+                       used_gb=int(cap * 0.05), hosts=list(hosts), is_thin=thin)
+        self.sim.datastores[ds.id] = ds
+        return ds
+
+    # --- VMs -----------------------------------------------------------------------------------
+    def volume(self, name: str, gb: int, ds: Datastore, fill: float, **kw: Any) -> Volume:
+        sim = self.sim
+        vid = sim.new_id()
+        content = DiskContent(sim.factory, sim.config.seed, vid, gb * 1024**3, fill)
+        vol = Volume(id=vid, name=name, uuid=sim.new_uuid(), size_mb=gb * 1024, datastore=ds,
+                     content=content, is_thin=ds.is_thin, **kw)
+        ds.used_gb += gb
+        sim.volumes[vid] = vol
+        return vol
+
+    def vm(self, name: str, host: Host, os_version: int, status: str = "running", *,
+           tools: bool = True, pv: str | None = None,
+           disks: list[dict[str, Any]] | None = None, template: bool = False,
+           link_clone: bool = False, fill: float = 0.4, cpu: int = 2, mem_gb: int = 4) -> Vm:
+        sim, rng = self.sim, self.rng
+        kind = os_kind(os_version)
+        vm_id = sim.new_vm_id()
+        vm_disks: list[Disk] = []
+        for i, spec in enumerate(disks or [{"gb": 40}]):
+            ds = spec.get("ds") or self.host_local[host.id]
+            vol = self.volume(
+                spec.get("diskName", f"{name}-disk{i}"), spec["gb"], ds, spec.get("fill", fill),
+                type=spec.get("type", "normal"), indep=spec.get("indep", False),
+                persistent=spec.get("persistent", True), pvscsi=spec.get("pvscsi", 0),
+                is_diff=spec.get("is_diff", False), use_type=spec.get("use_type", 0),
+                volume_format="qcow2" if ds.storage_type in ("NAS", "LOCALPOME", "LUNPOME")
+                else "raw",
+            )
+            vm_disks.append(Disk(vol, i + 1, spec.get("pci", "VIRTIO")))
+        nics = []
+        for k in range(rng.choice((1, 1, 2))):
+            self.nic_seq += 1
+            n = self.nic_seq
+            nics.append(Nic(name=f"Nic{k}", mac=f"28:6e:d4:{(n >> 16) & 255:02x}:{(n >> 8) & 255:02x}:{n & 255:02x}",
+                            ip=f"10.{100 + k}.{(n >> 8) & 255}.{n & 255}",
+                            port_group_urn=sim.urn("dvswitchs", 1) + ":portgroups:1", sequence_num=k))
+        if pv is None:
+            pv = "running" if tools and status == "running" else "notRunning"
+        vm = Vm(
+            id=vm_id, uuid=sim.new_uuid(), name=name, status=status, host=host,
+            cluster=host.cluster, os_type=OS_TYPE[kind], os_version=os_version, cpu=cpu,
+            mem_mb=mem_gb * 1024, disks=vm_disks, nics=nics,
+            tools_version=(rng.choice(("2.5.0.156", "2.5.0.301", "8.0.0.12")) if tools else ""),
+            pv_status=pv, create_time=sim.now() - rng.randint(86400, 86400 * 900),
+            hostname=name, is_template=template, is_link_clone=link_clone,
+            guest_os_name="FreeBSD 13.2" if os_version in (401, 402) else "",
+            boot_firmware="UEFI" if host.arch == "aarch64" else "BIOS",
+        )
+        for d in vm_disks:
+            d.volume.vm = vm
+        sim.vms[vm_id] = vm
+        return vm
+
+    def unique_name(self, base: str) -> str:
+        n = self.name_counts.get(base, 0) + 1
+        self.name_counts[base] = n
+        return f"{base}-{n:02d}"
+
+    def regular(self, count: int) -> None:
+        rng = self.rng
+        for _ in range(count):
+            arm = self.arm_cluster is not None and rng.random() < 0.08
+            cl = self.arm_cluster if arm else rng.choice(self.x86_clusters)
+            assert cl is not None
+            host = rng.choice(self.cluster_hosts[cl.id])
+            if arm:
+                osv = rng.choice(ARM_LINUX)
+            elif rng.random() < 0.4:
+                osv = rng.choice(WINDOWS_COMMON)
+            else:
+                osv = rng.choice(LINUX_COMMON)
+            r = rng.random()
+            status = "running" if r < 0.86 else "stopped"
+            tools = rng.random() < 0.94
+            name = self.unique_name(f"{rng.choice(APPS)}-{rng.choice(ROLES)}")
+            candidates = self.cluster_ds[cl.id] + [self.host_local[host.id]]
+            ndisks = rng.choice((1, 1, 2, 2, 3, 4))
+            disks = []
+            for i in range(ndisks):
+                gb = rng.choice((40, 60, 80, 100)) if i == 0 else rng.choice((100, 200, 300, 500))
+                disks.append({"gb": gb, "ds": rng.choice(candidates),
+                              "pci": "SCSI" if rng.random() < 0.15 else "VIRTIO"})
+            self.vm(name, host, osv, status, tools=tools, disks=disks,
+                    fill=round(rng.uniform(0.15, 0.6), 2), cpu=rng.choice((2, 4, 8, 16)),
+                    mem_gb=rng.choice((4, 8, 16, 32, 64)))
+
+    def templates(self, count: int) -> list[Vm]:
+        out = []
+        cl = self.x86_clusters[0]
+        for i in range(count):
+            name = TEMPLATES[i % len(TEMPLATES)] + (f"-{i // len(TEMPLATES) + 1}" if i >= len(TEMPLATES) else "")
+            host = self.cluster_hosts[cl.id][i % len(self.cluster_hosts[cl.id])]
+            osv = 35 if "win" in name else (10121 if "euler" in name else 10088)
+            out.append(self.vm(name, host, osv, "stopped", tools=True,
+                               disks=[{"gb": 40, "ds": self.cluster_ds[cl.id][0]}], template=True,
+                               fill=0.3))
+        return out
+
+    # --- edge cases ------------------------------------------------------------------------
+    def edges(self, tpl: Vm | None) -> None:
+        from fctui.sim import ops
+
+        sim = self.sim
+        gb = sim.config.edge_disk_gb
+        fill = sim.config.edge_fill
+        c1 = self.x86_clusters[0]
+        hosts = self.cluster_hosts[c1.id]
+        host = next(h for h in hosts if h.perf_class == "ordinary")
+        nas = self.cluster_ds[c1.id][0]
+        local = self.host_local[host.id]
+        edge: dict[str, list[str]] = {}
+
+        def add(name: str, rules: list[str], osv: int, status: str = "running", **kw: Any) -> Vm:
+            kw.setdefault("disks", [{"gb": gb, "ds": nas}])
+            vm = self.vm(name, kw.pop("host", host), osv, status, fill=fill, **kw)
+            for r in rules:
+                edge.setdefault(r, []).append(sim.vm_urn(vm))
+            return vm
+
+        def d(ds: Any = None, **kw: Any) -> dict[str, Any]:
+            return {"gb": gb, "ds": ds or nas, **kw}
+
+        add("edge-ready-euleros-01", ["ready"], 10121)
+        add("edge-ready-euleros-02", ["ready"], 10120, disks=[d(), d(local), d()])
+        add("edge-tools-missing-01", ["tools-missing"], 10088, tools=False)
+        add("edge-tools-not-running-01", ["tools-not-running"], 26, pv="notRunning")
+        add("edge-state-stopped-01", ["state-stopped"], 10121, "stopped")
+        add("edge-state-hibernated-01", ["state-hibernated"], 10120, "hibernated", pv="notRunning")
+        add("edge-state-unsupported-01", ["state-unsupported"], 10122, "pause", pv="notRunning")
+        add("edge-state-unsupported-02", ["state-unsupported"], 10088, "fault-resuming",
+            pv="notRunning")
+        add("edge-template-01", ["template"], 10121, "stopped", template=True)
+        parent = tpl.disks[0].volume if tpl else None
+        lc = add("edge-linked-clone-01", ["linked-clone"], 10088,
+                 disks=[d(is_diff=True, use_type=8)], link_clone=True)
+        if parent is not None:
+            lc.disks[0].volume.link_clone_parent = sim.urn("volumes", parent.id)
+        add("edge-disk-ide-01", ["disk-ide"], 10121, disks=[d(pci="IDE")])
+        add("edge-disk-shared-01", ["disk-shared", "shared-disk-x86"], 10121,
+            disks=[d(), d(type="share", indep=True, pci="SCSI")])
+        if self.arm_cluster is not None:
+            arm_host = self.cluster_hosts[self.arm_cluster.id][0]
+            arm_nas = self.cluster_ds[self.arm_cluster.id][0]
+            add("edge-disk-shared-arm-01", ["disk-shared"], 10122, host=arm_host,
+                disks=[d(arm_nas), d(arm_nas, type="share", indep=True, pci="SCSI")])
+        add("edge-disk-independent-01", ["disk-independent"], 10121, disks=[d(), d(indep=True)])
+        add("edge-all-disks-independent-01", ["all-disks-independent"], 10121,
+            disks=[d(indep=True), d(indep=True)])
+        add("edge-storage-unsupported-local-01", ["storage-unsupported"], 10121,
+            disks=[d(), d(self.raw_local)])
+        add("edge-storage-unsupported-lun-01", ["storage-unsupported"], 10121,
+            disks=[d(), d(self.raw_lun, indep=True, pci="SCSI", pvscsi=1)])
+        add("edge-storage-unsupported-san-01", ["storage-unsupported"], 10121,
+            disks=[d(), d(self.raw_san)])
+        full = add("edge-snapshot-limit-01", ["snapshot-limit"], 10121)
+        for i in range(32):
+            ops.make_ready_snapshot(sim, full, f"bk-{i + 1:02d}", "CBTbackup")
+        near = add("edge-snapshot-limit-near-01", ["snapshot-limit-near"], 10120)
+        for i in range(29):
+            ops.make_ready_snapshot(sim, near, f"bk-{i + 1:02d}", "backup" if i % 2 else "CBTbackup")
+        left = add("edge-leftover-backup-snapshot-01", ["leftover-backup-snapshot"], 10121)
+        ops.make_ready_snapshot(sim, left, "fctui-leftover-20251231T020000", "CBTbackup")
+        mig = add("edge-task-in-progress-01", ["task-in-progress"], 10121)
+        t = ops.start_storage_migration(sim, mig, user="other-admin")
+        t.run_at = t.created = sim.now() - 600  # already running for ten minutes
+        add("edge-consistency-not-euleros-01", ["consistency-not-euleros"], 35)
+        add("edge-guest-os-unlisted-01", ["guest-os-unlisted"], 402)
+        add("edge-target-space-low-01", ["target-space-low"], 10121,
+            disks=[{"gb": gb, "ds": self.nearly_full}])
+        add("edge-combo-template-lun-01", ["template", "storage-unsupported", "state-stopped"],
+            10088, "stopped", template=True, disks=[d(self.raw_lun, indep=True, pci="SCSI")])
+        add("edge-combo-indep-shared-01", ["disk-independent", "disk-shared", "shared-disk-x86"],
+            10121, disks=[d(), d(indep=True), d(type="share", indep=True, pci="SCSI")])
+        add("edge-combo-stopped-notools-ide-01", ["state-stopped", "tools-missing", "disk-ide"],
+            10088, "stopped", tools=False, disks=[d(pci="IDE")])
+        # leave the nearly-full datastore nearly full whatever its volumes use
+        self.nearly_full.used_gb = self.nearly_full.capacity_gb - 4
+        sim.edge_cases = edge
+
+
+def populate(sim: "Simulator") -> None:
+    g = _Gen(sim)
+    n = sim.config.vms
+    sim.os_catalog = build_os_catalog()
+    g.infrastructure(max(n, 1))
+    n_templates = max(1, min(len(TEMPLATES), n // 50)) if n else 1
+    tpls = g.templates(n_templates)
+    g.edges(tpls[0] if tpls else None)
+    already = len(sim.vms)
+    g.regular(max(0, n - already))

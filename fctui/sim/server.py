@@ -1,0 +1,235 @@
+"""Serving the simulator: ``EmbeddedSimulator`` (uvicorn in a background thread, for tests, the
+demo and benchmarks) and ``run_cli`` for ``fctui sim``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+import tempfile
+import threading
+import time
+from types import TracebackType
+from typing import Any
+
+import uvicorn
+
+from fctui.sim.app import create_app, prewarm
+from fctui.sim.state import Clock, SimConfig, Simulator
+
+
+PREWARM_VMS = 2000  # serialise big inventories up front so the first listing is fast
+
+
+class SimServerError(RuntimeError):
+    """The embedded simulator could not start."""
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # proto must be IPPROTO_TCP: asyncio only sets TCP_NODELAY on accepted sockets whose proto
+    # says TCP; without it Nagle + delayed ACK add ~40 ms to every keep-alive response
+    sock = socket.socket(fam, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise SimServerError(f"cannot listen on {host}:{port}: {e.strerror}") from None
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+class _TlsFiles:
+    """A throw-away CA and server certificate (trustme) in a temporary directory."""
+
+    def __init__(self, host: str) -> None:
+        import trustme
+
+        self.dir = tempfile.TemporaryDirectory(prefix="fctui-sim-tls-")
+        ca = trustme.CA()
+        names = ["localhost", "127.0.0.1", "::1"]
+        if host not in names and host not in ("0.0.0.0", "::"):
+            names.append(host)
+        cert = ca.issue_cert(*names)
+        self.ca_file = os.path.join(self.dir.name, "ca.pem")
+        self.cert_file = os.path.join(self.dir.name, "server.pem")
+        self.key_file = os.path.join(self.dir.name, "server.key")
+        ca.cert_pem.write_to_path(self.ca_file)
+        cert.cert_chain_pems[0].write_to_path(self.cert_file)
+        for extra in cert.cert_chain_pems[1:]:
+            extra.write_to_path(self.cert_file, append=True)
+        cert.private_key_pem.write_to_path(self.key_file)
+        self.ca_pem = ca.cert_pem.bytes().decode()
+
+    def cleanup(self) -> None:
+        self.dir.cleanup()
+
+
+def _uvicorn_config(app: Any, tls: _TlsFiles | None, log_level: str) -> uvicorn.Config:
+    kw: dict[str, Any] = {}
+    if tls is not None:
+        kw = {"ssl_certfile": tls.cert_file, "ssl_keyfile": tls.key_file}
+    return uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="off",
+                          timeout_keep_alive=30, **kw)
+
+
+class EmbeddedSimulator:
+    """Run the simulator on a loopback socket in a background thread.
+
+    >>> with EmbeddedSimulator(SimConfig(vms=60)) as es:
+    ...     es.url, es.sim
+    """
+
+    def __init__(self, config: SimConfig | None = None, *, host: str = "127.0.0.1",
+                 port: int = 0, tls: bool = False, clock: Clock | None = None,
+                 sim: Simulator | None = None, log_level: str = "critical") -> None:
+        self.host = host
+        self.port = port
+        self.tls = tls
+        self._tls_files: _TlsFiles | None = None
+        self.ca_file: str | None = None
+        self.ca_pem: str | None = None
+        if tls:
+            self._tls_files = _TlsFiles(host)
+            self.ca_file = self._tls_files.ca_file
+            self.ca_pem = self._tls_files.ca_pem
+            if config is None and sim is None:
+                config = SimConfig()
+        if sim is None:
+            sim = Simulator(config or SimConfig(), clock=clock)
+        if self.ca_pem:
+            sim.config.tls_ca_pem = self.ca_pem
+        self.sim = sim
+        self._log_level = log_level
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._sock: socket.socket | None = None
+        self.url = ""
+
+    def start(self) -> "EmbeddedSimulator":
+        if self._thread is not None:
+            return self
+        if len(self.sim.vms) >= PREWARM_VMS:
+            prewarm(self.sim)
+        self._sock = _bind(self.host, self.port)
+        self.port = self._sock.getsockname()[1]
+        scheme = "https" if self.tls else "http"
+        shown = f"[{self.host}]" if ":" in self.host else self.host
+        self.url = f"{scheme}://{shown}:{self.port}"
+        server = uvicorn.Server(_uvicorn_config(create_app(self.sim), self._tls_files,
+                                                self._log_level))
+        self._server = server
+        sock = self._sock
+        self._thread = threading.Thread(target=lambda: server.run(sockets=[sock]),
+                                        name="fctui-sim", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                raise SimServerError("the simulator did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._thread = None
+        self._server = None
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        if self._tls_files is not None:
+            self._tls_files.cleanup()
+            self._tls_files = None
+
+    def __enter__(self) -> "EmbeddedSimulator":
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# fctui sim
+# ---------------------------------------------------------------------------------------------
+def add_sim_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=7443, help="port (0 = any free port)")
+    parser.add_argument("--vms", type=int, default=60, help="number of VMs to generate")
+    parser.add_argument("--seed", type=int, default=1, help="inventory seed")
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="added to every VRM call")
+    parser.add_argument("--time-scale", type=float, default=1.0,
+                        help="tasks run this many times faster than real")
+    parser.add_argument("--user", default="admin", help="user name the simulator accepts")
+    parser.add_argument("--password", default="Admin@123",
+                        help="password the simulator accepts (the simulator's own)")
+    parser.add_argument("--tls", action="store_true", help="serve HTTPS with a throw-away CA")
+    parser.add_argument("--guest-write-rate", type=float, default=0.0,
+                        help="blocks/s each running VM writes (demo)")
+    parser.add_argument("--sector-of-block", type=int, default=4096,
+                        help="CBT block size in 512-byte sectors")
+
+
+def config_from_args(ns: argparse.Namespace) -> SimConfig:
+    return SimConfig(vms=ns.vms, seed=ns.seed, latency_ms=ns.latency_ms,
+                     time_scale=ns.time_scale, user=ns.user, password=ns.password,
+                     guest_write_rate=getattr(ns, "guest_write_rate", 0.0),
+                     sector_of_block=getattr(ns, "sector_of_block", 4096))
+
+
+def run_cli(ns: argparse.Namespace) -> int:
+    try:
+        cfg = config_from_args(ns)
+    except ValueError as e:
+        print(f"fctui sim: {e}", file=sys.stderr)
+        return 2
+    try:
+        sock = _bind(ns.host, ns.port)
+    except SimServerError as e:
+        print(f"fctui sim: {e}", file=sys.stderr)
+        return 1
+    tls = _TlsFiles(ns.host) if ns.tls else None
+    t0 = time.perf_counter()
+    sim = Simulator(cfg)
+    gen_s = time.perf_counter() - t0
+    if tls is not None:
+        sim.config.tls_ca_pem = tls.ca_pem
+    if len(sim.vms) >= PREWARM_VMS:
+        prewarm(sim)
+    port = sock.getsockname()[1]
+    scheme = "https" if tls else "http"
+    shown = f"[{ns.host}]" if ":" in ns.host else ns.host
+    n_vms = sum(1 for v in sim.vms.values() if not v.is_template)
+    print(f"FusionCompute VRM simulator: {scheme}://{shown}:{port}  "
+          f"({n_vms} VMs, seed {cfg.seed}, generated in {gen_s:.2f} s)")
+    print(f"  user: {cfg.user}  password: {cfg.password}  (the simulator's own credentials)")
+    if tls is not None:
+        print(f"  CA certificate: {tls.ca_file}")
+    print("  control API: /sim/…   press Ctrl-C to stop", flush=True)
+    server = uvicorn.Server(_uvicorn_config(create_app(sim), tls, "warning"))
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sock.close()
+        if tls is not None:
+            tls.cleanup()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="fctui sim", description="Run the VRM simulator.")
+    add_sim_arguments(p)
+    return run_cli(p.parse_args(argv))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
