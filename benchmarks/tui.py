@@ -1,0 +1,191 @@
+"""Benchmark the inventory console headless against a 10,000-VM simulator at 20 ms latency.
+
+The simulator runs in a child process (so the peak RSS printed is the console's alone). The app runs
+headless; key events go straight to the driver and latency is measured from posting the key to the
+end of the first screen update that shows its effect (pilot.press/pause are not used: they wait for
+idle and add their own tens of milliseconds). A refresh is kept running during the key measurements.
+
+Prints: time to first VM rows on screen, time to the full inventory, p50/p95 key → screen update for
+cursor moves and filter keystrokes, peak RSS. Goals: < 1 s, < 3 s, p95 < 50 ms, < 300 MB.
+
+    .venv/bin/python benchmarks/tui.py [--vms 10000] [--latency-ms 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from textual import events  # noqa: E402
+
+from fctui.config import Config  # noqa: E402
+from fctui.tui.app import FctuiApp  # noqa: E402
+from fctui.tui.source import ConnectSpec  # noqa: E402
+from fctui.tui.widgets.vmtable import VmTable  # noqa: E402
+
+
+class TimedApp(FctuiApp):
+    """Records when each screen update ends (headless: the compositor still renders every line)."""
+
+    def __init__(self, *a, **kw) -> None:
+        super().__init__(*a, **kw)
+        self.displays: list[float] = []
+        self.first_paint_with_rows: float | None = None
+
+    def _display(self, screen, renderable) -> None:  # type: ignore[override]
+        super()._display(screen, renderable)
+        if renderable is None:
+            return
+        now = time.perf_counter()
+        self.displays.append(now)
+        if self.first_paint_with_rows is None and self.first_rows_at is not None:
+            self.first_paint_with_rows = now
+
+
+def start_sim(vms: int, latency_ms: float) -> tuple[subprocess.Popen, str]:
+    code = ("import sys; from fctui.sim.server import main; "
+            f"sys.exit(main(['--port', '0', '--vms', '{vms}', '--latency-ms', '{latency_ms}']))")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                            cwd=str(Path(__file__).resolve().parents[1]))
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        m = re.search(r"(https?://\S+)", line)
+        if m:
+            return proc, m.group(1)
+    raise RuntimeError("simulator did not start")
+
+
+async def wait_for(cond, timeout: float = 30.0, step: float = 0.002) -> None:
+    end = time.perf_counter() + timeout
+    while not cond():
+        if time.perf_counter() > end:
+            raise TimeoutError
+        await asyncio.sleep(step)
+
+
+def pct(values: list[float], p: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
+
+
+async def press_and_time(app: TimedApp, key: str, char: str | None, done) -> float:
+    """Post one key; time until the end of the first screen update after ``done()`` holds."""
+    assert app._driver is not None
+    t0 = time.perf_counter()
+    app._driver.send_message(events.Key(key, char))
+    await wait_for(done, 10)
+    t_state = time.perf_counter()
+    await wait_for(lambda: bool(app.displays) and app.displays[-1] >= t_state, 10)
+    end = next(t for t in app.displays if t >= t_state)
+    return end - t0
+
+
+async def run(vms: int, latency_ms: float, moves: int, size: tuple[int, int], refresh: bool = True) -> None:
+    proc, url = start_sim(vms, latency_ms)
+    try:
+        spec = ConnectSpec(url=url, user="admin", password="Admin@123", page_concurrency=8)
+        app = TimedApp(spec=spec, config=Config(), refresh_interval=1.0, watch_tty=False)
+        t_start = time.perf_counter()
+        async with app.run_test(size=size, headless=True):
+            await wait_for(lambda: app.first_paint_with_rows is not None, 30)
+            first_rows = app.first_paint_with_rows - t_start
+            await wait_for(lambda: app.complete_at is not None, 60)
+            full = app.complete_at - t_start
+            n_rows = len(app.store)
+            await wait_for(lambda: not app._view_running, 10)
+            table = app.screen.query_one(VmTable)
+            # make sure a refresh is running while we press keys (interval 1 s: it runs most of the time)
+            if refresh:
+                app.refresh_now()
+                await wait_for(lambda: app.refreshing, 10)
+            else:
+                app.paused = True
+
+            cursor_lat: list[float] = []
+            busy = 0
+            for i in range(moves):
+                key = "down" if (i // 20) % 2 == 0 else "up"
+                target = table.cursor + (1 if key == "down" else -1)
+                busy += app.refreshing
+                cursor_lat.append(await press_and_time(app, key, None, lambda t=target: table.cursor == t))
+                await asyncio.sleep(0.01)
+            # filter keystrokes: type a term char by char, then delete it again
+            assert app._driver is not None
+            app._driver.send_message(events.Key("slash", "/"))
+            await asyncio.sleep(0.2)
+            filter_lat: list[float] = []
+            typed = ""
+            for ch in "erp-db" + "\b" * 6 + "verdict:blocked":
+                if ch == "\b":
+                    typed = typed[:-1]
+                    key, char = "backspace", None
+                else:
+                    typed += ch
+                    key, char = (ch if ch.isalnum() else {"-": "minus", ":": "colon"}[ch]), ch
+                busy += app.refreshing
+                expect = typed
+                filter_lat.append(await press_and_time(
+                    app, key, char, lambda e=expect: app.shown_filter == e and not app._view_running))
+                await asyncio.sleep(0.02)
+            refreshes = app.refresh_count
+            child_rss = None
+            if app.refresher is not None and app.refresher._proc is not None:
+                try:
+                    status = Path(f"/proc/{app.refresher._proc.pid}/status").read_text()
+                    child_rss = int(re.search(r"VmHWM:\s+(\d+)", status).group(1)) / 1024
+                except (OSError, AttributeError):
+                    pass
+        rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"fctui TUI benchmark: {n_rows} VMs, simulator latency {latency_ms:.0f} ms, "
+              f"terminal {size[0]}x{size[1]}, textual headless")
+        print(f"  time to first VM rows on screen : {first_rows:6.3f} s   (goal < 1 s)")
+        print(f"  time to full inventory          : {full:6.3f} s   (goal < 3 s)")
+        print(f"  cursor move  key→update  p50 {statistics.median(cursor_lat) * 1000:6.1f} ms  "
+              f"p95 {pct(cursor_lat, 95) * 1000:6.1f} ms  max {max(cursor_lat) * 1000:6.1f} ms  (n={len(cursor_lat)})")
+        print(f"  filter key   key→update  p50 {statistics.median(filter_lat) * 1000:6.1f} ms  "
+              f"p95 {pct(filter_lat, 95) * 1000:6.1f} ms  max {max(filter_lat) * 1000:6.1f} ms  (n={len(filter_lat)})")
+        allv = cursor_lat + filter_lat
+        print(f"  all keys     key→update  p50 {statistics.median(allv) * 1000:6.1f} ms  "
+              f"p95 {pct(allv, 95) * 1000:6.1f} ms   (goal p95 < 50 ms)")
+        print(f"  keys pressed while a refresh ran: {busy}/{len(allv)}; refreshes completed: {refreshes}")
+        print(f"  peak RSS (console process)      : {rss_mb:6.0f} MB  (goal < 300 MB)")
+        if child_rss is not None:
+            print(f"  peak RSS (its refresh process)  : {child_rss:6.0f} MB  (gather + rules, separate process)")
+        print(f"  load average while measuring    : {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--vms", type=int, default=10000)
+    p.add_argument("--latency-ms", type=float, default=20.0)
+    p.add_argument("--moves", type=int, default=60)
+    p.add_argument("--width", type=int, default=160)
+    p.add_argument("--height", type=int, default=48)
+    p.add_argument("--no-refresh", action="store_true", help="measure keys with no refresh running")
+    p.add_argument("--switch-interval", type=float, default=None, help="override sys.setswitchinterval")
+    ns = p.parse_args()
+    if ns.switch_interval:
+        sys.setswitchinterval(ns.switch_interval)
+    os.environ.setdefault("TEXTUAL_ANIMATIONS", "none")
+    asyncio.run(run(ns.vms, ns.latency_ms, ns.moves, (ns.width, ns.height), not ns.no_refresh))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

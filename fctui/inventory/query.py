@@ -1,0 +1,408 @@
+"""The VM table's model, headless: rows, the filter language, sorting and the summary counts.
+
+Pure Python (no textual, no I/O) so it is unit-testable and cheap enough to run in a thread worker
+over 10,000 rows on every keystroke. The TUI keeps one :class:`RowStore` outside any widget; the
+table widget only ever renders the list of keys a :class:`View` computes.
+
+Filter language (``/`` in the TUI), terms separated by spaces, all must match (AND):
+
+* ``erp``            plain text: case-insensitive substring of name, host, state, verdict or reason
+* ``re:^db-\\d+``    regular expression (also ``/…/``) over the same text
+* ``!term``          inverse of any term (``!verdict:ready``, ``!re:test``)
+* ``col:value``      column-qualified: ``name: state: host: cluster: verdict: rule: tools: reason:
+  urn: os: arch:`` (substring; ``rule:`` matches a rule id exactly or by prefix, ``verdict:``/``state:``
+  by prefix) and ``disks:``/``size:`` with ``>N``, ``<N``, ``>=N``, ``<=N`` or ``N``
+* ``marked:yes``     only marked rows (the marks live in the store)
+* quotes group words: ``reason:"no tools"``
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+VERDICTS = ("blocked", "degraded", "ready")
+# Worst first: sorting by verdict puts what needs attention on top.
+VERDICT_ORDER = {"blocked": 0, "degraded": 1, "ready": 2, "": 3}
+SEVERITY_ORDER = {"blocker": 0, "warning": 1, "info": 2}
+
+
+class FilterError(ValueError):
+    """A filter expression that cannot be understood; ``str()`` is a one-line reason for the user."""
+
+
+@dataclass(slots=True)
+class VmRow:
+    """One line of the VM table: display values precomputed once per refresh, not per frame."""
+    key: str              # the VM URN: stable across refreshes so cursor and marks survive
+    name: str
+    state: str
+    host: str
+    cluster: str
+    disks: int
+    size_gb: int
+    tools: str
+    verdict: str          # "ready" | "degraded" | "blocked" | "" (not assessed yet)
+    reason: str           # the main reason, one line
+    rules: tuple[str, ...] = ()
+    os: str = ""
+    arch: str = ""
+    provisional: bool = False   # assessed without snapshot data yet (first pages of a refresh)
+    search: str = field(default="", repr=False)  # lower-cased haystack for plain text terms
+
+    def __post_init__(self) -> None:
+        if not self.search:
+            self.search = "\x00".join((self.name, self.host, self.state, self.verdict,
+                                       self.reason, self.cluster, self.key)).lower()
+
+    def same_display(self, other: "VmRow") -> bool:
+        return (self.name, self.state, self.host, self.disks, self.size_gb, self.tools,
+                self.verdict, self.reason, self.rules, self.provisional) == (
+                other.name, other.state, other.host, other.disks, other.size_gb, other.tools,
+                other.verdict, other.reason, other.rules, other.provisional)
+
+
+def _tools_text(vm: Any) -> str:
+    version = getattr(vm, "tools_version", None)
+    if version is None:
+        return "?"
+    if version == "":
+        return "none"
+    pv = getattr(vm, "pv_driver_status", "") or ""
+    return "running" if pv == "running" else (pv or "installed")
+
+
+def _finding_text(f: Any) -> str:
+    if f is None:
+        return ""
+    if isinstance(f, str):
+        return f
+    rule = getattr(f, "rule", "")
+    msg = getattr(f, "message", "") or ""
+    return f"{rule}: {msg}" if rule and msg else (rule or msg)
+
+
+def row_from_vm(vm: Any, assessment: Any | None = None, *, provisional: bool = False,
+                os_name: str = "") -> VmRow:
+    """Build a row from a :class:`fctui.vrm.models.Vm` and its rules assessment (duck-typed)."""
+    verdict = ""
+    reason = ""
+    rules: tuple[str, ...] = ()
+    if assessment is not None:
+        verdict = str(getattr(assessment, "verdict", "") or "")
+        findings = list(getattr(assessment, "findings", None) or ())
+        rules = tuple(dict.fromkeys(str(getattr(f, "rule", "")) for f in findings if getattr(f, "rule", "")))
+        main = getattr(assessment, "main_reason", None)
+        if main is None and findings:
+            main = min(findings, key=lambda f: SEVERITY_ORDER.get(getattr(f, "severity", ""), 9))
+        reason = _finding_text(main)
+    disks = list(getattr(vm, "disks", None) or ())
+    return VmRow(
+        key=vm.urn, name=vm.name, state=vm.status, host=vm.host_name or vm.host_urn.rsplit(":", 1)[-1],
+        cluster=getattr(vm, "cluster_name", "") or "", disks=len(disks),
+        size_gb=sum(d.quantity_gb or 0 for d in disks), tools=_tools_text(vm),
+        verdict=verdict, reason=reason, rules=rules, os=os_name, arch=getattr(vm, "arch", "") or "",
+        provisional=provisional,
+    )
+
+
+# --- columns and sorting --------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    id: str
+    title: str
+    width: int            # fixed: widths never depend on the data, so adding rows measures nothing
+    align: str = "left"
+    min_screen: int = 0   # hidden when the table is narrower than this (80x24 keeps the essentials)
+    flex: bool = False    # takes the remaining width
+
+
+COLUMNS: tuple[Column, ...] = (
+    Column("name", "Name", 22),
+    Column("state", "State", 10),
+    Column("host", "Host", 8),
+    Column("disks", "Dsk", 3, "right", min_screen=90),
+    Column("size", "Size", 6, "right", min_screen=100),
+    Column("tools", "Tools", 10, min_screen=110),
+    Column("verdict", "Verdict", 10),
+    Column("reason", "Main reason", 20, flex=True),
+)
+COLUMN_IDS = tuple(c.id for c in COLUMNS)
+
+_SORT_KEYS: dict[str, Callable[[VmRow], Any]] = {
+    "name": lambda r: (r.name.lower(), r.key),
+    "state": lambda r: (r.state, r.name.lower()),
+    "host": lambda r: (r.host, r.name.lower()),
+    "disks": lambda r: (r.disks, r.name.lower()),
+    "size": lambda r: (r.size_gb, r.name.lower()),
+    "tools": lambda r: (r.tools, r.name.lower()),
+    "verdict": lambda r: (VERDICT_ORDER.get(r.verdict, 3), r.reason, r.name.lower()),
+    "reason": lambda r: (r.reason == "", r.reason, r.name.lower()),
+}
+
+
+def sort_rows(rows: Iterable[VmRow], column: str = "name", reverse: bool = False) -> list[VmRow]:
+    try:
+        key = _SORT_KEYS[column]
+    except KeyError:
+        raise FilterError(f"cannot sort by {column!r}; columns: {', '.join(COLUMN_IDS)}") from None
+    return sorted(rows, key=key, reverse=reverse)
+
+
+# --- the filter language ----------------------------------------------------------------------------
+
+QUALIFIERS = ("name", "state", "host", "cluster", "verdict", "rule", "tools", "reason", "urn",
+              "os", "arch", "disks", "size", "marked")
+
+Predicate = Callable[[VmRow, frozenset[str]], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class Term:
+    text: str          # as typed (for display)
+    negate: bool
+    test: Predicate
+
+    def __call__(self, row: VmRow, marks: frozenset[str]) -> bool:
+        return self.test(row, marks) != self.negate
+
+
+@dataclass(frozen=True, slots=True)
+class Filter:
+    """A parsed filter: every term must hold. The empty filter matches everything."""
+    source: str
+    terms: tuple[Term, ...]
+
+    def matches(self, row: VmRow, marks: frozenset[str] = frozenset()) -> bool:
+        for t in self.terms:
+            if not t(row, marks):
+                return False
+        return True
+
+    def __bool__(self) -> bool:
+        return bool(self.terms)
+
+
+def _compile_regex(pattern: str) -> re.Pattern[str]:
+    try:
+        return re.compile(pattern, re.IGNORECASE)
+    except re.error as e:
+        raise FilterError(f"bad regular expression {pattern!r}: {e}") from None
+
+
+def _number_test(field_name: str, spec: str) -> Callable[[VmRow, frozenset[str]], bool]:
+    m = re.fullmatch(r"\s*(>=|<=|>|<|=)?\s*(\d+)\s*", spec)
+    if not m:
+        raise FilterError(f"{field_name}: wants a number, optionally with > < >= <= (got {spec!r})")
+    op, n = m.group(1) or "=", int(m.group(2))
+    attr = "disks" if field_name == "disks" else "size_gb"
+    ops: dict[str, Callable[[int], bool]] = {
+        "=": lambda v: v == n, ">": lambda v: v > n, "<": lambda v: v < n,
+        ">=": lambda v: v >= n, "<=": lambda v: v <= n,
+    }
+    f = ops[op]
+    return lambda r, _m: f(getattr(r, attr))
+
+
+def _text_attr(qual: str) -> Callable[[VmRow], str]:
+    attr = {"reason": "reason", "name": "name", "host": "host", "cluster": "cluster", "tools": "tools",
+            "urn": "key", "os": "os", "arch": "arch", "state": "state", "verdict": "verdict"}[qual]
+    return lambda r: getattr(r, attr)
+
+
+def _parse_term(token: str) -> Term:
+    raw = token
+    negate = False
+    if token.startswith("!"):
+        negate, token = True, token[1:]
+    if not token:
+        raise FilterError("'!' needs a term after it (e.g. !verdict:ready)")
+    # /regex/ or re:regex over the plain-text haystack
+    if len(token) >= 2 and token.startswith("/") and token.endswith("/"):
+        rx = _compile_regex(token[1:-1])
+        return Term(raw, negate, lambda r, _m: rx.search(r.search) is not None)
+    if token.startswith("re:"):
+        rx = _compile_regex(token[3:])
+        return Term(raw, negate, lambda r, _m: rx.search(r.search) is not None)
+    qual, sep, value = token.partition(":")
+    if sep and qual.lower() in QUALIFIERS:
+        qual = qual.lower()
+        if qual in ("disks", "size"):
+            return Term(raw, negate, _number_test(qual, value))
+        if qual == "marked":
+            want = value.lower() not in ("no", "false", "0", "n")
+            return Term(raw, negate, lambda r, m: (r.key in m) == want)
+        if value.startswith(("re:", "/")):
+            body = value[3:] if value.startswith("re:") else value.strip("/")
+            rx = _compile_regex(body)
+            if qual == "rule":
+                return Term(raw, negate, lambda r, _m: any(rx.search(x) for x in r.rules))
+            get = _text_attr(qual)
+            return Term(raw, negate, lambda r, _m: rx.search(get(r)) is not None)
+        v = value.lower()
+        if qual == "rule":
+            # exact id, or a prefix such as "disk-" or "state-"
+            return Term(raw, negate, lambda r, _m: any(x == v or x.startswith(v) for x in r.rules))
+        if qual in ("verdict", "state"):
+            get = _text_attr(qual)
+            return Term(raw, negate, lambda r, _m: get(r).lower().startswith(v))
+        get = _text_attr(qual)
+        return Term(raw, negate, lambda r, _m: v in get(r).lower())
+    if sep and qual and qual.isalpha() and not value:
+        raise FilterError(f"unknown column {qual!r}; use one of: {', '.join(QUALIFIERS)}")
+    v = token.lower()
+    return Term(raw, negate, lambda r, _m: v in r.search)
+
+
+def parse_filter(text: str) -> Filter:
+    """Parse the ``/`` filter line; raises :class:`FilterError` with a readable reason."""
+    text = text or ""
+    try:
+        lex = shlex.shlex(text, posix=True)
+        lex.whitespace_split = True
+        lex.escape = ""          # backslashes belong to regular expressions, not to the shell
+        lex.commenters = ""
+        tokens = list(lex)
+    except ValueError as e:
+        raise FilterError(f"unbalanced quotes in filter: {e}") from None
+    return Filter(text, tuple(_parse_term(t) for t in tokens if t))
+
+
+# --- the store and views ------------------------------------------------------------------------
+
+@dataclass(slots=True)
+class Summary:
+    total: int
+    by_verdict: dict[str, int]
+    by_rule: dict[str, int]     # most frequent first
+
+    def items(self) -> list[tuple[str, int]]:
+        """Entries of the summary bar in display order, as filter expressions and counts."""
+        out = [(f"verdict:{v}", self.by_verdict.get(v, 0)) for v in VERDICTS]
+        out += [(f"rule:{r}", n) for r, n in self.by_rule.items()]
+        return out
+
+
+def summarize(rows: Iterable[VmRow]) -> Summary:
+    by_verdict: dict[str, int] = {v: 0 for v in VERDICTS}
+    by_rule: dict[str, int] = {}
+    total = 0
+    for r in rows:
+        total += 1
+        if r.verdict:
+            by_verdict[r.verdict] = by_verdict.get(r.verdict, 0) + 1
+        for rule in r.rules:
+            by_rule[rule] = by_rule.get(rule, 0) + 1
+    ordered = dict(sorted(by_rule.items(), key=lambda kv: (-kv[1], kv[0])))
+    return Summary(total, by_verdict, ordered)
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    """What the table shows: ordered keys after filter and sort (computed off the UI thread)."""
+    keys: tuple[str, ...]
+    filter: Filter
+    sort: str
+    reverse: bool
+    generation: int       # store generation it was computed from
+
+
+class RowStore:
+    """All rows by key, in arrival order, plus marks. Mutated only by the UI thread's handlers.
+
+    ``upsert`` replaces rows in place (keyed), so a refresh keeps the cursor, scroll and marks;
+    ``retain`` drops VMs that disappeared at the end of a full refresh.
+    """
+
+    def __init__(self) -> None:
+        self.rows: dict[str, VmRow] = {}
+        self.marks: set[str] = set()
+        self.generation = 0
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def get(self, key: str) -> VmRow | None:
+        return self.rows.get(key)
+
+    def upsert(self, rows: Iterable[VmRow]) -> tuple[int, int]:
+        """Insert or replace; returns (added, changed)."""
+        added = changed = 0
+        for row in rows:
+            old = self.rows.get(row.key)
+            if old is None:
+                added += 1
+            elif not old.same_display(row):
+                changed += 1
+            self.rows[row.key] = row
+        if added or changed:
+            self.generation += 1
+        return added, changed
+
+    def retain(self, keys: Iterable[str]) -> int:
+        keep = set(keys)
+        gone = [k for k in self.rows if k not in keep]
+        for k in gone:
+            del self.rows[k]
+        self.marks &= keep
+        if gone:
+            self.generation += 1
+        return len(gone)
+
+    def snapshot(self) -> tuple[list[VmRow], frozenset[str], int]:
+        """An immutable copy for a worker thread (the dict may change while it filters)."""
+        return list(self.rows.values()), frozenset(self.marks), self.generation
+
+    def toggle_mark(self, key: str) -> bool:
+        if key in self.marks:
+            self.marks.discard(key)
+            return False
+        self.marks.add(key)
+        return True
+
+
+def compute_view(rows: Sequence[VmRow], marks: frozenset[str], flt: Filter | str, sort: str = "name",
+                 reverse: bool = False, generation: int = 0) -> View:
+    """Filter then sort; pure, thread-safe on its inputs."""
+    if isinstance(flt, str):
+        flt = parse_filter(flt)
+    picked = [r for r in rows if flt.matches(r, marks)] if flt else list(rows)
+    ordered = sort_rows(picked, sort, reverse)
+    return View(tuple(r.key for r in ordered), flt, sort, reverse, generation)
+
+
+def rows_by_key(rows: Iterable[VmRow]) -> Mapping[str, VmRow]:
+    return {r.key: r for r in rows}
+
+
+class ViewCache:
+    """Remembers the sorted order and the summary per store generation, so a filter keystroke costs
+    one linear pass over the pre-sorted rows instead of a filter plus a sort plus a count.
+
+    Used from one worker at a time (the app never runs two view computations at once)."""
+
+    def __init__(self) -> None:
+        self._sorted_key: tuple[int, str, bool] | None = None
+        self._sorted: list[VmRow] = []
+        self._summary_gen: int | None = None
+        self._summary: Summary | None = None
+
+    def compute(self, rows: Sequence[VmRow], marks: frozenset[str], flt: Filter | str, sort: str,
+                reverse: bool, generation: int) -> tuple[View, Summary]:
+        if isinstance(flt, str):
+            flt = parse_filter(flt)
+        key = (generation, sort, reverse)
+        if self._sorted_key != key:
+            self._sorted = sort_rows(rows, sort, reverse)
+            self._sorted_key = key
+        if flt:
+            keys = tuple(r.key for r in self._sorted if flt.matches(r, marks))
+        else:
+            keys = tuple(r.key for r in self._sorted)
+        if self._summary_gen != generation or self._summary is None:
+            self._summary = summarize(rows)
+            self._summary_gen = generation
+        return View(keys, flt, sort, reverse, generation), self._summary

@@ -1,0 +1,747 @@
+"""The live inventory console (Textual app).
+
+Threading rule: I/O runs in async workers that post messages, filter/sort runs in a thread worker that
+posts the resulting :class:`View`; message handlers on the app own every piece of state. Nothing the
+VRM does (refusing, timing out, answering nonsense) ends the app: it shows a banner and keeps the last
+data, retrying with back-off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Iterable
+
+from rich.text import Text
+from textual import on, work
+from textual.app import App, SystemCommand
+from textual.binding import Binding, BindingType
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.screen import ModalScreen, Screen
+from textual.widgets import Input, Static
+
+from ..config import Config, Profile, save_profile
+from ..inventory.query import COLUMN_IDS, Filter, FilterError, RowStore, ViewCache, parse_filter
+from ..vrm.errors import VrmAuthError, VrmError, VrmVersionError
+from ..vrm.models import Cluster, Datastore, Host, Site, Vm
+from .detail import render_detail
+from .feedproc import RefreshProcess, run_refresh_loop
+from .messages import (FeedConnected, FeedLost, FeedUpdate, RefreshStarted, SnapshotsLoaded, ViewFailed,
+                       ViewReady)
+from .screens import (DatastoresScreen, DetailScreen, FirstRunScreen, HelpScreen, MainScreen, TreeScreen)
+from .source import Complete, ConnectSpec, InventoryFeed, StaticInfo, VmPage
+from .widgets.line import Panel, TextLine
+from .widgets.summary import SummaryBar
+from .widgets.vmtable import VmTable
+
+log = logging.getLogger(__name__)
+
+DETAIL_MIN_WIDTH = 120   # below this the side pane hides; enter opens the detail screen instead
+MAX_BACKOFF = 60.0
+
+
+def format_age(seconds: float) -> str:
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min"
+    return f"{s // 3600} h {s % 3600 // 60} min"
+
+
+class ActionsProvider(Provider):
+    """Command palette entries: every action bound on the current screen, plus sort and view commands."""
+
+    def _commands(self) -> list[tuple[str, Callable[[], Any], str]]:
+        app: Any = self.app
+        screen = self.screen
+        out: list[tuple[str, Callable[[], Any], str]] = []
+        seen: set[tuple[int, str, str | None]] = set()
+        keys_by: dict[tuple[int, str, str | None], list[str]] = {}
+        active = screen.active_bindings
+        for key, ab in active.items():
+            keys_by.setdefault((id(ab.node), ab.binding.action, ab.binding.id), []).append(key)
+        for key, ab in active.items():
+            b = ab.binding
+            ident = (id(ab.node), b.action, b.id)
+            if ident in seen or b.action in ("command_palette",) or not b.description:
+                continue
+            seen.add(ident)
+            keys = ", ".join(keys_by[ident])
+            out.append((b.description, partial(app.run_action, b.action, ab.node), f"key {keys} · id {b.id or '-'}"))
+        if isinstance(screen, MainScreen):
+            for col in COLUMN_IDS:
+                out.append((f"Sort by {col}", partial(app.set_sort, col, False), "sort the VM table"))
+            out.append(("Show marked VMs only", partial(app.set_filter, "marked:yes", update_input=True),
+                        "filter marked:yes"))
+        return out
+
+    async def discover(self) -> Hits:
+        for title, cb, help_text in self._commands():
+            yield DiscoveryHit(title, cb, help=help_text)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for title, cb, help_text in self._commands():
+            score = matcher.match(title)
+            if score > 0:
+                yield Hit(score, matcher.highlight(title), cb, help=help_text)
+
+
+class FeedRunner:
+    """A thread with its own asyncio loop that owns the UI process's VRM client: it runs the refresh
+    loop itself (in-process transports, i.e. tests) or only serves interactive calls (tree, snapshot
+    trees, power on, jobs) while a :class:`RefreshProcess` refreshes. It talks to the UI only through
+    thread-safe ``post_message``; :meth:`FctuiApp.feed_call` runs coroutines on its loop."""
+
+    def __init__(self, app: "FctuiApp", feed: InventoryFeed) -> None:
+        self.app = app
+        self.feed = feed
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._thread = threading.Thread(target=self._run, name="fctui-feed", daemon=True)
+        self._ready = threading.Event()
+
+    def start(self) -> None:
+        self._thread.start()
+        self._ready.wait(5)
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        self.loop = loop
+        asyncio.set_event_loop(loop)
+        self._wake = asyncio.Event()
+        self._task = loop.create_task(self.app.refresh_loop(self))
+        self._ready.set()
+        try:
+            loop.run_until_complete(self._task)
+        except (asyncio.CancelledError, Exception):
+            pass
+        finally:
+            try:
+                loop.run_until_complete(self.feed.aclose())
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            except Exception:
+                pass
+            loop.close()
+
+    async def sleep(self, seconds: float) -> None:
+        assert self._wake is not None
+        self._wake.clear()
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+        except asyncio.TimeoutError:
+            pass
+
+    def wake(self) -> None:
+        if self.loop is not None and self._wake is not None and not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self._wake.set)
+
+    def stop(self) -> None:
+        if self.loop is not None and self._task is not None and not self.loop.is_closed():
+            try:
+                self.loop.call_soon_threadsafe(self._task.cancel)
+            except RuntimeError:
+                pass
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout=10)
+
+
+class FctuiApp(App[int]):
+    CSS_PATH = str(Path(__file__).with_name("fctui.tcss"))  # absolute: subclasses live elsewhere
+    TITLE = "fctui"
+    COMMANDS = App.COMMANDS | {ActionsProvider}
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("q", "quit", "Quit", id="app.quit"),
+        Binding("question_mark,f1", "help", "Help", id="app.help"),
+        Binding("ctrl+p", "command_palette", "Commands", show=False, id="app.command_palette"),
+    ]
+    ENABLE_COMMAND_PALETTE = True
+
+    def __init__(self, *, spec: ConnectSpec | None = None, config: Config | None = None,
+                 clock: Callable[[], float] = time.time, read_only: bool | None = None,
+                 theme: str | None = None, refresh_interval: float | None = None,
+                 demo_starter: Callable[[], tuple[ConnectSpec, Callable[[], None]]] | None = None,
+                 auto_refresh: bool = True, watch_tty: bool = True,
+                 refresh_process: bool | None = None) -> None:
+        super().__init__()
+        self.config = config or Config()
+        self.spec = spec
+        self.clock = clock
+        self.read_only = bool(self.config.read_only if read_only is None else read_only)
+        self.refresh_interval = float(refresh_interval or self.config.refresh_interval)
+        self.demo_starter = demo_starter
+        self.keep_refreshing = auto_refresh
+        self.watch_tty = watch_tty
+        self._wanted_theme = theme or self.config.theme
+        self._cleanups: list[Callable[[], None]] = []
+        # state owned by the UI thread
+        self.feed: InventoryFeed | None = None
+        self.store = RowStore()
+        self.vms: dict[str, Vm] = {}
+        self.assessments: dict[str, Any] = {}
+        self.facts: dict[str, Any] = {}
+        self.snapshots: dict[str, Any] = {}
+        self.snapshot_errors: dict[str, str] = {}
+        self.site: Site | None = None
+        self.clusters: list[Cluster] = []
+        self.hosts: list[Host] = []
+        self.datastores: dict[str, Datastore] = {}
+        self.api_version = ""
+        self.version_warning = ""
+        self.filter: Filter = parse_filter("")
+        self.sort_column = "name"
+        self.sort_reverse = False
+        self.updated_at: float | None = None
+        self.stale_reason = ""
+        self.retry_at: float | None = None
+        self.refreshing = False
+        self.paused = False
+        self.loaded_once = False
+        self.last_refresh_seconds: float | None = None
+        self.refresh_count = 0
+        self.runner: FeedRunner | None = None
+        self.refresher: RefreshProcess | None = None
+        self.refresh_process = refresh_process
+        self._blocked_timer: Any = None
+        self._view_running = False
+        self._view_dirty = False
+        self._view_cache = ViewCache()
+        self._snap_timer: Any = None
+        self._detail_timer: Any = None
+        self.first_rows_at: float | None = None   # perf_counter when the first rows reached the table
+        self.complete_at: float | None = None
+        self.shown_filter = ""                     # the filter of the view on screen
+
+    # --- start and stop ----------------------------------------------------------------------------
+
+    def on_mount(self) -> None:
+        if self._wanted_theme:
+            if self._wanted_theme in self.available_themes:
+                self.theme = self._wanted_theme
+            else:
+                self.notify(f"Unknown theme {self._wanted_theme!r}; themes: {', '.join(sorted(self.available_themes))}",
+                            severity="warning")
+        self._apply_keymap()
+        if not self.is_headless:
+            try:
+                asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._hang_up)
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass
+            if self.watch_tty:
+                self.set_interval(2.0, self._check_tty)
+        self.set_interval(1.0, self.update_status)
+        if self.spec is not None:
+            self._start(self.spec)
+        else:
+            self.push_screen(FirstRunScreen())
+
+    def _apply_keymap(self) -> None:
+        if not self.config.keymap:
+            return
+        known = {b.id for cls in (FctuiApp, MainScreen, VmTable, SummaryBar, DetailScreen, DatastoresScreen,
+                                   TreeScreen, HelpScreen) for b in cls.BINDINGS if isinstance(b, Binding) and b.id}
+        unknown = sorted(set(self.config.keymap) - known)
+        if unknown:
+            self.notify(f"Unknown binding ids in [keymap]: {', '.join(unknown)}", severity="warning")
+        self.set_keymap({k: v for k, v in self.config.keymap.items() if k in known})
+
+    def _hang_up(self) -> None:
+        self.exit(0)
+
+    def _check_tty(self) -> None:
+        # Over SSH a dropped session leaves the process without a terminal; leave instead of spinning.
+        try:
+            fd = sys.__stdout__.fileno() if sys.__stdout__ else -1
+            lost = fd < 0 or not os.isatty(fd) or os.getppid() == 1
+        except (OSError, ValueError):
+            lost = True
+        if lost:
+            self.exit(0)
+
+    def add_cleanup(self, fn: Callable[[], None]) -> None:
+        self._cleanups.append(fn)
+
+    async def on_unmount(self) -> None:
+        if self.refresher is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.refresher.stop)
+        if self.runner is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.runner.stop)
+        for fn in self._cleanups:
+            try:
+                fn()
+            except Exception:  # cleaning up must not raise at exit
+                log.debug("cleanup failed", exc_info=True)
+
+    def _start(self, spec: ConnectSpec) -> None:
+        self.spec = spec
+        self.push_screen(MainScreen())
+        self.call_after_refresh(self.update_status)
+        self._start_feed(spec)
+
+    def start_demo(self) -> None:
+        if self.demo_starter is None:
+            self.notify("The demo is not available in this build", severity="error")
+            return
+        self.notify("Starting the simulated VRM…")
+        self._start_demo_worker()
+
+    @work(thread=True, group="demo", exit_on_error=False)
+    def _start_demo_worker(self) -> None:
+        assert self.demo_starter is not None
+        try:
+            spec, stop = self.demo_starter()
+        except Exception as e:
+            self.call_from_thread(self.notify, f"Demo failed to start: {e}", severity="error")
+            return
+        self.call_from_thread(self._demo_ready, spec, stop)
+
+    def _demo_ready(self, spec: ConnectSpec, stop: Callable[[], None]) -> None:
+        self.add_cleanup(stop)
+        self._reset_to_main(spec)
+
+    def _reset_to_main(self, spec: ConnectSpec) -> None:
+        while len(self.screen_stack) > 1:
+            self.pop_screen()
+        self.spec = spec
+        self.switch_screen(MainScreen())
+        self._start_feed(spec)
+
+    def connect_from_form(self, url: str, user: str, password: str, *, insecure: bool, save: bool) -> None:
+        spec = ConnectSpec(url=url, user=user, password=password, verify=not insecure)
+        if save:
+            try:
+                host = url.split("://", 1)[1].split("/", 1)[0].split(":", 1)[0] or "vrm"
+                path = save_profile(Profile(name=host, vrm=url, user=user, insecure=insecure))
+                self.notify(f"Saved profile {host!r} in {path} (without the password)")
+            except (OSError, ValueError) as e:
+                self.notify(f"Could not save the profile: {e}", severity="warning")
+        self._reset_to_main(spec)
+
+    # --- refresh loop --------------------------------------------------------------------------------
+
+    def _start_feed(self, spec: ConnectSpec) -> None:
+        if self.runner is not None:
+            self.runner.stop()
+        if self.refresher is not None:
+            self.refresher.stop()
+            self.refresher = None
+        use_process = self.refresh_process
+        if use_process is None:
+            # in-process transports (tests) cannot cross a process boundary
+            use_process = spec.transport is None and os.environ.get("FCTUI_REFRESH_PROCESS", "1") != "0"
+        if use_process:
+            self.refresher = RefreshProcess(spec, self._post_tuple, interval=self.refresh_interval,
+                                            keep_refreshing=self.keep_refreshing)
+            self.refresher.start()
+            if self._blocked_timer is None:
+                self._blocked_timer = self.set_interval(
+                    0.25, lambda: self.refresher and self.refresher.set_blocked(self._refresh_blocked()))
+        self.feed = InventoryFeed(spec, clock=self.clock)
+        self.runner = FeedRunner(self, self.feed)
+        self.runner.start()
+
+    def _refresh_blocked(self) -> bool:
+        # read from the feed thread: a plain attribute read, no widget is touched
+        return self.paused or isinstance(self.screen, ModalScreen)
+
+    def refresh_now(self) -> None:
+        self.retry_at = None
+        if self.refresher is not None:
+            self.refresher.set_blocked(self._refresh_blocked())
+            self.refresher.wake()
+        elif self.runner is not None:
+            self.runner.wake()
+
+    async def feed_call(self, coro: Any) -> Any:
+        """Run a coroutine on the feed's event loop (where its HTTP client lives) and await it here."""
+        if self.runner is None or self.runner.loop is None:
+            coro.close()
+            raise VrmError("not connected")
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.runner.loop))
+
+    def _post_tuple(self, msg: tuple) -> None:
+        """Feed → app: turn the refresh loop's (or the refresh process's) tuples into messages.
+        Thread-safe: post_message may be called from any thread."""
+        kind = msg[0]
+        if kind == "event":
+            self.post_message(FeedUpdate(msg[1]))
+        elif kind == "started":
+            self.post_message(RefreshStarted())
+        elif kind == "connected":
+            self.post_message(FeedConnected(msg[1]))
+        elif kind == "lost":
+            self.post_message(FeedLost(msg[1], msg[2], fatal=bool(msg[3])))
+
+    async def refresh_loop(self, runner: "FeedRunner") -> None:
+        """Runs on the feed thread's own event loop. With a refresh process the thread only keeps a
+        logged-in client for interactive calls; otherwise it runs the refresh loop itself."""
+        feed = runner.feed
+        if self.refresher is not None:
+            failures = 0
+            while feed.site is None:
+                try:
+                    await feed.connect()
+                except (VrmAuthError, VrmVersionError):
+                    return       # the refresh process shows the refusal; do not hammer the login
+                except VrmError:
+                    failures += 1
+                    await runner.sleep(min(MAX_BACKOFF, 2.0 * 2 ** (failures - 1)))
+            if not self.loaded_once:
+                # First rows on screen while the refresh process starts up and gathers.
+                try:
+                    self._post_tuple(("event", await feed.first_page()))
+                except VrmError:
+                    pass
+            await runner.sleep(3600 * 24 * 365)
+            return
+        await run_refresh_loop(feed, post=self._post_tuple, sleep=runner.sleep, blocked=self._refresh_blocked,
+                               interval=lambda: self.refresh_interval, keep_refreshing=self.keep_refreshing,
+                               loaded=lambda: self.loaded_once)
+
+    @on(FeedConnected)
+    def _connected(self, msg: FeedConnected) -> None:
+        self.api_version = msg.info.api_version
+        self.site = msg.info.site
+        self.version_warning = msg.info.warning
+        if msg.info.warning:
+            self.notify(msg.info.warning, title="vrm-version-untested", severity="warning", timeout=10)
+        self.update_status()
+
+    @on(RefreshStarted)
+    def _refresh_started(self) -> None:
+        self.refreshing = True
+        self.update_status()
+
+    @on(FeedUpdate)
+    def _feed_update(self, msg: FeedUpdate) -> None:
+        ev = msg.event
+        if isinstance(ev, StaticInfo):
+            self.site = ev.site
+            self.clusters, self.hosts = ev.clusters, ev.hosts
+            self.datastores = {d.urn: d for d in ev.datastores}
+            if isinstance(self.screen, DatastoresScreen):
+                self.screen.populate()
+        elif isinstance(ev, VmPage):
+            if ev.early:
+                known = self.store.rows
+                ev.vms = [vm for vm in ev.vms if vm.urn not in known]
+                ev.rows = [r for r in ev.rows if r.key not in known]
+            for vm in ev.vms:
+                self.vms[vm.urn] = vm
+            get = ev.assessments.get
+            for vm in ev.vms:
+                a = get(vm.urn)
+                if a is not None:
+                    self.assessments[vm.urn] = a
+            added, changed = self.store.upsert(ev.rows)
+            if added or changed:
+                self.schedule_view()
+        elif isinstance(ev, Complete):
+            if ev.assessments:
+                self.assessments.update(ev.assessments)
+            self.facts = dict(ev.facts) if ev.facts else self.facts
+            for urn, f in self.facts.items():
+                tree = getattr(f, "snapshot_tree", None)
+                if tree is not None:
+                    self.snapshots[urn] = tree
+            if ev.keys:
+                gone = self.store.retain(ev.keys)
+                for urn in [u for u in self.vms if u not in ev.keys]:
+                    self.vms.pop(urn, None)
+                    self.assessments.pop(urn, None)
+                if gone:
+                    self.schedule_view()
+            self.updated_at = self.clock()
+            self.complete_at = time.perf_counter()
+            self.last_refresh_seconds = ev.seconds
+            self.refresh_count += 1
+            self.loaded_once = True
+            self.refreshing = False
+            self.stale_reason = ""
+            self.retry_at = None
+            self._show_banner()
+            self.update_status()
+            self.show_detail(self._table_cursor())
+
+    @on(FeedLost)
+    def _lost(self, msg: FeedLost) -> None:
+        self.refreshing = False
+        self.stale_reason = msg.reason
+        self.retry_at = None if msg.retry_in is None else self.clock() + msg.retry_in
+        self._show_banner(fatal=msg.fatal)
+        self.update_status()
+
+    def _show_banner(self, fatal: bool = False) -> None:
+        banner = self._main_widget("#banner", TextLine)
+        if banner is None:
+            return
+        if not self.stale_reason:
+            if banner.display:
+                banner.display = False
+            return
+        t = Text(no_wrap=True, overflow="ellipsis")
+        if fatal:
+            t.append(" LOGIN REFUSED ", style="bold reverse")
+            t.append(f" {self.stale_reason} — press R to try again")
+        else:
+            t.append(" STALE ", style="bold reverse")
+            if self.updated_at is not None:
+                t.append(f" showing data from {format_age(self.clock() - self.updated_at)} ago ·")
+            if self.retry_at is not None:
+                t.append(f" retry in {format_age(self.retry_at - self.clock())} (R: now) ·")
+            t.append(f" VRM unreachable: {self.stale_reason}")
+        banner.update(t)
+        if not banner.display:
+            banner.display = True
+
+    # --- view (filter + sort, off the UI thread) -------------------------------------------------------
+
+    def schedule_view(self) -> None:
+        if self._view_running:
+            self._view_dirty = True
+            return
+        self._view_running = True
+        self._view_dirty = False
+        rows, marks, gen = self.store.snapshot()
+        self._compute_view(rows, marks, self.filter, self.sort_column, self.sort_reverse, gen)
+
+    @work(thread=True, group="view", exit_on_error=False, description="filter and sort")
+    def _compute_view(self, rows: list, marks: frozenset[str], flt: Filter, sort: str, reverse: bool,
+                      gen: int) -> None:
+        try:
+            view, summary = self._view_cache.compute(rows, marks, flt, sort, reverse, gen)
+        except Exception as e:  # never let a filter bug kill the app
+            self.post_message(ViewFailed(f"{type(e).__name__}: {e}"))
+            return
+        self.post_message(ViewReady(view, summary))
+
+    @on(ViewReady)
+    def _view_ready(self, msg: ViewReady) -> None:
+        self._view_running = False
+        self.shown_filter = msg.view.filter.source
+        table = self._main_widget(VmTable)
+        if table is not None:
+            first = table.row_count == 0 and msg.view.keys
+            table.set_view(msg.view.keys, self.store.rows, self.store.marks,
+                           sort_column=msg.view.sort, sort_reverse=msg.view.reverse)
+            if first and self.first_rows_at is None:
+                self.first_rows_at = time.perf_counter()
+            bar = self._main_widget(SummaryBar)
+            if bar is not None:
+                bar.set_summary(msg.summary, self.filter.source)
+        self.update_status()
+        if self._view_dirty:
+            self.schedule_view()
+
+    @on(ViewFailed)
+    def _view_failed(self, msg: ViewFailed) -> None:
+        self._view_running = False
+        self.notify(f"Could not filter: {msg.reason}", severity="error")
+
+    def set_filter(self, text: str, *, from_input: bool = False, update_input: bool = False) -> None:
+        inp = self._main_widget("#filter", Input)
+        try:
+            flt = parse_filter(text)
+        except FilterError as e:
+            if inp is not None:
+                inp.border_subtitle = str(e)
+                inp.add_class("-invalid")
+            return
+        if inp is not None:
+            inp.border_subtitle = ""
+            inp.remove_class("-invalid")
+            if update_input and inp.value != text:
+                inp.value = text
+                inp.display = bool(text)
+        self.filter = flt
+        self.schedule_view()
+
+    def set_sort(self, column: str, reverse: bool) -> None:
+        self.sort_column, self.sort_reverse = column, reverse
+        self.schedule_view()
+
+    # --- detail ------------------------------------------------------------------------------------------
+
+    def _main_screen(self) -> MainScreen | None:
+        for s in self.screen_stack:
+            if isinstance(s, MainScreen):
+                return s
+        return None
+
+    def _main_widget(self, selector: Any, expect: Any = None) -> Any:
+        main = self._main_screen()
+        if main is None:
+            return None
+        try:
+            return main.query_one(selector, expect) if expect else main.query_one(selector)
+        except Exception:
+            return None
+
+    def _table_cursor(self) -> str | None:
+        t = self._main_widget(VmTable)
+        return t.cursor_key if t is not None else None
+
+    def layout_detail(self) -> None:
+        pane = self._main_widget("#detail-pane")
+        if pane is not None:
+            pane.display = self.size.width >= DETAIL_MIN_WIDTH
+
+    def detail_renderable(self, key: str | None) -> Any:
+        if not key or key not in self.vms:
+            return Text("No VM selected", style="dim")
+        return render_detail(self.vms[key], self.assessments.get(key), self.facts.get(key),
+                             self.snapshots.get(key), self.datastores,
+                             snapshots_error=self.snapshot_errors.get(key, ""))
+
+    def show_detail(self, key: str | None, *, now: bool = False) -> None:
+        """Render the detail pane for ``key`` shortly after the cursor settles: holding an arrow key
+        must move the cursor at full speed, not wait for each VM's detail."""
+        self.layout_detail()
+        pane = self._main_widget("#detail-pane")
+        if pane is None or not pane.display:
+            return
+        if self._detail_timer is not None:
+            self._detail_timer.stop()
+        if now:
+            self._render_detail(key)
+        else:
+            self._detail_timer = self.set_timer(0.08, partial(self._render_detail, key))
+
+    def _render_detail(self, key: str | None) -> None:
+        self._detail_timer = None
+        detail = self._main_widget("#detail", Panel)
+        if detail is None:
+            return
+        detail.update(self.detail_renderable(key))
+        if key and key not in self.snapshots:
+            # debounce: holding the arrow key must not fire one request per row
+            if self._snap_timer is not None:
+                self._snap_timer.stop()
+            self._snap_timer = self.set_timer(0.3, partial(self.load_snapshots, key))
+
+    def load_snapshots(self, key: str) -> None:
+        vm = self.vms.get(key)
+        if vm is None or key in self.snapshots or self.feed is None:
+            return
+        self._fetch_snapshots(key, vm.uri)
+
+    @work(group="snapshots", exclusive=True, exit_on_error=False)
+    async def _fetch_snapshots(self, key: str, uri: str) -> None:
+        assert self.feed is not None
+        try:
+            tree = await self.feed_call(self.feed.snapshot_tree(uri))
+        except VrmError as e:
+            self.post_message(SnapshotsLoaded(key, None, str(e)))
+            return
+        self.post_message(SnapshotsLoaded(key, tree))
+
+    @on(SnapshotsLoaded)
+    def _snapshots_loaded(self, msg: SnapshotsLoaded) -> None:
+        if msg.error:
+            self.snapshot_errors[msg.vm_urn] = msg.error
+        else:
+            self.snapshots[msg.vm_urn] = msg.tree
+            self.snapshot_errors.pop(msg.vm_urn, None)
+        if self._table_cursor() == msg.vm_urn:
+            self.show_detail(msg.vm_urn, now=True)
+        if isinstance(self.screen, DetailScreen) and self.screen.key == msg.vm_urn:
+            self.screen.update()
+
+    def vm_count_by_host(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for r in self.store.rows.values():
+            out[r.host] = out.get(r.host, 0) + 1
+        return out
+
+    # --- mutating actions --------------------------------------------------------------------------------
+
+    def start_vm(self, vm: Vm) -> None:
+        if self.read_only:
+            self.notify("Read-only mode: nothing is changed on the VRM", severity="warning")
+            return
+        self._start_vm(vm)
+
+    @work(group="actions", exit_on_error=False)
+    async def _start_vm(self, vm: Vm) -> None:
+        assert self.feed is not None and self.feed.client is not None
+        try:
+            client = self.feed.client
+            ref = await self.feed_call(client.start_vm(vm.uri))
+            self.notify(f"Powering on {vm.name}…")
+            await self.feed_call(client.wait_task(ref, timeout=300, interval=0.5))
+        except VrmError as e:
+            self.notify(f"Power on {vm.name} failed: {e}", severity="error", timeout=10)
+            return
+        self.notify(f"{vm.name} is powered on")
+        self.refresh_now()
+
+    # --- status line, help --------------------------------------------------------------------------------
+
+    def update_status(self) -> None:
+        status = self._main_widget("#status", TextLine)
+        if status is None:
+            return
+        t = Text(no_wrap=True, overflow="ellipsis")
+        t.append(" fctui ", style="bold reverse")
+        if self.read_only:
+            t.append(" READ-ONLY ", style="bold")
+        if self.site is not None:
+            t.append(f" {self.site.name}")
+        if self.api_version:
+            t.append(f" · API {self.api_version}")
+            if self.version_warning:
+                t.append(" (untested)", style="yellow")
+        shown = self._main_widget(VmTable)
+        n_shown = shown.row_count if shown is not None else 0
+        total = len(self.store)
+        t.append(f" · {n_shown}/{total} VMs" if self.filter else f" · {total} VMs")
+        if self.store.marks:
+            t.append(f" · {len(self.store.marks)} marked", style="bold")
+        if self.paused:
+            t.append(" · refresh paused", style="yellow")
+        elif self.refreshing:
+            t.append(" · refreshing…", style="dim")
+        if self.updated_at is not None:
+            t.append(f" · updated {format_age(self.clock() - self.updated_at)} ago",
+                     style="yellow" if self.stale_reason else "")
+        elif not self.stale_reason:
+            t.append(" · connecting…", style="dim")
+        status.update(t)
+        if self.stale_reason:
+            self._show_banner(fatal=self.retry_at is None)
+
+    def help_rows(self, screen: Screen) -> list[tuple[str, str, str]]:
+        grouped: dict[tuple[int, str, str | None], tuple[list[str], Binding]] = {}
+        nodes: dict[tuple[int, str, str | None], Any] = {}
+        for key, ab in screen.active_bindings.items():
+            ident = (id(ab.node), ab.binding.action, ab.binding.id)
+            grouped.setdefault(ident, ([], ab.binding))[0].append(key)
+            nodes[ident] = ab.node
+        rows = []
+        # the screen's own actions first, then the app's, then moving around the focused widget
+        order = {ident: (0 if isinstance(node, Screen) else 1 if isinstance(node, App) else 2)
+                 for ident, node in nodes.items()}
+        for ident, (keys, b) in sorted(grouped.items(), key=lambda kv: order[kv[0]]):
+            if not b.description:
+                continue
+            shown = [self.get_key_display(Binding(k, "")) for k in dict.fromkeys(keys)]
+            rows.append((" ".join(shown), b.description, b.id or ""))
+        return rows
+
+    def action_help(self) -> None:
+        if isinstance(self.screen, HelpScreen):
+            return
+        self.push_screen(HelpScreen(self.help_rows(self.screen)))
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("Refresh now", "Fetch the inventory again", self.refresh_now)

@@ -1,0 +1,246 @@
+"""The inventory refresh in a child process.
+
+Why: a 10,000-VM refresh decodes tens of MB of JSON, builds the models and runs the rules. In a thread
+of the UI process that work holds the GIL, and every key press waits behind it (hundreds of ms). In a
+child process it runs in parallel; the UI process only receives finished table rows, the parsed VMs
+(without their raw JSON) and the verdicts, and applies them. The child speaks to the UI through a pipe
+in tuples; the password crosses the pipe to our own child only, never a file.
+
+The UI process keeps its own logged-in client (the feed thread) for interactive calls: tree, snapshot
+trees, power on, jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any, Callable
+
+from ..vrm.errors import VrmAuthError, VrmError, VrmVersionError
+from .source import Complete, ConnectSpec, InventoryFeed, VmPage
+
+log = logging.getLogger(__name__)
+MAX_BACKOFF = 60.0
+
+
+@dataclasses.dataclass(slots=True)
+class FactsLite:
+    """What the UI shows from a VM's facts: its snapshot tree and what is known of earlier backups."""
+    snapshot_tree: Any = None
+    knowledge: Any = None
+
+
+def slim_vm(vm: Any) -> Any:
+    return dataclasses.replace(vm, raw={}, disks=[dataclasses.replace(d, raw={}) for d in vm.disks])
+
+
+def slim_event(ev: Any) -> Any:
+    if isinstance(ev, VmPage):
+        return VmPage([slim_vm(v) if v.raw else v for v in ev.vms], dict(ev.assessments), ev.provisional, ev.rows)
+    if isinstance(ev, Complete):
+        facts = {}
+        for urn, f in ev.facts.items():
+            tree, knowledge = getattr(f, "snapshot_tree", None), getattr(f, "knowledge", None)
+            if tree is not None or knowledge is not None:
+                facts[urn] = FactsLite(tree, knowledge)
+        return Complete(ev.keys, {}, facts, ev.seconds)
+    return ev
+
+
+async def run_refresh_loop(feed: InventoryFeed, *, post: Callable[[tuple], None],
+                           sleep: Callable[[float], Any], blocked: Callable[[], bool],
+                           interval: Callable[[], float], keep_refreshing: bool,
+                           loaded: Callable[[], bool]) -> None:
+    """The self-rescheduling refresh: one loop, so fetches never overlap; paused while ``blocked()``;
+    back-off on errors; a refused login is not retried on its own (it could lock the account)."""
+    failures = 0
+    while True:
+        while blocked() and loaded():
+            await sleep(0.5)
+        delay = interval()
+        try:
+            if feed.site is None:
+                post(("connected", await feed.connect()))
+            post(("started",))
+            async for event in feed.refresh():
+                post(("event", event))
+            failures = 0
+        except (VrmAuthError, VrmVersionError) as e:
+            post(("lost", str(e), None, True))
+            feed.site = None
+            await sleep(3600 * 24)
+            continue
+        except VrmError as e:
+            failures += 1
+            delay = min(MAX_BACKOFF, min(interval(), 2.0) * 2 ** (failures - 1))
+            post(("lost", str(e), delay, False))
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # a bug or an odd answer must not end anything: report, keep going
+            log.exception("refresh failed")
+            failures += 1
+            delay = min(MAX_BACKOFF, 2.0 * 2 ** (failures - 1))
+            post(("lost", f"unexpected error: {type(e).__name__}: {e}", delay, False))
+        if not keep_refreshing and failures == 0:
+            await sleep(3600 * 24 * 365)
+            continue
+        await sleep(delay)
+
+
+# --- child side ---------------------------------------------------------------------------------
+
+def child_main(fd: int) -> None:
+    """Entry of ``python -c 'from fctui.tui.feedproc import child_main; child_main(FD)'``: the first
+    message on the socket carries the connection (so the password is never in argv or the env)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C belongs to the UI; it stops us
+    conn = Connection(fd)
+    try:
+        spec_args, interval, keep_refreshing = conn.recv()
+        asyncio.run(_child_main(spec_args, conn, interval, keep_refreshing))
+    except Exception:
+        pass
+
+
+async def _child_main(spec_args: dict, conn: Any, interval: float, keep_refreshing: bool) -> None:
+    feed = InventoryFeed(ConnectSpec(**spec_args))
+    loop = asyncio.get_running_loop()
+    wake = asyncio.Event()
+    state = {"blocked": False, "loaded": False, "stop": False}
+    main = asyncio.current_task()
+
+    def readable() -> None:
+        try:
+            while conn.poll():
+                msg = conn.recv()
+                if msg[0] == "wake":
+                    wake.set()
+                elif msg[0] == "blocked":
+                    state["blocked"] = bool(msg[1])
+                    wake.set()
+                elif msg[0] == "stop":
+                    raise EOFError
+        except (EOFError, OSError):
+            state["stop"] = True
+            loop.remove_reader(conn.fileno())
+            if main is not None:
+                main.cancel()
+
+    loop.add_reader(conn.fileno(), readable)
+
+    async def sleep(seconds: float) -> None:
+        wake.clear()
+        try:
+            await asyncio.wait_for(wake.wait(), timeout=seconds)
+        except asyncio.TimeoutError:
+            pass
+
+    def post(msg: tuple) -> None:
+        if msg[0] == "event":
+            ev = msg[1]
+            if isinstance(ev, Complete):
+                state["loaded"] = True
+            msg = ("event", slim_event(ev))
+        try:
+            conn.send(msg)
+        except (OSError, ValueError):
+            state["stop"] = True
+
+    try:
+        await run_refresh_loop(feed, post=post, sleep=sleep, blocked=lambda: state["blocked"],
+                               interval=lambda: interval, keep_refreshing=keep_refreshing,
+                               loaded=lambda: state["loaded"])
+    except asyncio.CancelledError:
+        pass
+    finally:
+        await feed.aclose()
+
+
+# --- UI side ------------------------------------------------------------------------------------
+
+class RefreshProcess:
+    """Starts the child and turns what it sends into app messages (on a reader thread)."""
+
+    def __init__(self, spec: ConnectSpec, on_message: Callable[[tuple], None], *, interval: float,
+                 keep_refreshing: bool) -> None:
+        password = spec.password() if callable(spec.password) else spec.password
+        self._args = dict(url=spec.url, user=spec.user, password=password, verify=spec.verify,
+                          api_version=spec.api_version, site=spec.site, label=spec.label,
+                          page_concurrency=spec.page_concurrency, timeout=spec.timeout)
+        self._on_message = on_message
+        self._interval = interval
+        self._keep = keep_refreshing
+        # A plain subprocess over a socket pair: multiprocessing's spawn needs the real stdio fds,
+        # which the running TUI has taken over; and a fork of a threaded process is unsafe.
+        ours, theirs = socket.socketpair()
+        self._conn = Connection(os.dup(ours.fileno()))
+        ours.close()
+        self._theirs = theirs
+        self._proc: subprocess.Popen | None = None
+        self._reader = threading.Thread(target=self._read, name="fctui-refresh-reader", daemon=True)
+        self._lock = threading.Lock()
+        self._blocked = False
+
+    def start(self) -> None:
+        fd = self._theirs.fileno()
+        root = str(Path(__file__).resolve().parents[2])
+        env = dict(os.environ)
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", f"from fctui.tui.feedproc import child_main; child_main({fd})"],
+            pass_fds=(fd,), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env=env, close_fds=True)
+        self._theirs.close()
+        self._send((self._args, self._interval, self._keep))
+        self._args["password"] = ""       # the child has it; do not keep a second copy around
+        self._reader.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                msg = self._conn.recv()
+            except (EOFError, OSError):
+                return
+            try:
+                self._on_message(msg)
+            except Exception:
+                log.exception("bad message from the refresh process")
+
+    def _send(self, msg: tuple) -> None:
+        with self._lock:
+            try:
+                self._conn.send(msg)
+            except (OSError, ValueError, BrokenPipeError):
+                pass
+
+    def wake(self) -> None:
+        self._send(("wake",))
+
+    def set_blocked(self, blocked: bool) -> None:
+        if blocked != self._blocked:
+            self._blocked = blocked
+            self._send(("blocked", blocked))
+
+    def stop(self) -> None:
+        self._send(("stop",))
+        if self._proc is not None:
+            try:
+                self._proc.wait(3)
+            except subprocess.TimeoutExpired:
+                self._proc.terminate()
+                try:
+                    self._proc.wait(2)
+                except subprocess.TimeoutExpired:
+                    self._proc.kill()
+        try:
+            self._conn.close()
+        except OSError:
+            pass

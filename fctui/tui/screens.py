@@ -1,0 +1,448 @@
+"""Screens: first run, connection form, main inventory, detail, datastores, tree, help, confirm."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen, Screen
+from textual.widgets import Button, Checkbox, DataTable, Footer, Input, Label, OptionList, Static, Tree
+from textual.widgets.option_list import Option
+from textual.widgets.tree import TreeNode
+
+from ..inventory.query import COLUMN_IDS
+from .detail import storage_info
+from .widgets.line import Panel, TextLine
+from .widgets.summary import SummaryBar
+from .widgets.vmtable import VmTable
+
+if TYPE_CHECKING:
+    from .app import FctuiApp
+
+FILTER_HINT = "text  re:regex  !inverse  verdict:blocked  rule:disk-ide  host:cna-03  state:stopped"
+
+
+class MainScreen(Screen[None]):
+    """The inventory: status line, stale banner, summary bar, filter, VM table, detail pane."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("slash", "filter", "Filter", id="vm.filter"),
+        Binding("escape", "clear_filter", "Clear filter", show=False, id="vm.clear_filter"),
+        Binding("enter", "detail", "Detail", id="vm.detail"),
+        Binding("s", "sort_next", "Sort", id="vm.sort"),
+        Binding("S", "sort_reverse", "Reverse sort", show=False, id="vm.sort_reverse"),
+        Binding("space", "mark", "Mark", id="vm.mark"),
+        Binding("a", "mark_all", "Mark all shown", show=False, id="vm.mark_all"),
+        Binding("u", "clear_marks", "Clear marks", show=False, id="vm.clear_marks"),
+        Binding("y", "copy_urn", "Copy URN", show=False, id="vm.copy_urn"),
+        Binding("P", "start_vm", "Power on", show=False, id="vm.start"),
+        Binding("D", "datastores", "Datastores", id="view.datastores"),
+        Binding("t", "tree", "Tree", id="view.tree"),
+        Binding("R", "refresh_now", "Refresh", show=False, id="app.refresh"),
+        Binding("p", "toggle_pause", "Pause refresh", show=False, id="app.pause"),
+        Binding("tab", "focus_next", "Next pane", show=False, id="app.focus_next"),
+    ]
+    # Actions that change something on the VRM: hidden in read-only mode (backup `b` and restore `r`
+    # of later issues join this set).
+    MUTATING: ClassVar[frozenset[str]] = frozenset({"start_vm", "backup", "restore"})
+
+    @property
+    def fc(self) -> "FctuiApp":
+        return self.app  # type: ignore[return-value]
+
+    def compose(self) -> ComposeResult:
+        yield TextLine(id="status")
+        yield TextLine(id="banner")
+        yield SummaryBar(id="summary")
+        yield Input(placeholder=FILTER_HINT, id="filter")
+        with Horizontal(id="body"):
+            yield VmTable(id="vms")
+            with Vertical(id="detail-pane"):
+                yield Panel(id="detail")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#filter", Input).display = False
+        self.query_one("#banner", TextLine).display = False
+        self.query_one(VmTable).focus()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in self.MUTATING and self.fc.read_only:
+            return False
+        return True
+
+    # --- actions -----------------------------------------------------------------------------
+
+    def action_filter(self) -> None:
+        inp = self.query_one("#filter", Input)
+        inp.display = True
+        inp.focus()
+
+    def action_clear_filter(self) -> None:
+        inp = self.query_one("#filter", Input)
+        if inp.value:
+            inp.value = ""
+        inp.display = False
+        self.query_one(VmTable).focus()
+
+    @on(Input.Submitted, "#filter")
+    def _filter_submitted(self) -> None:
+        inp = self.query_one("#filter", Input)
+        inp.display = bool(inp.value)
+        self.query_one(VmTable).focus()
+
+    @on(Input.Changed, "#filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        self.fc.set_filter(event.value, from_input=True)
+
+    def on_key(self, event: Any) -> None:
+        # Escape inside the filter input clears it and returns to the table.
+        if event.key == "escape" and self.focused is self.query_one("#filter", Input):
+            event.stop()
+            self.action_clear_filter()
+
+    def action_detail(self) -> None:
+        key = self.query_one(VmTable).cursor_key
+        if key:
+            self.app.push_screen(DetailScreen(key))
+
+    def action_sort_next(self) -> None:
+        i = COLUMN_IDS.index(self.fc.sort_column) if self.fc.sort_column in COLUMN_IDS else -1
+        self.fc.set_sort(COLUMN_IDS[(i + 1) % len(COLUMN_IDS)], False)
+
+    def action_sort_reverse(self) -> None:
+        self.fc.set_sort(self.fc.sort_column, not self.fc.sort_reverse)
+
+    def action_mark(self) -> None:
+        table = self.query_one(VmTable)
+        if table.cursor_key:
+            self.fc.store.toggle_mark(table.cursor_key)
+            table.refresh_marks(self.fc.store.marks)
+            table.action_cursor_down()
+            self.fc.update_status()
+
+    def action_mark_all(self) -> None:
+        table = self.query_one(VmTable)
+        self.fc.store.marks.update(table.keys)
+        table.refresh_marks(self.fc.store.marks)
+        self.fc.update_status()
+
+    def action_clear_marks(self) -> None:
+        self.fc.store.marks.clear()
+        self.query_one(VmTable).refresh_marks(self.fc.store.marks)
+        self.fc.update_status()
+
+    def action_copy_urn(self) -> None:
+        key = self.query_one(VmTable).cursor_key
+        if key:
+            self.app.copy_to_clipboard(key)
+            self.app.notify(f"Copied {key}", title="URN copied (OSC 52)")
+
+    def action_datastores(self) -> None:
+        self.app.push_screen(DatastoresScreen())
+
+    def action_tree(self) -> None:
+        self.app.push_screen(TreeScreen())
+
+    def action_refresh_now(self) -> None:
+        self.fc.refresh_now()
+
+    def action_toggle_pause(self) -> None:
+        self.fc.paused = not self.fc.paused
+        self.fc.update_status()
+        if not self.fc.paused:
+            self.fc.refresh_now()
+
+    def action_start_vm(self) -> None:
+        key = self.query_one(VmTable).cursor_key
+        vm = self.fc.vms.get(key) if key else None
+        if vm is None:
+            return
+
+        def confirmed(ok: bool | None) -> None:
+            if ok:
+                self.fc.start_vm(vm)
+
+        self.app.push_screen(ConfirmScreen(f"Power on {vm.name}?",
+                                           f"This starts VM {vm.name} ({vm.urn}) on the VRM.", "Power on"),
+                             confirmed)
+
+    # --- events ------------------------------------------------------------------------------
+
+    @on(VmTable.CursorMoved)
+    def _cursor_moved(self, event: VmTable.CursorMoved) -> None:
+        self.fc.show_detail(event.key)
+
+    @on(VmTable.HeaderClicked)
+    def _header_clicked(self, event: VmTable.HeaderClicked) -> None:
+        if event.column_id == self.fc.sort_column:
+            self.fc.set_sort(event.column_id, not self.fc.sort_reverse)
+        else:
+            self.fc.set_sort(event.column_id, False)
+
+    @on(SummaryBar.Chosen)
+    def _summary_chosen(self, event: SummaryBar.Chosen) -> None:
+        inp = self.query_one("#filter", Input)
+        new = "" if inp.value.strip() == event.expression else event.expression
+        inp.value = new   # fires Input.Changed, which applies the filter
+        inp.display = bool(new)
+        self.fc.set_filter(new)
+
+    def on_resize(self) -> None:
+        self.fc.layout_detail()
+
+
+class DetailScreen(ModalScreen[None]):
+    """Full-size detail of one VM (also the way to see it at 80x24 where the side pane is hidden)."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,q,enter", "dismiss", "Close", id="detail.close"),
+        Binding("y", "copy_urn", "Copy URN", id="detail.copy_urn"),
+    ]
+
+    def __init__(self, key: str) -> None:
+        super().__init__()
+        self.key = key
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="detail-dialog"):
+            yield Static("", id="detail-full")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.update()
+        app: Any = self.app
+        app.load_snapshots(self.key)
+
+    def update(self) -> None:
+        app: Any = self.app
+        self.query_one("#detail-full", Static).update(app.detail_renderable(self.key))
+
+    def action_copy_urn(self) -> None:
+        self.app.copy_to_clipboard(self.key)
+        self.app.notify(f"Copied {self.key}", title="URN copied (OSC 52)")
+
+
+class DatastoresScreen(Screen[None]):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,q", "app.pop_screen", "Back", id="datastores.back"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        yield Static("Datastores", id="ds-title")
+        yield DataTable(id="ds-table", cursor_type="row", zebra_stripes=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        t = self.query_one(DataTable)
+        t.add_columns("Name", "Type", "Class", "Backup", "Free", "Capacity", "Status")
+        self.populate()
+        t.focus()
+
+    def populate(self) -> None:
+        app: Any = self.app
+        t = self.query_one(DataTable)
+        t.clear()
+        stores = sorted(app.datastores.values(), key=lambda d: d.name)
+        for d in stores:
+            cls, supported = storage_info(d.storage_type)
+            free = d.usable_free_gb
+            cap = d.actual_capacity_gb if d.actual_capacity_gb is not None else d.capacity_gb
+            pct = f" ({free * 100 // cap}%)" if free is not None and cap else ""
+            sup = Text("supported", style="green") if supported else (
+                Text("unsupported", style="bold red") if supported is False else Text("unknown", style="yellow"))
+            t.add_row(d.name, d.storage_type, cls, sup, f"{free if free is not None else '?'} GB{pct}",
+                      f"{cap if cap is not None else '?'} GB", d.status, key=d.urn)
+        self.query_one("#ds-title", Static).update(
+            f"Datastores: {len(stores)}  ·  backup support follows the storage type (raw LOCAL/LUN/san: unsupported)")
+
+
+class TreeScreen(Screen[None]):
+    """Sites → clusters → hosts. Hosts load when a cluster is expanded; selecting a host filters on it."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,q", "app.pop_screen", "Back", id="tree.back"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        yield Static("Inventory tree: enter on a host shows its VMs", id="tree-title")
+        yield Tree("site", id="tree")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        app: Any = self.app
+        tree = self.query_one(Tree)
+        site = app.site
+        tree.root.set_label(Text(f"site {site.name if site else '?'}", style="bold"))
+        tree.root.data = {"kind": "site"}
+        for c in sorted(app.clusters, key=lambda c: c.name):
+            tree.root.add(f"cluster {c.name}", data={"kind": "cluster", "urn": c.urn, "loaded": False},
+                          allow_expand=True)
+        tree.root.expand()
+        tree.focus()
+
+    @on(Tree.NodeExpanded)
+    def _expanded(self, event: Tree.NodeExpanded) -> None:
+        data = event.node.data or {}
+        if data.get("kind") == "cluster" and not data.get("loaded"):
+            data["loaded"] = True
+            event.node.add_leaf(Text("loading…", style="dim"), data={"kind": "placeholder"})
+            self._load_hosts(event.node, data["urn"])
+
+    @work(group="tree", exit_on_error=False)
+    async def _load_hosts(self, node: TreeNode, cluster_urn: str) -> None:
+        app: Any = self.app
+        try:
+            hosts = await app.feed_call(app.feed.hosts_of(cluster_urn))
+        except Exception as e:  # VRM errors show in the tree, never crash the app
+            node.remove_children()
+            node.add_leaf(Text(f"could not load hosts: {e}", style="yellow"), data={"kind": "error"})
+            node.data["loaded"] = False
+            return
+        node.remove_children()
+        counts = app.vm_count_by_host()
+        for h in sorted(hosts, key=lambda h: h.name):
+            n = counts.get(h.name, 0)
+            node.add_leaf(f"host {h.name}  {h.status}  {n} VMs", data={"kind": "host", "name": h.name})
+
+    @on(Tree.NodeSelected)
+    def _selected(self, event: Tree.NodeSelected) -> None:
+        data = event.node.data or {}
+        if data.get("kind") == "host":
+            app: Any = self.app
+            self.app.pop_screen()
+            app.set_filter(f"host:{data['name']}", update_input=True)
+
+
+class HelpScreen(ModalScreen[None]):
+    """Generated from the active bindings of the screen underneath (so remapped keys show as remapped)."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,q,question_mark", "dismiss", "Close", id="help.close"),
+    ]
+
+    def __init__(self, rows: list[tuple[str, str, str]]) -> None:
+        super().__init__()
+        self.rows = rows
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="help-dialog"):
+            yield Static(self._help_text(), id="help-body")
+        yield Footer()
+
+    def _help_text(self) -> Text:
+        t = Text()
+        t.append("Keys", style="bold underline")
+        t.append("   (remap any id in the [keymap] table of config.toml)\n\n", style="dim")
+        for keys, desc, bid in self.rows:
+            t.append(f"{keys:<16}", style="bold")
+            t.append(f"{desc:<22}")
+            t.append(f"{bid}\n", style="dim")
+        t.append("\nFilter: ", style="bold")
+        t.append(FILTER_HINT + "  disks:>4  size:>=500  marked:yes  \"quoted words\"\n")
+        t.append("Summary bar: ", style="bold")
+        t.append("tab to it, ←/→ to pick a count, enter to filter on it\n")
+        return t
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,n", "cancel", "Cancel", id="confirm.cancel"),
+    ]
+
+    def __init__(self, title: str, body: str, yes: str = "Yes") -> None:
+        super().__init__()
+        self.title_text, self.body, self.yes = title, body, yes
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="confirm-dialog"):
+            yield Label(self.title_text, id="confirm-title")
+            yield Label(self.body)
+            with Horizontal(id="confirm-buttons"):
+                yield Button(self.yes, variant="warning", id="yes")
+                yield Button("Cancel", id="no")
+
+    def on_mount(self) -> None:
+        self.query_one("#no", Button).focus()   # the safe choice has the focus
+
+    @on(Button.Pressed)
+    def _pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+    def action_cancel(self) -> None:
+        self.dismiss(False)
+
+
+class FirstRunScreen(Screen[None]):
+    """Nothing configured: offer the demo or a connection form."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("q", "app.quit", "Quit", id="firstrun.quit"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="firstrun-dialog"):
+            yield Static(Text.assemble(("fctui", "bold"), " — agentless backup console for FusionCompute\n\n",
+                                       "No VRM is configured yet. Try the demo (a simulated VRM on this machine) "
+                                       "or connect to your VRM. Passwords are never stored."), id="firstrun-text")
+            yield OptionList(
+                Option("Start the demo (simulated VRM)", id="demo"),
+                Option("Connect to a VRM…", id="connect"),
+                Option("Quit", id="quit"),
+                id="firstrun-options",
+            )
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one(OptionList).focus()
+
+    @on(OptionList.OptionSelected)
+    def _chosen(self, event: OptionList.OptionSelected) -> None:
+        app: Any = self.app
+        if event.option.id == "demo":
+            app.start_demo()
+        elif event.option.id == "connect":
+            self.app.push_screen(ConnectScreen())
+        else:
+            self.app.exit(0)
+
+
+class ConnectScreen(Screen[None]):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "app.pop_screen", "Back", id="connect.back"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="connect-dialog"):
+            yield Label("VRM address")
+            yield Input(placeholder="https://vrm.example:7443", id="url")
+            yield Label("User")
+            yield Input(placeholder="admin", id="user")
+            yield Label("Password (used for this session only, never stored)")
+            yield Input(password=True, id="password")
+            yield Checkbox("Skip TLS verification (--insecure)", id="insecure")
+            yield Checkbox("Save as profile (without the password)", value=True, id="save")
+            yield Label("", id="connect-error")
+            yield Button("Connect", variant="primary", id="connect")
+        yield Footer()
+
+    @on(Input.Submitted)
+    @on(Button.Pressed, "#connect")
+    def _connect(self) -> None:
+        url = self.query_one("#url", Input).value.strip()
+        user = self.query_one("#user", Input).value.strip()
+        password = self.query_one("#password", Input).value
+        err = self.query_one("#connect-error", Label)
+        if not url.startswith(("http://", "https://")):
+            err.update("The address must start with https:// (or http://)")
+            return
+        if not user or not password:
+            err.update("User and password are required")
+            return
+        app: Any = self.app
+        app.connect_from_form(url, user, password, insecure=self.query_one("#insecure", Checkbox).value,
+                              save=self.query_one("#save", Checkbox).value)

@@ -1,0 +1,110 @@
+"""Regenerate screenshots/*.svg: the console against the seeded simulator, headless, deterministic.
+
+    .venv/bin/python screenshots/make_screenshots.py      (or: make screenshots)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Awaitable, Callable
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ["FCTUI_CONFIG_DIR"] = tempfile.mkdtemp(prefix="fctui-shots-")   # never the user's config
+os.environ.setdefault("TEXTUAL_ANIMATIONS", "none")
+
+from fctui.config import Config  # noqa: E402
+from fctui.tui.app import FctuiApp  # noqa: E402
+from fctui.tui.testing import FixedClock, make_app, wait_loaded, wait_until  # noqa: E402
+
+OUT = Path(__file__).resolve().parent
+
+
+async def settle(pilot, app: FctuiApp) -> None:
+    await wait_loaded(pilot, app)
+    app.clear_notifications()
+    key = app._table_cursor()
+    if key:
+        app.show_detail(key, now=True)
+        if app.size.width >= 120:
+            await wait_until(pilot, lambda: key in app.snapshots or key in app.snapshot_errors)
+    await pilot.pause(0.2)
+
+
+async def shot(name: str, size: tuple[int, int], drive: Callable[[object, FctuiApp], Awaitable[None]],
+               *, theme: str | None = None, first_run: bool = False) -> None:
+    if first_run:
+        app = FctuiApp(spec=None, config=Config(), clock=FixedClock(), watch_tty=False)
+    else:
+        app = make_app(vms=200, seed=7, theme=theme)
+    app.animation_level = "none"
+    async with app.run_test(size=size) as pilot:
+        await drive(pilot, app)
+        path = OUT / f"{name}.svg"
+        app.save_screenshot(filename=path.name, path=str(OUT))
+        print(f"wrote {path.relative_to(ROOT)}")
+
+
+async def main_screen(pilot, app) -> None:
+    await settle(pilot, app)
+
+
+async def blocked_sorted(pilot, app) -> None:
+    await wait_loaded(pilot, app)
+    app.set_sort("verdict", False)
+    await wait_until(pilot, lambda: not app._view_running)
+    await pilot.press("down", "down")
+    await settle(pilot, app)
+
+
+async def filtered(pilot, app) -> None:
+    await wait_loaded(pilot, app)
+    await pilot.press("slash", *"rule:disk-", "enter")
+    await wait_until(pilot, lambda: not app._view_running)
+    await settle(pilot, app)
+
+
+async def detail_screen(pilot, app) -> None:
+    await wait_loaded(pilot, app)
+    app.set_filter("name:edge-combo-indep")
+    await wait_until(pilot, lambda: not app._view_running)
+    await pilot.press("enter")
+    key = app._table_cursor()
+    await wait_until(pilot, lambda: key in app.snapshots or key in app.snapshot_errors)
+    await pilot.pause(0.2)
+
+
+async def datastores(pilot, app) -> None:
+    await settle(pilot, app)
+    await pilot.press("D")
+    await pilot.pause(0.2)
+
+
+async def help_screen(pilot, app) -> None:
+    await settle(pilot, app)
+    await pilot.press("question_mark")
+    await pilot.pause(0.2)
+
+
+async def first_run(pilot, app) -> None:
+    await pilot.pause(0.2)
+
+
+async def main() -> None:
+    await shot("main-160x48", (160, 48), blocked_sorted)
+    await shot("main-80x24", (80, 24), main_screen)
+    await shot("filter-rule-80x24", (80, 24), filtered)
+    await shot("detail-80x24", (80, 24), detail_screen)
+    await shot("datastores-120x32", (120, 32), datastores)
+    await shot("help-100x40", (100, 40), help_screen)
+    await shot("main-light-160x48", (160, 48), blocked_sorted, theme="textual-light")
+    await shot("main-ansi-dark-100x30", (100, 30), main_screen, theme="ansi-dark")
+    await shot("first-run-80x24", (80, 24), first_run, first_run=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
