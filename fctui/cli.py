@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser(argv)
     ns = parser.parse_args(argv)
     # Areas set either ``_run`` (through this module's table) or ``func`` (their own subparsers).
-    run: Callable[[argparse.Namespace], int] | None = getattr(ns, "_run", None) or getattr(ns, "func", None)
+    # A subcommand's own ``func`` wins over the top-level default (the console).
+    run: Callable[[argparse.Namespace], int] | None = getattr(ns, "func", None) or getattr(ns, "_run", None)
     if run is None:
         parser.error(f"{ns.command or 'the console'} is not available in this build")
     try:

@@ -1,0 +1,640 @@
+"""``fctui agent``: the local process that runs backup jobs so they outlive the TUI and the SSH session.
+
+It serves a Unix socket in the user's runtime dir (mode 0600, dir 0700) speaking JSON lines. Requests
+(one JSON object per line, field ``op``):
+
+* ``hello`` -> pid, socket, demo simulator (url, user, password) when hosted
+* ``demo`` -> start the embedded simulator if needed and return its url and demo credentials
+* ``submit`` {vrm, user, password, targets, full, demo, verify} -> {job}
+* ``list`` -> {jobs}; ``get`` {job} -> {job}
+* ``watch`` {job?} -> a stream: the job(s) in full, then events (``job``, ``progress``, ``log``), and
+  ``{"event": "end"}`` when the watched job is final
+* ``cancel`` {job}; ``cleanup-status``; ``credentials`` {vrm, user, password} (runs pending cleanup);
+  ``shutdown``
+
+Job state is persisted in tinydb through fctui.store (atomic writes, one writer: the agent holds a
+WriterLock). Passwords live only in memory, for as long as a job of that VRM runs. On start, jobs found
+running are marked ``interrupted`` and the journal's leftovers (snapshots, backup resources) wait as
+"cleanup pending" until a client supplies credentials for their VRM; in demo mode they vanish with the
+previous agent's simulator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+from ..store import WriterLock, runtime_dir, state_dir
+from .model import JobError, JobRecord
+from .runner import RunnerSettings
+
+log = logging.getLogger("fctui.jobs.agent")
+
+SOCKET_NAME = "agent.sock"
+MAX_LINE = 1 << 20
+DEMO_USER = "admin"
+DEMO_PASSWORD = "Admin@123"
+
+
+def socket_path() -> Path:
+    return runtime_dir() / SOCKET_NAME
+
+
+def new_job_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
+
+
+class AgentError(JobError):
+    """The agent cannot be reached or refused a request."""
+
+
+class Agent:
+    def __init__(self, *, repo_path: str | Path | None = None, demo: bool = False,
+                 settings: RunnerSettings | None = None, per_host: int = 8, per_datastore: int = 8,
+                 global_limit: int = 16, demo_vms: int = 60, demo_time_scale: float = 1.0) -> None:
+        from .journal import JobStore
+        from .scheduler import Scheduler
+        self.state_dir = state_dir()
+        self.lock = WriterLock(self.state_dir / "jobs.lock", purpose="job agent")
+        self.lock.acquire()  # one agent per user: a second one fails here with a clear error
+        self.store = JobStore(self.state_dir / "jobs.json")
+        self.repo_path = repo_path
+        self._repo: Any = None
+        self.settings = settings or RunnerSettings()
+        self.scheduler = Scheduler(per_host=per_host, per_datastore=per_datastore, global_limit=global_limit)
+        self.demo_wanted = demo
+        self.demo_vms = demo_vms
+        self.demo_time_scale = demo_time_scale
+        self.demo_sim: Any = None
+        self.tasks: dict[str, asyncio.Task] = {}
+        self.live: dict[str, JobRecord] = {}
+        self.busy_vms: dict[str, str] = {}  # VM URN -> job id
+        self.watchers: list[tuple[str | None, asyncio.Queue]] = []
+        self.cleanup_errors: dict[int, str] = {}
+        self.server: asyncio.AbstractServer | None = None
+        self.stopping = asyncio.Event()
+        self.path = socket_path()
+
+    # --- lifecycle --------------------------------------------------------------------------------
+
+    def repo(self) -> Any:
+        if self._repo is None:
+            from ..repo import Repository
+            self._repo = Repository.open(self.repo_path)
+        return self._repo
+
+    def recover(self) -> None:
+        """After a crash: running jobs -> interrupted; demo leftovers died with their simulator."""
+        for job in self.store.mark_interrupted():
+            log.warning("job %s was interrupted", job.id)
+            for vm in job.vms:  # its CBT snapshot consumed a chgID: those disks' next backup is full
+                if vm.kind == "cbt" and vm.snapshot_urn and not vm.point_id:
+                    for d in vm.disks:
+                        if d.mode != "excluded":
+                            self.store.mark_chain(d.volume, f"job {job.id} was interrupted (the agent stopped)")
+        self.store.prune_history()
+        demo_jobs = {j.id for j in self.store.all_jobs() if j.demo}
+        for intent in self.store.pending():
+            if intent.get("job") in demo_jobs:
+                self.store.done(intent["key"])  # its VRM was the previous agent's embedded simulator
+
+    def start_demo(self, vms: int | None = None) -> dict[str, Any]:
+        """Start the embedded simulator (once; ``vms`` only matters for the first start)."""
+        if self.demo_sim is None:
+            if vms is not None:
+                self.demo_vms = int(vms)
+            from ..sim import EmbeddedSimulator, SimConfig
+            self.demo_sim = EmbeddedSimulator(SimConfig(vms=self.demo_vms, user=DEMO_USER, password=DEMO_PASSWORD,
+                                                         time_scale=self.demo_time_scale)).start()
+        return {"url": self.demo_sim.url, "user": DEMO_USER, "password": DEMO_PASSWORD}
+
+    async def serve(self) -> None:
+        self.recover()
+        if self.demo_wanted:
+            self.start_demo()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()  # stale: we hold the writer lock, so no other agent serves it
+        old = os.umask(0o177)
+        try:
+            self.server = await asyncio.start_unix_server(self.handle, path=str(self.path), limit=MAX_LINE)
+        finally:
+            os.umask(old)
+        os.chmod(self.path, 0o600)
+        log.info("agent %d serving %s", os.getpid(), self.path)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, self.stopping.set)
+        with contextlib.suppress(Exception):
+            loop.add_signal_handler(signal.SIGHUP, lambda: None)  # the terminal went away: keep working
+        try:
+            await self.stopping.wait()
+        finally:
+            await self.shutdown()
+
+    async def shutdown(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        for t in list(self.tasks.values()):
+            t.cancel()
+        if self.tasks:
+            await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        if self.demo_sim is not None:
+            with contextlib.suppress(Exception):
+                self.demo_sim.stop()
+        self.store.close()
+        self.lock.release()
+
+    # --- events -------------------------------------------------------------------------------------
+
+    def broadcast(self, ev: dict[str, Any]) -> None:
+        job_id = ev.get("job") if isinstance(ev.get("job"), str) else (ev.get("job") or {}).get("id")
+        for want, q in list(self.watchers):
+            if want is not None and want != job_id:
+                continue
+            try:
+                q.put_nowait(ev)
+            except asyncio.QueueFull:
+                if ev.get("event") != "progress":  # progress is droppable, state is not
+                    with contextlib.suppress(asyncio.QueueEmpty):
+                        q.get_nowait()
+                    with contextlib.suppress(asyncio.QueueFull):
+                        q.put_nowait(ev)
+
+    # --- jobs ---------------------------------------------------------------------------------------
+
+    def submit(self, req: dict[str, Any]) -> JobRecord:
+        targets = [str(t) for t in req.get("targets") or [] if str(t).strip()]
+        if not targets:
+            raise AgentError("no VM given: name at least one VM (name or URN)")
+        demo = bool(req.get("demo"))
+        if demo:
+            d = self.start_demo()
+            vrm, user, password = d["url"], d["user"], d["password"]
+        else:
+            vrm, user, password = str(req.get("vrm") or ""), str(req.get("user") or ""), req.get("password")
+            if not vrm or not user or not isinstance(password, str):
+                raise AgentError("submit needs vrm, user and password (or demo)")
+        window = None
+        if req.get("business_hours"):
+            from ..rules.launch import BusinessHours, BusinessHoursError
+            try:
+                window = BusinessHours.parse(str(req["business_hours"]))
+            except BusinessHoursError as e:
+                raise AgentError(str(e)) from None
+        kind = str(req.get("type") or "backup")
+        if kind not in ("backup", "restore"):
+            raise AgentError(f"unknown job type {kind!r} (backup or restore)")
+        restore_req = None
+        if kind == "restore":
+            from .restore import RestoreRequest
+            restore_req = RestoreRequest.from_json(req.get("restore") or {})  # RestoreError is a JobError
+        job = JobRecord(id=new_job_id(), type=kind, vrm=vrm, user=user, demo=demo, targets=targets,
+                        full=bool(req.get("full")))
+        job.add_log(f"{kind} submitted: {', '.join(targets)}" + (" (--full)" if job.full else ""))
+        self.store.save_job(job)
+        self.live[job.id] = job
+        verify = req.get("verify", True)
+        coro = (self._run_job(job, password, verify, window) if restore_req is None
+                else self._run_restore(job, password, verify, restore_req))
+        self.tasks[job.id] = asyncio.create_task(coro, name=f"job-{job.id}")
+        return job
+
+    async def _run_restore(self, job: JobRecord, password: str, verify: Any, request: Any) -> None:
+        """A restore job (issue 7's engine) under the same agent guarantees: persisted, watchable,
+        cancellable, journaled."""
+        from .restore import plan_restore, run_restore
+        from .runner import Reporter
+        reporter = Reporter(job, self.broadcast, interval=self.settings.progress_interval,
+                            on_state=self.store.save_job)
+        client = None
+        try:
+            job.state, job.started = "running", time.time()
+            reporter.state()
+            try:
+                client = await self._client(job.vrm, job.user, password, verify)
+            except Exception as e:
+                raise JobError(f"cannot log in to {job.vrm}: {e}") from None
+            await self._cleanup_for(client, job.vrm, reporter)
+            plan = await plan_restore(client, self.repo(), request)
+            await run_restore(client, self.repo(), plan, reporter=reporter, job=job, journal=self.store)
+        except asyncio.CancelledError:
+            if not job.is_final:
+                job.state, job.finished = "cancelled", time.time()
+                reporter.log("job cancelled", "warning")
+                reporter.state()
+        except Exception as e:
+            msg = str(e) if isinstance(e, JobError) else f"{type(e).__name__}: {e}"
+            if not isinstance(e, JobError):
+                log.exception("restore job %s failed", job.id)
+            job.state, job.error, job.finished = "failed", msg, time.time()
+            reporter.log(f"job failed: {msg}", "error")
+            reporter.state()
+        finally:
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await client.aclose()
+            self.store.save_job(job)
+            self.tasks.pop(job.id, None)
+            self.broadcast({"event": "end", "job": job.id, "state": job.state})
+
+    async def _client(self, vrm: str, user: str, password: str, verify: Any) -> Any:
+        from ..vrm import VrmClient
+        client = VrmClient(vrm, user, password, verify=verify)
+        await client.login()
+        return client
+
+    async def _cleanup_for(self, client: Any, vrm: str, reporter: Any = None) -> tuple[int, list[str]]:
+        from .cleanup import cleanup_intents
+        pending = [i for i in self.store.pending(vrm) if i.get("job") not in self.tasks or
+                   self.live.get(i.get("job", "")) is None or self.live[i["job"]].is_final]
+        if not pending:
+            return 0, []
+        failed = await cleanup_intents(client, pending, self.store.done, within=self.settings.cleanup_within_s)
+        for intent, why in failed:
+            self.cleanup_errors[intent["key"]] = why
+        done = len(pending) - len(failed)
+        if done and reporter is not None:
+            reporter.log(f"cleaned up {done} leftover(s) of interrupted jobs on {vrm}")
+        # a CBT snapshot of an interrupted job consumed a chgID: its disks' next backup is full
+        return done, [why for _, why in failed]
+
+    async def _run_job(self, job: JobRecord, password: str, verify: Any, window: Any = None) -> None:
+        from .planner import add_launch_findings, build_plan
+        from .runner import BackupRunner, Reporter
+        reporter = Reporter(job, self.broadcast, interval=self.settings.progress_interval,
+                            on_state=self.store.save_job)
+        client = None
+        runner = None
+        mine: list[str] = []
+        try:
+            job.state = "running"
+            job.started = time.time()
+            reporter.state()
+            try:
+                client = await self._client(job.vrm, job.user, password, verify)
+            except Exception as e:
+                raise JobError(f"cannot log in to {job.vrm}: {e}") from None
+            await self._cleanup_for(client, job.vrm, reporter)
+            plan = await build_plan(client, job.targets, self.repo(), full=job.full,
+                                    chain_marks=self.store.chain_marks())
+            for vp in plan.runnable:
+                other = self.busy_vms.get(vp.vm_urn)
+                if other is not None:
+                    vp.refused, vp.kind = True, None
+                    vp.reason = f"already being backed up by job {other}"
+                else:
+                    self.busy_vms[vp.vm_urn] = job.id
+                    mine.append(vp.vm_urn)
+            add_launch_findings(plan, host_connections=self.scheduler.pool.hosts,
+                                datastore_volumes=self.scheduler.pool.datastores, business_hours=window,
+                                per_host=self.scheduler.pool.per_host,
+                                per_datastore=self.scheduler.pool.per_datastore)
+            runner = BackupRunner(client, self.repo(), scheduler=self.scheduler, journal=self.store,
+                                  settings=self.settings, vrm=job.vrm, user=job.user)
+            await runner.run(job, plan, reporter)
+        except asyncio.CancelledError:
+            if not job.is_final:
+                job.state, job.finished = "cancelled", time.time()
+                reporter.log("job cancelled", "warning")
+                reporter.state()
+        except Exception as e:
+            msg = str(e) if isinstance(e, JobError) else f"{type(e).__name__}: {e}"
+            if not isinstance(e, JobError):
+                log.exception("job %s failed", job.id)
+            job.state, job.error, job.finished = "failed", msg, time.time()
+            reporter.log(f"job failed: {msg}", "error")
+            reporter.state()
+        finally:
+            for urn in mine:
+                self.busy_vms.pop(urn, None)
+            if runner is not None:
+                runner.close()
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await client.aclose()
+            self.store.save_job(job)
+            self.tasks.pop(job.id, None)
+            self.broadcast({"event": "end", "job": job.id, "state": job.state})
+
+    def job_dict(self, job: JobRecord, with_log: bool = True) -> dict[str, Any]:
+        d = job.to_dict()
+        if not with_log:
+            d.pop("log", None)
+        return d
+
+    def get_job(self, job_id: str) -> JobRecord:
+        job = self.live.get(job_id) or self.store.job(job_id)
+        if job is None:
+            raise AgentError(f"no job {job_id!r}")
+        return job
+
+    def list_jobs(self) -> list[JobRecord]:
+        jobs = {j.id: j for j in self.store.all_jobs()}
+        jobs.update({k: v for k, v in self.live.items()})
+        return sorted(jobs.values(), key=lambda j: j.created)
+
+    def cleanup_status(self) -> dict[str, Any]:
+        pending = []
+        for i in self.store.pending():
+            if i.get("job") in self.tasks:
+                continue  # owned by a running job, not a leftover
+            pending.append({k: i.get(k) for k in ("key", "job", "vrm", "user", "what", "vm", "name",
+                                                   "snapshot_urn", "volume_urn", "task_id", "time")}
+                           | {"error": self.cleanup_errors.get(i["key"], "")})
+        return {"pending": pending, "vrms": sorted({(p["vrm"], p["user"]) for p in pending})}
+
+    # --- protocol -----------------------------------------------------------------------------------
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                try:
+                    line = await reader.readline()
+                except (ValueError, asyncio.LimitOverrunError):
+                    await self._send(writer, {"ok": False, "error": "request too long"})
+                    return
+                if not line:
+                    return
+                try:
+                    req = json.loads(line)
+                    if not isinstance(req, dict):
+                        raise ValueError("not an object")
+                except ValueError:
+                    await self._send(writer, {"ok": False, "error": "requests are JSON objects, one per line"})
+                    continue
+                op = req.get("op")
+                if op == "watch":
+                    await self._watch(req, writer)
+                    return
+                try:
+                    resp = await self.dispatch(op, req)
+                except JobError as e:
+                    resp = {"ok": False, "error": e.message}
+                except Exception as e:  # never let a request kill the agent
+                    log.exception("request %r failed", op)
+                    resp = {"ok": False, "error": f"{type(e).__name__}: {e}"}
+                await self._send(writer, resp)
+                if op == "shutdown":
+                    self.stopping.set()
+                    return
+        except (ConnectionError, BrokenPipeError):
+            return
+        finally:
+            with contextlib.suppress(Exception):
+                writer.close()
+
+    @staticmethod
+    async def _send(writer: asyncio.StreamWriter, obj: dict[str, Any]) -> None:
+        writer.write(json.dumps(obj, separators=(",", ":")).encode() + b"\n")
+        await writer.drain()
+
+    async def dispatch(self, op: Any, req: dict[str, Any]) -> dict[str, Any]:
+        if op == "hello":
+            demo = None
+            if self.demo_sim is not None:
+                demo = {"url": self.demo_sim.url, "user": DEMO_USER, "password": DEMO_PASSWORD}
+            return {"ok": True, "pid": os.getpid(), "socket": str(self.path), "demo": demo,
+                    "running": sorted(self.tasks)}
+        if op == "demo":
+            vms = req.get("vms")
+            if vms is not None and (not isinstance(vms, int) or not 0 <= vms <= 100_000):
+                raise AgentError("vms must be an integer 0..100000")
+            return {"ok": True, **self.start_demo(vms)}
+        if op == "submit":
+            job = self.submit(req)
+            return {"ok": True, "job": job.id}
+        if op == "list":
+            return {"ok": True, "jobs": [self.job_dict(j, with_log=False) for j in self.list_jobs()]}
+        if op == "get":
+            return {"ok": True, "job": self.job_dict(self.get_job(str(req.get("job"))))}
+        if op == "cancel":
+            job = self.get_job(str(req.get("job")))
+            task = self.tasks.get(job.id)
+            if task is None:
+                return {"ok": False, "error": f"job {job.id} is {job.state}, not running"}
+            task.cancel()
+            return {"ok": True, "job": job.id}
+        if op == "cleanup-status":
+            return {"ok": True, **self.cleanup_status()}
+        if op == "credentials":
+            vrm, user, password = str(req.get("vrm") or ""), str(req.get("user") or ""), req.get("password")
+            if not vrm or not user or not isinstance(password, str):
+                raise AgentError("credentials needs vrm, user and password")
+            from ..vrm import VrmError
+            try:
+                client = await self._client(vrm, user, password, req.get("verify", True))
+            except VrmError as e:
+                raise AgentError(f"cannot log in to {vrm}: {e}") from None
+            try:
+                done, failed = await self._cleanup_for(client, vrm)
+            finally:
+                await client.aclose()
+            return {"ok": True, "cleaned": done, "failed": failed}
+        if op == "shutdown":
+            return {"ok": True}
+        raise AgentError(f"unknown op {op!r}")
+
+    async def _watch(self, req: dict[str, Any], writer: asyncio.StreamWriter) -> None:
+        want = req.get("job")
+        q: asyncio.Queue = asyncio.Queue(maxsize=1000)
+        entry = (str(want) if want else None, q)
+        self.watchers.append(entry)
+        try:
+            if want:
+                job = self.get_job(str(want))
+                await self._send(writer, {"event": "job", "job": self.job_dict(job)})
+                if job.is_final and job.id not in self.tasks:
+                    await self._send(writer, {"event": "end", "job": job.id, "state": job.state})
+                    return
+            else:
+                for job in self.list_jobs():
+                    await self._send(writer, {"event": "job", "job": self.job_dict(job, with_log=False)})
+            while True:
+                ev = await q.get()
+                await self._send(writer, ev)
+                if want and ev.get("event") == "end" and ev.get("job") == want:
+                    return
+        except JobError as e:
+            with contextlib.suppress(Exception):
+                await self._send(writer, {"event": "error", "error": e.message})
+        except (ConnectionError, BrokenPipeError):
+            return
+        finally:
+            self.watchers.remove(entry)
+
+
+# --- client side -----------------------------------------------------------------------------------
+
+class AgentClient:
+    """Talks to the agent over its socket (one connection per request; ``watch`` streams)."""
+
+    def __init__(self, path: Path | str | None = None) -> None:
+        self.path = Path(path) if path is not None else socket_path()
+
+    async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        try:
+            return await asyncio.open_unix_connection(str(self.path), limit=MAX_LINE)
+        except (FileNotFoundError, ConnectionRefusedError, OSError) as e:
+            raise AgentError(f"the job agent is not running ({self.path}: {e.strerror or e})") from None
+
+    async def request(self, op: str, **fields: Any) -> dict[str, Any]:
+        reader, writer = await self._open()
+        try:
+            writer.write(json.dumps({"op": op, **fields}).encode() + b"\n")
+            await writer.drain()
+            line = await reader.readline()
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+        if not line:
+            raise AgentError("the job agent closed the connection")
+        try:
+            resp = json.loads(line)
+        except ValueError:
+            raise AgentError("the job agent sent an unreadable answer") from None
+        if not resp.get("ok", False):
+            raise AgentError(resp.get("error") or "the job agent refused the request")
+        return resp
+
+    async def watch(self, job: str | None = None) -> AsyncIterator[dict[str, Any]]:
+        reader, writer = await self._open()
+        try:
+            writer.write(json.dumps({"op": "watch", "job": job}).encode() + b"\n")
+            await writer.drain()
+            while True:
+                line = await reader.readline()
+                if not line:
+                    return
+                ev = json.loads(line)
+                if ev.get("event") == "error":
+                    raise AgentError(ev.get("error") or "watch failed")
+                yield ev
+                if job and ev.get("event") == "end":
+                    return
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def wait(self, job: str, on_event: Any = None) -> dict[str, Any]:
+        """Follow ``job`` to its end; returns the final job record."""
+        async for ev in self.watch(job):
+            if on_event is not None:
+                on_event(ev)
+        return (await self.request("get", job=job))["job"]
+
+
+def agent_command(*, demo: bool = False, extra: list[str] | None = None) -> list[str]:
+    cmd = [sys.executable, "-m", "fctui.jobs.agent", "--foreground"]
+    if demo:
+        cmd.append("--demo")
+    return cmd + list(extra or [])
+
+
+async def ensure_agent(*, demo: bool = False, timeout: float = 15.0, extra: list[str] | None = None) -> AgentClient:
+    """Connect to the agent, starting it (detached, own session) when it is not running."""
+    import subprocess
+    client = AgentClient()
+    try:
+        await client.request("hello")
+        return client
+    except AgentError:
+        pass
+    logf = open(os.open(state_dir() / "agent.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
+    try:
+        subprocess.Popen(agent_command(demo=demo, extra=extra), stdin=subprocess.DEVNULL, stdout=logf,
+                         stderr=logf, start_new_session=True, close_fds=True, cwd="/")
+    finally:
+        logf.close()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            await client.request("hello")
+            return client
+        except AgentError:
+            if loop.time() > deadline:
+                raise AgentError(f"the job agent did not start within {timeout:g} s; see "
+                                 f"{state_dir() / 'agent.log'}") from None
+            await asyncio.sleep(0.1)
+
+
+# --- entry -----------------------------------------------------------------------------------------
+
+def add_agent_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--demo", action="store_true", help="host the embedded VRM simulator for the demo")
+    p.add_argument("--foreground", action="store_true", help="do not detach from the terminal")
+    p.add_argument("--repo", default=None, help="repository directory (default: XDG data dir)")
+    p.add_argument("--per-host", type=int, default=8, help="backup resources per host (1-8)")
+    p.add_argument("--per-datastore", type=int, default=8, help="volumes per target datastore (1-8)")
+    p.add_argument("--global-limit", type=int, default=16, help="VMs backed up at once")
+    p.add_argument("--demo-vms", type=int, default=60, help=argparse.SUPPRESS)
+    p.add_argument("--demo-time-scale", type=float, default=1.0, help=argparse.SUPPRESS)
+    p.add_argument("--watch-interval", type=float, default=2.0, help=argparse.SUPPRESS)
+
+
+def _daemonize() -> None:
+    """Classic double fork: the agent survives the terminal and the SSH session."""
+    if os.fork() > 0:
+        os._exit(0)
+    os.setsid()
+    if os.fork() > 0:
+        os._exit(0)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    logfd = os.open(str(state_dir() / "agent.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(logfd, 1)
+    os.dup2(logfd, 2)
+
+
+def run_agent(ns: argparse.Namespace) -> int:
+    from ..store import LockedError, StoreError
+    if not ns.foreground:
+        # refuse early (before detaching) when an agent already runs
+        try:
+            asyncio.run(AgentClient().request("hello"))
+            print(f"fctui agent: already running ({socket_path()})")
+            return 0
+        except AgentError:
+            pass
+        print(f"fctui agent: starting in the background ({socket_path()})")
+        sys.stdout.flush()
+        _daemonize()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        agent = Agent(repo_path=ns.repo, demo=ns.demo, per_host=ns.per_host, per_datastore=ns.per_datastore,
+                      global_limit=ns.global_limit, demo_vms=ns.demo_vms, demo_time_scale=ns.demo_time_scale,
+                      settings=RunnerSettings(watch_interval=ns.watch_interval))
+    except LockedError:
+        print("fctui agent: another agent already runs for this user", file=sys.stderr)
+        return 1
+    except (StoreError, ValueError) as e:
+        print(f"fctui agent: {e}", file=sys.stderr)
+        return 1
+    asyncio.run(agent.serve())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="fctui agent", description="run the fctui job agent")
+    add_agent_options(p)
+    return run_agent(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""Job, VM and disk progress records shared by the runner, the agent, the CLI and the TUI.
+
+Plain dataclasses that round-trip through JSON (the agent persists them in tinydb and streams them over
+its socket), so no textual and no httpx here.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+# Job states. ``interrupted``: the agent died while the job ran (found on the next agent start).
+JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
+FINAL_JOB_STATES = frozenset({"succeeded", "failed", "cancelled", "interrupted"})
+
+# VM states inside a job.
+VM_STATES = ("queued", "waiting", "snapshot", "reading", "cleanup", "done", "failed", "cancelled", "refused")
+FINAL_VM_STATES = frozenset({"done", "failed", "cancelled", "refused"})
+
+# Disk states inside a VM.
+DISK_STATES = ("waiting", "reading", "done", "failed", "cancelled", "excluded")
+
+
+class JobError(Exception):
+    """A job-level failure with a one-line human message (never a traceback for the user)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _from_dict(cls: type, d: dict[str, Any]) -> Any:
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass
+class DiskProgress:
+    volume: str                      # volume URN
+    name: str = ""
+    mode: str = "full"               # full | incremental | excluded
+    reason: str = ""                 # why this mode (or why excluded)
+    state: str = "waiting"
+    wait_reason: str = ""            # host-sockets-busy, target-volumes-busy, previous disk of the VM, ...
+    bytes_planned: int | None = None  # known from the CBT bitmap after the snapshot
+    bytes_read: int = 0
+    bytes_written: int = 0           # read bytes that were new to the repository (not reused, not zero)
+    bytes_reused: int = 0
+    bytes_zero: int = 0
+    bytes_stored: int = 0            # compressed bytes actually added to the repository
+    blocks_planned: int | None = None
+    started: float | None = None
+    finished: float | None = None
+    error: str = ""
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "DiskProgress":
+        return _from_dict(cls, d)
+
+
+@dataclass
+class VmProgress:
+    urn: str
+    name: str = ""
+    host: str = ""
+    kind: str | None = None          # cbt | standard | None (refused)
+    state: str = "queued"
+    reason: str = ""                 # refusal reason, wait reason or failure message
+    snapshot_urn: str = ""
+    pause_s: float | None = None     # observed snapshot task duration (VRM start/finish)
+    point_id: str | None = None
+    chain: str = ""                  # how the CBT chain stands after this run
+    disks: list[DiskProgress] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "VmProgress":
+        vm = _from_dict(cls, {k: v for k, v in d.items() if k != "disks"})
+        vm.disks = [DiskProgress.from_dict(x) for x in d.get("disks") or []]
+        return vm
+
+    @property
+    def bytes_planned(self) -> int:
+        return sum(d.bytes_planned or 0 for d in self.disks)
+
+    @property
+    def bytes_read(self) -> int:
+        return sum(d.bytes_read for d in self.disks)
+
+
+@dataclass
+class JobRecord:
+    id: str
+    type: str = "backup"
+    state: str = "queued"
+    vrm: str = ""
+    user: str = ""
+    demo: bool = False
+    targets: list[str] = field(default_factory=list)  # VM names or URNs as the user gave them
+    full: bool = False
+    created: float = field(default_factory=time.time)
+    started: float | None = None
+    finished: float | None = None
+    error: str = ""
+    restore_points: list[str] = field(default_factory=list)
+    vms: list[VmProgress] = field(default_factory=list)
+    log: list[dict[str, Any]] = field(default_factory=list)  # bounded, newest last
+
+    LOG_LIMIT = 200
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "JobRecord":
+        job = _from_dict(cls, {k: v for k, v in d.items() if k != "vms"})
+        job.vms = [VmProgress.from_dict(x) for x in d.get("vms") or []]
+        return job
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def add_log(self, message: str, level: str = "info", when: float | None = None) -> dict[str, Any]:
+        entry = {"time": time.time() if when is None else when, "level": level, "message": message}
+        self.log.append(entry)
+        if len(self.log) > self.LOG_LIMIT:
+            del self.log[: len(self.log) - self.LOG_LIMIT]
+        return entry
+
+    def vm(self, urn: str) -> VmProgress | None:
+        return next((v for v in self.vms if v.urn == urn), None)
+
+    @property
+    def is_final(self) -> bool:
+        return self.state in FINAL_JOB_STATES
+
+    def totals(self) -> dict[str, int]:
+        keys = ("bytes_read", "bytes_written", "bytes_reused", "bytes_zero", "bytes_stored")
+        out = {k: 0 for k in keys}
+        out["bytes_planned"] = 0
+        for v in self.vms:
+            for d in v.disks:
+                for k in keys:
+                    out[k] += getattr(d, k)
+                out["bytes_planned"] += d.bytes_planned or 0
+        return out
+
+    def summary_json(self) -> dict[str, Any]:
+        """The ``fctui backup --json`` document (issue 5 §6 contract)."""
+        return {
+            "job": self.id,
+            "state": self.state,
+            "restore_points": list(self.restore_points),
+            "vms": [
+                {"urn": v.urn, "kind": v.kind,
+                 "disks": [{"volume": d.volume, "mode": d.mode, "reason": d.reason,
+                            "bytes_planned": d.bytes_planned or 0, "bytes_read": d.bytes_read,
+                            "bytes_written": d.bytes_written}
+                           for d in v.disks if d.mode != "excluded"]}
+                for v in self.vms
+            ],
+        }

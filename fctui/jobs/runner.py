@@ -1,0 +1,694 @@
+"""Run a backup plan against a VRM: the vrm-api.md §9.5 sequence per VM.
+
+Per VM (holding a scheduler VM slot = one of its host's backup sockets):
+snapshot (``CBTbackup``, or ``normal`` for kind ``standard``) -> wait for the task -> snapshot detail
+(snapUuid, volCBTCreateTime, chgID per volume) -> the changed blocks of every disk (so the bytes to read
+are known before data moves) -> per disk, one after another: prepare a backup resource with a short
+``delay`` that is extended while reading (an orphan expires on its own) -> read the blocks through the
+:class:`~fctui.vrm.transport.BlockTransport` with several coalesced range reads in flight -> hash and
+compress in a thread pool (``DiskWriter.put_block``) -> release -> after the last disk delete the
+snapshot -> commit the restore point with each volume's CBT state for the next incremental.
+
+Every failure and every cancel releases the resources and deletes the snapshot this run created, and
+records how the CBT chain stands. A watchdog fails the VM cleanly when someone else starts a mutually
+exclusive operation on it (power on/off, migration, expansion). Before creating a snapshot or a resource
+the run records its intent in the journal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Iterator
+
+from ..rules.engine import classify_task_type
+from ..vrm.errors import (VrmConflictError, VrmConnectionError, VrmError, VrmNotFoundError, VrmTimeoutError)
+from ..vrm.urn import site_uri, urn_to_uri
+from . import cleanup
+from .journal import JournalLike, MemoryJournal
+from .model import DiskProgress, JobError, JobRecord, VmProgress
+from .planner import DiskPlan, Plan, VmPlan, confirm_disk
+from .scheduler import HOST_SOCKETS_BUSY, Scheduler
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..repo import Repository
+    from ..vrm.client import VrmClient
+    from ..vrm.transport import BlockTransport
+
+log = logging.getLogger("fctui.jobs.runner")
+
+EventSink = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class RunnerSettings:
+    resource_delay: int = 600          # s; short so an orphaned resource expires on its own
+    extend_every: float = 240.0        # s between extensions while reading
+    reads_in_flight: int = 6           # concurrent range reads per disk
+    max_range_bytes: int = 8 << 20     # coalesce adjacent changed blocks up to this size
+    hash_threads: int = 4              # put_block workers (sha256 + zstd release the GIL)
+    read_retries: int = 3              # per range, on dropped connections / timeouts
+    busy_retry_s: float = 120.0        # keep retrying "busy"/host-limit answers this long
+    busy_interval: float = 0.5
+    task_timeout: float = 600.0
+    task_interval: float = 0.25
+    watch_interval: float = 2.0        # watchdog period (someone else's operations)
+    release_wait_s: float = 30.0       # wait until a released resource is gone
+    cleanup_within_s: float = 120.0
+    default_block_size: int = 2 << 20  # standard snapshots (no CBT bitmap to tell the block size)
+    cbt_window: int = 1024             # getcbt blocks per query (as observed in the field)
+    ip: str = ""                       # our address, for the VRM's resource ACL
+    progress_interval: float = 0.5     # s between progress events of one disk
+    stream_reads: bool = False         # read ranges through aiter_read instead of read()
+
+
+class ExclusiveOperationError(JobError):
+    """Someone else started an operation that excludes a backup (power, migration, expansion)."""
+
+
+class Reporter:
+    """Keeps the JobRecord current and turns changes into events for the agent / TUI / CLI."""
+
+    def __init__(self, job: JobRecord, sink: EventSink | None = None, *, interval: float = 0.5,
+                 on_state: Callable[[JobRecord], None] | None = None) -> None:
+        self.job = job
+        self.sink = sink
+        self.interval = interval
+        self.on_state = on_state
+        self._last: dict[str, float] = {}
+        self._samples: deque[tuple[float, int, int]] = deque(maxlen=64)
+        # Busy seconds per stage summed over workers, for the jobs screen's bottleneck verdict:
+        # read = waiting for VRM range reads; hash = put_block (hash, compress, chunk write);
+        # write = committing the restore point (fsync, manifest, catalog).
+        self.busy: dict[str, float] = {"read": 0.0, "hash": 0.0, "write": 0.0}
+
+    def add_busy(self, stage: str, seconds: float) -> None:
+        self.busy[stage] = self.busy.get(stage, 0.0) + max(0.0, seconds)
+
+    def _emit(self, ev: dict[str, Any]) -> None:
+        if self.sink is not None:
+            try:
+                self.sink(ev)
+            except Exception:  # a broken watcher must not break the job
+                log.exception("progress sink failed")
+
+    def rates(self) -> tuple[float, float]:
+        """Read and write rates (bytes/s) over the last few seconds."""
+        now = time.monotonic()
+        t = self.job.totals()
+        self._samples.append((now, t["bytes_read"], t["bytes_written"]))
+        while len(self._samples) > 2 and now - self._samples[0][0] > 5.0:
+            self._samples.popleft()
+        t0, r0, w0 = self._samples[0]
+        dt = now - t0
+        if dt <= 0:
+            return 0.0, 0.0
+        return (t["bytes_read"] - r0) / dt, (t["bytes_written"] - w0) / dt
+
+    def state(self) -> None:
+        """A state transition of the job, a VM or a disk: persisted and sent in full."""
+        if self.on_state is not None:
+            try:
+                self.on_state(self.job)
+            except Exception:  # a full disk must not stop the cleanup on the VRM
+                log.exception("could not persist job %s", self.job.id)
+        d = self.job.to_dict()
+        d.pop("log", None)
+        self._emit({"event": "job", "job": d})
+
+    def progress(self, vm: VmProgress, disk: DiskProgress, force: bool = False) -> None:
+        key = disk.volume
+        now = time.monotonic()
+        if not force and now - self._last.get(key, 0.0) < self.interval:
+            return
+        self._last[key] = now
+        rr, rw = self.rates()
+        self._emit({"event": "progress", "job": self.job.id, "vm": vm.urn, "volume": disk.volume,
+                    "state": disk.state, "bytes_planned": disk.bytes_planned, "bytes_read": disk.bytes_read,
+                    "bytes_written": disk.bytes_written, "bytes_reused": disk.bytes_reused,
+                    "bytes_zero": disk.bytes_zero, "bytes_stored": disk.bytes_stored,
+                    "rate_read": rr, "rate_write": rw, "totals": self.job.totals(),
+                    "busy": {k: round(v, 4) for k, v in self.busy.items()}})
+
+    def log(self, message: str, level: str = "info") -> None:
+        entry = self.job.add_log(message, level)
+        (log.warning if level in ("warning", "error") else log.info)("job %s: %s", self.job.id, message)
+        self._emit({"event": "log", "job": self.job.id, **entry})
+
+
+@dataclass
+class _VmRun:
+    """What one VM's run has created so far (for cleanup)."""
+    plan: VmPlan
+    progress: VmProgress
+    snapshot_urn: str = ""
+    snapshot_uri: str = ""
+    snapshot_key: int | None = None
+    snapshot_cbt: bool = False
+    resource: tuple[str, str, int | None] | None = None   # (volume_uri, task_id, journal key)
+    resource_key: int | None = None
+    writer: Any = None
+    disks: dict[str, DiskProgress] = field(default_factory=dict)
+
+
+def coalesce(blocks: list[int], max_blocks: int) -> Iterator[tuple[int, int]]:
+    """Adjacent block numbers as (start, count) runs of at most ``max_blocks``; input sorted."""
+    start = prev = None
+    n = 0
+    for b in blocks:
+        if start is not None and b == prev + 1 and n < max_blocks:
+            prev, n = b, n + 1
+            continue
+        if start is not None:
+            yield start, n
+        start = prev = b
+        n = 1
+    if start is not None:
+        yield start, n
+
+
+async def _uncancellable(coro: Any) -> Any:
+    """Run cleanup to its end even if our caller is cancelled again meanwhile."""
+    task = asyncio.ensure_future(coro)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.done():
+                break
+            cancelled = True
+    if cancelled:
+        cur = asyncio.current_task()
+        if cur is not None:
+            cur.uncancel()
+    return task.result()
+
+
+def _first_error(eg: BaseException) -> BaseException:
+    while isinstance(eg, BaseExceptionGroup) and eg.exceptions:
+        eg = eg.exceptions[0]
+    return eg
+
+
+class BackupRunner:
+    """Runs plans with one client, one repository and one scheduler (shared by concurrent jobs)."""
+
+    def __init__(self, client: "VrmClient", repo: "Repository", *, scheduler: Scheduler | None = None,
+                 journal: JournalLike | None = None, settings: RunnerSettings | None = None,
+                 vrm: str = "", user: str = "") -> None:
+        self.client = client
+        self.repo = repo
+        self.scheduler = scheduler or Scheduler()
+        self.journal: JournalLike = journal if journal is not None else MemoryJournal()
+        self.settings = settings or RunnerSettings()
+        self.vrm = vrm or getattr(client, "base_url", "")
+        self.user = user or getattr(client, "user", "")
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=self.settings.hash_threads,
+                                                           thread_name_prefix="fctui-hash")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    # --- job level --------------------------------------------------------------------------------
+
+    @staticmethod
+    def progress_from_plan(job: JobRecord, plan: Plan) -> None:
+        job.vms = []
+        for vp in plan.vms:
+            vm = VmProgress(urn=vp.vm_urn, name=vp.vm_name, host=vp.host_name or vp.host_urn, kind=vp.kind,
+                            state="refused" if vp.refused else "queued", reason=vp.reason)
+            if vp.refused:  # nothing of it is read: its disks would only show empty figures
+                job.vms.append(vm)
+                continue
+            for dp in vp.disks:
+                vm.disks.append(DiskProgress(volume=dp.volume_urn, name=dp.disk_name, mode=dp.mode,
+                                             reason=dp.reason, bytes_planned=dp.bytes_planned))
+            for dp in vp.excluded:
+                vm.disks.append(DiskProgress(volume=dp.volume_urn, name=dp.disk_name, mode="excluded",
+                                             reason=dp.reason, state="excluded"))
+            job.vms.append(vm)
+        for target, why in plan.unresolved:
+            job.vms.append(VmProgress(urn=target, name=target, state="refused", reason=why))
+
+    async def run(self, job: JobRecord, plan: Plan, reporter: Reporter) -> JobRecord:
+        """Run every runnable VM of ``plan`` concurrently (the scheduler bounds them)."""
+        if not job.vms:
+            self.progress_from_plan(job, plan)
+        job.state, job.started = "running", time.time()
+        reporter.log(f"job started: {len(plan.runnable)} VM(s) to back up, {len(plan.refused)} refused, "
+                     f"{len(plan.unresolved)} not found")
+        for vp in plan.refused:
+            reporter.log(f"{vp.vm_name}: refused: {vp.reason}", "warning")
+        for vp in plan.runnable:
+            for f in vp.launch:
+                reporter.log(f"{vp.vm_name}: {f.rule}: {f.message}", "warning" if f.severity == "warning" else "info")
+        for target, why in plan.unresolved:
+            reporter.log(f"{target}: {why}", "warning")
+        reporter.state()
+        tasks = [asyncio.create_task(self.run_vm(job, vp, job.vm(vp.vm_urn), reporter),  # type: ignore[arg-type]
+                                     name=f"backup-{vp.vm_name}") for vp in plan.runnable]
+        cancelled = False
+        try:
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+        except asyncio.CancelledError:
+            cancelled = True
+            for t in tasks:
+                t.cancel()
+            await _uncancellable(asyncio.gather(*tasks, return_exceptions=True))
+        states = [v.state for v in job.vms]
+        if cancelled or any(s == "cancelled" for s in states):
+            job.state = "cancelled"
+        elif states and all(s == "done" for s in states):
+            job.state = "succeeded"
+        else:
+            job.state = "failed"
+            bad = [v for v in job.vms if v.state != "done"]
+            job.error = "; ".join(f"{v.name or v.urn}: {v.reason or v.state}" for v in bad)[:2000]
+        job.finished = time.time()
+        reporter.log(f"job {job.state}" + (f": {job.error}" if job.error else ""),
+                     "info" if job.state == "succeeded" else "error")
+        reporter.state()
+        if cancelled:
+            raise asyncio.CancelledError
+        return job
+
+    # --- VM level ---------------------------------------------------------------------------------
+
+    async def run_vm(self, job: JobRecord, vp: VmPlan, vm: VmProgress, reporter: Reporter) -> None:
+        run = _VmRun(plan=vp, progress=vm, disks={d.volume: d for d in vm.disks})
+
+        def waiting(reason: str) -> None:
+            vm.state, vm.reason = "waiting", reason
+            for d in vm.disks:
+                if d.state == "waiting":
+                    d.wait_reason = reason
+            reporter.log(f"{vp.vm_name}: queued ({reason})")
+            reporter.state()
+
+        ticket = None
+        try:
+            ticket = await self.scheduler.acquire_vm(vp.host_urn, f"{job.id}/{vp.vm_name}", waiting)
+            flow = asyncio.create_task(self._vm_flow(job, run, reporter))
+            watch = asyncio.create_task(self._watchdog(run, flow))
+            try:
+                done, _ = await asyncio.wait({flow, watch}, return_when=asyncio.FIRST_COMPLETED)
+            except asyncio.CancelledError:
+                flow.cancel()
+                watch.cancel()
+                await asyncio.gather(flow, watch, return_exceptions=True)
+                raise
+            if watch in done and watch.exception() is not None:
+                flow.cancel()
+                await asyncio.gather(flow, return_exceptions=True)
+                raise watch.exception()  # type: ignore[misc]
+            watch.cancel()
+            await asyncio.gather(watch, return_exceptions=True)
+            flow.result()
+            vm.state = "done"
+            vm.reason = vm.reason if vm.reason.startswith("warning") else ""
+            reporter.log(f"{vp.vm_name}: restore point {vm.point_id} committed")
+        except asyncio.CancelledError:
+            vm.state, vm.reason = "cancelled", "cancelled by the user"
+            await _uncancellable(self._fail_cleanup(job, run, reporter, "the job was cancelled"))
+            reporter.state()
+            raise
+        except Exception as e:  # every failure ends here, typed or not: one line for the user
+            err = _first_error(e)
+            msg = str(err) or type(err).__name__
+            if not isinstance(err, (VrmError, JobError)):
+                log.exception("unexpected failure backing up %s", vp.vm_name)
+                msg = f"internal error: {type(err).__name__}: {msg}"
+            vm.state, vm.reason = "failed", msg
+            reporter.log(f"{vp.vm_name}: failed: {msg}", "error")
+            await _uncancellable(self._fail_cleanup(job, run, reporter, msg,
+                                                    exclusive=isinstance(err, ExclusiveOperationError)))
+            reporter.state()
+        finally:
+            if ticket is not None:
+                self.scheduler.release(ticket)
+
+    async def _watchdog(self, run: _VmRun, flow: asyncio.Task) -> None:
+        """Fail the VM when someone else starts an operation that excludes a backup."""
+        vp = run.plan
+        vm_uri = vp.vm_uri
+        mine = {vp.vm_urn} | {d.volume_urn for d in vp.disks} | {d.volume_urn for d in vp.excluded}
+        site = site_uri(vp.vm_urn)
+        interval = self.settings.watch_interval
+        while not flow.done():
+            await asyncio.sleep(interval)
+            if flow.done():
+                return
+            try:
+                vm = await self.client.vm(vm_uri)
+                tasks = await self.client.tasks(site, status="running")
+            except (VrmConnectionError, VrmTimeoutError):
+                continue  # the flow itself will notice a VRM that stays away
+            if vp.host_urn and vm.host_urn and vm.host_urn != vp.host_urn:
+                raise ExclusiveOperationError(
+                    f"the VM moved from host {vp.host_name or vp.host_urn} to {vm.host_name or vm.host_urn} "
+                    f"during the backup (a migration by someone else; mutually exclusive with a backup)")
+            if vm.status != vp.status:
+                raise ExclusiveOperationError(
+                    f"the VM changed state from {vp.status} to {vm.status} during the backup "
+                    f"(an operation by someone else; power on/off is mutually exclusive with a backup)")
+            for t in tasks:
+                # we never start these ourselves; our own snapshot/resource tasks are not exclusive types
+                if t.is_active and t.entity_urn in mine and classify_task_type(t.type)[0] \
+                        and "snapshot" not in t.type.lower() and "backup" not in t.type.lower():
+                    raise ExclusiveOperationError(
+                        f"{t.user or 'someone else'} started {t.type or 'a task'} on the VM during the backup "
+                        f"(mutually exclusive with a backup)")
+
+    async def _vm_flow(self, job: JobRecord, run: _VmRun, reporter: Reporter) -> None:
+        vp, vm, s = run.plan, run.progress, self.settings
+        c = self.client
+        kind = vp.kind or "standard"
+        snap_type = "CBTbackup" if kind == "cbt" else "normal"
+        name = f"fctui-{job.id}-{vp.vm_urn.rsplit(':', 1)[-1]}"
+        # 1. snapshot (intent recorded first)
+        vm.state, vm.reason = "snapshot", ""
+        reporter.state()
+        run.snapshot_key = self.journal.intend(job_id=job.id, vrm=self.vrm, user=self.user, what="snapshot",
+                                               vm_urn=vp.vm_urn, name=name, snapshot_type=snap_type)
+        ref = await cleanup.retry_busy(
+            lambda: c.create_snapshot(vp.vm_uri, name, type=snap_type,
+                                      description=f"fctui backup job {job.id}"),
+            within=s.busy_retry_s, interval=s.busy_interval)
+        run.snapshot_urn = ref.urn
+        run.snapshot_uri = ref.uri or (urn_to_uri(ref.urn) if ref.urn else "")
+        run.snapshot_cbt = kind == "cbt"
+        self.journal.update(run.snapshot_key, snapshot_urn=ref.urn, snapshot_uri=run.snapshot_uri,
+                            task_uri=ref.task_uri, state="created")
+        task = await c.wait_task(ref, timeout=s.task_timeout, interval=s.task_interval)
+        t0, t1 = task.times_ms()
+        if t0 is not None and t1 is not None and t1 >= t0:
+            vm.pause_s = (t1 - t0) / 1000.0
+        if not run.snapshot_uri:  # an old VRM that did not return the snapshot's URI: find it by name
+            found = await cleanup.find_snapshots_named(c, vp.vm_uri, name)
+            if not found:
+                raise JobError(f"snapshot {name} not found after its task succeeded")
+            run.snapshot_uri = found[0]
+            self.journal.update(run.snapshot_key, snapshot_uri=run.snapshot_uri)
+        vm.snapshot_urn = run.snapshot_urn or run.snapshot_uri
+        detail = await c.snapshot(run.snapshot_uri)
+        vm.snapshot_urn = detail.urn or vm.snapshot_urn
+        run.snapshot_urn = vm.snapshot_urn
+        reporter.log(f"{vp.vm_name}: {snap_type} snapshot ready"
+                     + (f" (pause {vm.pause_s:.2f} s)" if vm.pause_s is not None else ""))
+        # 2. what to read per disk: confirm the chain, then the CBT bitmap (before any data moves)
+        vols = {v.volume_urn: v for v in detail.vol_snapshots}
+        reads: dict[str, tuple[int, list[int]]] = {}
+        for dp in vp.disks:
+            d = run.disks[dp.volume_urn]
+            vs = vols.get(dp.volume_urn)
+            if vs is None:
+                raise JobError(f"the snapshot does not contain disk {dp.disk_name} ({dp.volume_urn})")
+            before = dp.mode
+            confirm_disk(dp, vs)
+            if dp.mode != before:
+                reporter.log(f"{vp.vm_name}/{dp.disk_name}: {before} -> {dp.mode}: {dp.reason}", "warning")
+            d.mode, d.reason = dp.mode, dp.reason
+            if kind == "cbt":
+                chg = (dp.base_cbt or {}).get("chgID", "0") if dp.mode == "incremental" else "0"
+                bs, total, changed = await c.changed_blocks(
+                    dp.volume_uri, snap_uuid=vs.snap_uuid, vol_cbt_create_time=vs.vol_cbt_create_time,
+                    chg_id=chg, window=s.cbt_window)
+                if bs <= 0:
+                    raise JobError(f"getcbt of {dp.disk_name} reported no block size")
+                if not dp.size_bytes:  # the VM detail did not say: trust the bitmap's extent
+                    dp.size_bytes = total * bs
+                blocks = sorted(changed)
+            else:
+                bs = s.default_block_size
+                nblocks = -(-dp.size_bytes // bs)
+                blocks = list(range(nblocks))
+            dp.block_size = bs
+            dp.blocks_planned = len(blocks)
+            dp.bytes_planned = sum(min(bs, dp.size_bytes - b * bs) for b in blocks) if blocks else 0
+            d.blocks_planned, d.bytes_planned = dp.blocks_planned, dp.bytes_planned
+            reads[dp.volume_urn] = (bs, blocks)
+        planned = sum(dp.bytes_planned or 0 for dp in vp.disks)
+        reporter.log(f"{vp.vm_name}: {planned} bytes to read in {sum(len(r[1]) for r in reads.values())} "
+                     f"blocks over {len(vp.disks)} disk(s)")
+        reporter.state()
+        # 3. the restore point and the data, disk after disk
+        loop = asyncio.get_running_loop()
+        run.writer = self.repo.new_point(vm_urn=vp.vm_urn, vm_name=vp.vm_name, job_id=job.id, kind=kind,
+                                         vm_config=vp.vm_config, snapshot_urn=run.snapshot_urn,
+                                         created=time.time())
+        vm.state = "reading"
+        for dp in vp.disks:  # one CNA port per VM and host: its disks go one after another (vrm-api §9.3)
+            run.disks[dp.volume_urn].wait_reason = "waits for the VM's previous disk"
+        for dp in vp.disks:
+            bs, blocks = reads[dp.volume_urn]
+            await self._backup_disk(job, run, dp, bs, blocks, reporter)
+        # 4. delete the snapshot, then commit
+        vm.state = "cleanup"
+        reporter.state()
+        try:
+            await cleanup.delete_snapshot(c, run.snapshot_uri, within=s.cleanup_within_s,
+                                          task_timeout=s.task_timeout, interval=s.task_interval)
+            self.journal.done(run.snapshot_key)
+            run.snapshot_key = None
+        except VrmError as e:  # the data is good; the journal keeps the snapshot for a later cleanup
+            vm.reason = f"warning: snapshot deletion pending: {e}"
+            reporter.log(f"{vp.vm_name}: could not delete snapshot {run.snapshot_urn}: {e}", "warning")
+        t0 = time.perf_counter()
+        point = await loop.run_in_executor(None, run.writer.commit)
+        reporter.add_busy("write", time.perf_counter() - t0)
+        run.writer = None
+        vm.point_id = point.id
+        job.restore_points.append(point.id)
+        self.journal.clear_chain(dp.volume_urn for dp in vp.disks)
+        vm.chain = ("CBT chain holds: next backup incremental" if kind == "cbt"
+                    else "standard snapshot: next backup full")
+
+    async def _backup_disk(self, job: JobRecord, run: _VmRun, dp: DiskPlan, bs: int, blocks: list[int],
+                           reporter: Reporter) -> None:
+        vp, vm, s, c = run.plan, run.progress, self.settings, self.client
+        d = run.disks[dp.volume_urn]
+        writer = run.writer.add_disk(
+            volume_urn=dp.volume_urn, disk_name=dp.disk_name, sequence_num=dp.sequence_num,
+            pci_type=dp.pci_type, size_bytes=dp.size_bytes, block_size=bs, storage_type=dp.storage_type,
+            datastore_urn=dp.datastore_urn, cbt=dp.cbt if vp.kind == "cbt" else None,
+            base_point_id=dp.base_point_id if dp.mode == "incremental" else None)
+        if not blocks:
+            d.state, d.started, d.finished = "done", time.time(), time.time()
+            reporter.progress(vm, d, force=True)
+            return
+
+        def waiting(reason: str) -> None:
+            d.wait_reason = reason
+            reporter.state()
+
+        ticket = await self.scheduler.acquire_volume(dp.datastore_urn, f"{job.id}/{dp.volume_urn}", waiting)
+        try:
+            d.state, d.wait_reason, d.started = "reading", "", time.time()
+            reporter.state()
+            task_type = "CBTBackup" if vp.kind == "cbt" else "BackupVol"
+            key = self.journal.intend(job_id=job.id, vrm=self.vrm, user=self.user, what="resource",
+                                      vm_urn=vp.vm_urn, volume_urn=dp.volume_urn, volume_uri=dp.volume_uri,
+                                      snapshot_urn=run.snapshot_urn)
+            run.resource_key = key
+
+            def host_busy(reason: str) -> None:
+                d.wait_reason = reason
+                reporter.state()
+
+            ref = await self._prepare(dp.volume_uri, task_type, run.snapshot_urn, host_busy)
+            run.resource = (dp.volume_uri, ref.task_id, key)
+            self.journal.update(key, task_id=ref.task_id, state="created")
+            d.wait_reason = ""
+            res = await c.wait_backup_resource(dp.volume_uri, ref.task_id, timeout=s.task_timeout)
+            transport = c.data_transport(res, size=dp.size_bytes)
+            extender = asyncio.create_task(self._extend(dp.volume_uri, ref.task_id))
+            try:
+                await self._read_blocks(transport, writer, d, vm, bs, blocks, dp.size_bytes, reporter)
+            finally:
+                extender.cancel()
+                await asyncio.gather(extender, return_exceptions=True)
+                await transport.aclose()
+            await cleanup.release_resource(c, dp.volume_uri, ref.task_id, wait_gone=s.release_wait_s)
+            run.resource = None
+            self.journal.done(key)
+            run.resource_key = None
+            d.state, d.finished = "done", time.time()
+            reporter.progress(vm, d, force=True)
+            reporter.state()
+        finally:
+            self.scheduler.release(ticket)
+
+    async def _prepare(self, volume_uri: str, task_type: str, snapshot_urn: str,
+                       on_busy: Callable[[str], None]) -> Any:
+        """Prepare a resource; the host's 8 sockets may be taken by others (10300412): wait and retry."""
+        s = self.settings
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + s.busy_retry_s
+        delay = s.busy_interval
+        told = False
+        while True:
+            try:
+                return await self.client.prepare_backup_resource(
+                    volume_uri, task_type, snap_urn2=snapshot_urn, ip=s.ip, delay=s.resource_delay)
+            except VrmConflictError as e:
+                if e.error_code not in cleanup.BUSY_CODES | cleanup.HOST_LIMIT_CODES or loop.time() + delay > deadline:
+                    raise
+                if not told and e.error_code in cleanup.HOST_LIMIT_CODES:
+                    on_busy(HOST_SOCKETS_BUSY)
+                    told = True
+                await asyncio.sleep(delay)
+                delay = min(delay * 1.5, 5.0)
+
+    async def _extend(self, volume_uri: str, task_id: str) -> None:
+        s = self.settings
+        while True:
+            await asyncio.sleep(s.extend_every)
+            try:
+                await self.client.extend_backup_resource(volume_uri, task_id, s.resource_delay)
+            except VrmError as e:  # not fatal: reads also keep an active resource alive
+                log.info("extending backup resource %s failed: %s", task_id, e)
+
+    async def _read_range(self, transport: "BlockTransport", offset: int, length: int) -> bytes:
+        attempt = 0
+        while True:
+            try:
+                if self.settings.stream_reads:
+                    parts = [p async for p in transport.aiter_read(offset, length, 1 << 20)]
+                    return parts[0] if len(parts) == 1 else b"".join(parts)
+                return await transport.read(offset, length)
+            except (VrmConnectionError, VrmTimeoutError):
+                attempt += 1
+                if attempt >= self.settings.read_retries:
+                    raise
+                await asyncio.sleep(0.2 * attempt)
+
+    async def _read_blocks(self, transport: "BlockTransport", writer: Any, d: DiskProgress, vm: VmProgress,
+                           bs: int, blocks: list[int], size: int, reporter: Reporter) -> None:
+        s = self.settings
+        loop = asyncio.get_running_loop()
+        max_blocks = max(1, s.max_range_bytes // bs)
+        ranges = coalesce(blocks, max_blocks)
+        pool = self._pool
+
+        def put_many(first: int, mv: memoryview, n: int) -> list[tuple[str, int]]:
+            out = []
+            for i in range(n):
+                chunk = mv[i * bs:(i + 1) * bs].tobytes()  # the one copy: the repo keeps bytes
+                if not chunk:
+                    break
+                out.append((writer.put_block(first + i, chunk), len(chunk)))
+            return out
+
+        async def worker() -> None:
+            for start, count in ranges:  # shared iterator: each range is taken once
+                offset = start * bs
+                length = min(count * bs, size - offset)
+                if length <= 0:
+                    continue
+                t0 = time.perf_counter()
+                data = await self._read_range(transport, offset, length)
+                reporter.add_busy("read", time.perf_counter() - t0)
+                if len(data) != length:
+                    raise JobError(f"short read on {d.name}: {len(data)} of {length} bytes at {offset}")
+                d.bytes_read += len(data)
+                # split the range over the pool: hashing/compression of one range runs in parallel
+                per = max(1, -(-count // max(1, s.hash_threads)))
+                futs = []
+                mv = memoryview(data)
+                for k in range(0, count, per):
+                    part = mv[k * bs:(k + per) * bs]
+                    if len(part):
+                        futs.append(loop.run_in_executor(pool, put_many, start + k, part, min(per, count - k)))
+                t0 = time.perf_counter()
+                results = await asyncio.gather(*futs)
+                reporter.add_busy("hash", time.perf_counter() - t0)
+                for res in results:
+                    for outcome, n in res:
+                        if outcome == "stored":
+                            d.bytes_written += n
+                        elif outcome == "reused":
+                            d.bytes_reused += n
+                        else:
+                            d.bytes_zero += n
+                reporter.progress(vm, d)
+
+        async with asyncio.TaskGroup() as tg:
+            for _ in range(max(1, s.reads_in_flight)):
+                tg.create_task(worker())
+        stats = getattr(writer, "stats", None)
+        if stats is not None:
+            d.bytes_stored = int(getattr(stats, "bytes_stored", 0) or 0)
+
+    # --- failure ------------------------------------------------------------------------------------
+
+    async def _fail_cleanup(self, job: JobRecord, run: _VmRun, reporter: Reporter, why: str,
+                            exclusive: bool = False) -> None:
+        """Release the resource, delete the snapshot, abort the point, mark the chain."""
+        vp, vm, s, c = run.plan, run.progress, self.settings, self.client
+        vm.state = vm.state if vm.state in ("failed", "cancelled") else "failed"
+        for d in run.disks.values():
+            if d.state in ("reading", "waiting"):
+                d.state = "cancelled" if vm.state == "cancelled" else "failed"
+        problems: list[str] = []
+        if run.resource is not None:
+            vol_uri, task_id, key = run.resource
+            try:
+                await cleanup.release_resource(c, vol_uri, task_id, wait_gone=s.release_wait_s)
+                if key is not None:
+                    self.journal.done(key)
+                run.resource = None
+            except VrmError as e:
+                problems.append(f"backup resource {task_id} not released: {e}")
+        elif run.resource_key is not None:  # prepare may have reached the VRM without us learning its id
+            intents = [i for i in getattr(self.journal, "pending", lambda: [])() if i.get("key") == run.resource_key]
+            for intent in intents:
+                try:
+                    await cleanup.cleanup_intent(c, intent, within=s.cleanup_within_s)
+                    self.journal.done(run.resource_key)
+                except VrmError as e:
+                    problems.append(f"backup resource on {intent.get('volume_urn')} not released: {e}")
+        if run.writer is not None:
+            try:
+                run.writer.abort()
+            except Exception as e:  # the repo's own crash safety covers a failed abort
+                problems.append(f"restore point not aborted cleanly: {e}")
+            run.writer = None
+        if run.snapshot_key is not None:
+            intent = {"what": "snapshot", "snapshot_uri": run.snapshot_uri, "snapshot_urn": run.snapshot_urn,
+                      "vm": vp.vm_urn, "name": f"fctui-{job.id}-{vp.vm_urn.rsplit(':', 1)[-1]}"}
+            try:
+                # the snapshot task may still be running (cancel during creation): wait for it to settle
+                await cleanup.retry_busy(lambda: cleanup.cleanup_intent(c, intent, within=s.cleanup_within_s),
+                                         within=s.cleanup_within_s)
+                self.journal.done(run.snapshot_key)
+                run.snapshot_key = None
+            except VrmNotFoundError:
+                self.journal.done(run.snapshot_key)
+                run.snapshot_key = None
+            except VrmError as e:
+                problems.append(f"snapshot {run.snapshot_urn or '(name ' + intent['name'] + ')'} not deleted: {e}")
+        # How the CBT chain stands: a CBT snapshot taken and not fully backed up consumed a chgID, so the
+        # next backup of these disks must be full (vrm-api.md §9.1 incremental validity rule).
+        chain_reason = ""
+        if exclusive:  # someone else's power/migration/expansion: CBT is (or may be) re-initialised
+            chain_reason = f"job {job.id}: {why}"
+        elif run.snapshot_cbt:
+            chain_reason = f"job {job.id} did not finish after its CBT snapshot ({why})"
+        if chain_reason:
+            for dp in vp.disks:
+                self.journal.mark_chain(dp.volume_urn, chain_reason)
+            vm.chain = "CBT chain broken: the next backup of this VM is full"
+        else:
+            vm.chain = "CBT chain unchanged (no CBT snapshot was taken)"
+        if problems:
+            msg = "; ".join(problems)
+            vm.reason = f"{vm.reason}; cleanup pending: {msg}" if vm.reason else f"cleanup pending: {msg}"
+            reporter.log(f"{vp.vm_name}: cleanup pending: {msg}", "error")
+        else:
+            reporter.log(f"{vp.vm_name}: cleaned up (no snapshot or backup resource left)")
