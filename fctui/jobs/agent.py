@@ -220,6 +220,7 @@ class Agent:
         reporter = Reporter(job, self.broadcast, interval=self.settings.progress_interval,
                             on_state=self.store.save_job)
         client = None
+        mine = ""
         try:
             job.state, job.started = "running", time.time()
             reporter.state()
@@ -229,6 +230,12 @@ class Agent:
                 raise JobError(f"cannot log in to {job.vrm}: {e}") from None
             await self._cleanup_for(client, job.vrm, reporter)
             plan = await plan_restore(client, self.repo(), request)
+            if plan.request.target == "original":  # never overwrite a VM one of our backups is reading
+                other = self.busy_vms.get(plan.vm_urn)
+                if other is not None:
+                    raise JobError(f"{plan.vm_name} is being backed up by job {other}: restore it afterwards")
+                self.busy_vms[plan.vm_urn] = job.id
+                mine = plan.vm_urn
             await run_restore(client, self.repo(), plan, reporter=reporter, job=job, journal=self.store)
         except asyncio.CancelledError:
             if not job.is_final:
@@ -243,6 +250,8 @@ class Agent:
             reporter.log(f"job failed: {msg}", "error")
             reporter.state()
         finally:
+            if mine:
+                self.busy_vms.pop(mine, None)
             if client is not None:
                 with contextlib.suppress(Exception):
                     await client.aclose()
@@ -262,7 +271,13 @@ class Agent:
                    self.live.get(i.get("job", "")) is None or self.live[i["job"]].is_final]
         if not pending:
             return 0, []
-        failed = await cleanup_intents(client, pending, self.store.done, within=self.settings.cleanup_within_s)
+        from .restore import RESTORE_INTENTS, cleanup_restore_intents
+        jobs_of_restores = {i.get("job") for i in pending if i.get("what") in RESTORE_INTENTS}
+        restore_side = [i for i in pending if i.get("job") in jobs_of_restores]
+        failed = await cleanup_intents(client, [i for i in pending if i.get("job") not in jobs_of_restores],
+                                       self.store.done, within=self.settings.cleanup_within_s)
+        failed += await cleanup_restore_intents(client, restore_side, self.store.done,
+                                                within=self.settings.cleanup_within_s)
         for intent, why in failed:
             self.cleanup_errors[intent["key"]] = why
         done = len(pending) - len(failed)

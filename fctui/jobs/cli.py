@@ -17,6 +17,7 @@ from typing import Any
 
 from .agent import AgentClient, AgentError, add_agent_options, ensure_agent, run_agent
 from .model import JobRecord
+from .restore_cli import add_restore_arguments
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_VRM, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -51,6 +52,8 @@ def add_job_arguments(subparsers: Any) -> None:
     tls2.add_argument("--ca-file", metavar="FILE")
     cl.set_defaults(func=run_jobs_cleanup, _run=run_jobs_cleanup)
     j.set_defaults(func=run_jobs, _run=run_jobs)
+
+    add_restore_arguments(subparsers)  # fctui restore (issue 7): fctui/jobs/restore_cli.py
 
     a = subparsers.add_parser("agent", help="run the job agent (normally started on demand)")
     add_agent_options(a)
