@@ -247,8 +247,14 @@ class FctuiApp(App[int]):
     def _apply_keymap(self) -> None:
         if not self.config.keymap:
             return
+        from .drills import DrillScreen
+        from .jobs_screen import JobList, JobsScreen
+        from .restore_wizard import RestoreWizard
+        from .review_screen import ReviewScreen
         known = {b.id for cls in (FctuiApp, MainScreen, VmTable, SummaryBar, DetailScreen, DatastoresScreen,
-                                   TreeScreen, HelpScreen) for b in cls.BINDINGS if isinstance(b, Binding) and b.id}
+                                   TreeScreen, HelpScreen, JobsScreen, JobList, ReviewScreen, RestoreWizard,
+                                   DrillScreen)
+                 for b in cls.BINDINGS if isinstance(b, Binding) and b.id}
         unknown = sorted(set(self.config.keymap) - known)
         if unknown:
             self.notify(f"Unknown binding ids in [keymap]: {', '.join(unknown)}", severity="warning")
@@ -286,6 +292,12 @@ class FctuiApp(App[int]):
         self.push_screen(MainScreen())
         self.call_after_refresh(self.update_status)
         self._start_feed(spec)
+        self._start_jobs()
+
+    def _start_jobs(self) -> None:
+        """Follow the job agent from the start: running jobs reattach, endings are announced."""
+        from .jobs_screen import jobs_service
+        jobs_service(self)
 
     def start_demo(self) -> None:
         if self.demo_starter is None:
@@ -314,6 +326,7 @@ class FctuiApp(App[int]):
         self.spec = spec
         self.switch_screen(MainScreen())
         self._start_feed(spec)
+        self._start_jobs()
 
     def connect_from_form(self, url: str, user: str, password: str, *, insecure: bool, save: bool) -> None:
         spec = ConnectSpec(url=url, user=user, password=password, verify=not insecure)

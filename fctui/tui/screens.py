@@ -40,6 +40,9 @@ class MainScreen(Screen[None]):
         Binding("u", "clear_marks", "Clear marks", show=False, id="vm.clear_marks"),
         Binding("y", "copy_urn", "Copy URN", show=False, id="vm.copy_urn"),
         Binding("P", "start_vm", "Power on", show=False, id="vm.start"),
+        Binding("b", "backup", "Backup", show=False, id="vm.backup"),
+        Binding("r", "restore", "Restore", show=False, id="vm.restore"),
+        Binding("J", "jobs", "Jobs", show=False, id="view.jobs"),
         Binding("D", "datastores", "Datastores", id="view.datastores"),
         Binding("t", "tree", "Tree", id="view.tree"),
         Binding("R", "refresh_now", "Refresh", show=False, id="app.refresh"),
@@ -170,6 +173,27 @@ class MainScreen(Screen[None]):
         self.app.push_screen(ConfirmScreen(f"Power on {vm.name}?",
                                            f"This starts VM {vm.name} ({vm.urn}) on the VRM.", "Power on"),
                              confirmed)
+
+    def action_backup(self) -> None:
+        """The marked VMs (in table order), else the highlighted one: plan, review, submit."""
+        from .jobs_screen import start_backup_flow
+        table = self.query_one(VmTable)
+        marks = self.fc.store.marks
+        targets = [k for k in table.keys if k in marks] or sorted(marks)
+        if not targets and table.cursor_key:
+            targets = [table.cursor_key]
+        start_backup_flow(self.fc, targets)
+
+    def action_restore(self) -> None:
+        from .restore_wizard import start_restore_wizard
+        key = self.query_one(VmTable).cursor_key
+        vm = self.fc.vms.get(key) if key else None
+        if key:
+            start_restore_wizard(self.fc, key, vm.name if vm is not None else "")
+
+    def action_jobs(self) -> None:
+        from .jobs_screen import JobsScreen, jobs_service
+        self.app.push_screen(JobsScreen(jobs_service(self.app)))
 
     # --- events ------------------------------------------------------------------------------
 
