@@ -214,3 +214,27 @@ async def test_single_agent_and_demo(agent: AgentProc, dirs: dict[str, str]) -> 
         await client.request("submit", targets=[], demo=True)
     await client.request("shutdown")
     assert agent.proc is not None and agent.proc.wait(20) == 0
+
+
+async def test_idle_agent_exits_on_its_own_but_not_while_watched(dirs: dict[str, str]) -> None:
+    """Started on demand, the agent must not linger forever; a console watching it keeps it up."""
+    from fctui.jobs.agent import Agent, AgentClient
+
+    agent = Agent(idle_exit_s=0.6)
+    served = asyncio.create_task(agent.serve())
+    client = AgentClient(Path(dirs["FCTUI_RUNTIME_DIR"]) / "agent.sock")
+    for _ in range(50):
+        try:
+            await client.request("hello")
+            break
+        except Exception:
+            await asyncio.sleep(0.05)
+    # a watcher, like an open console
+    reader, writer = await asyncio.open_unix_connection(str(Path(dirs["FCTUI_RUNTIME_DIR"]) / "agent.sock"))
+    writer.write(json.dumps({"op": "watch"}).encode() + b"\n")
+    await writer.drain()
+    await asyncio.sleep(1.5)
+    assert not served.done(), "the agent exited while a client was watching"
+    writer.close()
+    await asyncio.wait_for(served, timeout=5)  # no job, no watcher: it stops by itself
+    assert not (Path(dirs["FCTUI_RUNTIME_DIR"]) / "agent.sock").exists()

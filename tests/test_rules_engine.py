@@ -480,3 +480,17 @@ def test_odd_data_never_raises(vm_over: dict[str, Any], disks_over: list[dict[st
     a = assess(f)
     assert a.verdict in C.VERDICTS
     a.to_json()
+
+
+def test_first_backup_is_not_reported_as_a_broken_chain():
+    """Knowledge with no earlier backup (only owned snapshots) must not claim the CBT chain broke."""
+    from fctui.rules.facts import BackupKnowledge
+    from fctui.rules import assess
+    from fctui.rules.facts import VmFacts
+    vm = {"urn": "urn:sites:A:vms:i-00000001", "name": "x", "status": "running", "pvDriverStatus": "running",
+          "toolsVersion": "2.5", "isTemplate": False, "isLinkClone": False,
+          "vmConfig": {"disks": [{"sequenceNum": 1, "pciType": "VIRTIO", "volumeUrn": "urn:sites:A:volumes:1",
+                                  "quantityGB": 10, "datastoreUrn": "urn:sites:A:datastores:1",
+                                  "storageType": "NAS", "indepDisk": False, "type": "normal"}]}}
+    f = VmFacts.from_dicts(vm, knowledge=BackupKnowledge(owned_snapshot_urns=frozenset()))
+    assert "cbt-chain-broken" not in {x.rule for x in assess(f).findings}

@@ -89,6 +89,26 @@ async def test_hangup_exits_cleanly():
 def test_sighup_ends_the_demo_process_without_traceback(tmp_path):
     """A real terminal session (pty): SIGHUP, as when the SSH session drops, ends the app cleanly."""
     pytest.importorskip("pty")
+    # The demo's simulator lives in the job agent: isolate its dirs (short: Unix socket paths are
+    # limited to ~107 bytes) and shut it down afterwards so no process outlives the test.
+    import shutil
+    import tempfile
+    short = tempfile.mkdtemp(prefix="fd")
+    env = dict(os.environ, FCTUI_CONFIG_DIR=str(tmp_path / "c"), TERM="xterm-256color",
+               FCTUI_DATA_DIR=f"{short}/data", FCTUI_RUNTIME_DIR=f"{short}/run")
+    try:
+        _sighup_demo(env)
+    finally:
+        from fctui.jobs.agent import AgentClient
+        import asyncio
+        try:
+            asyncio.run(AgentClient(f"{short}/run/agent.sock").request("shutdown"))
+        except Exception:
+            pass
+        shutil.rmtree(short, ignore_errors=True)
+
+
+def _sighup_demo(env: dict) -> None:
     import pty
     import time
     code = textwrap.dedent("""
@@ -96,7 +116,6 @@ def test_sighup_ends_the_demo_process_without_traceback(tmp_path):
         from fctui.tui.launch import run_demo
         sys.exit(run_demo(20))
     """)
-    env = dict(os.environ, FCTUI_CONFIG_DIR=str(tmp_path / "c"), TERM="xterm-256color")
     pid, fd = pty.fork()
     if pid == 0:  # child: becomes the app on the pty
         os.execvpe(sys.executable, [sys.executable, "-c", code], env)

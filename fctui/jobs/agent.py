@@ -61,7 +61,8 @@ class AgentError(JobError):
 class Agent:
     def __init__(self, *, repo_path: str | Path | None = None, demo: bool = False,
                  settings: RunnerSettings | None = None, per_host: int = 8, per_datastore: int = 8,
-                 global_limit: int = 16, demo_vms: int = 60, demo_time_scale: float = 1.0) -> None:
+                 global_limit: int = 16, demo_vms: int = 60, demo_time_scale: float = 1.0,
+                 idle_exit_s: float | None = None) -> None:
         from .journal import JobStore
         from .scheduler import Scheduler
         self.state_dir = state_dir()
@@ -84,6 +85,10 @@ class Agent:
         self.server: asyncio.AbstractServer | None = None
         self.stopping = asyncio.Event()
         self.path = socket_path()
+        # Started on demand, so it also goes away on its own: after this long with no job running, no
+        # client watching and no request (None: never). A console keeps a watch open while it runs.
+        self.idle_exit_s = idle_exit_s
+        self.last_activity = time.monotonic()
 
     # --- lifecycle --------------------------------------------------------------------------------
 
@@ -137,10 +142,26 @@ class Agent:
                 loop.add_signal_handler(sig, self.stopping.set)
         with contextlib.suppress(Exception):
             loop.add_signal_handler(signal.SIGHUP, lambda: None)  # the terminal went away: keep working
+        idle = asyncio.create_task(self._exit_when_idle()) if self.idle_exit_s else None
         try:
             await self.stopping.wait()
         finally:
+            if idle is not None:
+                idle.cancel()
             await self.shutdown()
+
+    def is_idle(self) -> bool:
+        return not self.tasks and not self.watchers
+
+    async def _exit_when_idle(self) -> None:
+        assert self.idle_exit_s
+        while not self.stopping.is_set():
+            await asyncio.sleep(min(5.0, self.idle_exit_s / 4))
+            if not self.is_idle():
+                self.last_activity = time.monotonic()
+            elif time.monotonic() - self.last_activity >= self.idle_exit_s:
+                log.info("agent idle for %.0f s: exiting", self.idle_exit_s)
+                self.stopping.set()
 
     async def shutdown(self) -> None:
         if self.server is not None:
@@ -374,6 +395,7 @@ class Agent:
     # --- protocol -----------------------------------------------------------------------------------
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.last_activity = time.monotonic()
         try:
             while True:
                 try:
@@ -392,7 +414,7 @@ class Agent:
                     continue
                 op = req.get("op")
                 if op == "watch":
-                    await self._watch(req, writer)
+                    await self._watch(req, writer, reader)
                     return
                 try:
                     resp = await self.dispatch(op, req)
@@ -462,7 +484,8 @@ class Agent:
             return {"ok": True}
         raise AgentError(f"unknown op {op!r}")
 
-    async def _watch(self, req: dict[str, Any], writer: asyncio.StreamWriter) -> None:
+    async def _watch(self, req: dict[str, Any], writer: asyncio.StreamWriter,
+                     reader: asyncio.StreamReader | None = None) -> None:
         want = req.get("job")
         q: asyncio.Queue = asyncio.Queue(maxsize=1000)
         entry = (str(want) if want else None, q)
@@ -477,11 +500,22 @@ class Agent:
             else:
                 for job in self.list_jobs():
                     await self._send(writer, {"event": "job", "job": self.job_dict(job, with_log=False)})
-            while True:
-                ev = await q.get()
-                await self._send(writer, ev)
-                if want and ev.get("event") == "end" and ev.get("job") == want:
-                    return
+            # A watcher that went away (a closed console) must not wait for the next event to be noticed:
+            # it would keep the agent from ever being idle.
+            gone = asyncio.ensure_future(reader.read()) if reader is not None else asyncio.get_running_loop().create_future()
+            try:
+                while True:
+                    nxt = asyncio.ensure_future(q.get())
+                    await asyncio.wait({nxt, gone}, return_when=asyncio.FIRST_COMPLETED)
+                    if not nxt.done():
+                        nxt.cancel()
+                        return
+                    ev = nxt.result()
+                    await self._send(writer, ev)
+                    if want and ev.get("event") == "end" and ev.get("job") == want:
+                        return
+            finally:
+                gone.cancel()
         except JobError as e:
             with contextlib.suppress(Exception):
                 await self._send(writer, {"event": "error", "error": e.message})
@@ -597,6 +631,8 @@ def add_agent_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--per-host", type=int, default=8, help="backup resources per host (1-8)")
     p.add_argument("--per-datastore", type=int, default=8, help="volumes per target datastore (1-8)")
     p.add_argument("--global-limit", type=int, default=16, help="VMs backed up at once")
+    p.add_argument("--idle-exit", type=float, default=900.0, metavar="S",
+                   help="exit after S seconds with no job, no watcher and no request (0: never; default 900)")
     p.add_argument("--demo-vms", type=int, default=60, help=argparse.SUPPRESS)
     p.add_argument("--demo-time-scale", type=float, default=1.0, help=argparse.SUPPRESS)
     p.add_argument("--watch-interval", type=float, default=2.0, help=argparse.SUPPRESS)
@@ -634,7 +670,8 @@ def run_agent(ns: argparse.Namespace) -> int:
     try:
         agent = Agent(repo_path=ns.repo, demo=ns.demo, per_host=ns.per_host, per_datastore=ns.per_datastore,
                       global_limit=ns.global_limit, demo_vms=ns.demo_vms, demo_time_scale=ns.demo_time_scale,
-                      settings=RunnerSettings(watch_interval=ns.watch_interval))
+                      settings=RunnerSettings(watch_interval=ns.watch_interval),
+                      idle_exit_s=ns.idle_exit or None)
     except LockedError:
         print("fctui agent: another agent already runs for this user", file=sys.stderr)
         return 1

@@ -389,8 +389,9 @@ def assess(facts: VmFacts) -> Assessment:
                 add(Finding(_UNLISTED.id, _UNLISTED.severity, info.unlisted_msg, _UNLISTED.remediation, []))
 
     # --- CBT chain, from what the product knows of the last backup
+    # (No earlier backup, no chain to break: the first backup is full, and the planner says so.)
     k = facts.knowledge
-    if k is not None and backed:
+    if k is not None and backed and (k.last_backup_time is not None or k.volumes):
         _cbt_chain(facts, k, backed, add)
 
     # --- merge space on the datastores of the backed-up disks

@@ -96,20 +96,32 @@ def run_tui(ns: argparse.Namespace) -> int:
     except Exception as e:  # credentials errors (no TTY, no FCTUI_PASSWORD) are VrmError subclasses
         _err(str(e))
         return EXIT_USAGE
-    app = _make_app(spec, config, ns, demo_starter=_demo_starter(60))
+    app = _make_app(spec, config, ns, demo_starter=_agent_demo_starter(60))
     result = app.run()
     return int(result or 0)
 
 
+def _agent_demo_starter(vms: int) -> Callable[[], tuple[ConnectSpec, Callable[[], None]]]:
+    from .jobs_screen import agent_demo_starter
+    return agent_demo_starter(vms)
+
+
 def run_demo(vms: int = 60, **opts: Any) -> int:
-    """``fctui demo [--vms N]``: an embedded simulator on loopback and the console connected to it."""
+    """``fctui demo [--vms N]``: the console against a simulated VRM on loopback.
+
+    The simulator lives in the job agent (started on demand, gone after 15 idle minutes), so a backup
+    launched from the demo keeps running after the console closes and a reopened console shows it.
+    With ``--latency-ms`` (benchmarks, slow-link drills) the console hosts its own simulator instead."""
     try:
         config = load_config()
     except ConfigError as e:
         _err(f"{e} (ignored for the demo)")
         config = Config()
+    latency = float(opts.get("latency_ms") or 0.0)
+    starter = (_demo_starter(vms, latency, int(opts.get("seed") or 1)) if latency
+               else _agent_demo_starter(vms))
     try:
-        spec, stop = _demo_starter(vms, float(opts.get("latency_ms") or 0.0), int(opts.get("seed") or 1))()
+        spec, stop = starter()
     except Exception as e:
         _err(f"could not start the simulated VRM: {e}")
         return EXIT_UNREACHABLE
