@@ -230,7 +230,7 @@ def plan_vm(vm: Vm, *, assessment: Any = None, previous: "RestorePoint | None" =
         elif disk.volume_urn in marks:
             dp.reason = f"CBT chain broken: {marks[disk.volume_urn]}"
         elif chain_finding is not None and (not chain_finding.disks or disk.volume_urn in chain_finding.disks):
-            dp.reason = f"CBT chain broken: {chain_finding.message}"
+            dp.reason = f"CBT chain broken: {chain_finding.message.replace('next backup is full (CBT chain broken): ', '')}"
         elif prev.size_bytes and size and prev.size_bytes != size:
             dp.reason = (f"CBT chain broken: the disk was expanded since the last restore point "
                          f"({prev.size_bytes // GIB} GB -> {size // GIB} GB)")
