@@ -104,6 +104,30 @@ async def main() -> None:
     await shot("main-light-160x48", (160, 48), blocked_sorted, theme="textual-light")
     await shot("main-ansi-dark-100x30", (100, 30), main_screen, theme="ansi-dark")
     await shot("first-run-80x24", (80, 24), first_run, first_run=True)
+    copy_golden_images()
+
+
+# The job and restore screens are drawn from recorded job records with an injected clock by their
+# snapshot tests; their golden SVGs (refreshed by `pytest --snapshot-update`) are the pictures.
+GOLDEN = {
+    "backup-review-80x24.svg": "test_tui_jobs_screens/test_review_screen_snapshot.svg",
+    "jobs-mid-run.svg": "test_tui_jobs_screens/test_jobs_screen_mid_run_snapshot.svg",
+    "jobs-failed.svg": "test_tui_jobs_screens/test_failed_job_snapshot.svg",
+    "restore-1-point-80x24.svg": "test_tui_restore_wizard/test_wizard_step_snapshot[point].svg",
+    "restore-2-target-80x24.svg": "test_tui_restore_wizard/test_wizard_step_snapshot[target].svg",
+    "restore-3-datastores-80x24.svg": "test_tui_restore_wizard/test_wizard_step_snapshot[map].svg",
+    "restore-4-checks-80x24.svg": "test_tui_restore_wizard/test_wizard_step_snapshot[checks_original].svg",
+    "restore-5-review-80x24.svg": "test_tui_restore_wizard/test_wizard_step_snapshot[review].svg",
+    "restore-6-confirm-80x24.svg": "test_tui_restore_wizard/test_wizard_step_snapshot[confirm].svg",
+    "restore-7-result-80x24.svg": "test_tui_restore_wizard/test_wizard_progress_and_result_snapshot[succeeded].svg",
+}
+
+
+def copy_golden_images() -> None:
+    snaps = ROOT / "tests" / "__snapshots__"
+    for name, rel in GOLDEN.items():
+        (OUT / name).write_bytes((snaps / rel).read_bytes())
+        print(f"wrote screenshots/{name} (from tests/__snapshots__/{rel})")
 
 
 if __name__ == "__main__":

@@ -57,8 +57,8 @@ def add_check_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vms", type=int, metavar="N", help="with --demo: number of simulated VMs (default 60)")
     parser.add_argument("--knowledge", metavar="FILE",
                         help="JSON file of earlier backups per VM URN (for cbt-chain-broken and leftovers)")
-    parser.add_argument("--concurrency", type=int, default=16, metavar="N",
-                        help="concurrent VRM requests (default 16)")
+    parser.add_argument("--concurrency", type=int, default=8, metavar="N",
+                        help="concurrent VRM requests (default 8: enough to hide 20 ms of latency; the client is CPU-bound beyond)")
 
 
 def _err(msg: str) -> None:
@@ -252,8 +252,14 @@ async def _run(ns: argparse.Namespace, knowledge: Mapping[str, BackupKnowledge],
         except VrmError as e:
             _err(f"cannot log in to the VRM at {url}: {e}")
             return EXIT_VRM
+        # A one-shot command: everything gathered lives until exit. The cyclic GC stays off while the
+        # inventory is read, and what was read is then frozen (exempt from collections) instead of
+        # scanned once (~0.4 s for 10,000 VMs) and again and again while the report is built.
+        gc_was = gc.isenabled()
+        gc.disable()
         try:
             inv = await gather(client, ns.site, knowledge=knowledge, concurrency=ns.concurrency)
+            gc.freeze()
         except GatherError as e:
             _err(str(e))
             return EXIT_USAGE
@@ -263,6 +269,9 @@ async def _run(ns: argparse.Namespace, knowledge: Mapping[str, BackupKnowledge],
         except VrmError as e:
             _err(f"lost the VRM at {url}: {e}")
             return EXIT_VRM
+        finally:
+            if gc_was:
+                gc.enable()
         try:
             await client.logout()
         except VrmError:
@@ -270,9 +279,6 @@ async def _run(ns: argparse.Namespace, knowledge: Mapping[str, BackupKnowledge],
     finally:
         await client.aclose()
 
-    # A one-shot command: everything gathered lives until exit, so keep the cyclic GC from rescanning
-    # that heap (10,000s of VM models) while the report is built.
-    gc.freeze()
     if ns.json:
         out.write(render_json(inv, vrm_url=url, only=ns.only, rule=ns.rule))
         out.write("\n")

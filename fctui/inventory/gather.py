@@ -14,21 +14,30 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
+import os
+import socket
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Mapping, TypeVar
 
 from ..rules import catalog as C
 from ..rules.engine import Assessment, assess
 from ..rules.facts import BackupKnowledge, VmFacts, VolumeCbtState
-from ..vrm.client import VrmClient, gather_limited
-from ..vrm.errors import VrmApiError, VrmError, VrmNotFoundError, VrmProtocolError
+from ..vrm.client import VrmClient, gather_limited, gc_paused
+from ..vrm.errors import (VrmApiError, VrmAuthError, VrmConnectionError, VrmError, VrmNotFoundError,
+                          VrmProtocolError, VrmTimeoutError)
 from ..vrm.models import Cluster, Datastore, Host, OsCatalogue, Site, SnapshotTree, Task, Vm
 
 __all__ = ["Inventory", "InventoryUpdate", "GatherError", "gather", "gather_stream"]
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 _NO_KNOWLEDGE: Mapping[str, BackupKnowledge] = {}
 VOLUME_WITH_SNAPSHOTS = 4  # vrm-api §7.2 volumeUseType
 
@@ -137,8 +146,12 @@ def _task_ms(t: Task) -> float | None:
 
 class _Gatherer:
     def __init__(self, client: VrmClient, site_uri: str | None, knowledge: Mapping[str, BackupKnowledge],
-                 concurrency: int, now: Callable[[], float], provisional: bool = True) -> None:
+                 concurrency: int, now: Callable[[], float], provisional: bool = True,
+                 keep_raw: bool = True, helper: bool = True) -> None:
         self.provisional = provisional
+        self.keep_raw = keep_raw
+        self.helper = helper
+        self._helper: _VolumeHelper | None = None
         self.client = client
         self.site_arg = site_uri
         self.knowledge = knowledge
@@ -174,15 +187,30 @@ class _Gatherer:
         finally:
             self.phase[key] = time.perf_counter() - t
 
-    async def _volumes(self, s: str) -> list[tuple[str, str, Any]]:
-        """(volume URN, owner VM URN, volumeUseType) of every volume. Only these three fields are
-        read, so no Volume model is built for the tens of thousands of volumes of a big site."""
-        out: list[tuple[str, str, Any]] = []
-        async for page in self.client.iter_pages(s + "/volumes", "volumes", {}, concurrency=self.conc):
-            for x in page:
-                if isinstance(x, dict):
-                    out.append((str(x.get("urn") or ""), str(x.get("vmUrn") or ""), x.get("volumeUseType")))
-        return out
+    async def _volumes(self, s: str) -> "VolumeUse":
+        """Which volumes have snapshots (``volumeUseType`` 4), from the site's volume listing.
+
+        A big site has ~3 volumes per VM: 27,000 volumes are 270 pages whose decoding would cost the
+        client as much CPU as a third of the VM listing. When the client can be re-opened in another
+        process (a real VRM address, a known password) a helper process of ours reads the listing
+        in parallel, on another core, and sends back only the few volumes with snapshots; otherwise,
+        or should the helper fail to start, it is read here."""
+        if self._helper is not None:
+            try:
+                return await self._helper.volumes(s, self.conc)   # it logs out meanwhile; run() closes it
+            except _HelperUnavailable as e:
+                log.info("volume listing helper unavailable (%s); reading the volumes here", e)
+                self._helper.close()
+                self._helper = None
+        return await _volume_use(self.client, s, self.conc)
+
+    def _start_helper(self) -> None:
+        args = self.client.clone_args() if self.helper else None
+        if args is not None:
+            try:
+                self._helper = _VolumeHelper(args)
+            except _HelperUnavailable as e:
+                log.info("volume listing helper not started (%s)", e)
 
     async def _soft(self, aw: Awaitable[T], what: str) -> T | None:
         """A listing the verdicts can live without: if the VRM refuses it or answers it badly, say
@@ -229,7 +257,14 @@ class _Gatherer:
         rules_s = 0.0
         client = self.client
         req0 = client.request_count
-        site = await _pick_site(client, self.site_arg)
+        self._start_helper()
+        try:
+            site = await _pick_site(client, self.site_arg)
+        except BaseException:
+            if self._helper is not None:
+                self._helper.close()
+                self._helper = None
+            raise
         s = site.uri or f"/service/sites/{site.id}"
 
         # Everything independent of the VM list starts now and runs while VM pages arrive.
@@ -272,6 +307,12 @@ class _Gatherer:
                 if page is None:
                     done += 1
                     continue
+                if not self.keep_raw:
+                    # the rules read the parsed fields only; the JSON dicts are most of the memory
+                    for vm in page:
+                        vm.raw = {}
+                        for d in vm.disks:
+                            d.raw = {}
                 vms.extend(page)
                 if not self.provisional:
                     continue
@@ -296,24 +337,16 @@ class _Gatherer:
                     if d.volume_urn:
                         owner[d.volume_urn] = vm.urn
             with_snaps: set[str] = set()
-            use_type_seen = False
-            for vol_urn, vm_urn, ut in volumes or ():
-                if ut is None:
-                    continue
-                use_type_seen = True
-                try:
-                    if int(ut) == VOLUME_WITH_SNAPSHOTS:
-                        o = vm_urn or owner.get(vol_urn)
-                        if o:
-                            with_snaps.add(o)
-                except (TypeError, ValueError):
-                    continue
+            for vol_urn, vm_urn in volumes.with_snapshots if volumes is not None else ():
+                o = vm_urn or owner.get(vol_urn)
+                if o:
+                    with_snaps.add(o)
             snapshots_known = True
             if volumes is None:
                 # no volume list: the trees of the VMs we back up are still worth reading
                 snapshots_known = False
                 need_tree = [vm for vm in vms if vm.urn in self.knowledge]
-            elif use_type_seen or not volumes:
+            elif volumes.use_type_seen or not volumes.count:
                 need_tree = [vm for vm in vms if vm.urn in with_snaps or vm.urn in self.knowledge]
             else:
                 self.gaps.append("the VRM reports no volumeUseType on volumes: every VM's snapshot tree was read")
@@ -336,9 +369,13 @@ class _Gatherer:
                 vm_urn = _vm_of(t.entity_urn, vm_urns, owner)
                 if vm_urn:
                     active_by_vm.setdefault(vm_urn, []).append(t)
+            # Finished tasks since the last backups, by the VM they concern (the VM, one of its volumes
+            # or snapshots -- a revert names the snapshot) or by host (a host reboot concerns its VMs).
             since_by_entity: dict[str, list[Task]] = {}
             for t in since:
-                since_by_entity.setdefault(t.entity_urn, []).append(t)
+                key = _vm_of(t.entity_urn, vm_urns, owner) or t.entity_urn
+                if key:
+                    since_by_entity.setdefault(key, []).append(t)
 
             load = _merge_load(vms)
             now = self.now()
@@ -350,9 +387,8 @@ class _Gatherer:
                 k = self.knowledge.get(vm.urn)
                 tasks_since: list[Task] | tuple[Task, ...] = empty
                 if k is not None and since_by_entity:
-                    ents = [vm.urn, vm.host_urn, *(d.volume_urn for d in vm.disks)]
                     cutoff = (k.last_backup_time or 0) * 1000
-                    tasks_since = [t for e in ents for t in since_by_entity.get(e, ())
+                    tasks_since = [t for e in (vm.urn, vm.host_urn) for t in since_by_entity.get(e, ())
                                    if (_task_ms(t) or 0) >= cutoff]
                 facts.append(VmFacts(
                     vm, host_map.get(vm.host_urn), ds_map, rule_oscat, trees.get(vm.urn),
@@ -382,27 +418,197 @@ class _Gatherer:
                 if not b.done():
                     b.cancel()
             await asyncio.gather(*bg, return_exceptions=True)
+            if self._helper is not None:
+                helper, self._helper = self._helper, None
+                try:
+                    await helper.aclose()
+                except BaseException:   # cancelled while waiting: end it now
+                    helper.close()
+                    raise
+
+
+@dataclass(slots=True)
+class VolumeUse:
+    """What the gatherer needs of the volume listing: the volumes with snapshots (URN, owner VM URN
+    when the VRM names it), whether the VRM reports ``volumeUseType`` at all, how many volumes."""
+    with_snapshots: list[tuple[str, str]]
+    use_type_seen: bool
+    count: int
+
+
+def _use_of(page: list, acc: VolumeUse) -> None:
+    for x in page:
+        if not isinstance(x, dict):
+            continue
+        acc.count += 1
+        ut = x.get("volumeUseType")
+        if ut is None:
+            continue
+        acc.use_type_seen = True
+        try:
+            if int(ut) == VOLUME_WITH_SNAPSHOTS:
+                acc.with_snapshots.append((str(x.get("urn") or ""), str(x.get("vmUrn") or "")))
+        except (TypeError, ValueError):
+            continue
+
+
+async def _volume_use(client: VrmClient, s: str, conc: int) -> VolumeUse:
+    acc = VolumeUse([], False, 0)
+    async for page in client.iter_pages(s + "/volumes", "volumes", {}, concurrency=conc):
+        _use_of(page, acc)
+    return acc
+
+
+class _HelperUnavailable(Exception):
+    """The helper process could not be started or died without an answer."""
+
+
+_HELPER_ERRORS: dict[str, type[VrmError]] = {
+    "api": VrmApiError, "protocol": VrmProtocolError, "connection": VrmConnectionError,
+    "timeout": VrmTimeoutError, "auth": VrmAuthError,
+}
+
+
+class _VolumeHelper:
+    """A helper process of ours that lists the site's volumes in parallel. Started first thing, so
+    the interpreter start, the imports and its login overlap the first requests of the gather; the
+    site URI follows once known. Errors of the listing come back as the VrmError types they were."""
+
+    def __init__(self, args: dict[str, Any]) -> None:
+        ours, theirs = socket.socketpair()
+        self.conn = Connection(os.dup(ours.fileno()))
+        ours.close()
+        root = str(Path(__file__).resolve().parents[2])
+        env = dict(os.environ)
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        fd = theirs.fileno()
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c",
+                 f"from fctui.inventory.gather import _volume_helper_main; _volume_helper_main({fd})"],
+                pass_fds=(fd,), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                env=env, close_fds=True)
+        except OSError as e:
+            self.conn.close()
+            raise _HelperUnavailable(str(e)) from None
+        finally:
+            theirs.close()
+        try:
+            self.conn.send(args)   # the password goes to our own child through the socket only
+        except OSError as e:
+            self.close()
+            raise _HelperUnavailable(str(e)) from None
+
+    async def volumes(self, s: str, conc: int) -> VolumeUse:
+        try:
+            self.conn.send((s, conc))
+            msg = await asyncio.to_thread(self.conn.recv)
+        except (EOFError, OSError) as e:
+            raise _HelperUnavailable(f"helper ended without an answer ({e or type(e).__name__})") from None
+        if msg[0] == "ok":
+            return VolumeUse(list(msg[1]), bool(msg[2]), int(msg[3]))
+        kind, text = msg[1], msg[2]
+        if kind == "other":
+            raise _HelperUnavailable(text)
+        cls = _HELPER_ERRORS.get(kind, VrmError)
+        if cls is VrmApiError:
+            raise VrmApiError(text, status=int(msg[3] or 0))
+        if cls is VrmAuthError:
+            raise VrmAuthError(text, status=401)
+        if cls is VrmProtocolError:
+            raise VrmProtocolError(text)
+        raise cls(text)
+
+    def close(self) -> None:
+        """Close the channel and end the process now (cancellation, errors)."""
+        try:
+            self.conn.close()
+        except OSError:
+            pass
+        if self.proc.poll() is None:
+            self.proc.kill()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
+
+    async def aclose(self, grace: float = 3.0) -> None:
+        """Let the process log out and exit by itself (no session left on the VRM), then close.
+        Closing our end first tells a helper still waiting for its question to log out and leave."""
+        try:
+            self.conn.close()
+        except OSError:
+            pass
+        if self.proc.poll() is None:
+            try:
+                await asyncio.to_thread(self.proc.wait, grace)
+            except subprocess.TimeoutExpired:
+                pass
+        self.close()
+
+
+def _volume_helper_main(fd: int) -> None:
+    """Entry of the helper process: client args, log in, then (site URI, concurrency) -> list the
+    volumes -> ("ok", [(urn, vmUrn)...], use_type_seen, count) or ("error", kind, text, status)."""
+    gc.disable()   # a short-lived process: nothing worth collecting before it exits
+    conn = Connection(fd)
+    try:
+        args = conn.recv()
+    except (EOFError, OSError):
+        return
+
+    async def run() -> None:
+        base_url = args.pop("base_url")
+        async with VrmClient(base_url, **args) as client:   # logs in while the parent starts
+            s, conc = await asyncio.to_thread(conn.recv)
+            use = await _volume_use(client, s, conc)
+            conn.send(("ok", use.with_snapshots, use.use_type_seen, use.count))
+
+    try:
+        asyncio.run(run())
+    except (EOFError, OSError):
+        return   # the parent went away
+    except VrmError as e:
+        kind = next((k for k, c in _HELPER_ERRORS.items() if isinstance(e, c) and k != "api"), None)
+        if kind is None:
+            kind = "api" if isinstance(e, VrmApiError) else "other"
+        try:
+            conn.send(("error", kind, str(e), getattr(e, "status", None)))
+        except OSError:
+            pass
+    except Exception as e:  # a bug here must not take the check down: the parent reads them itself
+        try:
+            conn.send(("error", "other", f"{type(e).__name__}: {e}", None))
+        except OSError:
+            pass
 
 
 async def gather_stream(client: VrmClient, site_uri: str | None = None, *,
                         knowledge: Mapping[str, BackupKnowledge] = _NO_KNOWLEDGE, concurrency: int = 16,
-                        now: Callable[[], float] = time.time) -> AsyncIterator[InventoryUpdate]:
+                        now: Callable[[], float] = time.time, keep_raw: bool = True,
+                        helper: bool = True) -> AsyncIterator[InventoryUpdate]:
     """Stream the inventory: the static objects first, then each page of VMs with provisional
     assessments (snapshot rules not evaluated yet), then the final :class:`Inventory`.
 
     ``site_uri``: a site URN or URI; None takes the first site. ``knowledge``: per VM URN, what the
     product knows of its earlier backups. ``concurrency`` bounds concurrent pages and per-VM reads.
+    ``keep_raw=False`` empties each VM's (and disk's) ``raw`` JSON as soon as it is parsed: a
+    fraction of the memory, for callers that read the typed fields only. ``helper=False``: read the
+    volume listing in this process (no second VRM session).
     """
-    async for u in _Gatherer(client, site_uri, knowledge, concurrency, now).run():
+    async for u in _Gatherer(client, site_uri, knowledge, concurrency, now, keep_raw=keep_raw,
+                             helper=helper).run():
         yield u
 
 
 async def _gather_final(client: VrmClient, site_uri: str | None, knowledge: Mapping[str, BackupKnowledge],
-                        concurrency: int, now: Callable[[], float]) -> Inventory:
+                        concurrency: int, now: Callable[[], float], helper: bool = True) -> Inventory:
     inv: Inventory | None = None
-    async for u in _Gatherer(client, site_uri, knowledge, concurrency, now, provisional=False).run():
-        if u.kind == "final":
-            inv = u.inventory  # the generator is consumed to its end so its clean-up runs now
+    with gc_paused():  # a one-shot bulk read: collect once at the end, not over and over meanwhile
+        async for u in _Gatherer(client, site_uri, knowledge, concurrency, now, provisional=False,
+                                 helper=helper).run():
+            if u.kind == "final":
+                inv = u.inventory  # the generator is consumed to its end so its clean-up runs now
     if inv is None:
         raise GatherError("the inventory gathering ended without a result")
     return inv
@@ -410,6 +616,7 @@ async def _gather_final(client: VrmClient, site_uri: str | None, knowledge: Mapp
 
 async def gather(client: VrmClient, site_uri: str | None = None, *,
                  knowledge: Mapping[str, BackupKnowledge] = _NO_KNOWLEDGE, concurrency: int = 16,
-                 now: Callable[[], float] = time.time) -> Inventory:
-    """The whole inventory of one site, assessed (see :func:`gather_stream`)."""
-    return await _gather_final(client, site_uri, knowledge, concurrency, now)
+                 now: Callable[[], float] = time.time, helper: bool = True) -> Inventory:
+    """The whole inventory of one site, assessed (see :func:`gather_stream`). ``helper=False`` reads
+    the volume listing in this process even when a helper process could (see ``_volumes``)."""
+    return await _gather_final(client, site_uri, knowledge, concurrency, now, helper)

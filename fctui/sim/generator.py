@@ -334,6 +334,35 @@ class _Gen:
         sim.edge_cases = edge
 
 
+    # --- capacity ------------------------------------------------------------------------------
+    def size_datastores(self) -> None:
+        """Give every datastore a capacity its volumes fit in, the way an administrator sizes
+        storage to what it holds: 45-80 % used, whatever the inventory size (a fixed capacity
+        would be over-provisioned -- negative free space -- at 10,000 VMs). One local datastore in
+        NEARLY_FULL_EVERY is left nearly full (a realistic few, so target-space-low fires on a
+        small share of a big site); the edge-case datastores keep their hand-set sizes."""
+        rng = random.Random(mix64(self.sim.config.seed, 0xD5))
+        fixed = {id(self.nearly_full), id(self.raw_local), id(self.raw_lun), id(self.raw_san)}
+        local = {id(ds) for ds in self.host_local.values()}
+        n_local = 0
+        for ds in self.sim.datastores.values():
+            util = rng.uniform(0.45, 0.80)
+            if id(ds) in fixed:
+                if ds.used_gb >= ds.capacity_gb:  # more edge VMs than foreseen: still never negative
+                    ds.capacity_gb = ds.used_gb + 4
+                continue
+            if id(ds) in local:
+                n_local += 1
+                if n_local % NEARLY_FULL_EVERY == 0:
+                    util = NEARLY_FULL_UTIL
+            need = math.ceil(ds.used_gb / util)
+            ds.capacity_gb = max(ds.capacity_gb if util < NEARLY_FULL_UTIL else 0, need, ds.used_gb + 1)
+
+
+NEARLY_FULL_EVERY = 40      # one local datastore in 40 is nearly full (none below 40 hosts)
+NEARLY_FULL_UTIL = 0.985
+
+
 def populate(sim: "Simulator") -> None:
     g = _Gen(sim)
     n = sim.config.vms
@@ -344,3 +373,4 @@ def populate(sim: "Simulator") -> None:
     g.edges(tpls[0] if tpls else None)
     already = len(sim.vms)
     g.regular(max(0, n - already))
+    g.size_datastores()

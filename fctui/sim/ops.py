@@ -1013,9 +1013,19 @@ def modify_vm(sim: Simulator, vm: Vm, body: dict[str, Any]) -> dict[str, str]:
 EVENTS = ("power-off", "ha-restart", "snapshot-revert", "volume-expansion", "host-reboot")
 
 
+# Task types the chain-breaking events leave behind, as a VRM records them ([I]: the catalogue of
+# task types is not public; names follow the API's own, e.g. StopVm, ResumeVmSnapshot, ExpandVolume).
+EVENT_TASKS = {"power-off": "StopVm", "ha-restart": "HARestartVm", "snapshot-revert": "ResumeVmSnapshot",
+               "volume-expansion": "ExpandVolume", "host-reboot": "RebootHost"}
+SYSTEM_USER = "system"
+
+
 def apply_event(sim: Simulator, vm: Vm, event: str) -> dict[str, Any]:
-    """Chain-breaking events (immediate, outside any task). Returns what changed."""
+    """Chain-breaking events, applied at once. Each leaves a finished VRM task behind (by "system" for
+    what the platform did on its own, by another administrator for a revert or an expansion), so a
+    client can tell from the task list alone that the CBT chain broke. Returns what changed."""
     touched: list[Volume] = []
+    entity, entity_name, user = sim.vm_urn(vm), vm.name, SYSTEM_USER
     if event == "power-off":
         vm.status = "stopped"
         vm.pv_status = "notRunning"
@@ -1034,6 +1044,8 @@ def apply_event(sim: Simulator, vm: Vm, event: str) -> dict[str, Any]:
              if s.status == "ready"), None)
         if target is not None and target.status == "ready":
             apply_revert(sim, vm, target)
+            entity, entity_name = sim.snap_urn(target), target.name  # as POST .../resumevm does
+        user = OTHER_USER
         touched = [d.volume for d in vm.disks]
     elif event == "volume-expansion":
         vol = next((d.volume for d in vm.disks if not d.volume.indep), vm.disks[0].volume
@@ -1044,17 +1056,21 @@ def apply_event(sim: Simulator, vm: Vm, event: str) -> dict[str, Any]:
         vol.content.live.size = vol.size_mb * 1024 * 1024
         vol.datastore.used_gb += 1
         touched = [vol]
+        entity, entity_name, user = sim.urn("volumes", vol.id), vol.name, OTHER_USER
     elif event == "host-reboot":
         host = vm.host
         for other in sim.vms.values():
             if other.host is host and not other.gone:
                 touched.extend(d.volume for d in other.disks)
+        entity, entity_name = sim.urn("hosts", host.id), host.name
     else:
         raise bad(f"event must be one of {', '.join(EVENTS)}.")
     for vol in touched:
         sim.cbt_reset(vol)
+    t = sim.record_task(EVENT_TASKS[event], entity, entity_name, user)
     sim.touch()
-    return {"event": event, "volumes": [sim.urn("volumes", v.id) for v in touched]}
+    return {"event": event, "volumes": [sim.urn("volumes", v.id) for v in touched],
+            "taskUrn": sim.task_urn(t), "taskUri": sim.uri(sim.task_urn(t))}
 
 
 OTHER_USER = "other-admin"

@@ -74,7 +74,9 @@ DEFAULT_TASK_SECONDS: dict[str, float] = {
     "storage_migration": 30.0,
     "modify": 1.0,
     "cancel": 0.5,  # cancelling -> failed
-    "snapshot_overhead": 0.2,  # added to the pause for the task duration
+    # added to the pause for the snapshot task's duration; 0: the product measures the pause as the
+    # snapshot task's start -> finish, so the task lasts exactly the drawn pause
+    "snapshot_overhead": 0.0,
 }
 
 DEFAULT_VERSIONS: tuple[str, ...] = ("6.0", "6.3", "6.5", "8.0", "8.1")
@@ -693,6 +695,18 @@ class Simulator:
             volume.busy_task = t
         if not forever:
             self.schedule(t.end_at, lambda: self._complete(t))
+        self.touch()
+        return t
+
+    def record_task(self, type_: str, entity_urn: str, entity_name: str, user: str) -> Task:
+        """A task that already finished successfully now: what the VRM keeps of something that
+        happened on its own (HA restart, a guest power-off, a host reboot), so a client sees it in
+        the task list like any other operation."""
+        now = self.now()
+        t = Task(id=self.new_id(), type=type_, entity_urn=entity_urn, entity_name=entity_name, user=user,
+                 created=now, run_at=now, end_at=now, nominal_s=0.0, cancelable=False, final="success",
+                 finished_at=now)
+        self.tasks[t.id] = t
         self.touch()
         return t
 

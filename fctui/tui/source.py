@@ -103,6 +103,10 @@ class InventoryFeed:
         self.site: Site | None = None
         self.api_version = ""
         self._final: set[str] = set()   # VMs that already have a full (non-provisional) verdict
+        # What the consumer already has, per VM URN: (model, row, assessment). A refresh sends only
+        # what differs, so a 10,000-VM refresh where little changed moves kilobytes, not megabytes.
+        self._sent: dict[str, tuple[Any, VmRow, Any]] = {}
+        self._strings: dict[str, str] = {}   # one object per repeated value (host, datastore, ...)
 
     def _make_client(self) -> Any:
         from ..vrm.client import VrmClient
@@ -159,11 +163,42 @@ class InventoryFeed:
         return await self.client.snapshot_tree(vm_uri)
 
     async def refresh(self) -> AsyncIterator[FeedEvent]:
-        """One refresh, page by page, with table rows prepared here (on the feed thread)."""
+        """One refresh, page by page, with table rows prepared here (on the feed thread). Only what
+        the consumer does not have yet is sent: new or changed VMs, rows and verdicts."""
+        # Provisional pages: the first goes out at once (first rows on screen), the next ones in
+        # batches of PROVISIONAL_BATCH VMs, so the consumer re-sorts and re-filters a few times per
+        # refresh, not once per 100 VMs.
+        pending: list[VmPage] = []
+        pending_n = 0
+        first = True
         async for ev in self._refresh():
-            if isinstance(ev, VmPage):
+            if isinstance(ev, VmPage) and ev.provisional:
                 self._add_rows(ev)
+                self._remember(ev.vms, ev.rows, ev.assessments)
+                if not ev.vms:
+                    continue
+                if first:
+                    first = False
+                    yield ev
+                    continue
+                pending.append(ev)
+                pending_n += len(ev.vms)
+                if pending_n >= PROVISIONAL_BATCH:
+                    yield _merge_pages(pending)
+                    pending, pending_n = [], 0
+                continue
+            if pending:
+                yield _merge_pages(pending)
+                pending, pending_n = [], 0
+            if isinstance(ev, VmPage):
+                for chunk in self._final_pages(ev):
+                    yield chunk
+                continue
+            if isinstance(ev, Complete):
+                ev = self._complete(ev)
             yield ev
+        if pending:
+            yield _merge_pages(pending)
 
     def _add_rows(self, page: VmPage) -> None:
         if page.provisional:
@@ -175,6 +210,80 @@ class InventoryFeed:
             self._final.update(vm.urn for vm in page.vms)
         get = page.assessments.get
         page.rows = [row_from_vm(vm, get(vm.urn), provisional=page.provisional) for vm in page.vms]
+
+    def _remember(self, vms: list[Vm], rows: list[VmRow], assessments: Mapping[str, Any]) -> None:
+        get = assessments.get
+        for vm, row in zip(vms, rows):
+            self._sent[vm.urn] = (vm, row, get(vm.urn))
+
+    def _final_pages(self, page: VmPage) -> list[VmPage]:
+        """The assessed VMs as pages of at most FINAL_CHUNK changed VMs/rows (the verdicts follow in
+        :class:`Complete`): small messages keep the consumer responsive and the pipe buffers small."""
+        self._add_rows(page)
+        sent = self._sent
+        vms: list[Vm] = []
+        rows: list[VmRow] = []
+        for vm, row in zip(page.vms, page.rows):
+            old = sent.get(vm.urn)
+            new_vm = old is None or old[0] is not vm and old[0] != vm
+            if new_vm:
+                vms.append(vm)
+            if new_vm or old is None or old[1] != row:
+                rows.append(row)
+            sent[vm.urn] = (vm if new_vm or old is None else old[0], row, old[2] if old is not None else None)
+        out = []
+        for i in range(0, max(len(rows), len(vms)), FINAL_CHUNK):
+            out.append(VmPage(vms[i:i + FINAL_CHUNK] if i < len(vms) else [], {}, False,
+                              rows[i:i + FINAL_CHUNK] if i < len(rows) else []))
+        # rows and models are independent lists: a chunk may carry rows of VMs sent earlier
+        if not out:
+            out.append(VmPage([], {}, False, []))
+        return out
+
+    def _complete(self, ev: Complete) -> Complete:
+        """The end of a refresh: only the verdicts that changed since they were last sent."""
+        sent = self._sent
+        changed: dict[str, Any] = {}
+        for urn, a in ev.assessments.items():
+            old = sent.get(urn)
+            if old is None or not _same_assessment(old[2], a):
+                changed[urn] = a
+                if old is not None:
+                    sent[urn] = (old[0], old[1], a)
+        for urn in [u for u in sent if u not in ev.keys]:
+            del sent[urn]
+        return Complete(ev.keys, changed, ev.facts, ev.seconds)
+
+    def _share_strings(self, vms: list[Vm]) -> None:
+        """Values that repeat across thousands of VMs (host, cluster, datastore, states) as one object
+        each: less memory here and, since pickle sends a shared object once, in the console too."""
+        pool = self._strings
+        if len(pool) > 200_000:   # a bound, should a VRM send unique values where we expect few
+            pool.clear()
+        g = pool.setdefault
+        for vm in vms:
+            vm.status = g(vm.status, vm.status)
+            vm.pv_driver_status = g(vm.pv_driver_status, vm.pv_driver_status)
+            vm.tool_install_status = g(vm.tool_install_status, vm.tool_install_status)
+            if vm.tools_version is not None:
+                vm.tools_version = g(vm.tools_version, vm.tools_version)
+            vm.host_urn = g(vm.host_urn, vm.host_urn)
+            vm.host_name = g(vm.host_name, vm.host_name)
+            vm.cluster_urn = g(vm.cluster_urn, vm.cluster_urn)
+            vm.cluster_name = g(vm.cluster_name, vm.cluster_name)
+            vm.location = g(vm.location, vm.location)
+            vm.arch = g(vm.arch, vm.arch)
+            os_ = vm.os
+            os_.os_type = g(os_.os_type, os_.os_type)
+            for d in vm.disks:
+                d.pci_type = g(d.pci_type, d.pci_type)
+                d.datastore_urn = g(d.datastore_urn, d.datastore_urn)
+                d.datastore_name = g(d.datastore_name, d.datastore_name)
+                d.storage_type = g(d.storage_type, d.storage_type)
+                d.type = g(d.type, d.type)
+                d.volume_format = g(d.volume_format, d.volume_format)
+            for n in vm.nics:
+                n.port_group_urn = g(n.port_group_urn, n.port_group_urn)
 
     async def _refresh(self) -> AsyncIterator[FeedEvent]:
         if self.client is None or self.site is None:
@@ -196,14 +305,19 @@ class InventoryFeed:
         """Adapt the gatherer's updates: "static", then "vms" pages with provisional verdicts, then
         "final" with the whole assessed inventory."""
         assert self.site is not None
-        async for upd in gather_stream(self.client, self.site.urn):
+        # The first refresh reads the volume listing in a helper process (full inventory sooner);
+        # later ones read it here, so a console open for days does not log in again every refresh.
+        async for upd in gather_stream(self.client, self.site.urn, concurrency=self.spec.page_concurrency,
+                                       keep_raw=False, helper=not self._final):
             kind = getattr(upd, "kind", "")
             if kind == "static":
                 yield StaticInfo(upd.site or self.site, list(upd.clusters), list(upd.hosts),
                                  list(upd.datastores), upd.os_catalogue)
             elif kind == "vms":
                 facts = list(upd.facts)
-                yield VmPage([f.vm for f in facts], _assessment_map(upd.assessments, facts), True)
+                vms = [f.vm for f in facts]
+                self._share_strings(vms)
+                yield VmPage(vms, _assessment_map(upd.assessments, facts), True)
             elif kind == "final" and upd.inventory is not None:
                 inv = upd.inventory
                 facts = list(inv.facts)
@@ -229,6 +343,35 @@ class InventoryFeed:
             keys.update(v.urn for v in page)
             yield VmPage(page, {}, False)
         yield Complete(keys, {}, {}, time.perf_counter() - started)
+
+
+FINAL_CHUNK = 5000
+PROVISIONAL_BATCH = 5000
+
+
+def _merge_pages(pages: list[VmPage]) -> VmPage:
+    if len(pages) == 1:
+        return pages[0]
+    vms: list[Vm] = []
+    rows: list[VmRow] = []
+    assessments: dict[str, Any] = {}
+    for p in pages:
+        vms.extend(p.vms)
+        rows.extend(p.rows)
+        assessments.update(p.assessments)
+    return VmPage(vms, assessments, True, rows)
+
+
+def _same_assessment(a: Any, b: Any) -> bool:
+    if a is b:
+        return True
+    if a is None or b is None:
+        return False
+    try:
+        return (a.verdict == b.verdict and a.kinds_mask == b.kinds_mask and a.provisional == b.provisional
+                and a.findings == b.findings)
+    except AttributeError:
+        return False
 
 
 def _assessment_map(assessments: Any, facts: list[Any]) -> dict[str, Any]:
