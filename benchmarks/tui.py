@@ -41,13 +41,20 @@ class TimedApp(FctuiApp):
         super().__init__(*a, **kw)
         self.displays: list[float] = []
         self.first_paint_with_rows: float | None = None
+        self.probe = None                  # the awaited key's effect, checked as each frame is written
+        self.probe_hit: float | None = None
 
     def _display(self, screen, renderable) -> None:  # type: ignore[override]
+        # The frame was composed just before this call, on this thread, from the state as it is now:
+        # if the key's effect holds here, this frame shows it.
+        shows = renderable is not None and self.probe is not None and self.probe()
         super()._display(screen, renderable)
         if renderable is None:
             return
         now = time.perf_counter()
         self.displays.append(now)
+        if shows and self.probe_hit is None:
+            self.probe_hit = now
         if self.first_paint_with_rows is None and self.first_rows_at is not None:
             self.first_paint_with_rows = now
 
@@ -79,15 +86,20 @@ def pct(values: list[float], p: float) -> float:
 
 
 async def press_and_time(app: TimedApp, key: str, char: str | None, done) -> float:
-    """Post one key; time until the end of the first screen update after ``done()`` holds."""
+    """Post one key; time until the end of the first screen update that shows its effect (``done()``
+    holding when the frame is written). Polling ``done()`` from here and then waiting for the next
+    frame would miss a frame written before this coroutine wakes and count a later, unrelated one
+    (e.g. the detail pane's, 80 ms on)."""
     assert app._driver is not None
+    app.probe, app.probe_hit = done, None
     t0 = time.perf_counter()
     app._driver.send_message(events.Key(key, char))
-    await wait_for(done, 10)
-    t_state = time.perf_counter()
-    await wait_for(lambda: bool(app.displays) and app.displays[-1] >= t_state, 10)
-    end = next(t for t in app.displays if t >= t_state)
-    return end - t0
+    try:
+        await wait_for(lambda: app.probe_hit is not None, 10)
+    finally:
+        app.probe = None
+    assert app.probe_hit is not None
+    return app.probe_hit - t0
 
 
 async def run(vms: int, latency_ms: float, moves: int, size: tuple[int, int], refresh: bool = True) -> None:

@@ -165,6 +165,10 @@ class Term:
     text: str          # as typed (for display)
     negate: bool
     test: Predicate
+    # Set-at-a-time forms of ``test`` that :class:`ViewCache` uses instead of calling it per row:
+    plain: str | None = None                          # substring of the lower-cased ``search`` haystack
+    column: str | None = None                         # a VmRow attribute (str) whose value ``value_test`` checks
+    value_test: Callable[[str], bool] | None = None
 
     def __call__(self, row: VmRow, marks: frozenset[str]) -> bool:
         return self.test(row, marks) != self.negate
@@ -207,9 +211,12 @@ def _number_test(field_name: str, spec: str) -> Callable[[VmRow, frozenset[str]]
     return lambda r, _m: f(getattr(r, attr))
 
 
+_TEXT_ATTRS = {"reason": "reason", "name": "name", "host": "host", "cluster": "cluster", "tools": "tools",
+               "urn": "key", "os": "os", "arch": "arch", "state": "state", "verdict": "verdict"}
+
+
 def _text_attr(qual: str) -> Callable[[VmRow], str]:
-    attr = {"reason": "reason", "name": "name", "host": "host", "cluster": "cluster", "tools": "tools",
-            "urn": "key", "os": "os", "arch": "arch", "state": "state", "verdict": "verdict"}[qual]
+    attr = _TEXT_ATTRS[qual]
     return lambda r: getattr(r, attr)
 
 
@@ -241,20 +248,23 @@ def _parse_term(token: str) -> Term:
             if qual == "rule":
                 return Term(raw, negate, lambda r, _m: any(rx.search(x) for x in r.rules))
             get = _text_attr(qual)
-            return Term(raw, negate, lambda r, _m: rx.search(get(r)) is not None)
+            return Term(raw, negate, lambda r, _m: rx.search(get(r)) is not None,
+                        column=_TEXT_ATTRS[qual], value_test=lambda x: rx.search(x) is not None)
         v = value.lower()
         if qual == "rule":
             # exact id, or a prefix such as "disk-" or "state-"
             return Term(raw, negate, lambda r, _m: any(x == v or x.startswith(v) for x in r.rules))
         if qual in ("verdict", "state"):
             get = _text_attr(qual)
-            return Term(raw, negate, lambda r, _m: get(r).lower().startswith(v))
+            return Term(raw, negate, lambda r, _m: get(r).lower().startswith(v),
+                        column=_TEXT_ATTRS[qual], value_test=lambda x: x.lower().startswith(v))
         get = _text_attr(qual)
-        return Term(raw, negate, lambda r, _m: v in get(r).lower())
+        return Term(raw, negate, lambda r, _m: v in get(r).lower(),
+                    column=_TEXT_ATTRS[qual], value_test=lambda x: v in x.lower())
     if sep and qual and qual.isalpha() and not value:
         raise FilterError(f"unknown column {qual!r}; use one of: {', '.join(QUALIFIERS)}")
     v = token.lower()
-    return Term(raw, negate, lambda r, _m: v in r.search)
+    return Term(raw, negate, lambda r, _m: v in r.search, plain=v)
 
 
 def parse_filter(text: str) -> Filter:
@@ -380,7 +390,10 @@ def rows_by_key(rows: Iterable[VmRow]) -> Mapping[str, VmRow]:
 
 class ViewCache:
     """Remembers the sorted order and the summary per store generation, so a filter keystroke costs
-    one linear pass over the pre-sorted rows instead of a filter plus a sort plus a count.
+    no sort and no count. Plain-text and column terms are answered without a Python call per row (one
+    list comprehension over the haystacks; one test per distinct column value), and each answer is
+    kept for the generation: in a worker thread the per-row calls still held the GIL the UI thread
+    needs for the keys.
 
     Used from one worker at a time (the app never runs two view computations at once)."""
 
@@ -389,6 +402,89 @@ class ViewCache:
         self._sorted: list[VmRow] = []
         self._summary_gen: int | None = None
         self._summary: Summary | None = None
+        self._searches: list[str] | None = None   # the sorted rows' ``search`` haystacks
+        self._plain: dict[str, list[int]] = {}
+        self._groups: dict[str, dict[str, list[int]]] = {}
+
+    def _plain_indices(self, v: str) -> list[int]:
+        """Ascending indices (in sorted order) of the rows whose haystack contains ``v``: one list
+        comprehension with no call per row (about 1 ms for 10,000 rows)."""
+        hit = self._plain.get(v)
+        if hit is not None:
+            return hit
+        if self._searches is None:
+            self._searches = [r.search for r in self._sorted]
+        searches = self._searches
+        # typing narrows: rows containing "erp-" are among those containing "erp"
+        narrower = self._plain.get(v[:-1]) if len(v) > 1 else None
+        if narrower is not None:
+            out = [i for i in narrower if v in searches[i]]
+        else:
+            out = [i for i, text in enumerate(searches) if v in text]
+        if len(self._plain) > 64:
+            self._plain.clear()
+        self._plain[v] = out
+        return out
+
+    def _column_indices(self, column: str, test: Callable[[str], bool]) -> list[int]:
+        """Indices of the rows whose ``column`` passes ``test``: one test per distinct value."""
+        groups = self._groups.get(column)
+        if groups is None:
+            groups = {}
+            for i, r in enumerate(self._sorted):
+                v = getattr(r, column)
+                g = groups.get(v)
+                if g is None:
+                    groups[v] = [i]
+                else:
+                    g.append(i)
+            self._groups[column] = groups
+        out: list[int] = []
+        hits = 0
+        for value, idx in groups.items():
+            if test(value):
+                out.extend(idx)
+                hits += 1
+        if hits > 1:
+            out.sort()        # several values: back to the sorted order
+        return out
+
+    def _filter(self, flt: Filter, marks: frozenset[str]) -> tuple[str, ...]:
+        rows = self._sorted
+        n = len(rows)
+        lists: list[list[int]] = []
+        sets: list[set[int]] = []
+        rest: list[Term] = []
+        for t in flt.terms:
+            if t.plain is not None:
+                idx = self._plain_indices(t.plain)
+            elif t.column is not None and t.value_test is not None:
+                idx = self._column_indices(t.column, t.value_test)
+            else:
+                rest.append(t)
+                continue
+            if t.negate:
+                sets.append(set(range(n)).difference(idx))
+            else:
+                lists.append(idx)
+        if not lists and not sets:
+            cand = rows
+        elif len(lists) == 1 and not sets:
+            cand = [rows[i] for i in lists[0]]          # already ascending: no set, no sort
+        else:
+            picked = sets[0] if sets else set(lists[0])
+            for other in sets[1:] + lists:
+                picked = picked.intersection(other)
+            cand = [rows[i] for i in sorted(picked)]
+        if not rest:
+            return tuple([r.key for r in cand])
+        return tuple([r.key for r in cand if all(t(r, marks) for t in rest)])
+
+    def is_cheap(self, flt: Filter, sort: str, reverse: bool, generation: int) -> bool:
+        """True when :meth:`compute` needs no sort and no count and every term is answered a set at a
+        time: a few ms at 10,000 rows, cheaper than handing the work to a thread and back."""
+        return (self._sorted_key == (generation, sort, reverse) and self._summary_gen == generation
+                and all(t.plain is not None or t.value_test is not None for t in flt.terms))
 
     def compute(self, rows: Sequence[VmRow], marks: frozenset[str], flt: Filter | str, sort: str,
                 reverse: bool, generation: int) -> tuple[View, Summary]:
@@ -398,10 +494,13 @@ class ViewCache:
         if self._sorted_key != key:
             self._sorted = sort_rows(rows, sort, reverse)
             self._sorted_key = key
+            self._searches = None
+            self._plain.clear()
+            self._groups.clear()
         if flt:
-            keys = tuple(r.key for r in self._sorted if flt.matches(r, marks))
+            keys = self._filter(flt, marks)
         else:
-            keys = tuple(r.key for r in self._sorted)
+            keys = tuple([r.key for r in self._sorted])
         if self._summary_gen != generation or self._summary is None:
             self._summary = summarize(rows)
             self._summary_gen = generation

@@ -1,9 +1,10 @@
 """The live inventory console (Textual app).
 
 Threading rule: I/O runs in async workers that post messages, filter/sort runs in a thread worker that
-posts the resulting :class:`View`; message handlers on the app own every piece of state. Nothing the
-VRM does (refusing, timing out, answering nonsense) ends the app: it shows a banner and keeps the last
-data, retrying with back-off.
+posts the resulting :class:`View` (a filter keystroke over already-sorted rows whose terms the view
+cache answers without a per-row call, a few ms, runs inline instead); message handlers on the app
+own every piece of state. Nothing the VRM does (refusing, timing out, answering nonsense) ends the
+app: it shows a banner and keeps the last data, retrying with back-off.
 """
 
 from __future__ import annotations
@@ -28,11 +29,11 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Input, Static
 
 from ..config import Config, Profile, save_profile
-from ..inventory.query import COLUMN_IDS, Filter, FilterError, RowStore, ViewCache, parse_filter
+from ..inventory.query import COLUMN_IDS, Filter, FilterError, RowStore, Summary, View, ViewCache, parse_filter
 from ..vrm.errors import VrmAuthError, VrmError, VrmVersionError
 from ..vrm.models import Cluster, Datastore, Host, Site, Vm
 from .detail import render_detail
-from .feedproc import RefreshProcess, run_refresh_loop
+from .feedproc import FactsLite, RefreshProcess, run_refresh_loop, settle_heap
 from .messages import (FeedConnected, FeedLost, FeedUpdate, RefreshStarted, SnapshotsLoaded, ViewFailed,
                        ViewReady)
 from .screens import (DatastoresScreen, DetailScreen, FirstRunScreen, HelpScreen, MainScreen, TreeScreen)
@@ -379,7 +380,12 @@ class FctuiApp(App[int]):
         if self.runner is None or self.runner.loop is None:
             coro.close()
             raise VrmError("not connected")
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.runner.loop))
+        try:
+            fut = asyncio.run_coroutine_threadsafe(coro, self.runner.loop)
+        except RuntimeError:          # the feed's loop closed (shutting down)
+            coro.close()
+            raise VrmError("not connected") from None
+        return await asyncio.wrap_future(fut)
 
     def _post_tuple(self, msg: tuple) -> None:
         """Feed → app: turn the refresh loop's (or the refresh process's) tuples into messages.
@@ -461,8 +467,13 @@ class FctuiApp(App[int]):
         elif isinstance(ev, Complete):
             if ev.assessments:
                 self.assessments.update(ev.assessments)
-            self.facts = dict(ev.facts) if ev.facts else self.facts
-            for urn, f in self.facts.items():
+            # Facts arrive as changes (the refresh process sends only what differs; an empty
+            # FactsLite clears a VM's): merge them, do not replace the whole map.
+            for urn, f in ev.facts.items():
+                if isinstance(f, FactsLite) and f.snapshot_tree is None and f.knowledge is None:
+                    self.facts.pop(urn, None)
+                    continue
+                self.facts[urn] = f
                 tree = getattr(f, "snapshot_tree", None)
                 if tree is not None:
                     self.snapshots[urn] = tree
@@ -471,12 +482,16 @@ class FctuiApp(App[int]):
                 for urn in [u for u in self.vms if u not in ev.keys]:
                     self.vms.pop(urn, None)
                     self.assessments.pop(urn, None)
+                for urn in [u for u in self.facts if u not in ev.keys]:
+                    del self.facts[urn]
                 if gone:
                     self.schedule_view()
             self.updated_at = self.clock()
             self.complete_at = time.perf_counter()
             self.last_refresh_seconds = ev.seconds
             self.refresh_count += 1
+            if self.refresher is not None:
+                settle_heap(self.refresh_count)
             self.loaded_once = True
             self.refreshing = False
             self.stale_reason = ""
@@ -522,9 +537,20 @@ class FctuiApp(App[int]):
         if self._view_running:
             self._view_dirty = True
             return
-        self._view_running = True
         self._view_dirty = False
         rows, marks, gen = self.store.snapshot()
+        if self._view_cache.is_cheap(self.filter, self.sort_column, self.sort_reverse, gen):
+            # A filter keystroke over rows already sorted: a few ms here, and the table changes in
+            # the same frame as the filter line (a thread round trip costs a frame or two more).
+            try:
+                view, summary = self._view_cache.compute(rows, marks, self.filter, self.sort_column,
+                                                         self.sort_reverse, gen)
+            except Exception as e:  # never let a filter bug kill the app
+                self.notify(f"Could not filter: {type(e).__name__}: {e}", severity="error")
+                return
+            self._apply_view(view, summary)
+            return
+        self._view_running = True
         self._compute_view(rows, marks, self.filter, self.sort_column, self.sort_reverse, gen)
 
     @work(thread=True, group="view", exit_on_error=False, description="filter and sort")
@@ -540,20 +566,23 @@ class FctuiApp(App[int]):
     @on(ViewReady)
     def _view_ready(self, msg: ViewReady) -> None:
         self._view_running = False
-        self.shown_filter = msg.view.filter.source
+        self._apply_view(msg.view, msg.summary)
+        if self._view_dirty:
+            self.schedule_view()
+
+    def _apply_view(self, view: View, summary: Summary) -> None:
+        self.shown_filter = view.filter.source
         table = self._main_widget(VmTable)
         if table is not None:
-            first = table.row_count == 0 and msg.view.keys
-            table.set_view(msg.view.keys, self.store.rows, self.store.marks,
-                           sort_column=msg.view.sort, sort_reverse=msg.view.reverse)
+            first = table.row_count == 0 and view.keys
+            table.set_view(view.keys, self.store.rows, self.store.marks,
+                           sort_column=view.sort, sort_reverse=view.reverse)
             if first and self.first_rows_at is None:
                 self.first_rows_at = time.perf_counter()
             bar = self._main_widget(SummaryBar)
             if bar is not None:
-                bar.set_summary(msg.summary, self.filter.source)
+                bar.set_summary(summary, self.filter.source)
         self.update_status()
-        if self._view_dirty:
-            self.schedule_view()
 
     @on(ViewFailed)
     def _view_failed(self, msg: ViewFailed) -> None:

@@ -118,6 +118,7 @@ class VmTable(ScrollView, can_focus=True):
         super().__init__(name=name, id=id, classes=classes)
         self._keys: Sequence[str] = ()
         self._index: dict[str, int] = {}
+        self._index_built = True
         self._rows: Mapping[str, VmRow] = {}
         self._marks: set[str] | frozenset[str] = frozenset()
         self.cursor = 0
@@ -180,21 +181,55 @@ class VmTable(ScrollView, can_focus=True):
         self._keys = keys
         self._rows = rows
         self._marks = marks
-        self._index = {k: i for i, k in enumerate(keys)}
+        self._index_built = False       # built on demand (move_to_key): a filter keystroke needs none
         if sort_column is not None:
             self.sort_column = sort_column
         if sort_reverse is not None:
             self.sort_reverse = sort_reverse
-        if old_key is not None and old_key in self._index:
-            self.cursor = self._index[old_key]
+        at = self._find(old_key, keys)
+        if at is not None:
+            self.cursor = at
         else:
             self.cursor = min(self.cursor, max(0, len(keys) - 1))
         self._cursor_key = keys[self.cursor] if keys else None
-        self.virtual_size = Size(self.size.width, len(keys) + 1)
+        self._set_virtual_height(len(keys) + 1)
         self._ensure_cursor_visible()
         self.refresh()
         if self._cursor_key != old_key:
             self.post_message(self.CursorMoved(self, self._cursor_key))
+
+    def _find(self, key: str | None, keys: Sequence[str]) -> int | None:
+        if key is None or not keys:
+            return None
+        # most views keep the cursor's VM where it was: check there before searching
+        if self.cursor < len(keys) and keys[self.cursor] == key:
+            return self.cursor
+        try:
+            return keys.index(key)      # C speed; no dict of 10,000 keys per view
+        except ValueError:
+            return None
+
+    def _set_virtual_height(self, height: int) -> None:
+        """A new row count. Setting ``virtual_size`` asks for a layout pass of the whole screen (tens of
+        ms per filter keystroke); when the scrollbar stays as it is, only the scrollbar and the table
+        need repainting, so skip the layout."""
+        new = Size(self.size.width, height)
+        old = self.virtual_size
+        if new == old:
+            return
+        visible = max(1, self.container_size.height)
+        if self.is_mounted and self.container_size and (old.height > visible) == (height > visible) \
+                and old.width == new.width:
+            self.set_reactive(VmTable.virtual_size, new)
+            self._scroll_update(new)
+        else:
+            self.virtual_size = new
+
+    def _index_of(self, key: str) -> int | None:
+        if not self._index_built:
+            self._index = {k: i for i, k in enumerate(self._keys)}
+            self._index_built = True
+        return self._index.get(key)
 
     def set_rows(self, rows: Mapping[str, VmRow]) -> None:
         """Rows changed in place (same keys, same order): repaint only."""
@@ -206,7 +241,7 @@ class VmTable(ScrollView, can_focus=True):
         self.refresh()
 
     def move_to_key(self, key: str) -> bool:
-        i = self._index.get(key)
+        i = self._index_of(key)
         if i is None:
             return False
         self._move(i)
