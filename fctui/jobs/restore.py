@@ -52,7 +52,7 @@ from ..vrm.urn import site_uri, urn_to_uri
 from . import cleanup
 from .journal import JournalLike, MemoryJournal
 from .model import DiskProgress, JobError, JobRecord, VmProgress
-from .runner import Reporter
+from .runner import Reporter, uncancellable
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..repo import Repository, RestorePoint, RestorePointDisk
@@ -455,24 +455,6 @@ class _Created:
     resource: tuple[str, str, int | None] | None = None  # (volume uri, task id, journal key)
 
 
-async def _guard(coro: Awaitable[Any]) -> Any:
-    """Run cleanup to its end even when our caller is cancelled meanwhile."""
-    task = asyncio.ensure_future(coro)
-    cancelled = False
-    while not task.done():
-        try:
-            await asyncio.shield(task)
-        except asyncio.CancelledError:
-            if task.done():
-                break
-            cancelled = True
-    if cancelled:
-        cur = asyncio.current_task()
-        if cur is not None:
-            cur.uncancel()
-    return task.result()
-
-
 class _Restore:
     def __init__(self, client: "VrmClient", repo: "Repository", plan: RestorePlan, job: JobRecord,
                  reporter: Reporter, journal: JournalLike, settings: RestoreSettings) -> None:
@@ -685,7 +667,7 @@ class _Restore:
         finally:
             extender.cancel()
             try:
-                await _guard(self._release())
+                await uncancellable(self._release())
             except VrmError as e:  # do not hide the original failure; cleanup() retries the release
                 self.reporter.log(f"releasing the restore resource of {dp.disk_name} failed: {e}", "warning")
         d.state, d.finished = "done", time.time()
@@ -1003,7 +985,7 @@ async def run_restore(client: "VrmClient", repo: "Repository", plan: RestorePlan
     except asyncio.CancelledError:
         outer_cancelled = True
         flow.cancel()
-        await _guard(asyncio.gather(flow, return_exceptions=True))
+        await uncancellable(asyncio.gather(flow, return_exceptions=True))
         error = asyncio.CancelledError()
     finally:
         if stopper is not None:
@@ -1038,7 +1020,7 @@ async def run_restore(client: "VrmClient", repo: "Repository", plan: RestorePlan
             reporter.log(f"restore {job.state}" + ("" if cancelled else f": {msg}"), "error")
             run.vm.state = "cleanup"
             reporter.state()
-            await _guard(run.cleanup(msg))
+            await uncancellable(run.cleanup(msg))
             run.vm.state = "cancelled" if cancelled else "failed"
         _finish(run)
     finally:

@@ -171,7 +171,7 @@ def coalesce(blocks: list[int], max_blocks: int) -> Iterator[tuple[int, int]]:
         yield start, n
 
 
-async def _uncancellable(coro: Any) -> Any:
+async def uncancellable(coro: Any) -> Any:
     """Run cleanup to its end even if our caller is cancelled again meanwhile."""
     task = asyncio.ensure_future(coro)
     cancelled = False
@@ -260,7 +260,7 @@ class BackupRunner:
             cancelled = True
             for t in tasks:
                 t.cancel()
-            await _uncancellable(asyncio.gather(*tasks, return_exceptions=True))
+            await uncancellable(asyncio.gather(*tasks, return_exceptions=True))
         states = [v.state for v in job.vms]
         if cancelled or any(s == "cancelled" for s in states):
             job.state = "cancelled"
@@ -315,7 +315,7 @@ class BackupRunner:
             reporter.log(f"{vp.vm_name}: restore point {vm.point_id} committed")
         except asyncio.CancelledError:
             vm.state, vm.reason = "cancelled", "cancelled by the user"
-            await _uncancellable(self._fail_cleanup(job, run, reporter, "the job was cancelled"))
+            await uncancellable(self._fail_cleanup(job, run, reporter, "the job was cancelled"))
             reporter.state()
             raise
         except Exception as e:  # every failure ends here, typed or not: one line for the user
@@ -326,7 +326,7 @@ class BackupRunner:
                 msg = f"internal error: {type(err).__name__}: {msg}"
             vm.state, vm.reason = "failed", msg
             reporter.log(f"{vp.vm_name}: failed: {msg}", "error")
-            await _uncancellable(self._fail_cleanup(job, run, reporter, msg,
+            await uncancellable(self._fail_cleanup(job, run, reporter, msg,
                                                     exclusive=isinstance(err, ExclusiveOperationError)))
             reporter.state()
         finally:
