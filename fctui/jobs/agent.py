@@ -259,17 +259,9 @@ class Agent:
                 mine = plan.vm_urn
             await run_restore(client, self.repo(), plan, reporter=reporter, job=job, journal=self.store)
         except asyncio.CancelledError:
-            if not job.is_final:
-                job.state, job.finished = "cancelled", time.time()
-                reporter.log("job cancelled", "warning")
-                reporter.state()
+            self._record_cancelled(job, reporter)
         except Exception as e:
-            msg = str(e) if isinstance(e, JobError) else f"{type(e).__name__}: {e}"
-            if not isinstance(e, JobError):
-                log.exception("restore job %s failed", job.id)
-            job.state, job.error, job.finished = "failed", msg, time.time()
-            reporter.log(f"job failed: {msg}", "error")
-            reporter.state()
+            self._record_failed(job, reporter, e, "restore job")
         finally:
             if mine:
                 self.busy_vms.pop(mine, None)
@@ -342,17 +334,9 @@ class Agent:
                                   settings=self.settings, vrm=job.vrm, user=job.user)
             await runner.run(job, plan, reporter)
         except asyncio.CancelledError:
-            if not job.is_final:
-                job.state, job.finished = "cancelled", time.time()
-                reporter.log("job cancelled", "warning")
-                reporter.state()
+            self._record_cancelled(job, reporter)
         except Exception as e:
-            msg = str(e) if isinstance(e, JobError) else f"{type(e).__name__}: {e}"
-            if not isinstance(e, JobError):
-                log.exception("job %s failed", job.id)
-            job.state, job.error, job.finished = "failed", msg, time.time()
-            reporter.log(f"job failed: {msg}", "error")
-            reporter.state()
+            self._record_failed(job, reporter, e, "job")
         finally:
             for urn in mine:
                 self.busy_vms.pop(urn, None)
@@ -364,6 +348,23 @@ class Agent:
             self.store.save_job(job)
             self.tasks.pop(job.id, None)
             self.broadcast({"event": "end", "job": job.id, "state": job.state})
+
+    @staticmethod
+    def _record_cancelled(job: JobRecord, reporter: Any) -> None:
+        if not job.is_final:
+            job.state, job.finished = "cancelled", time.time()
+            reporter.log("job cancelled", "warning")
+            reporter.state()
+
+    @staticmethod
+    def _record_failed(job: JobRecord, reporter: Any, e: Exception, what: str) -> None:
+        """A JobError is the user's one-line story; anything else is a bug: logged with its traceback."""
+        msg = str(e) if isinstance(e, JobError) else f"{type(e).__name__}: {e}"
+        if not isinstance(e, JobError):
+            log.exception("%s %s failed", what, job.id)
+        job.state, job.error, job.finished = "failed", msg, time.time()
+        reporter.log(f"job failed: {msg}", "error")
+        reporter.state()
 
     def job_dict(self, job: JobRecord, with_log: bool = True) -> dict[str, Any]:
         d = job.to_dict()

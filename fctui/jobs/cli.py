@@ -72,6 +72,16 @@ def _verify(ns: argparse.Namespace) -> bool | str:
     return getattr(ns, "ca_file", None) or True
 
 
+async def follow_job(agent: Any, job_id: str, *, quiet: bool) -> JobRecord:
+    """Wait for a job in the agent to end, printing its log lines on stderr unless ``quiet``."""
+    def on_event(ev: dict[str, Any]) -> None:
+        if not quiet and ev.get("event") == "log":
+            stamp = time.strftime("%H:%M:%S", time.localtime(ev.get("time", time.time())))
+            print(f"{stamp} {ev.get('message')}", file=sys.stderr)
+
+    return JobRecord.from_dict(await agent.wait(job_id, on_event))
+
+
 async def _check_login(vrm: str, user: str, password: str, verify: bool | str) -> None:
     from ..vrm import VrmClient
     async with VrmClient(vrm, user, password, verify=verify) as c:
@@ -153,14 +163,7 @@ async def _backup(ns: argparse.Namespace, password: str | None, verify: bool | s
         else:
             print(f"job {job_id} submitted; follow it with `fctui jobs` (it runs in the agent)")
         return EXIT_OK
-    quiet = ns.json
-
-    def on_event(ev: dict[str, Any]) -> None:
-        if not quiet and ev.get("event") == "log":
-            stamp = time.strftime("%H:%M:%S", time.localtime(ev.get("time", time.time())))
-            print(f"{stamp} {ev.get('message')}", file=sys.stderr)
-
-    final = JobRecord.from_dict(await agent.wait(job_id, on_event))
+    final = await follow_job(agent, job_id, quiet=ns.json)
     if ns.json:
         print(json.dumps(final.summary_json()))
     else:

@@ -216,14 +216,8 @@ async def _restore(ns: argparse.Namespace) -> int:
         else:
             print(f"restore job {job_id} submitted; follow it with `fctui jobs` (it runs in the agent)")
         return EXIT_OK
-    quiet = ns.json
-
-    def on_event(ev: dict[str, Any]) -> None:
-        if not quiet and ev.get("event") == "log":
-            stamp = time.strftime("%H:%M:%S", time.localtime(ev.get("time", time.time())))
-            print(f"{stamp} {ev.get('message')}", file=sys.stderr)
-
-    final = JobRecord.from_dict(await agent.wait(job_id, on_event))
+    from .cli import follow_job  # cli imports this module at load time
+    final = await follow_job(agent, job_id, quiet=ns.json)
     res = restore_result(final)
     if ns.json:
         print(json.dumps(res))
