@@ -11,7 +11,7 @@ serving a VM whose disk is mostly written. In one run we measure:
 Prints MB/s, the ratio to raw, CPU seconds per GB, and bytes read per changed byte.
 Goal: full >= 70 % of raw; the incremental reads exactly the changed blocks (ratio 1.00).
 
-    python benchmarks/backup.py [--disk-gb 2] [--fill 0.9] [--reads 4] [--threads 2]
+    python benchmarks/backup.py [--disk-gb 2] [--fill 0.9] [--reads 6] [--range-mb 8]
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ async def fctui_backup(client: VrmClient, repo: Repository, urn: str, job_id: st
     dt, dc = time.perf_counter() - t0, cpu() - c0
     runner.close()
     total = sum(reporter.busy.values()) or 1.0
-    print("    busy share per stage (summed over workers): "
+    print(f"    commit (fsync, manifest, catalog): {reporter.busy['write']:.2f} s; busy share per stage (summed over workers): "
           + ", ".join(f"{k} {v / total:.0%}" for k, v in reporter.busy.items()))
     if job.state != "succeeded":
         raise SystemExit(f"backup {job_id} {job.state}: {job.error}")
@@ -122,7 +122,7 @@ async def main(ns: argparse.Namespace) -> None:
             print(f"raw resource read : {n / MB:8.0f} MB in {dt:6.2f} s = {raw:7.1f} MB/s, "
                   f"CPU {raw_read.cpu_per_gb:.2f} s/GB")  # type: ignore[attr-defined]
 
-            settings = RunnerSettings(reads_in_flight=ns.reads, hash_threads=ns.threads,
+            settings = RunnerSettings(reads_in_flight=ns.reads,
                                       max_range_bytes=ns.range_mb << 20, watch_interval=2.0,
                                       task_interval=0.05)
             with tempfile.TemporaryDirectory(prefix="fctui-bench-") as tmp:
@@ -160,7 +160,6 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--disk-gb", type=int, default=2)
     ap.add_argument("--fill", type=float, default=0.9)
-    ap.add_argument("--reads", type=int, default=6, help="range reads in flight")
-    ap.add_argument("--threads", type=int, default=2, help="hash/compress threads")
+    ap.add_argument("--reads", type=int, default=6, help="ranges in flight (each read + stored on a thread)")
     ap.add_argument("--range-mb", type=int, default=8, help="largest coalesced range read")
     asyncio.run(main(ap.parse_args()))

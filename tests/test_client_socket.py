@@ -137,3 +137,50 @@ async def test_https_data_transport_with_ca(https_sim: EmbeddedSimulator) -> Non
             with pytest.raises(VrmConnectionError):
                 await tr3.read(0, 4096)
         await c.release_backup_resource(vs.volume_uri, rref.task_id)
+
+
+async def test_blocking_data_path_over_socket(http_sim: EmbeddedSimulator) -> None:
+    """The backup/restore pipelines call the transport from worker threads (httpx's sync client over
+    a real socket): reads from several threads equal the async read, one dropped read is retried,
+    two are a typed error, and bytes written to a restore resource read back equal."""
+    import asyncio
+
+    from fctui.vrm.urn import urn_to_uri
+    async with make(http_sim) as c, httpx.AsyncClient(base_url=http_sim.url) as ctl:
+        site = (await c.sites())[0]
+        vm = next(v for v in await c.vms(site.uri) if v.status == "running" and v.tools_version
+                  and v.pv_driver_status == "running" and v.disks
+                  and all(not d.indep_disk and d.type == "normal" and d.storage_type in ("LOCALPOME", "NAS",
+                                                                                         "LUNPOME")
+                          for d in v.disks))
+        ref = await c.create_snapshot(vm.uri, "fctui-threads")
+        await c.wait_task(ref, timeout=30, interval=0.02)
+        snap = await c.snapshot(ref.uri)
+        vs = snap.vol_snapshots[0]
+        rref = await c.prepare_backup_resource(vs.volume_uri, "CBTBackup", snap_urn2=snap.urn, delay=300)
+        res = await c.wait_backup_resource(vs.volume_uri, rref.task_id, timeout=30)
+        piece = 1 << 20
+        async with c.data_transport(res) as tr:
+            want = await tr.read(0, 4 * piece)
+            got = await asyncio.gather(*(asyncio.to_thread(tr.read_blocking, k * piece, piece) for k in range(4)))
+            assert b"".join(got) == want
+            await ctl.post("/sim/faults", json={"path": "^/sim-data/", "method": "GET", "drop": True, "count": 1})
+            assert await asyncio.to_thread(tr.read_blocking, 0, piece) == want[:piece]  # retried once
+            await ctl.post("/sim/faults", json={"path": "^/sim-data/", "method": "GET", "drop": True, "count": 2})
+            with pytest.raises(VrmConnectionError):
+                await asyncio.to_thread(tr.read_blocking, 0, piece)
+            await ctl.delete("/sim/faults")
+        await c.release_backup_resource(vs.volume_uri, rref.task_id)
+
+        # a restore resource of a new volume: bytes written from a thread read back equal
+        ds = next(d for d in await c.datastores(site.uri) if d.storage_type in ("LOCALPOME", "NAS"))
+        vref = await c.create_volume(site.uri, name="fctui-threads-vol", quantity_gb=1, datastore_urn=ds.urn)
+        await c.wait_task(vref, timeout=30, interval=0.02)
+        vol_uri = urn_to_uri(vref.urn)
+        wref = await c.prepare_backup_resource(vol_uri, "RestoreVol", delay=300)
+        wres = await c.wait_backup_resource(vol_uri, wref.task_id, timeout=30)
+        async with c.data_transport(wres, size=1 << 30) as tr:
+            await asyncio.to_thread(tr.write_blocking, 3 * piece, want[:2 * piece])
+            assert await tr.read(3 * piece, 2 * piece) == want[:2 * piece]
+            assert await tr.read(0, piece) == bytes(piece)
+        await c.release_backup_resource(vol_uri, wref.task_id)

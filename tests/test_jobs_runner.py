@@ -43,7 +43,7 @@ async def edges(control: httpx.AsyncClient) -> dict[str, list[str]]:
 
 def fast_settings(**kw: Any) -> RunnerSettings:
     base = dict(watch_interval=0.05, busy_retry_s=1.0, busy_interval=0.05, task_interval=0.02,
-                release_wait_s=5.0, cleanup_within_s=10.0, hash_threads=2)
+                release_wait_s=5.0, cleanup_within_s=10.0)
     base.update(kw)
     return RunnerSettings(**base)
 

@@ -36,7 +36,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, str,
                 plan = await build_plan(client, [vm.name], repo)
                 job = JobRecord(id="cli-b1", targets=[vm.name])
                 runner = BackupRunner(client, repo, settings=RunnerSettings(
-                    watch_interval=0.05, busy_interval=0.05, task_interval=0.02, hash_threads=2))
+                    watch_interval=0.05, busy_interval=0.05, task_interval=0.02))
                 try:
                     await runner.run(job, plan, Reporter(job))
                 finally:

@@ -49,7 +49,7 @@ async def backup(client: VrmClient, repo: Repository, vm_name: str, job_id: str)
     job = JobRecord(id=job_id, targets=[vm_name])
     runner = BackupRunner(client, repo, settings=RunnerSettings(
         watch_interval=0.05, busy_retry_s=1.0, busy_interval=0.05, task_interval=0.02, release_wait_s=5.0,
-        cleanup_within_s=10.0, hash_threads=2))
+        cleanup_within_s=10.0))
     try:
         await runner.run(job, plan, Reporter(job))
     finally:

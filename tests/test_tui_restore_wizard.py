@@ -58,7 +58,7 @@ class FrozenTime:
 
 def fast_settings() -> RunnerSettings:
     return RunnerSettings(watch_interval=0.05, busy_retry_s=1.0, busy_interval=0.05, task_interval=0.02,
-                          release_wait_s=5.0, cleanup_within_s=10.0, hash_threads=2)
+                          release_wait_s=5.0, cleanup_within_s=10.0)
 
 
 def restore_settings() -> RestoreSettings:

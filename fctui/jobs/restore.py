@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import hashlib
 import logging
 import math
@@ -184,8 +185,8 @@ class DatastoreChoice:
 class RestoreSettings:
     resource_delay: int = 600       # s; an orphaned restore resource expires on its own
     extend_every: float = 240.0
-    writes_in_flight: int = 4       # concurrent PUTs per disk (each carries one coalesced range)
-    read_threads: int = 4           # repository chunk reads (decompress + hash check) in parallel
+    writes_in_flight: int = 4       # ranges in flight per disk: repository reads + PUT (or read-back) on a thread
+    read_threads: int = 4           # worker threads (at least writes_in_flight)
     max_range_bytes: int = 8 << 20  # coalesce adjacent blocks into PUTs up to this size
     verify: bool = True
     task_timeout: float = 600.0
@@ -471,7 +472,8 @@ class _Restore:
         self.verified: dict[str, bool | None] = {}
         self.overwrite_key: int | None = None
         self.result_vm = plan.vm_urn  # the VM the result names (the new one once created)
-        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, settings.read_threads),
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, settings.read_threads,
+                                                                          settings.writes_in_flight),
                                                           thread_name_prefix="fctui-restore")
 
     # --- helpers -----------------------------------------------------------------------------------
@@ -701,16 +703,17 @@ class _Restore:
             self.journal.done(key)
         self.created.resource = None
 
-    async def _io(self, fn: Callable[[], Awaitable[Any]]) -> Any:
+    def _io_blocking(self, fn: Callable[[], Any]) -> Any:
+        """On a worker thread: ``fn`` with retries on dropped connections (rewriting a range is safe)."""
         attempt = 0
         while True:
             try:
-                return await fn()
+                return fn()
             except (VrmConnectionError, VrmTimeoutError):
                 attempt += 1
                 if attempt >= self.s.io_retries:
                     raise
-                await asyncio.sleep(0.2 * attempt)
+                time.sleep(0.2 * attempt)
 
     def _block_bytes(self, reader: "DiskReader", first: int, count: int) -> bytes:
         """Blocks [first, first+count) from the repository (zeros where the point has none).
@@ -721,18 +724,40 @@ class _Restore:
             return reader.read_block(first, check=check)
         return b"".join(reader.read_block(i, check=check) for i in range(first, first + count))
 
-    async def _run_workers(self, jobs: Iterator[Any], worker: Callable[[Any], Awaitable[None]], n: int) -> None:
-        async def loop() -> None:
+    def _read_back(self, transport: "BlockTransport", dp: RestoreDiskPlan, offset: int, length: int) -> bytes:
+        data = self._io_blocking(lambda: transport.read_blocking(offset, length))
+        if len(data) != length:
+            raise RestoreError(f"short read-back on {dp.disk_name}: {len(data)} of {length} bytes")
+        return data
+
+    async def _run_workers(self, jobs: Iterator[Any], work: Callable[[Any], Any],
+                           done: Callable[[Any, Any], None], n: int) -> None:
+        """``n`` ranges in flight: ``work(item)`` runs on a worker thread (repository reads, the
+        transfer and hashing stay off the event loop), ``done(item, result)`` back on the loop."""
+        loop = asyncio.get_running_loop()
+        running: set[asyncio.Future] = set()
+
+        async def one_at_a_time() -> None:
             for item in jobs:  # shared iterator: each item is taken once
-                await worker(item)
+                fut = loop.run_in_executor(self.pool, work, item)
+                running.add(fut)  # left there if we are cancelled meanwhile: waited for below
+                result = await asyncio.shield(fut)
+                running.discard(fut)
+                done(item, result)
         try:
             async with asyncio.TaskGroup() as tg:
                 for _ in range(max(1, n)):
-                    tg.create_task(loop())
+                    tg.create_task(one_at_a_time())
         except* Exception as group:
             # The first worker's failure is the story; the rest were cancelled because of it. Raising the
             # group itself would put "unhandled errors in a TaskGroup" in front of the user.
             raise group.exceptions[0] from None
+        finally:
+            # Ranges still on threads end within one transfer: wait, so that cleanup never releases
+            # the resource (or deletes the volume) under a write still in flight.
+            pending = [f for f in running if not f.done()]
+            if pending:
+                await asyncio.wait(pending)
 
     async def _write_all(self, transport: "BlockTransport", reader: "DiskReader", d: DiskProgress,
                          dp: RestoreDiskPlan, every_block: bool = False) -> None:
@@ -740,18 +765,20 @@ class _Restore:
         bs = reader.block_size
         blocks = list(range(reader.block_count)) if every_block else sorted(reader.block_digests())
         max_blocks = max(1, self.s.max_range_bytes // bs)
-        loop = asyncio.get_running_loop()
         d.bytes_planned = min(dp.size_bytes, len(blocks) * bs)
 
-        async def one(run: tuple[int, int]) -> None:
+        def work(run: tuple[int, int]) -> int:
             start, count = run
-            data = await loop.run_in_executor(self.pool, self._block_bytes, reader, start, count)
-            d.bytes_read += len(data)
-            await self._io(lambda: transport.write(start * bs, data))
-            d.bytes_written += len(data)
+            data = self._block_bytes(reader, start, count)
+            self._io_blocking(lambda: transport.write_blocking(start * bs, data))
+            return len(data)
+
+        def done(run: tuple[int, int], n: int) -> None:
+            d.bytes_read += n
+            d.bytes_written += n
             self.reporter.progress(self.vm, d)
 
-        await self._run_workers(coalesce_runs(blocks, max_blocks), one, self.s.writes_in_flight)
+        await self._run_workers(coalesce_runs(blocks, max_blocks), work, done, self.s.writes_in_flight)
 
     async def _write_differing(self, transport: "BlockTransport", reader: "DiskReader", d: DiskProgress,
                                dp: RestoreDiskPlan) -> list[int] | None:
@@ -764,33 +791,35 @@ class _Restore:
         size = dp.size_bytes
         digests = reader.block_digests()
         window = max(1, self.s.max_range_bytes // bs)
-        loop = asyncio.get_running_loop()
         d.bytes_planned = None  # known only after comparing
         differing = 0
         written: list[int] = []
 
-        def compare(first: int, data: bytes) -> list[int]:
-            return _differing_blocks(digests, bs, first, data)
-
-        async def one(first: int) -> None:
-            nonlocal differing
+        def work(first: int) -> tuple[int, list[int], int]:
             offset = first * bs
             length = min(window * bs, size - offset)
-            current = await self._io(lambda: transport.read(offset, length))
-            if len(current) != length:
-                raise RestoreError(f"short read-back on {dp.disk_name}: {len(current)} of {length} bytes")
+            current = self._read_back(transport, dp, offset, length)
+            todo = _differing_blocks(digests, bs, first, current)
+            del current
+            n = 0
+            for start, count in coalesce_runs(todo, window):
+                data = self._block_bytes(reader, start, count)
+                self._io_blocking(lambda: transport.write_blocking(start * bs, data))
+                n += len(data)
+            return length, todo, n
+
+        def done(first: int, result: tuple[int, list[int], int]) -> None:
+            nonlocal differing
+            length, todo, n = result
             d.bytes_read += length
-            todo = await loop.run_in_executor(self.pool, compare, first, current)
             differing += len(todo)
             written.extend(todo)
-            for start, count in coalesce_runs(todo, window):
-                data = await loop.run_in_executor(self.pool, self._block_bytes, reader, start, count)
-                await self._io(lambda: transport.write(start * bs, data))
-                d.bytes_written += len(data)
+            d.bytes_written += n
             self.reporter.progress(self.vm, d)
 
         try:
-            await self._run_workers(iter(range(0, reader.block_count, window)), one, self.s.writes_in_flight)
+            await self._run_workers(iter(range(0, reader.block_count, window)), work, done,
+                                    self.s.writes_in_flight)
         except VrmApiError as e:
             if e.status not in (403, 405, 501):
                 raise
@@ -811,7 +840,6 @@ class _Restore:
         size = dp.size_bytes
         digests = reader.block_digests()
         window = max(1, self.s.max_range_bytes // bs)
-        loop = asyncio.get_running_loop()
         bad: list[int] = []
         runs: Iterator[tuple[int, int]]
         if only is None:
@@ -819,17 +847,14 @@ class _Restore:
         else:
             runs = coalesce_runs(only, window)
 
-        async def one(run: tuple[int, int]) -> None:
+        def work(run: tuple[int, int]) -> list[int]:
             first, count = run
             offset = first * bs
-            length = min(count * bs, size - offset)
-            data = await self._io(lambda: transport.read(offset, length))
-            if len(data) != length:
-                raise RestoreError(f"short read-back on {dp.disk_name}: {len(data)} of {length} bytes")
-            bad.extend(await loop.run_in_executor(self.pool, _differing_blocks, digests, bs, first, data))
+            return _differing_blocks(digests, bs, first,
+                                     self._read_back(transport, dp, offset, min(count * bs, size - offset)))
 
         try:
-            await self._run_workers(runs, one, self.s.writes_in_flight)
+            await self._run_workers(runs, work, lambda run, differ: bad.extend(differ), self.s.writes_in_flight)
         except VrmApiError as e:
             if e.status in (403, 405, 501):
                 return None
@@ -916,17 +941,24 @@ def _differing_blocks(digests: dict[int, str], bs: int, first: int, data: bytes)
     """Blocks of ``data`` (block ``first`` onwards) that differ from the point: a block the point holds
     must have its SHA-256, any other block must be all zeros (compared byte for byte: cheap)."""
     out = []
-    zero = bytes(bs)
+    zero = _zero_block(bs)
+    mv = memoryview(data)
     for k in range(0, len(data), bs):
         i = first + k // bs
-        piece = data[k:k + bs]
         want = digests.get(i)
         if want is None:
+            # bytes == bytes is a memcmp; memoryview == bytes compares item by item (60x slower)
+            piece = data[k:k + bs]
             if piece != (zero if len(piece) == bs else zero[:len(piece)]):
                 out.append(i)
-        elif hashlib.sha256(piece).hexdigest() != want:
+        elif hashlib.sha256(mv[k:k + bs]).hexdigest() != want:  # hashed in place, no copy
             out.append(i)
     return out
+
+
+@functools.lru_cache(maxsize=4)
+def _zero_block(bs: int) -> bytes:
+    return bytes(bs)
 
 
 def _progress_from_plan(job: JobRecord, plan: RestorePlan) -> None:

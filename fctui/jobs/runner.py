@@ -5,8 +5,8 @@ snapshot (``CBTbackup``, or ``normal`` for kind ``standard``) -> wait for the ta
 (snapUuid, volCBTCreateTime, chgID per volume) -> the changed blocks of every disk (so the bytes to read
 are known before data moves) -> per disk, one after another: prepare a backup resource with a short
 ``delay`` that is extended while reading (an orphan expires on its own) -> read the blocks through the
-:class:`~fctui.vrm.transport.BlockTransport` with several coalesced range reads in flight -> hash and
-compress in a thread pool (``DiskWriter.put_block``) -> release -> after the last disk delete the
+:class:`~fctui.vrm.transport.BlockTransport`, several coalesced ranges in flight, each read, hashed,
+compressed and stored on one worker thread (``DiskWriter.put_block``) -> release -> after the last disk delete the
 snapshot -> commit the restore point with each volume's CBT state for the next incremental.
 
 Every failure and every cancel releases the resources and deletes the snapshot this run created, and
@@ -48,9 +48,8 @@ EventSink = Callable[[dict[str, Any]], None]
 class RunnerSettings:
     resource_delay: int = 600          # s; short so an orphaned resource expires on its own
     extend_every: float = 240.0        # s between extensions while reading
-    reads_in_flight: int = 6           # concurrent range reads per disk
+    reads_in_flight: int = 6           # ranges in flight per disk, each read + hashed + stored on a thread
     max_range_bytes: int = 8 << 20     # coalesce adjacent changed blocks up to this size
-    hash_threads: int = 4              # put_block workers (sha256 + zstd release the GIL)
     read_retries: int = 3              # per range, on dropped connections / timeouts
     busy_retry_s: float = 120.0        # keep retrying "busy"/host-limit answers this long
     busy_interval: float = 0.5
@@ -63,7 +62,6 @@ class RunnerSettings:
     cbt_window: int = 1024             # getcbt blocks per query (as observed in the field)
     ip: str = ""                       # our address, for the VRM's resource ACL
     progress_interval: float = 0.5     # s between progress events of one disk
-    stream_reads: bool = False         # read ranges through aiter_read instead of read()
 
 
 class ExclusiveOperationError(JobError):
@@ -208,8 +206,8 @@ class BackupRunner:
         self.settings = settings or RunnerSettings()
         self.vrm = vrm or getattr(client, "base_url", "")
         self.user = user or getattr(client, "user", "")
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=self.settings.hash_threads,
-                                                           thread_name_prefix="fctui-hash")
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, self.settings.reads_in_flight),
+                                                           thread_name_prefix="fctui-backup")
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
@@ -554,19 +552,38 @@ class BackupRunner:
             except VrmError as e:  # not fatal: reads also keep an active resource alive
                 log.info("extending backup resource %s failed: %s", task_id, e)
 
-    async def _read_range(self, transport: "BlockTransport", offset: int, length: int) -> bytes:
+    def _fetch_and_store(self, transport: "BlockTransport", writer: Any, first: int, count: int, bs: int,
+                         size: int, name: str) -> tuple[int, list[tuple[str, int]], float, float]:
+        """On a worker thread: read blocks [first, first+count) and store each in the repository.
+        Reading and hashing on the same thread keeps the bytes off the event loop and lets the read of
+        one range overlap the hashing of another (both release the interpreter lock)."""
+        offset = first * bs
+        length = min(count * bs, size - offset)
+        if length <= 0:
+            return 0, [], 0.0, 0.0
+        t0 = time.perf_counter()
         attempt = 0
         while True:
             try:
-                if self.settings.stream_reads:
-                    parts = [p async for p in transport.aiter_read(offset, length, 1 << 20)]
-                    return parts[0] if len(parts) == 1 else b"".join(parts)
-                return await transport.read(offset, length)
+                data = transport.read_blocking(offset, length)
+                break
             except (VrmConnectionError, VrmTimeoutError):
                 attempt += 1
                 if attempt >= self.settings.read_retries:
                     raise
-                await asyncio.sleep(0.2 * attempt)
+                time.sleep(0.2 * attempt)
+        t1 = time.perf_counter()
+        if len(data) != length:
+            raise JobError(f"short read on {name}: {len(data)} of {length} bytes at {offset}")
+        mv = memoryview(data)
+        out = []
+        for i in range(count):
+            chunk = mv[i * bs:(i + 1) * bs]
+            if not len(chunk):
+                break
+            # the one copy when the range holds several blocks: the repository keeps bytes
+            out.append((writer.put_block(first + i, data if count == 1 else chunk.tobytes()), len(chunk)))
+        return length, out, t1 - t0, time.perf_counter() - t1
 
     async def _read_blocks(self, transport: "BlockTransport", writer: Any, d: DiskProgress, vm: VmProgress,
                            bs: int, blocks: list[int], size: int, reporter: Reporter) -> None:
@@ -574,53 +591,37 @@ class BackupRunner:
         loop = asyncio.get_running_loop()
         max_blocks = max(1, s.max_range_bytes // bs)
         ranges = coalesce(blocks, max_blocks)
-        pool = self._pool
-
-        def put_many(first: int, mv: memoryview, n: int) -> list[tuple[str, int]]:
-            out = []
-            for i in range(n):
-                chunk = mv[i * bs:(i + 1) * bs].tobytes()  # the one copy: the repo keeps bytes
-                if not chunk:
-                    break
-                out.append((writer.put_block(first + i, chunk), len(chunk)))
-            return out
+        running: set[asyncio.Future] = set()
 
         async def worker() -> None:
             for start, count in ranges:  # shared iterator: each range is taken once
-                offset = start * bs
-                length = min(count * bs, size - offset)
-                if length <= 0:
-                    continue
-                t0 = time.perf_counter()
-                data = await self._read_range(transport, offset, length)
-                reporter.add_busy("read", time.perf_counter() - t0)
-                if len(data) != length:
-                    raise JobError(f"short read on {d.name}: {len(data)} of {length} bytes at {offset}")
-                d.bytes_read += len(data)
-                # split the range over the pool: hashing/compression of one range runs in parallel
-                per = max(1, -(-count // max(1, s.hash_threads)))
-                futs = []
-                mv = memoryview(data)
-                for k in range(0, count, per):
-                    part = mv[k * bs:(k + per) * bs]
-                    if len(part):
-                        futs.append(loop.run_in_executor(pool, put_many, start + k, part, min(per, count - k)))
-                t0 = time.perf_counter()
-                results = await asyncio.gather(*futs)
-                reporter.add_busy("hash", time.perf_counter() - t0)
-                for res in results:
-                    for outcome, n in res:
-                        if outcome == "stored":
-                            d.bytes_written += n
-                        elif outcome == "reused":
-                            d.bytes_reused += n
-                        else:
-                            d.bytes_zero += n
+                fut = loop.run_in_executor(self._pool, self._fetch_and_store, transport, writer, start, count,
+                                           bs, size, d.name)
+                running.add(fut)  # left there if we are cancelled meanwhile: waited for below
+                n, results, t_read, t_store = await asyncio.shield(fut)
+                running.discard(fut)
+                reporter.add_busy("read", t_read)
+                reporter.add_busy("hash", t_store)
+                d.bytes_read += n
+                for outcome, k in results:
+                    if outcome == "stored":
+                        d.bytes_written += k
+                    elif outcome == "reused":
+                        d.bytes_reused += k
+                    else:
+                        d.bytes_zero += k
                 reporter.progress(vm, d)
 
-        async with asyncio.TaskGroup() as tg:
-            for _ in range(max(1, s.reads_in_flight)):
-                tg.create_task(worker())
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for _ in range(max(1, s.reads_in_flight)):
+                    tg.create_task(worker())
+        finally:
+            # A failed or cancelled disk still has ranges on worker threads: let them end (within one
+            # range) before the caller releases the resource and closes the transport under them.
+            pending = [f for f in running if not f.done()]
+            if pending:
+                await asyncio.wait(pending)
         stats = getattr(writer, "stats", None)
         if stats is not None:
             d.bytes_stored = int(getattr(stats, "bytes_stored", 0) or 0)

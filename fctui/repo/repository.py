@@ -437,24 +437,25 @@ class Repository:
                              digest=digest, problem="corrupt")
         return data
 
-    def _sync_chunks(self, digests: set[str]) -> None:
-        """fsync every chunk a point put (batched at commit), then the shard directories."""
+    def _sync_chunk(self, digest: str) -> None:
+        path = self.chunk_path(digest)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            raise RepoError(f"chunk {digest} vanished before commit") from None
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _sync_chunks(self, digests: set[str], already: "set[str] | frozenset[str]" = frozenset()) -> None:
+        """fsync every chunk a point put (those not ``already`` synced), then the shard directories."""
         if not digests:
             return
-
-        def sync(digest: str) -> None:
-            path = self.chunk_path(digest)
-            try:
-                fd = os.open(path, os.O_RDONLY)
-            except FileNotFoundError:
-                raise RepoError(f"chunk {digest} vanished before commit") from None
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-
-        with ThreadPoolExecutor(max_workers=min(8, len(digests))) as pool:
-            list(pool.map(sync, digests))
+        todo = digests - already
+        if todo:
+            with ThreadPoolExecutor(max_workers=min(8, len(todo))) as pool:
+                list(pool.map(self._sync_chunk, todo))
         for shard in sorted({d[:2] for d in digests}):
             fsync_dir(self.chunks_dir / shard)
 
@@ -763,6 +764,11 @@ class PointWriter:
         self._disks: list[DiskWriter] = []
         self._state = "open"  # open | committing | committed | aborted
         self._mu = threading.Lock()
+        # Chunks are fsynced in the background as they are written, so the disk writes them while
+        # the backup still reads; commit then waits only for the last few (not the whole point).
+        self._syncer: ThreadPoolExecutor | None = None
+        self._syncing: list[Any] = []
+        self._synced: set[str] = set()
         self._lease: dict[str, Any] = {
             "point_id": point.id, "vm_urn": point.vm_urn, "job_id": point.job_id, "pid": os.getpid(),
             "proc_start": _proc_start(os.getpid()), "host": _HOST, "base_point_ids": [],
@@ -784,6 +790,30 @@ class PointWriter:
     def _check_open(self) -> None:
         if self._state != "open":
             raise RepoError(f"restore point {self.point_id} is {self._state}; no more writes")
+
+    def _sync_later(self, digest: str) -> None:
+        """Called from put_block for a chunk it just wrote."""
+        def sync() -> None:
+            self.repo._sync_chunk(digest)
+            with self._mu:
+                self._synced.add(digest)
+        with self._mu:
+            if self._state != "open":
+                return  # commit syncs whatever is not synced yet
+            if self._syncer is None:
+                self._syncer = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fctui-fsync")
+            self._syncing.append(self._syncer.submit(sync))
+
+    def _stop_syncer(self, wait: bool) -> None:
+        with self._mu:
+            syncer, self._syncer = self._syncer, None
+            futures, self._syncing = self._syncing, []
+        if syncer is None:
+            return
+        syncer.shutdown(wait=wait, cancel_futures=not wait)
+        if wait:
+            for f in futures:
+                f.result()  # a failed background fsync fails the commit
 
     def add_disk(self, *, volume_urn: str, disk_name: str, sequence_num: int | None, pci_type: str,
                  size_bytes: int, block_size: int, storage_type: str, datastore_urn: str,
@@ -846,7 +876,8 @@ class PointWriter:
                     blocks = sorted(w._map.items())
                 self.point.disks.append(w.disk)
                 manifest_disks.append({**w.disk.to_dict(), "blocks": [[i, h] for i, h in blocks]})
-            repo._sync_chunks(touched)
+            self._stop_syncer(wait=True)
+            repo._sync_chunks(touched, self._synced)
             manifest = {**self.point.to_dict(), "format": FORMAT_VERSION, "disks": manifest_disks}
             try:
                 atomic_write_bytes(repo._manifest_path(self.point_id),
@@ -871,6 +902,7 @@ class PointWriter:
             if self._state in ("committed", "aborted"):
                 return
             self._state = "aborted"
+        self._stop_syncer(wait=False)
         for w in self._disks:
             w._closed = True
         repo = self.repo
@@ -938,6 +970,8 @@ class DiskWriter:
             else:
                 s.bytes_reused += n
                 s.blocks_reused += 1
+        if outcome == "stored":
+            self._point._sync_later(digest)
         return outcome
 
 

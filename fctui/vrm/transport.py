@@ -8,10 +8,13 @@ this lives here behind :class:`BlockTransport`, so a socket implementation can r
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import json
 import logging
 import ssl
-from typing import AsyncIterator, Protocol, runtime_checkable
+import threading
+from typing import Any, AsyncIterator, Protocol, runtime_checkable
 
 import httpx
 
@@ -34,6 +37,14 @@ class BlockTransport(Protocol):
 
     async def write(self, offset: int, data: bytes) -> None:
         """Write ``data`` at ``offset`` (restore resources only)."""
+        ...
+
+    def read_blocking(self, offset: int, length: int) -> bytes:
+        """:meth:`read` for a caller on a worker thread."""
+        ...
+
+    def write_blocking(self, offset: int, data: bytes) -> None:
+        """:meth:`write` for a caller on a worker thread."""
         ...
 
     async def aclose(self) -> None:
@@ -70,11 +81,19 @@ def make_verify(verify: bool | str) -> bool | ssl.SSLContext:
 
 
 class HttpResourceTransport:
-    """:class:`BlockTransport` over HTTP range requests to ``resourceUrl``."""
+    """:class:`BlockTransport` over HTTP range requests to ``resourceUrl``.
+
+    Bulk bytes move on worker threads: ``read_blocking``/``write_blocking`` are for callers already on
+    a thread (the backup and restore pipelines hash, compress and store on the same thread that read),
+    and the async ``read``/``write`` hand the exchange to a small thread pool. Measured here, httpx's
+    synchronous client on two threads reads a resource 1.5-2x faster than its async client on the
+    event loop, whose per-64-KiB bookkeeping holds the interpreter lock. An injected in-process
+    transport (tests) is async only: then the blocking calls run on the owning event loop instead.
+    """
 
     def __init__(self, resource_url: str, token: str, *, size: int | None = None,
                  verify: bool | str | ssl.SSLContext = True, ca_cert: str = "", timeout: float = 60.0,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 transport: httpx.AsyncBaseTransport | None = None, threads: int = 8) -> None:
         if not resource_url.startswith(("http://", "https://")):
             raise VrmProtocolError(f"backup resource URL is not http(s): {resource_url!r}")
         self.url = resource_url
@@ -88,11 +107,27 @@ class HttpResourceTransport:
             except (ssl.SSLError, ValueError) as e:
                 raise VrmProtocolError(f"backup resource caCert is not a PEM certificate: {e}") from None
             v = ctx
-        self._client = httpx.AsyncClient(
-            verify=v, timeout=httpx.Timeout(timeout),
-            transport=_SharedTransport(transport) if transport is not None else None,
-            headers={"X-Resource-Token": token},
-        )
+        if v is True:
+            # httpx would build (and load the CA bundle for) a context per client, i.e. per thread.
+            v = httpx.create_ssl_context(verify=True)
+        self._verify = v
+        self._timeout = httpx.Timeout(timeout)
+        self._headers = {"X-Resource-Token": token}
+        self._async: httpx.AsyncClient | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        if transport is not None:
+            self._async = httpx.AsyncClient(verify=v, timeout=self._timeout, transport=_SharedTransport(transport),
+                                            headers=self._headers)
+            try:
+                self._loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self._loop = None
+        self._tls = threading.local()
+        self._clients: list[httpx.Client] = []
+        self._mu = threading.Lock()
+        self._closed = False
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, threads),
+                                                           thread_name_prefix="fctui-data")
 
     async def __aenter__(self) -> "HttpResourceTransport":
         return self
@@ -101,7 +136,38 @@ class HttpResourceTransport:
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        self._closed = True
+        # In-flight exchanges end within their timeout; wait for them before closing their clients.
+        await asyncio.get_running_loop().run_in_executor(None, self._pool.shutdown, True)
+        with self._mu:
+            clients, self._clients = self._clients, []
+        for c in clients:
+            c.close()
+        if self._async is not None:
+            await self._async.aclose()
+
+    def _client(self) -> httpx.Client:
+        c = getattr(self._tls, "client", None)
+        if c is None:
+            c = httpx.Client(verify=self._verify, timeout=self._timeout, headers=self._headers)
+            with self._mu:
+                if self._closed:
+                    c.close()
+                    raise VrmConnectionError(f"backup resource transport is closed: {self.url}")
+                self._clients.append(c)
+            self._tls.client = c
+        return c
+
+    def _on_owner_loop(self, coro: Any) -> Any:
+        """Run an exchange of the async (injected) client from a worker thread."""
+        try:
+            on_loop = asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            on_loop = False
+        if self._loop is None or on_loop:  # on the loop's own thread this would wait for itself
+            coro.close()
+            raise VrmError("blocking transfer must run on a worker thread of the transport's event loop")
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
     # --- errors ---------------------------------------------------------------------------------
 
@@ -123,22 +189,12 @@ class HttpResourceTransport:
 
     # --- reads ----------------------------------------------------------------------------------
 
-    async def read(self, offset: int, length: int) -> bytes:
+    @staticmethod
+    def _check_range(offset: int, length: int) -> None:
         if offset < 0 or length < 0:
             raise ValueError("offset and length must not be negative")
-        if length == 0:
-            return b""
-        headers = {"Range": f"bytes={offset}-{offset + length - 1}"}
-        for attempt in (0, 1):  # one retry: a dropped connection on an idempotent read is cheap to redo
-            try:
-                resp = await self._client.get(self.url, headers=headers)
-                body = resp.content
-            except (httpx.TransportError, OSError) as e:
-                if attempt == 0 and not isinstance(e, httpx.TimeoutException):
-                    log.info("backup resource read dropped at offset %d; retrying once", offset)
-                    continue
-                raise self._wrap(e, "GET") from None
-            break
+
+    def _read_answer(self, resp: httpx.Response, body: bytes, offset: int, length: int) -> bytes:
         if resp.status_code == 206:
             return body
         if resp.status_code == 200:  # server ignored Range: it sent the whole thing
@@ -147,6 +203,49 @@ class HttpResourceTransport:
             return b""
         self._raise_for(resp, body, "GET")
         raise AssertionError("unreachable")
+
+    async def _read_async(self, offset: int, length: int) -> bytes:
+        assert self._async is not None
+        headers = {"Range": f"bytes={offset}-{offset + length - 1}"}
+        for attempt in (0, 1):  # one retry: a dropped connection on an idempotent read is cheap to redo
+            try:
+                resp = await self._async.get(self.url, headers=headers)
+                body = resp.content
+            except (httpx.TransportError, OSError) as e:
+                if attempt == 0 and not isinstance(e, httpx.TimeoutException):
+                    log.info("backup resource read dropped at offset %d; retrying once", offset)
+                    continue
+                raise self._wrap(e, "GET") from None
+            break
+        return self._read_answer(resp, body, offset, length)
+
+    def read_blocking(self, offset: int, length: int) -> bytes:
+        """:meth:`read` for a caller on a worker thread (never on the event loop's thread)."""
+        self._check_range(offset, length)
+        if length == 0:
+            return b""
+        if self._async is not None:
+            return self._on_owner_loop(self._read_async(offset, length))
+        headers = {"Range": f"bytes={offset}-{offset + length - 1}"}
+        for attempt in (0, 1):  # as _read_async
+            try:
+                resp = self._client().get(self.url, headers=headers)
+                body = resp.content
+            except (httpx.TransportError, OSError) as e:
+                if attempt == 0 and not isinstance(e, httpx.TimeoutException):
+                    log.info("backup resource read dropped at offset %d; retrying once", offset)
+                    continue
+                raise self._wrap(e, "GET") from None
+            break
+        return self._read_answer(resp, body, offset, length)
+
+    async def read(self, offset: int, length: int) -> bytes:
+        self._check_range(offset, length)
+        if length == 0:
+            return b""
+        if self._async is not None:
+            return await self._read_async(offset, length)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self.read_blocking, offset, length)
 
     async def aiter_read(self, offset: int, length: int, chunk_size: int = 4 << 20) -> AsyncIterator[bytes]:
         # One range request per chunk: memory stays bounded by chunk_size, a dropped connection costs
@@ -165,20 +264,46 @@ class HttpResourceTransport:
 
     # --- writes ---------------------------------------------------------------------------------
 
-    async def write(self, offset: int, data: bytes) -> None:
-        if offset < 0:
-            raise ValueError("offset must not be negative")
-        if not data:
-            return
+    def _write_request(self, offset: int, data: bytes) -> dict[str, str]:
         total = str(self.size) if self.size is not None else "*"
-        headers = {"Content-Range": f"bytes {offset}-{offset + len(data) - 1}/{total}",
-                   "Content-Type": "application/octet-stream"}
+        return {"Content-Range": f"bytes {offset}-{offset + len(data) - 1}/{total}",
+                "Content-Type": "application/octet-stream"}
+
+    def _write_answer(self, resp: httpx.Response, body: bytes) -> None:
+        if resp.status_code not in (200, 201, 204):
+            self._raise_for(resp, body, "PUT")
+
+    async def _write_async(self, offset: int, data: bytes) -> None:
+        assert self._async is not None
         try:
-            resp = await self._client.put(self.url, content=data, headers=headers)
+            resp = await self._async.put(self.url, content=data, headers=self._write_request(offset, data))
             body = resp.content
         except (httpx.TransportError, OSError) as e:
             # Not retried: the caller knows whether rewriting this range is safe (it is, for restores,
             # but the job layer decides and reports it).
             raise self._wrap(e, "PUT") from None
-        if resp.status_code not in (200, 201, 204):
-            self._raise_for(resp, body, "PUT")
+        self._write_answer(resp, body)
+
+    def write_blocking(self, offset: int, data: bytes) -> None:
+        """:meth:`write` for a caller on a worker thread."""
+        if offset < 0:
+            raise ValueError("offset must not be negative")
+        if not data:
+            return
+        if self._async is not None:
+            return self._on_owner_loop(self._write_async(offset, data))
+        try:
+            resp = self._client().put(self.url, content=data, headers=self._write_request(offset, data))
+            body = resp.content
+        except (httpx.TransportError, OSError) as e:
+            raise self._wrap(e, "PUT") from None  # not retried: see _write_async
+        self._write_answer(resp, body)
+
+    async def write(self, offset: int, data: bytes) -> None:
+        if offset < 0:
+            raise ValueError("offset must not be negative")
+        if not data:
+            return
+        if self._async is not None:
+            return await self._write_async(offset, data)
+        await asyncio.get_running_loop().run_in_executor(self._pool, self.write_blocking, offset, data)
