@@ -23,9 +23,12 @@ re-checking its mtime after the rename.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
+import logging
 import math
+import mmap
 import os
 import random
 import re
@@ -65,6 +68,7 @@ POINT_ID_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,99}$")
 KINDS = ("cbt", "standard")
 
 _tls = threading.local()
+log = logging.getLogger("fctui.repo")
 
 
 def _compressor() -> zstandard.ZstdCompressor:
@@ -109,6 +113,56 @@ def _write_all(fd: int, head: bytes, body: bytes) -> None:
         rest = memoryview(head + body)[written:] if written < len(head) else memoryview(body)[written - len(head):]
         while rest:
             rest = rest[os.write(fd, rest):]
+
+
+# Chunk files are written with O_DIRECT where the filesystem takes it: the bytes go from our buffer to
+# the device without a page-cache copy. Measured on this project's machine (ext4 on virtio), buffered
+# writes of new files cost 3-4 CPU s/GB in the kernel, as much as reading the resource and hashing
+# together; direct writes 0.15. Where O_DIRECT is refused, chunks are written buffered as before.
+DIRECT_ALIGN = 4096  # a multiple of any device's logical block size
+
+
+def _direct_buffer(n: int) -> mmap.mmap:
+    """A page-aligned buffer of at least ``n`` bytes (padded to DIRECT_ALIGN), one per thread, reused."""
+    size = -(-n // DIRECT_ALIGN) * DIRECT_ALIGN
+    buf = getattr(_tls, "direct", None)
+    if buf is None or len(buf) < size:
+        if buf is not None:
+            buf.close()
+        buf = _tls.direct = mmap.mmap(-1, max(size, 4 << 20))
+    return buf
+
+
+def _write_direct(tmp: Path, head: bytes, body: bytes) -> bool:
+    """Write ``head + body`` as the new file ``tmp`` with O_DIRECT. False (nothing left behind) when
+    the filesystem refuses direct I/O; OSError for any other failure."""
+    n = len(head) + len(body)
+    buf = _direct_buffer(n)
+    buf[:len(head)] = head
+    buf[len(head):n] = body
+    padded = -(-n // DIRECT_ALIGN) * DIRECT_ALIGN
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_DIRECT, 0o600)
+    except OSError as exc:
+        if exc.errno == errno.EINVAL:
+            return False
+        raise
+    try:
+        view = memoryview(buf)[:padded]
+        pos = 0
+        while pos < padded:  # direct writes stay aligned: a short one ends on a block boundary
+            pos += os.write(fd, view[pos:])
+        del view
+        os.ftruncate(fd, n)  # drop the padding: the file holds exactly head + body
+    except OSError as exc:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if exc.errno == errno.EINVAL:
+            return False
+        raise
+    os.close(fd)
+    return True
 
 
 def _proc_start(pid: int) -> str | None:
@@ -164,6 +218,7 @@ class Repository:
         self.lock_path = path / "repo.lock"
         self._mutex = threading.RLock()
         self._txn_depth = 0
+        self._direct_io = True  # until the filesystem refuses O_DIRECT
         self._db = open_db(self.catalog_path)
         # No query cache: other processes change the catalog file behind this object's back.
         self._points = self._db.table("points", cache_size=0)
@@ -390,11 +445,16 @@ class Repository:
             marker, payload = CHUNK_ZSTD, _compressor().compress(data)
         tmp = temp_name_for(path)
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                _write_all(fd, marker, payload)
-            finally:
-                os.close(fd)
+            if not (self._direct_io and _write_direct(tmp, marker, payload)):
+                if self._direct_io:
+                    self._direct_io = False
+                    log.info("repository %s: the filesystem refuses O_DIRECT; writing chunks buffered",
+                             self.path)
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                try:
+                    _write_all(fd, marker, payload)
+                finally:
+                    os.close(fd)
             os.replace(tmp, path)
         except OSError as exc:
             with contextlib.suppress(OSError):
