@@ -4,11 +4,13 @@ process; a refused volume listing is a gap either way, never a failure."""
 
 from __future__ import annotations
 
-from typing import AsyncIterator, Iterator
+import asyncio
+import time
+from typing import Any, AsyncIterator, Iterator
 
 import pytest
 
-from fctui.inventory.gather import gather
+from fctui.inventory.gather import Inventory, _Gatherer, gather
 from fctui.sim import EmbeddedSimulator, SimConfig
 from fctui.vrm import VrmClient
 
@@ -73,3 +75,103 @@ def test_no_helper_for_an_in_process_transport(sim_client_args: None = None) -> 
     assert c.clone_args() is None
     c2 = VrmClient("http://vrm.sim", "admin", lambda: "asked-late")
     assert c2.clone_args() is None
+
+
+# --- page sharing: the helper reads from the front, this process from the back ----------------------
+
+@pytest.fixture(scope="module")
+def es7() -> Iterator[EmbeddedSimulator]:
+    # ~645 volumes: 7 pages, so there is something to share
+    with EmbeddedSimulator(SimConfig(vms=300, seed=5)) as e:
+        yield e
+
+
+async def _slow_volume_pages(es: EmbeddedSimulator, ms: float) -> None:
+    """Every volume page takes ``ms`` longer: the listing outlasts the VMs' assessment."""
+    async with __import__("httpx").AsyncClient(base_url=es.url) as control:
+        (await control.delete("/sim/faults")).raise_for_status()
+        if ms:
+            r = await control.post("/sim/faults", json={"path": "/volumes$", "method": "GET", "latency_ms": ms})
+            r.raise_for_status()
+
+
+def _volume_pages_of(client: VrmClient) -> list[str]:
+    """The volume pages this client (not the helper) asks for, from now on."""
+    seen: list[str] = []
+
+    async def record(request: Any) -> None:
+        if request.url.path.endswith("/volumes"):
+            seen.append(request.url.params.get("offset", ""))
+
+    client._http.event_hooks["request"].append(record)
+    return seen
+
+
+def _report(inv: Inventory) -> dict[str, dict[str, Any]]:
+    # VM and template pages are listed concurrently: the order of arrival may differ between runs
+    return {a.urn: a.to_json() for a in inv.assessments}
+
+
+async def test_shared_volume_pages_give_the_same_result_as_one_process(es7: EmbeddedSimulator) -> None:
+    async with VrmClient(es7.url, es7.sim.config.user, es7.sim.config.password, page_concurrency=1) as c:
+        mine = _volume_pages_of(c)
+        await _slow_volume_pages(es7, 80)
+        try:
+            shared = await gather(c, concurrency=1)
+            taken = list(mine)
+            mine.clear()
+            here = await gather(c, concurrency=1, helper=False)
+        finally:
+            await _slow_volume_pages(es7, 0)
+    pages = len(mine)
+    assert pages >= 6
+    # this process read some of the pages (from the back), the helper the others, none twice
+    assert 0 < len(taken) < pages, (taken, pages)
+    assert len(set(taken)) == len(taken) and "0" not in taken
+    assert max(int(o) for o in taken) == max(int(o) for o in mine)
+    assert shared.gaps == here.gaps == []
+    assert shared.trees_fetched == here.trees_fetched > 0
+    assert _report(shared) == _report(here)
+    assert any(a.has("snapshot-limit") for a in shared.assessments)
+
+
+async def test_helper_dying_mid_listing_still_gives_the_right_result(es7: EmbeddedSimulator) -> None:
+    async with VrmClient(es7.url, es7.sim.config.user, es7.sim.config.password, page_concurrency=1) as c:
+        here = await gather(c, concurrency=1, helper=False)
+        await _slow_volume_pages(es7, 80)
+        fault = es7.sim.faults[0]
+        g = _Gatherer(c, None, {}, 1, time.time, provisional=False)
+        killed = False
+
+        async def kill_when_listing() -> None:
+            nonlocal killed
+            while not (g._helper is not None and fault.hits >= 2):   # the helper is past its first page
+                await asyncio.sleep(0.01)
+            g._helper.proc.kill()
+            killed = True
+
+        killer = asyncio.ensure_future(kill_when_listing())
+        try:
+            inv = None
+            async for u in g.run():
+                if u.kind == "final":
+                    inv = u.inventory
+        finally:
+            killer.cancel()
+            await _slow_volume_pages(es7, 0)
+    assert killed
+    assert inv is not None
+    assert inv.gaps == []                 # read again here: nothing missing
+    assert _report(inv) == _report(here)
+    assert sum(1 for s in es7.sim.sessions.values() if not s.expired) >= 1
+
+
+async def test_pages_taken_before_the_helper_started_agree(es: EmbeddedSimulator, client: VrmClient) -> None:
+    """A small site: this process is idle before the helper has read its first page; whatever it
+    takes (never the first page, never a page twice), the verdicts are those of one process."""
+    mine = _volume_pages_of(client)
+    shared = await gather(client)
+    assert "0" not in mine and len(set(mine)) == len(mine)
+    here = await gather(client, helper=False)
+    assert _report(shared) == _report(here)
+

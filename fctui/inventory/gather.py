@@ -13,13 +13,13 @@ I/O goes through :class:`~fctui.vrm.client.VrmClient` only; the rules are pure (
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 import socket
 import subprocess
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from multiprocessing.connection import Connection
@@ -30,16 +30,17 @@ from ..rules import catalog as C
 from ..rules.engine import Assessment, assess
 from ..rules.facts import BackupKnowledge, VmFacts, VolumeCbtState
 from ..vrm.client import VrmClient, gather_limited, gc_paused
-from ..vrm.errors import (VrmApiError, VrmAuthError, VrmConnectionError, VrmError, VrmNotFoundError,
-                          VrmProtocolError, VrmTimeoutError)
+from ..vrm.errors import VrmApiError, VrmAuthError, VrmError, VrmNotFoundError, VrmProtocolError
 from ..vrm.models import Cluster, Datastore, Host, OsCatalogue, Site, SnapshotTree, Task, Vm
+from .volumes import (HELPER_ERRORS, Found, Inbox, VolumeUse, read_pages, read_tail, volume_use,
+                      volumes_path)
 
 __all__ = ["Inventory", "InventoryUpdate", "GatherError", "gather", "gather_stream"]
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 _NO_KNOWLEDGE: Mapping[str, BackupKnowledge] = {}
-VOLUME_WITH_SNAPSHOTS = 4  # vrm-api §7.2 volumeUseType
+_SLICE = 1000   # VMs assessed between two looks at the network (~10 ms)
 
 
 class GatherError(VrmError):
@@ -61,6 +62,7 @@ class Inventory:
     requests: int = 0                   # VRM requests this gather sent
     trees_fetched: int = 0
     gaps: list[str] = field(default_factory=list)  # what the gatherer had to fall back on, in words
+    vm_json: list[str] | None = None    # per assessment, its JSON text, when gather() was given render_vm
 
     def by_urn(self) -> dict[str, tuple[VmFacts, Assessment]]:
         return {f.vm.urn: (f, a) for f, a in zip(self.facts, self.assessments)}
@@ -147,11 +149,21 @@ def _task_ms(t: Task) -> float | None:
 class _Gatherer:
     def __init__(self, client: VrmClient, site_uri: str | None, knowledge: Mapping[str, BackupKnowledge],
                  concurrency: int, now: Callable[[], float], provisional: bool = True,
-                 keep_raw: bool = True, helper: bool = True) -> None:
+                 keep_raw: bool = True, helper: bool = True,
+                 render_vm: Callable[[Assessment], str] | None = None) -> None:
         self.provisional = provisional
+        self.render_vm = render_vm
         self.keep_raw = keep_raw
         self.helper = helper
         self._helper: _VolumeHelper | None = None
+        self._closing: asyncio.Future[None] | None = None
+        # Snapshot trees read while the volume listing goes on, for the VMs its pages showed so far
+        self._snaps_seen: list[tuple[str, str]] = []
+        self._vm_of_volume: dict[str, str] = {}   # volume URN -> VM URN, as the VM pages arrive
+        self._vm_by_urn: dict[str, Vm] = {}
+        self._early_trees: dict[str, asyncio.Future[SnapshotTree | None | bool]] = {}
+        self._tree_slots = asyncio.Semaphore(max(1, concurrency))
+        self._idle = asyncio.Event()   # set once this process has only the volume listing left to wait for
         self.client = client
         self.site_arg = site_uri
         self.knowledge = knowledge
@@ -193,16 +205,17 @@ class _Gatherer:
         A big site has ~3 volumes per VM: 27,000 volumes are 270 pages whose decoding would cost the
         client as much CPU as a third of the VM listing. When the client can be re-opened in another
         process (a real VRM address, a known password) a helper process of ours reads the listing
-        in parallel, on another core, and sends back only the few volumes with snapshots; otherwise,
-        or should the helper fail to start, it is read here."""
+        in parallel, on another core, and sends back only the few volumes with snapshots; once the
+        VMs are assessed this process takes over part of the pages the helper has not read yet.
+        Otherwise, or should the helper fail to start or die, the listing is read here."""
         if self._helper is not None:
-            try:
-                return await self._helper.volumes(s, self.conc)   # it logs out meanwhile; run() closes it
+            try:   # it logs out meanwhile; run() closes it
+                return await self._helper.volumes(self.client, s, self.conc, self._idle, self._found)
             except _HelperUnavailable as e:
                 log.info("volume listing helper unavailable (%s); reading the volumes here", e)
                 self._helper.close()
                 self._helper = None
-        return await _volume_use(self.client, s, self.conc)
+        return await volume_use(self.client, s, self.conc)
 
     def _start_helper(self) -> None:
         args = self.client.clone_args() if self.helper else None
@@ -221,10 +234,44 @@ class _Gatherer:
             self.gaps.append(f"{what}: {e}")
             return None
 
+    def _found(self, snaps: list[tuple[str, str]]) -> None:
+        self._snaps_seen.extend(snaps)
+        self._start_trees()
+
+    def _index(self, page: list[Vm]) -> None:
+        """A page of VMs arrived: which volumes they own; trees of theirs the volume pages asked for."""
+        owner, by_urn = self._vm_of_volume, self._vm_by_urn
+        for vm in page:
+            by_urn[vm.urn] = vm
+            for d in vm.disks:
+                if d.volume_urn:
+                    owner[d.volume_urn] = vm.urn
+        if self._snaps_seen:
+            self._start_trees()
+
+    def _start_trees(self) -> None:
+        """Start reading the trees of the listed VMs owning the volumes with snapshots seen so far
+        (the others wait for their VM's page)."""
+        owner = self._vm_of_volume
+        waiting = []
+        for vol_urn, vm_urn in self._snaps_seen:
+            o = vm_urn or owner.get(vol_urn)
+            vm = self._vm_by_urn.get(o) if o else None
+            if vm is None:
+                waiting.append((vol_urn, vm_urn))
+            elif vm.urn not in self._early_trees:
+                self._early_trees[vm.urn] = asyncio.ensure_future(self._read_tree(vm))
+        self._snaps_seen = waiting
+
     async def _tree(self, vm: Vm) -> SnapshotTree | None | bool:
         """The VM's snapshot tree; None when the VM went away; False when the VRM would not say."""
+        early = self._early_trees.pop(vm.urn, None)
+        return await early if early is not None else await self._read_tree(vm)
+
+    async def _read_tree(self, vm: Vm) -> SnapshotTree | None | bool:
         try:
-            return await self.client.snapshot_tree(vm.uri or vm.urn)
+            async with self._tree_slots:
+                return await self.client.snapshot_tree(vm.uri or vm.urn)
         except VrmNotFoundError:
             return None  # the VM went away while we looked
         except (VrmApiError, VrmProtocolError) as e:
@@ -314,6 +361,7 @@ class _Gatherer:
                         for d in vm.disks:
                             d.raw = {}
                 vms.extend(page)
+                self._index(page)
                 if not self.provisional:
                     continue
                 r0 = time.perf_counter()
@@ -325,17 +373,73 @@ class _Gatherer:
                 await p  # re-raise a listing failure
 
             self.phase["vm_list_s"] = time.perf_counter() - t0
-            active_r, volumes, since_r = await asyncio.gather(bg_tasks, bg_volumes, bg_since)
-            self.phase["side_lists_s"] = time.perf_counter() - t0
+            active_r, since_r = await asyncio.gather(bg_tasks, bg_since)
             active = active_r or []
             since = since_r or []
 
+            owner = self._vm_of_volume   # volume URN -> VM URN, from the VMs' disks
+            # Tasks, indexed by the VM they concern (VM itself, one of its volumes, its host).
+            vm_urns = {vm.urn for vm in vms}
+            active_by_vm: dict[str, list[Task]] = {}
+            for t in active:
+                vm_urn = _vm_of(t.entity_urn, vm_urns, owner)
+                if vm_urn:
+                    active_by_vm.setdefault(vm_urn, []).append(t)
+            # Finished tasks since the last backups, by the VM they concern (the VM, one of its volumes
+            # or snapshots -- a revert names the snapshot) or by host (a host reboot concerns its VMs).
+            since_by_entity: dict[str, list[Task]] = {}
+            for t in since:
+                key = _vm_of(t.entity_urn, vm_urns, owner) or t.entity_urn
+                if key:
+                    since_by_entity.setdefault(key, []).append(t)
+
+            load = _merge_load(vms)
+            now = self.now()
+            empty: tuple[Task, ...] = ()
+            render = self.render_vm
+
+            def facts_of(vm: Vm, tree: SnapshotTree | None, known: bool,
+                         cbt: Mapping[str, VolumeCbtState]) -> VmFacts:
+                k = self.knowledge.get(vm.urn)
+                tasks_since: list[Task] | tuple[Task, ...] = empty
+                if k is not None and since_by_entity:
+                    cutoff = (k.last_backup_time or 0) * 1000
+                    tasks_since = [t for e in (vm.urn, vm.host_urn) for t in since_by_entity.get(e, ())
+                                   if (_task_ms(t) or 0) >= cutoff]
+                return VmFacts(vm, host_map.get(vm.host_urn), ds_map, rule_oscat, tree, known,
+                               active_by_vm.get(vm.urn, empty), tasks_since, k, cbt, load, now)
+
+            # While the volume listing is still being read (by the helper): every VM assessed, and
+            # rendered, as if it owned no volume with snapshots. Once the listing is in, only the VMs
+            # it names (and those the product backed up) are assessed again: a handful, not 10,000.
+            # Meanwhile the helper may hand over pages it has not started: done in slices, so that
+            # those pages' requests and answers move between them.
+            # The rules allocate many small short-lived objects next to a heap of 10,000s of VM models:
+            # without the GC pause, cyclic GC passes over that heap cost more than the rules themselves.
+            self._idle.set()
+            facts: list[VmFacts] = []
+            assessments: list[Assessment] = []
+            vm_json: list[str] | None = [] if render is not None else None
+            early_rules = render_s = 0.0
+            with gc_paused():
+                for lo in range(0, len(vms), _SLICE):
+                    r0 = time.perf_counter()
+                    part = [facts_of(vm, None, True, {}) for vm in vms[lo:lo + _SLICE]]
+                    judged = [assess(f) for f in part]
+                    r1 = time.perf_counter()
+                    if vm_json is not None and render is not None:
+                        vm_json.extend([render(a) for a in judged])
+                    facts.extend(part)
+                    assessments.extend(judged)
+                    early_rules += r1 - r0
+                    render_s += time.perf_counter() - r1
+                    await asyncio.sleep(0)
+            volumes = await bg_volumes
+            self.phase["side_lists_s"] = time.perf_counter() - t0
+            if self._helper is not None:   # done: it logs out and exits while the trees are read
+                self._closing = asyncio.ensure_future(self._helper.aclose())
+
             # Which VMs own a volume with snapshots: only their trees are read.
-            owner: dict[str, str] = {}
-            for vm in vms:
-                for d in vm.disks:
-                    if d.volume_urn:
-                        owner[d.volume_urn] = vm.urn
             with_snaps: set[str] = set()
             for vol_urn, vm_urn in volumes.with_snapshots if volumes is not None else ():
                 o = vm_urn or owner.get(vol_urn)
@@ -362,58 +466,37 @@ class _Gatherer:
                                        for vm in know_vms], self.conc)
             cbt_now = {vm.urn: c for vm, c in zip(know_vms, cbt_list) if c}
 
-            # Tasks, indexed by the VM they concern (VM itself, one of its volumes, its host).
-            vm_urns = {vm.urn for vm in vms}
-            active_by_vm: dict[str, list[Task]] = {}
-            for t in active:
-                vm_urn = _vm_of(t.entity_urn, vm_urns, owner)
-                if vm_urn:
-                    active_by_vm.setdefault(vm_urn, []).append(t)
-            # Finished tasks since the last backups, by the VM they concern (the VM, one of its volumes
-            # or snapshots -- a revert names the snapshot) or by host (a host reboot concerns its VMs).
-            since_by_entity: dict[str, list[Task]] = {}
-            for t in since:
-                key = _vm_of(t.entity_urn, vm_urns, owner) or t.entity_urn
-                if key:
-                    since_by_entity.setdefault(key, []).append(t)
-
-            load = _merge_load(vms)
-            now = self.now()
-            vrm_s = time.perf_counter() - t0 - rules_s
+            # The provisional facts differ only for the VMs whose tree was read (or could not be), the
+            # ones with a CBT state, or -- without a volume listing -- every VM.
+            vrm_s = time.perf_counter() - t0 - rules_s - early_rules - render_s
             r0 = time.perf_counter()
-            facts: list[VmFacts] = []
-            empty: tuple[Task, ...] = ()
-            for vm in vms:
-                k = self.knowledge.get(vm.urn)
-                tasks_since: list[Task] | tuple[Task, ...] = empty
-                if k is not None and since_by_entity:
-                    cutoff = (k.last_backup_time or 0) * 1000
-                    tasks_since = [t for e in (vm.urn, vm.host_urn) for t in since_by_entity.get(e, ())
-                                   if (_task_ms(t) or 0) >= cutoff]
-                facts.append(VmFacts(
-                    vm, host_map.get(vm.host_urn), ds_map, rule_oscat, trees.get(vm.urn),
-                    (snapshots_known or vm.urn in trees) and vm.urn not in unknown_trees,
-                    active_by_vm.get(vm.urn, empty), tasks_since, k, cbt_now.get(vm.urn, {}), load, now))
-            # The rules allocate many small short-lived objects next to a heap of 10,000s of VM models:
-            # without this, cyclic GC passes over that heap cost more than the rules themselves.
-            gc_was = gc.isenabled()
-            gc.disable()
-            try:
-                assessments = [assess(f) for f in facts]
-            finally:
-                if gc_was:
-                    gc.enable()
+            again: Iterable[int] = range(len(vms))
+            if snapshots_known:
+                need_urns = {vm.urn for vm in need_tree}
+                again = [i for i, vm in enumerate(vms) if vm.urn in need_urns]
+            with gc_paused():
+                for i in again:
+                    vm = vms[i]
+                    facts[i] = f = facts_of(vm, trees.get(vm.urn),
+                                            (snapshots_known or vm.urn in trees) and vm.urn not in unknown_trees,
+                                            cbt_now.get(vm.urn, {}))
+                    assessments[i] = a = assess(f)
+                    if vm_json is not None and render is not None:
+                        vm_json[i] = render(a)
             final_rules = time.perf_counter() - r0
             total = time.perf_counter() - t0
             inv = Inventory(site=site, clusters=clusters, hosts=hosts, datastores=datastores, os_catalogue=oscat,
                             facts=facts, assessments=assessments,
-                            timings={"vrm_wait_s": vrm_s, "rules_s": final_rules, **self.phase,
+                            timings={"vrm_wait_s": vrm_s, "rules_s": early_rules + final_rules, **self.phase,
+                                     "render_s": render_s, "final_rules_s": final_rules,
                                      "provisional_rules_s": rules_s, "total_s": total},
+                            vm_json=vm_json,
                             fetched_at=time.time(), api_version=client.api_version,
                             requests=client.request_count - req0, trees_fetched=len(need_tree), gaps=self.gaps)
             yield InventoryUpdate("final", site=site, clusters=clusters, hosts=hosts, datastores=datastores,
                                   os_catalogue=oscat, inventory=inv)
         finally:
+            bg = bg + tuple(self._early_trees.values())   # trees of VMs that went away meanwhile
             for b in bg:
                 if not b.done():
                     b.cancel()
@@ -421,71 +504,45 @@ class _Gatherer:
             if self._helper is not None:
                 helper, self._helper = self._helper, None
                 try:
-                    await helper.aclose()
+                    await (self._closing or helper.aclose())
                 except BaseException:   # cancelled while waiting: end it now
                     helper.close()
                     raise
-
-
-@dataclass(slots=True)
-class VolumeUse:
-    """What the gatherer needs of the volume listing: the volumes with snapshots (URN, owner VM URN
-    when the VRM names it), whether the VRM reports ``volumeUseType`` at all, how many volumes."""
-    with_snapshots: list[tuple[str, str]]
-    use_type_seen: bool
-    count: int
-
-
-def _use_of(page: list, acc: VolumeUse) -> None:
-    for x in page:
-        if not isinstance(x, dict):
-            continue
-        acc.count += 1
-        ut = x.get("volumeUseType")
-        if ut is None:
-            continue
-        acc.use_type_seen = True
-        try:
-            if int(ut) == VOLUME_WITH_SNAPSHOTS:
-                acc.with_snapshots.append((str(x.get("urn") or ""), str(x.get("vmUrn") or "")))
-        except (TypeError, ValueError):
-            continue
-
-
-async def _volume_use(client: VrmClient, s: str, conc: int) -> VolumeUse:
-    acc = VolumeUse([], False, 0)
-    async for page in client.iter_pages(s + "/volumes", "volumes", {}, concurrency=conc):
-        _use_of(page, acc)
-    return acc
 
 
 class _HelperUnavailable(Exception):
     """The helper process could not be started or died without an answer."""
 
 
-_HELPER_ERRORS: dict[str, type[VrmError]] = {
-    "api": VrmApiError, "protocol": VrmProtocolError, "connection": VrmConnectionError,
-    "timeout": VrmTimeoutError, "auth": VrmAuthError,
-}
-
-
 class _VolumeHelper:
-    """A helper process of ours that lists the site's volumes in parallel. Started first thing, so
-    the interpreter start, the imports and its login overlap the first requests of the gather; the
-    site URI follows once known. Errors of the listing come back as the VrmError types they were."""
+    """A helper process of ours that reads the site's volume listing on another core while this
+    process reads the VMs. Started first thing, so its start and login overlap the first requests
+    of the gather; the site URI follows once known. Once this process has nothing else to do, it
+    takes the pages the helper has not started yet from the back, half at a time, until none are
+    left (protocol: :mod:`.volumes`). Errors of the listing come back as the VrmError types they
+    were.
+
+    A fresh interpreter, not a fork: a fork is cheaper to start, but every page of this process's
+    heap the parent then writes to while the helper lives is copied (the benchmark process holds
+    ~250 MB then: its VM listing got 0.2-0.3 s slower, more than the start saved)."""
 
     def __init__(self, args: dict[str, Any]) -> None:
         ours, theirs = socket.socketpair()
         self.conn = Connection(os.dup(ours.fileno()))
         ours.close()
+        fd = theirs.fileno()
         root = str(Path(__file__).resolve().parents[2])
         env = dict(os.environ)
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        fd = theirs.fileno()
         try:
+            # The entry module imports the client only; httpx's command-line tool (click, rich,
+            # pygments: a third of the start-up) is never used there, httpx works without it.
             self.proc = subprocess.Popen(
                 [sys.executable, "-c",
-                 f"from fctui.inventory.gather import _volume_helper_main; _volume_helper_main({fd})"],
+                 "import sys; sys.modules['httpx._main'] = None\n"
+                 f"from fctui.inventory.volumes import helper_main; helper_main({fd})\n"
+                 # logged out, answer sent: nothing to tear down that anyone waits for but us
+                 "import os; os._exit(0)"],
                 pass_fds=(fd,), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 env=env, close_fds=True)
         except OSError as e:
@@ -499,25 +556,84 @@ class _VolumeHelper:
             self.close()
             raise _HelperUnavailable(str(e)) from None
 
-    async def volumes(self, s: str, conc: int) -> VolumeUse:
+    async def volumes(self, client: VrmClient, s: str, conc: int, idle: asyncio.Event,
+                      found: Found | None = None) -> VolumeUse:
+        """The helper's listing, plus the pages this process took over once ``idle`` was set.
+        ``found`` hears of volumes with snapshots as soon as a page shows them."""
         try:
-            self.conn.send((s, conc))
-            msg = await asyncio.to_thread(self.conn.recv)
-        except (EOFError, OSError) as e:
-            raise _HelperUnavailable(f"helper ended without an answer ({e or type(e).__name__})") from None
-        if msg[0] == "ok":
-            return VolumeUse(list(msg[1]), bool(msg[2]), int(msg[3]))
+            inbox = Inbox(self.conn)
+        except (OSError, ValueError, NotImplementedError) as e:   # e.g. a loop without add_reader
+            raise _HelperUnavailable(f"helper channel unusable ({e})") from None
+        path = volumes_path(client, s)
+        mine = VolumeUse([], False, 0)
+        largest: int | None = None
+        result: Any = None
+        asked = False   # a steal request is not answered yet
+        over = False    # nothing left to take
+        get: asyncio.Future[Any] = asyncio.ensure_future(inbox.get())
+        wake: asyncio.Future[Any] = asyncio.ensure_future(idle.wait())
+        fetch: asyncio.Future[int | None] | None = None
+        try:
+            self.conn.send(("list", s, conc))
+            while result is None or fetch is not None:
+                if idle.is_set() and not asked and fetch is None and not over:
+                    self.conn.send(("steal",))
+                    asked = True
+                waiters: set[asyncio.Future[Any]] = {w for w in (get, fetch, wake) if w is not None and not w.done()}
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                if fetch is not None and fetch.done():
+                    got, fetch = fetch.result(), None   # a page of ours failing fails like in process
+                    if got is not None and (largest is None or got > largest):
+                        largest = got
+                if result is None and get.done():
+                    msg = get.result()
+                    if msg is None:
+                        raise _HelperUnavailable("helper ended without an answer")
+                    if msg[0] == "pages":
+                        asked = False
+                        if msg[1]:
+                            fetch = asyncio.ensure_future(read_pages(client, path, deque(msg[1]), conc, mine, found))
+                        else:
+                            over = True
+                        get = asyncio.ensure_future(inbox.get())
+                    elif msg[0] == "snaps":
+                        if found is not None:
+                            found(msg[1])
+                        get = asyncio.ensure_future(inbox.get())
+                    elif msg[0] == "ok":
+                        result, over = msg, True
+                    else:
+                        raise self._error(msg)
+        except OSError as e:
+            raise _HelperUnavailable(f"helper channel broken ({e})") from None
+        finally:
+            left = [w for w in (get, wake, fetch) if w is not None and not w.done()]
+            for w in left:
+                w.cancel()
+            await asyncio.gather(*left, return_exceptions=True)
+            inbox.close()
+        use = VolumeUse(list(result[1]), bool(result[2]), int(result[3]))
+        use.merge(mine)
+        total, end = result[4], result[5]
+        if largest is not None and (total is None or largest > total):
+            total = largest
+        if end is not None and total is not None and total > end:
+            await read_tail(client, path, end, total, use)
+        return use
+
+    @staticmethod
+    def _error(msg: Any) -> Exception:
         kind, text = msg[1], msg[2]
         if kind == "other":
-            raise _HelperUnavailable(text)
-        cls = _HELPER_ERRORS.get(kind, VrmError)
+            return _HelperUnavailable(text)
+        cls = HELPER_ERRORS.get(kind, VrmError)
         if cls is VrmApiError:
-            raise VrmApiError(text, status=int(msg[3] or 0))
+            return VrmApiError(text, status=int(msg[3] or 0))
         if cls is VrmAuthError:
-            raise VrmAuthError(text, status=401)
+            return VrmAuthError(text, status=401)
         if cls is VrmProtocolError:
-            raise VrmProtocolError(text)
-        raise cls(text)
+            return VrmProtocolError(text)
+        return cls(text)
 
     def close(self) -> None:
         """Close the channel and end the process now (cancellation, errors)."""
@@ -539,48 +655,10 @@ class _VolumeHelper:
             self.conn.close()
         except OSError:
             pass
-        if self.proc.poll() is None:
-            try:
-                await asyncio.to_thread(self.proc.wait, grace)
-            except subprocess.TimeoutExpired:
-                pass
+        end = time.monotonic() + grace
+        while self.proc.poll() is None and time.monotonic() < end:
+            await asyncio.sleep(0.003)
         self.close()
-
-
-def _volume_helper_main(fd: int) -> None:
-    """Entry of the helper process: client args, log in, then (site URI, concurrency) -> list the
-    volumes -> ("ok", [(urn, vmUrn)...], use_type_seen, count) or ("error", kind, text, status)."""
-    gc.disable()   # a short-lived process: nothing worth collecting before it exits
-    conn = Connection(fd)
-    try:
-        args = conn.recv()
-    except (EOFError, OSError):
-        return
-
-    async def run() -> None:
-        base_url = args.pop("base_url")
-        async with VrmClient(base_url, **args) as client:   # logs in while the parent starts
-            s, conc = await asyncio.to_thread(conn.recv)
-            use = await _volume_use(client, s, conc)
-            conn.send(("ok", use.with_snapshots, use.use_type_seen, use.count))
-
-    try:
-        asyncio.run(run())
-    except (EOFError, OSError):
-        return   # the parent went away
-    except VrmError as e:
-        kind = next((k for k, c in _HELPER_ERRORS.items() if isinstance(e, c) and k != "api"), None)
-        if kind is None:
-            kind = "api" if isinstance(e, VrmApiError) else "other"
-        try:
-            conn.send(("error", kind, str(e), getattr(e, "status", None)))
-        except OSError:
-            pass
-    except Exception as e:  # a bug here must not take the check down: the parent reads them itself
-        try:
-            conn.send(("error", "other", f"{type(e).__name__}: {e}", None))
-        except OSError:
-            pass
 
 
 async def gather_stream(client: VrmClient, site_uri: str | None = None, *,
@@ -602,11 +680,12 @@ async def gather_stream(client: VrmClient, site_uri: str | None = None, *,
 
 
 async def _gather_final(client: VrmClient, site_uri: str | None, knowledge: Mapping[str, BackupKnowledge],
-                        concurrency: int, now: Callable[[], float], helper: bool = True) -> Inventory:
+                        concurrency: int, now: Callable[[], float], helper: bool = True,
+                        render_vm: Callable[[Assessment], str] | None = None) -> Inventory:
     inv: Inventory | None = None
     with gc_paused():  # a one-shot bulk read: collect once at the end, not over and over meanwhile
         async for u in _Gatherer(client, site_uri, knowledge, concurrency, now, provisional=False,
-                                 helper=helper).run():
+                                 helper=helper, render_vm=render_vm).run():
             if u.kind == "final":
                 inv = u.inventory  # the generator is consumed to its end so its clean-up runs now
     if inv is None:
@@ -616,7 +695,10 @@ async def _gather_final(client: VrmClient, site_uri: str | None, knowledge: Mapp
 
 async def gather(client: VrmClient, site_uri: str | None = None, *,
                  knowledge: Mapping[str, BackupKnowledge] = _NO_KNOWLEDGE, concurrency: int = 16,
-                 now: Callable[[], float] = time.time, helper: bool = True) -> Inventory:
+                 now: Callable[[], float] = time.time, helper: bool = True,
+                 render_vm: Callable[[Assessment], str] | None = None) -> Inventory:
     """The whole inventory of one site, assessed (see :func:`gather_stream`). ``helper=False`` reads
-    the volume listing in this process even when a helper process could (see ``_volumes``)."""
-    return await _gather_final(client, site_uri, knowledge, concurrency, now, helper)
+    the volume listing in this process even when a helper process could (see ``_volumes``).
+    ``render_vm``: turns an assessment into the text a report will hold (``Inventory.vm_json``),
+    called while the VRM is still being read, so that little is left to render at the end."""
+    return await _gather_final(client, site_uri, knowledge, concurrency, now, helper, render_vm)
