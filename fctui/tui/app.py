@@ -447,7 +447,8 @@ class FctuiApp(App[int]):
             self.site = ev.site
             self.clusters, self.hosts = ev.clusters, ev.hosts
             self.datastores = {d.urn: d for d in ev.datastores}
-            if isinstance(self.screen, DatastoresScreen):
+            # screen_stack, not self.screen: an update may arrive while the app is closing (no screen)
+            if self.screen_stack and isinstance(self.screen_stack[-1], DatastoresScreen):
                 self.screen.populate()
         elif isinstance(ev, VmPage):
             if ev.early:

@@ -6,15 +6,16 @@ and posts what it yields as messages; handlers on the UI side own all state.
 
 from __future__ import annotations
 
+import operator
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, AsyncIterator, Callable, Mapping
 
 import httpx
 
 from ..inventory.query import VmRow, row_from_vm
 from ..vrm.errors import VrmError
-from ..vrm.models import Cluster, Datastore, Host, OsCatalogue, Site, Vm
+from ..vrm.models import Cluster, Datastore, Disk, Host, Nic, OsCatalogue, OsOptions, Site, Vm
 
 
 @dataclass(slots=True)
@@ -103,10 +104,15 @@ class InventoryFeed:
         self.site: Site | None = None
         self.api_version = ""
         self._final: set[str] = set()   # VMs that already have a full (non-provisional) verdict
-        # What the consumer already has, per VM URN: (model, row, assessment). A refresh sends only
-        # what differs, so a 10,000-VM refresh where little changed moves kilobytes, not megabytes.
-        self._sent: dict[str, tuple[Any, VmRow, Any]] = {}
+        # What the consumer already has, per VM URN: fingerprints of (model, row, assessment). A
+        # refresh sends only what differs, so a 10,000-VM refresh where little changed moves kilobytes,
+        # not megabytes. Fingerprints, not the objects: keeping last refresh's 10,000 models, rows and
+        # verdicts alive while the next refresh builds its own cost ~35 MB of the peak.
+        self._sent: dict[str, tuple[int | None, int | None, int | None]] = {}
         self._strings: dict[str, str] = {}   # one object per repeated value (host, datastore, ...)
+        # This refresh's provisional models and their fingerprints, by identity: the final page
+        # carries the same objects, whose fingerprints need not be computed twice.
+        self._this_refresh: dict[int, tuple[Vm, int | None]] = {}
 
     def _make_client(self) -> Any:
         from ..vrm.client import VrmClient
@@ -171,6 +177,7 @@ class InventoryFeed:
         pending: list[VmPage] = []
         pending_n = 0
         first = True
+        self._this_refresh.clear()
         async for ev in self._refresh():
             if isinstance(ev, VmPage) and ev.provisional:
                 self._add_rows(ev)
@@ -212,9 +219,13 @@ class InventoryFeed:
         page.rows = [row_from_vm(vm, get(vm.urn), provisional=page.provisional) for vm in page.vms]
 
     def _remember(self, vms: list[Vm], rows: list[VmRow], assessments: Mapping[str, Any]) -> None:
-        get = assessments.get
+        # A provisional verdict is never the same as the final one (``provisional`` differs): no
+        # fingerprint, the final verdict is sent anyway.
+        sent, seen = self._sent, self._this_refresh
         for vm, row in zip(vms, rows):
-            self._sent[vm.urn] = (vm, row, get(vm.urn))
+            vfp = vm_fingerprint(vm)
+            seen[id(vm)] = (vm, vfp)
+            sent[vm.urn] = (vfp, row_fingerprint(row), None)
 
     def _final_pages(self, page: VmPage) -> list[VmPage]:
         """The assessed VMs as pages of at most FINAL_CHUNK changed VMs/rows (the verdicts follow in
@@ -223,14 +234,19 @@ class InventoryFeed:
         sent = self._sent
         vms: list[Vm] = []
         rows: list[VmRow] = []
+        seen = self._this_refresh
         for vm, row in zip(page.vms, page.rows):
             old = sent.get(vm.urn)
-            new_vm = old is None or old[0] is not vm and old[0] != vm
+            hit = seen.get(id(vm))
+            vfp = hit[1] if hit is not None and hit[0] is vm else vm_fingerprint(vm)
+            rfp = row_fingerprint(row)
+            new_vm = old is None or vfp is None or old[0] != vfp
             if new_vm:
                 vms.append(vm)
-            if new_vm or old is None or old[1] != row:
+            if new_vm or rfp is None or old[1] != rfp:
                 rows.append(row)
-            sent[vm.urn] = (vm if new_vm or old is None else old[0], row, old[2] if old is not None else None)
+            sent[vm.urn] = (vfp, rfp, old[2] if old is not None else None)
+        seen.clear()
         out = []
         for i in range(0, max(len(rows), len(vms)), FINAL_CHUNK):
             out.append(VmPage(vms[i:i + FINAL_CHUNK] if i < len(vms) else [], {}, False,
@@ -246,10 +262,11 @@ class InventoryFeed:
         changed: dict[str, Any] = {}
         for urn, a in ev.assessments.items():
             old = sent.get(urn)
-            if old is None or not _same_assessment(old[2], a):
+            afp = assessment_fingerprint(a)
+            if old is None or (afp is None and a is not None) or old[2] != afp:
                 changed[urn] = a
                 if old is not None:
-                    sent[urn] = (old[0], old[1], a)
+                    sent[urn] = (old[0], old[1], afp)
         for urn in [u for u in sent if u not in ev.keys]:
             del sent[urn]
         return Complete(ev.keys, changed, ev.facts, ev.seconds)
@@ -262,6 +279,10 @@ class InventoryFeed:
             pool.clear()
         g = pool.setdefault
         for vm in vms:
+            if not vm.raw:
+                vm.raw = _NO_RAW
+            if not vm.missing:
+                vm.missing = _NOTHING_MISSING
             vm.status = g(vm.status, vm.status)
             vm.pv_driver_status = g(vm.pv_driver_status, vm.pv_driver_status)
             vm.tool_install_status = g(vm.tool_install_status, vm.tool_install_status)
@@ -276,6 +297,10 @@ class InventoryFeed:
             os_ = vm.os
             os_.os_type = g(os_.os_type, os_.os_type)
             for d in vm.disks:
+                if not d.raw:
+                    d.raw = _NO_RAW
+                if not d.missing:
+                    d.missing = _NOTHING_MISSING
                 d.pci_type = g(d.pci_type, d.pci_type)
                 d.datastore_urn = g(d.datastore_urn, d.datastore_urn)
                 d.datastore_name = g(d.datastore_name, d.datastore_name)
@@ -346,7 +371,16 @@ class InventoryFeed:
 
 
 FINAL_CHUNK = 5000
-PROVISIONAL_BATCH = 5000
+# 2,500, not more: one pickle of 5,000 VMs (its memo, its buffer) cost the refresh process ~15 MB of
+# its peak and the console a 6 MB message to unpickle at once.
+PROVISIONAL_BATCH = 2500
+
+# What an emptied ``raw`` and an empty ``missing`` become on this path: one shared object each (never
+# mutated: the rules and the console only read them). 10,000 VMs have ~30,000 models; an empty dict
+# and an empty list each are ~140 bytes more per model, here and, as pickle sends a shared object
+# once per message, in the console too.
+_NO_RAW: dict = {}
+_NOTHING_MISSING: list = []
 
 
 def _merge_pages(pages: list[VmPage]) -> VmPage:
@@ -362,16 +396,46 @@ def _merge_pages(pages: list[VmPage]) -> VmPage:
     return VmPage(vms, assessments, True, rows)
 
 
-def _same_assessment(a: Any, b: Any) -> bool:
-    if a is b:
-        return True
-    if a is None or b is None:
-        return False
+def _values_getter(cls: type, skip: tuple[str, ...] = ()) -> Callable[[Any], tuple]:
+    return operator.attrgetter(*(f.name for f in fields(cls) if f.name not in skip))
+
+
+# The parsed fields only: ``raw`` is emptied on this path (keep_raw=False) and never sent.
+_vm_values = _values_getter(Vm, ("disks", "nics", "os", "missing", "raw"))
+_disk_values = _values_getter(Disk, ("missing", "raw"))
+_nic_values = _values_getter(Nic)
+_os_values = _values_getter(OsOptions)
+_row_values = _values_getter(VmRow)
+
+
+def vm_fingerprint(vm: Any) -> int | None:
+    """A VM model's parsed fields as one int (equal models, equal ints); None when it cannot be
+    computed (then the VM counts as changed)."""
     try:
-        return (a.verdict == b.verdict and a.kinds_mask == b.kinds_mask and a.provisional == b.provisional
-                and a.findings == b.findings)
-    except AttributeError:
-        return False
+        return hash((_vm_values(vm), tuple(vm.missing),
+                     tuple((_disk_values(d), tuple(d.missing)) for d in vm.disks),
+                     tuple(_nic_values(n) for n in vm.nics), _os_values(vm.os)))
+    except (TypeError, AttributeError):
+        return None
+
+
+def row_fingerprint(row: Any) -> int | None:
+    try:
+        return hash(_row_values(row))
+    except (TypeError, AttributeError):
+        return None
+
+
+def assessment_fingerprint(a: Any) -> int | None:
+    """What makes two verdicts the same for the console: verdict, snapshot kinds, provisional and the
+    findings (rule, severity, message, disks). None for no assessment or an unreadable one."""
+    if a is None:
+        return None
+    try:
+        return hash((a.verdict, a.kinds_mask, a.provisional,
+                     tuple((f.rule, f.severity, f.message, tuple(f.disks)) for f in a.findings)))
+    except (TypeError, AttributeError):
+        return None
 
 
 def _assessment_map(assessments: Any, facts: list[Any]) -> dict[str, Any]:
@@ -387,6 +451,6 @@ def _assessment_map(assessments: Any, facts: list[Any]) -> dict[str, Any]:
 def _drop_raw(vm: Vm) -> None:
     """The console keeps 10,000 VMs between refreshes; the parsed fields are all it shows, so the
     original JSON dicts (the bulk of the memory) are let go once the rules have run."""
-    vm.raw = {}
+    vm.raw = _NO_RAW
     for d in vm.disks:
-        d.raw = {}
+        d.raw = _NO_RAW
