@@ -704,7 +704,7 @@ class _Restore:
         self.created.resource = None
 
     def _io_blocking(self, fn: Callable[[], Any]) -> Any:
-        """On a worker thread: ``fn`` with retries on dropped connections (rewriting a range is safe)."""
+        """:meth:`_io` for a worker thread."""
         attempt = 0
         while True:
             try:
@@ -730,55 +730,76 @@ class _Restore:
             raise RestoreError(f"short read-back on {dp.disk_name}: {len(data)} of {length} bytes")
         return data
 
-    async def _run_workers(self, jobs: Iterator[Any], work: Callable[[Any], Any],
-                           done: Callable[[Any, Any], None], n: int) -> None:
-        """``n`` ranges in flight: ``work(item)`` runs on a worker thread (repository reads, the
-        transfer and hashing stay off the event loop), ``done(item, result)`` back on the loop."""
-        loop = asyncio.get_running_loop()
-        running: set[asyncio.Future] = set()
+    async def _io(self, fn: Callable[[], Awaitable[Any]]) -> Any:
+        """On the event loop: ``fn`` with retries on dropped connections (rewriting a range is safe)."""
+        attempt = 0
+        while True:
+            try:
+                return await fn()
+            except (VrmConnectionError, VrmTimeoutError):
+                attempt += 1
+                if attempt >= self.s.io_retries:
+                    raise
+                await asyncio.sleep(0.2 * attempt)
 
-        async def one_at_a_time() -> None:
+    async def _run_workers(self, jobs: Iterator[Any], worker: Callable[[Any], Awaitable[None]], n: int,
+                           running: set[asyncio.Future] | None = None) -> None:
+        """``n`` workers take items from ``jobs``; the first failure cancels the rest and is raised.
+        ``running``: futures on worker threads, waited for before returning (see _run_on_threads)."""
+        async def loop() -> None:
             for item in jobs:  # shared iterator: each item is taken once
-                fut = loop.run_in_executor(self.pool, work, item)
-                running.add(fut)  # left there if we are cancelled meanwhile: waited for below
-                result = await asyncio.shield(fut)
-                running.discard(fut)
-                done(item, result)
+                await worker(item)
         try:
             async with asyncio.TaskGroup() as tg:
                 for _ in range(max(1, n)):
-                    tg.create_task(one_at_a_time())
+                    tg.create_task(loop())
         except* Exception as group:
             # The first worker's failure is the story; the rest were cancelled because of it. Raising the
             # group itself would put "unhandled errors in a TaskGroup" in front of the user.
             raise group.exceptions[0] from None
         finally:
             # Ranges still on threads end within one transfer: wait, so that cleanup never releases
-            # the resource (or deletes the volume) under a write still in flight.
-            pending = [f for f in running if not f.done()]
+            # the resource (or deletes the volume) under a transfer still in flight.
+            pending = [f for f in running or () if not f.done()]
             if pending:
                 await asyncio.wait(pending)
 
+    async def _run_on_threads(self, jobs: Iterator[Any], work: Callable[[Any], Any],
+                              done: Callable[[Any, Any], None], n: int) -> None:
+        """``n`` items in flight: ``work(item)`` on a worker thread (the transfer and the hashing stay
+        off the event loop), ``done(item, result)`` back on the loop."""
+        loop = asyncio.get_running_loop()
+        running: set[asyncio.Future] = set()
+
+        async def one(item: Any) -> None:
+            fut = loop.run_in_executor(self.pool, work, item)
+            running.add(fut)  # left there if we are cancelled meanwhile: waited for in _run_workers
+            result = await asyncio.shield(fut)
+            running.discard(fut)
+            done(item, result)
+
+        await self._run_workers(jobs, one, n, running)
+
     async def _write_all(self, transport: "BlockTransport", reader: "DiskReader", d: DiskProgress,
                          dp: RestoreDiskPlan, every_block: bool = False) -> None:
-        """Write the point's non-zero blocks (or every block, zeros included) in coalesced PUTs."""
+        """Write the point's non-zero blocks (or every block, zeros included) in coalesced PUTs: chunks
+        are read on worker threads, the PUTs go out from the event loop (measured here: sequential
+        restores ran 2-3x faster than with the PUT on the worker thread as well)."""
         bs = reader.block_size
         blocks = list(range(reader.block_count)) if every_block else sorted(reader.block_digests())
         max_blocks = max(1, self.s.max_range_bytes // bs)
+        loop = asyncio.get_running_loop()
         d.bytes_planned = min(dp.size_bytes, len(blocks) * bs)
 
-        def work(run: tuple[int, int]) -> int:
+        async def one(run: tuple[int, int]) -> None:
             start, count = run
-            data = self._block_bytes(reader, start, count)
-            self._io_blocking(lambda: transport.write_blocking(start * bs, data))
-            return len(data)
-
-        def done(run: tuple[int, int], n: int) -> None:
-            d.bytes_read += n
-            d.bytes_written += n
+            data = await loop.run_in_executor(self.pool, self._block_bytes, reader, start, count)
+            d.bytes_read += len(data)
+            await self._io(lambda: transport.write(start * bs, data))
+            d.bytes_written += len(data)
             self.reporter.progress(self.vm, d)
 
-        await self._run_workers(coalesce_runs(blocks, max_blocks), work, done, self.s.writes_in_flight)
+        await self._run_workers(coalesce_runs(blocks, max_blocks), one, self.s.writes_in_flight)
 
     async def _write_differing(self, transport: "BlockTransport", reader: "DiskReader", d: DiskProgress,
                                dp: RestoreDiskPlan) -> list[int] | None:
@@ -818,8 +839,8 @@ class _Restore:
             self.reporter.progress(self.vm, d)
 
         try:
-            await self._run_workers(iter(range(0, reader.block_count, window)), work, done,
-                                    self.s.writes_in_flight)
+            await self._run_on_threads(iter(range(0, reader.block_count, window)), work, done,
+                                       self.s.writes_in_flight)
         except VrmApiError as e:
             if e.status not in (403, 405, 501):
                 raise
@@ -854,7 +875,8 @@ class _Restore:
                                      self._read_back(transport, dp, offset, min(count * bs, size - offset)))
 
         try:
-            await self._run_workers(runs, work, lambda run, differ: bad.extend(differ), self.s.writes_in_flight)
+            await self._run_on_threads(runs, work, lambda run, differ: bad.extend(differ),
+                                       self.s.writes_in_flight)
         except VrmApiError as e:
             if e.status in (403, 405, 501):
                 return None

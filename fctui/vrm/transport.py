@@ -9,7 +9,6 @@ this lives here behind :class:`BlockTransport`, so a socket implementation can r
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import json
 import logging
 import ssl
@@ -83,17 +82,17 @@ def make_verify(verify: bool | str) -> bool | ssl.SSLContext:
 class HttpResourceTransport:
     """:class:`BlockTransport` over HTTP range requests to ``resourceUrl``.
 
-    Bulk bytes move on worker threads: ``read_blocking``/``write_blocking`` are for callers already on
-    a thread (the backup and restore pipelines hash, compress and store on the same thread that read),
-    and the async ``read``/``write`` hand the exchange to a small thread pool. Measured here, httpx's
-    synchronous client on two threads reads a resource 1.5-2x faster than its async client on the
+    Two ways in, one wire protocol: the async ``read``/``write`` run on the event loop (httpx's async
+    client), and ``read_blocking``/``write_blocking`` are for callers on a worker thread (httpx's sync
+    client, one per thread). The backup pipeline reads, hashes and stores on worker threads: measured
+    here, the sync client on two threads reads a resource 1.5-2x faster than the async client on the
     event loop, whose per-64-KiB bookkeeping holds the interpreter lock. An injected in-process
-    transport (tests) is async only: then the blocking calls run on the owning event loop instead.
+    transport (tests) is async only: then the blocking calls run on the owning event loop.
     """
 
     def __init__(self, resource_url: str, token: str, *, size: int | None = None,
                  verify: bool | str | ssl.SSLContext = True, ca_cert: str = "", timeout: float = 60.0,
-                 transport: httpx.AsyncBaseTransport | None = None, threads: int = 8) -> None:
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
         if not resource_url.startswith(("http://", "https://")):
             raise VrmProtocolError(f"backup resource URL is not http(s): {resource_url!r}")
         self.url = resource_url
@@ -113,21 +112,18 @@ class HttpResourceTransport:
         self._verify = v
         self._timeout = httpx.Timeout(timeout)
         self._headers = {"X-Resource-Token": token}
-        self._async: httpx.AsyncClient | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        if transport is not None:
-            self._async = httpx.AsyncClient(verify=v, timeout=self._timeout, transport=_SharedTransport(transport),
-                                            headers=self._headers)
-            try:
-                self._loop = asyncio.get_running_loop()
-            except RuntimeError:
-                self._loop = None
+        self._injected = transport is not None
+        self._async = httpx.AsyncClient(
+            verify=v, timeout=self._timeout, headers=self._headers,
+            transport=_SharedTransport(transport) if transport is not None else None)
+        try:
+            self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            self._loop = None
         self._tls = threading.local()
         self._clients: list[httpx.Client] = []
         self._mu = threading.Lock()
         self._closed = False
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, threads),
-                                                           thread_name_prefix="fctui-data")
 
     async def __aenter__(self) -> "HttpResourceTransport":
         return self
@@ -136,15 +132,13 @@ class HttpResourceTransport:
         await self.aclose()
 
     async def aclose(self) -> None:
-        self._closed = True
-        # In-flight exchanges end within their timeout; wait for them before closing their clients.
-        await asyncio.get_running_loop().run_in_executor(None, self._pool.shutdown, True)
+        """Callers wait for their own blocking calls first (the pipelines do)."""
         with self._mu:
+            self._closed = True
             clients, self._clients = self._clients, []
         for c in clients:
             c.close()
-        if self._async is not None:
-            await self._async.aclose()
+        await self._async.aclose()
 
     def _client(self) -> httpx.Client:
         c = getattr(self._tls, "client", None)
@@ -205,7 +199,6 @@ class HttpResourceTransport:
         raise AssertionError("unreachable")
 
     async def _read_async(self, offset: int, length: int) -> bytes:
-        assert self._async is not None
         headers = {"Range": f"bytes={offset}-{offset + length - 1}"}
         for attempt in (0, 1):  # one retry: a dropped connection on an idempotent read is cheap to redo
             try:
@@ -224,7 +217,7 @@ class HttpResourceTransport:
         self._check_range(offset, length)
         if length == 0:
             return b""
-        if self._async is not None:
+        if self._injected:
             return self._on_owner_loop(self._read_async(offset, length))
         headers = {"Range": f"bytes={offset}-{offset + length - 1}"}
         for attempt in (0, 1):  # as _read_async
@@ -243,9 +236,7 @@ class HttpResourceTransport:
         self._check_range(offset, length)
         if length == 0:
             return b""
-        if self._async is not None:
-            return await self._read_async(offset, length)
-        return await asyncio.get_running_loop().run_in_executor(self._pool, self.read_blocking, offset, length)
+        return await self._read_async(offset, length)
 
     async def aiter_read(self, offset: int, length: int, chunk_size: int = 4 << 20) -> AsyncIterator[bytes]:
         # One range request per chunk: memory stays bounded by chunk_size, a dropped connection costs
@@ -274,7 +265,6 @@ class HttpResourceTransport:
             self._raise_for(resp, body, "PUT")
 
     async def _write_async(self, offset: int, data: bytes) -> None:
-        assert self._async is not None
         try:
             resp = await self._async.put(self.url, content=data, headers=self._write_request(offset, data))
             body = resp.content
@@ -290,7 +280,7 @@ class HttpResourceTransport:
             raise ValueError("offset must not be negative")
         if not data:
             return
-        if self._async is not None:
+        if self._injected:
             return self._on_owner_loop(self._write_async(offset, data))
         try:
             resp = self._client().put(self.url, content=data, headers=self._write_request(offset, data))
@@ -304,6 +294,4 @@ class HttpResourceTransport:
             raise ValueError("offset must not be negative")
         if not data:
             return
-        if self._async is not None:
-            return await self._write_async(offset, data)
-        await asyncio.get_running_loop().run_in_executor(self._pool, self.write_blocking, offset, data)
+        await self._write_async(offset, data)
