@@ -28,6 +28,14 @@ def https_sim() -> Iterator[EmbeddedSimulator]:
         yield es
 
 
+async def backup_ready_vm(c: VrmClient, site_uri: str):  # type: ignore[no-untyped-def]
+    """A running VM with Tools whose disks a CBT snapshot covers (virtualized, not shared/independent)."""
+    return next(v for v in await c.vms(site_uri) if v.status == "running" and v.tools_version
+                and v.pv_driver_status == "running" and v.disks
+                and all(not d.indep_disk and d.type == "normal" and d.storage_type in ("LOCALPOME", "NAS", "LUNPOME")
+                        for d in v.disks))
+
+
 def make(es: EmbeddedSimulator, **kw: object) -> VrmClient:
     return VrmClient(es.url, es.sim.config.user, es.sim.config.password, **kw)  # type: ignore[arg-type]
 
@@ -108,11 +116,7 @@ async def test_https_data_transport_with_ca(https_sim: EmbeddedSimulator) -> Non
             httpx.AsyncClient(base_url=https_sim.url,
                               verify=ssl.create_default_context(cafile=https_sim.ca_file)) as ctl:
         site = (await c.sites())[0]
-        vm = next(v for v in await c.vms(site.uri) if v.status == "running" and v.tools_version
-                  and v.pv_driver_status == "running" and v.disks
-                  and all(not d.indep_disk and d.type == "normal" and d.storage_type in ("LOCALPOME", "NAS",
-                                                                                         "LUNPOME")
-                          for d in v.disks))
+        vm = await backup_ready_vm(c, site.uri)
         ref = await c.create_snapshot(vm.uri, "fctui-tls")
         await c.wait_task(ref, timeout=30, interval=0.02)
         snap = await c.snapshot(ref.uri)
@@ -148,11 +152,7 @@ async def test_blocking_data_path_over_socket(http_sim: EmbeddedSimulator) -> No
     from fctui.vrm.urn import urn_to_uri
     async with make(http_sim) as c, httpx.AsyncClient(base_url=http_sim.url) as ctl:
         site = (await c.sites())[0]
-        vm = next(v for v in await c.vms(site.uri) if v.status == "running" and v.tools_version
-                  and v.pv_driver_status == "running" and v.disks
-                  and all(not d.indep_disk and d.type == "normal" and d.storage_type in ("LOCALPOME", "NAS",
-                                                                                         "LUNPOME")
-                          for d in v.disks))
+        vm = await backup_ready_vm(c, site.uri)
         ref = await c.create_snapshot(vm.uri, "fctui-threads")
         await c.wait_task(ref, timeout=30, interval=0.02)
         snap = await c.snapshot(ref.uri)

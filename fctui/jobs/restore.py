@@ -53,7 +53,7 @@ from ..vrm.urn import site_uri, urn_to_uri
 from . import cleanup
 from .journal import JournalLike, MemoryJournal
 from .model import DiskProgress, JobError, JobRecord, VmProgress
-from .runner import Reporter, uncancellable
+from .runner import Reporter, retry_blocking, uncancellable
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..repo import Repository, RestorePoint, RestorePointDisk
@@ -705,15 +705,7 @@ class _Restore:
 
     def _io_blocking(self, fn: Callable[[], Any]) -> Any:
         """:meth:`_io` for a worker thread."""
-        attempt = 0
-        while True:
-            try:
-                return fn()
-            except (VrmConnectionError, VrmTimeoutError):
-                attempt += 1
-                if attempt >= self.s.io_retries:
-                    raise
-                time.sleep(0.2 * attempt)
+        return retry_blocking(fn, self.s.io_retries)
 
     def _block_bytes(self, reader: "DiskReader", first: int, count: int) -> bytes:
         """Blocks [first, first+count) from the repository (zeros where the point has none).

@@ -64,6 +64,20 @@ class RunnerSettings:
     progress_interval: float = 0.5     # s between progress events of one disk
 
 
+def retry_blocking(fn: Callable[[], Any], attempts: int) -> Any:
+    """On a worker thread: ``fn``, tried again (up to ``attempts`` in all) after a dropped connection
+    or a timeout. For transfers that are safe to repeat: range reads, restore writes."""
+    attempt = 0
+    while True:
+        try:
+            return fn()
+        except (VrmConnectionError, VrmTimeoutError):
+            attempt += 1
+            if attempt >= attempts:
+                raise
+            time.sleep(0.2 * attempt)
+
+
 class ExclusiveOperationError(JobError):
     """Someone else started an operation that excludes a backup (power, migration, expansion)."""
 
@@ -562,16 +576,7 @@ class BackupRunner:
         if length <= 0:
             return 0, [], 0.0, 0.0
         t0 = time.perf_counter()
-        attempt = 0
-        while True:
-            try:
-                data = transport.read_blocking(offset, length)
-                break
-            except (VrmConnectionError, VrmTimeoutError):
-                attempt += 1
-                if attempt >= self.settings.read_retries:
-                    raise
-                time.sleep(0.2 * attempt)
+        data = retry_blocking(lambda: transport.read_blocking(offset, length), self.settings.read_retries)
         t1 = time.perf_counter()
         if len(data) != length:
             raise JobError(f"short read on {name}: {len(data)} of {length} bytes at {offset}")
