@@ -365,7 +365,12 @@ class FctuiApp(App[int]):
 
     def _refresh_blocked(self) -> bool:
         # read from the feed thread: a plain attribute read, no widget is touched
-        return self.paused or isinstance(self.screen, ModalScreen)
+        return self.paused or isinstance(self._top_screen(), ModalScreen)
+
+    def _top_screen(self) -> Any:
+        """The screen on top, or None while the app is closing: updates from workers may still
+        arrive then, and ``self.screen`` raises with an empty stack."""
+        return self.screen_stack[-1] if self.screen_stack else None
 
     def refresh_now(self) -> None:
         self.retry_at = None
@@ -447,9 +452,9 @@ class FctuiApp(App[int]):
             self.site = ev.site
             self.clusters, self.hosts = ev.clusters, ev.hosts
             self.datastores = {d.urn: d for d in ev.datastores}
-            # screen_stack, not self.screen: an update may arrive while the app is closing (no screen)
-            if self.screen_stack and isinstance(self.screen_stack[-1], DatastoresScreen):
-                self.screen.populate()
+            top = self._top_screen()
+            if isinstance(top, DatastoresScreen):
+                top.populate()
         elif isinstance(ev, VmPage):
             if ev.early:
                 known = self.store.rows
@@ -696,8 +701,9 @@ class FctuiApp(App[int]):
             self.snapshot_errors.pop(msg.vm_urn, None)
         if self._table_cursor() == msg.vm_urn:
             self.show_detail(msg.vm_urn, now=True)
-        if isinstance(self.screen, DetailScreen) and self.screen.key == msg.vm_urn:
-            self.screen.update()
+        top = self._top_screen()
+        if isinstance(top, DetailScreen) and top.key == msg.vm_urn:
+            top.update()
 
     def vm_count_by_host(self) -> dict[str, int]:
         out: dict[str, int] = {}
