@@ -198,17 +198,23 @@ class HttpResourceTransport:
         self._raise_for(resp, body, "GET")
         raise AssertionError("unreachable")
 
+    def _read_failed(self, e: Exception, attempt: int, offset: int) -> None:
+        """One retry: a dropped connection on an idempotent read is cheap to redo; a second drop or a
+        timeout raises the typed error."""
+        if attempt == 0 and not isinstance(e, httpx.TimeoutException):
+            log.info("backup resource read dropped at offset %d; retrying once", offset)
+            return
+        raise self._wrap(e, "GET") from None
+
     async def _read_async(self, offset: int, length: int) -> bytes:
         headers = {"Range": f"bytes={offset}-{offset + length - 1}"}
-        for attempt in (0, 1):  # one retry: a dropped connection on an idempotent read is cheap to redo
+        for attempt in (0, 1):
             try:
                 resp = await self._async.get(self.url, headers=headers)
                 body = resp.content
             except (httpx.TransportError, OSError) as e:
-                if attempt == 0 and not isinstance(e, httpx.TimeoutException):
-                    log.info("backup resource read dropped at offset %d; retrying once", offset)
-                    continue
-                raise self._wrap(e, "GET") from None
+                self._read_failed(e, attempt, offset)
+                continue
             break
         return self._read_answer(resp, body, offset, length)
 
@@ -220,15 +226,13 @@ class HttpResourceTransport:
         if self._injected:
             return self._on_owner_loop(self._read_async(offset, length))
         headers = {"Range": f"bytes={offset}-{offset + length - 1}"}
-        for attempt in (0, 1):  # as _read_async
+        for attempt in (0, 1):
             try:
                 resp = self._client().get(self.url, headers=headers)
                 body = resp.content
             except (httpx.TransportError, OSError) as e:
-                if attempt == 0 and not isinstance(e, httpx.TimeoutException):
-                    log.info("backup resource read dropped at offset %d; retrying once", offset)
-                    continue
-                raise self._wrap(e, "GET") from None
+                self._read_failed(e, attempt, offset)
+                continue
             break
         return self._read_answer(resp, body, offset, length)
 
