@@ -9,7 +9,10 @@ import pickle
 
 import httpx
 
-from fctui.rules.engine import Assessment, Finding
+from fctui.inventory.gather import gather
+from fctui.inventory.query import row_from_vm
+from fctui.rules.engine import Assessment, Finding, confirmed
+from fctui.vrm import VrmClient
 from fctui.sim import Simulator, create_app
 from fctui.tui.feedproc import dumps, slim_event
 from fctui.tui.source import (Complete, ConnectSpec, InventoryFeed, VmPage, assessment_fingerprint,
@@ -42,7 +45,9 @@ async def test_a_refresh_sends_only_what_changed(sim: Simulator) -> None:
         n = len(done.keys)
         assert n > 0 and {vm.urn for vm in vms} == done.keys
         assert {r.key for r in rows} == done.keys
-        assert set(done.assessments) == done.keys
+        # every verdict is either sent as final or confirmed (its provisional one stands)
+        assert set(done.assessments) | done.confirmed == done.keys
+        assert not set(done.assessments) & done.confirmed
         # the remembered state holds ints, not the models
         assert all(isinstance(x, int) for fp in feed._sent.values() for x in fp[:2])
 
@@ -97,3 +102,42 @@ async def test_fingerprints_see_every_field_and_survive_the_pipe(sim: Simulator)
     a2.findings = a2.findings + [Finding("disk-ide", "blocking", "a new finding", "")]
     assert assessment_fingerprint(a2) != assessment_fingerprint(a)
     assert assessment_fingerprint(None) is None
+
+
+async def test_confirmed_verdicts_and_rows_are_the_final_ones(sim: Simulator) -> None:
+    """A first refresh sends the final verdict and row only where they differ from the provisional
+    ones; for the others it names them confirmed. What a consumer derives from that, through the pipe,
+    equals what the full gather of the same site says, VM by VM."""
+    feed = feed_for(sim)
+    vms: dict = {}
+    verdicts: dict = {}
+    rows: dict = {}
+    done = None
+    try:
+        async for ev in feed.refresh():
+            ev = pickle.loads(dumps(("event", slim_event(ev))))[1]   # as the console gets it
+            if isinstance(ev, VmPage):
+                vms.update((v.urn, v) for v in ev.vms)
+                verdicts.update(ev.assessments)
+                rows.update((r.key, r) for r in ev.rows)
+            elif isinstance(ev, Complete):
+                done = ev
+    finally:
+        await feed.aclose()
+    assert done is not None
+    assert len(done.confirmed) > len(done.assessments) > 0   # most stand; some changed (snapshots …)
+    assert all(rows[u].provisional and verdicts[u].provisional for u in done.confirmed)
+    for urn in done.confirmed:
+        verdicts[urn] = confirmed(verdicts[urn])
+        rows[urn] = rows[urn].confirmed()
+    verdicts.update(done.assessments)
+
+    async with VrmClient("http://vrm.sim", sim.config.user, sim.config.password,
+                         transport=httpx.ASGITransport(app=create_app(sim))) as client:
+        inv = await gather(client, helper=False)
+    final = {a.urn: a for a in inv.assessments}
+    assert set(final) == set(verdicts) == set(rows) == done.keys
+    for urn, a in final.items():
+        assert assessment_fingerprint(verdicts[urn]) == assessment_fingerprint(a), urn
+        assert not rows[urn].provisional
+        assert rows[urn] == row_from_vm(vms[urn], a, provisional=False), urn

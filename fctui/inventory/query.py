@@ -27,6 +27,7 @@ VERDICTS = ("blocked", "degraded", "ready")
 # Worst first: sorting by verdict puts what needs attention on top.
 VERDICT_ORDER = {"blocked": 0, "degraded": 1, "ready": 2, "": 3}
 SEVERITY_ORDER = {"blocker": 0, "warning": 1, "info": 2}
+SNAPSHOTS_UNKNOWN = "snapshots-unknown"   # the rule of a provisional verdict (snapshot tree not read yet)
 
 
 class FilterError(ValueError):
@@ -56,6 +57,11 @@ class VmRow:
         if not self.search:
             self.search = "\x00".join((self.name, self.host, self.state, self.verdict,
                                        self.reason, self.cluster, self.key)).lower()
+
+    def confirmed(self) -> "VmRow":
+        """This row with its provisional verdict made final (see ``rules.engine.confirmed``)."""
+        return VmRow(self.key, self.name, self.state, self.host, self.cluster, self.disks, self.size_gb,
+                     self.tools, self.verdict, self.reason, self.rules, self.os, self.arch, False, self.search)
 
     def same_display(self, other: "VmRow") -> bool:
         return (self.name, self.state, self.host, self.disks, self.size_gb, self.tools,
@@ -93,8 +99,13 @@ def row_from_vm(vm: Any, assessment: Any | None = None, *, provisional: bool = F
     if assessment is not None:
         verdict = str(getattr(assessment, "verdict", "") or "")
         findings = list(getattr(assessment, "findings", None) or ())
-        rules = tuple(dict.fromkeys(str(getattr(f, "rule", "")) for f in findings if getattr(f, "rule", "")))
         main = getattr(assessment, "main_reason", None)
+        if provisional:
+            # the "?" after the verdict says the snapshot tree is not read yet; the row shows what the
+            # final verdict will keep, so confirming it only drops the "?" (VmRow.confirmed)
+            findings = [f for f in findings if getattr(f, "rule", "") != SNAPSHOTS_UNKNOWN]
+            main = findings[0] if findings and main is not None else None
+        rules = tuple(dict.fromkeys(str(getattr(f, "rule", "")) for f in findings if getattr(f, "rule", "")))
         if main is None and findings:
             main = min(findings, key=lambda f: SEVERITY_ORDER.get(getattr(f, "severity", ""), 9))
         reason = _finding_text(main)

@@ -416,6 +416,22 @@ def assess(facts: VmFacts) -> Assessment:
                       provisional=tree is None and not facts.snapshots_known)
 
 
+def confirmed(provisional: Assessment) -> Assessment:
+    """What a provisional verdict becomes once the VM is known to own no snapshots and nothing else
+    changed: the same, without the ``snapshots-unknown`` finding (an info finding that rules nothing
+    out). A consumer that was told so derives the final verdict without receiving it again."""
+    return Assessment(provisional.urn, provisional.name, provisional.verdict, provisional.kinds_mask,
+                      [f for f in provisional.findings if f.rule != _SNAP_UNKNOWN.id], False)
+
+
+def confirms(provisional: Assessment, final: Assessment) -> bool:
+    """Whether ``final`` is exactly :func:`confirmed` of ``provisional``."""
+    if not provisional.provisional or final.provisional or provisional.verdict != final.verdict \
+            or provisional.kinds_mask != final.kinds_mask:
+        return False
+    return [f for f in provisional.findings if f.rule != _SNAP_UNKNOWN.id] == final.findings
+
+
 def _sort_key(f: Finding) -> tuple[int, int]:
     return (-_RANK[f.severity], _ORDER[f.rule])
 

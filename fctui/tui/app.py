@@ -30,6 +30,7 @@ from textual.widgets import Input, Static
 
 from ..config import Config, Profile, save_profile
 from ..inventory.query import COLUMN_IDS, Filter, FilterError, RowStore, Summary, View, ViewCache, parse_filter
+from ..rules.engine import confirmed
 from ..vrm.errors import VrmAuthError, VrmError, VrmVersionError
 from ..vrm.models import Cluster, Datastore, Host, Site, Vm
 from .detail import render_detail
@@ -471,6 +472,8 @@ class FctuiApp(App[int]):
             if added or changed:
                 self.schedule_view()
         elif isinstance(ev, Complete):
+            if ev.confirmed:
+                self._confirm(ev.confirmed)
             if ev.assessments:
                 self.assessments.update(ev.assessments)
             # Facts arrive as changes (the refresh process sends only what differs; an empty
@@ -505,6 +508,21 @@ class FctuiApp(App[int]):
             self._show_banner()
             self.update_status()
             self.show_detail(self._table_cursor())
+
+    def _confirm(self, urns: set[str]) -> None:
+        """The refresh confirmed these VMs' provisional verdicts: they become final here, as the
+        refresh derived them (nothing of them was sent again)."""
+        assessments, rows = self.assessments, self.store.rows
+        final_rows = []
+        for urn in urns:
+            a = assessments.get(urn)
+            if a is not None and a.provisional:
+                assessments[urn] = confirmed(a)
+            row = rows.get(urn)
+            if row is not None and row.provisional:
+                final_rows.append(row.confirmed())
+        if final_rows and any(self.store.upsert(final_rows)):
+            self.schedule_view()
 
     @on(FeedLost)
     def _lost(self, msg: FeedLost) -> None:
