@@ -322,6 +322,21 @@ class _Gatherer:
         bg_since = asyncio.ensure_future(self._soft(
             self._tasks_since(s), "tasks since the last backups not read, cbt-chain-broken may miss causes"))
         bg = (bg_tasks, bg_volumes, bg_since)
+
+        # VMs and templates: the two listings run concurrently, and from now on: their pages queue up
+        # while the static lists below are read; pages are yielded in arrival order.
+        queue: asyncio.Queue[list[Vm] | None] = asyncio.Queue()
+
+        async def listing(templates: bool) -> None:
+            try:
+                async for page in client.iter_vm_pages(s, detail=2, templates=templates,
+                                                       concurrency=self.conc):
+                    queue.put_nowait(page)
+            finally:
+                queue.put_nowait(None)
+
+        producers = [asyncio.ensure_future(listing(False)), asyncio.ensure_future(listing(True))]
+        bg = bg + tuple(producers)
         try:
             clusters, hosts, datastores, oscat_r = await asyncio.gather(
                 client.clusters(s), client.hosts(s), client.datastores(s),
@@ -334,19 +349,6 @@ class _Gatherer:
             host_map = {h.urn: h for h in hosts}
             now = self.now()
 
-            # VMs and templates: the two listings run concurrently; pages are yielded in arrival order.
-            queue: asyncio.Queue[list[Vm] | None] = asyncio.Queue()
-
-            async def listing(templates: bool) -> None:
-                try:
-                    async for page in client.iter_vm_pages(s, detail=2, templates=templates,
-                                                           concurrency=self.conc):
-                        queue.put_nowait(page)
-                finally:
-                    queue.put_nowait(None)
-
-            producers = [asyncio.ensure_future(listing(False)), asyncio.ensure_future(listing(True))]
-            bg = bg + tuple(producers)
             vms: list[Vm] = []
             done = 0
             while done < 2:

@@ -271,17 +271,29 @@ class Disk:
 
     @classmethod
     def from_dict(cls, d: Any) -> "Disk":
-        d = _as_dict(d)
+        # Each field: the well-typed value as is, else the tolerant reader (which also notes what is
+        # missing). Inline, positional: a 10,000-VM listing parses ~25,000 disks.
+        if type(d) is not dict:
+            d = _as_dict(d)
         m: list[str] = []
+        g = d.get
         return cls(
-            sequence_num=_i(d, "sequenceNum", m), pci_type=_s(d, "pciType", m),
-            volume_urn=_s(d, "volumeUrn", m), volume_url=_s(d, "volumeUrl"),
-            disk_name=_s(d, "diskName"), quantity_gb=_i(d, "quantityGB", m),
-            datastore_urn=_s(d, "datastoreUrn", m), datastore_name=_s(d, "datastoreName"),
-            storage_type=_s(d, "storageType", m), is_thin=_b(d, "isThin"),
-            indep_disk=_b(d, "indepDisk", m), persistent_disk=_b(d, "persistentDisk", default=True),
-            type=_s(d, "type", default="normal"), system_volume=_b(d, "systemVolume"),
-            volume_format=_s(d, "volumeFormat"), missing=m, raw=d,
+            v if type(v := g("sequenceNum")) is int else _i(d, "sequenceNum", m),
+            v if type(v := g("pciType")) is str else _s(d, "pciType", m),
+            v if type(v := g("volumeUrn")) is str else _s(d, "volumeUrn", m),
+            v if type(v := g("volumeUrl")) is str else _s(d, "volumeUrl"),
+            v if type(v := g("diskName")) is str else _s(d, "diskName"),
+            v if type(v := g("quantityGB")) is int else _i(d, "quantityGB", m),
+            v if type(v := g("datastoreUrn")) is str else _s(d, "datastoreUrn", m),
+            v if type(v := g("datastoreName")) is str else _s(d, "datastoreName"),
+            v if type(v := g("storageType")) is str else _s(d, "storageType", m),
+            v if type(v := g("isThin")) is bool else _b(d, "isThin"),
+            v if type(v := g("indepDisk")) is bool else _b(d, "indepDisk", m),
+            v if type(v := g("persistentDisk")) is bool else _b(d, "persistentDisk", default=True),
+            v if type(v := g("type")) is str else _s(d, "type", default="normal"),
+            v if type(v := g("systemVolume")) is bool else _b(d, "systemVolume"),
+            v if type(v := g("volumeFormat")) is str else _s(d, "volumeFormat"),
+            m, d,
         )
 
     @property
@@ -303,8 +315,13 @@ class Nic:
 
     @classmethod
     def from_dict(cls, d: Any) -> "Nic":
-        d = _as_dict(d)
-        return cls(_s(d, "name"), _s(d, "mac"), _s(d, "ip"), _s(d, "portGroupUrn"))
+        if type(d) is not dict:
+            d = _as_dict(d)
+        g = d.get
+        return cls(v if type(v := g("name")) is str else _s(d, "name"),
+                   v if type(v := g("mac")) is str else _s(d, "mac"),
+                   v if type(v := g("ip")) is str else _s(d, "ip"),
+                   v if type(v := g("portGroupUrn")) is str else _s(d, "portGroupUrn"))
 
 
 @dataclass(slots=True)
@@ -353,30 +370,48 @@ class Vm:
 
     @classmethod
     def from_dict(cls, d: Any) -> "Vm":
-        d = _as_dict(d)
+        # Inline and positional, as Disk.from_dict: this runs 10,000 times per refresh of a big site.
+        if type(d) is not dict:
+            d = _as_dict(d)
         m: list[str] = []
-        cfg = d.get("vmConfig")
-        has_cfg = isinstance(cfg, dict)
+        g = d.get
+        cfg = g("vmConfig")
+        has_cfg = type(cfg) is dict or isinstance(cfg, dict)
         cfg = cfg if has_cfg else {}
         if not has_cfg:
             m.append("vmConfig")
-        tools = d.get("toolsVersion")
+        tools = g("toolsVersion")
         if tools is None:
             m.append("toolsVersion")
+        disks = cfg.get("disks")
+        nics = cfg.get("nics")
         return cls(
-            urn=_s(d, "urn", m), uri=_s(d, "uri"), uuid=_s(d, "uuid"), name=_s(d, "name", m),
-            description=_s(d, "description"), status=_s(d, "status", m),
-            pv_driver_status=_s(d, "pvDriverStatus", m), tool_install_status=_s(d, "toolInstallStatus"),
-            tools_version=None if tools is None else str(tools),
-            host_urn=_s(d, "hostUrn"), host_name=_s(d, "hostName"),
-            cluster_urn=_s(d, "clusterUrn"), cluster_name=_s(d, "clusterName"),
-            location=_s(d, "location"), is_template=_b(d, "isTemplate", m),
-            is_link_clone=_b(d, "isLinkClone", m), arch=_s(d, "arch"),
-            cpu_quantity=_i(_d(cfg, "cpu"), "quantity"), memory_mb=_i(_d(cfg, "memory"), "quantityMB"),
-            disks=[Disk.from_dict(x) for x in _dicts(_l(cfg, "disks"))],
-            nics=[Nic.from_dict(x) for x in _dicts(_l(cfg, "nics"))],
-            os=OsOptions.from_dict(d.get("osOptions")), create_time=_s(d, "createTime"),
-            vm_type=_i(d, "vmType"), has_vm_config=has_cfg, missing=m, raw=d,
+            v if type(v := g("urn")) is str else _s(d, "urn", m),
+            v if type(v := g("uri")) is str else _s(d, "uri"),
+            v if type(v := g("uuid")) is str else _s(d, "uuid"),
+            v if type(v := g("name")) is str else _s(d, "name", m),
+            v if type(v := g("description")) is str else _s(d, "description"),
+            v if type(v := g("status")) is str else _s(d, "status", m),
+            v if type(v := g("pvDriverStatus")) is str else _s(d, "pvDriverStatus", m),
+            v if type(v := g("toolInstallStatus")) is str else _s(d, "toolInstallStatus"),
+            None if tools is None else tools if type(tools) is str else str(tools),
+            v if type(v := g("hostUrn")) is str else _s(d, "hostUrn"),
+            v if type(v := g("hostName")) is str else _s(d, "hostName"),
+            v if type(v := g("clusterUrn")) is str else _s(d, "clusterUrn"),
+            v if type(v := g("clusterName")) is str else _s(d, "clusterName"),
+            v if type(v := g("location")) is str else _s(d, "location"),
+            v if type(v := g("isTemplate")) is bool else _b(d, "isTemplate", m),
+            v if type(v := g("isLinkClone")) is bool else _b(d, "isLinkClone", m),
+            v if type(v := g("arch")) is str else _s(d, "arch"),
+            _i(_d(cfg, "cpu"), "quantity"), _i(_d(cfg, "memory"), "quantityMB"),
+            [Disk.from_dict(x) for x in disks if isinstance(x, dict)] if type(disks) is list else
+            [Disk.from_dict(x) for x in _dicts(_l(cfg, "disks"))],
+            [Nic.from_dict(x) for x in nics if isinstance(x, dict)] if type(nics) is list else
+            [Nic.from_dict(x) for x in _dicts(_l(cfg, "nics"))],
+            OsOptions.from_dict(g("osOptions")),
+            v if type(v := g("createTime")) is str else _s(d, "createTime"),
+            v if type(v := g("vmType")) is int else _i(d, "vmType"),
+            has_cfg, m, d,
         )
 
     @property
