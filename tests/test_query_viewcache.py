@@ -58,3 +58,23 @@ def test_a_new_generation_drops_the_cached_haystack() -> None:
     assert cache.compute([a], frozenset(), parse_filter("beta"), "name", False, 1)[0].keys == ()
     assert cache.compute([a, b], frozenset(), parse_filter("beta"), "name", False, 2)[0].keys == ("k2",)
     assert cache.compute([a, b], frozenset(), parse_filter("verdict:b"), "name", False, 2)[0].keys == ("k2",)
+
+
+def test_confirming_rows_drops_the_question_mark_only() -> None:
+    """Confirming flips ``provisional`` in place and nothing else; the generation stays, so the view
+    computed before is still right."""
+    from fctui.inventory.query import RowStore, VmRow, compute_view
+
+    def row(key: str, verdict: str, provisional: bool) -> VmRow:
+        return VmRow(key, key, "running", "cna-01", "c1", 1, 10, "running", verdict, "", (), provisional=provisional)
+
+    store = RowStore()
+    store.upsert([row("a", "ready", True), row("b", "blocked", True), row("c", "ready", False)])
+    gen = store.generation
+    before = {k: (r.key, r.verdict, r.reason, r.rules, r.search) for k, r in store.rows.items()}
+    view = compute_view(list(store.rows.values()), frozenset(), "verdict:ready", "name", False, gen)
+    assert store.confirm(["a", "c", "missing"]) == 1
+    assert store.generation == gen
+    assert [r.provisional for r in store.rows.values()] == [False, True, False]
+    assert {k: (r.key, r.verdict, r.reason, r.rules, r.search) for k, r in store.rows.items()} == before
+    assert compute_view(list(store.rows.values()), frozenset(), "verdict:ready", "name", False, gen).keys == view.keys

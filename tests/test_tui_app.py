@@ -57,8 +57,11 @@ async def test_loads_every_vm_with_verdicts(sim):
         assert set(t.keys) == expected
         assert all(r.verdict in ("ready", "degraded", "blocked") for r in rows(app))
         assert not any(r.provisional for r in rows(app))
+        assert not any(app.assessment(u).provisional for u in expected)
         text = screen_text(app)
         assert "Verdict" in text and "updated 0 s ago" in text
+        # confirmed rows are redrawn: no verdict on screen is still marked provisional
+        assert not any(f"{v}?" in text for v in ("ready", "degraded", "blocked"))
 
 
 async def test_navigation_moves_cursor_and_detail_follows(sim):

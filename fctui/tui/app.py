@@ -189,7 +189,8 @@ class FctuiApp(App[int]):
         self.feed: InventoryFeed | None = None
         self.store = RowStore()
         self.vms: dict[str, Vm] = {}
-        self.assessments: dict[str, Any] = {}
+        self.assessments: dict[str, Any] = {}   # by VM URN; read them through assessment()
+        self._to_confirm: set[str] = set()       # VMs whose stored provisional verdict a refresh confirmed
         self.facts: dict[str, Any] = {}
         self.snapshots: dict[str, Any] = {}
         self.snapshot_errors: dict[str, str] = {}
@@ -468,6 +469,7 @@ class FctuiApp(App[int]):
                 a = get(vm.urn)
                 if a is not None:
                     self.assessments[vm.urn] = a
+                    self._to_confirm.discard(vm.urn)
             added, changed = self.store.upsert(ev.rows)
             if added or changed:
                 self.schedule_view()
@@ -476,6 +478,7 @@ class FctuiApp(App[int]):
                 self._confirm(ev.confirmed)
             if ev.assessments:
                 self.assessments.update(ev.assessments)
+                self._to_confirm.difference_update(ev.assessments)
             # Facts arrive as changes (the refresh process sends only what differs; an empty
             # FactsLite clears a VM's): merge them, do not replace the whole map.
             for urn, f in ev.facts.items():
@@ -491,6 +494,7 @@ class FctuiApp(App[int]):
                 for urn in [u for u in self.vms if u not in ev.keys]:
                     self.vms.pop(urn, None)
                     self.assessments.pop(urn, None)
+                    self._to_confirm.discard(urn)
                 for urn in [u for u in self.facts if u not in ev.keys]:
                     del self.facts[urn]
                 if gone:
@@ -511,18 +515,22 @@ class FctuiApp(App[int]):
 
     def _confirm(self, urns: set[str]) -> None:
         """The refresh confirmed these VMs' provisional verdicts: they become final here, as the
-        refresh derived them (nothing of them was sent again)."""
-        assessments, rows = self.assessments, self.store.rows
-        final_rows = []
-        for urn in urns:
-            a = assessments.get(urn)
-            if a is not None and a.provisional:
-                assessments[urn] = confirmed(a)
-            row = rows.get(urn)
-            if row is not None and row.provisional:
-                final_rows.append(row.confirmed())
-        if final_rows and any(self.store.upsert(final_rows)):
-            self.schedule_view()
+        refresh derived them (nothing of them was sent again). The rows at once; the verdicts when
+        read (:meth:`assessment`): only the detail pane reads them, one VM at a time."""
+        self._to_confirm |= urns
+        if self.store.confirm(urns):
+            table = self._main_widget(VmTable)
+            if table is not None:
+                table.redraw_rows()   # the rows lose their "?"; order and filter are unchanged
+
+    def assessment(self, urn: str) -> Any:
+        """The VM's verdict as the console knows it."""
+        a = self.assessments.get(urn)
+        if a is not None and urn in self._to_confirm:
+            self._to_confirm.discard(urn)
+            if a.provisional:
+                a = self.assessments[urn] = confirmed(a)
+        return a
 
     @on(FeedLost)
     def _lost(self, msg: FeedLost) -> None:
@@ -664,7 +672,7 @@ class FctuiApp(App[int]):
     def detail_renderable(self, key: str | None) -> Any:
         if not key or key not in self.vms:
             return Text("No VM selected", style="dim")
-        return render_detail(self.vms[key], self.assessments.get(key), self.facts.get(key),
+        return render_detail(self.vms[key], self.assessment(key), self.facts.get(key),
                              self.snapshots.get(key), self.datastores,
                              snapshots_error=self.snapshot_errors.get(key, ""))
 

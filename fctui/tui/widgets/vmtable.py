@@ -142,6 +142,11 @@ class VmTable(ScrollView, can_focus=True):
         self._line_cache.clear()
         super().notify_style_update()
 
+    def redraw_rows(self) -> None:
+        """Rows changed in place (see RowStore.confirm): drop what was drawn of them."""
+        self._line_cache.clear()
+        self.refresh()
+
     def on_focus(self) -> None:
         self._styles.clear()
         self._line_cache.clear()
