@@ -288,7 +288,8 @@ async def run(vms: int, latency_ms: float, moves: int, size: tuple[int, int], re
             if pid == me:
                 continue
             role = ("refresh process" if pid == refresh_pid else
-                    "volume helper" if "helper_main" in cmd or "volume" in cmd else f"other: {cmd[:40]}")
+                    "volume helper" if "helper_main" in cmd or "volume" in cmd or "child_main" in cmd  # forked
+                    else f"other: {cmd[:40]}")
             print(f"  peak RSS ({role + ')':<23}: {hwm / 1024:6.0f} MB   pid {pid}")
             total_hwm += hwm
         print(f"  peak RSS, all processes (sum of each one's peak): {total_hwm / 1024:6.0f} MB  (goal < 300 MB)")

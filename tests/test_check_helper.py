@@ -175,3 +175,48 @@ async def test_pages_taken_before_the_helper_started_agree(es: EmbeddedSimulator
     here = await gather(client, helper=False)
     assert _report(shared) == _report(here)
 
+
+
+PREFORK_SCRIPT = r"""
+import asyncio, json, os, sys
+from fctui.inventory import gather as G
+from fctui.vrm import VrmClient
+url, user, password = sys.argv[1:4]
+G.prefork_volume_helper()
+pre = G._preforked
+assert pre is not None
+pid = pre[1].pid
+
+async def main():
+    async with VrmClient(url, user, password, page_concurrency=4) as c:
+        forked = await G.gather(c)
+        used = G._preforked is None and pre[1].poll() is not None   # taken, and it exited
+        here = await G.gather(c, helper=False)
+    return forked, here, used
+
+forked, here, used = asyncio.run(main())
+print(json.dumps({"used": used, "pid": pid, "requests": [forked.requests, here.requests],
+                  "forked": sorted([a.urn, a.verdict, a.rules] for a in forked.assessments),
+                  "here": sorted([a.urn, a.verdict, a.rules] for a in here.assessments),
+                  "gaps": forked.gaps + here.gaps}))
+"""
+
+
+def test_a_forked_helper_is_taken_and_agrees_with_in_process(es: EmbeddedSimulator) -> None:
+    """The refresh process forks its helper before its event loop starts; the first gather takes it
+    (no interpreter start-up), it logs in, lists, logs out and exits like a spawned one. Run in a
+    fresh interpreter: forking this threaded test process would not be safe."""
+    import json
+    import subprocess
+    import sys
+
+    n0 = _logins(es)
+    out = subprocess.run([sys.executable, "-c", PREFORK_SCRIPT, es.url, es.sim.config.user,
+                          es.sim.config.password], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout)
+    assert got["used"] and got["gaps"] == []
+    assert got["forked"] == got["here"] and any("snapshot-limit" in r for _, _, r in got["forked"])
+    assert got["requests"][0] < got["requests"][1]     # the helper read the volumes, not the gather
+    assert _logins(es) - n0 == 2                        # the script's session and the helper's
+    assert sum(1 for s in es.sim.sessions.values() if not s.expired) <= 1   # both logged out

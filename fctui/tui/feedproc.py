@@ -174,6 +174,10 @@ def child_main(fd: int) -> None:
     conn = Connection(fd)
     try:
         spec_args, interval, keep_refreshing = conn.recv()
+        # The first refresh reads the volume listing in a helper process: forked now, while this
+        # process is small and single-threaded, it costs no interpreter start-up later.
+        from ..inventory.gather import prefork_volume_helper
+        prefork_volume_helper(close_fds=[fd])
         asyncio.run(_child_main(spec_args, conn, interval, keep_refreshing))
     except Exception:
         pass
