@@ -88,7 +88,9 @@ class InventoryUpdate:
     inventory: Inventory | None = None
 
 
-async def _pick_site(client: VrmClient, site_uri: str | None) -> Site:
+async def _pick_site(client: VrmClient, site_uri: str | Site | None) -> Site:
+    if isinstance(site_uri, Site):
+        return site_uri          # the caller has it already: no request
     sites = await client.sites()
     if site_uri:
         for s in sites:
@@ -148,7 +150,7 @@ def _task_ms(t: Task) -> float | None:
 
 
 class _Gatherer:
-    def __init__(self, client: VrmClient, site_uri: str | None, knowledge: Mapping[str, BackupKnowledge],
+    def __init__(self, client: VrmClient, site_uri: "str | Site | None", knowledge: Mapping[str, BackupKnowledge],
                  concurrency: int, now: Callable[[], float], provisional: bool = True,
                  keep_raw: bool = True, helper: bool = True,
                  render_vm: Callable[[Assessment], str] | None = None) -> None:
@@ -752,14 +754,14 @@ class _VolumeHelper:
         self.close()
 
 
-async def gather_stream(client: VrmClient, site_uri: str | None = None, *,
+async def gather_stream(client: VrmClient, site_uri: str | Site | None = None, *,
                         knowledge: Mapping[str, BackupKnowledge] = _NO_KNOWLEDGE, concurrency: int = 16,
                         now: Callable[[], float] = time.time, keep_raw: bool = True,
                         helper: bool = True) -> AsyncIterator[InventoryUpdate]:
     """Stream the inventory: the static objects first, then each page of VMs with provisional
     assessments (snapshot rules not evaluated yet), then the final :class:`Inventory`.
 
-    ``site_uri``: a site URN or URI; None takes the first site. ``knowledge``: per VM URN, what the
+    ``site_uri``: a site URN or URI, or the :class:`Site` itself; None takes the first site. ``knowledge``: per VM URN, what the
     product knows of its earlier backups. ``concurrency`` bounds concurrent pages and per-VM reads.
     ``keep_raw=False`` empties each VM's (and disk's) ``raw`` JSON as soon as it is parsed: a
     fraction of the memory, for callers that read the typed fields only. ``helper=False``: read the

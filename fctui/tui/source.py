@@ -367,7 +367,9 @@ class InventoryFeed:
         assert self.site is not None
         # The first refresh reads the volume listing in a helper process (full inventory sooner);
         # later ones read it here, so a console open for days does not log in again every refresh.
-        async for upd in gather_stream(self.client, self.site.urn, concurrency=self.spec.page_concurrency,
+        # The first also takes the site connect() just read; later ones read it again (renamed, gone).
+        site = self.site if not self._final else self.site.urn
+        async for upd in gather_stream(self.client, site, concurrency=self.spec.page_concurrency,
                                        keep_raw=False, helper=not self._final):
             kind = getattr(upd, "kind", "")
             if kind == "static":
