@@ -221,23 +221,42 @@ class DiskContent:
 
     def write_bytes(self, offset: int, data: bytes | memoryview, epoch: int) -> None:
         """A restore write of raw bytes; all-zero blocks that are already empty stay sparse."""
+        self.write_pieces(offset, [data], epoch)
+
+    def write_pieces(self, offset: int, pieces: "list[bytes] | list[bytes | memoryview]", epoch: int) -> None:
+        """:meth:`write_bytes` of the concatenation of ``pieces`` (a request body as it arrived), without
+        building it: each stored block is assembled from its slices of the pieces with one copy, and a
+        piece that is exactly one whole block (``bytes``) is kept as it is."""
         bs = self.factory.block_size
-        end = min(offset + len(data), self.live.size)
+        end = min(offset + sum(len(p) for p in pieces), self.live.size)
+        views = [memoryview(p) for p in pieces if len(p)]
+        k, at = 0, 0  # current piece, position in it
         pos = offset
-        mv = memoryview(data)
         while pos < end:
             b = pos // bs
             base = b * bs
             lo = pos - base
             hi = min(end - base, bs)
-            piece = mv[pos - offset : pos - offset + (hi - lo)]
+            need = hi - lo
+            slices: list[memoryview] = []
+            while need:
+                v = views[k]
+                take = min(need, len(v) - at)
+                slices.append(v[at:at + take])
+                need -= take
+                at += take
+                if at == len(v):
+                    k, at = k + 1, 0
             if lo == 0 and hi == bs:
-                full = bytes(piece)
+                if len(slices) == 1 and isinstance(slices[0].obj, bytes) and len(slices[0].obj) == bs:
+                    full = slices[0].obj  # the piece is this very block: no copy
+                else:
+                    full = b"".join(slices)
             else:
                 cur = bytearray(self.block_bytes(self.live, b))
                 if len(cur) < bs:
                     cur.extend(bytes(bs - len(cur)))
-                cur[lo:hi] = piece
+                cur[lo:hi] = b"".join(slices)
                 full = bytes(cur)
             self._store_block(b, full, epoch)
             pos = base + hi

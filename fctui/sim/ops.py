@@ -858,6 +858,12 @@ def delete_volume(sim: Simulator, vol: Volume) -> dict[str, str]:
     def done() -> None:
         vol.gone = True
         vol.datastore.used_gb -= vol.quantity_gb
+        # Its written blocks go with it (snapshots keep their own copies of the overlay): a
+        # simulator that restores and deletes volumes for hours otherwise grows without bound, and
+        # past ~2 GB every fresh page it touches costs the kernel several times more.
+        vol.content.live.overlay.clear()
+        vol.content.live.mutations += 1
+        vol.content.live.digest_cache = None
 
     t = sim.start_task("DeleteVolume", sim.urn("volumes", vol.id), vol.name,
                        sim.config.task_seconds["delete"], on_success=done,
