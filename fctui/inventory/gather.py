@@ -552,15 +552,15 @@ class _ForkedProcess:
 _preforked: tuple[Connection, _ForkedProcess] | None = None
 
 
-def prefork_volume_helper(close_fds: Iterable[int] = ()) -> None:
+def prefork_volume_helper(close_fds: Iterable[int] = (), nice: int = 0) -> None:
     """Fork the volume listing helper now, for the next gather of this process to use.
 
     For a process that will gather soon and whose heap is still small: the console's refresh
     process, before its event loop starts. The fork costs a few ms and little memory then, where a
     fresh interpreter spends ~0.3 s of CPU importing the client -- on a two-core machine while the
     first VM pages are being parsed. ``close_fds``: descriptors the helper must not keep open (e.g.
-    the refresh process's pipe to the console, whose end the console watches). Single-threaded
-    callers only, with no event loop running."""
+    the refresh process's pipe to the console, whose end the console watches). ``nice``: added to
+    the helper's niceness. Single-threaded callers only, with no event loop running."""
     global _preforked
     if _preforked is not None or not hasattr(os, "fork"):
         return
@@ -577,6 +577,11 @@ def prefork_volume_helper(close_fds: Iterable[int] = ()) -> None:
         code = 0
         try:
             ours.close()
+            if nice:
+                try:
+                    os.nice(nice)
+                except OSError:
+                    pass
             for fd in close_fds:
                 try:
                     os.close(fd)
