@@ -536,3 +536,42 @@ async def test_revert_snapshot(client: VrmClient, site_uri: str) -> None:
     assert (await client.snapshot(snap.uri)).status == "ready"
     with pytest.raises(VrmNotFoundError):
         await client.revert_snapshot(snap.uri.rsplit("/", 1)[0] + "/999999")
+
+
+class _PagingVrm(httpx.AsyncBaseTransport):
+    """A VRM that pages host and datastore listings even when asked for the whole list (here in
+    pages of 2): the VRM side of the test, not our client."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+        self.paths: list[str] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        if url.path.endswith(("/hosts", "/datastores")) and "limit" not in url.params:
+            url = url.copy_merge_params({"limit": "2", "offset": "0"})
+            request = httpx.Request(request.method, url, headers=request.headers, content=request.content)
+        self.paths.append(str(url))
+        return await self.inner.handle_async_request(request)
+
+
+async def test_hosts_and_datastores_in_one_request_or_page_by_page() -> None:
+    """Asked without limit and offset the VRM answers hosts and datastores whole (vrm-api §3): one
+    request each. A VRM that pages them anyway still gives every one (the client reads on)."""
+    sim = Simulator(SimConfig(vms=30, seed=3, time_scale=100.0))
+    assert len(sim.hosts) > 2 and len(sim.datastores) > 2
+    rec = _PagingVrm(httpx.ASGITransport(app=create_app(sim)))
+    async with VrmClient("http://vrm.sim", sim.config.user, sim.config.password, transport=rec) as c:
+        site = (await c.sites())[0]
+        rec.paths.clear()
+        hosts = await c.hosts(site.uri)
+        stores = await c.datastores(site.uri)
+        assert {h.urn for h in hosts} == {sim.urn("hosts", h.id) for h in sim.hosts.values()}
+        assert {d.urn for d in stores} == {sim.urn("datastores", d.id) for d in sim.datastores.values()}
+        assert len([p for p in rec.paths if "/hosts" in p]) == 2    # a page of 2, then the rest
+    async with VrmClient("http://vrm.sim", sim.config.user, sim.config.password,
+                         transport=httpx.ASGITransport(app=create_app(sim))) as c:
+        n0 = c.request_count
+        assert len(await c.hosts(site.uri)) == len(sim.hosts)
+        assert len(await c.datastores(site.uri)) == len(sim.datastores)
+        assert c.request_count - n0 == 2                    # whole lists: one request each

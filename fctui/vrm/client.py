@@ -582,15 +582,37 @@ class VrmClient:
         data = await self._call("GET", path)
         return [Cluster.from_dict(x) for x in self._list_field(data, "clusters", "GET", path)]
 
+    async def _whole(self, path: str, key: str, params: dict[str, Any] | None, model: Callable[[Any], T]) -> list[T]:
+        """A listing the VRM answers whole when asked without ``limit`` and ``offset`` (hosts,
+        datastores; vrm-api §3): one request instead of a first page and then the others. Should
+        the answer still be a page (``total`` says there is more), the rest is read page by page."""
+        path = self._path(path)
+        params = _clean_params(params)
+        with gc_paused():
+            data = await self._call("GET", path, params=params or None)
+            items = self._list_field(data, key, "GET", path)
+            out = [model(x) for x in items]
+            try:
+                total = int(data.get("total"))
+            except (TypeError, ValueError):
+                total = None
+            offset = len(items)
+            while items and total is not None and offset < total:
+                items, latest = await self._page(path, key, params, offset)
+                out.extend(model(x) for x in items)
+                offset += len(items)
+                total = latest if latest is not None else total
+        return out
+
     async def hosts(self, site_uri: str, scope: str | None = None) -> list[Host]:
-        return await self._all(self._path(site_uri) + "/hosts", "hosts", {"scope": scope}, Host.from_dict)
+        return await self._whole(self._path(site_uri) + "/hosts", "hosts", {"scope": scope}, Host.from_dict)
 
     async def host(self, uri: str) -> Host:
         return Host.from_dict(await self._get_obj(uri))
 
     async def datastores(self, site_uri: str, scope: str | None = None) -> list[Datastore]:
-        return await self._all(self._path(site_uri) + "/datastores", "datastores", {"scope": scope},
-                               Datastore.from_dict)
+        return await self._whole(self._path(site_uri) + "/datastores", "datastores", {"scope": scope},
+                                 Datastore.from_dict)
 
     async def datastore(self, uri: str) -> Datastore:
         return Datastore.from_dict(await self._get_obj(uri))
