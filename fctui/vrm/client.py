@@ -118,6 +118,14 @@ def _param(v: Any) -> Any:
     return v
 
 
+def _total(data: dict) -> int | None:
+    """A listing's ``total``, when it is a number."""
+    try:
+        return int(data["total"]) if data.get("total") is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
 def _clean_params(params: dict[str, Any] | None) -> dict[str, Any]:
     return {k: _param(v) for k, v in (params or {}).items() if v is not None}
 
@@ -481,13 +489,7 @@ class VrmClient:
     async def _page(self, path: str, key: str, params: dict[str, Any], offset: int) -> tuple[list, int | None]:
         p = dict(params, limit=PAGE_LIMIT, offset=offset)
         data = await self._call("GET", path, params=p)
-        items = self._list_field(data, key, "GET", path)
-        total = data.get("total")
-        try:
-            total_i = int(total) if total is not None else None
-        except (TypeError, ValueError):
-            total_i = None
-        return items, total_i
+        return self._list_field(data, key, "GET", path), _total(data)
 
     async def iter_pages(self, path_or_uri: str, key: str, params: dict[str, Any] | None = None, *,
                          concurrency: int | None = None) -> AsyncIterator[list]:
@@ -592,10 +594,7 @@ class VrmClient:
             data = await self._call("GET", path, params=params or None)
             items = self._list_field(data, key, "GET", path)
             out = [model(x) for x in items]
-            try:
-                total = int(data.get("total"))
-            except (TypeError, ValueError):
-                total = None
+            total = _total(data)
             offset = len(items)
             while items and total is not None and offset < total:
                 items, latest = await self._page(path, key, params, offset)
