@@ -233,8 +233,8 @@ class InventoryFeed:
         page.rows = [row_from_vm(vm, get(vm.urn), provisional=True) for vm in page.vms]
 
     def _remember(self, vms: list[Vm], rows: list[VmRow], assessments: Mapping[str, Any]) -> None:
-        # A provisional verdict is never the same as the final one (``provisional`` differs): not
-        # remembered, the final verdict is sent anyway.
+        # What was sent, and each VM's provisional verdict: the final page compares the final
+        # verdict with it (a confirmed one is not sent again, see _final_pages).
         sent, seen, prov = self._sent, self._this_refresh, self._provisional
         get = assessments.get
         for vm, row in zip(vms, rows):
