@@ -48,6 +48,29 @@ class _DropResponse(Response):
         raise SimulatedDrop("connection dropped by the simulator (fault injection)")
 
 
+def _huge_answer(sim: Simulator, request: Request, n: int) -> Response:
+    """A 200 JSON answer of ``n`` bytes, produced as the client reads it; the bytes handed to the
+    server are counted in stats (``faultBodyBytesSent``), so a test sees where the client stopped."""
+    sim.stats["fault_body_bytes_sent"] = 0
+
+    async def body() -> AsyncIterator[bytes]:
+        head, tail = b'{"pad":"', b'"}'
+        yield head
+        sim.stats["fault_body_bytes_sent"] += len(head)
+        left = max(0, n - len(head) - len(tail))
+        piece = b"x" * (256 << 10)
+        while left > 0:
+            if await request.is_disconnected():  # the client gave up: stop producing
+                return
+            part = piece[:left]
+            yield part
+            sim.stats["fault_body_bytes_sent"] += len(part)
+            left -= len(part)
+        yield tail
+        sim.stats["fault_body_bytes_sent"] += len(tail)
+    return StreamingResponse(body(), media_type=JSON_TYPE)
+
+
 def jresp(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     body = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
     return Response(body, status_code=status, media_type=JSON_TYPE, headers=headers)
@@ -784,6 +807,7 @@ def stats(sim: Simulator) -> dict[str, Any]:
         "sessions": sum(1 for s in sim.sessions.values() if not s.expired),
         "dataBytesRead": sim.stats.get("data_bytes_read", 0),
         "dataBytesWritten": sim.stats.get("data_bytes_written", 0),
+        "faultBodyBytesSent": sim.stats.get("fault_body_bytes_sent", 0),
     }
 
 
@@ -815,7 +839,7 @@ async def control(request: Request, sim: Simulator, path: str) -> Response:
             body = await read_json(request)
             # accept camelCase and snake_case spellings of every key
             for snake, camel in (("task_type", "taskType"), ("error_code", "errorCode"),
-                                 ("latency_ms", "latencyMs")):
+                                 ("latency_ms", "latencyMs"), ("body_bytes", "bodyBytes")):
                 if snake in body and camel not in body:
                     body[camel] = body[snake]
                 if camel in body and snake not in body:
@@ -827,7 +851,10 @@ async def control(request: Request, sim: Simulator, path: str) -> Response:
                           error_code=str(body["errorCode"]) if body.get("errorCode") else None,
                           count=int(body["count"]) if body.get("count") is not None else None,
                           probability=float(body.get("probability", 1.0)),
-                          drop=bool(body.get("drop", False)), task_type=body.get("taskType"))
+                          drop=bool(body.get("drop", False)), task_type=body.get("taskType"),
+                          body_bytes=int(body.get("bodyBytes") or 0))
+                if f.body_bytes < 0:
+                    raise ValueError("bodyBytes must not be negative")
                 if f.path:
                     re.compile(f.path)
             except (TypeError, ValueError, re.error) as e:
@@ -961,6 +988,8 @@ def create_app(sim: Simulator) -> Starlette:
             for f in faults:
                 if f.drop:
                     return _DropResponse()
+                if f.body_bytes:
+                    return _huge_answer(sim, request, f.body_bytes)
                 if f.status:
                     code = f.error_code or ("10000009" if f.status >= 500 else C.INVALID_PARAM)
                     return jresp({"errorCode": code,

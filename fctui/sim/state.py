@@ -428,6 +428,7 @@ class Fault:
     probability: float = 1.0
     drop: bool = False
     task_type: str | None = None  # fail tasks of this type instead of requests
+    body_bytes: int = 0  # answer 200 with a JSON body this long, streamed (no Content-Length)
     hits: int = 0
 
 

@@ -22,7 +22,8 @@ import httpx
 
 from .credentials import install_log_redaction
 from .errors import (VERSION_ERROR_CODE, BackupResourceError, TaskFailedError, TaskTimeoutError, VrmAuthError,
-                     VrmConnectionError, VrmError, VrmNotFoundError, VrmProtocolError, VrmServerError,
+                     VrmBodyTooLargeError, VrmConnectionError, VrmError, VrmNotFoundError, VrmProtocolError,
+                     VrmServerError,
                      VrmTimeoutError, VrmVersionError, api_error)
 from .models import (BackupResource, CbtBitmap, Cluster, Datastore, Host, LoginInfo, OsCatalogue, Site,
                      SnapshotDetail, SnapshotTree, Task, TaskRef, VersionInfo, Vm, Volume)
@@ -91,6 +92,12 @@ def gc_paused(pause: bool = True) -> Iterator[None]:
 T = TypeVar("T")
 
 PAGE_LIMIT = 100  # the documented maximum; every known client uses it (vrm-api.md §5)
+# The largest answer read into memory. The biggest real one is a page of 100 VMs with detail=2 (disks,
+# NICs, config of each): 390,508 bytes at most over the simulator's 10,000-VM inventory (measured); a
+# real VRM's are of that order. 64 MiB leaves >150x headroom and keeps a broken or hostile peer from
+# taking the process's memory (a 400 MB answer once took it to 964 MB).
+MAX_BODY = 64 << 20
+LOGOUT_TIMEOUT_S = 5.0
 INSECURE_WARNING = ("TLS certificate verification is OFF (--insecure): the VRM's identity is not checked "
                     "and the password hash could be intercepted. Prefer --ca-file with the VRM's CA.")
 _insecure_warned = False
@@ -137,7 +144,7 @@ class VrmClient:
                  api_version: str | None = None, user_type: str = "2", plaintext_key: bool = False,
                  verify: bool | str = True, timeout: float = 30.0,
                  transport: httpx.AsyncBaseTransport | None = None,
-                 page_concurrency: int = 8, retries_5xx: int = 2) -> None:
+                 page_concurrency: int = 8, retries_5xx: int = 2, max_body: int | None = None) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise VrmError(f"VRM address must look like https://host:7443, got {base_url!r}")
@@ -156,6 +163,9 @@ class VrmClient:
         self.timeout = timeout
         self.page_concurrency = page_concurrency
         self.retries_5xx = max(0, retries_5xx)
+        self.max_body = MAX_BODY if max_body is None else max_body
+        if self.max_body < 1:
+            raise VrmError("max_body must be at least 1 byte")
         self._transport = transport
         if verify is False and parts.scheme == "https":
             _warn_insecure_once()
@@ -185,16 +195,25 @@ class VrmClient:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """End the session (logout) and the connections. Every VRM session we open ends here: a real
+        VRM caps live sessions per user, and one left behind counts until it idles out. Never raises
+        a VrmError; the logout is bounded by LOGOUT_TIMEOUT_S so a lost VRM does not hold the caller."""
         try:
             if self._token is not None:
                 try:
-                    await self.logout()
-                except VrmError as e:  # the session expires on its own; do not mask the real error
-                    log.info("logout failed: %s", e)
+                    async with asyncio.timeout(min(self.timeout, LOGOUT_TIMEOUT_S)):
+                        await self.logout()
+                except (VrmError, TimeoutError) as e:  # it expires on its own; do not mask the real error
+                    log.info("logout failed: %s", e or "timed out")
+                    self._token = None
         finally:
             await self.aclose()
 
     async def aclose(self) -> None:
+        """Close the connections only (the session stays open on the VRM): use :meth:`close`."""
         await self._http.aclose()
 
     @property
@@ -213,7 +232,8 @@ class VrmClient:
         return dict(base_url=self.base_url, user=self.user, password=self._password,
                     api_version=self.api_version or None, user_type=self.user_type,
                     plaintext_key=self.plaintext_key, verify=self.verify, timeout=self.timeout,
-                    page_concurrency=self.page_concurrency, retries_5xx=self.retries_5xx)
+                    page_concurrency=self.page_concurrency, retries_5xx=self.retries_5xx,
+                    max_body=self.max_body)
 
     def _accept(self, with_version: bool = True) -> str:
         if with_version and self.api_version:
@@ -337,7 +357,7 @@ class VrmClient:
                 request = self._http.build_request(method, path, params=params, headers=headers, content=content)
                 resp = await self._http.send(request, stream=True)
                 try:
-                    body = b"".join([part async for part in resp.aiter_bytes()])
+                    body = await self._read_body(resp, method, path)
                 finally:
                     await resp.aclose()
                 return Answer(resp.status_code, resp.headers, body)
@@ -349,6 +369,29 @@ class VrmClient:
             raise VrmError(f"cannot send {method} {path}: {e}") from None
         except OSError as e:  # a socket error that reached us unwrapped
             raise VrmConnectionError(self._transport_message(e, method, path)) from None
+
+    async def _read_body(self, resp: httpx.Response, method: str, path: str) -> bytes:
+        """The whole body, refused as soon as it passes ``max_body`` (announced or streamed): the
+        bytes beyond the cap are never read."""
+        cap = self.max_body
+        announced = resp.headers.get("content-length", "")
+        if announced.isdigit() and int(announced) > cap:
+            raise self._too_large(method, path, f"announced {int(announced)} bytes")
+        parts: list[bytes] = []
+        n = 0
+        async for part in resp.aiter_bytes():  # decoded: a compressed answer is capped as it unpacks
+            n += len(part)
+            if n > cap:
+                raise self._too_large(method, path, f"more than {cap} bytes sent")
+            parts.append(part)
+        return b"".join(parts)
+
+    def _too_large(self, method: str, path: str, what: str) -> VrmBodyTooLargeError:
+        cap = self.max_body
+        shown = f"{cap >> 20} MiB" if cap % (1 << 20) == 0 else f"{cap} bytes"
+        return VrmBodyTooLargeError(
+            f"VRM answer to {method} {path} exceeds the {shown} answer size cap ({what}); "
+            "the rest was not read", method=method, path=path, cap=cap)
 
     def _transport_message(self, e: Exception, method: str, path: str) -> str:
         text = str(e) or type(e).__name__
@@ -922,4 +965,4 @@ async def gather_limited(aws: list[Awaitable[T]], limit: int) -> list[T]:
     return list(await asyncio.gather(*(one(a) for a in aws)))
 
 
-__all__ = ["VrmClient", "INSECURE_WARNING", "PAGE_LIMIT", "gather_limited", "gc_paused"]
+__all__ = ["VrmClient", "INSECURE_WARNING", "MAX_BODY", "PAGE_LIMIT", "gather_limited", "gc_paused"]

@@ -80,6 +80,14 @@ class VrmProtocolError(VrmError):
         self.status = status
 
 
+class VrmBodyTooLargeError(VrmProtocolError):
+    """An answer (or a data range) longer than the client accepts; reading stopped at ``cap`` bytes."""
+
+    def __init__(self, message: str, *, method: str = "", path: str = "", cap: int = 0) -> None:
+        super().__init__(message, method=method, path=path)
+        self.cap = cap
+
+
 class TaskFailedError(VrmError):
     """A VRM task ended ``failed`` (also when it was cancelled: ``task.cancelled``)."""
 

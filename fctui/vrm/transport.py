@@ -17,9 +17,12 @@ from typing import Any, AsyncIterator, Iterator, Protocol, Sequence, runtime_che
 
 import httpx
 
-from .errors import (VrmConnectionError, VrmError, VrmProtocolError, VrmTimeoutError, api_error)
+from .errors import (VrmBodyTooLargeError, VrmConnectionError, VrmError, VrmProtocolError, VrmTimeoutError,
+                     api_error)
 
 log = logging.getLogger("fctui.vrm.transport")
+
+ERROR_BODY_MAX = 64 << 10  # of an error answer only its errorCode/errorDes matter
 
 # What a write takes: the bytes, or consecutive parts of them (e.g. the blocks of one coalesced range).
 WriteData = bytes | Sequence[bytes]
@@ -192,11 +195,32 @@ class HttpResourceTransport:
         if offset < 0 or length < 0:
             raise ValueError("offset and length must not be negative")
 
+    def _keep(self, status: int, offset: int, length: int) -> tuple[int, int, bool]:
+        """(bytes to skip, bytes to keep, whether more than that is an error) of a read's answer body:
+        memory stays bounded by the range asked for, whatever the peer sends."""
+        if status == 206:
+            return 0, length, True
+        if status == 200:  # the server ignored Range and sends the whole volume: take our part, stop
+            return offset, length, False
+        return 0, ERROR_BODY_MAX, False
+
+    def _collect(self, parts: list[bytes], part: bytes, taken: list[int], skip: int, keep: int,
+                 strict: bool) -> bool:
+        """Add ``part`` of an answer body; True once ``keep`` bytes are in (stop reading)."""
+        pos = taken[0]
+        taken[0] += len(part)
+        if strict and taken[0] > keep:
+            raise VrmBodyTooLargeError(f"backup resource answered a {keep}-byte range read with more "
+                                       f"bytes; refused: GET {self.url}", method="GET",
+                                       path=httpx.URL(self.url).path, cap=keep)
+        lo, hi = max(skip - pos, 0), min(skip + keep - pos, len(part))
+        if lo < hi:
+            parts.append(part[lo:hi] if (lo, hi) != (0, len(part)) else part)
+        return not strict and taken[0] >= skip + keep
+
     def _read_answer(self, resp: httpx.Response, body: bytes, offset: int, length: int) -> bytes:
-        if resp.status_code == 206:
+        if resp.status_code in (200, 206):  # the body is already cut to the range (_keep)
             return body
-        if resp.status_code == 200:  # server ignored Range: it sent the whole thing
-            return body[offset:offset + length]
         if resp.status_code == 416:  # past the end
             return b""
         self._raise_for(resp, body, "GET")
@@ -214,13 +238,18 @@ class HttpResourceTransport:
         headers = {"Range": f"bytes={offset}-{offset + length - 1}"}
         for attempt in (0, 1):
             try:
-                resp = await self._async.get(self.url, headers=headers)
-                body = resp.content
+                async with self._async.stream("GET", self.url, headers=headers) as resp:
+                    skip, keep, strict = self._keep(resp.status_code, offset, length)
+                    parts: list[bytes] = []
+                    taken = [0]
+                    async for part in resp.aiter_bytes():
+                        if self._collect(parts, part, taken, skip, keep, strict):
+                            break
             except (httpx.TransportError, OSError) as e:
                 self._read_failed(e, attempt, offset)
                 continue
             break
-        return self._read_answer(resp, body, offset, length)
+        return self._read_answer(resp, parts[0] if len(parts) == 1 else b"".join(parts), offset, length)
 
     def read_blocking(self, offset: int, length: int) -> bytes:
         """:meth:`read` for a caller on a worker thread (never on the event loop's thread)."""
@@ -232,13 +261,18 @@ class HttpResourceTransport:
         headers = {"Range": f"bytes={offset}-{offset + length - 1}"}
         for attempt in (0, 1):
             try:
-                resp = self._client().get(self.url, headers=headers)
-                body = resp.content
+                with self._client().stream("GET", self.url, headers=headers) as resp:
+                    skip, keep, strict = self._keep(resp.status_code, offset, length)
+                    parts: list[bytes] = []
+                    taken = [0]
+                    for part in resp.iter_bytes():
+                        if self._collect(parts, part, taken, skip, keep, strict):
+                            break
             except (httpx.TransportError, OSError) as e:
                 self._read_failed(e, attempt, offset)
                 continue
             break
-        return self._read_answer(resp, body, offset, length)
+        return self._read_answer(resp, parts[0] if len(parts) == 1 else b"".join(parts), offset, length)
 
     async def read(self, offset: int, length: int) -> bytes:
         self._check_range(offset, length)
