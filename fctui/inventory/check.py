@@ -322,12 +322,8 @@ async def _run(ns: argparse.Namespace, knowledge: Mapping[str, BackupKnowledge],
         finally:
             if gc_was:
                 gc.enable()
-        try:
-            await client.logout()
-        except VrmError:
-            pass  # the session expires on its own
     finally:
-        await client.aclose()
+        await client.close()  # logs out on every path, failures included
 
     if ns.json:
         out.write(render_json(inv, vrm_url=url, only=ns.only, rule=ns.rule))

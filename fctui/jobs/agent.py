@@ -266,17 +266,36 @@ class Agent:
             if mine:
                 self.busy_vms.pop(mine, None)
             if client is not None:
-                with contextlib.suppress(Exception):
-                    await client.aclose()
-            self.store.save_job(job)
-            self.tasks.pop(job.id, None)
-            self.broadcast({"event": "end", "job": job.id, "state": job.state})
+                await self._close_client(client)
+            self._finish(job)
 
     async def _client(self, vrm: str, user: str, password: str, verify: Any) -> Any:
+        """A logged-in client; whoever gets one ends its session with :meth:`_close_client`."""
         from ..vrm import VrmClient
         client = VrmClient(vrm, user, password, verify=verify)
-        await client.login()
+        try:
+            await client.login()
+        except BaseException:
+            await client.aclose()
+            raise
         return client
+
+    @staticmethod
+    async def _close_client(client: Any) -> None:
+        """Log out and close: a session left open counts against the VRM's per-user cap until it idles
+        out (bounded: a lost VRM costs at most the client's logout timeout)."""
+        with contextlib.suppress(Exception):
+            await client.close()
+
+    def _finish(self, job: JobRecord) -> None:
+        """A job's end: persisted if the state disk takes it, and always off the running list with its
+        watchers told (a full disk must not leave a job "running" in the agent forever)."""
+        try:
+            self.store.save_job(job)
+        except Exception:
+            log.exception("could not persist the end of job %s", job.id)
+        self.tasks.pop(job.id, None)
+        self.broadcast({"event": "end", "job": job.id, "state": job.state})
 
     async def _cleanup_for(self, client: Any, vrm: str, reporter: Any = None) -> tuple[int, list[str]]:
         from .cleanup import cleanup_intents
@@ -343,11 +362,8 @@ class Agent:
             if runner is not None:
                 runner.close()
             if client is not None:
-                with contextlib.suppress(Exception):
-                    await client.aclose()
-            self.store.save_job(job)
-            self.tasks.pop(job.id, None)
-            self.broadcast({"event": "end", "job": job.id, "state": job.state})
+                await self._close_client(client)
+            self._finish(job)
 
     @staticmethod
     def _record_cancelled(job: JobRecord, reporter: Any) -> None:
@@ -479,7 +495,7 @@ class Agent:
             try:
                 done, failed = await self._cleanup_for(client, vrm)
             finally:
-                await client.aclose()
+                await self._close_client(client)
             return {"ok": True, "cleaned": done, "failed": failed}
         if op == "shutdown":
             return {"ok": True}

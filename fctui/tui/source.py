@@ -132,7 +132,8 @@ class InventoryFeed:
         """Log in and pick the site. Raises :class:`VrmError` (the caller shows it and retries)."""
         if self.client is None:
             self.client = self._make_client()
-        await self.client.login()
+        if not self.client.logged_in:  # a reconnect keeps its session (a 401 logs in again by itself)
+            await self.client.login()
         self.api_version = self.client.api_version
         sites = await self.client.sites()
         if not sites:
@@ -149,7 +150,7 @@ class InventoryFeed:
     async def aclose(self) -> None:
         if self.client is not None:
             try:
-                await self.client.aclose()
+                await self.client.close()  # logs out: the VRM caps live sessions per user
             except Exception:
                 pass
             self.client = None

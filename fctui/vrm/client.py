@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import threading
+import contextlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, TypeVar
@@ -268,6 +269,9 @@ class VrmClient:
         A configured version is used as is. Otherwise the newest of ``/service/versions`` is tried
         first and, should the VRM refuse it as unsupported (10000022), the next older one.
         """
+        if self._token is not None:  # a second login would leave the first session open on the VRM
+            with contextlib.suppress(VrmError):
+                await self.logout()
         if self._negotiated:
             return await self._login()
         candidates = await self._discover_versions() or [""]

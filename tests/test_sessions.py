@@ -1,0 +1,129 @@
+"""Every VRM session fctui opens is closed when its work ends: the simulator's live session count
+(``/sim/stats`` ``sessions``) returns to where it started after a backup job and a restore job in the job
+agent, the agent's ``credentials`` op, ``fctui check`` (also when it fails half-way), and a console
+refresh cycle (the refresh process's feed)."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+import pytest
+
+from fctui.jobs.agent import Agent
+from fctui.jobs.runner import RunnerSettings
+from fctui.vrm import VrmClient
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    base = tempfile.mkdtemp(prefix="fs")  # short: Unix socket paths are limited to ~107 bytes
+    for k, v in {"FCTUI_DATA_DIR": f"{base}/data", "FCTUI_RUNTIME_DIR": f"{base}/run",
+                 "FCTUI_PASSWORD": "Admin@123"}.items():
+        monkeypatch.setenv(k, v)
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def es() -> Iterator[Any]:
+    from fctui.sim import EmbeddedSimulator, SimConfig
+    cfg = SimConfig(vms=30, seed=1, sector_of_block=128, time_scale=100.0, edge_disk_gb=1, edge_fill=0.02)
+    with EmbeddedSimulator(cfg) as server:
+        yield server
+
+
+async def sessions(es: Any) -> int:
+    async with httpx.AsyncClient(base_url=es.url) as ctl:
+        return int((await ctl.get("/sim/stats")).json()["sessions"])
+
+
+def creds(es: Any) -> dict[str, Any]:
+    return {"vrm": es.url, "user": "admin", "password": "Admin@123"}
+
+
+async def test_agent_jobs_close_their_sessions(es: Any, env: str) -> None:
+    async with httpx.AsyncClient(base_url=es.url) as ctl:
+        ready = (await ctl.get("/sim/edge-cases")).json()["ready"]
+    start = await sessions(es)
+    agent = Agent(repo_path=Path(env) / "repo",
+                  settings=RunnerSettings(watch_interval=0.1, task_interval=0.02, busy_interval=0.05))
+    try:
+        job = agent.submit({"targets": [ready[0]], **creds(es)})
+        await agent.tasks[job.id]
+        assert job.state == "succeeded", job.error
+        assert await sessions(es) == start
+        point = job.restore_points[0]
+        job = agent.submit({"type": "restore", "targets": [point], **creds(es),
+                            "restore": {"point_id": point, "target": "new", "name": "sessions-restored"}})
+        await agent.tasks[job.id]
+        assert job.state == "succeeded", job.error
+        assert await sessions(es) == start
+        r = await agent.dispatch("credentials", creds(es))
+        assert r["ok"]
+        assert await sessions(es) == start
+        # a job that fails after login (every VM listing refused) closes its session too
+        async with httpx.AsyncClient(base_url=es.url) as ctl:
+            await ctl.post("/sim/faults", json={"path": "/vms", "method": "GET", "status": 500})
+            try:
+                job = agent.submit({"targets": ["no-such-vm"], **creds(es)})
+                await agent.tasks[job.id]
+            finally:
+                await ctl.delete("/sim/faults")
+        assert await sessions(es) == start
+    finally:
+        await agent.shutdown()
+
+
+async def test_check_closes_its_session_also_on_failure(es: Any, env: str) -> None:
+    from fctui.inventory.check import main
+    start = await sessions(es)
+    assert await asyncio.to_thread(main, ["--vrm", es.url, "--user", "admin", "--json"]) == 0
+    assert await sessions(es) == start
+    async with httpx.AsyncClient(base_url=es.url) as ctl:
+        await ctl.post("/sim/faults", json={"path": "/vms$", "method": "GET", "status": 500})
+        try:
+            assert await asyncio.to_thread(main, ["--vrm", es.url, "--user", "admin"]) != 0
+        finally:
+            await ctl.delete("/sim/faults")
+    assert await sessions(es) == start
+
+
+async def test_console_refresh_cycle_closes_its_session(es: Any) -> None:
+    from fctui.tui.feedproc import run_refresh_loop
+    from fctui.tui.source import Complete, ConnectSpec, InventoryFeed
+    start = await sessions(es)
+    feed = InventoryFeed(ConnectSpec(es.url, "admin", "Admin@123"))
+    done = asyncio.Event()
+
+    def post(msg: tuple) -> None:
+        if msg[0] == "event" and isinstance(msg[1], Complete):
+            done.set()
+
+    loop = asyncio.create_task(run_refresh_loop(feed, post=post, sleep=asyncio.sleep, blocked=lambda: False,
+                                                interval=lambda: 0.05, keep_refreshing=True,
+                                                loaded=lambda: True))
+    try:
+        for _ in range(2):  # two refreshes share one session
+            await asyncio.wait_for(done.wait(), 30)
+            done.clear()
+            assert await sessions(es) == start + 1
+        await feed.connect()  # a reconnect keeps that session instead of opening another
+        assert await sessions(es) == start + 1
+    finally:
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)
+        await feed.aclose()  # what the refresh process does when the console stops it
+    assert await sessions(es) == start
+
+
+async def test_login_twice_keeps_one_session(es: Any) -> None:
+    start = await sessions(es)
+    async with VrmClient(es.url, "admin", "Admin@123") as c:
+        await c.login()
+        assert await sessions(es) == start + 1
+    assert await sessions(es) == start
