@@ -127,3 +127,25 @@ async def test_login_twice_keeps_one_session(es: Any) -> None:
         await c.login()
         assert await sessions(es) == start + 1
     assert await sessions(es) == start
+
+
+async def test_refresh_process_logs_out_when_the_console_stops_it(es: Any) -> None:
+    """The console's real refresh child process: its session ends with it."""
+    from fctui.tui.feedproc import RefreshProcess
+    from fctui.tui.source import ConnectSpec
+    start = await sessions(es)
+    got: list[tuple] = []
+    proc = RefreshProcess(ConnectSpec(es.url, "admin", "Admin@123"), got.append, interval=60.0,
+                          keep_refreshing=True)
+    proc.start()
+    try:
+        for _ in range(600):  # up to 30 s for the child to start and finish its first refresh
+            if any(m[0] == "event" and type(m[1]).__name__ == "Complete" for m in list(got)):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError(f"no complete refresh: {[m[0] for m in got]}")
+        assert await sessions(es) == start + 1
+    finally:
+        await asyncio.to_thread(proc.stop)
+    assert await sessions(es) == start

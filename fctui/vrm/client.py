@@ -98,7 +98,7 @@ PAGE_LIMIT = 100  # the documented maximum; every known client uses it (vrm-api.
 # real VRM's are of that order. 64 MiB leaves >150x headroom and keeps a broken or hostile peer from
 # taking the process's memory (a 400 MB answer once took it to 964 MB).
 MAX_BODY = 64 << 20
-LOGOUT_TIMEOUT_S = 5.0
+LOGOUT_TIMEOUT_S = 2.0  # within the 3 s the console gives its refresh process to stop
 INSECURE_WARNING = ("TLS certificate verification is OFF (--insecure): the VRM's identity is not checked "
                     "and the password hash could be intercepted. Prefer --ca-file with the VRM's CA.")
 _insecure_warned = False
