@@ -118,9 +118,9 @@ class Agent:
         if self.demo_sim is None:
             if vms is not None:
                 self.demo_vms = int(vms)
-            from ..sim import EmbeddedSimulator, SimConfig
-            self.demo_sim = EmbeddedSimulator(SimConfig(vms=self.demo_vms, user=DEMO_USER, password=DEMO_PASSWORD,
-                                                         time_scale=self.demo_time_scale)).start()
+            from ..sim import EmbeddedSimulator, demo_config
+            self.demo_sim = EmbeddedSimulator(demo_config(vms=self.demo_vms, user=DEMO_USER, password=DEMO_PASSWORD,
+                                                          time_scale=self.demo_time_scale)).start()
         return {"url": self.demo_sim.url, "user": DEMO_USER, "password": DEMO_PASSWORD}
 
     async def serve(self) -> None:
@@ -348,7 +348,7 @@ class Agent:
             add_launch_findings(plan, host_connections=self.scheduler.pool.hosts,
                                 datastore_volumes=self.scheduler.pool.datastores, business_hours=window,
                                 per_host=self.scheduler.pool.per_host,
-                                per_datastore=self.scheduler.pool.per_datastore)
+                                per_datastore=self.scheduler.pool.per_datastore, repo=self.repo())
             runner = BackupRunner(client, self.repo(), scheduler=self.scheduler, journal=self.store,
                                   settings=self.settings, vrm=job.vrm, user=job.user)
             await runner.run(job, plan, reporter)

@@ -59,6 +59,7 @@ class DiskPlan:
     blocks_planned: int | None = None
     bytes_planned: int | None = None
     bytes_estimate: int | None = None        # before the snapshot: a guess from the last point
+    used_bytes: int | None = None            # what the guest has written (the VRM's userUsedSize)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -378,17 +379,83 @@ async def build_plan(client: "VrmClient", targets: Sequence[str], repo: "Reposit
         seen.add(vm.urn)
         point = repo.latest_point(vm.urn) if repo is not None else None
         assessment = await assess_vm(client, vm, point, owned_snapshots=owned) if use_rules else None
-        plan.vms.append(plan_vm(vm, assessment=assessment, previous=point, full=full, chain_marks=chain_marks,
-                                launch_findings=(launch_findings or {}).get(vm.urn, ())))
+        vp = plan_vm(vm, assessment=assessment, previous=point, full=full, chain_marks=chain_marks,
+                     launch_findings=(launch_findings or {}).get(vm.urn, ()))
+        await _used_sizes(client, vp, point)
+        plan.vms.append(vp)
     return plan
+
+
+async def _used_sizes(client: "VrmClient", vp: VmPlan, point: "RestorePoint | None") -> None:
+    """What the guest wrote on each disk that has no earlier point (the space estimate's best figure
+    for a first full backup; a thin disk's provisioned size can be far more). Best effort."""
+    from ..vrm.errors import VrmError
+    known = {d.volume_urn for d in point.disks} if point is not None else set()
+    for dp in vp.disks:
+        if vp.refused or dp.volume_urn in known or not dp.volume_uri:
+            continue
+        try:
+            dp.used_bytes = (await client.volume(dp.volume_uri)).used_bytes
+        except VrmError:
+            pass
+
+
+# Repository space (launch rule ``repository-space``). Without an earlier point of the VM nothing says
+# how its data compresses or how much of a disk is written: every provisioned byte is assumed read and
+# stored as is (ratio 1.0), an upper bound. With history, the ratio is the VM's stored/read bytes over
+# its points (zero blocks, compression and chunks shared with earlier points all lower it).
+NO_HISTORY_RATIO = 1.0
+SPACE_MARGIN_MIN = 1 << 30        # kept free: manifests, catalog, job state, and the estimate's error
+SPACE_MARGIN_FRACTION = 0.02      # ... or this share of the filesystem, whichever is more
+
+
+def read_estimate(dp: DiskPlan, prev: Any = None) -> int:
+    """Bytes a disk's backup will read, before the snapshot says exactly: the CBT-planned bytes once
+    known; for an incremental, the last point's read bytes; for a full, the blocks the disk held at its
+    last point, else its provisioned size."""
+    if dp.bytes_planned is not None:
+        return dp.bytes_planned
+    if dp.mode == "incremental" and dp.bytes_estimate is not None:
+        return dp.bytes_estimate
+    if prev is not None and prev.nonzero_blocks and prev.block_size:
+        return min(dp.size_bytes or prev.size_bytes, prev.nonzero_blocks * prev.block_size)
+    if dp.used_bytes is not None:
+        return min(dp.size_bytes, dp.used_bytes) if dp.size_bytes else dp.used_bytes
+    return dp.size_bytes
+
+
+def stored_estimate(vp: VmPlan, history: Sequence["RestorePoint"]) -> tuple[int, str]:
+    """(bytes the VM's backup will add to the repository, how that was estimated)."""
+    last = {d.volume_urn: d for d in history[-1].disks} if history else {}
+    read = sum(read_estimate(dp, last.get(dp.volume_urn)) for dp in vp.disks)
+    bytes_in = sum(p.bytes_in for p in history)
+    if bytes_in > 0:
+        ratio = sum(p.bytes_stored for p in history) / bytes_in
+        why = f"stored/read {ratio:.2f} over {len(history)} earlier point(s)"
+    else:
+        ratio = NO_HISTORY_RATIO
+        why = f"no earlier point: {ratio:.1f} stored/read assumed"
+    shown = f"{read / GIB:.1f} GiB" if read >= GIB else f"{read / (1 << 20):.0f} MiB"
+    return int(read * ratio), f"~{shown} to read, {why}"
+
+
+def repository_room(path: Any) -> tuple[int, int]:
+    """(free bytes, margin) of the filesystem that holds the repository."""
+    import shutil
+    usage = shutil.disk_usage(path)
+    return usage.free, max(SPACE_MARGIN_MIN, int(usage.total * SPACE_MARGIN_FRACTION))
 
 
 def add_launch_findings(plan: Plan, *, host_connections: Mapping[str, int] | None = None,
                         datastore_volumes: Mapping[str, int] | None = None, business_hours: Any = None,
-                        now_local: Any = None, per_host: int = 8, per_datastore: int = 8) -> Plan:
+                        now_local: Any = None, per_host: int = 8, per_datastore: int = 8,
+                        repo: "Repository | None" = None, room: tuple[int, int] | None = None) -> Plan:
     """Attach the launch-time rules (rules.md) to each runnable VM of ``plan``: ``host-sockets-busy`` and
     ``target-volumes-busy`` (info: the VM queues) from the scheduler's current counts, and
-    ``business-hours`` (warning) when ``now_local`` falls in the configured window."""
+    ``business-hours`` (warning) when ``now_local`` falls in the configured window. With ``repo``:
+    ``repository-space`` (info with the numbers; a blocker refuses the VM when its estimate, after the
+    job's earlier VMs, exceeds the free space less the margin). ``room`` = (free, margin) overrides the
+    filesystem's figures (tests)."""
     from datetime import datetime
 
     from ..rules import launch
@@ -396,7 +463,23 @@ def add_launch_findings(plan: Plan, *, host_connections: Mapping[str, int] | Non
     dss = datastore_volumes or {}
     now = now_local or datetime.now()
     bh = launch.business_hours(business_hours, now) if business_hours is not None else None
+    if repo is not None and room is None:
+        try:
+            room = repository_room(repo.path)
+        except OSError:
+            room = None  # the repository's own errors say more when the job writes
+    need_before = 0
     for vp in plan.runnable:
+        if repo is not None and room is not None:
+            need, basis = stored_estimate(vp, repo.points(vp.vm_urn))
+            space: Any = launch.repository_space(need, need_before, room[0], room[1], basis)
+            if space.severity == "blocker":
+                vp.refused, vp.kind, vp.reason = True, None, space.message
+                vp.launch = [FindingNote(space.rule, space.severity, space.message)]
+                continue
+            need_before += need
+        else:
+            space = None
         notes: list[Any] = []
         f = launch.host_sockets_busy(vp.host_name or vp.host_urn, hosts.get(vp.host_urn, 0), per_host)
         if f is not None:
@@ -407,5 +490,7 @@ def add_launch_findings(plan: Plan, *, host_connections: Mapping[str, int] | Non
                 notes.append(f)
         if bh is not None:
             notes.append(bh)
+        if space is not None:
+            notes.append(space)
         vp.launch = [FindingNote(n.rule, n.severity, n.message, list(n.disks or [])) for n in notes]
     return plan

@@ -25,6 +25,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
+from ..repo.errors import RepoError, RepoFullError
 from ..rules.engine import classify_task_type
 from ..vrm.errors import (VrmConflictError, VrmConnectionError, VrmError, VrmNotFoundError, VrmTimeoutError)
 from ..vrm.urn import site_uri, urn_to_uri
@@ -333,7 +334,9 @@ class BackupRunner:
         except Exception as e:  # every failure ends here, typed or not: one line for the user
             err = _first_error(e)
             msg = str(err) or type(err).__name__
-            if not isinstance(err, (VrmError, JobError)):
+            if isinstance(err, RepoFullError):
+                msg = self._repository_full(run)
+            elif not isinstance(err, (VrmError, JobError, RepoError)):
                 log.exception("unexpected failure backing up %s", vp.vm_name)
                 msg = f"internal error: {type(err).__name__}: {msg}"
             vm.state, vm.reason = "failed", msg
@@ -344,6 +347,20 @@ class BackupRunner:
         finally:
             if ticket is not None:
                 self.scheduler.release(ticket)
+
+    def _repository_full(self, run: _VmRun) -> str:
+        """The story of a backup the repository's filesystem could not hold (the point is aborted by
+        the cleanup; the chunks it wrote are unreferenced, so ``repo gc`` reclaims them)."""
+        import shutil
+
+        from .progress import human_bytes
+        left = sum(max(0, (d.bytes_planned or 0) - d.bytes_read) for d in run.disks.values())
+        try:
+            free = human_bytes(shutil.disk_usage(self.repo.path).free)
+        except OSError:
+            free = "?"
+        return (f"repository full: {free} free, needs ~{human_bytes(left)} more; run `fctui repo prune` "
+                "and `fctui repo gc`, or free space on its filesystem (this point was discarded)")
 
     async def _watchdog(self, run: _VmRun, flow: asyncio.Task) -> None:
         """Fail the VM when someone else starts an operation that excludes a backup."""
@@ -627,6 +644,9 @@ class BackupRunner:
             pending = [f for f in running if not f.done()]
             if pending:
                 await asyncio.wait(pending)
+            for f in running:  # their errors are this one's siblings (e.g. every write of a full disk)
+                if f.done() and not f.cancelled():
+                    f.exception()
         stats = getattr(writer, "stats", None)
         if stats is not None:
             d.bytes_stored = int(getattr(stats, "bytes_stored", 0) or 0)

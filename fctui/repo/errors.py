@@ -33,3 +33,11 @@ class ChunkError(RepoError):
         super().__init__(message)
         self.digest = digest
         self.problem = problem  # 'missing' | 'corrupt'
+
+
+class RepoFullError(RepoError):
+    """The repository's filesystem is full (ENOSPC, or the user's quota: EDQUOT) while writing."""
+
+    def __init__(self, message: str, *, path: str = "") -> None:
+        super().__init__(message)
+        self.path = path

@@ -49,7 +49,7 @@ from fctui.store import LockedError, StoreError, WriterLock, atomic_write_bytes,
 from fctui.store import paths as store_paths
 from fctui.store.atomic import remove_stale_temps, temp_name_for
 
-from .errors import ChunkError, PointNotFoundError, RepoBusyError, RepoError
+from .errors import ChunkError, PointNotFoundError, RepoBusyError, RepoError, RepoFullError
 from .model import (
     BlockDamage, DiskStats, GcReport, PruneReport, RestorePoint, RestorePointDisk, VerifyReport,
 )
@@ -113,6 +113,9 @@ def _write_all(fd: int, head: bytes, body: bytes) -> None:
         rest = memoryview(head + body)[written:] if written < len(head) else memoryview(body)[written - len(head):]
         while rest:
             rest = rest[os.write(fd, rest):]
+
+
+FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})  # the filesystem (or the user's quota) is full
 
 
 # Chunk files are written with O_DIRECT where the filesystem takes it: the bytes go from our buffer to
@@ -459,6 +462,9 @@ class Repository:
         except OSError as exc:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
+            if exc.errno in FULL_ERRNOS:
+                raise RepoFullError(f"repository {self.path} is full: cannot write chunk {digest[:12]} "
+                                    f"({exc.strerror})", path=str(self.path)) from exc
             raise RepoError(f"cannot write chunk {path}: {exc.strerror}") from exc
         return "stored", len(marker) + len(payload)
 
@@ -943,6 +949,9 @@ class PointWriter:
                 atomic_write_bytes(repo._manifest_path(self.point_id),
                                    json.dumps(manifest, separators=(",", ":")).encode())
             except StoreError as exc:
+                if getattr(exc.__cause__, "errno", None) in FULL_ERRNOS:
+                    raise RepoFullError(f"repository {repo.path} is full: cannot write the manifest of "
+                                        f"restore point {self.point_id}", path=str(repo.path)) from exc
                 raise RepoError(f"cannot write manifest: {exc}") from exc
             with repo._txn():
                 repo._points.insert(self.point.to_dict())

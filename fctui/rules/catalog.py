@@ -150,6 +150,10 @@ _RULE_LIST: tuple[RuleInfo, ...] = (
     _R("business-hours", WARNING, _NONE, "launch", "seed §2 Storage I/O Performance Impact",
        "inside business hours",
        "Schedule the job outside business hours to spare storage I/O, or start it knowingly."),
+    _R("repository-space", BLOCKER, ALL_KINDS, "launch", "extension: a backup must fit in the repository",
+       "repository too full for this backup",
+       "Run `fctui repo prune --keep-last N` then `fctui repo gc`, free space on the repository's "
+       "filesystem, or back up fewer VMs at once.", extension=True),
     _R("cross-storage-restore", BLOCKER, ALL_KINDS, "restore", "seed §2 Cross-Storage Type Backup Restrictions",
        "restore across storage classes",
        "Pick a target datastore of the same storage class as the backup."),

@@ -17,7 +17,7 @@ from .engine import Finding
 __all__ = [
     "BusinessHours", "BusinessHoursError", "host_sockets_busy", "target_volumes_busy", "business_hours",
     "cross_storage_restore", "restore_space", "restore_overwrite_running", "vrm_version_untested",
-    "parse_api_version",
+    "parse_api_version", "repository_space",
 ]
 
 _DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -126,6 +126,25 @@ def business_hours(window: BusinessHours | None, now: datetime) -> Finding | Non
     return Finding.of(C.RULES["business-hours"],
                       f"starting at {now.strftime('%a %H:%M')}, inside business hours ({window.describe()}): "
                       "backup reads load the production storage")
+
+
+def _gib(n: int) -> str:
+    return f"{n / (1 << 30):.1f} GiB" if n >= 1 << 30 or n == 0 else f"{n / (1 << 20):.0f} MiB"
+
+
+def repository_space(need: int, need_before: int, free: int, margin: int, basis: str) -> Finding:
+    """Launch-time check of a backup's estimated repository bytes (``need``, on top of ``need_before``
+    for the job's earlier VMs) against the repository's free space less a ``margin``: an info finding
+    with the numbers when it fits, a blocker when it does not."""
+    room = free - margin
+    total = need_before + need
+    job = f"; with the job's earlier VMs ~{_gib(total)}" if need_before else ""
+    numbers = (f"needs ~{_gib(need)} in the repository ({basis}){job}; "
+               f"{_gib(free)} free, {_gib(margin)} kept as margin")
+    info = C.RULES["repository-space"]
+    if total <= room:
+        return Finding(info.id, C.INFO, numbers, "Nothing to do.")
+    return Finding.of(info, f"repository too full: {numbers}")
 
 
 def cross_storage_restore(backup_storage_type: str, target: Datastore) -> Finding | None:

@@ -2,6 +2,6 @@
 
 from fctui.sim.app import create_app
 from fctui.sim.server import EmbeddedSimulator
-from fctui.sim.state import ManualClock, RealClock, SimConfig, Simulator
+from fctui.sim.state import DEMO_FILL_SCALE, ManualClock, RealClock, SimConfig, Simulator, demo_config
 
-__all__ = ["SimConfig", "Simulator", "create_app", "EmbeddedSimulator", "ManualClock", "RealClock"]
+__all__ = ["DEMO_FILL_SCALE", "SimConfig", "Simulator", "demo_config", "create_app", "EmbeddedSimulator", "ManualClock", "RealClock"]

@@ -237,7 +237,7 @@ class _Gen:
                 disks.append({"gb": gb, "ds": rng.choice(candidates),
                               "pci": "SCSI" if rng.random() < 0.15 else "VIRTIO"})
             self.vm(name, host, osv, status, tools=tools, disks=disks,
-                    fill=round(rng.uniform(0.15, 0.6), 2), cpu=rng.choice((2, 4, 8, 16)),
+                    fill=round(rng.uniform(0.15, 0.6), 2) * self.sim.config.fill_scale, cpu=rng.choice((2, 4, 8, 16)),
                     mem_gb=rng.choice((4, 8, 16, 32, 64)))
 
     def templates(self, count: int) -> list[Vm]:
@@ -249,7 +249,7 @@ class _Gen:
             osv = 35 if "win" in name else (10121 if "euler" in name else 10088)
             out.append(self.vm(name, host, osv, "stopped", tools=True,
                                disks=[{"gb": 40, "ds": self.cluster_ds[cl.id][0]}], template=True,
-                               fill=0.3))
+                               fill=0.3 * self.sim.config.fill_scale))
         return out
 
     # --- edge cases ------------------------------------------------------------------------

@@ -75,7 +75,7 @@ def volume(sim: Simulator, v: Volume, owner: bool = False) -> dict[str, Any]:
         "isThin": v.is_thin, "type": v.type, "datastoreUrn": sim.urn("datastores", ds.id),
         "datastoreName": ds.name, "indepDisk": v.indep, "persistentDisk": v.persistent,
         "volNameOnDev": f"vol_{v.uuid[:8]}", "volProvisionSize": v.size_mb,
-        "userUsedSize": v.size_mb // 3, "isDiffVol": v.is_diff, "volType": v.vol_type,
+        "userUsedSize": int(v.size_mb * min(1.0, v.content.fill)), "isDiffVol": v.is_diff, "volType": v.vol_type,
         "maxReadBytes": 0, "maxWriteBytes": 0, "maxReadRequest": 0, "maxWriteRequest": 0,
         "pciType": disk.pci_type if disk else "VIRTIO", "occupiedVolume": False,
         "bindToVm": 3 if v.vm is not None else 2, "srcVolumeUrn": "",

@@ -273,11 +273,6 @@ async def make_plan(app: Any, targets: list[str], *, full: bool = False) -> Plan
     feed = getattr(app, "feed", None)
     if feed is None or getattr(feed, "client", None) is None:
         raise JobError("not connected to a VRM yet")
-    repo = await asyncio.to_thread(Repository.open)
-    try:
-        plan = await app.feed_call(build_plan(feed.client, targets, repo, full=full))
-    finally:
-        repo.close()
     window = None
     text = business_hours_text(app)
     if text:
@@ -286,9 +281,14 @@ async def make_plan(app: Any, targets: list[str], *, full: bool = False) -> Plan
         except BusinessHoursError:
             window = None
     svc = jobs_service(app)
-    add_launch_findings(plan, host_connections=host_counts(svc.board, plan),
-                        datastore_volumes=datastore_counts(svc.board, getattr(app, "vms", {})),
-                        business_hours=window)
+    repo = await asyncio.to_thread(Repository.open)
+    try:
+        plan = await app.feed_call(build_plan(feed.client, targets, repo, full=full))
+        add_launch_findings(plan, host_connections=host_counts(svc.board, plan),
+                            datastore_volumes=datastore_counts(svc.board, getattr(app, "vms", {})),
+                            business_hours=window, repo=repo)
+    finally:
+        repo.close()
     return plan
 
 

@@ -67,9 +67,9 @@ def spec_from_args(ns: argparse.Namespace, config: Config) -> ConnectSpec | None
 
 def _demo_starter(vms: int, latency_ms: float = 0.0, seed: int = 1) -> Callable[[], tuple[ConnectSpec, Callable[[], None]]]:
     def start() -> tuple[ConnectSpec, Callable[[], None]]:
-        from ..sim import EmbeddedSimulator, SimConfig
+        from ..sim import EmbeddedSimulator, demo_config
 
-        cfg = SimConfig(vms=vms, seed=seed, latency_ms=latency_ms)
+        cfg = demo_config(vms=vms, seed=seed, latency_ms=latency_ms)
         emb = EmbeddedSimulator(cfg)
         emb.start()
         spec = ConnectSpec(url=emb.url, user=cfg.user, password=cfg.password, label="demo")

@@ -488,6 +488,14 @@ class Volume:
             pci_type=_s(d, "pciType"), vm_urn=_s(d, "vmUrn"), raw=d,
         )
 
+    @property
+    def used_bytes(self) -> int | None:
+        """Bytes the guest has written (``userUsedSize``, MB), when the VRM says (vrm-api.md §7.2)."""
+        v = self.raw.get("userUsedSize")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+            return None
+        return int(v) << 20
+
 
 # --- snapshots ----------------------------------------------------------------------------------
 
