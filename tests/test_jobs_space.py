@@ -185,3 +185,75 @@ async def test_enospc_mid_backup_ends_the_job_cleanly(client: VrmClient, control
     monkeypatch.undo()
     await _assert_clean_end(job, repo, control)
     repo.close()
+
+
+@pytest.fixture
+def small_fs() -> Iterator[Path]:
+    """A 16 MiB tmpfs (needs root and mount permission; skipped otherwise)."""
+    d = Path(tempfile.mkdtemp(prefix="fctui-full-"))
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(d)], capture_output=True, text=True)
+    if r.returncode != 0:
+        d.rmdir()
+        pytest.skip(f"cannot mount a small tmpfs here ({(r.stderr or r.stdout).strip() or 'mount failed'}); "
+                    "the injected-ENOSPC test covers the same path")
+    try:
+        yield d
+    finally:
+        subprocess.run(["umount", str(d)], capture_output=True)
+        shutil.rmtree(d, ignore_errors=True)
+
+
+async def test_real_full_filesystem_ends_the_job_cleanly(client: VrmClient, control: httpx.AsyncClient,
+                                                         small_fs: Path) -> None:
+    repo = Repository.open(small_fs / "repo")
+    ready = (await control.get("/sim/edge-cases")).json()["ready"]
+    plan = await build_plan(client, ready[1:2], repo)   # three 1 GB disks, ~90 MB of data: does not fit
+    job = JobRecord(id="j1", targets=ready[1:2])
+    runner = BackupRunner(client, repo, settings=fast())
+    try:
+        await runner.run(job, plan, Reporter(job))
+    finally:
+        runner.close()
+    await _assert_clean_end(job, repo, control)
+    assert shutil.disk_usage(small_fs).free > 8 << 20   # gc gave the space back
+    repo.close()
+
+
+async def test_agent_is_idle_after_a_full_repository(sim: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In the job agent: the job ends failed with the message, leaves the running list (even when the
+    state store cannot record its end either), watchers hear its end, and the agent uses no CPU after."""
+    from fctui.jobs.agent import Agent
+    from fctui.sim import EmbeddedSimulator
+    base = tempfile.mkdtemp(prefix="fq")
+    monkeypatch.setenv("FCTUI_DATA_DIR", f"{base}/data")
+    monkeypatch.setenv("FCTUI_RUNTIME_DIR", f"{base}/run")
+    disk = _FullDisk(room=4 << 20)
+    monkeypatch.setattr(repository_module, "os", disk.module())
+    with EmbeddedSimulator(sim.config) as es:
+        agent = Agent(settings=fast())
+        try:
+            async with httpx.AsyncClient(base_url=es.url) as ctl:
+                ready = (await ctl.get("/sim/edge-cases")).json()["ready"]
+            ends: list[dict] = []
+            agent.broadcast = lambda ev: ends.append(ev) if ev.get("event") == "end" else None  # type: ignore
+            save = agent.store.save_job
+
+            def save_job(job: JobRecord) -> None:  # the state disk fills too once the job has failed
+                if job.is_final:
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                save(job)
+            agent.store.save_job = save_job  # type: ignore[method-assign]
+            job = agent.submit({"targets": ready[:1], "vrm": es.url, "user": "admin", "password": "Admin@123"})
+            await agent.tasks[job.id]
+            assert job.state == "failed" and job.vms[0].reason.startswith("repository full: "), job.error
+            assert agent.tasks == {} and agent.is_idle()
+            assert ends == [{"event": "end", "job": job.id, "state": "failed"}]
+            async with httpx.AsyncClient(base_url=es.url) as ctl:
+                stats = (await ctl.get("/sim/stats")).json()
+            assert stats["resourcesPerHost"] == {} and stats["sessions"] == 0
+            cpu0, t0 = time.process_time(), time.monotonic()
+            await __import__("asyncio").sleep(1.0)
+            assert time.process_time() - cpu0 < 0.3 * (time.monotonic() - t0)  # nothing spins
+        finally:
+            await agent.shutdown()
+            shutil.rmtree(base, ignore_errors=True)
