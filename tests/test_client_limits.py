@@ -4,6 +4,7 @@ keeps only the range asked for whatever the peer sends."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Iterator
 
 import httpx
@@ -80,6 +81,24 @@ async def test_range_read_keeps_only_the_range(es: EmbeddedSimulator) -> None:
                     await ctl.delete("/sim/faults")
                 assert len(data) == 64 << 10 and set(data) == {ord("x")}
                 assert await sent(ctl) < 32 << 20
+                # the blocking path (worker threads of a backup) likewise
+                await ctl.post("/sim/faults", json={"path": "^/sim-data/", "method": "GET", "bodyBytes": HUGE,
+                                                    "count": 1})
+                try:
+                    data = await asyncio.to_thread(t.read_blocking, 1 << 20, 64 << 10)
+                finally:
+                    await ctl.delete("/sim/faults")
+                assert len(data) == 64 << 10 and await sent(ctl) < 32 << 20
+                # a 206 longer than the range asked for is refused, not trusted
+                await ctl.post("/sim/faults", json={"path": "^/sim-data/", "method": "GET", "bodyBytes": 1 << 20,
+                                                    "status": 206, "count": 2})
+                try:
+                    with pytest.raises(VrmBodyTooLargeError):
+                        await t.read(0, 64 << 10)
+                    with pytest.raises(VrmBodyTooLargeError):
+                        await asyncio.to_thread(t.read_blocking, 0, 64 << 10)
+                finally:
+                    await ctl.delete("/sim/faults")
                 assert len(await t.read(0, 4096)) == 4096  # the real data path still works
         finally:
             await c.release_backup_resource(urn_to_uri(vol), prep.task_id)

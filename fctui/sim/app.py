@@ -48,8 +48,8 @@ class _DropResponse(Response):
         raise SimulatedDrop("connection dropped by the simulator (fault injection)")
 
 
-def _huge_answer(sim: Simulator, request: Request, n: int) -> Response:
-    """A 200 JSON answer of ``n`` bytes, produced as the client reads it; the bytes handed to the
+def _huge_answer(sim: Simulator, request: Request, n: int, status: int = 200) -> Response:
+    """A JSON answer of ``n`` bytes (status 200 unless the fault gives one), produced as the client reads it; the bytes handed to the
     server are counted in stats (``faultBodyBytesSent``), so a test sees where the client stopped."""
     sim.stats["fault_body_bytes_sent"] = 0
 
@@ -68,7 +68,7 @@ def _huge_answer(sim: Simulator, request: Request, n: int) -> Response:
             left -= len(part)
         yield tail
         sim.stats["fault_body_bytes_sent"] += len(tail)
-    return StreamingResponse(body(), media_type=JSON_TYPE)
+    return StreamingResponse(body(), status_code=status, media_type=JSON_TYPE)
 
 
 def jresp(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -989,7 +989,7 @@ def create_app(sim: Simulator) -> Starlette:
                 if f.drop:
                     return _DropResponse()
                 if f.body_bytes:
-                    return _huge_answer(sim, request, f.body_bytes)
+                    return _huge_answer(sim, request, f.body_bytes, f.status or 200)
                 if f.status:
                     code = f.error_code or ("10000009" if f.status >= 500 else C.INVALID_PARAM)
                     return jresp({"errorCode": code,
