@@ -1,13 +1,16 @@
 """Backup repository: deduplicated, compressed, verifiable restore points (see repository.py)."""
 
-from .errors import ChunkError, PointNotFoundError, RepoBusyError, RepoError
+from .errors import (
+    ChunkError, ManifestError, NoRepositoryError, PointNotFoundError, RepoBusyError, RepoDamagedError, RepoError,
+)
 from .model import (
-    BlockDamage, DiskStats, GcReport, PruneReport, RestorePoint, RestorePointDisk, VerifyReport,
+    BlockDamage, DamagedEntry, DiskStats, GcReport, PruneReport, RestorePoint, RestorePointDisk, VerifyReport,
 )
 from .repository import DiskReader, DiskWriter, PointWriter, Repository
 
 __all__ = [
-    "BlockDamage", "ChunkError", "DiskReader", "DiskStats", "DiskWriter", "GcReport", "PointNotFoundError",
-    "PointWriter", "PruneReport", "RepoBusyError", "RepoError", "Repository", "RestorePoint",
+    "BlockDamage", "ChunkError", "DamagedEntry", "DiskReader", "DiskStats", "DiskWriter", "GcReport",
+    "ManifestError", "NoRepositoryError", "PointNotFoundError", "PointWriter", "PruneReport", "RepoBusyError",
+    "RepoDamagedError", "RepoError", "Repository", "RestorePoint",
     "RestorePointDisk", "VerifyReport",
 ]

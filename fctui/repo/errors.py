@@ -33,3 +33,26 @@ class ChunkError(RepoError):
         super().__init__(message)
         self.digest = digest
         self.problem = problem  # 'missing' | 'corrupt'
+
+
+class NoRepositoryError(RepoError):
+    """There is no repository at the given (or default) place yet."""
+
+
+class ManifestError(RepoError):
+    """A restore point's manifest is missing or does not hold a point's block maps."""
+
+    def __init__(self, message: str, *, point_id: str, problem: str) -> None:
+        super().__init__(message)
+        self.point_id = point_id
+        self.problem = problem  # 'manifest-missing' | 'manifest-corrupt'
+
+
+class RepoDamagedError(RepoError):
+    """A sweep (gc, prune) refused to run: deleting now could destroy what a listed point needs.
+
+    ``entries`` are the :class:`~fctui.repo.model.DamagedEntry` records that stopped it."""
+
+    def __init__(self, message: str, *, entries: list) -> None:
+        super().__init__(message)
+        self.entries = entries

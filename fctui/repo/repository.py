@@ -49,9 +49,12 @@ from fctui.store import LockedError, StoreError, WriterLock, atomic_write_bytes,
 from fctui.store import paths as store_paths
 from fctui.store.atomic import remove_stale_temps, temp_name_for
 
-from .errors import ChunkError, PointNotFoundError, RepoBusyError, RepoError
+from .errors import (
+    ChunkError, ManifestError, NoRepositoryError, PointNotFoundError, RepoBusyError, RepoDamagedError, RepoError,
+)
 from .model import (
-    BlockDamage, DiskStats, GcReport, PruneReport, RestorePoint, RestorePointDisk, VerifyReport,
+    BlockDamage, DamagedEntry, DiskStats, GcReport, PruneReport, RestorePoint, RestorePointDisk, VerifyReport,
+    POINT_ID_RE, point_problem,
 )
 
 FORMAT_NAME = "fctui-repo"
@@ -64,7 +67,6 @@ CHUNK_RAW = b"FCR1"
 SAMPLE_PIECES, SAMPLE_LEN = 4, 16 * 1024
 INCOMPRESSIBLE = 0.95  # sample compressed/original above this -> store raw
 DIGEST_RE = re.compile(r"^[0-9a-f]{64}$")
-POINT_ID_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,99}$")
 KINDS = ("cbt", "standard")
 
 _tls = threading.local()
@@ -189,7 +191,10 @@ class Lease:
         self.proc_start: str | None = data.get("proc_start")
         self.host: str = str(data.get("host", ""))
         self.started_ns: int = int(data.get("started_ns", mtime_ns) or mtime_ns)
-        self.base_point_ids: list[str] = list(data.get("base_point_ids", []))
+        bases = data.get("base_point_ids", [])
+        if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+            raise ValueError("base_point_ids is not a list of point ids")
+        self.base_point_ids: list[str] = bases
 
     def alive(self) -> bool:
         if self.host and self.host != _HOST:
@@ -247,7 +252,7 @@ class Repository:
             if int(meta.get("version", 0)) > FORMAT_VERSION:
                 raise RepoError(f"{root} was written by a newer fctui (format {meta.get('version')})")
         elif not create:
-            raise RepoError(f"no repository at {root} (create one by running a backup)")
+            raise NoRepositoryError(f"no repository at {root} (create one by running a backup)")
         else:
             cls._create(root)
         try:
@@ -326,33 +331,116 @@ class Repository:
                 lock.release()
 
     # --- catalog -------------------------------------------------------------------------
-    def _catalog_docs(self) -> list[dict[str, Any]]:
+    @contextlib.contextmanager
+    def _catalog_io(self) -> Iterator[None]:
+        """tinydb calls on catalog.json: a file it cannot parse, or a table whose entries are not
+        objects (tinydb itself fails with TypeError/ValueError/AttributeError), is one clear error."""
         try:
-            return [dict(d) for d in self._points.all()]
+            yield
         except StoreError as exc:
             raise RepoError(f"catalog unreadable: {exc}") from exc
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise RepoError(f"catalog unreadable: {self.catalog_path} is not a table of restore points "
+                            f"({exc})") from exc
+
+    def _catalog_entries(self) -> list[tuple[int, dict[str, Any]]]:
+        """(entry number, entry) of every catalog entry, points or not."""
+        with self._catalog_io():
+            return [(d.doc_id, dict(d)) for d in self._points.all()]
+
+    def _catalog_docs(self) -> list[dict[str, Any]]:
+        return [doc for _, doc in self._catalog_entries()]
 
     def _catalog_has(self, point_id: str) -> bool:
-        try:
+        with self._catalog_io():
             return bool(self._points.search(Query().id == point_id))
-        except StoreError as exc:
-            raise RepoError(f"catalog unreadable: {exc}") from exc
+
+    @staticmethod
+    def _entry_ref(doc_id: int, doc: dict[str, Any]) -> str:
+        pid = doc.get("id")
+        return pid if isinstance(pid, str) and POINT_ID_RE.match(pid) else f"#{doc_id}"
+
+    def catalog(self) -> tuple[list[RestorePoint], list[DamagedEntry]]:
+        """Every catalog entry: the restore points (oldest first) and the entries that are not points."""
+        good: list[RestorePoint] = []
+        bad: list[DamagedEntry] = []
+        for doc_id, doc in self._catalog_entries():
+            problem = point_problem(doc)
+            if problem is None:
+                good.append(RestorePoint.from_dict(doc))
+            else:
+                bad.append(DamagedEntry(self._entry_ref(doc_id, doc), "not-a-point",
+                                        f"catalog entry is not a restore point: {problem}"))
+        good.sort(key=lambda p: (p.created, p.id))
+        return good, bad
+
+    def damaged_entries(self) -> list[DamagedEntry]:
+        """Catalog entries that are not restore points (cheap: reads the catalog only)."""
+        return self.catalog()[1]
 
     def points(self, vm_urn: str | None = None) -> list[RestorePoint]:
-        """Committed restore points, oldest first (optionally of one VM)."""
-        out = [RestorePoint.from_dict(d) for d in self._catalog_docs()
-               if vm_urn is None or d.get("vm_urn") == vm_urn]
-        out.sort(key=lambda p: (p.created, p.id))
-        return out
+        """Committed restore points, oldest first (optionally of one VM). Entries that are not
+        points are left out here; :meth:`damaged_entries`, verify and gc report them."""
+        return [p for p in self.catalog()[0] if vm_urn is None or p.vm_urn == vm_urn]
 
     def point(self, point_id: str) -> RestorePoint:
-        try:
+        with self._catalog_io():
             docs = self._points.search(Query().id == point_id)
-        except StoreError as exc:
-            raise RepoError(f"catalog unreadable: {exc}") from exc
         if not docs:
             raise PointNotFoundError(point_id)
-        return RestorePoint.from_dict(dict(docs[0]))
+        doc = dict(docs[0])
+        problem = point_problem(doc)
+        if problem is not None:
+            entry = DamagedEntry(point_id, "not-a-point", f"catalog entry is not a restore point: {problem}")
+            raise RepoDamagedError(f"restore point {point_id}: {entry.detail}", entries=[entry])
+        return RestorePoint.from_dict(doc)
+
+    def forget(self, ref: str) -> str:
+        """Drop one catalog entry (a point id, or ``#N`` for an entry without a usable id) and
+        nothing else: its manifest and chunks become garbage for the next gc. Returns what went."""
+        with self._txn():
+            match = None
+            for doc_id, doc in self._catalog_entries():
+                if ref in (doc.get("id"), f"#{doc_id}"):
+                    match = (doc_id, doc)
+                    break
+            if match is None:
+                raise PointNotFoundError(ref)
+            doc_id, doc = match
+            with self._catalog_io():
+                self._points.remove(doc_ids=[doc_id])
+            pid = doc.get("id")
+            if isinstance(pid, str):
+                with self._mutex:
+                    self._manifests.pop(pid, None)
+        what = f"restore point {pid}" if point_problem(doc) is None else f"catalog entry {ref}"
+        vm = doc.get("vm_name") or doc.get("vm_urn")
+        return what + (f" of VM {vm}" if isinstance(vm, str) and vm else "")
+
+    def sweep_check(self) -> dict[str, dict[str, dict[int, str]]]:
+        """Block maps of every catalog point, read fresh from disk, or :class:`RepoDamagedError`
+        naming every entry whose chunks cannot be known -- a sweep then could delete them."""
+        points, damaged = self.catalog()
+        maps: dict[str, dict[str, dict[int, str]]] = {}
+        for p in points:
+            try:
+                pmaps = self._load_manifest(p.id, fresh=True)["maps"]
+            except ManifestError as exc:
+                damaged.append(DamagedEntry(p.id, exc.problem, exc.message))
+                continue
+            absent = [d.disk_name or d.volume_urn for d in p.disks if d.volume_urn not in pmaps]
+            if absent:
+                damaged.append(DamagedEntry(p.id, "manifest-corrupt",
+                                            f"manifest has no block map for disk(s) {', '.join(absent)}"))
+                continue
+            maps[p.id] = pmaps
+        if damaged:
+            names = "; ".join(str(e) for e in damaged)
+            raise RepoDamagedError(
+                f"refusing to delete anything: {len(damaged)} catalog entr{'y' if len(damaged) == 1 else 'ies'} "
+                f"cannot be read, so the chunks they need are unknown: {names}. Run `fctui repo verify` to "
+                f"see the damage; `fctui repo forget POINT` drops an entry you give up on", entries=damaged)
+        return maps
 
     def latest_point(self, vm_urn: str) -> RestorePoint | None:
         pts = self.points(vm_urn)
@@ -360,7 +448,7 @@ class Repository:
 
     def _update_point(self, point_id: str, mutate: Any) -> None:
         """Read-modify-write of one catalog entry under the repository lock."""
-        with self._txn():
+        with self._txn(), self._catalog_io():
             table = self._points
             docs = table.search(Query().id == point_id)
             if not docs:
@@ -373,9 +461,10 @@ class Repository:
     def _manifest_path(self, point_id: str) -> Path:
         return self.points_dir / f"{point_id}.json"
 
-    def _load_manifest(self, point_id: str) -> dict[str, Any]:
+    def _load_manifest(self, point_id: str, *, fresh: bool = False) -> dict[str, Any]:
+        """``fresh``: read the file even when cached (a sweep must see a manifest deleted meanwhile)."""
         with self._mutex:
-            cached = self._manifests.get(point_id)
+            cached = None if fresh else self._manifests.get(point_id)
             if cached is not None:
                 self._manifests.move_to_end(point_id)
                 return cached
@@ -383,10 +472,15 @@ class Repository:
         try:
             raw = json.loads(path.read_bytes())
             maps = {d["volume_urn"]: {int(i): str(h) for i, h in d["blocks"]} for d in raw["disks"]}
+            bad = next((h for m in maps.values() for h in m.values() if not DIGEST_RE.match(h)), None)
+            if bad is not None:
+                raise ValueError(f"block digest {bad[:70]!r} is not a SHA-256")
         except FileNotFoundError:
-            raise RepoError(f"manifest of restore point {point_id} is missing ({path})") from None
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise RepoError(f"manifest of restore point {point_id} is unreadable: {exc}") from exc
+            raise ManifestError(f"manifest of restore point {point_id} is missing ({path})",
+                                point_id=point_id, problem="manifest-missing") from None
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ManifestError(f"manifest of restore point {point_id} is unreadable: {exc}",
+                                point_id=point_id, problem="manifest-corrupt") from exc
         manifest = {"raw": raw, "maps": maps}
         with self._mutex:
             self._manifests[point_id] = manifest
@@ -413,10 +507,10 @@ class Repository:
             try:
                 st = e.stat()
                 data = json.loads(Path(e.path).read_bytes())
-            except (OSError, ValueError):
+                out.append(Lease(Path(e.path), data if isinstance(data, dict) else {}, st.st_mtime_ns))
+            except (OSError, ValueError, TypeError):
                 # Half-written leases cannot exist (atomic writes); unreadable ones are foreign.
                 continue
-            out.append(Lease(Path(e.path), data if isinstance(data, dict) else {}, st.st_mtime_ns))
         return out
 
     def _write_lease(self, point_id: str, data: dict[str, Any]) -> None:
@@ -583,20 +677,21 @@ class Repository:
         if not (0 < sample_pct <= 100) or math.isnan(sample_pct):
             raise RepoError(f"sample must be a percentage in (0, 100], not {sample_pct}")
         started = time.monotonic()
+        bad_entries: list[DamagedEntry] = []
         if point_ids is None:
-            points = self.points()
+            points, bad_entries = self.catalog()
         else:
             points = [self.point(pid) for pid in point_ids]
-        report = VerifyReport(points_checked=[p.id for p in points], sample_pct=float(sample_pct))
+        report = VerifyReport(points_checked=[p.id for p in points], sample_pct=float(sample_pct),
+                              bad_entries=bad_entries)
         # digest -> where it is used: (point id, volume, disk name, block, expected length)
         refs: dict[str, list[tuple[str, str, str, int, int]]] = {}
         for p in points:
             try:
-                maps = self._load_manifest(p.id)["maps"]
-            except RepoError as exc:
-                problem = "manifest-missing" if "missing" in str(exc) else "manifest-corrupt"
+                maps = self._load_manifest(p.id, fresh=True)["maps"]
+            except ManifestError as exc:
                 for d in p.disks:
-                    report.damaged.append(BlockDamage(p.id, d.volume_urn, d.disk_name, None, None, problem))
+                    report.damaged.append(BlockDamage(p.id, d.volume_urn, d.disk_name, None, None, exc.problem))
                 continue
             for d in p.disks:
                 blocks = maps.get(d.volume_urn)
@@ -646,7 +741,7 @@ class Repository:
             good = [p.id for p in points if p.id not in bad]
             if good:
                 try:
-                    with self._txn():
+                    with self._txn(), self._catalog_io():
                         self._points.update({"verified_at": now}, Query().id.one_of(good))
                 except RepoBusyError:
                     pass  # the result is in the report; only the catalog note is skipped
@@ -663,6 +758,8 @@ class Repository:
             raise RepoError("--keep-last 0 would delete every restore point; name one VM to do that")
         report = PruneReport()
         with self._txn():
+            # Before dropping anything: a sweep follows, and it must not run blind (see sweep_check).
+            self.sweep_check()
             by_vm: dict[str, list[RestorePoint]] = {}
             for p in self.points(vm_urn):
                 by_vm.setdefault(p.vm_urn, []).append(p)
@@ -674,7 +771,8 @@ class Repository:
                 if not drop:
                     continue
                 ids = {p.id for p in drop}
-                table.remove(Query().id.one_of(sorted(ids)))
+                with self._catalog_io():
+                    table.remove(Query().id.one_of(sorted(ids)))
                 for pid in sorted(ids):
                     report.removed.append(pid)
                     with self._mutex:
@@ -707,15 +805,19 @@ class Repository:
             report.live_leases = len(live)
             if live:
                 cutoff = min(cutoff, min(lease.started_ns for lease in live))
-            catalog_ids = {str(d.get("id")) for d in self._catalog_docs()}
+            # Every catalog point's block maps, or a refusal naming the entries that cannot be read:
+            # sweeping without one point's map would delete every chunk only that point holds.
+            catalog_maps = self.sweep_check()
+            for pmaps in catalog_maps.values():
+                for m in pmaps.values():
+                    referenced.update(m.values())
+            catalog_ids = set(catalog_maps)
             leased_own = {lease.point_id for lease in live}
             keep_ids = catalog_ids | {b for lease in live for b in lease.base_point_ids}
-            for pid in sorted(keep_ids | leased_own):
+            for pid in sorted((keep_ids | leased_own) - catalog_ids):
                 try:
                     maps = self._load_manifest(pid)["maps"]
-                except RepoError:
-                    if pid in catalog_ids:
-                        report.missing_manifests.append(pid)
+                except ManifestError:
                     continue  # a live writer's manifest is usually not written yet
                 for m in maps.values():
                     referenced.update(m.values())
