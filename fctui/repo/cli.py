@@ -175,6 +175,8 @@ def _print_gc(gc: Any, out: TextIO) -> None:
     print(f"gc: {gc.chunks_removed} chunk(s) deleted ({_size(gc.bytes_removed)} freed), "
           f"{gc.chunks_referenced} referenced, {gc.chunks_kept_recent} kept for running backups, "
           f"{gc.leases_removed} stale lease(s) cleared", file=out)
+    for name in gc.leases_unreadable:
+        print(f"  WARNING pending/{name} is not a lease (ignored; remove it if no backup is running)", file=out)
 
 
 def run_repo_gc(args: argparse.Namespace, out: TextIO = sys.stdout, errout: TextIO = sys.stderr) -> int:

@@ -238,6 +238,7 @@ class GcReport:
     leases_removed: int = 0  # stale leases of writers that died
     temp_removed: int = 0
     live_leases: int = 0
+    leases_unreadable: list[str] = field(default_factory=list)  # files in pending/ that are not leases
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

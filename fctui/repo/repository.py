@@ -472,6 +472,8 @@ class Repository:
         try:
             raw = json.loads(path.read_bytes())
             maps = {d["volume_urn"]: {int(i): str(h) for i, h in d["blocks"]} for d in raw["disks"]}
+            if sum(len(m) for m in maps.values()) != sum(len(d["blocks"]) for d in raw["disks"]):
+                raise ValueError("a disk or block is listed twice")
             bad = next((h for m in maps.values() for h in m.values() if not DIGEST_RE.match(h)), None)
             if bad is not None:
                 raise ValueError(f"block digest {bad[:70]!r} is not a SHA-256")
@@ -490,12 +492,14 @@ class Repository:
 
     def _disk_map(self, point_id: str, volume_urn: str) -> dict[int, str]:
         maps = self._load_manifest(point_id)["maps"]
-        if volume_urn not in maps:
-            raise RepoError(f"restore point {point_id} has no disk {volume_urn}")
+        if volume_urn not in maps:  # the catalog names the disk (callers check): the manifest lost it
+            raise ManifestError(f"manifest of restore point {point_id} has no block map for disk {volume_urn}",
+                                point_id=point_id, problem="manifest-corrupt")
         return maps[volume_urn]
 
     # --- leases --------------------------------------------------------------------------
-    def _leases(self) -> list[Lease]:
+    def _leases(self, unreadable: list[str] | None = None) -> list[Lease]:
+        """Leases in ``pending/``; the names of files that are not leases go to ``unreadable``."""
         out: list[Lease] = []
         try:
             entries = list(os.scandir(self.pending_dir))
@@ -510,6 +514,8 @@ class Repository:
                 out.append(Lease(Path(e.path), data if isinstance(data, dict) else {}, st.st_mtime_ns))
             except (OSError, ValueError, TypeError):
                 # Half-written leases cannot exist (atomic writes); unreadable ones are foreign.
+                if unreadable is not None:
+                    unreadable.append(e.name)
                 continue
         return out
 
@@ -813,7 +819,7 @@ class Repository:
         referenced: set[str] = set()
         with self._txn():
             live: list[Lease] = []
-            for lease in self._leases():
+            for lease in self._leases(report.leases_unreadable):
                 if lease.alive():
                     live.append(lease)
                 else:
