@@ -130,3 +130,24 @@ async def test_commit_refuses_a_point_that_still_inherits_a_missing_chunk(
         with pytest.raises(RepoError, match="were not read again"):
             pw.commit()
     assert [p.id for p in repo.points()] == [base.id]
+
+
+async def test_incremental_on_a_base_without_manifest_fails_cleanly_then_forget_runs_full(
+        client: VrmClient, control: httpx.AsyncClient, repo: Repository, edges: dict[str, list[str]]) -> None:
+    vm = await one_disk_vm(client, edges)
+    job, _ = await backup(client, repo, [vm.urn], job_id="full")
+    base = job.restore_points[0]
+    (repo.points_dir / f"{base}.json").unlink()
+    repo._manifests.clear()  # as another process (the CLI) sees it
+    job2, _ = await backup(client, repo, [vm.urn], job_id="incr")
+    assert job2.state == "failed"
+    why = job2.vms[0].reason
+    assert base in why and "is missing" in why and f"fctui repo forget {base}" in why, why
+    assert "Traceback" not in why
+    assert job2.restore_points == [] and [p.id for p in repo.points()] == [base]
+    await assert_nothing_left(control, vm.urn)
+    repo.forget(base)
+    job3, _ = await backup(client, repo, [vm.urn], job_id="again")
+    assert job3.state == "succeeded", job3.error
+    assert job3.vms[0].disks[0].mode == "full"
+    assert repo.verify().ok

@@ -42,10 +42,11 @@ class NoRepositoryError(RepoError):
 class ManifestError(RepoError):
     """A restore point's manifest is missing or does not hold a point's block maps."""
 
-    def __init__(self, message: str, *, point_id: str, problem: str) -> None:
-        super().__init__(message)
+    def __init__(self, point_id: str, *, problem: str, detail: str) -> None:
+        super().__init__(f"manifest of restore point {point_id} {detail}")
         self.point_id = point_id
         self.problem = problem  # 'manifest-missing' | 'manifest-corrupt'
+        self.detail = detail    # what is wrong, without the point: "is missing (path)", ...
 
 
 class RepoDamagedError(RepoError):

@@ -392,7 +392,8 @@ class Repository:
         problem = point_problem(doc)
         if problem is not None:
             entry = DamagedEntry(point_id, "not-a-point", f"catalog entry is not a restore point: {problem}")
-            raise RepoDamagedError(f"restore point {point_id}: {entry.detail}", entries=[entry])
+            raise RepoDamagedError(f"restore point {point_id}: {entry.detail}; `fctui repo forget {point_id}` "
+                                   f"drops it", entries=[entry])
         return RestorePoint.from_dict(doc)
 
     def forget(self, ref: str) -> str:
@@ -426,7 +427,7 @@ class Repository:
             try:
                 pmaps = self._load_manifest(p.id, fresh=True)["maps"]
             except ManifestError as exc:
-                damaged.append(DamagedEntry(p.id, exc.problem, exc.message))
+                damaged.append(DamagedEntry(p.id, exc.problem, f"manifest {exc.detail}"))
                 continue
             absent = [d.disk_name or d.volume_urn for d in p.disks if d.volume_urn not in pmaps]
             if absent:
@@ -478,11 +479,10 @@ class Repository:
             if bad is not None:
                 raise ValueError(f"block digest {bad[:70]!r} is not a SHA-256")
         except FileNotFoundError:
-            raise ManifestError(f"manifest of restore point {point_id} is missing ({path})",
-                                point_id=point_id, problem="manifest-missing") from None
+            raise ManifestError(point_id, problem="manifest-missing", detail=f"is missing ({path})") from None
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise ManifestError(f"manifest of restore point {point_id} is unreadable: {exc}",
-                                point_id=point_id, problem="manifest-corrupt") from exc
+            what = f"{type(exc).__name__} {exc}" if isinstance(exc, (KeyError, TypeError, AttributeError)) else exc
+            raise ManifestError(point_id, problem="manifest-corrupt", detail=f"is unreadable: {what}") from exc
         manifest = {"raw": raw, "maps": maps}
         with self._mutex:
             self._manifests[point_id] = manifest
@@ -493,8 +493,8 @@ class Repository:
     def _disk_map(self, point_id: str, volume_urn: str) -> dict[int, str]:
         maps = self._load_manifest(point_id)["maps"]
         if volume_urn not in maps:  # the catalog names the disk (callers check): the manifest lost it
-            raise ManifestError(f"manifest of restore point {point_id} has no block map for disk {volume_urn}",
-                                point_id=point_id, problem="manifest-corrupt")
+            raise ManifestError(point_id, problem="manifest-corrupt",
+                                detail=f"has no block map for disk {volume_urn}")
         return maps[volume_urn]
 
     # --- leases --------------------------------------------------------------------------
@@ -1028,7 +1028,13 @@ class PointWriter:
                 if base_point_id not in self._lease["base_point_ids"]:
                     self._lease["base_point_ids"].append(base_point_id)
                     repo._write_lease(self.point_id, self._lease)
-                base_map = dict(repo._disk_map(base_point_id, volume_urn))
+                try:
+                    base_map = dict(repo._disk_map(base_point_id, volume_urn))
+                except ManifestError as exc:
+                    raise ManifestError(base_point_id, problem=exc.problem, detail=(
+                        f"{exc.detail}: no incremental can build on it; `fctui repo verify` shows the "
+                        f"damage, `fctui repo forget {base_point_id}` drops it and the next backup is full"
+                    )) from exc
         # An inherited block must have its chunk: the base may have lost one (quarantined by
         # verify, deleted by hand). The caller reads those blocks again (DiskWriter.heal_blocks);
         # commit refuses a point that still inherits one.
