@@ -2,7 +2,8 @@
 
 The lead's ``fctui/cli.py`` calls :func:`add_repo_arguments` on its subparsers; each parser sets
 ``func`` to a ``run_*`` function taking the parsed args and returning the exit code:
-0 fine, 1 damage found (also: gc/prune refused because of it), 2 error (message on stderr, or ``{"error": ...}`` with ``--json``).
+0 fine, 1 damage found (also: gc/prune refused because of it), 2 error (message on stderr, or
+``{"error": ...}`` with ``--json``).
 """
 
 from __future__ import annotations
