@@ -1085,7 +1085,7 @@ class PointWriter:
                                    json.dumps(manifest, separators=(",", ":")).encode())
             except StoreError as exc:
                 raise RepoError(f"cannot write manifest: {exc}") from exc
-            with repo._txn():
+            with repo._txn(), repo._catalog_io():
                 repo._points.insert(self.point.to_dict())
                 with contextlib.suppress(FileNotFoundError):
                     (repo.pending_dir / f"{self.point_id}.json").unlink()
