@@ -160,8 +160,9 @@ async def test_cli_backup_json_jobs_and_cancel(es: Any, agent: AgentProc, monkey
         vm = out["vms"][0]
         assert vm["urn"] == urn and vm["kind"] == "cbt" and len(vm["disks"]) == 3
         for d in vm["disks"]:
-            assert set(d) == {"volume", "mode", "reason", "bytes_planned", "bytes_read", "bytes_written"}
-            assert d["mode"] == "full" and d["bytes_read"] == d["bytes_planned"]
+            assert set(d) == {"volume", "mode", "reason", "bytes_planned", "bytes_read", "bytes_written",
+                              "blocks_healed"}
+            assert d["mode"] == "full" and d["bytes_read"] == d["bytes_planned"] and d["blocks_healed"] == 0
 
         # the agent also runs restore jobs (issue 7's engine): a restore of that point to a new VM
         rjob = (await client.request("submit", type="restore", targets=[out["restore_points"][0]],

@@ -53,6 +53,7 @@ class DiskProgress:
     bytes_zero: int = 0
     bytes_stored: int = 0            # compressed bytes actually added to the repository
     blocks_planned: int | None = None
+    blocks_healed: int = 0           # unchanged per CBT, but the base point's chunk was gone: read again
     started: float | None = None
     finished: float | None = None
     error: str = ""
@@ -74,6 +75,7 @@ class VmProgress:
     pause_s: float | None = None     # observed snapshot task duration (VRM start/finish)
     point_id: str | None = None
     chain: str = ""                  # how the CBT chain stands after this run
+    blocks_healed: int = 0           # sum over its disks (see DiskProgress.blocks_healed)
     disks: list[DiskProgress] = field(default_factory=list)
 
     @classmethod
@@ -152,10 +154,10 @@ class JobRecord:
             "state": self.state,
             "restore_points": list(self.restore_points),
             "vms": [
-                {"urn": v.urn, "kind": v.kind,
+                {"urn": v.urn, "kind": v.kind, "blocks_healed": v.blocks_healed,
                  "disks": [{"volume": d.volume, "mode": d.mode, "reason": d.reason,
                             "bytes_planned": d.bytes_planned or 0, "bytes_read": d.bytes_read,
-                            "bytes_written": d.bytes_written}
+                            "bytes_written": d.bytes_written, "blocks_healed": d.blocks_healed}
                            for d in v.disks if d.mode != "excluded"]}
                 for v in self.vms
             ],

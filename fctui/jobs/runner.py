@@ -507,6 +507,15 @@ class BackupRunner:
             pci_type=dp.pci_type, size_bytes=dp.size_bytes, block_size=bs, storage_type=dp.storage_type,
             datastore_urn=dp.datastore_urn, cbt=dp.cbt if vp.kind == "cbt" else None,
             base_point_id=dp.base_point_id if dp.mode == "incremental" else None)
+        if writer.heal_blocks:  # inherited blocks whose chunk is gone: read them again, CBT or not
+            blocks = sorted(set(blocks).union(writer.heal_blocks))
+            d.blocks_healed = len(writer.heal_blocks)
+            vm.blocks_healed += d.blocks_healed
+            dp.blocks_planned = d.blocks_planned = len(blocks)
+            dp.bytes_planned = d.bytes_planned = sum(min(bs, dp.size_bytes - b * bs) for b in blocks)
+            reporter.log(f"{vp.vm_name}/{dp.disk_name}: healing {d.blocks_healed} block(s) whose chunk in "
+                         f"base point {dp.base_point_id} is missing or quarantined: reading them again",
+                         "warning")
         if not blocks:
             d.state, d.started, d.finished = "done", time.time(), time.time()
             reporter.progress(vm, d, force=True)

@@ -1,8 +1,9 @@
-"""Command-line pieces for the repository: ``repo verify|prune|gc`` and ``points [VM] | points verify ID``.
+"""Command-line pieces for the repository: ``repo verify|prune|gc|forget`` and ``points [VM] | points verify ID``.
 
 The lead's ``fctui/cli.py`` calls :func:`add_repo_arguments` on its subparsers; each parser sets
 ``func`` to a ``run_*`` function taking the parsed args and returning the exit code:
-0 fine, 1 damage found, 2 error (message on stderr, or ``{"error": ...}`` with ``--json``).
+0 fine, 1 damage found (also: gc/prune refused because of it), 2 error (message on stderr, or
+``{"error": ...}`` with ``--json``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any, TextIO
 
 import humanize
 
-from .errors import ChunkError, RepoError
+from .errors import ChunkError, NoRepositoryError, RepoDamagedError, RepoError
 from .model import RestorePoint
 from .repository import Repository
 
@@ -51,7 +52,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 def add_repo_arguments(subparsers: Any) -> None:
     """Add the ``repo`` and ``points`` commands to an argparse subparsers object."""
     repo = subparsers.add_parser("repo", help="verify, prune and garbage-collect the backup repository")
-    rsub = repo.add_subparsers(dest="repo_command", metavar="{verify,prune,gc}", required=True)
+    rsub = repo.add_subparsers(dest="repo_command", metavar="{verify,prune,gc,forget}", required=True)
 
     v = rsub.add_parser("verify", help="re-read and re-hash chunks; report damaged restore points")
     v.add_argument("--sample", metavar="PCT", type=_percent, default=100.0,
@@ -69,6 +70,11 @@ def add_repo_arguments(subparsers: Any) -> None:
     _common(g)
     g.set_defaults(func=run_repo_gc)
 
+    f = rsub.add_parser("forget", help="drop one catalog entry (a damaged point); gc then frees its chunks")
+    f.add_argument("point_id", metavar="POINT", help="restore point id, or #N for a catalog entry without one")
+    _common(f)
+    f.set_defaults(func=run_repo_forget)
+
     pts = subparsers.add_parser("points", help="list restore points, or `points verify ID`")
     pts.add_argument("target", nargs="*", metavar="VM | verify ID",
                      help="a VM name or URN to filter by, or `verify ID` to check one restore point")
@@ -82,11 +88,20 @@ def _open(args: argparse.Namespace) -> Repository:
 
 
 def _fail(args: argparse.Namespace, err: Exception, out: TextIO, errout: TextIO) -> int:
+    damaged = isinstance(err, RepoDamagedError)
     if getattr(args, "json", False):
-        print(json.dumps({"error": str(err)}), file=out)
+        doc: dict[str, Any] = {"error": str(err)}
+        if damaged:
+            doc["damaged_entries"] = [e.to_dict() for e in err.entries]  # type: ignore[attr-defined]
+        print(json.dumps(doc), file=out)
     else:
         print(f"fctui: error: {err}", file=errout)
-    return EXIT_ERROR
+    return EXIT_DAMAGED if damaged else EXIT_ERROR
+
+
+def _print_bad_entries(entries: list[Any], out: TextIO) -> None:
+    for e in entries:
+        print(f"DAMAGED catalog entry {e.ref}: {e.detail} (`fctui repo forget {e.ref}` drops it)", file=out)
 
 
 def _iso(ts: float | None) -> str:
@@ -126,6 +141,7 @@ def run_repo_verify(args: argparse.Namespace, out: TextIO = sys.stdout, errout: 
               f"{report.seconds:.1f} s", file=out)
         if report.ok:
             print("no damage found", file=out)
+        _print_bad_entries(report.bad_entries, out)
         for pid in report.damaged_points:
             ds = [d for d in report.damaged if d.point_id == pid]
             print(f"DAMAGED {pid}: {len(ds)} block(s)", file=out)
@@ -160,8 +176,8 @@ def _print_gc(gc: Any, out: TextIO) -> None:
     print(f"gc: {gc.chunks_removed} chunk(s) deleted ({_size(gc.bytes_removed)} freed), "
           f"{gc.chunks_referenced} referenced, {gc.chunks_kept_recent} kept for running backups, "
           f"{gc.leases_removed} stale lease(s) cleared", file=out)
-    for pid in gc.missing_manifests:
-        print(f"  WARNING restore point {pid} has no manifest", file=out)
+    for name in gc.leases_unreadable:
+        print(f"  WARNING pending/{name} is not a lease (ignored; remove it if no backup is running)", file=out)
 
 
 def run_repo_gc(args: argparse.Namespace, out: TextIO = sys.stdout, errout: TextIO = sys.stderr) -> int:
@@ -173,6 +189,19 @@ def run_repo_gc(args: argparse.Namespace, out: TextIO = sys.stdout, errout: Text
         print(json.dumps(gc.to_json(), indent=2), file=out)
     else:
         _print_gc(gc, out)
+    return EXIT_OK
+
+
+def run_repo_forget(args: argparse.Namespace, out: TextIO = sys.stdout, errout: TextIO = sys.stderr) -> int:
+    try:
+        what = _open(args).forget(args.point_id)
+    except RepoError as err:
+        return _fail(args, err, out, errout)
+    if args.json:
+        print(json.dumps({"forgotten": args.point_id, "what": what}), file=out)
+    else:
+        print(f"forgot {what}: its catalog entry is removed; `fctui repo gc` frees the chunks "
+              f"no other point uses", file=out)
     return EXIT_OK
 
 
@@ -190,22 +219,28 @@ def run_points(args: argparse.Namespace, out: TextIO = sys.stdout, errout: TextI
         return run_points_verify(args, out, errout)
     if len(target) > 1:
         return _fail(args, RepoError("give at most one VM"), out, errout)
+    bad: list[Any] = []
     try:
         try:
             repo = _open(args)
-        except RepoError:
+        except NoRepositoryError:
             if getattr(args, "repo", None) is not None or target:
                 raise
             repo = None  # nothing backed up yet on this machine: an empty list, not an error
+        if repo is not None:
+            bad = repo.damaged_entries()
         points = [] if repo is None else repo.points(_match_vm(repo, target[0]) if target else None)
     except RepoError as err:
         return _fail(args, err, out, errout)
-    if args.json:
+    code = EXIT_DAMAGED if bad else EXIT_OK
+    if args.json:  # stdout stays a list of points; the damage goes to stderr and the exit code
         print(json.dumps([_point_json(p) for p in points], indent=2), file=out)
-        return EXIT_OK
+        _print_bad_entries(bad, errout)
+        return code
+    _print_bad_entries(bad, out)
     if not points:
         print("no restore points", file=out)
-        return EXIT_OK
+        return code
     rows = [("ID", "VM", "CREATED", "KIND", "DISKS", "SIZE", "STORED", "VERIFIED")]
     for p in points:
         modes = ",".join("F" if d.mode == "full" else "I" for d in p.disks)
@@ -214,7 +249,7 @@ def run_points(args: argparse.Namespace, out: TextIO = sys.stdout, errout: TextI
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip(), file=out)
-    return EXIT_OK
+    return code
 
 
 def run_points_verify(args: argparse.Namespace, out: TextIO = sys.stdout, errout: TextIO = sys.stderr) -> int:

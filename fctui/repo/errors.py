@@ -35,6 +35,30 @@ class ChunkError(RepoError):
         self.problem = problem  # 'missing' | 'corrupt'
 
 
+class NoRepositoryError(RepoError):
+    """There is no repository at the given (or default) place yet."""
+
+
+class ManifestError(RepoError):
+    """A restore point's manifest is missing or does not hold a point's block maps."""
+
+    def __init__(self, point_id: str, *, problem: str, detail: str) -> None:
+        super().__init__(f"manifest of restore point {point_id} {detail}")
+        self.point_id = point_id
+        self.problem = problem  # 'manifest-missing' | 'manifest-corrupt'
+        self.detail = detail    # what is wrong, without the point: "is missing (path)", ...
+
+
+class RepoDamagedError(RepoError):
+    """A sweep (gc, prune) refused to run: deleting now could destroy what a listed point needs.
+
+    ``entries`` are the :class:`~fctui.repo.model.DamagedEntry` records that stopped it."""
+
+    def __init__(self, message: str, *, entries: list) -> None:
+        super().__init__(message)
+        self.entries = entries
+
+
 class RepoFullError(RepoError):
     """The repository's filesystem is full (ENOSPC, or the user's quota: EDQUOT) while writing."""
 

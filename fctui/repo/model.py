@@ -2,8 +2,64 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
+
+POINT_ID_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,99}$")
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+
+def point_problem(doc: Any) -> str | None:
+    """Why a catalog entry is not a restore point this code can use; None when it is one.
+
+    Catalog entries are data from disk: a hand edit or another program may leave anything there,
+    and nothing downstream (listing, gc, restore) may crash on it."""
+    if not isinstance(doc, dict):
+        return "not a JSON object"
+    pid = doc.get("id")
+    if not isinstance(pid, str) or not POINT_ID_RE.match(pid):
+        return "no valid id" if pid is None else f"id {pid!r} is not a restore point id"
+    for key, ok, what in (("vm_urn", lambda v: isinstance(v, str) and v, "a non-empty string"),
+                          ("created", _is_num, "a number"),
+                          ("kind", lambda v: isinstance(v, str), "a string"),
+                          ("vm_config", lambda v: isinstance(v, dict), "an object"),
+                          ("disks", lambda v: isinstance(v, list) and v, "a non-empty list")):
+        if key not in doc:
+            return f"field {key} missing"
+        if not ok(doc[key]):
+            return f"field {key} is not {what}"
+    for key in ("vm_name", "job_id", "snapshot_urn"):
+        if not isinstance(doc.get(key, ""), str):
+            return f"field {key} is not a string"
+    if doc.get("verified_at") is not None and not _is_num(doc["verified_at"]):
+        return "field verified_at is not a number"
+    for n, d in enumerate(doc["disks"]):
+        if not isinstance(d, dict):
+            return f"disk {n} is not an object"
+        if not isinstance(d.get("volume_urn"), str) or not d["volume_urn"]:
+            return f"disk {n} has no volume_urn"
+        for key in ("size_bytes", "block_size"):
+            if not _is_count(d.get(key)):
+                return f"disk {n} field {key} is not a positive whole number"
+        for key in ("disk_name", "mode", "pci_type", "storage_type", "datastore_urn"):
+            if not isinstance(d.get(key, ""), str):
+                return f"disk {n} field {key} is not a string"
+        for key in ("bytes_in", "bytes_stored", "bytes_reused", "bytes_zero", "nonzero_blocks"):
+            if not isinstance(d.get(key, 0), int) or isinstance(d.get(key, 0), bool):
+                return f"disk {n} field {key} is not a whole number"
+    try:
+        RestorePoint.from_dict(doc)
+    except (TypeError, ValueError) as exc:  # a field the dataclass requires and the entry lacks
+        return f"not a restore point ({exc})"
+    return None
 
 
 @dataclass
@@ -114,6 +170,24 @@ class BlockDamage:
 
 
 @dataclass
+class DamagedEntry:
+    """A catalog entry gc/prune cannot trust: not a point, or its manifest is missing or unreadable.
+
+    ``ref`` is what ``fctui repo forget`` takes: the point id, or ``#N`` (the catalog entry number)
+    for an entry without a usable id."""
+
+    ref: str
+    problem: str  # 'not-a-point' | 'manifest-missing' | 'manifest-corrupt'
+    detail: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        return f"{self.ref} ({self.detail})"
+
+
+@dataclass
 class VerifyReport:
     points_checked: list[str] = field(default_factory=list)
     chunks_total: int = 0
@@ -122,11 +196,12 @@ class VerifyReport:
     sample_pct: float = 100.0
     bad_chunks: dict[str, str] = field(default_factory=dict)  # digest -> problem
     damaged: list[BlockDamage] = field(default_factory=list)
+    bad_entries: list[DamagedEntry] = field(default_factory=list)  # catalog entries that are not points
     seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
-        return not self.damaged
+        return not self.damaged and not self.bad_entries
 
     @property
     def damaged_points(self) -> list[str]:
@@ -138,6 +213,7 @@ class VerifyReport:
             "chunks_total": self.chunks_total, "chunks_checked": self.chunks_checked,
             "bytes_checked": self.bytes_checked, "bad_chunks": self.bad_chunks,
             "damaged_points": self.damaged_points, "damaged": [d.to_dict() for d in self.damaged],
+            "damaged_entries": [e.to_dict() for e in self.bad_entries],
             "seconds": round(self.seconds, 3),
         }
 
@@ -162,7 +238,7 @@ class GcReport:
     leases_removed: int = 0  # stale leases of writers that died
     temp_removed: int = 0
     live_leases: int = 0
-    missing_manifests: list[str] = field(default_factory=list)  # catalog points without manifest
+    leases_unreadable: list[str] = field(default_factory=list)  # files in pending/ that are not leases
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
