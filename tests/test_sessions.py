@@ -149,3 +149,23 @@ async def test_refresh_process_logs_out_when_the_console_stops_it(es: Any) -> No
     finally:
         await asyncio.to_thread(proc.stop)
     assert await sessions(es) == start
+
+
+async def test_logout_to_a_stalled_vrm_is_bounded(es: Any) -> None:
+    """Ending a job must not wait on a VRM that stopped answering: close() gives up the logout after
+    LOGOUT_TIMEOUT_S (the session then idles out on the VRM) and still closes the connections."""
+    import time
+
+    from fctui.vrm.client import LOGOUT_TIMEOUT_S
+    c = VrmClient(es.url, "admin", "Admin@123", timeout=30.0)
+    await c.login()
+    async with httpx.AsyncClient(base_url=es.url) as ctl:
+        await ctl.post("/sim/faults", json={"path": "^/service/session$", "method": "DELETE", "latencyMs": 8000,
+                                            "count": 1})
+        try:
+            t0 = time.monotonic()
+            await c.close()
+            spent = time.monotonic() - t0
+        finally:
+            await ctl.delete("/sim/faults")
+    assert spent < LOGOUT_TIMEOUT_S + 1.0 and not c.logged_in
