@@ -38,9 +38,9 @@ def sim_config() -> Any:
     return SimConfig(vms=30, seed=1, sector_of_block=128, time_scale=100.0, edge_disk_gb=1, edge_fill=0.03)
 
 
-def fast() -> RunnerSettings:
-    return RunnerSettings(watch_interval=0.05, busy_retry_s=1.0, busy_interval=0.05, task_interval=0.02,
-                          release_wait_s=5.0, cleanup_within_s=10.0)
+def fast(**kw: Any) -> RunnerSettings:
+    return RunnerSettings(**{**dict(watch_interval=0.05, busy_retry_s=1.0, busy_interval=0.05, task_interval=0.02,
+                                    release_wait_s=5.0, cleanup_within_s=10.0), **kw})
 
 
 def vm_of(n: int, gb: int = 10) -> Vm:
@@ -207,13 +207,24 @@ async def test_real_full_filesystem_ends_the_job_cleanly(client: VrmClient, cont
                                                          small_fs: Path) -> None:
     repo = Repository.open(small_fs / "repo")
     ready = (await control.get("/sim/edge-cases")).json()["ready"]
-    plan = await build_plan(client, ready[1:2], repo)   # three 1 GB disks, ~90 MB of data: does not fit
-    job = JobRecord(id="j1", targets=ready[1:2])
-    runner = BackupRunner(client, repo, settings=fast())
-    try:
-        await runner.run(job, plan, Reporter(job))
-    finally:
-        runner.close()
+
+    async def backup(**settings: Any) -> JobRecord:
+        plan = await build_plan(client, ready[1:2], repo)   # three 1 GB disks, ~90 MB of data: does not fit
+        job = JobRecord(id="j1", targets=ready[1:2])
+        runner = BackupRunner(client, repo, settings=fast(**settings))
+        try:
+            await runner.run(job, plan, Reporter(job))
+        finally:
+            runner.close()
+        return job
+
+    # Once the CBT bitmap says what is to be read, a VM that cannot fit is stopped before any byte is.
+    job = await backup()
+    reason = job.vms[0].reason
+    assert job.state == "failed" and reason.startswith("repository full: ") and "nothing was read" in reason
+    assert job.vms[0].disks[0].bytes_read == 0 and repo.disk_usage() == (0, 0)
+    # The disk fills while the backup writes (no check before, as when another writer filled it):
+    job = await backup(space_check=False)
     await _assert_clean_end(job, repo, control)
     assert shutil.disk_usage(small_fs).free > 8 << 20   # gc gave the space back
     repo.close()

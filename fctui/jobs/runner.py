@@ -63,6 +63,7 @@ class RunnerSettings:
     cbt_window: int = 1024             # getcbt blocks per query (as observed in the field)
     ip: str = ""                       # our address, for the VRM's resource ACL
     progress_interval: float = 0.5     # s between progress events of one disk
+    space_check: bool = True           # refuse a VM whose planned bytes do not fit (before reading)
 
 
 def retry_blocking(fn: Callable[[], Any], attempts: int) -> Any:
@@ -348,19 +349,37 @@ class BackupRunner:
             if ticket is not None:
                 self.scheduler.release(ticket)
 
+    @staticmethod
+    def _full_message(free: int | None, need: int, detail: str) -> str:
+        from .progress import human_bytes
+        return (f"repository full: {human_bytes(free)} free, needs ~{human_bytes(need)}{detail}; run "
+                "`fctui repo prune` and `fctui repo gc`, or free space on its filesystem")
+
     def _repository_full(self, run: _VmRun) -> str:
         """The story of a backup the repository's filesystem could not hold (the point is aborted by
         the cleanup; the chunks it wrote are unreferenced, so ``repo gc`` reclaims them)."""
         import shutil
-
-        from .progress import human_bytes
         left = sum(max(0, (d.bytes_planned or 0) - d.bytes_read) for d in run.disks.values())
         try:
-            free = human_bytes(shutil.disk_usage(self.repo.path).free)
+            free: int | None = shutil.disk_usage(self.repo.path).free
         except OSError:
-            free = "?"
-        return (f"repository full: {free} free, needs ~{human_bytes(left)} more; run `fctui repo prune` "
-                "and `fctui repo gc`, or free space on its filesystem (this point was discarded)")
+            free = None
+        return self._full_message(free, left, " more (this point was discarded)")
+
+    def _check_room(self, vp: VmPlan) -> None:
+        """Once the CBT bitmap gave the exact bytes to read, and before any is: the VM's estimated
+        repository bytes (planner.stored_estimate) against the free space less the margin. The launch
+        check used estimates; this one uses the planned bytes (another writer may also have filled the
+        disk since). A full disk mid-backup is still handled (RepoFullError)."""
+        from .planner import repository_room, stored_estimate
+        try:
+            free, margin = repository_room(self.repo.path)
+            need, basis = stored_estimate(vp, self.repo.points(vp.vm_urn))
+        except (OSError, RepoError, AttributeError):
+            return  # the writes themselves will tell
+        if need > free - margin:
+            raise JobError(self._full_message(free, need, f" ({basis}) plus a margin of "
+                                                          f"{margin >> 20} MiB; nothing was read"))
 
     async def _watchdog(self, run: _VmRun, flow: asyncio.Task) -> None:
         """Fail the VM when someone else starts an operation that excludes a backup."""
@@ -466,6 +485,8 @@ class BackupRunner:
         reporter.log(f"{vp.vm_name}: {planned} bytes to read in {sum(len(r[1]) for r in reads.values())} "
                      f"blocks over {len(vp.disks)} disk(s)")
         reporter.state()
+        if s.space_check:
+            self._check_room(vp)
         # 3. the restore point and the data, disk after disk
         loop = asyncio.get_running_loop()
         run.writer = self.repo.new_point(vm_urn=vp.vm_urn, vm_name=vp.vm_name, job_id=job.id, kind=kind,
