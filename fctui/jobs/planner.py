@@ -401,9 +401,10 @@ async def _used_sizes(client: "VrmClient", vp: VmPlan, point: "RestorePoint | No
 
 
 # Repository space (launch rule ``repository-space``). Without an earlier point of the VM nothing says
-# how its data compresses or how much of a disk is written: every provisioned byte is assumed read and
-# stored as is (ratio 1.0), an upper bound. With history, the ratio is the VM's stored/read bytes over
-# its points (zero blocks, compression and chunks shared with earlier points all lower it).
+# how its data compresses: what the guest wrote (the VRM's userUsedSize, else every provisioned byte) is
+# assumed stored as is (ratio 1.0, no compression, no zero blocks). With history, the ratio is the VM's
+# stored/read bytes over its points (zero blocks, compression and chunks shared with earlier points all
+# lower it).
 NO_HISTORY_RATIO = 1.0
 SPACE_MARGIN_MIN = 1 << 30        # kept free: manifests, catalog, job state, and the estimate's error
 SPACE_MARGIN_FRACTION = 0.02      # ... or this share of the filesystem, whichever is more

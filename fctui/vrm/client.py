@@ -8,12 +8,12 @@ on 5xx, pages lists (optionally several pages at a time), and turns every failur
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import hashlib
 import json
 import logging
 import threading
-import contextlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, TypeVar
@@ -24,8 +24,7 @@ import httpx
 from .credentials import install_log_redaction
 from .errors import (VERSION_ERROR_CODE, BackupResourceError, TaskFailedError, TaskTimeoutError, VrmAuthError,
                      VrmBodyTooLargeError, VrmConnectionError, VrmError, VrmNotFoundError, VrmProtocolError,
-                     VrmServerError,
-                     VrmTimeoutError, VrmVersionError, api_error)
+                     VrmServerError, VrmTimeoutError, VrmVersionError, api_error)
 from .models import (BackupResource, CbtBitmap, Cluster, Datastore, Host, LoginInfo, OsCatalogue, Site,
                      SnapshotDetail, SnapshotTree, Task, TaskRef, VersionInfo, Vm, Volume)
 from .transport import BlockTransport, HttpResourceTransport, make_verify

@@ -76,6 +76,34 @@ class _SharedTransport(httpx.AsyncBaseTransport):
         return None
 
 
+class _RangeBody:
+    """Collects the part ``[skip, skip + keep)`` of an answer body as it streams."""
+
+    __slots__ = ("skip", "keep", "strict", "url", "parts", "seen")
+
+    def __init__(self, skip: int, keep: int, *, strict: bool, url: str) -> None:
+        self.skip, self.keep, self.strict, self.url = skip, keep, strict, url
+        self.parts: list[bytes] = []
+        self.seen = 0
+
+    def add(self, part: bytes) -> bool:
+        """Take ``part``; True once everything wanted is in (stop reading). Raises when a strict body
+        runs past ``keep``."""
+        pos = self.seen
+        self.seen += len(part)
+        if self.strict and self.seen > self.keep:
+            raise VrmBodyTooLargeError(f"backup resource answered a {self.keep}-byte range read with more "
+                                       f"bytes; refused: GET {self.url}", method="GET",
+                                       path=httpx.URL(self.url).path, cap=self.keep)
+        lo, hi = max(self.skip - pos, 0), min(self.skip + self.keep - pos, len(part))
+        if lo < hi:
+            self.parts.append(part if (lo, hi) == (0, len(part)) else part[lo:hi])
+        return not self.strict and self.seen >= self.skip + self.keep
+
+    def content(self) -> bytes:
+        return self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
+
+
 def make_verify(verify: bool | str) -> bool | ssl.SSLContext:
     """httpx ``verify`` from our setting: True/False, or a CA bundle path (``--ca-file``)."""
     if isinstance(verify, str):
@@ -195,28 +223,14 @@ class HttpResourceTransport:
         if offset < 0 or length < 0:
             raise ValueError("offset and length must not be negative")
 
-    def _keep(self, status: int, offset: int, length: int) -> tuple[int, int, bool]:
-        """(bytes to skip, bytes to keep, whether more than that is an error) of a read's answer body:
-        memory stays bounded by the range asked for, whatever the peer sends."""
+    def _range_body(self, status: int, offset: int, length: int) -> "_RangeBody":
+        """How much of a read's answer to keep: memory stays bounded by the range asked for, whatever
+        the peer sends (a 206 longer than the range is refused; a 200 that ignored Range is cut)."""
         if status == 206:
-            return 0, length, True
+            return _RangeBody(0, length, strict=True, url=self.url)
         if status == 200:  # the server ignored Range and sends the whole volume: take our part, stop
-            return offset, length, False
-        return 0, ERROR_BODY_MAX, False
-
-    def _collect(self, parts: list[bytes], part: bytes, taken: list[int], skip: int, keep: int,
-                 strict: bool) -> bool:
-        """Add ``part`` of an answer body; True once ``keep`` bytes are in (stop reading)."""
-        pos = taken[0]
-        taken[0] += len(part)
-        if strict and taken[0] > keep:
-            raise VrmBodyTooLargeError(f"backup resource answered a {keep}-byte range read with more "
-                                       f"bytes; refused: GET {self.url}", method="GET",
-                                       path=httpx.URL(self.url).path, cap=keep)
-        lo, hi = max(skip - pos, 0), min(skip + keep - pos, len(part))
-        if lo < hi:
-            parts.append(part[lo:hi] if (lo, hi) != (0, len(part)) else part)
-        return not strict and taken[0] >= skip + keep
+            return _RangeBody(offset, length, strict=False, url=self.url)
+        return _RangeBody(0, ERROR_BODY_MAX, strict=False, url=self.url)
 
     def _read_answer(self, resp: httpx.Response, body: bytes, offset: int, length: int) -> bytes:
         if resp.status_code in (200, 206):  # the body is already cut to the range (_keep)
@@ -239,17 +253,15 @@ class HttpResourceTransport:
         for attempt in (0, 1):
             try:
                 async with self._async.stream("GET", self.url, headers=headers) as resp:
-                    skip, keep, strict = self._keep(resp.status_code, offset, length)
-                    parts: list[bytes] = []
-                    taken = [0]
+                    body = self._range_body(resp.status_code, offset, length)
                     async for part in resp.aiter_bytes():
-                        if self._collect(parts, part, taken, skip, keep, strict):
+                        if body.add(part):
                             break
             except (httpx.TransportError, OSError) as e:
                 self._read_failed(e, attempt, offset)
                 continue
             break
-        return self._read_answer(resp, parts[0] if len(parts) == 1 else b"".join(parts), offset, length)
+        return self._read_answer(resp, body.content(), offset, length)
 
     def read_blocking(self, offset: int, length: int) -> bytes:
         """:meth:`read` for a caller on a worker thread (never on the event loop's thread)."""
@@ -262,17 +274,15 @@ class HttpResourceTransport:
         for attempt in (0, 1):
             try:
                 with self._client().stream("GET", self.url, headers=headers) as resp:
-                    skip, keep, strict = self._keep(resp.status_code, offset, length)
-                    parts: list[bytes] = []
-                    taken = [0]
+                    body = self._range_body(resp.status_code, offset, length)
                     for part in resp.iter_bytes():
-                        if self._collect(parts, part, taken, skip, keep, strict):
+                        if body.add(part):
                             break
             except (httpx.TransportError, OSError) as e:
                 self._read_failed(e, attempt, offset)
                 continue
             break
-        return self._read_answer(resp, parts[0] if len(parts) == 1 else b"".join(parts), offset, length)
+        return self._read_answer(resp, body.content(), offset, length)
 
     async def read(self, offset: int, length: int) -> bytes:
         self._check_range(offset, length)
