@@ -156,7 +156,8 @@ async def test_cli_backup_json_jobs_and_cancel(es: Any, agent: AgentProc, monkey
         rc = await asyncio.to_thread(cli, ["backup", "--vrm", es.url, "--user", user, urn, "--wait", "--json"])
         out = json.loads(capsys.readouterr().out)
         assert rc == 0 and out["state"] == "succeeded"
-        assert set(out) == {"job", "state", "restore_points", "vms"} and len(out["restore_points"]) == 1
+        assert set(out) == {"job", "state", "warnings", "restore_points", "vms"} and len(out["restore_points"]) == 1
+        assert out["warnings"] == []  # nothing left on the VRM
         vm = out["vms"][0]
         assert vm["urn"] == urn and vm["kind"] == "cbt" and len(vm["disks"]) == 3
         for d in vm["disks"]:

@@ -1,8 +1,11 @@
 """Undo what a job created on the VRM: release backup resources, delete snapshots.
 
-Used by the runner on every failure and cancel, and by the agent after a crash for the journal's
-leftover intents. Everything here tolerates "already gone" (10300109, 404) and retries while the VRM
-says busy (someone else's task on the VM, a resource still releasing), within a bound.
+Used by the runner at the end of every VM (and on every failure and cancel), and by the agent's
+snapshot hunter for the journal's leftover intents. Everything here tolerates "already gone"
+(10300109, 404) and retries what is transient -- "busy" answers (someone else's task on the VM, a
+resource still releasing), any 5xx, a 401 the client's own re-login did not cure, a dropped connection,
+a timeout -- with back-off, within ONE :class:`Budget` per cleanup: steps share its deadline, so retries
+never nest and a cleanup ends in bounded time whatever the VRM does.
 """
 
 from __future__ import annotations
@@ -11,7 +14,8 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeVar
 
-from ..vrm.errors import VrmConflictError, VrmError, VrmNotFoundError, TaskFailedError
+from ..vrm.errors import (TaskFailedError, VrmApiError, VrmConflictError, VrmConnectionError, VrmError,
+                          VrmNotFoundError, VrmTimeoutError)
 from ..vrm.urn import site_uri, urn_to_uri
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -25,64 +29,129 @@ BUSY_CODES = frozenset({"10000009", "10300060", "10300057", "10300153", "1030016
                         "10300318", "10300421", "10400004", "10300413"})
 HOST_LIMIT_CODES = frozenset({"10300412", "10300413"})
 PREPARE_TASK_TYPES = frozenset({"PrepareBackupResource"})
+GONE_REASONS = frozenset({"10300109"})  # the snapshot does not exist (any more)
+
+# One cleanup (the end of one VM's backup, or one round of the hunter) gets this long: with the
+# client's own per-request timeout inside it, a VRM that stays broken ends the job well within 2 min.
+CLEANUP_BUDGET_S = 90.0
 
 
-def is_busy(e: BaseException) -> bool:
-    if isinstance(e, VrmConflictError) and e.error_code in BUSY_CODES:
+def is_busy(e: BaseException, codes: frozenset[str] = BUSY_CODES) -> bool:
+    if isinstance(e, VrmConflictError) and e.error_code in codes:
         return True
-    if isinstance(e, TaskFailedError) and not e.cancelled and e.reason in BUSY_CODES:
+    if isinstance(e, TaskFailedError) and not e.cancelled and e.reason in codes:
         return True
     return False
 
 
-async def retry_busy(fn: Callable[[], Awaitable[T]], *, within: float, interval: float = 0.5,
-                     codes: frozenset[str] = BUSY_CODES) -> T:
-    """Call ``fn`` until it does not fail with a busy code, for at most ``within`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
+def is_transient(e: BaseException) -> bool:
+    """A VRM error worth trying again: the VRM may accept the same request a little later."""
+    if isinstance(e, (VrmConnectionError, VrmTimeoutError)):
+        return True
+    # 401: the client already logged in again once for this request; a session storm or a VRM
+    # restarting its auth service passes, a wrong password only spends the budget.
+    return isinstance(e, VrmApiError) and (e.status >= 500 or e.status == 401)
+
+
+class Budget:
+    """The deadline of one cleanup, shared by all its steps (and their task waits)."""
+
+    def __init__(self, seconds: float, *, floor: float = 5.0) -> None:
+        self.seconds = seconds
+        # A step that starts after the deadline still gets one attempt this long: the VRM may have
+        # recovered, and a leftover we can remove now need not wait for the hunter.
+        self.floor = floor
+        self._end = asyncio.get_running_loop().time() + seconds
+
+    def remaining(self) -> float:
+        return self._end - asyncio.get_running_loop().time()
+
+    @property
+    def spent(self) -> bool:
+        return self.remaining() <= 0
+
+    def attempt_s(self) -> float:
+        """How long the next attempt may take."""
+        return max(self.remaining(), self.floor)
+
+
+def _budget(within: "Budget | float") -> Budget:
+    return within if isinstance(within, Budget) else Budget(within, floor=min(5.0, within))
+
+
+async def retry(fn: Callable[[], Awaitable[T]], *, within: "Budget | float", interval: float = 0.5,
+                max_interval: float = 5.0, codes: frozenset[str] = BUSY_CODES, transient: bool = True) -> T:
+    """``fn()`` until it succeeds or fails with an error that is not worth repeating, within the budget.
+
+    Busy answers (``codes``) are always retried; with ``transient`` also 5xx, 401, dropped connections
+    and timeouts (for requests that are safe to repeat: every cleanup step is). Each attempt is cut at
+    the budget's end (a stalled request must not outlive it), but always gets the budget's floor. The
+    last error is raised when the budget is spent."""
+    budget = _budget(within)
     delay = interval
     while True:
         try:
-            return await fn()
-        except (VrmConflictError, TaskFailedError) as e:
-            code = e.error_code if isinstance(e, VrmConflictError) else e.reason
-            if code not in codes or loop.time() + delay > deadline:
+            async with asyncio.timeout(budget.attempt_s()):
+                return await fn()
+        except TimeoutError:
+            raise VrmTimeoutError(f"the VRM did not finish within the cleanup budget of {budget.seconds:g} s") from None
+        except VrmError as e:
+            if not (is_busy(e, codes) or (transient and is_transient(e))):
                 raise
-            await asyncio.sleep(delay)
-            delay = min(delay * 1.5, 5.0)
+            if budget.remaining() < delay:
+                raise
+            log.info("retrying in %.1f s: %s", delay, e)
+        await asyncio.sleep(delay)
+        delay = min(delay * 1.5, max_interval)
+
+
+async def retry_busy(fn: Callable[[], Awaitable[T]], *, within: "Budget | float", interval: float = 0.5,
+                     codes: frozenset[str] = BUSY_CODES) -> T:
+    """Call ``fn`` until it does not fail with a busy code, for at most ``within`` seconds (for
+    requests that must not be repeated blindly after a transport error, e.g. a create)."""
+    return await retry(fn, within=within, interval=interval, codes=codes, transient=False)
 
 
 async def release_resource(client: "VrmClient", volume_uri: str, task_id: str, *, wait_gone: float = 30.0,
-                           interval: float = 0.2) -> None:
+                           interval: float = 0.2, within: "Budget | float | None" = None) -> None:
     """Release a backup resource and wait until the VRM no longer shows it (a released resource still
-    counts against the host's 8 for a while; NOTES: wait until GET shows it gone)."""
+    counts against the host's 8 for a while; NOTES: wait until GET shows it gone). Transient errors
+    are retried within ``within`` (default: ``wait_gone``); raises VrmError when the release itself
+    does not go through."""
+    budget = _budget(wait_gone if within is None else within)
     try:
-        await retry_busy(lambda: client.release_backup_resource(volume_uri, task_id), within=wait_gone)
+        await retry(lambda: client.release_backup_resource(volume_uri, task_id), within=budget,
+                    interval=max(interval, 0.05))
     except VrmNotFoundError:
         return
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + wait_gone
+    deadline = loop.time() + min(wait_gone, max(budget.remaining(), 0.0))
     while loop.time() < deadline:
         try:
             await client.backup_resource(volume_uri, task_id)
         except VrmNotFoundError:
             return
+        except VrmError as e:  # released already; whether it still shows is only a courtesy wait
+            log.info("backup resource %s: %s", task_id, e)
         await asyncio.sleep(interval)
-    log.info("backup resource %s on %s still visible %.0f s after release", task_id, volume_uri, wait_gone)
+    log.info("backup resource %s on %s still visible after release", task_id, volume_uri)
 
 
-async def delete_snapshot(client: "VrmClient", snapshot_uri: str, *, within: float = 120.0,
+async def delete_snapshot(client: "VrmClient", snapshot_uri: str, *, within: "Budget | float" = 120.0,
                           task_timeout: float = 300.0, interval: float = 0.5) -> None:
-    """Delete a snapshot and wait for the task; gone already is fine; busy is retried."""
+    """Delete a snapshot and wait for the task; gone already is fine; transient errors are retried
+    (a DELETE repeated after the first one went through answers "gone" or "busy": both are handled)."""
+    budget = _budget(within)
+
     async def once() -> None:
         ref = await client.delete_snapshot(snapshot_uri)
-        await client.wait_task(ref, timeout=task_timeout, interval=interval)
+        await client.wait_task(ref, timeout=min(task_timeout, budget.attempt_s()), interval=interval)
     try:
-        await retry_busy(once, within=within, interval=interval)
+        await retry(once, within=budget, interval=interval)
     except VrmNotFoundError:
         return
     except TaskFailedError as e:
-        if e.reason in ("10300109",):
+        if e.reason in GONE_REASONS:
             return
         raise
 
@@ -92,49 +161,51 @@ async def find_snapshots_named(client: "VrmClient", vm_uri: str, name: str) -> l
     return [n.uri or urn_to_uri(n.urn) for n in tree.walk() if n.name == name]
 
 
-async def cleanup_intent(client: "VrmClient", intent: dict[str, Any], *, within: float = 120.0) -> None:
-    """Undo one journal intent (``what`` = ``resource`` or ``snapshot``). Raises VrmError when the VRM
-    refuses for longer than ``within``; the caller keeps the record then."""
+async def cleanup_intent(client: "VrmClient", intent: dict[str, Any], *, within: "Budget | float" = CLEANUP_BUDGET_S,
+                         release_wait: float = 30.0) -> None:
+    """Undo one journal intent (``what`` = ``resource``, ``snapshot``, ``restore-vm``, ...). Raises
+    VrmError when the VRM still refuses at the end of the budget; the caller keeps the record then."""
+    budget = _budget(within)
     what = intent.get("what")
     if what == "resource":
         vol_uri = intent.get("volume_uri", "")
         task_id = intent.get("task_id") or ""
         if task_id:
-            await release_resource(client, vol_uri, str(task_id), wait_gone=within)
+            await release_resource(client, vol_uri, str(task_id), wait_gone=release_wait, within=budget)
             return
         # Died between POST and recording the task id: find our prepare task on that volume.
         vol_urn = intent.get("volume_urn", "")
         if not vol_urn:
             return
         since_ms = float(intent.get("time", 0)) * 1000.0 - 5000.0
-        for t in await client.tasks(site_uri(vol_urn)):
+        for t in await retry(lambda: client.tasks(site_uri(vol_urn)), within=budget):
             start, _ = t.times_ms()
             if t.type in PREPARE_TASK_TYPES and t.entity_urn == vol_urn and (start or 0) >= since_ms:
-                await release_resource(client, vol_uri, t.id, wait_gone=within)
+                await release_resource(client, vol_uri, t.id, wait_gone=release_wait, within=budget)
         return
     if what == "snapshot":
         uri = intent.get("snapshot_uri") or (urn_to_uri(intent["snapshot_urn"]) if intent.get("snapshot_urn") else "")
         if uri:
-            await delete_snapshot(client, uri, within=within)
+            await delete_snapshot(client, uri, within=budget)
             return
         name, vm_urn = intent.get("name", ""), intent.get("vm", "")
         if not name or not vm_urn:
             return
         try:
-            uris = await find_snapshots_named(client, urn_to_uri(vm_urn), name)
+            uris = await retry(lambda: find_snapshots_named(client, urn_to_uri(vm_urn), name), within=budget)
         except VrmNotFoundError:
             return  # the VM is gone, and its snapshots with it
         for u in uris:
-            await delete_snapshot(client, u, within=within)
+            await delete_snapshot(client, u, within=budget)
         return
     if what == "restore-vm":  # a VM an interrupted restore created: remove it with its new disks
         uri = intent.get("vm_uri") or (urn_to_uri(intent["vm_urn_created"]) if intent.get("vm_urn_created") else "")
         if not uri:
             return  # never created (or unknown): a name match could hit someone else's VM, so leave it
         async def drop_vm() -> None:
-            await client.wait_task(await client.delete_vm(uri, reserve_disks=False), timeout=within)
+            await client.wait_task(await client.delete_vm(uri, reserve_disks=False), timeout=budget.attempt_s())
         try:
-            await retry_busy(drop_vm, within=within)
+            await retry(drop_vm, within=budget)
         except VrmNotFoundError:
             pass
         return
@@ -143,9 +214,9 @@ async def cleanup_intent(client: "VrmClient", intent: dict[str, Any], *, within:
         if not uri:
             return
         async def drop_volume() -> None:
-            await client.wait_task(await client.delete_volume(uri), timeout=within)
+            await client.wait_task(await client.delete_volume(uri), timeout=budget.attempt_s())
         try:
-            await retry_busy(drop_volume, within=within, codes=BUSY_CODES | {"10420005", "10300062"})
+            await retry(drop_volume, within=budget, codes=BUSY_CODES | {"10420005", "10300062"})
         except VrmNotFoundError:
             pass
         return
@@ -157,15 +228,18 @@ async def cleanup_intent(client: "VrmClient", intent: dict[str, Any], *, within:
 
 
 async def cleanup_intents(client: "VrmClient", intents: list[dict[str, Any]],
-                          done: Callable[[int], None], *, within: float = 120.0) -> list[tuple[dict, str]]:
-    """Resources first (a snapshot in use by a resource cannot be deleted), then snapshots. Returns the
-    intents that could not be cleaned, with the reason; ``done(key)`` is called for each success."""
+                          done: Callable[[int], None], *, within: "Budget | float" = CLEANUP_BUDGET_S
+                          ) -> list[tuple[dict, str]]:
+    """Resources first (a snapshot in use by a resource cannot be deleted), then snapshots, all within
+    one budget. Returns the intents that could not be cleaned, with the reason; ``done(key)`` is
+    called for each success."""
+    budget = _budget(within)
     failed: list[tuple[dict, str]] = []
     rank = {"resource": 0, "restore-vm": 1, "restore-volume": 2}
     order = sorted(intents, key=lambda i: rank.get(str(i.get("what")), 3))
     for intent in order:
         try:
-            await cleanup_intent(client, intent, within=within)
+            await cleanup_intent(client, intent, within=budget)
         except VrmError as e:
             failed.append((intent, str(e)))
             continue

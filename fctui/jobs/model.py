@@ -11,6 +11,10 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 # Job states. ``interrupted``: the agent died while the job ran (found on the next agent start).
+# A ``succeeded`` job may carry ``warnings``: every restore point is committed, but something it created
+# on the VRM (a snapshot, a backup resource) is still there, queued for the agent's snapshot hunter.
+# Shown as "succeeded with warnings" (:attr:`JobRecord.outcome`); the state stays ``succeeded`` so
+# every consumer of the state keeps working.
 JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
 FINAL_JOB_STATES = frozenset({"succeeded", "failed", "cancelled", "interrupted"})
 
@@ -108,6 +112,7 @@ class JobRecord:
     finished: float | None = None
     error: str = ""
     restore_points: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # leftovers queued for cleanup, one line each
     vms: list[VmProgress] = field(default_factory=list)
     log: list[dict[str, Any]] = field(default_factory=list)  # bounded, newest last
 
@@ -136,6 +141,11 @@ class JobRecord:
     def is_final(self) -> bool:
         return self.state in FINAL_JOB_STATES
 
+    @property
+    def outcome(self) -> str:
+        """The state as shown to people: ``succeeded with warnings`` when a leftover was queued."""
+        return "succeeded with warnings" if self.state == "succeeded" and self.warnings else self.state
+
     def totals(self) -> dict[str, int]:
         keys = ("bytes_read", "bytes_written", "bytes_reused", "bytes_zero", "bytes_stored")
         out = {k: 0 for k in keys}
@@ -152,6 +162,7 @@ class JobRecord:
         return {
             "job": self.id,
             "state": self.state,
+            "warnings": list(self.warnings),  # non-empty: succeeded with warnings
             "restore_points": list(self.restore_points),
             "vms": [
                 {"urn": v.urn, "kind": v.kind, "blocks_healed": v.blocks_healed,

@@ -58,7 +58,11 @@ class RunnerSettings:
     task_interval: float = 0.25
     watch_interval: float = 2.0        # watchdog period (someone else's operations)
     release_wait_s: float = 30.0       # wait until a released resource is gone
-    cleanup_within_s: float = 120.0
+    cleanup_within_s: float = 120.0    # busy retries of the hunter's restore-side intents
+    # One budget per VM for all its cleanup steps (resource releases, snapshot delete, their task
+    # waits) with retries of transient errors inside it; what is left then goes to the hunter.
+    cleanup_budget_s: float = cleanup.CLEANUP_BUDGET_S
+    cleanup_floor_s: float = 5.0       # one attempt this long even after the budget is spent
     default_block_size: int = 2 << 20  # standard snapshots (no CBT bitmap to tell the block size)
     cbt_window: int = 1024             # getcbt blocks per query (as observed in the field)
     ip: str = ""                       # our address, for the VRM's resource ACL
@@ -167,6 +171,7 @@ class _VmRun:
     resource_key: int | None = None
     writer: Any = None
     disks: dict[str, DiskProgress] = field(default_factory=dict)
+    cleanup_budget: cleanup.Budget | None = None  # started by the first cleanup step of this VM
 
 
 def coalesce(blocks: list[int], max_blocks: int) -> Iterator[tuple[int, int]]:
@@ -285,8 +290,9 @@ class BackupRunner:
             bad = [v for v in job.vms if v.state != "done"]
             job.error = "; ".join(f"{v.name or v.urn}: {v.reason or v.state}" for v in bad)[:2000]
         job.finished = time.time()
-        reporter.log(f"job {job.state}" + (f": {job.error}" if job.error else ""),
-                     "info" if job.state == "succeeded" else "error")
+        reporter.log(f"job {job.outcome}" + (f": {job.error}" if job.error else "")
+                     + (f": {'; '.join(job.warnings)}" if job.outcome != job.state else ""),
+                     "info" if job.outcome == "succeeded" else "warning" if job.state == "succeeded" else "error")
         reporter.state()
         if cancelled:
             raise asyncio.CancelledError
@@ -502,13 +508,13 @@ class BackupRunner:
         vm.state = "cleanup"
         reporter.state()
         try:
-            await cleanup.delete_snapshot(c, run.snapshot_uri, within=s.cleanup_within_s,
+            await cleanup.delete_snapshot(c, run.snapshot_uri, within=self._cleanup_budget(run),
                                           task_timeout=s.task_timeout, interval=s.task_interval)
             self.journal.done(run.snapshot_key)
             run.snapshot_key = None
-        except VrmError as e:  # the data is good; the journal keeps the snapshot for a later cleanup
-            vm.reason = f"warning: snapshot deletion pending: {e}"
-            reporter.log(f"{vp.vm_name}: could not delete snapshot {run.snapshot_urn}: {e}", "warning")
+        except VrmError as e:  # the data is good; the journal keeps the snapshot for the hunter
+            self._leftover(job, run, reporter, f"snapshot {run.snapshot_urn} not deleted yet: {e}")
+            run.snapshot_key = None  # the journal's record is the hunter's now, not this run's
         t0 = time.perf_counter()
         point = await loop.run_in_executor(None, run.writer.commit)
         reporter.add_busy("write", time.perf_counter() - t0)
@@ -573,9 +579,14 @@ class BackupRunner:
                 extender.cancel()
                 await asyncio.gather(extender, return_exceptions=True)
                 await transport.aclose()
-            await cleanup.release_resource(c, dp.volume_uri, ref.task_id, wait_gone=s.release_wait_s)
+            try:
+                await cleanup.release_resource(c, dp.volume_uri, ref.task_id, wait_gone=s.release_wait_s,
+                                               within=self._cleanup_budget(run))
+                self.journal.done(key)
+            except VrmError as e:  # every block is read and stored: the journal keeps it for the hunter
+                self._leftover(job, run, reporter, f"backup resource {ref.task_id} of {dp.disk_name} "
+                                                   f"not released yet: {e}")
             run.resource = None
-            self.journal.done(key)
             run.resource_key = None
             d.state, d.finished = "done", time.time()
             reporter.progress(vm, d, force=True)
@@ -681,6 +692,25 @@ class BackupRunner:
         if stats is not None:
             d.bytes_stored = int(getattr(stats, "bytes_stored", 0) or 0)
 
+    # --- cleanup ------------------------------------------------------------------------------------
+
+    def _cleanup_budget(self, run: _VmRun) -> cleanup.Budget:
+        """The VM's one cleanup budget, started by its first cleanup step."""
+        if run.cleanup_budget is None:
+            s = self.settings
+            run.cleanup_budget = cleanup.Budget(s.cleanup_budget_s, floor=s.cleanup_floor_s)
+        return run.cleanup_budget
+
+    @staticmethod
+    def _leftover(job: JobRecord, run: _VmRun, reporter: Reporter, what: str) -> None:
+        """A leftover of a VM whose data is safe: a warning of the job; the journal keeps its record
+        for the agent's snapshot hunter."""
+        vm = run.progress
+        msg = f"{what} (queued: the agent retries until the VRM accepts)"
+        job.warnings.append(f"{run.plan.vm_name}: {msg}")
+        vm.reason = f"{vm.reason}; {msg}" if vm.reason.startswith("warning") else f"warning: {msg}"
+        reporter.log(f"{run.plan.vm_name}: {msg}", "warning")
+
     # --- failure ------------------------------------------------------------------------------------
 
     async def _fail_cleanup(self, job: JobRecord, run: _VmRun, reporter: Reporter, why: str,
@@ -692,10 +722,11 @@ class BackupRunner:
             if d.state in ("reading", "waiting"):
                 d.state = "cancelled" if vm.state == "cancelled" else "failed"
         problems: list[str] = []
+        budget = self._cleanup_budget(run)
         if run.resource is not None:
             vol_uri, task_id, key = run.resource
             try:
-                await cleanup.release_resource(c, vol_uri, task_id, wait_gone=s.release_wait_s)
+                await cleanup.release_resource(c, vol_uri, task_id, wait_gone=s.release_wait_s, within=budget)
                 if key is not None:
                     self.journal.done(key)
                 run.resource = None
@@ -705,7 +736,7 @@ class BackupRunner:
             intents = [i for i in getattr(self.journal, "pending", lambda: [])() if i.get("key") == run.resource_key]
             for intent in intents:
                 try:
-                    await cleanup.cleanup_intent(c, intent, within=s.cleanup_within_s)
+                    await cleanup.cleanup_intent(c, intent, within=budget, release_wait=s.release_wait_s)
                     self.journal.done(run.resource_key)
                 except VrmError as e:
                     problems.append(f"backup resource on {intent.get('volume_urn')} not released: {e}")
@@ -719,9 +750,9 @@ class BackupRunner:
             intent = {"what": "snapshot", "snapshot_uri": run.snapshot_uri, "snapshot_urn": run.snapshot_urn,
                       "vm": vp.vm_urn, "name": f"fctui-{job.id}-{vp.vm_urn.rsplit(':', 1)[-1]}"}
             try:
-                # the snapshot task may still be running (cancel during creation): wait for it to settle
-                await cleanup.retry_busy(lambda: cleanup.cleanup_intent(c, intent, within=s.cleanup_within_s),
-                                         within=s.cleanup_within_s)
+                # the snapshot task may still be running (cancel during creation): "busy" answers are
+                # retried inside, within the same budget
+                await cleanup.cleanup_intent(c, intent, within=budget)
                 self.journal.done(run.snapshot_key)
                 run.snapshot_key = None
             except VrmNotFoundError:
