@@ -8,15 +8,18 @@ It serves a Unix socket in the user's runtime dir (mode 0600, dir 0700) speaking
 * ``submit`` {vrm, user, password, targets, full, demo, verify} -> {job}
 * ``list`` -> {jobs}; ``get`` {job} -> {job}
 * ``watch`` {job?} -> a stream: the job(s) in full, then events (``job``, ``progress``, ``log``), and
-  ``{"event": "end"}`` when the watched job is final
+  ``{"event": "end"}`` when the watched job is final; watching all jobs also gets ``{"event": "cleanup",
+  "pending": [...]}`` (the ``cleanup-status`` leftovers) at the start and whenever they change
 * ``cancel`` {job}; ``cleanup-status``; ``credentials`` {vrm, user, password} (runs pending cleanup);
   ``shutdown``
 
 Job state is persisted in tinydb through fctui.store (atomic writes, one writer: the agent holds a
-WriterLock). Passwords live only in memory, for as long as a job of that VRM runs. On start, jobs found
-running are marked ``interrupted`` and the journal's leftovers (snapshots, backup resources) wait as
-"cleanup pending" until a client supplies credentials for their VRM; in demo mode they vanish with the
-previous agent's simulator.
+WriterLock). Passwords live only in memory: for as long as a job of that VRM runs, and after it as long
+as the journal holds leftovers (snapshots, backup resources) on that VRM. Those the snapshot hunter
+removes in the background, retrying with back-off until the VRM accepts; then it forgets the password.
+On start, jobs found running are marked ``interrupted`` and their leftovers wait as "cleanup pending"
+until a client supplies credentials for their VRM (a job's submission or ``credentials``); in demo mode
+they vanish with the previous agent's simulator.
 """
 
 from __future__ import annotations
@@ -82,6 +85,13 @@ class Agent:
         self.busy_vms: dict[str, str] = {}  # VM URN -> job id
         self.watchers: list[tuple[str | None, asyncio.Queue]] = []
         self.cleanup_errors: dict[int, str] = {}
+        # The snapshot hunter's state: (vrm, user) -> (password, verify), in memory only, kept while
+        # that VRM has leftovers; and per VRM when it tries next and how often it failed.
+        self.credentials: dict[tuple[str, str], tuple[str, Any]] = {}
+        self.hunt_next: dict[tuple[str, str], float] = {}
+        self.hunt_failures: dict[tuple[str, str], int] = {}
+        self._hunt_wake = asyncio.Event()
+        self.hunter: asyncio.Task | None = None
         self.server: asyncio.AbstractServer | None = None
         self.stopping = asyncio.Event()
         self.path = socket_path()
@@ -143,6 +153,7 @@ class Agent:
         with contextlib.suppress(Exception):
             loop.add_signal_handler(signal.SIGHUP, lambda: None)  # the terminal went away: keep working
         idle = asyncio.create_task(self._exit_when_idle()) if self.idle_exit_s else None
+        self.hunter = asyncio.create_task(self._hunt(), name="snapshot-hunter")
         try:
             await self.stopping.wait()
         finally:
@@ -151,7 +162,8 @@ class Agent:
             await self.shutdown()
 
     def is_idle(self) -> bool:
-        return not self.tasks and not self.watchers
+        # holding a password means leftovers to remove: exiting would leave them for a manual cleanup
+        return not self.tasks and not self.watchers and not self.credentials
 
     async def _exit_when_idle(self) -> None:
         assert self.idle_exit_s
@@ -166,6 +178,9 @@ class Agent:
     async def shutdown(self) -> None:
         if self.server is not None:
             self.server.close()
+        if self.hunter is not None:
+            self.hunter.cancel()
+            await asyncio.gather(self.hunter, return_exceptions=True)
         for t in list(self.tasks.values()):
             t.cancel()
         if self.tasks:
@@ -268,6 +283,7 @@ class Agent:
             if client is not None:
                 await self._close_client(client)
             self._finish(job)
+            self._hand_to_hunter(job.vrm, job.user, password, verify)
 
     async def _client(self, vrm: str, user: str, password: str, verify: Any) -> Any:
         """A logged-in client; whoever gets one ends its session with :meth:`_close_client`."""
@@ -297,17 +313,21 @@ class Agent:
         self.tasks.pop(job.id, None)
         self.broadcast({"event": "end", "job": job.id, "state": job.state})
 
+    def _leftovers(self, vrm: str | None = None) -> list[dict[str, Any]]:
+        """Journal intents no running job owns: what is left on the VRM(s) to remove."""
+        return [i for i in self.store.pending(vrm) if i.get("job") not in self.tasks or
+                self.live.get(i.get("job", "")) is None or self.live[i["job"]].is_final]
+
     async def _cleanup_for(self, client: Any, vrm: str, reporter: Any = None) -> tuple[int, list[str]]:
         from .cleanup import cleanup_intents
-        pending = [i for i in self.store.pending(vrm) if i.get("job") not in self.tasks or
-                   self.live.get(i.get("job", "")) is None or self.live[i["job"]].is_final]
+        pending = self._leftovers(vrm)
         if not pending:
             return 0, []
         from .restore import RESTORE_INTENTS, cleanup_restore_intents
         jobs_of_restores = {i.get("job") for i in pending if i.get("what") in RESTORE_INTENTS}
         restore_side = [i for i in pending if i.get("job") in jobs_of_restores]
         failed = await cleanup_intents(client, [i for i in pending if i.get("job") not in jobs_of_restores],
-                                       self.store.done, within=self.settings.cleanup_within_s)
+                                       self.store.done, within=self.settings.cleanup_budget_s)
         failed += await cleanup_restore_intents(client, restore_side, self.store.done,
                                                 within=self.settings.cleanup_within_s)
         for intent, why in failed:
@@ -317,6 +337,76 @@ class Agent:
             reporter.log(f"cleaned up {done} leftover(s) of interrupted jobs on {vrm}")
         # a CBT snapshot of an interrupted job consumed a chgID: its disks' next backup is full
         return done, [why for _, why in failed]
+
+    # --- the snapshot hunter ------------------------------------------------------------------------
+
+    def _hand_to_hunter(self, vrm: str, user: str, password: Any, verify: Any) -> None:
+        """After a job or a cleanup request: keep the password (in memory) only while that VRM has
+        leftovers, so the hunter can remove them without anyone running a command."""
+        key = (vrm, user)
+        if not isinstance(password, str) or not self._leftovers(vrm):
+            return
+        self.credentials[key] = (password, verify)
+        self.hunt_next.setdefault(key, time.time() + self.settings.hunt_interval_s)
+        self._hunt_wake.set()
+        self._cleanup_changed()
+
+    def _cleanup_changed(self) -> None:
+        self.broadcast({"event": "cleanup", "pending": self.cleanup_status()["pending"]})
+
+    def _forget(self, key: tuple[str, str]) -> None:
+        self.credentials.pop(key, None)
+        self.hunt_next.pop(key, None)
+        self.hunt_failures.pop(key, None)
+
+    async def _hunt(self) -> None:
+        """Forever: for each VRM we hold a password for, when due, remove its leftovers; back off
+        (doubling up to ``hunt_max_interval_s``) while the VRM refuses."""
+        s = self.settings
+        while True:
+            now = time.time()
+            for key in [k for k, t in list(self.hunt_next.items()) if t <= now]:
+                try:
+                    await self._hunt_round(key)
+                except Exception:  # the hunter must outlive any surprise; the next round tries again
+                    log.exception("snapshot hunter round for %s failed", key[0])
+                    self._hunt_failed(key)
+            wait = min([t - time.time() for t in self.hunt_next.values()] + [s.hunt_interval_s])
+            self._hunt_wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._hunt_wake.wait(), timeout=max(0.01, wait))
+
+    def _hunt_failed(self, key: tuple[str, str]) -> None:
+        s = self.settings
+        n = self.hunt_failures[key] = self.hunt_failures.get(key, 0) + 1
+        self.hunt_next[key] = time.time() + min(s.hunt_interval_s * 2 ** (n - 1), s.hunt_max_interval_s)
+
+    async def _hunt_round(self, key: tuple[str, str]) -> None:
+        vrm, user = key
+        if not self._leftovers(vrm):
+            self._forget(key)
+            return
+        password, verify = self.credentials[key]
+        from ..vrm import VrmError
+        try:
+            client = await self._client(vrm, user, password, verify)
+        except VrmError as e:
+            for i in self._leftovers(vrm):
+                self.cleanup_errors[i["key"]] = f"cannot log in: {e}"
+            self._hunt_failed(key)
+            return
+        try:
+            done, failed = await self._cleanup_for(client, vrm)
+        finally:
+            with contextlib.suppress(Exception):
+                await client.aclose()
+        if done:
+            log.info("snapshot hunter: removed %d leftover(s) on %s", done, vrm)
+        if failed or self._leftovers(vrm):
+            self._hunt_failed(key)
+        else:
+            self._forget(key)
+        self._cleanup_changed()
 
     async def _run_job(self, job: JobRecord, password: str, verify: Any, window: Any = None) -> None:
         from .planner import add_launch_findings, build_plan
@@ -364,6 +454,7 @@ class Agent:
             if client is not None:
                 await self._close_client(client)
             self._finish(job)
+            self._hand_to_hunter(job.vrm, job.user, password, verify)
 
     @staticmethod
     def _record_cancelled(job: JobRecord, reporter: Any) -> None:
@@ -400,13 +491,17 @@ class Agent:
         return sorted(jobs.values(), key=lambda j: j.created)
 
     def cleanup_status(self) -> dict[str, Any]:
+        """The leftovers, each with why it is there (``error``) and whether the hunter works on it
+        (``next_try``: when, epoch seconds; None: it needs credentials for that VRM)."""
         pending = []
+        hunted = {vrm: t for (vrm, _), t in self.hunt_next.items()}
         for i in self.store.pending():
             if i.get("job") in self.tasks:
                 continue  # owned by a running job, not a leftover
             pending.append({k: i.get(k) for k in ("key", "job", "vrm", "user", "what", "vm", "name",
                                                    "snapshot_urn", "volume_urn", "task_id", "time")}
-                           | {"error": self.cleanup_errors.get(i["key"], "")})
+                           | {"error": self.cleanup_errors.get(i["key"]) or i.get("last_error") or "",
+                              "next_try": hunted.get(i.get("vrm"))})
         return {"pending": pending, "vrms": sorted({(p["vrm"], p["user"]) for p in pending})}
 
     # --- protocol -----------------------------------------------------------------------------------
@@ -496,6 +591,7 @@ class Agent:
                 done, failed = await self._cleanup_for(client, vrm)
             finally:
                 await self._close_client(client)
+            self._hand_to_hunter(vrm, user, password, req.get("verify", True))  # if anything is left
             return {"ok": True, "cleaned": done, "failed": failed}
         if op == "shutdown":
             return {"ok": True}
@@ -517,6 +613,7 @@ class Agent:
             else:
                 for job in self.list_jobs():
                     await self._send(writer, {"event": "job", "job": self.job_dict(job, with_log=False)})
+                await self._send(writer, {"event": "cleanup", "pending": self.cleanup_status()["pending"]})
             # A watcher that went away (a closed console) must not wait for the next event to be noticed:
             # it would keep the agent from ever being idle.
             gone = asyncio.ensure_future(reader.read()) if reader is not None else asyncio.get_running_loop().create_future()
@@ -653,6 +750,9 @@ def add_agent_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--demo-vms", type=int, default=60, help=argparse.SUPPRESS)
     p.add_argument("--demo-time-scale", type=float, default=1.0, help=argparse.SUPPRESS)
     p.add_argument("--watch-interval", type=float, default=2.0, help=argparse.SUPPRESS)
+    p.add_argument("--hunt-interval", type=float, default=RunnerSettings.hunt_interval_s,
+                   help="seconds between the snapshot hunter's tries to remove leftovers (default 30)")
+    p.add_argument("--cleanup-budget", type=float, default=RunnerSettings.cleanup_budget_s, help=argparse.SUPPRESS)
 
 
 def _daemonize() -> None:
@@ -687,7 +787,10 @@ def run_agent(ns: argparse.Namespace) -> int:
     try:
         agent = Agent(repo_path=ns.repo, demo=ns.demo, per_host=ns.per_host, per_datastore=ns.per_datastore,
                       global_limit=ns.global_limit, demo_vms=ns.demo_vms, demo_time_scale=ns.demo_time_scale,
-                      settings=RunnerSettings(watch_interval=ns.watch_interval),
+                      settings=RunnerSettings(watch_interval=ns.watch_interval, hunt_interval_s=ns.hunt_interval,
+                                              hunt_max_interval_s=max(ns.hunt_interval, 2 * ns.hunt_interval),
+                                              cleanup_budget_s=ns.cleanup_budget,
+                                              cleanup_floor_s=min(5.0, ns.cleanup_budget)),
                       idle_exit_s=ns.idle_exit or None)
     except LockedError:
         print("fctui agent: another agent already runs for this user", file=sys.stderr)

@@ -156,6 +156,17 @@ async def delete_snapshot(client: "VrmClient", snapshot_uri: str, *, within: "Bu
         raise
 
 
+def describe_leftover(p: dict[str, Any], now: float) -> str:
+    """One queued leftover (a ``cleanup-status`` row) for people: what, why, and when the agent's
+    snapshot hunter tries next (or that it needs the VRM's password)."""
+    what = {"snapshot": "snapshot", "resource": "backup resource"}.get(str(p.get("what")), str(p.get("what")))
+    obj = p.get("snapshot_urn") or p.get("name") or p.get("task_id") or p.get("volume_urn") or p.get("vm") or ""
+    nxt = p.get("next_try")
+    when = (f"the agent retries in {max(0, round(nxt - now))} s" if isinstance(nxt, (int, float))
+            else "needs the VRM password: fctui jobs cleanup --vrm URL --user USER")
+    return f"{what} {obj} of job {p.get('job')}" + (f": {p['error']}" if p.get("error") else "") + f" ({when})"
+
+
 async def find_snapshots_named(client: "VrmClient", vm_uri: str, name: str) -> list[str]:
     tree = await client.snapshot_tree(vm_uri)
     return [n.uri or urn_to_uri(n.urn) for n in tree.walk() if n.name == name]

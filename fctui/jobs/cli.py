@@ -3,7 +3,9 @@
 ``func`` (and ``_run``, which fctui/cli.py prefers) to a ``run_*(ns) -> int`` function.
 
 Exit codes: 0 done (or submitted), 1 the job did not succeed / the agent refused, 2 usage error,
-3 VRM unreachable or login refused, 130 interrupted while waiting (the job keeps running in the agent).
+3 VRM unreachable or login refused, 4 succeeded with warnings (every restore point is committed; a
+snapshot or backup resource is still on the VRM, queued for the agent's snapshot hunter), 130 interrupted
+while waiting (the job keeps running in the agent).
 """
 
 from __future__ import annotations
@@ -16,10 +18,18 @@ import time
 from typing import Any
 
 from .agent import AgentClient, AgentError, add_agent_options, ensure_agent, run_agent
+from .cleanup import describe_leftover
 from .model import JobRecord
 from .restore_cli import add_restore_arguments
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_VRM, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_WARNINGS = 4
+
+
+def job_exit(job: JobRecord) -> int:
+    if job.state != "succeeded":
+        return EXIT_FAILED
+    return EXIT_WARNINGS if job.warnings else EXIT_OK
 
 
 def add_job_arguments(subparsers: Any) -> None:
@@ -100,7 +110,8 @@ def _size(n: int | None) -> str:
 
 
 def format_job(job: JobRecord) -> str:
-    lines = [f"job {job.id}: {job.state}" + (f" - {job.error}" if job.error and job.state != "succeeded" else "")]
+    lines = [f"job {job.id}: {job.outcome}" + (f" - {job.error}" if job.error and job.state != "succeeded" else "")]
+    lines += [f"  warning: {w}" for w in job.warnings]
     for vm in job.vms:
         head = f"  {vm.name or vm.urn} [{vm.kind or '-'}] {vm.state}"
         if vm.reason:
@@ -168,7 +179,7 @@ async def _backup(ns: argparse.Namespace, password: str | None, verify: bool | s
         print(json.dumps(final.summary_json()))
     else:
         print(format_job(final))
-    return EXIT_OK if final.state == "succeeded" else EXIT_FAILED
+    return job_exit(final)
 
 
 def run_jobs(ns: argparse.Namespace) -> int:
@@ -187,12 +198,17 @@ def run_jobs(ns: argparse.Namespace) -> int:
         for j in jobs:
             t = j.totals()
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(j.created))
-            print(f"{j.id}  {when}  {j.state:<11} {len(j.vms)} VM(s)  read {_size(t['bytes_read'])} of "
-                  f"{_size(t['bytes_planned'])}" + (f"  {j.error[:80]}" if j.error else ""))
+            state = "warnings" if j.outcome != j.state else j.state
+            print(f"{j.id}  {when}  {state:<11} {len(j.vms)} VM(s)  read {_size(t['bytes_read'])} of "
+                  f"{_size(t['bytes_planned'])}" + (f"  {j.error[:80]}" if j.error else "")
+                  + (f"  {j.warnings[0][:80]}" if j.warnings and not j.error else ""))
         if cleanup["pending"]:
-            print(f"\ncleanup pending: {len(cleanup['pending'])} leftover(s) of interrupted jobs on "
+            now = time.time()
+            print(f"\ncleanup pending: {len(cleanup['pending'])} leftover(s) on "
                   + ", ".join(f"{v} ({u})" for v, u in cleanup["vrms"])
-                  + "; the next backup of that VRM cleans them, or `fctui jobs cleanup --vrm URL --user USER`")
+                  + "; the agent removes them when the VRM accepts (the next backup of that VRM also does)")
+            for p in cleanup["pending"]:
+                print(f"  {describe_leftover(p, now)}")
         return EXIT_OK
     try:
         return asyncio.run(go())

@@ -228,7 +228,7 @@ def job_summary(job: JobRecord) -> str:
     runnable = sum(1 for v in job.vms if v.state != "refused")
     refused = len(job.vms) - runnable
     kind = "restore" if job.type == "restore" else "backup"
-    parts = [f"{kind} {job.state}", f"{done}/{runnable} VM(s)"]
+    parts = [f"{kind} {job.outcome}", f"{done}/{runnable} VM(s)"]
     if refused:
         parts.append(f"{refused} refused")
     parts.append(f"read {human_bytes(t['bytes_read'])}, written {human_bytes(t['bytes_written'])}")

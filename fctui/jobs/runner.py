@@ -63,6 +63,10 @@ class RunnerSettings:
     # waits) with retries of transient errors inside it; what is left then goes to the hunter.
     cleanup_budget_s: float = cleanup.CLEANUP_BUDGET_S
     cleanup_floor_s: float = 5.0       # one attempt this long even after the budget is spent
+    # The agent's snapshot hunter: leftovers are tried again this often (doubling after each failed
+    # round up to hunt_max_interval_s), so a recovered VRM is clean again within about a minute.
+    hunt_interval_s: float = 30.0
+    hunt_max_interval_s: float = 60.0
     default_block_size: int = 2 << 20  # standard snapshots (no CBT bitmap to tell the block size)
     cbt_window: int = 1024             # getcbt blocks per query (as observed in the field)
     ip: str = ""                       # our address, for the VRM's resource ACL
@@ -513,7 +517,7 @@ class BackupRunner:
             self.journal.done(run.snapshot_key)
             run.snapshot_key = None
         except VrmError as e:  # the data is good; the journal keeps the snapshot for the hunter
-            self._leftover(job, run, reporter, f"snapshot {run.snapshot_urn} not deleted yet: {e}")
+            self._leftover(job, run, reporter, run.snapshot_key, f"snapshot {run.snapshot_urn} not deleted yet: {e}")
             run.snapshot_key = None  # the journal's record is the hunter's now, not this run's
         t0 = time.perf_counter()
         point = await loop.run_in_executor(None, run.writer.commit)
@@ -584,8 +588,8 @@ class BackupRunner:
                                                within=self._cleanup_budget(run))
                 self.journal.done(key)
             except VrmError as e:  # every block is read and stored: the journal keeps it for the hunter
-                self._leftover(job, run, reporter, f"backup resource {ref.task_id} of {dp.disk_name} "
-                                                   f"not released yet: {e}")
+                self._leftover(job, run, reporter, key, f"backup resource {ref.task_id} of {dp.disk_name} "
+                                                        f"not released yet: {e}")
             run.resource = None
             run.resource_key = None
             d.state, d.finished = "done", time.time()
@@ -701,10 +705,11 @@ class BackupRunner:
             run.cleanup_budget = cleanup.Budget(s.cleanup_budget_s, floor=s.cleanup_floor_s)
         return run.cleanup_budget
 
-    @staticmethod
-    def _leftover(job: JobRecord, run: _VmRun, reporter: Reporter, what: str) -> None:
+    def _leftover(self, job: JobRecord, run: _VmRun, reporter: Reporter, key: int | None, what: str) -> None:
         """A leftover of a VM whose data is safe: a warning of the job; the journal keeps its record
-        for the agent's snapshot hunter."""
+        (and why) for the agent's snapshot hunter."""
+        if key is not None:
+            self.journal.update(key, last_error=what)
         vm = run.progress
         msg = f"{what} (queued: the agent retries until the VRM accepts)"
         job.warnings.append(f"{run.plan.vm_name}: {msg}")
@@ -732,6 +737,8 @@ class BackupRunner:
                 run.resource = None
             except VrmError as e:
                 problems.append(f"backup resource {task_id} not released: {e}")
+                if key is not None:
+                    self.journal.update(key, last_error=str(e))
         elif run.resource_key is not None:  # prepare may have reached the VRM without us learning its id
             intents = [i for i in getattr(self.journal, "pending", lambda: [])() if i.get("key") == run.resource_key]
             for intent in intents:
@@ -740,6 +747,7 @@ class BackupRunner:
                     self.journal.done(run.resource_key)
                 except VrmError as e:
                     problems.append(f"backup resource on {intent.get('volume_urn')} not released: {e}")
+                    self.journal.update(run.resource_key, last_error=str(e))
         if run.writer is not None:
             try:
                 run.writer.abort()
@@ -760,6 +768,7 @@ class BackupRunner:
                 run.snapshot_key = None
             except VrmError as e:
                 problems.append(f"snapshot {run.snapshot_urn or '(name ' + intent['name'] + ')'} not deleted: {e}")
+                self.journal.update(run.snapshot_key, last_error=str(e))
         # How the CBT chain stands: a CBT snapshot taken and not fully backed up consumed a chgID, so the
         # next backup of these disks must be full (vrm-api.md §9.1 incremental validity rule).
         chain_reason = ""

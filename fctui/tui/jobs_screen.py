@@ -26,6 +26,7 @@ from textual.widget import Widget
 from textual.widgets import Footer, Static
 
 from ..jobs.agent import AgentClient, AgentError, ensure_agent
+from ..jobs.cleanup import describe_leftover
 from ..jobs.model import FINAL_VM_STATES, JobError, JobRecord, VmProgress
 from ..jobs.pause import PAUSE_WARN_S, PauseEstimate, PauseEstimator, PauseObservation
 from ..jobs.planner import GIB, Plan, VmPlan
@@ -57,7 +58,8 @@ def _elapsed(s: float) -> str:
 
 STATE_STYLE = {"running": "bold cyan", "queued": "cyan", "succeeded": "green", "failed": "bold red",
                "cancelled": "yellow", "interrupted": "bold yellow", "done": "green", "reading": "cyan",
-               "snapshot": "cyan", "waiting": "dim", "refused": "red", "cleanup": "cyan", "excluded": "magenta"}
+               "snapshot": "cyan", "waiting": "dim", "refused": "red", "cleanup": "cyan", "excluded": "magenta",
+               "warnings": "bold yellow", "succeeded with warnings": "bold yellow"}
 
 
 # --- the agent link ----------------------------------------------------------------------------------
@@ -78,6 +80,8 @@ class JobsService:
         self.error = ""
         self.listeners: list[Callable[[str | None], None]] = []
         self.notices: list[tuple[str, str]] = []   # (job id, summary) of jobs that ended while watched
+        # leftovers queued in the agent (its snapshot hunter removes them), with why: cleanup-status rows
+        self.cleanup: list[dict[str, Any]] = []
         self._wake = asyncio.Event()
         self._worker: Any = None
 
@@ -102,11 +106,17 @@ class JobsService:
                     if not self.connected:
                         self.connected, self.error, delay = True, "", 0.5
                         self._changed(None)
+                    if ev.get("event") == "cleanup":
+                        self.cleanup = [p for p in ev.get("pending") or [] if isinstance(p, dict)]
+                        self._changed(None)
+                        continue
                     job_id, notice = self.board.apply(ev)
                     if notice is not None:
                         self.notices.append((notice.job_id, notice.summary))
-                        sev = "information" if notice.state == "succeeded" else (
-                            "warning" if notice.state == "cancelled" else "error")
+                        ended = self.board.get(notice.job_id)
+                        warned = ended is not None and ended.outcome != ended.state
+                        sev = "information" if notice.state == "succeeded" and not warned else (
+                            "warning" if notice.state in ("cancelled", "succeeded") else "error")
                         self.app.notify(notice.summary, title=f"Job {notice.job_id} {notice.state}",
                                         severity=sev, timeout=15)  # type: ignore[arg-type]
                     if job_id is not None:
@@ -342,7 +352,8 @@ def render_job_row(job: JobRecord, fig: JobFigures | None, width: int, selected:
     t.append("▶ " if selected else "  ", style="bold")
     t.append(_clock_str(job.created)[:5] + " ")
     t.append(f"{job.type:<7} ")
-    t.append(f"{job.state:<11} ", style=STATE_STYLE.get(job.state, ""))
+    state = "warnings" if job.outcome != job.state else job.state
+    t.append(f"{state:<11} ", style=STATE_STYLE.get(state, ""))
     names = ", ".join(v.name or v.urn for v in job.vms) or ", ".join(job.targets)
     if job.is_final:
         t.append(job_summary(job).split(" · ", 1)[1] if " · " in job_summary(job) else "", style="dim")
@@ -359,17 +370,21 @@ def render_job_row(job: JobRecord, fig: JobFigures | None, width: int, selected:
 
 def render_job_detail(job: JobRecord, fig: JobFigures, *, now: float,
                       pause_of: Callable[[VmProgress], PauseEstimate | None] | None = None,
-                      log_lines: int = MAX_LOG_LINES) -> Text:
+                      log_lines: int = MAX_LOG_LINES, leftovers: list[dict[str, Any]] | None = None) -> Text:
     t = Text()
     t.append(f"Job {job.id}", style="bold")
     t.append(f" · {job.type} · ")
-    t.append(job.state, style=STATE_STYLE.get(job.state, ""))
+    t.append(job.outcome, style=STATE_STYLE.get(job.outcome, ""))
     if job.started:
         end = job.finished if job.finished else now
         t.append(f" · started {_clock_str(job.started)} ({_elapsed(end - job.started)})", style="dim")
     t.append("\n")
     if job.error and job.state != "succeeded":
         t.append(f"error: {job.error}\n", style="red")
+    for w in job.warnings:
+        t.append(f"warning: {w}\n", style="yellow")
+    for p in leftovers or []:
+        t.append(f"queued for cleanup: {describe_leftover(p, now)}\n", style="yellow")
     # progress, rates, ETA
     t.append(bar(fig.fraction, 30), style="cyan")
     if fig.fraction is not None:
@@ -662,7 +677,8 @@ class JobsScreen(Screen[None]):
             return
         fig = self.service.board.figures(job.id)
         assert fig is not None
-        detail.update(render_job_detail(job, fig, now=self.wall(), pause_of=self._pause_lookup()))
+        mine = [p for p in self.service.cleanup if p.get("job") == job.id]
+        detail.update(render_job_detail(job, fig, now=self.wall(), pause_of=self._pause_lookup(), leftovers=mine))
 
     def _status(self) -> None:
         board = self.service.board
@@ -670,6 +686,8 @@ class JobsScreen(Screen[None]):
         t = Text(no_wrap=True, overflow="ellipsis")
         t.append(" Jobs ", style="bold reverse")
         t.append(f" {running} running · {len(board.jobs) - running} finished · ")
+        if self.service.cleanup:
+            t.append(f"{len(self.service.cleanup)} leftover(s) queued for cleanup · ", style="yellow")
         if self.service.connected:
             t.append("agent connected", style="green")
         else:
