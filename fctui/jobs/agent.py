@@ -85,13 +85,11 @@ class Agent:
         self.busy_vms: dict[str, str] = {}  # VM URN -> job id
         self.watchers: list[tuple[str | None, asyncio.Queue]] = []
         self.cleanup_errors: dict[int, str] = {}
-        # The snapshot hunter's state: (vrm, user) -> (password, verify), in memory only, kept while
-        # that VRM has leftovers; and per VRM when it tries next and how often it failed.
-        self.credentials: dict[tuple[str, str], tuple[str, Any]] = {}
-        self.hunt_next: dict[tuple[str, str], float] = {}
-        self.hunt_failures: dict[tuple[str, str], int] = {}
-        self._hunt_wake = asyncio.Event()
-        self.hunter: asyncio.Task | None = None
+        from .cleanup import SnapshotHunter
+        self.hunter = SnapshotHunter(leftovers=self._leftovers, sweep=self._cleanup_for,
+                                     interval=self.settings.hunt_interval_s,
+                                     max_interval=self.settings.hunt_max_interval_s, on_change=self._cleanup_changed)
+        self._hunting: asyncio.Task | None = None
         self.server: asyncio.AbstractServer | None = None
         self.stopping = asyncio.Event()
         self.path = socket_path()
@@ -153,7 +151,7 @@ class Agent:
         with contextlib.suppress(Exception):
             loop.add_signal_handler(signal.SIGHUP, lambda: None)  # the terminal went away: keep working
         idle = asyncio.create_task(self._exit_when_idle()) if self.idle_exit_s else None
-        self.hunter = asyncio.create_task(self._hunt(), name="snapshot-hunter")
+        self._hunting = asyncio.create_task(self.hunter.run(), name="snapshot-hunter")
         try:
             await self.stopping.wait()
         finally:
@@ -163,7 +161,7 @@ class Agent:
 
     def is_idle(self) -> bool:
         # holding a password means leftovers to remove: exiting would leave them for a manual cleanup
-        return not self.tasks and not self.watchers and not self.credentials
+        return not self.tasks and not self.watchers and not self.hunter.openers
 
     async def _exit_when_idle(self) -> None:
         assert self.idle_exit_s
@@ -178,9 +176,9 @@ class Agent:
     async def shutdown(self) -> None:
         if self.server is not None:
             self.server.close()
-        if self.hunter is not None:
-            self.hunter.cancel()
-            await asyncio.gather(self.hunter, return_exceptions=True)
+        if self._hunting is not None:
+            self._hunting.cancel()
+            await asyncio.gather(self._hunting, return_exceptions=True)
         for t in list(self.tasks.values()):
             t.cancel()
         if self.tasks:
@@ -341,72 +339,16 @@ class Agent:
     # --- the snapshot hunter ------------------------------------------------------------------------
 
     def _hand_to_hunter(self, vrm: str, user: str, password: Any, verify: Any) -> None:
-        """After a job or a cleanup request: keep the password (in memory) only while that VRM has
-        leftovers, so the hunter can remove them without anyone running a command."""
-        key = (vrm, user)
-        if not isinstance(password, str) or not self._leftovers(vrm):
-            return
-        self.credentials[key] = (password, verify)
-        self.hunt_next.setdefault(key, time.time() + self.settings.hunt_interval_s)
-        self._hunt_wake.set()
+        """After a job or a cleanup request: the snapshot hunter keeps a way to log in (the password
+        in memory) only while that VRM has leftovers, and removes them without anyone running a command."""
+        if isinstance(password, str):
+            async def opener() -> Any:
+                return await self._client(vrm, user, password, verify)
+            self.hunter.hold(vrm, user, opener)
         self._cleanup_changed()
 
     def _cleanup_changed(self) -> None:
         self.broadcast({"event": "cleanup", "pending": self.cleanup_status()["pending"]})
-
-    def _forget(self, key: tuple[str, str]) -> None:
-        self.credentials.pop(key, None)
-        self.hunt_next.pop(key, None)
-        self.hunt_failures.pop(key, None)
-
-    async def _hunt(self) -> None:
-        """Forever: for each VRM we hold a password for, when due, remove its leftovers; back off
-        (doubling up to ``hunt_max_interval_s``) while the VRM refuses."""
-        s = self.settings
-        while True:
-            now = time.time()
-            for key in [k for k, t in list(self.hunt_next.items()) if t <= now]:
-                try:
-                    await self._hunt_round(key)
-                except Exception:  # the hunter must outlive any surprise; the next round tries again
-                    log.exception("snapshot hunter round for %s failed", key[0])
-                    self._hunt_failed(key)
-            wait = min([t - time.time() for t in self.hunt_next.values()] + [s.hunt_interval_s])
-            self._hunt_wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._hunt_wake.wait(), timeout=max(0.01, wait))
-
-    def _hunt_failed(self, key: tuple[str, str]) -> None:
-        s = self.settings
-        n = self.hunt_failures[key] = self.hunt_failures.get(key, 0) + 1
-        self.hunt_next[key] = time.time() + min(s.hunt_interval_s * 2 ** (n - 1), s.hunt_max_interval_s)
-
-    async def _hunt_round(self, key: tuple[str, str]) -> None:
-        vrm, user = key
-        if not self._leftovers(vrm):
-            self._forget(key)
-            return
-        password, verify = self.credentials[key]
-        from ..vrm import VrmError
-        try:
-            client = await self._client(vrm, user, password, verify)
-        except VrmError as e:
-            for i in self._leftovers(vrm):
-                self.cleanup_errors[i["key"]] = f"cannot log in: {e}"
-            self._hunt_failed(key)
-            return
-        try:
-            done, failed = await self._cleanup_for(client, vrm)
-        finally:
-            with contextlib.suppress(Exception):
-                await client.aclose()
-        if done:
-            log.info("snapshot hunter: removed %d leftover(s) on %s", done, vrm)
-        if failed or self._leftovers(vrm):
-            self._hunt_failed(key)
-        else:
-            self._forget(key)
-        self._cleanup_changed()
 
     async def _run_job(self, job: JobRecord, password: str, verify: Any, window: Any = None) -> None:
         from .planner import add_launch_findings, build_plan
@@ -494,14 +436,14 @@ class Agent:
         """The leftovers, each with why it is there (``error``) and whether the hunter works on it
         (``next_try``: when, epoch seconds; None: it needs credentials for that VRM)."""
         pending = []
-        hunted = {vrm: t for (vrm, _), t in self.hunt_next.items()}
         for i in self.store.pending():
             if i.get("job") in self.tasks:
                 continue  # owned by a running job, not a leftover
+            vrm = str(i.get("vrm") or "")
+            why = self.hunter.login_errors.get(vrm) or self.cleanup_errors.get(i["key"]) or i.get("last_error") or ""
             pending.append({k: i.get(k) for k in ("key", "job", "vrm", "user", "what", "vm", "name",
                                                    "snapshot_urn", "volume_urn", "task_id", "time")}
-                           | {"error": self.cleanup_errors.get(i["key"]) or i.get("last_error") or "",
-                              "next_try": hunted.get(i.get("vrm"))})
+                           | {"error": why, "next_try": self.hunter.next_try_of(vrm)})
         return {"pending": pending, "vrms": sorted({(p["vrm"], p["user"]) for p in pending})}
 
     # --- protocol -----------------------------------------------------------------------------------
@@ -788,7 +730,7 @@ def run_agent(ns: argparse.Namespace) -> int:
         agent = Agent(repo_path=ns.repo, demo=ns.demo, per_host=ns.per_host, per_datastore=ns.per_datastore,
                       global_limit=ns.global_limit, demo_vms=ns.demo_vms, demo_time_scale=ns.demo_time_scale,
                       settings=RunnerSettings(watch_interval=ns.watch_interval, hunt_interval_s=ns.hunt_interval,
-                                              hunt_max_interval_s=max(ns.hunt_interval, 2 * ns.hunt_interval),
+                                              hunt_max_interval_s=2 * ns.hunt_interval,
                                               cleanup_budget_s=ns.cleanup_budget,
                                               cleanup_floor_s=min(5.0, ns.cleanup_budget)),
                       idle_exit_s=ns.idle_exit or None)

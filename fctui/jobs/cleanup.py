@@ -11,7 +11,9 @@ never nest and a cleanup ends in bounded time whatever the VRM does.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeVar
 
 from ..vrm.errors import (TaskFailedError, VrmApiError, VrmConflictError, VrmConnectionError, VrmError,
@@ -54,21 +56,47 @@ def is_transient(e: BaseException) -> bool:
 
 
 class Budget:
-    """The deadline of one cleanup, shared by all its steps (and their task waits)."""
+    """The time one cleanup may spend, shared by all its steps (and their task waits). It counts the
+    time spent inside cleanup steps only (a VM's disks are read between its releases), so a VM's
+    cleanup as a whole ends within ``seconds`` (plus ``floor`` per step that starts with nothing left)."""
 
     def __init__(self, seconds: float, *, floor: float = 5.0) -> None:
         self.seconds = seconds
-        # A step that starts after the deadline still gets one attempt this long: the VRM may have
-        # recovered, and a leftover we can remove now need not wait for the hunter.
+        # A step that starts after the budget is spent still gets one attempt this long: the VRM may
+        # have recovered, and a leftover we can remove now need not wait for the hunter.
         self.floor = floor
-        self._end = asyncio.get_running_loop().time() + seconds
+        self.used = 0.0
+        self._depth = 0
+        self._since = 0.0
+
+    @staticmethod
+    def _now() -> float:
+        return asyncio.get_running_loop().time()
+
+    @contextlib.contextmanager
+    def running(self) -> Any:
+        """Around a cleanup step: its time counts (nested steps count once)."""
+        if self._depth == 0:
+            self._since = self._now()
+        self._depth += 1
+        try:
+            yield self
+        finally:
+            self._depth -= 1
+            if self._depth == 0:
+                self.used += self._now() - self._since
 
     def remaining(self) -> float:
-        return self._end - asyncio.get_running_loop().time()
+        current = self._now() - self._since if self._depth else 0.0
+        return self.seconds - self.used - current
 
     @property
     def spent(self) -> bool:
         return self.remaining() <= 0
+
+    def extend(self, seconds: float) -> None:
+        """Leave ``seconds`` out of the budget (time spent on something that went well)."""
+        self.used -= max(0.0, seconds)
 
     def attempt_s(self) -> float:
         """How long the next attempt may take."""
@@ -89,20 +117,22 @@ async def retry(fn: Callable[[], Awaitable[T]], *, within: "Budget | float", int
     last error is raised when the budget is spent."""
     budget = _budget(within)
     delay = interval
-    while True:
-        try:
-            async with asyncio.timeout(budget.attempt_s()):
-                return await fn()
-        except TimeoutError:
-            raise VrmTimeoutError(f"the VRM did not finish within the cleanup budget of {budget.seconds:g} s") from None
-        except VrmError as e:
-            if not (is_busy(e, codes) or (transient and is_transient(e))):
-                raise
-            if budget.remaining() < delay:
-                raise
-            log.info("retrying in %.1f s: %s", delay, e)
-        await asyncio.sleep(delay)
-        delay = min(delay * 1.5, max_interval)
+    with budget.running():
+        while True:
+            try:
+                async with asyncio.timeout(budget.attempt_s()):
+                    return await fn()
+            except TimeoutError:
+                raise VrmTimeoutError(f"the VRM did not finish within the cleanup budget of "
+                                      f"{budget.seconds:g} s") from None
+            except VrmError as e:
+                if not (is_busy(e, codes) or (transient and is_transient(e))):
+                    raise
+                if budget.remaining() < delay:
+                    raise
+                log.info("retrying in %.1f s: %s", delay, e)
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, max_interval)
 
 
 async def retry_busy(fn: Callable[[], Awaitable[T]], *, within: "Budget | float", interval: float = 0.5,
@@ -114,27 +144,38 @@ async def retry_busy(fn: Callable[[], Awaitable[T]], *, within: "Budget | float"
 
 async def release_resource(client: "VrmClient", volume_uri: str, task_id: str, *, wait_gone: float = 30.0,
                            interval: float = 0.2, within: "Budget | float | None" = None) -> None:
-    """Release a backup resource and wait until the VRM no longer shows it (a released resource still
-    counts against the host's 8 for a while; NOTES: wait until GET shows it gone). Transient errors
-    are retried within ``within`` (default: ``wait_gone``); raises VrmError when the release itself
-    does not go through."""
+    """Release a backup resource and wait (at most ``wait_gone``) until the VRM no longer shows it (a
+    released resource still counts against the host's 8 for a while; NOTES: wait until GET shows it
+    gone). Transient errors are retried within ``within`` (default: ``wait_gone``); raises VrmError
+    when the release itself does not go through."""
     budget = _budget(wait_gone if within is None else within)
+    with budget.running():
+        await _release(client, volume_uri, task_id, wait_gone=wait_gone, interval=interval, budget=budget)
+
+
+async def _release(client: "VrmClient", volume_uri: str, task_id: str, *, wait_gone: float, interval: float,
+                   budget: Budget) -> None:
     try:
         await retry(lambda: client.release_backup_resource(volume_uri, task_id), within=budget,
                     interval=max(interval, 0.05))
     except VrmNotFoundError:
         return
+    # Not part of the budget: the release went through (the VRM is answering); this only waits, at
+    # most ``wait_gone``, until the host's count frees up for the next disk.
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + min(wait_gone, max(budget.remaining(), 0.0))
-    while loop.time() < deadline:
-        try:
-            await client.backup_resource(volume_uri, task_id)
-        except VrmNotFoundError:
-            return
-        except VrmError as e:  # released already; whether it still shows is only a courtesy wait
-            log.info("backup resource %s: %s", task_id, e)
-        await asyncio.sleep(interval)
-    log.info("backup resource %s on %s still visible after release", task_id, volume_uri)
+    start = loop.time()
+    try:
+        while loop.time() < start + wait_gone:
+            try:
+                await client.backup_resource(volume_uri, task_id)
+            except VrmNotFoundError:
+                return
+            except VrmError as e:  # released already; whether it still shows is only a courtesy wait
+                log.info("backup resource %s: %s", task_id, e)
+            await asyncio.sleep(interval)
+        log.info("backup resource %s on %s still visible after release", task_id, volume_uri)
+    finally:
+        budget.extend(loop.time() - start)
 
 
 async def delete_snapshot(client: "VrmClient", snapshot_uri: str, *, within: "Budget | float" = 120.0,
@@ -147,7 +188,7 @@ async def delete_snapshot(client: "VrmClient", snapshot_uri: str, *, within: "Bu
         ref = await client.delete_snapshot(snapshot_uri)
         await client.wait_task(ref, timeout=min(task_timeout, budget.attempt_s()), interval=interval)
     try:
-        await retry(once, within=budget, interval=interval)
+        await retry(once, within=budget, interval=interval)  # (retry counts the time)
     except VrmNotFoundError:
         return
     except TaskFailedError as e:
@@ -177,6 +218,11 @@ async def cleanup_intent(client: "VrmClient", intent: dict[str, Any], *, within:
     """Undo one journal intent (``what`` = ``resource``, ``snapshot``, ``restore-vm``, ...). Raises
     VrmError when the VRM still refuses at the end of the budget; the caller keeps the record then."""
     budget = _budget(within)
+    with budget.running():
+        await _undo(client, intent, budget, release_wait)
+
+
+async def _undo(client: "VrmClient", intent: dict[str, Any], budget: Budget, release_wait: float) -> None:
     what = intent.get("what")
     if what == "resource":
         vol_uri = intent.get("volume_uri", "")
@@ -256,3 +302,97 @@ async def cleanup_intents(client: "VrmClient", intents: list[dict[str, Any]],
             continue
         done(intent["key"])
     return failed
+
+
+Opener = Callable[[], Awaitable[Any]]
+
+
+class SnapshotHunter:
+    """Removes leftovers (journal intents no running job owns) in the background until the VRM
+    accepts -- like Veeam's Snapshot Hunter. It holds, per (VRM, user), an ``opener`` that logs in
+    (a closure over the password: memory only) for as long as that VRM has leftovers, and forgets it
+    once they are gone. A VRM that refuses is tried again after ``interval``, doubling up to
+    ``max_interval``.
+
+    ``leftovers(vrm)`` lists the VRM's leftovers; ``sweep(client, vrm)`` removes them (returns what
+    :func:`cleanup_intents` does); ``on_change()`` is told after every round (for watchers)."""
+
+    def __init__(self, *, leftovers: Callable[[str], list[dict[str, Any]]],
+                 sweep: Callable[[Any, str], Awaitable[Any]], interval: float, max_interval: float,
+                 on_change: Callable[[], None] = lambda: None) -> None:
+        self.leftovers = leftovers
+        self.sweep = sweep
+        self.interval = interval
+        self.max_interval = max(interval, max_interval)
+        self.on_change = on_change
+        self.openers: dict[tuple[str, str], Opener] = {}
+        self.next_try: dict[tuple[str, str], float] = {}   # epoch seconds
+        self.failures: dict[tuple[str, str], int] = {}
+        self.login_errors: dict[str, str] = {}              # vrm -> why the last login failed
+        self._wake: asyncio.Event | None = None
+
+    def hold(self, vrm: str, user: str, opener: Opener) -> bool:
+        """Keep ``opener`` for ``vrm`` if it has leftovers (True), first try after one interval."""
+        if not self.leftovers(vrm):
+            return False
+        key = (vrm, user)
+        self.openers[key] = opener
+        self.next_try.setdefault(key, time.time() + self.interval)
+        if self._wake is not None:
+            self._wake.set()
+        return True
+
+    def forget(self, key: tuple[str, str]) -> None:
+        self.openers.pop(key, None)
+        self.next_try.pop(key, None)
+        self.failures.pop(key, None)
+        self.login_errors.pop(key[0], None)
+
+    def next_try_of(self, vrm: str) -> float | None:
+        return min((t for (v, _), t in self.next_try.items() if v == vrm), default=None)
+
+    def _failed(self, key: tuple[str, str]) -> None:
+        n = self.failures[key] = self.failures.get(key, 0) + 1
+        self.next_try[key] = time.time() + min(self.interval * 2 ** (n - 1), self.max_interval)
+
+    async def round(self, key: tuple[str, str]) -> None:
+        """One try at one VRM's leftovers."""
+        vrm = key[0]
+        if not self.leftovers(vrm):
+            self.forget(key)
+            return
+        try:
+            client = await self.openers[key]()
+        except VrmError as e:
+            self.login_errors[vrm] = f"cannot log in: {e}"
+            self._failed(key)
+            return
+        self.login_errors.pop(vrm, None)
+        try:
+            done, _ = await self.sweep(client, vrm)
+        finally:
+            with contextlib.suppress(Exception):
+                await client.aclose()
+        if done:
+            log.info("snapshot hunter: removed %d leftover(s) on %s", done, vrm)
+        if self.leftovers(vrm):
+            self._failed(key)
+        else:
+            self.forget(key)
+
+    async def run(self) -> None:
+        """Forever: each held VRM when it is due."""
+        self._wake = asyncio.Event()
+        while True:
+            now = time.time()
+            for key in [k for k, t in list(self.next_try.items()) if t <= now]:
+                try:
+                    await self.round(key)
+                except Exception:  # the hunter outlives any surprise; the next round tries again
+                    log.exception("snapshot hunter round for %s failed", key[0])
+                    self._failed(key)
+                self.on_change()
+            wait = min([t - time.time() for t in self.next_try.values()] + [self.interval])
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=max(0.01, wait))
