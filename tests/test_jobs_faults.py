@@ -191,3 +191,64 @@ async def test_backup_fault_matrix(sim: Any, short_client: VrmClient, control: h
         if journal.pending():  # a failed job's leftover the VRM refused: the hunter's
             await hunt_until_clean(sim, journal)
     assert await left_on_sim(control, urn) == {"resources": {}, "snapshots": 0}
+
+
+# --- the agent: succeeded with warnings, the queue shown, the hunter at work ------------------------
+
+from test_agent_lifecycle import agent, cli, dirs, es  # noqa: E402,F401  (fixtures: a real agent process)
+
+
+async def test_agent_hunter_removes_leftovers_once_the_vrm_recovers(
+        es: Any, agent: Any, dirs: dict[str, str], monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    monkeypatch.setenv("FCTUI_PASSWORD", es.sim.config.password)
+    user = es.sim.config.user
+    async with httpx.AsyncClient(base_url=es.url) as control:
+        urn = (await control.get("/sim/edge-cases")).json()["ready"][1]
+        client = await agent.start("--hunt-interval", "0.3", "--cleanup-budget", "2")
+        # the VRM refuses every snapshot deletion (a persistent 500)
+        await control.post("/sim/faults", json={"path": r"/snapshots/\d+$", "method": "DELETE", "status": 500})
+        t0 = time.monotonic()
+        rc = await asyncio.to_thread(cli, ["backup", "--vrm", es.url, "--user", user, urn, "--wait", "--json"])
+        took = time.monotonic() - t0
+        out = json.loads(capsys.readouterr().out)
+        # the data is safe: the point is committed, the job "succeeded with warnings" (exit 4)
+        assert rc == 4 and out["state"] == "succeeded" and len(out["restore_points"]) == 1, out
+        assert len(out["warnings"]) == 1 and "not deleted yet" in out["warnings"][0]
+        assert took < 20, took
+        from fctui.repo import Repository
+        repo = Repository.open(Path(dirs["FCTUI_DATA_DIR"]) / "repo")
+        assert [p.id for p in repo.points()] == out["restore_points"]
+
+        # what is queued and why, in `fctui jobs` and `fctui jobs --json`
+        pending = (await client.request("cleanup-status"))["pending"]
+        assert [p["what"] for p in pending] == ["snapshot"] and "HTTP 500" in pending[0]["error"]
+        assert pending[0]["next_try"] is not None  # the hunter holds credentials for this VRM
+        assert (await left_on_sim(control, urn))["snapshots"] == 1
+        assert await asyncio.to_thread(cli, ["jobs"]) == 0
+        text = capsys.readouterr().out
+        assert f"{out['job']}" in text and "warnings" in text and "cleanup pending: 1 leftover(s)" in text
+        assert "snapshot" in text and "HTTP 500" in text and "the agent retries in" in text
+        assert await asyncio.to_thread(cli, ["jobs", "--json"]) == 0
+        js = json.loads(capsys.readouterr().out)
+        assert js["jobs"][-1]["warnings"] == out["warnings"] and js["cleanup_pending"][0]["what"] == "snapshot"
+
+        # the VRM recovers: the hunter removes the snapshot, nobody runs a command
+        await asyncio.sleep(1.0)  # a few rounds fail meanwhile; the leftover stays queued
+        assert len((await client.request("cleanup-status"))["pending"]) == 1
+        await control.delete("/sim/faults")
+        t1 = time.monotonic()
+        while (await client.request("cleanup-status"))["pending"] and time.monotonic() - t1 < 10:
+            await asyncio.sleep(0.1)
+        assert (await client.request("cleanup-status"))["pending"] == []
+        assert await left_on_sim(control, urn) == {"resources": {}, "snapshots": 0}
+        state_files = list(Path(dirs["FCTUI_DATA_DIR"]).rglob("*.json"))
+        assert state_files and all(es.sim.config.password not in f.read_text() for f in state_files)
+        # and the next backup is an incremental: the point of the warned job is a good base
+        job2 = (await client.request("submit", targets=[urn], vrm=es.url, user=user,
+                                     password=es.sim.config.password))["job"]
+        final = await client.wait(job2)
+        assert final["state"] == "succeeded" and final["warnings"] == []
+        assert all(d["mode"] == "incremental" for d in final["vms"][0]["disks"]), final["vms"][0]["disks"]

@@ -375,3 +375,30 @@ def test_queue_counts_from_running_jobs():
     plan = SimpleNamespace(vms=[SimpleNamespace(host_name="cna-01", host_urn="urn:hosts:1"),
                                 SimpleNamespace(host_name="cna-02", host_urn="urn:hosts:2")])
     assert host_counts(board, plan) == {"urn:hosts:1": 1}        # web-01 reads on cna-01; the failed job holds none
+
+
+async def test_jobs_screen_shows_warnings_and_the_cleanup_queue():
+    """A job whose snapshot the VRM would not delete: "succeeded with warnings", and what the agent's
+    snapshot hunter has queued, with why and when it tries next (issue 12 §4)."""
+    job = failed_job()
+    job.state, job.error = "succeeded", ""
+    job.vms[0].state, job.vms[0].reason = "done", "warning: snapshot urn:s:1 not deleted yet: HTTP 500 (queued)"
+    job.warnings = ["app-03: snapshot urn:s:1 not deleted yet: HTTP 500 (queued)"]
+    app = jobs_app([job], select=job.id)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        svc = app.jobs  # type: ignore[attr-defined]
+        text = _footer(app)
+        assert "warnings" in text and "succeeded with warnings" in text and "not deleted yet" in text
+        assert "queued for cleanup" not in text
+        svc.apply_event({"event": "cleanup", "pending": [
+            {"key": 1, "job": job.id, "vrm": "https://vrm", "user": "u", "what": "snapshot",
+             "snapshot_urn": "urn:s:1", "error": "VRM refused DELETE (HTTP 500)", "next_try": NOW + 30}]})
+        await pilot.pause(0.8)
+        text = _footer(app)
+        assert "1 leftover(s) queued for cleanup" in text
+        assert "queued for cleanup: snapshot urn:s:1" in text and "HTTP 500" in text
+        assert "the agent retries in 30 s" in " ".join(text.split())
+        svc.apply_event({"event": "cleanup", "pending": []})  # the hunter removed it
+        await pilot.pause(0.8)
+        assert "queued for cleanup" not in _footer(app)

@@ -106,21 +106,7 @@ class JobsService:
                     if not self.connected:
                         self.connected, self.error, delay = True, "", 0.5
                         self._changed(None)
-                    if ev.get("event") == "cleanup":
-                        self.cleanup = [p for p in ev.get("pending") or [] if isinstance(p, dict)]
-                        self._changed(None)
-                        continue
-                    job_id, notice = self.board.apply(ev)
-                    if notice is not None:
-                        self.notices.append((notice.job_id, notice.summary))
-                        ended = self.board.get(notice.job_id)
-                        warned = ended is not None and ended.outcome != ended.state
-                        sev = "information" if notice.state == "succeeded" and not warned else (
-                            "warning" if notice.state in ("cancelled", "succeeded") else "error")
-                        self.app.notify(notice.summary, title=f"Job {notice.job_id} {notice.state}",
-                                        severity=sev, timeout=15)  # type: ignore[arg-type]
-                    if job_id is not None:
-                        self._changed(job_id)
+                    self.apply_event(ev)
                 self.error = "the job agent closed the stream"
             except AgentError as e:
                 self.error = e.message
@@ -135,6 +121,24 @@ class JobsService:
             except asyncio.TimeoutError:
                 pass
             delay = min(MAX_RETRY_S, delay * 2)
+
+    def apply_event(self, ev: dict[str, Any]) -> None:
+        """One event of the agent's stream: the jobs board, the cleanup queue, end-of-job notices."""
+        if ev.get("event") == "cleanup":
+            self.cleanup = [p for p in ev.get("pending") or [] if isinstance(p, dict)]
+            self._changed(None)
+            return
+        job_id, notice = self.board.apply(ev)
+        if notice is not None:
+            self.notices.append((notice.job_id, notice.summary))
+            ended = self.board.get(notice.job_id)
+            warned = ended is not None and ended.outcome != ended.state
+            sev = "information" if notice.state == "succeeded" and not warned else (
+                "warning" if notice.state in ("cancelled", "succeeded") else "error")
+            self.app.notify(notice.summary, title=f"Job {notice.job_id} {notice.state}",
+                            severity=sev, timeout=15)  # type: ignore[arg-type]
+        if job_id is not None:
+            self._changed(job_id)
 
     async def _agent(self, demo: bool = False) -> AgentClient:
         try:
