@@ -193,6 +193,50 @@ async def test_backup_fault_matrix(sim: Any, short_client: VrmClient, control: h
     assert await left_on_sim(control, urn) == {"resources": {}, "snapshots": 0}
 
 
+
+@pytest.mark.parametrize("step", ["snapshot-delete", "resource-release"])
+async def test_persistent_stall_ends_within_the_budget(sim: Any, short_client: VrmClient,
+                                                        control: httpx.AsyncClient, tmp_path: Path,
+                                                        step: str) -> None:
+    """A VRM that never answers the cleanup (each attempt stalls past the client's timeout): the job
+    ends when the budget is spent, not after nested retries; the hunter finishes once it answers."""
+    urn = (await control.get("/sim/edge-cases")).json()["ready"][1]
+    repo = Repository.open(tmp_path / "repo")
+    journal = MemoryJournal()
+    await control.post("/sim/faults", json=STEPS[step] | {"latency_ms": 30_000})
+    t0 = time.monotonic()
+    job = await run_backup(short_client, repo, urn, journal)
+    cleanup_time = time.monotonic() - t0
+    assert job.outcome == "succeeded with warnings", (job.state, job.error)
+    assert [p.id for p in repo.points()] == job.restore_points
+    # the reads take about a second; the cleanup at most the budget plus one floor per later step
+    assert cleanup_time < 1.5 + BUDGET + 3 * 0.3 + 2 * TIMEOUT, cleanup_time
+
+    async def clear() -> None:
+        await control.delete("/sim/faults")
+    await hunt_until_clean(sim, journal, fault_clears=clear)
+    assert await left_on_sim(control, urn) == {"resources": {}, "snapshots": 0}
+
+
+def test_production_defaults_bound_the_job_and_the_hunter() -> None:
+    """The figures behind the acceptance (issue 12): a persistent fault ends the job within 2 minutes
+    (the budget, then one floor attempt for each later step, each cut at the client's 30 s timeout
+    at worst); a recovered VRM is retried within a minute, so leftovers go within 90 s."""
+    from fctui.jobs.agent import add_agent_options
+    from fctui.vrm.client import VrmClient as Client
+    import argparse
+    import inspect
+    s = RunnerSettings()
+    assert s.cleanup_budget_s + 2 * s.cleanup_floor_s <= 120 - 10
+    timeout = inspect.signature(Client).parameters["timeout"].default
+    assert s.cleanup_floor_s < timeout  # a floor attempt is cut before a stalled request would end
+    p = argparse.ArgumentParser()
+    add_agent_options(p)
+    ns = p.parse_args([])
+    assert ns.hunt_interval == s.hunt_interval_s == 30 and s.hunt_max_interval_s == 60
+    assert s.hunt_max_interval_s + 20 <= 90  # the longest back-off plus a round's own work
+
+
 # --- the agent: succeeded with warnings, the queue shown, the hunter at work ------------------------
 
 from test_agent_lifecycle import agent, cli, dirs, es  # noqa: E402,F401  (fixtures: a real agent process)
