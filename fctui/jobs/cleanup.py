@@ -112,19 +112,22 @@ async def retry(fn: Callable[[], Awaitable[T]], *, within: "Budget | float", int
     """``fn()`` until it succeeds or fails with an error that is not worth repeating, within the budget.
 
     Busy answers (``codes``) are always retried; with ``transient`` also 5xx, 401, dropped connections
-    and timeouts (for requests that are safe to repeat: every cleanup step is). Each attempt is cut at
-    the budget's end (a stalled request must not outlive it), but always gets the budget's floor. The
-    last error is raised when the budget is spent."""
+    and timeouts (for requests that are safe to repeat: every cleanup step is), and each attempt is
+    cut at the budget's end (a stalled request must not outlive it) but always gets the budget's
+    floor. The last error is raised when the budget is spent."""
     budget = _budget(within)
     delay = interval
     with budget.running():
         while True:
             try:
-                async with asyncio.timeout(budget.attempt_s()):
+                if not transient:  # a busy-only retry bounds its waits, not a long task inside fn
                     return await fn()
-            except TimeoutError:
-                raise VrmTimeoutError(f"the VRM did not finish within the cleanup budget of "
-                                      f"{budget.seconds:g} s") from None
+                try:
+                    async with asyncio.timeout(budget.attempt_s()):
+                        return await fn()
+                except TimeoutError:
+                    raise VrmTimeoutError(f"the VRM did not finish within the cleanup budget of "
+                                          f"{budget.seconds:g} s") from None
             except VrmError as e:
                 if not (is_busy(e, codes) or (transient and is_transient(e))):
                     raise

@@ -75,13 +75,16 @@ class RunnerSettings:
 
 
 def retry_blocking(fn: Callable[[], Any], attempts: int) -> Any:
-    """On a worker thread: ``fn``, tried again (up to ``attempts`` in all) after a dropped connection
-    or a timeout. For transfers that are safe to repeat: range reads, restore writes."""
+    """On a worker thread: ``fn``, tried again (up to ``attempts`` in all) after a transient error
+    (a dropped connection, a timeout, a 5xx, a 401: :func:`cleanup.is_transient`). For transfers that
+    are safe to repeat: range reads, restore writes."""
     attempt = 0
     while True:
         try:
             return fn()
-        except (VrmConnectionError, VrmTimeoutError):
+        except VrmError as e:
+            if not cleanup.is_transient(e):
+                raise
             attempt += 1
             if attempt >= attempts:
                 raise
