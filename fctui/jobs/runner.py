@@ -520,7 +520,7 @@ class BackupRunner:
             self.journal.done(run.snapshot_key)
             run.snapshot_key = None
         except VrmError as e:  # the data is good; the journal keeps the snapshot for the hunter
-            self._leftover(job, run, reporter, run.snapshot_key, f"snapshot {run.snapshot_urn} not deleted yet: {e}")
+            self._leftover(job, run, reporter, run.snapshot_key, f"snapshot {run.snapshot_urn} not deleted yet", e)
             run.snapshot_key = None  # the journal's record is the hunter's now, not this run's
         t0 = time.perf_counter()
         point = await loop.run_in_executor(None, run.writer.commit)
@@ -592,7 +592,7 @@ class BackupRunner:
                 self.journal.done(key)
             except VrmError as e:  # every block is read and stored: the journal keeps it for the hunter
                 self._leftover(job, run, reporter, key, f"backup resource {ref.task_id} of {dp.disk_name} "
-                                                        f"not released yet: {e}")
+                                                        f"not released yet", e)
             run.resource = None
             run.resource_key = None
             d.state, d.finished = "done", time.time()
@@ -708,13 +708,14 @@ class BackupRunner:
             run.cleanup_budget = cleanup.Budget(s.cleanup_budget_s, floor=s.cleanup_floor_s)
         return run.cleanup_budget
 
-    def _leftover(self, job: JobRecord, run: _VmRun, reporter: Reporter, key: int | None, what: str) -> None:
+    def _leftover(self, job: JobRecord, run: _VmRun, reporter: Reporter, key: int | None, what: str,
+                  error: Exception) -> None:
         """A leftover of a VM whose data is safe: a warning of the job; the journal keeps its record
         (and why) for the agent's snapshot hunter."""
         if key is not None:
-            self.journal.update(key, last_error=what)
+            self.journal.update(key, last_error=str(error))
         vm = run.progress
-        msg = f"{what} (queued: the agent retries until the VRM accepts)"
+        msg = f"{what}: {error} (queued: the agent retries until the VRM accepts)"
         job.warnings.append(f"{run.plan.vm_name}: {msg}")
         vm.reason = f"{vm.reason}; {msg}" if vm.reason.startswith("warning") else f"warning: {msg}"
         reporter.log(f"{run.plan.vm_name}: {msg}", "warning")
