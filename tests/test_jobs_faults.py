@@ -275,6 +275,7 @@ async def test_agent_hunter_removes_leftovers_once_the_vrm_recovers(
     user = es.sim.config.user
     async with httpx.AsyncClient(base_url=es.url) as control:
         urn = (await control.get("/sim/edge-cases")).json()["ready"][1]
+        sessions_before = int((await control.get("/sim/stats")).json()["sessions"])
         client = await agent.start("--hunt-interval", "0.3", "--cleanup-budget", "2")
         # the VRM refuses every snapshot deletion (a persistent 500)
         await control.post("/sim/faults", json={"path": r"/snapshots/\d+$", "method": "DELETE", "status": 500})
@@ -312,6 +313,9 @@ async def test_agent_hunter_removes_leftovers_once_the_vrm_recovers(
             await asyncio.sleep(0.1)
         assert (await client.request("cleanup-status"))["pending"] == []
         assert await left_on_sim(control, urn) == {"resources": {}, "snapshots": 0}
+        # every session the hunter opened (one per round) was logged out again
+        sessions = int((await control.get("/sim/stats")).json()["sessions"])
+        assert sessions <= sessions_before, (sessions, sessions_before)
         state_files = list(Path(dirs["FCTUI_DATA_DIR"]).rglob("*.json"))
         assert state_files and all(es.sim.config.password not in f.read_text() for f in state_files)
         # and the next backup is an incremental: the point of the warned job is a good base

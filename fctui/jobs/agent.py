@@ -88,7 +88,8 @@ class Agent:
         from .cleanup import SnapshotHunter
         self.hunter = SnapshotHunter(leftovers=self._leftovers, sweep=self._cleanup_for,
                                      interval=self.settings.hunt_interval_s,
-                                     max_interval=self.settings.hunt_max_interval_s, on_change=self._cleanup_changed)
+                                     max_interval=self.settings.hunt_max_interval_s, on_change=self._cleanup_changed,
+                                     close=self._close_client)
         self._hunting: asyncio.Task | None = None
         self.server: asyncio.AbstractServer | None = None
         self.stopping = asyncio.Event()

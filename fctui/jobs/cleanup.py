@@ -320,13 +320,16 @@ class SnapshotHunter:
     ``max_interval``.
 
     ``leftovers(vrm)`` lists the VRM's leftovers; ``sweep(client, vrm)`` removes them (returns what
-    :func:`cleanup_intents` does); ``on_change()`` is told after every round (for watchers)."""
+    :func:`cleanup_intents` does); ``close(client)`` ends the session an opener opened (default: the
+    client's ``close``, which logs out); ``on_change()`` is told after every round (for watchers)."""
 
     def __init__(self, *, leftovers: Callable[[str], list[dict[str, Any]]],
                  sweep: Callable[[Any, str], Awaitable[Any]], interval: float, max_interval: float,
-                 on_change: Callable[[], None] = lambda: None) -> None:
+                 on_change: Callable[[], None] = lambda: None,
+                 close: Callable[[Any], Awaitable[None]] | None = None) -> None:
         self.leftovers = leftovers
         self.sweep = sweep
+        self.close = close
         self.interval = interval
         self.max_interval = max(interval, max_interval)
         self.on_change = on_change
@@ -377,7 +380,7 @@ class SnapshotHunter:
             done, _ = await self.sweep(client, vrm)
         finally:
             with contextlib.suppress(Exception):
-                await client.aclose()
+                await (self.close(client) if self.close is not None else client.close())
         if done:
             log.info("snapshot hunter: removed %d leftover(s) on %s", done, vrm)
         if self.leftovers(vrm):
