@@ -72,6 +72,7 @@ SIZE_CHANGED = "restore-size-changed"
 NO_HOST = "restore-no-host"
 DISK_NOT_IN_POINT = "restore-disk-not-in-point"
 ATTACH_STATE = "restore-attach-state"
+POINT_DAMAGED = "restore-point-damaged"
 
 __all__ = ["RestoreError", "RestoreRequest", "RestoreDiskPlan", "RestorePlan", "DatastoreChoice",
            "RestoreSettings", "plan_restore", "datastore_choices", "run_restore", "restore_result",
@@ -283,12 +284,39 @@ async def plan_restore(client: "VrmClient", repo: "Repository", request: Restore
     if unknown:
         raise RestoreError(f"--datastore names disks that are not in the point: {', '.join(sorted(unknown))}")
     plan = RestorePlan(request=request, point=point, vm_name="", vm_urn="", site_uri=site)
+    plan.findings.extend(await asyncio.to_thread(_point_damage, repo, point, disks))
     if request.target == "original":
         await _plan_original(client, plan, disks)
     else:
         await _plan_new(client, plan, disks)
     plan.blocked = any(f.severity == "blocker" for f in plan.findings)
     return plan
+
+
+def _damaged_message(point_id: str, disk: "RestorePointDisk", what: str) -> str:
+    return f"restore point {point_id} is damaged: disk {disk.disk_name or '?'} ({disk.volume_urn}) {what}"
+
+
+def _point_damage(repo: "Repository", point: "RestorePoint", disks: list["RestorePointDisk"]) -> list[Finding]:
+    """Blockers for the disks to restore whose manifest cannot be read or whose chunks are missing or
+    quarantined: an existence check per chunk (a flipped byte is found when the chunk is read)."""
+    from ..repo import RepoError
+    out: list[Finding] = []
+    way = ("Restore another point; `fctui repo verify` shows the damage (the next backup of the VM "
+           "reads the missing blocks again).")
+    for d in disks:
+        try:
+            reader = repo.open_disk(point.id, d.volume_urn)
+        except RepoError as e:
+            out.append(_finding(POINT_DAMAGED, f"restore point {point.id} cannot be read: {e}", way, [d.volume_urn]))
+            continue
+        absent = reader.unavailable_blocks()
+        if absent:
+            block, digest, problem = absent[0]
+            out.append(_finding(POINT_DAMAGED, _damaged_message(
+                point.id, d, f"has {len(absent)} block(s) whose chunk is missing or quarantined (first: block "
+                             f"{block}, chunk {digest[:16]}... {problem})"), way, [d.volume_urn]))
+    return out
 
 
 async def _plan_original(client: "VrmClient", plan: RestorePlan, disks: list["RestorePointDisk"]) -> None:
@@ -471,6 +499,7 @@ class _Restore:
         self.targets: dict[str, str] = {d.source_volume: d.target_volume_urn for d in plan.disks}
         self.verified: dict[str, bool | None] = {}
         self.overwrite_key: int | None = None
+        self.preverified: set[str] = set()  # source volumes whose every chunk was hashed in this run
         self.result_vm = plan.vm_urn  # the VM the result names (the new one once created)
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, settings.read_threads,
                                                                           settings.writes_in_flight),
@@ -494,6 +523,10 @@ class _Restore:
     async def run(self) -> None:
         plan, req = self.plan, self.plan.request
         with self.repo.protect([plan.point.id]):
+            if req.target in ("original", "disk"):
+                # Over an existing VM (or next to one): a damaged point must change nothing, so every
+                # chunk is read and hashed before the VM is stopped or anything is prepared or created.
+                await self._preverify()
             if req.target == "original":
                 await self._overwrite_original()
             else:
@@ -632,7 +665,7 @@ class _Restore:
         self.reporter.state()
         vol_urn = self.targets[dp.source_volume]
         vol_uri = urn_to_uri(vol_urn)
-        reader = self.repo.open_disk(self.plan.point.id, dp.source_volume)
+        reader = self._open_disk(dp)
         key = self._intend("resource", volume_uri=vol_uri, volume_urn=vol_urn)
         ref = await self._prepare(vol_uri, task_type)
         task_id = ref.task_id
@@ -703,6 +736,51 @@ class _Restore:
             self.journal.done(key)
         self.created.resource = None
 
+    def _open_disk(self, dp: RestoreDiskPlan) -> "DiskReader":
+        from ..repo import RepoError
+        try:
+            return self.repo.open_disk(self.plan.point.id, dp.source_volume)
+        except RepoError as e:
+            raise RestoreError(f"restore point {self.plan.point.id} cannot be read: {e}") from None
+
+    def _damaged(self, reader: "DiskReader", block: int, e: Exception, written: str) -> RestoreError:
+        return RestoreError(_damaged_message(self.plan.point.id, reader.disk, f"block {block}: {e}") + "; "
+                            + written + " (`fctui repo verify` shows the damage; restore another point)")
+
+    async def _preverify(self) -> None:
+        """Read and hash every chunk of the disks to restore (each distinct chunk once), on the worker
+        threads, holding no more than one chunk per thread. Raises naming point, disk and block."""
+        from ..repo import ChunkError
+        per_item = 16  # chunks per thread hand-off: the hand-off costs more than a small chunk
+        for dp in self.plan.disks:
+            reader = self._open_disk(dp)
+            first_block: dict[str, int] = {}
+            for index, digest in sorted(reader.block_digests().items()):
+                first_block.setdefault(digest, index)
+            todo = list(first_block.items())
+            total = 0
+            t0 = time.monotonic()
+
+            def work(start: int, reader: "DiskReader" = reader, todo: list[tuple[str, int]] = todo) -> int:
+                n = 0
+                for digest, block in todo[start:start + per_item]:
+                    try:
+                        n += len(reader.read_block(block, check=True))
+                    except ChunkError as e:
+                        raise self._damaged(reader, block, e, "nothing was written to the VRM") from None
+                return n
+
+            def done(_: int, n: int) -> None:
+                nonlocal total
+                total += n
+
+            await self._run_on_threads(iter(range(0, len(todo), per_item)), work, done,
+                                       max(1, self.s.read_threads))
+            dt = time.monotonic() - t0
+            self.preverified.add(dp.source_volume)
+            self.reporter.log(f"{dp.disk_name}: every chunk of the restore point checked before writing "
+                              f"({len(todo)} chunks, {total / 1e6:.1f} MB in {dt:.2f} s)")
+
     def _io_blocking(self, fn: Callable[[], Any]) -> Any:
         """:meth:`_io` for a worker thread."""
         return retry_blocking(fn, self.s.io_retries)
@@ -712,10 +790,17 @@ class _Restore:
         per block: the transport sends them back to back as one PUT, so they are never joined (a join
         is one more copy and a fresh multi-MB buffer per range, i.e. page faults, on a CPU the data
         endpoint needs as well).
-        With read-back verification on, every written block is later hashed against its chunk name,
-        which also catches a damaged chunk, so the chunk is not hashed a first time here."""
-        check = not self.s.verify
-        return [reader.read_block(i, check=check) for i in range(first, first + count)]
+        Every chunk is hashed before it is written: here, or by :meth:`_preverify` earlier in this run
+        (the point is protected meanwhile, and the read-back compares the written blocks again)."""
+        from ..repo import ChunkError
+        check = not (self.s.verify and reader.volume_urn in self.preverified)
+        out = []
+        for i in range(first, first + count):
+            try:
+                out.append(reader.read_block(i, check=check))
+            except ChunkError as e:
+                raise self._damaged(reader, i, e, "stopped before writing that block") from None
+        return out
 
     def _read_back(self, transport: "BlockTransport", dp: RestoreDiskPlan, offset: int, length: int) -> bytes:
         data = self._io_blocking(lambda: transport.read_blocking(offset, length))
