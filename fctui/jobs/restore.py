@@ -46,14 +46,14 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterator
 from ..rules import catalog as C
 from ..rules.engine import Finding
 from ..rules.launch import cross_storage_restore, restore_overwrite_running, restore_space
-from ..vrm.errors import (VrmApiError, VrmConnectionError, VrmError, VrmNotFoundError,
-                          VrmTimeoutError)
+from ..vrm.errors import (TaskFailedError, VrmApiError, VrmAuthError, VrmConflictError, VrmConnectionError,
+                          VrmError, VrmNotFoundError, VrmServerError, VrmTimeoutError)
 from ..vrm.models import Datastore, Vm
 from ..vrm.urn import site_uri, urn_to_uri
 from . import cleanup
 from .journal import JournalLike, MemoryJournal
 from .model import DiskProgress, JobError, JobRecord, VmProgress
-from .runner import Reporter, retry_blocking, uncancellable
+from .runner import Reporter, uncancellable
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..repo import Repository, RestorePoint, RestorePointDisk
@@ -472,6 +472,13 @@ def coalesce_runs(blocks: list[int], max_blocks: int) -> Iterator[tuple[int, int
         yield start, n
 
 
+def _transient(e: BaseException) -> bool:
+    """A VRM error worth the same request again: any 5xx, a 401 (the client has logged in again; a data
+    channel may refuse its token once), a dropped connection, a timeout (issue #12)."""
+    return (isinstance(e, (VrmServerError, VrmConnectionError, VrmTimeoutError))
+            or (isinstance(e, VrmAuthError) and e.status == 401))
+
+
 def new_restore_id() -> str:
     return "r" + time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
 
@@ -510,9 +517,50 @@ class _Restore:
     async def _task(self, ref: Any) -> Any:
         return await self.client.wait_task(ref, timeout=self.s.task_timeout, interval=self.s.task_interval)
 
-    async def _busy(self, fn: Callable[[], Awaitable[Any]]) -> Any:
-        return await cleanup.retry_busy(fn, within=self.s.busy_retry_s, interval=self.s.busy_interval,
-                                        codes=cleanup.BUSY_CODES | cleanup.HOST_LIMIT_CODES)
+    async def _busy(self, fn: Callable[[], Awaitable[Any]], within: float | None = None) -> Any:
+        """``fn`` until it does not fail with a busy code or a transient error, within one budget.
+        (Local until cleanup.py has a transient-error retry: issue #12 item 4.)"""
+        codes = cleanup.BUSY_CODES | cleanup.HOST_LIMIT_CODES
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (self.s.busy_retry_s if within is None else within)
+        delay = self.s.busy_interval
+        while True:
+            try:
+                return await fn()
+            except VrmError as e:
+                code = (e.error_code if isinstance(e, VrmConflictError) else
+                        e.reason if isinstance(e, TaskFailedError) and not e.cancelled else None)
+                if not (code in codes or _transient(e)) or loop.time() + delay > deadline:
+                    raise
+                log.info("restore %s: %s; trying again in %.1f s", self.job.id, e, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, 5.0)
+
+    async def _create(self, key: int | None, kind: str, name: str, call: Callable[[], Awaitable[Any]],
+                      **find: str) -> Any:
+        """A creating call, tried again on a transient error. The failed call may have created the object
+        all the same (a lost answer, a 5xx after the work): it is looked up by its unique name first; if
+        there, it is recorded as created (so the failure cleanup removes it) and the error stands, rather
+        than risk a second one."""
+        async def once() -> Any:
+            try:
+                return await call()
+            except VrmError as e:
+                if not _transient(e):
+                    raise
+                intent = {"name": name, "site": self.plan.site_uri, **find}
+                found = await _find_named(self.client, intent, kind)
+                if found:
+                    uri = found[0]
+                    urn = ""
+                    if kind == "volume":
+                        self.created.volumes.append((urn, uri, key))
+                    else:
+                        self.created.vm = (urn, uri, key)
+                    raise RestoreError(f"{e}; the {kind} {name} was created meanwhile: removed, "
+                                       "run the restore again") from None
+                raise
+        return await self._created_or_forget(key, self._busy(once))
 
     def _intend(self, what: str, **fields: Any) -> int | None:
         return self.journal.intend(job_id=self.job.id, vrm=self.job.vrm, user=self.job.user, what=what,
@@ -565,9 +613,9 @@ class _Restore:
                     if x.get("volumeUrn") == dp.source_volume), {})
         key = self._intend("restore-volume", name=name, datastore_urn=dp.target_datastore_urn)
         self.reporter.log(f"creating volume {name} ({dp.size_gb} GB) on {dp.target_datastore_name}")
-        resp = await self._created_or_forget(key, self.client.create_volume(
+        resp = await self._create(key, "volume", name, lambda: self.client.create_volume(
             self.plan.site_uri, name=name, quantity_gb=dp.size_gb, datastore_urn=dp.target_datastore_urn,
-            is_thin=bool(cfg.get("isThin", True))))
+            is_thin=bool(cfg.get("isThin", True))), datastore_urn=dp.target_datastore_urn)
         urn = resp.urn or ""
         uri = resp.uri or (urn_to_uri(urn) if urn else "")
         if key is not None:
@@ -611,7 +659,9 @@ class _Restore:
     async def _create_vm(self) -> None:
         key = self._intend("restore-vm", name=self.plan.vm_name)
         self.reporter.log(f"creating VM {self.plan.vm_name} from {len(self.plan.disks)} restored volume(s)")
-        resp = await self._created_or_forget(key, self.client.create_vm(self.plan.site_uri, self._vm_body()))
+        body = self._vm_body()
+        resp = await self._create(key, "vm", self.plan.vm_name,
+                                  lambda: self.client.create_vm(self.plan.site_uri, body))
         urn = resp.urn or ""
         uri = resp.uri or (urn_to_uri(urn) if urn else "")
         if key is not None:
@@ -730,8 +780,9 @@ class _Restore:
         if self.created.resource is None:
             return
         vol_uri, task_id, key = self.created.resource
-        await cleanup.release_resource(self.client, vol_uri, task_id, wait_gone=self.s.release_wait_s,
-                                       interval=min(0.2, self.s.task_interval))
+        await self._busy(lambda: cleanup.release_resource(self.client, vol_uri, task_id,
+                                                          wait_gone=self.s.release_wait_s,
+                                                          interval=min(0.2, self.s.task_interval)))
         if key is not None:
             self.journal.done(key)
         self.created.resource = None
@@ -783,7 +834,15 @@ class _Restore:
 
     def _io_blocking(self, fn: Callable[[], Any]) -> Any:
         """:meth:`_io` for a worker thread."""
-        return retry_blocking(fn, self.s.io_retries)
+        attempt = 0
+        while True:
+            try:
+                return fn()
+            except VrmError as e:
+                attempt += 1
+                if not _transient(e) or attempt >= self.s.io_retries:
+                    raise
+                time.sleep(0.2 * attempt)
 
     def _block_parts(self, reader: "DiskReader", first: int, count: int) -> list[bytes]:
         """Blocks [first, first+count) from the repository (zeros where the point has none), one bytes
@@ -809,14 +868,14 @@ class _Restore:
         return data
 
     async def _io(self, fn: Callable[[], Awaitable[Any]]) -> Any:
-        """On the event loop: ``fn`` with retries on dropped connections (rewriting a range is safe)."""
+        """On the event loop: ``fn`` with retries on transient errors (rewriting a range is safe)."""
         attempt = 0
         while True:
             try:
                 return await fn()
-            except (VrmConnectionError, VrmTimeoutError):
+            except VrmError as e:
                 attempt += 1
-                if attempt >= self.s.io_retries:
+                if not _transient(e) or attempt >= self.s.io_retries:
                     raise
                 await asyncio.sleep(0.2 * attempt)
 
