@@ -148,7 +148,7 @@ async def test_incomplete_point_is_a_plan_blocker(client: VrmClient, control: ht
         damaged = [f for f in plan.blockers if f.rule == "restore-point-damaged"]
         assert damaged and point_id in damaged[0].message, req.target
         if damage == "manifest":
-            assert "manifest" in damaged[0].message
+            assert "manifest" in damaged[0].message and len(damaged) == 1
         else:
             assert damaged[0].disks == [disk.volume_urn]
             assert disk.disk_name in damaged[0].message and f"block {block}" in damaged[0].message
