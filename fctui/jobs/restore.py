@@ -814,6 +814,8 @@ class _Restore:
         threads, holding no more than one chunk per thread. Raises naming point, disk and block."""
         from ..repo import ChunkError
         per_item = 16  # chunks per thread hand-off: the hand-off costs more than a small chunk
+        self.reporter.log("checking every chunk of the restore point before writing: nothing changes on "
+                          "the VRM until this is done")
         for dp in self.plan.disks:
             reader = self._open_disk(dp)
             first_block: dict[str, int] = {}
