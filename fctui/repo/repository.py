@@ -1223,6 +1223,23 @@ class DiskReader:
         """Non-zero blocks only: index -> SHA-256 of the block."""
         return dict(self._blocks)
 
+    def unavailable_blocks(self) -> list[tuple[int, str, str]]:
+        """Stored blocks whose chunk the repository does not hold, by block: (block, digest, problem),
+        problem 'quarantined' (renamed ``.bad`` by verify) or 'missing'. One stat per distinct chunk,
+        no re-hash: cheap enough for a plan."""
+        seen: dict[str, str | None] = {}
+        out: list[tuple[int, str, str]] = []
+        for index in sorted(self._blocks):
+            digest = self._blocks[index]
+            if digest not in seen:
+                path = self._repo.chunk_path(digest)
+                seen[digest] = (None if path.exists() else
+                                "quarantined" if path.with_name(digest + ".bad").exists() else "missing")
+            problem = seen[digest]
+            if problem is not None:
+                out.append((index, digest, problem))
+        return out
+
     def iter_blocks(self, *, readahead: int = 4) -> Iterator[tuple[int, bytes | None]]:
         """Every block in order; None for a zero block. Reads ``readahead`` chunks in parallel."""
         if readahead <= 1:
