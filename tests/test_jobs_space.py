@@ -54,7 +54,7 @@ def vm_of(n: int, gb: int = 10) -> Vm:
 
 
 def space_note(vp: Any) -> Any:
-    return next(f for f in vp.launch if f.rule == "repository-space")
+    return next(f for f in vp.launch if f.rule == "repo-space-low")
 
 
 def test_launch_finding_with_numbers_and_blocker(tmp_path: Path) -> None:
@@ -75,6 +75,13 @@ def test_launch_finding_with_numbers_and_blocker(tmp_path: Path) -> None:
     assert second.reason.startswith("repository too full: needs ~10.0 GiB")
     assert "~20.0 GiB; 15.0 GiB free, 1.0 GiB kept as margin" in second.reason
     assert space_note(second).severity == "blocker"
+
+    # within 10 % of the room: a warning (rules.md repo-space-low), the VM still runs
+    plan = Plan(vms=[plan_vm(vm_of(1))], full=False, created=0.0)
+    add_launch_findings(plan, repo=repo, room=(12 * GIB, GIB))
+    (only,) = plan.vms
+    assert not only.refused and space_note(only).severity == "warning"
+    assert space_note(only).message.startswith("repository nearly full: needs ~10.0 GiB")
 
     # what the guest wrote (the VRM's userUsedSize) is the estimate of a first full backup
     plan = Plan(vms=[plan_vm(vm_of(1))], full=False, created=0.0)

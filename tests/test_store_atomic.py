@@ -71,11 +71,12 @@ db = open_db(sys.argv[1])
 table = db.table("t")
 payload = "x" * 4096
 v = 0
-print("ready", flush=True)
 while True:
     v += 1
     # Every write replaces all 400 docs with version v: a torn file would mix versions or cut JSON.
     db.storage.write({"t": {str(i): {"v": v, "i": i, "p": payload} for i in range(400)}})
+    if v == 1:  # "ready" once a complete file exists: a kill can then only race later writes
+        print("ready", flush=True)
 """
 
 

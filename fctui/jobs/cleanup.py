@@ -108,19 +108,22 @@ def _budget(within: "Budget | float") -> Budget:
 
 
 async def retry(fn: Callable[[], Awaitable[T]], *, within: "Budget | float", interval: float = 0.5,
-                max_interval: float = 5.0, codes: frozenset[str] = BUSY_CODES, transient: bool = True) -> T:
+                max_interval: float = 5.0, codes: frozenset[str] = BUSY_CODES, transient: bool = True,
+                cut: bool = True) -> T:
     """``fn()`` until it succeeds or fails with an error that is not worth repeating, within the budget.
 
     Busy answers (``codes``) are always retried; with ``transient`` also 5xx, 401, dropped connections
     and timeouts (for requests that are safe to repeat: every cleanup step is), and each attempt is
     cut at the budget's end (a stalled request must not outlive it) but always gets the budget's
-    floor. The last error is raised when the budget is spent."""
+    floor. ``cut=False`` bounds only the waits between attempts, never an attempt itself: for an ``fn``
+    that waits for a long task it started (cutting it would start a second one). The last error is
+    raised when the budget is spent."""
     budget = _budget(within)
     delay = interval
     with budget.running():
         while True:
             try:
-                if not transient:  # a busy-only retry bounds its waits, not a long task inside fn
+                if not (transient and cut):  # bound the waits, not a long task inside fn
                     return await fn()
                 try:
                     async with asyncio.timeout(budget.attempt_s()):

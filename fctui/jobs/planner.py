@@ -400,7 +400,7 @@ async def _used_sizes(client: "VrmClient", vp: VmPlan, point: "RestorePoint | No
             pass
 
 
-# Repository space (launch rule ``repository-space``). Without an earlier point of the VM nothing says
+# Repository space (launch rule ``repo-space-low``). Without an earlier point of the VM nothing says
 # how its data compresses: what the guest wrote (the VRM's userUsedSize, else every provisioned byte) is
 # assumed stored as is (ratio 1.0, no compression, no zero blocks). With history, the ratio is the VM's
 # stored/read bytes over its points (zero blocks, compression and chunks shared with earlier points all
@@ -454,7 +454,7 @@ def add_launch_findings(plan: Plan, *, host_connections: Mapping[str, int] | Non
     """Attach the launch-time rules (rules.md) to each runnable VM of ``plan``: ``host-sockets-busy`` and
     ``target-volumes-busy`` (info: the VM queues) from the scheduler's current counts, and
     ``business-hours`` (warning) when ``now_local`` falls in the configured window. With ``repo``:
-    ``repository-space`` (info with the numbers; a blocker refuses the VM when its estimate, after the
+    ``repo-space-low`` (info with the numbers; a blocker refuses the VM when its estimate, after the
     job's earlier VMs, exceeds the free space less the margin). ``room`` = (free, margin) overrides the
     filesystem's figures (tests)."""
     from datetime import datetime

@@ -56,14 +56,13 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterator
 from ..rules import catalog as C
 from ..rules.engine import Finding
 from ..rules.launch import cross_storage_restore, restore_overwrite_running, restore_space
-from ..vrm.errors import (TaskFailedError, VrmApiError, VrmAuthError, VrmConflictError, VrmConnectionError,
-                          VrmError, VrmNotFoundError, VrmServerError, VrmTimeoutError)
+from ..vrm.errors import VrmApiError, VrmError, VrmNotFoundError
 from ..vrm.models import Datastore, Vm
 from ..vrm.urn import site_uri, urn_to_uri
 from . import cleanup
 from .journal import JournalLike, MemoryJournal
 from .model import DiskProgress, JobError, JobRecord, VmProgress
-from .runner import Reporter, uncancellable
+from .runner import Reporter, retry_blocking, uncancellable
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..repo import Repository, RestorePoint, RestorePointDisk
@@ -82,7 +81,7 @@ SIZE_CHANGED = "restore-size-changed"
 NO_HOST = "restore-no-host"
 DISK_NOT_IN_POINT = "restore-disk-not-in-point"
 ATTACH_STATE = "restore-attach-state"
-POINT_DAMAGED = "restore-point-damaged"
+POINT_DAMAGED = C.RULES["restore-point-damaged"].id
 
 __all__ = ["RestoreError", "RestoreRequest", "RestoreDiskPlan", "RestorePlan", "DatastoreChoice",
            "RestoreSettings", "plan_restore", "datastore_choices", "run_restore", "restore_result",
@@ -483,13 +482,6 @@ def coalesce_runs(blocks: list[int], max_blocks: int) -> Iterator[tuple[int, int
         yield start, n
 
 
-def _transient(e: BaseException) -> bool:
-    """A VRM error worth the same request again: any 5xx, a 401 (the client has logged in again; a data
-    channel may refuse its token once), a dropped connection, a timeout (issue #12)."""
-    return (isinstance(e, (VrmServerError, VrmConnectionError, VrmTimeoutError))
-            or (isinstance(e, VrmAuthError) and e.status == 401))
-
-
 def new_restore_id() -> str:
     return "r" + time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
 
@@ -529,23 +521,11 @@ class _Restore:
         return await self.client.wait_task(ref, timeout=self.s.task_timeout, interval=self.s.task_interval)
 
     async def _busy(self, fn: Callable[[], Awaitable[Any]], within: float | None = None) -> Any:
-        """``fn`` until it does not fail with a busy code or a transient error, within one budget.
-        (Local until cleanup.py has a transient-error retry: issue #12 item 4.)"""
-        codes = cleanup.BUSY_CODES | cleanup.HOST_LIMIT_CODES
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + (self.s.busy_retry_s if within is None else within)
-        delay = self.s.busy_interval
-        while True:
-            try:
-                return await fn()
-            except VrmError as e:
-                code = (e.error_code if isinstance(e, VrmConflictError) else
-                        e.reason if isinstance(e, TaskFailedError) and not e.cancelled else None)
-                if not (code in codes or _transient(e)) or loop.time() + delay > deadline:
-                    raise
-                log.info("restore %s: %s; trying again in %.1f s", self.job.id, e, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 1.5, 5.0)
+        """``fn`` until it does not fail with a busy code or a transient error, within one budget; an
+        attempt is never cut short (creations and power operations wait for the task they started)."""
+        return await cleanup.retry(fn, within=self.s.busy_retry_s if within is None else within,
+                                   interval=self.s.busy_interval,
+                                   codes=cleanup.BUSY_CODES | cleanup.HOST_LIMIT_CODES, cut=False)
 
     async def _create(self, key: int | None, kind: str, name: str, call: Callable[[], Awaitable[Any]],
                       **find: str) -> Any:
@@ -557,7 +537,7 @@ class _Restore:
             try:
                 return await call()
             except VrmError as e:
-                if not _transient(e):
+                if not cleanup.is_transient(e):
                     raise
                 intent = {"name": name, "site": self.plan.site_uri, **find}
                 found = await _find_named(self.client, intent, kind)
@@ -847,15 +827,7 @@ class _Restore:
 
     def _io_blocking(self, fn: Callable[[], Any]) -> Any:
         """:meth:`_io` for a worker thread."""
-        attempt = 0
-        while True:
-            try:
-                return fn()
-            except VrmError as e:
-                attempt += 1
-                if not _transient(e) or attempt >= self.s.io_retries:
-                    raise
-                time.sleep(0.2 * attempt)
+        return retry_blocking(fn, self.s.io_retries)
 
     def _block_parts(self, reader: "DiskReader", first: int, count: int) -> list[bytes]:
         """Blocks [first, first+count) from the repository (zeros where the point has none), one bytes
@@ -888,7 +860,7 @@ class _Restore:
                 return await fn()
             except VrmError as e:
                 attempt += 1
-                if not _transient(e) or attempt >= self.s.io_retries:
+                if not cleanup.is_transient(e) or attempt >= self.s.io_retries:
                     raise
                 await asyncio.sleep(0.2 * attempt)
 

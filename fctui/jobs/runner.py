@@ -52,6 +52,7 @@ class RunnerSettings:
     reads_in_flight: int = 6           # ranges in flight per disk, each read + hashed + stored on a thread
     max_range_bytes: int = 8 << 20     # coalesce adjacent changed blocks up to this size
     read_retries: int = 3              # per range, on dropped connections / timeouts
+    read_retry_s: float = 30.0         # transient errors on other reads that are safe to repeat (getcbt)
     busy_retry_s: float = 120.0        # keep retrying "busy"/host-limit answers this long
     busy_interval: float = 0.5
     task_timeout: float = 600.0
@@ -477,9 +478,12 @@ class BackupRunner:
             d.mode, d.reason = dp.mode, dp.reason
             if kind == "cbt":
                 chg = (dp.base_cbt or {}).get("chgID", "0") if dp.mode == "incremental" else "0"
-                bs, total, changed = await c.changed_blocks(
-                    dp.volume_uri, snap_uuid=vs.snap_uuid, vol_cbt_create_time=vs.vol_cbt_create_time,
-                    chg_id=chg, window=s.cbt_window)
+                # getcbt is a POST but only reads: a transient error is asked again, within its own bound
+                bs, total, changed = await cleanup.retry(
+                    lambda: c.changed_blocks(dp.volume_uri, snap_uuid=vs.snap_uuid,
+                                             vol_cbt_create_time=vs.vol_cbt_create_time, chg_id=chg,
+                                             window=s.cbt_window),
+                    within=s.read_retry_s, interval=s.busy_interval)
                 if bs <= 0:
                     raise JobError(f"getcbt of {dp.disk_name} reported no block size")
                 if not dp.size_bytes:  # the VM detail did not say: trust the bitmap's extent

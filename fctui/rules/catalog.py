@@ -150,10 +150,10 @@ _RULE_LIST: tuple[RuleInfo, ...] = (
     _R("business-hours", WARNING, _NONE, "launch", "seed §2 Storage I/O Performance Impact",
        "inside business hours",
        "Schedule the job outside business hours to spare storage I/O, or start it knowingly."),
-    _R("repository-space", BLOCKER, ALL_KINDS, "launch", "extension: a backup must fit in the repository",
+    _R("repo-space-low", BLOCKER, ALL_KINDS, "launch", "common sense",
        "repository too full for this backup",
        "Run `fctui repo prune --keep-last N` then `fctui repo gc`, free space on the repository's "
-       "filesystem, or back up fewer VMs at once.", extension=True),
+       "filesystem, or back up fewer VMs at once."),
     _R("cross-storage-restore", BLOCKER, ALL_KINDS, "restore", "seed §2 Cross-Storage Type Backup Restrictions",
        "restore across storage classes",
        "Pick a target datastore of the same storage class as the backup."),
@@ -163,6 +163,17 @@ _RULE_LIST: tuple[RuleInfo, ...] = (
     _R("restore-overwrite-running", BLOCKER, ALL_KINDS, "restore", "common sense",
        "original VM is running",
        "Stop the VM first (fctui asks before it stops it), or restore to a new VM."),
+    _R("restore-arch-mismatch", BLOCKER, ALL_KINDS, "restore", "common sense: the guest does not boot",
+       "restore target of another CPU architecture",
+       "Pick a datastore reachable from hosts of the source VM's architecture (x86_64 or aarch64)."),
+    _R("restore-point-damaged", BLOCKER, ALL_KINDS, "restore", "common sense",
+       "restore point damaged",
+       "Run `fctui repo verify` to see the damage, then restore an earlier point of this VM; the next "
+       "backup of the VM heals the missing blocks."),
+    # Only a restore into another VRM has anything to map; fctui restores into the point's own VRM.
+    _R("restore-unmapped", BLOCKER, ALL_KINDS, "restore", "common sense",
+       "no mapping for the target site",
+       "Map every cluster, datastore and port group of the source to one of the target site."),
     _R("vrm-version-untested", WARNING, _NONE, "connect", "seed Compatibility",
        "VRM version not tested",
        "Proceed with care; run a test backup and restore first."),
@@ -181,7 +192,8 @@ MAIN_RULE_IDS: tuple[str, ...] = (
 )
 LAUNCH_RULE_IDS: tuple[str, ...] = (
     "host-sockets-busy", "target-volumes-busy", "business-hours", "cross-storage-restore",
-    "restore-space", "restore-overwrite-running", "vrm-version-untested",
+    "restore-space", "restore-overwrite-running", "restore-arch-mismatch", "restore-point-damaged",
+    "restore-unmapped", "repo-space-low", "vrm-version-untested",
 )
 EXTENSION_RULE_IDS: tuple[str, ...] = tuple(r.id for r in _RULE_LIST if r.extension)
 INVENTORY_RULE_IDS: tuple[str, ...] = tuple(r.id for r in _RULE_LIST if r.stage == "inventory")

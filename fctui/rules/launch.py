@@ -133,18 +133,20 @@ def _gib(n: int) -> str:
 
 
 def repository_space(need: int, need_before: int, free: int, margin: int, basis: str) -> Finding:
-    """Launch-time check of a backup's estimated repository bytes (``need``, on top of ``need_before``
-    for the job's earlier VMs) against the repository's free space less a ``margin``: an info finding
-    with the numbers when it fits, a blocker when it does not."""
+    """``repo-space-low``: a backup's estimated repository bytes (``need``, on top of ``need_before`` for
+    the job's earlier VMs) against the repository's free space less a ``margin``. A blocker when they do
+    not fit, a warning within 10 % of fitting (rules.md), else an info finding with the numbers."""
     room = free - margin
     total = need_before + need
     job = f"; with the job's earlier VMs ~{_gib(total)}" if need_before else ""
     numbers = (f"needs ~{_gib(need)} in the repository ({basis}){job}; "
                f"{_gib(free)} free, {_gib(margin)} kept as margin")
-    info = C.RULES["repository-space"]
-    if total <= room:
-        return Finding(info.id, C.INFO, numbers, "Nothing to do.")
-    return Finding.of(info, f"repository too full: {numbers}")
+    info = C.RULES["repo-space-low"]
+    if total > room:
+        return Finding.of(info, f"repository too full: {numbers}")
+    if total > 0.9 * room:
+        return Finding(info.id, C.WARNING, f"repository nearly full: {numbers}", info.remediation)
+    return Finding(info.id, C.INFO, numbers, "Nothing to do.")
 
 
 def cross_storage_restore(backup_storage_type: str, target: Datastore) -> Finding | None:

@@ -145,8 +145,12 @@ class VrmClient:
                  verify: bool | str = True, timeout: float = 30.0,
                  transport: httpx.AsyncBaseTransport | None = None,
                  page_concurrency: int = 8, retries_5xx: int = 2, max_body: int | None = None) -> None:
-        parts = urlsplit(base_url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
+        try:
+            parts = urlsplit(base_url)
+            parts.port  # noqa: B018 -- raises on a port outside 0-65535
+        except ValueError as e:  # "[::1" without its bracket, port 99999: one clear line, not a traceback
+            raise VrmError(f"VRM address {base_url!r} is not a valid URL: {e}") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
             raise VrmError(f"VRM address must look like https://host:7443, got {base_url!r}")
         if page_concurrency < 1:
             raise VrmError("page_concurrency must be at least 1")
