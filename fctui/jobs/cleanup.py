@@ -109,17 +109,21 @@ def _budget(within: "Budget | float") -> Budget:
 
 async def retry(fn: Callable[[], Awaitable[T]], *, within: "Budget | float", interval: float = 0.5,
                 max_interval: float = 5.0, codes: frozenset[str] = BUSY_CODES, transient: bool = True,
-                cut: bool = True) -> T:
+                cut: bool = True, transient_s: float | None = None,
+                on_retry: Callable[[VrmError], None] | None = None) -> T:
     """``fn()`` until it succeeds or fails with an error that is not worth repeating, within the budget.
 
     Busy answers (``codes``) are always retried; with ``transient`` also 5xx, 401, dropped connections
     and timeouts (for requests that are safe to repeat: every cleanup step is), and each attempt is
     cut at the budget's end (a stalled request must not outlive it) but always gets the budget's
     floor. ``cut=False`` bounds only the waits between attempts, never an attempt itself: for an ``fn``
-    that waits for a long task it started (cutting it would start a second one). The last error is
-    raised when the budget is spent."""
+    that waits for a long task it started (cutting it would start a second one). ``transient_s``
+    bounds the retries of transient errors more tightly than the busy ones (a VRM that keeps failing
+    is not going to be "not busy" soon). ``on_retry`` hears each error that is retried. The last error
+    is raised when the budget is spent."""
     budget = _budget(within)
     delay = interval
+    started = asyncio.get_running_loop().time()
     with budget.running():
         while True:
             try:
@@ -132,11 +136,17 @@ async def retry(fn: Callable[[], Awaitable[T]], *, within: "Budget | float", int
                     raise VrmTimeoutError(f"the VRM did not finish within the cleanup budget of "
                                           f"{budget.seconds:g} s") from None
             except VrmError as e:
-                if not (is_busy(e, codes) or (transient and is_transient(e))):
+                busy = is_busy(e, codes)
+                if not (busy or (transient and is_transient(e))):
                     raise
                 if budget.remaining() < delay:
                     raise
+                if (not busy and transient_s is not None
+                        and asyncio.get_running_loop().time() - started + delay > transient_s):
+                    raise
                 log.info("retrying in %.1f s: %s", delay, e)
+                if on_retry is not None:
+                    on_retry(e)
             await asyncio.sleep(delay)
             delay = min(delay * 1.5, max_interval)
 
@@ -221,6 +231,49 @@ async def find_snapshots_named(client: "VrmClient", vm_uri: str, name: str) -> l
     return [n.uri or urn_to_uri(n.urn) for n in tree.walk() if n.name == name]
 
 
+async def find_prepare_tasks(client: "VrmClient", volume_urn: str, since: float) -> list[str]:
+    """Ids of the resource-prepare tasks on a volume that started after ``since`` (epoch s, 5 s slack
+    for clock skew): the resource a prepare created when its answer never reached us."""
+    since_ms = since * 1000.0 - 5000.0
+    out = []
+    for t in await client.tasks(site_uri(volume_urn)):
+        start, _ = t.times_ms()
+        if t.type in PREPARE_TASK_TYPES and t.entity_urn == volume_urn and (start or 0) >= since_ms:
+            out.append(t.id)
+    return out
+
+
+class CreateOutcomeUnknown(VrmError):
+    """A create failed in a way that may hide a success, and the VRM shows (or cannot tell) that it
+    happened: trying again could make a second one. Not transient: the VM fails, and its journal
+    intent removes what was created."""
+
+
+async def create_checked(call: Callable[[], Awaitable[T]], created_meanwhile: Callable[[], Awaitable[list]],
+                         what: str) -> T:
+    """One attempt at a create (snapshot, backup resource), safe to repeat in :func:`retry`.
+
+    After a 5xx, a 401 or a dropped connection the VRM has finished with the request, but may have done
+    the work before failing: the create is repeated (by the caller's retry) only when
+    ``created_meanwhile()`` finds nothing. After a timeout the request may still be running on the
+    VRM, where nothing can be looked up reliably yet: the create is not repeated."""
+    try:
+        return await call()
+    except VrmError as e:
+        if not is_transient(e):
+            raise
+        if isinstance(e, VrmTimeoutError):
+            raise CreateOutcomeUnknown(f"{what}: {e} (the VRM may still be creating it; not repeated)") from e
+        try:
+            found = await created_meanwhile()
+        except VrmError as e2:
+            raise CreateOutcomeUnknown(f"{what}: {e}; whether it was created cannot be told: {e2}") from e
+        if found:
+            raise CreateOutcomeUnknown(f"{what}: {e}, although the VRM created it; it is removed, "
+                                       "the next run takes the VM again") from e
+        raise
+
+
 async def cleanup_intent(client: "VrmClient", intent: dict[str, Any], *, within: "Budget | float" = CLEANUP_BUDGET_S,
                          release_wait: float = 30.0) -> None:
     """Undo one journal intent (``what`` = ``resource``, ``snapshot``, ``restore-vm``, ...). Raises
@@ -242,11 +295,9 @@ async def _undo(client: "VrmClient", intent: dict[str, Any], budget: Budget, rel
         vol_urn = intent.get("volume_urn", "")
         if not vol_urn:
             return
-        since_ms = float(intent.get("time", 0)) * 1000.0 - 5000.0
-        for t in await retry(lambda: client.tasks(site_uri(vol_urn)), within=budget):
-            start, _ = t.times_ms()
-            if t.type in PREPARE_TASK_TYPES and t.entity_urn == vol_urn and (start or 0) >= since_ms:
-                await release_resource(client, vol_uri, t.id, wait_gone=release_wait, within=budget)
+        since = float(intent.get("time", 0))
+        for tid in await retry(lambda: find_prepare_tasks(client, vol_urn, since), within=budget):
+            await release_resource(client, vol_uri, tid, wait_gone=release_wait, within=budget)
         return
     if what == "snapshot":
         uri = intent.get("snapshot_uri") or (urn_to_uri(intent["snapshot_urn"]) if intent.get("snapshot_urn") else "")

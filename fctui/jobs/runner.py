@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from ..repo.errors import RepoError, RepoFullError
 from ..rules.engine import classify_task_type
-from ..vrm.errors import (VrmConflictError, VrmConnectionError, VrmError, VrmNotFoundError, VrmTimeoutError)
+from ..vrm.errors import VrmConnectionError, VrmError, VrmNotFoundError, VrmTimeoutError
 from ..vrm.urn import site_uri, urn_to_uri
 from . import cleanup
 from .journal import JournalLike, MemoryJournal
@@ -52,7 +52,7 @@ class RunnerSettings:
     reads_in_flight: int = 6           # ranges in flight per disk, each read + hashed + stored on a thread
     max_range_bytes: int = 8 << 20     # coalesce adjacent changed blocks up to this size
     read_retries: int = 3              # per range, on dropped connections / timeouts
-    read_retry_s: float = 30.0         # transient errors on other reads that are safe to repeat (getcbt)
+    read_retry_s: float = 30.0         # transient errors on getcbt, and on creates the VRM shows not done
     busy_retry_s: float = 120.0        # keep retrying "busy"/host-limit answers this long
     busy_interval: float = 0.5
     task_timeout: float = 600.0
@@ -438,10 +438,11 @@ class BackupRunner:
         reporter.state()
         run.snapshot_key = self.journal.intend(job_id=job.id, vrm=self.vrm, user=self.user, what="snapshot",
                                                vm_urn=vp.vm_urn, name=name, snapshot_type=snap_type)
-        ref = await cleanup.retry_busy(
-            lambda: c.create_snapshot(vp.vm_uri, name, type=snap_type,
-                                      description=f"fctui backup job {job.id}"),
-            within=s.busy_retry_s, interval=s.busy_interval)
+        ref = await cleanup.retry(
+            lambda: cleanup.create_checked(
+                lambda: c.create_snapshot(vp.vm_uri, name, type=snap_type, description=f"fctui backup job {job.id}"),
+                lambda: cleanup.find_snapshots_named(c, vp.vm_uri, name), f"snapshot {name}"),
+            within=s.busy_retry_s, interval=s.busy_interval, cut=False, transient_s=s.read_retry_s)
         run.snapshot_urn = ref.urn
         run.snapshot_uri = ref.uri or (urn_to_uri(ref.urn) if ref.urn else "")
         run.snapshot_cbt = kind == "cbt"
@@ -577,7 +578,7 @@ class BackupRunner:
                 d.wait_reason = reason
                 reporter.state()
 
-            ref = await self._prepare(dp.volume_uri, task_type, run.snapshot_urn, host_busy)
+            ref = await self._prepare(dp.volume_uri, dp.volume_urn, task_type, run.snapshot_urn, host_busy)
             run.resource = (dp.volume_uri, ref.task_id, key)
             self.journal.update(key, task_id=ref.task_id, state="created")
             d.wait_reason = ""
@@ -605,26 +606,27 @@ class BackupRunner:
         finally:
             self.scheduler.release(ticket)
 
-    async def _prepare(self, volume_uri: str, task_type: str, snapshot_urn: str,
+    async def _prepare(self, volume_uri: str, volume_urn: str, task_type: str, snapshot_urn: str,
                        on_busy: Callable[[str], None]) -> Any:
-        """Prepare a resource; the host's 8 sockets may be taken by others (10300412): wait and retry."""
-        s = self.settings
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + s.busy_retry_s
-        delay = s.busy_interval
+        """Prepare a resource; the host's 8 sockets may be taken by others (10300412): wait and retry.
+        A transient error is retried when the VRM shows no resource prepared meanwhile."""
+        s, c = self.settings, self.client
+        since = time.time()
         told = False
-        while True:
-            try:
-                return await self.client.prepare_backup_resource(
-                    volume_uri, task_type, snap_urn2=snapshot_urn, ip=s.ip, delay=s.resource_delay)
-            except VrmConflictError as e:
-                if e.error_code not in cleanup.BUSY_CODES | cleanup.HOST_LIMIT_CODES or loop.time() + delay > deadline:
-                    raise
-                if not told and e.error_code in cleanup.HOST_LIMIT_CODES:
-                    on_busy(HOST_SOCKETS_BUSY)
-                    told = True
-                await asyncio.sleep(delay)
-                delay = min(delay * 1.5, 5.0)
+
+        def busy(e: VrmError) -> None:
+            nonlocal told
+            if not told and cleanup.is_busy(e, cleanup.HOST_LIMIT_CODES):
+                on_busy(HOST_SOCKETS_BUSY)
+                told = True
+
+        return await cleanup.retry(
+            lambda: cleanup.create_checked(
+                lambda: c.prepare_backup_resource(volume_uri, task_type, snap_urn2=snapshot_urn, ip=s.ip,
+                                                  delay=s.resource_delay),
+                lambda: cleanup.find_prepare_tasks(c, volume_urn, since), f"backup resource on {volume_urn}"),
+            within=s.busy_retry_s, interval=s.busy_interval, codes=cleanup.BUSY_CODES | cleanup.HOST_LIMIT_CODES,
+            cut=False, transient_s=s.read_retry_s, on_retry=busy)
 
     async def _extend(self, volume_uri: str, task_id: str) -> None:
         s = self.settings
