@@ -204,8 +204,8 @@ class DatastoreChoice:
         """Cluster and host(s) that reach the datastore, as the restore walkthrough shows them."""
         cl = ", ".join(self.clusters) or "no cluster"
         if len(self.host_names) == 1:
-            return f"{cl} · host {self.host_names[0]}"
-        return f"{cl} · {len(self.host_names)} hosts"
+            return f"{self.host_names[0]} ({cl})"
+        return f"{cl} ({len(self.host_names)} hosts)"
 
 
 @dataclass
