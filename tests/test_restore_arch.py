@@ -134,3 +134,27 @@ def test_cli_dry_run_shows_the_blocker(served: Any, monkeypatch: pytest.MonkeyPa
     ns.func(ns)
     doc = json.loads(capsys.readouterr().out)
     assert doc["plan"]["blocked"] and ARCH in {f["rule"] for f in doc["plan"]["findings"]}
+
+
+def test_source_architecture_of_old_points(served: Any) -> None:
+    """A point without ``vm_config.arch`` (older fctui): the original VM's, else the architecture of the hosts
+    that reached the backed-up disks' datastores; with neither, a warning says it is unknown."""
+    import dataclasses
+
+    from fctui.jobs.restore import _original_vm, _source
+    es, repo_dir, point_id = served
+    point = Repository.open(repo_dir).point(point_id)
+    old = dataclasses.replace(point, vm_config={k: v for k, v in point.vm_config.items() if k != "arch"})
+
+    async def go(client: VrmClient) -> None:
+        vm, hosts, stores = await _site(client, point.vm_urn)
+        by_vm = await _source(client, old, stores, await _original_vm(client, old))
+        assert by_vm.arch == C.X86 and by_vm.clusters == {vm.cluster_urn}
+        by_disks = await _source(client, old, stores, None)      # the original VM is gone
+        assert by_disks.arch == C.X86 and by_disks.clusters == {vm.cluster_urn}
+        lost = dataclasses.replace(old, disks=[dataclasses.replace(d, datastore_urn="") for d in old.disks])
+        unknown = await _source(client, lost, stores, None)
+        f = unknown.unknown_arch()
+        assert unknown.arch == "" and f is not None and f.rule == ARCH and f.severity == C.WARNING
+        assert by_vm.unknown_arch() is None
+    _run(es, go)
