@@ -130,6 +130,7 @@ def test_cli_dry_run_shows_the_blocker(served: Any, monkeypatch: pytest.MonkeyPa
     assert ns.func(ns) == 1
     out = capsys.readouterr().out
     assert "BLOCKED" in out and ARCH in out and "aarch64" in out
+    assert out.count(f"BLOCKER {ARCH}") == 1  # one datastore for every disk: said once
     ns = p.parse_args([*base, "--json"])
     ns.func(ns)
     doc = json.loads(capsys.readouterr().out)

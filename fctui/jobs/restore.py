@@ -466,9 +466,6 @@ async def _plan_new(client: "VrmClient", plan: RestorePlan, disks: list["Restore
         if f is not None:
             f.disks = [d.volume_urn]
             plan.findings.append(f)
-        f = restore_arch_mismatch(src.arch, ds, host_arch, [d.volume_urn])
-        if f is not None:
-            plan.findings.append(f)
         dp = RestoreDiskPlan(
             source_volume=d.volume_urn, disk_name=d.disk_name, sequence_num=d.sequence_num, pci_type=d.pci_type,
             size_bytes=d.size_bytes, storage_type=d.storage_type, target_datastore_urn=ds.urn,
@@ -476,7 +473,10 @@ async def _plan_new(client: "VrmClient", plan: RestorePlan, disks: list["Restore
             reason="new volume: every non-zero block of the restore point is written (a new volume reads as zeros)")
         plan.disks.append(dp)
         by_ds.setdefault(ds.urn, []).append(dp)
-    for urn, dps in by_ds.items():
+    for urn, dps in by_ds.items():  # once per datastore, naming its disks
+        f = restore_arch_mismatch(src.arch, stores[urn], host_arch, [dp.source_volume for dp in dps])
+        if f is not None:
+            plan.findings.append(f)
         f = restore_space(stores[urn], [dp.size_gb for dp in dps], [dp.source_volume for dp in dps])
         if f is not None:
             plan.findings.append(f)

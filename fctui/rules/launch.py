@@ -176,7 +176,9 @@ def restore_arch_mismatch(source_arch: str, target: Datastore, host_arch: Mappin
         return None
     return Finding.of(C.RULES["restore-arch-mismatch"],
                       f"the backup is of an {src} VM; {target.name} is reachable only from "
-                      f"{'/'.join(sorted(seen))} hosts: the restored guest would not boot", disk_urns)
+                      f"{'/'.join(sorted(seen))} hosts: the restored guest would not boot", disk_urns,
+                      remediation=f"Pick a datastore that {src} hosts reach (the VM's own cluster's are offered "
+                                  "first).")
 
 
 def restore_space(target: Datastore, disks_gb: Iterable[float], disk_urns: list[str] | None = None) -> Finding | None:
