@@ -534,8 +534,9 @@ def _pick_host(plan: RestorePlan, stores: dict[str, Datastore], original: Vm | N
             "Map the disks to datastores shared by one host (or one cluster)."))
         return ""
     # A host whose architecture is not reported is not known to differ; one that differs is never picked.
-    fits = {h for h in common if C.arch_family(src.hosts[h].arch if h in src.hosts else "") in (src.arch, "")}
-    if src.arch and not fits:
+    fits = {h for h in common if C.arch_family(src.hosts[h].arch if h in src.hosts else "") in (src.arch, "")} \
+        if src.arch else common
+    if not fits:
         if not any(f.rule == ARCH_MISMATCH and f.severity == C.BLOCKER for f in plan.findings):
             plan.findings.append(Finding.of(
                 C.RULES[ARCH_MISMATCH], f"the backup is of an {src.arch} VM; no {src.arch} host reaches every "
