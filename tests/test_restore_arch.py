@@ -142,7 +142,7 @@ def test_source_architecture_of_old_points(served: Any) -> None:
     that reached the backed-up disks' datastores; with neither, a warning says it is unknown."""
     import dataclasses
 
-    from fctui.jobs.restore import _original_vm, _source
+    from fctui.jobs.restore import _original_vm, _pick_host, _source
     es, repo_dir, point_id = served
     point = Repository.open(repo_dir).point(point_id)
     old = dataclasses.replace(point, vm_config={k: v for k, v in point.vm_config.items() if k != "arch"})
@@ -158,4 +158,8 @@ def test_source_architecture_of_old_points(served: Any) -> None:
         f = unknown.unknown_arch()
         assert unknown.arch == "" and f is not None and f.rule == ARCH and f.severity == C.WARNING
         assert by_vm.unknown_arch() is None
+        # with the architecture unknown the host is still picked among those that reach every disk
+        plan = await plan_restore(client, Repository.open(repo_dir), RestoreRequest(point_id, "new"))
+        picked = _pick_host(plan, stores, None, unknown)
+        assert picked in hosts and all(picked in stores[d.target_datastore_urn].hosts for d in plan.disks)
     _run(es, go)
