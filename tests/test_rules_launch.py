@@ -8,7 +8,8 @@ import pytest
 
 from fctui.rules import catalog as C
 from fctui.rules.launch import (BusinessHours, BusinessHoursError, business_hours, cross_storage_restore,
-                                host_sockets_busy, parse_api_version, restore_overwrite_running, restore_space,
+                                host_sockets_busy, parse_api_version, restore_arch_mismatch,
+                                restore_overwrite_running, restore_space,
                                 target_volumes_busy, vrm_version_untested)
 from fctui.vrm.models import Datastore, Vm
 
@@ -55,6 +56,22 @@ def test_business_hours_past_midnight_and_parse_forms() -> None:
     for bad in ("", "mon-fri", "funday 08:00-09:00", "mon 8-8", "mon 25:00-26:00", "mon 08:00"):
         with pytest.raises(BusinessHoursError):
             BusinessHours.parse(bad)
+
+
+def test_restore_arch_mismatch_fires_only_when_no_host_of_the_source_arch_reaches_the_datastore() -> None:
+    shared = Datastore.from_dict({"urn": "urn:sites:1:datastores:9", "name": "ds-nas-arm", "storageType": "NAS",
+                                  "hosts": ["h-arm1", "h-arm2"]})
+    arch = {"h-arm1": "aarch64", "h-arm2": "ARM64", "h-x86": "x86_64"}
+    f = restore_arch_mismatch("x86_64", shared, arch, ["urn:vol:1"])
+    assert f is not None and f.rule == "restore-arch-mismatch" and f.severity == C.BLOCKER
+    assert f.disks == ["urn:vol:1"] and "ds-nas-arm" in f.message and "aarch64" in f.message
+    assert restore_arch_mismatch("aarch64", shared, arch) is None
+    assert restore_arch_mismatch("", shared, arch) is None                 # unknown source: said elsewhere
+    assert restore_arch_mismatch("x86_64", shared, {}) is None             # no host reports an arch
+    shared.hosts.append("h-x86")                                            # one x86 host reaches it
+    assert restore_arch_mismatch("x86_64", shared, arch) is None
+    assert [C.arch_family(a) for a in ("x86_64", "AMD64", "aarch64", "arm64", "", "sparc")] == \
+        [C.X86, C.X86, C.ARM, C.ARM, "", ""]
 
 
 def test_cross_storage_restore_compares_class() -> None:

@@ -232,6 +232,25 @@ async def test_walk_to_a_new_vm_and_verify(fresh_world: World):
         assert app.closed
 
 
+async def test_defaults_stay_on_the_vms_architecture_and_cluster(world: World):
+    """Issue 15 bug 1: Enter on every step restored an x86_64 VM onto aarch64 datastores and host. The
+    defaults are datastores of the VM's own cluster and an x86_64 host; the map step names cluster and hosts."""
+    vm = world.sim.vms[world.vm_urn.rsplit(":", 1)[1]]
+    assert vm.host.arch == "x86_64"
+    app = wizard_app(world)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await to_step(pilot, app, "map")
+        assert f"{vm.host.cluster.name} (3 hosts)" in text(app)
+        await to_step(pilot, app, "review")
+        plan = wiz(app).plan
+        assert plan is not None and not plan.blocked
+        for dp in plan.disks:
+            ds = world.sim.datastores[int(dp.target_datastore_urn.rsplit(":", 1)[1])]
+            assert {h.cluster.name for h in ds.hosts} == {vm.host.cluster.name}, dp.target_datastore_name
+        host = world.sim.hosts[int(plan.location.rsplit(":", 1)[1])]
+        assert host.arch == "x86_64" and host.cluster is vm.host.cluster
+
+
 async def test_back_and_forth_keeps_choices_consistent(world: World):
     app = wizard_app(world)
     async with app.run_test(size=(80, 24)) as pilot:

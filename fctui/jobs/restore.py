@@ -3,7 +3,12 @@
 Sequence (vrm-api.md §7.3, §9.3, §11):
 
 * **plan** (:func:`plan_restore`, read-only): the point, the target datastores and the restore-time rules
-  (``cross-storage-restore``, ``restore-space``, ``restore-overwrite-running``) — nothing changes on the VRM.
+  (``cross-storage-restore``, ``restore-arch-mismatch``, ``restore-space``, ``restore-overwrite-running``)
+  — nothing changes on the VRM.
+* **placement**: a datastore is offered only when a host of the source VM's CPU architecture reaches it
+  (the datastore's ``hosts[]`` and each host's ``arch``); the source's own cluster comes first. The
+  architecture is the one the point recorded (``vm_config.arch``), else the original VM's, else the one
+  of the hosts that reached the backed-up disks' datastores; unknown is a warning.
 * **new VM / single disk**: ``POST S/volumes`` per disk on the chosen datastore (sizes from the point) ->
   a ``RestoreVol`` backup resource per volume -> ``PUT`` the point's non-zero blocks (a new volume reads as
   zeros) -> read back and compare -> release -> ``POST S/vms`` from the volumes with the original CPU,
@@ -55,9 +60,9 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterator
 
 from ..rules import catalog as C
 from ..rules.engine import Finding
-from ..rules.launch import cross_storage_restore, restore_overwrite_running, restore_space
+from ..rules.launch import cross_storage_restore, restore_arch_mismatch, restore_overwrite_running, restore_space
 from ..vrm.errors import VrmApiError, VrmError, VrmNotFoundError
-from ..vrm.models import Datastore, Vm
+from ..vrm.models import Datastore, Host, Vm
 from ..vrm.urn import site_uri, urn_to_uri
 from . import cleanup
 from .journal import JournalLike, MemoryJournal
@@ -82,6 +87,7 @@ NO_HOST = "restore-no-host"
 DISK_NOT_IN_POINT = "restore-disk-not-in-point"
 ATTACH_STATE = "restore-attach-state"
 POINT_DAMAGED = C.RULES["restore-point-damaged"].id
+ARCH_MISMATCH = C.RULES["restore-arch-mismatch"].id
 
 __all__ = ["RestoreError", "RestoreRequest", "RestoreDiskPlan", "RestorePlan", "DatastoreChoice",
            "RestoreSettings", "plan_restore", "datastore_choices", "run_restore", "restore_result",
@@ -189,6 +195,17 @@ class DatastoreChoice:
     compatible: bool
     reason: str
     free_gb: int | None
+    clusters: list[str] = field(default_factory=list)  # names of the clusters of the hosts that reach it
+    host_names: list[str] = field(default_factory=list)
+    in_source_cluster: bool = False
+
+    @property
+    def where(self) -> str:
+        """Cluster and host(s) that reach the datastore, as the restore walkthrough shows them."""
+        cl = ", ".join(self.clusters) or "no cluster"
+        if len(self.host_names) == 1:
+            return f"{self.host_names[0]} ({cl})"
+        return f"{cl} ({len(self.host_names)} hosts)"
 
 
 @dataclass
@@ -245,30 +262,85 @@ def _nonzero_bytes(d: "RestorePointDisk") -> int:
     return min(d.size_bytes, d.nonzero_blocks * d.block_size)
 
 
+@dataclass
+class _Source:
+    """Where the backed-up VM ran, for placing its restore: CPU architecture and cluster(s)."""
+    arch: str                  # C.X86 / C.ARM, "" when unknown
+    clusters: set[str]         # cluster URNs of the source VM (its own, else its disks' datastores' hosts')
+    hosts: dict[str, Host]     # every host of the site by URN
+
+    @property
+    def host_arch(self) -> dict[str, str]:
+        return {urn: h.arch for urn, h in self.hosts.items()}
+
+    def in_cluster(self, ds: Datastore) -> bool:
+        return any(h in self.hosts and self.hosts[h].cluster_urn in self.clusters for h in ds.hosts)
+
+    def unknown_arch(self) -> Finding | None:
+        if self.arch:
+            return None
+        return _finding(ARCH_MISMATCH, "the CPU architecture of the backed-up VM is unknown (not in the restore "
+                                       "point, the original VM is gone): the target is not checked against it",
+                        "Check that the target datastores' hosts have the architecture the guest was "
+                        "installed for (x86_64 or aarch64).", severity=C.WARNING)
+
+
+async def _original_vm(client: "VrmClient", point: "RestorePoint") -> Vm | None:
+    try:
+        return await client.vm(point.vm_urn)
+    except VrmError:  # gone, or the VRM cannot say now: the point's own record still places the restore
+        return None
+
+
+async def _source(client: "VrmClient", point: "RestorePoint", stores: dict[str, Datastore],
+                  original: Vm | None) -> _Source:
+    hosts = {h.urn: h for h in await client.hosts(site_uri(point.vm_urn))}
+    # The hosts that reached the backed-up disks' datastores: the VM ran on one of them.
+    reached = {h for d in point.disks if d.datastore_urn in stores for h in stores[d.datastore_urn].hosts}
+    arch = C.arch_family(str(point.vm_config.get("arch") or ""))
+    if not arch and original is not None:
+        arch = C.arch_family(original.arch)
+    if not arch:
+        seen = {C.arch_family(hosts[h].arch) for h in reached if h in hosts} - {""}
+        arch = seen.pop() if len(seen) == 1 else ""
+    if original is not None and original.cluster_urn:
+        clusters = {original.cluster_urn}
+    else:
+        clusters = {hosts[h].cluster_urn for h in reached if h in hosts and hosts[h].cluster_urn}
+    return _Source(arch, clusters, hosts)
+
+
 async def datastore_choices(client: "VrmClient", repo: "Repository", point_id: str,
                             volume_urn: str) -> list[DatastoreChoice]:
-    """Every datastore of the point's site for one disk: compatible ones (same storage class, normal,
-    enough free space for this disk) first, most free space first."""
+    """Every datastore of the point's site for one disk: compatible ones (same storage class, reachable
+    from a host of the source VM's architecture, normal, enough free space for this disk) first, the
+    source VM's cluster first among them, then most free space first."""
     point = _open_point(repo, point_id)
     disk = point.disk(volume_urn)
     if disk is None:
         raise RestoreError(f"restore point {point_id} has no disk {volume_urn}")
     need = max(1, math.ceil(disk.size_bytes / GIB))
+    stores = {ds.urn: ds for ds in await client.datastores(site_uri(point.vm_urn))}
+    src = await _source(client, point, stores, await _original_vm(client, point))
+    host_arch = src.host_arch
     out: list[DatastoreChoice] = []
-    for ds in await client.datastores(site_uri(point.vm_urn)):
-        f = cross_storage_restore(disk.storage_type, ds)
+    for ds in stores.values():
+        f = cross_storage_restore(disk.storage_type, ds) or restore_arch_mismatch(src.arch, ds, host_arch)
         free = ds.usable_free_gb
         if f is not None:
-            out.append(DatastoreChoice(ds, False, f.message, free))
+            ok, reason = False, f.message
         elif ds.status and ds.status != "NORMAL":
-            out.append(DatastoreChoice(ds, False, f"{ds.name} is {ds.status}", free))
+            ok, reason = False, f"{ds.name} is {ds.status}"
         elif free is None or free < need:
-            out.append(DatastoreChoice(ds, False, f"{ds.name} has {free if free is not None else 'no reported'}"
-                                                  f" GB free, the disk needs {need} GB", free))
+            ok, reason = False, (f"{ds.name} has {free if free is not None else 'no reported'} GB free, the disk "
+                                 f"needs {need} GB")
         else:
-            out.append(DatastoreChoice(ds, True, f"{C.storage_class(ds.storage_type)} storage like the backup",
-                                       free))
-    out.sort(key=lambda c: (not c.compatible, -(c.free_gb or 0), c.datastore.name))
+            ok, reason = True, f"{C.storage_class(ds.storage_type)} storage like the backup"
+        reach = [src.hosts[h] for h in ds.hosts if h in src.hosts]
+        out.append(DatastoreChoice(ds, ok, reason, free,
+                                   clusters=sorted({h.cluster_name or h.cluster_urn for h in reach} - {""}),
+                                   host_names=sorted(h.name for h in reach), in_source_cluster=src.in_cluster(ds)))
+    out.sort(key=lambda c: (not c.compatible, not c.in_source_cluster, -(c.free_gb or 0), c.datastore.name))
     return out
 
 
@@ -376,11 +448,11 @@ async def _plan_original(client: "VrmClient", plan: RestorePlan, disks: list["Re
 async def _plan_new(client: "VrmClient", plan: RestorePlan, disks: list["RestorePointDisk"]) -> None:
     point, req = plan.point, plan.request
     stores = {ds.urn: ds for ds in await client.datastores(plan.site_uri)}
-    original: Vm | None = None
-    try:
-        original = await client.vm(point.vm_urn)
-    except VrmError:
-        original = None
+    original = await _original_vm(client, point)
+    src = await _source(client, point, stores, original)
+    host_arch = src.host_arch
+    if (f := src.unknown_arch()) is not None:
+        plan.findings.append(f)
     by_ds: dict[str, list[RestoreDiskPlan]] = {}
     for d in disks:
         target = req.datastores.get(d.volume_urn) or d.datastore_urn
@@ -401,7 +473,10 @@ async def _plan_new(client: "VrmClient", plan: RestorePlan, disks: list["Restore
             reason="new volume: every non-zero block of the restore point is written (a new volume reads as zeros)")
         plan.disks.append(dp)
         by_ds.setdefault(ds.urn, []).append(dp)
-    for urn, dps in by_ds.items():
+    for urn, dps in by_ds.items():  # once per datastore, naming its disks
+        f = restore_arch_mismatch(src.arch, stores[urn], host_arch, [dp.source_volume for dp in dps])
+        if f is not None:
+            plan.findings.append(f)
         f = restore_space(stores[urn], [dp.size_gb for dp in dps], [dp.source_volume for dp in dps])
         if f is not None:
             plan.findings.append(f)
@@ -422,7 +497,7 @@ async def _plan_new(client: "VrmClient", plan: RestorePlan, disks: list["Restore
                                    "the restore point (independent or shared disk): the new VM will not have it",
                 "Attach a copy of that disk by hand if the guest needs it.", [str(x.get("volumeUrn", ""))],
                 severity="warning"))
-        plan.location = _pick_host(plan, stores, original)
+        plan.location = _pick_host(plan, stores, original, src)
     else:  # single disk
         dp = plan.disks[0] if plan.disks else None
         plan.vm_name = ""
@@ -446,8 +521,9 @@ async def _plan_new(client: "VrmClient", plan: RestorePlan, disks: list["Restore
             plan.creates.append(f"volume {name} ({dp.size_gb} GB) on {dp.target_datastore_name}{where}")
 
 
-def _pick_host(plan: RestorePlan, stores: dict[str, Datastore], original: Vm | None) -> str:
-    """A host that reaches every target datastore; the original VM's host when it does."""
+def _pick_host(plan: RestorePlan, stores: dict[str, Datastore], original: Vm | None, src: _Source) -> str:
+    """A host of the source VM's architecture that reaches every target datastore; the original VM's
+    host when it does, else one of the source's cluster."""
     sets = [set(stores[d.target_datastore_urn].hosts) for d in plan.disks if d.target_datastore_urn in stores]
     if not sets:
         return ""
@@ -457,9 +533,18 @@ def _pick_host(plan: RestorePlan, stores: dict[str, Datastore], original: Vm | N
             NO_HOST, "no host reaches every chosen datastore: the new VM could not use all its disks",
             "Map the disks to datastores shared by one host (or one cluster)."))
         return ""
-    if original is not None and original.host_urn in common:
+    # A host whose architecture is not reported is not known to differ; one that differs is never picked.
+    fits = {h for h in common if C.arch_family(src.hosts[h].arch if h in src.hosts else "") in (src.arch, "")} \
+        if src.arch else common
+    if not fits:
+        if not any(f.rule == ARCH_MISMATCH and f.severity == C.BLOCKER for f in plan.findings):
+            plan.findings.append(Finding.of(
+                C.RULES[ARCH_MISMATCH], f"the backup is of an {src.arch} VM; no {src.arch} host reaches every "
+                                        "chosen datastore: the restored guest would not boot"))
+        return ""
+    if original is not None and original.host_urn in fits:
         return original.host_urn
-    return sorted(common)[0]
+    return min(fits, key=lambda h: (not (h in src.hosts and src.hosts[h].cluster_urn in src.clusters), h))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -233,6 +233,22 @@ def storage_class(storage_type: str) -> str:
     return st.storage_class if st else UNKNOWN_CLASS
 
 
+# --- CPU architectures ----------------------------------------------------------------------------
+
+X86 = "x86_64"
+ARM = "aarch64"
+
+
+def arch_family(arch: str) -> str:
+    """``x86_64``, ``aarch64`` or "" (not reported / not recognised) for an ``arch`` the VRM reports."""
+    a = (arch or "").strip().lower()
+    if a.startswith(("arm", "aarch")):
+        return ARM
+    if a.startswith(("x86", "amd64", "i386", "i686", "x64")):
+        return X86
+    return ""
+
+
 # --- VM states ------------------------------------------------------------------------------------
 
 RUNNING = "running"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, time
-from typing import Iterable
+from typing import Iterable, Mapping
 
 from ..vrm.models import Datastore, Vm
 from . import catalog as C
@@ -162,6 +162,23 @@ def cross_storage_restore(backup_storage_type: str, target: Datastore) -> Findin
         msg = (f"backup is from {src} storage ({backup_storage_type}), target {target.name} is {dst} "
                f"({target.storage_type}): restore across storage classes is not supported")
     return Finding.of(C.RULES["cross-storage-restore"], msg)
+
+
+def restore_arch_mismatch(source_arch: str, target: Datastore, host_arch: Mapping[str, str],
+                          disk_urns: list[str] | None = None) -> Finding | None:
+    """The target datastore is reachable only from hosts of another CPU architecture than the source VM.
+
+    ``host_arch`` maps host URNs to their reported ``arch``. Nothing fires when the source architecture
+    is unknown, or when no host of the datastore reports one (nothing to compare)."""
+    src = C.arch_family(source_arch)
+    seen = {C.arch_family(host_arch.get(h, "")) for h in target.hosts} - {""}
+    if not src or not seen or src in seen:
+        return None
+    return Finding.of(C.RULES["restore-arch-mismatch"],
+                      f"the backup is of an {src} VM; {target.name} is reachable only from "
+                      f"{'/'.join(sorted(seen))} hosts: the restored guest would not boot", disk_urns,
+                      remediation=f"Pick a datastore that {src} hosts reach (the VM's own cluster's are offered "
+                                  "first).")
 
 
 def restore_space(target: Datastore, disks_gb: Iterable[float], disk_urns: list[str] | None = None) -> Finding | None:

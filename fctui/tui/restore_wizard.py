@@ -290,7 +290,7 @@ class RestoreWizard(Screen[None]):
         if not ok:
             t.append("No compatible datastore: the restore cannot place this disk.\n", style="bold red")
         else:
-            t.append("Compatible datastores (same storage class, enough space):\n", style="dim")
+            t.append("Compatible (storage class, CPU architecture, space), the VM's cluster first:\n", style="dim")
         if bad:
             t.append(f"{len(bad)} not offered, e.g.\n", style="dim")
             for c in bad[:2]:
@@ -302,6 +302,9 @@ class RestoreWizard(Screen[None]):
         return t
 
     def _options_map(self) -> list[Option]:
+        # One line per datastore: the option list would wrap a long prompt, so it is cut to the list's width
+        # (less a scrollbar); before the first layout the width is not known yet.
+        width = self.query_one("#wiz-options", OptionList).scrollable_content_region.width - 2
         out = []
         for c in self.choices:
             if not c.compatible:
@@ -309,7 +312,10 @@ class RestoreWizard(Screen[None]):
             ds = c.datastore
             label = Text(no_wrap=True, overflow="ellipsis")
             label.append(f"{ds.name:<22}", style="bold")
-            label.append(f" {ds.storage_type:<12} {c.free_gb if c.free_gb is not None else '?':>6} GB free")
+            label.append(f" {ds.storage_type:<10} {c.free_gb if c.free_gb is not None else '?':>6} GB free")
+            label.append(f" · {c.where}", style="dim")
+            if width > 40:
+                label.truncate(width, overflow="ellipsis")
             out.append(Option(label, id=ds.urn))
         return out
 
