@@ -16,15 +16,21 @@ Fixtures (all function-scoped, so each test gets a fresh, deterministic VRM):
 * ``control`` -- a raw ``httpx.AsyncClient`` on the same app for the simulator's ``/sim/...`` control API
   (guest writes, faults, token expiry, digests ...). ``manual_control`` likewise for ``manual_sim``.
 * ``site_uri`` -- URI of the simulated site (``/service/sites/<id>``).
+* ``repo`` -- an empty backup repository in the test's temp dir; ``edges`` -- the simulator's edge-case
+  VMs by rule (``/sim/edge-cases``).
+* ``small_disks(fill)`` -- a ``SimConfig`` whose edge-case VMs have 1 GB disks with ``fill`` of them
+  written (2 %: about 20 MB per disk), so full backups and restores in tests stay quick.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, AsyncIterator
 
 import httpx
 import pytest
 
+from fctui.repo import Repository
 from fctui.vrm import VrmClient
 
 if TYPE_CHECKING:
@@ -102,3 +108,18 @@ async def manual_control(manual_sim: "Simulator") -> AsyncIterator[httpx.AsyncCl
 @pytest.fixture
 def site_uri(sim: "Simulator") -> str:
     return f"/service/sites/{sim.site.id}"
+
+
+def small_disks(fill: float = 0.02) -> "SimConfig":
+    from fctui.sim import SimConfig
+    return SimConfig(vms=30, seed=1, sector_of_block=128, time_scale=100.0, edge_disk_gb=1, edge_fill=fill)
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Repository:
+    return Repository.open(tmp_path / "repo")
+
+
+@pytest.fixture
+async def edges(control: httpx.AsyncClient) -> dict[str, list[str]]:
+    return (await control.get("/sim/edge-cases")).json()

@@ -21,6 +21,7 @@ from typing import Any, AsyncIterator, Iterator
 
 import httpx
 import pytest
+from conftest import small_disks
 
 from fctui.jobs.agent import AgentClient, AgentError, agent_command
 from fctui.jobs.cli import add_job_arguments
@@ -38,8 +39,8 @@ def dirs(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
 
 @pytest.fixture
 def es() -> Iterator[Any]:
-    from fctui.sim import EmbeddedSimulator, SimConfig
-    cfg = SimConfig(vms=30, seed=1, sector_of_block=128, time_scale=100.0, edge_disk_gb=1, edge_fill=0.02)
+    from fctui.sim import EmbeddedSimulator
+    cfg = small_disks()
     with EmbeddedSimulator(cfg) as server:
         yield server
 

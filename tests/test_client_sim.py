@@ -11,7 +11,7 @@ import hashlib
 import httpx
 import pytest
 
-from conftest import sim_client
+from conftest import sim_client, small_disks
 from fctui.sim import ManualClock, SimConfig, Simulator, create_app
 from fctui.vrm import (SnapshotDetail, TaskFailedError, TaskTimeoutError, VrmAuthError, VrmClient,
                        VrmConflictError, VrmConnectionError, VrmNotFoundError, VrmServerError,
@@ -23,7 +23,7 @@ SUPPORTED_STORAGE = {"LOCALPOME", "LUNPOME", "NAS"}
 @pytest.fixture
 def sim_config() -> SimConfig:
     # as conftest's, with 2 % of the 1 GB edge disks written: whole-volume digests stay cheap
-    return SimConfig(vms=30, seed=1, sector_of_block=128, time_scale=100.0, edge_disk_gb=1, edge_fill=0.02)
+    return small_disks()
 
 
 # --- helpers ------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from typing import Any, AsyncIterator
 
 import httpx
 import pytest
-from conftest import sim_client
+from conftest import sim_client, small_disks
 
 from fctui.jobs.cleanup import SnapshotHunter, cleanup_intents
 from fctui.jobs.journal import MemoryJournal
@@ -34,9 +34,8 @@ BUDGET = 1.5            # the per-VM cleanup budget in these tests
 
 @pytest.fixture
 def sim_config() -> Any:
-    from fctui.sim import SimConfig
     # 1 GB edge disks, 2 % written: about 20 MB per disk
-    return SimConfig(vms=30, seed=1, sector_of_block=128, time_scale=100.0, edge_disk_gb=1, edge_fill=0.02)
+    return small_disks()
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+from conftest import small_disks
 
 from fctui.jobs.planner import build_plan
 from fctui.repo import RepoError, Repository
@@ -20,19 +21,10 @@ from test_jobs_runner import assert_nothing_left, backup, digest, vol_id
 
 @pytest.fixture
 def sim_config() -> Any:
-    from fctui.sim import SimConfig
     # 1 GB edge disks, 1 % written: about 10 MB per disk.
-    return SimConfig(vms=30, seed=1, sector_of_block=128, time_scale=100.0, edge_disk_gb=1, edge_fill=0.01)
+    return small_disks(0.01)
 
 
-@pytest.fixture
-def repo(tmp_path: Path) -> Repository:
-    return Repository.open(tmp_path / "repo")
-
-
-@pytest.fixture
-async def edges(control: httpx.AsyncClient) -> dict[str, list[str]]:
-    return (await control.get("/sim/edge-cases")).json()
 
 
 def flip_byte(path: Path) -> None:

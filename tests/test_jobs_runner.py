@@ -7,11 +7,11 @@ Every test reads real bytes through backup resources, writes a real repository a
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from conftest import small_disks
 
 from fctui.jobs.journal import MemoryJournal
 from fctui.jobs.model import JobRecord
@@ -26,19 +26,10 @@ BLOCK = 128 * 512  # sector_of_block=128 -> 64 KiB CBT blocks
 
 @pytest.fixture
 def sim_config() -> Any:
-    from fctui.sim import SimConfig
     # 1 GB edge disks, 2 % written: about 20 MB per disk, so full backups stay quick.
-    return SimConfig(vms=30, seed=1, sector_of_block=128, time_scale=100.0, edge_disk_gb=1, edge_fill=0.02)
+    return small_disks()
 
 
-@pytest.fixture
-def repo(tmp_path: Path) -> Repository:
-    return Repository.open(tmp_path / "repo")
-
-
-@pytest.fixture
-async def edges(control: httpx.AsyncClient) -> dict[str, list[str]]:
-    return (await control.get("/sim/edge-cases")).json()
 
 
 def fast_settings(**kw: Any) -> RunnerSettings:

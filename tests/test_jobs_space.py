@@ -18,6 +18,7 @@ from typing import Any, Iterator
 
 import httpx
 import pytest
+from conftest import small_disks
 
 import fctui.repo.repository as repository_module
 from fctui.jobs.journal import MemoryJournal
@@ -35,7 +36,7 @@ S = "urn:sites:0000ABCD"
 def sim_config() -> Any:
     from fctui.sim import SimConfig
     # 1 GB edge disks, 3 % written: ~30 MB per disk
-    return SimConfig(vms=30, seed=1, sector_of_block=128, time_scale=100.0, edge_disk_gb=1, edge_fill=0.03)
+    return small_disks(0.03)
 
 
 def fast(**kw: Any) -> RunnerSettings:

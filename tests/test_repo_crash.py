@@ -54,10 +54,6 @@ def settle() -> None:
     time.sleep(0.03)
 
 
-@pytest.fixture
-def repo(tmp_path: Path) -> Repository:
-    return Repository.open(tmp_path / "repo")
-
 
 def test_abort_mid_write_leaves_only_orphans_that_gc_collects(repo: Repository) -> None:
     rng = random.Random(1)

@@ -55,10 +55,6 @@ def read_all(repo: Repository, point_id: str, vol: str = "urn:vol:1") -> bytes:
     return b"".join(reader.read_block(i) for i in range(reader.block_count))
 
 
-@pytest.fixture
-def repo(tmp_path: Path) -> Repository:
-    return Repository.open(tmp_path / "repo")
-
 
 def test_full_then_incremental_read_back_identical(repo: Repository) -> None:
     rng = random.Random(1)

@@ -32,10 +32,6 @@ def flip_byte(path: Path, offset: int = -5) -> None:
     path.write_bytes(bytes(raw))
 
 
-@pytest.fixture
-def repo(tmp_path: Path) -> Repository:
-    return Repository.open(tmp_path / "repo")
-
 
 def test_verify_finds_a_flipped_byte_and_names_point_disk_block(repo: Repository) -> None:
     rng = random.Random(1)

@@ -11,6 +11,7 @@ import json
 from typing import Any, Iterator
 
 import pytest
+from conftest import small_disks
 
 from fctui.jobs.model import JobRecord
 from fctui.jobs.planner import build_plan
@@ -28,8 +29,8 @@ ARCH = "restore-arch-mismatch"
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, str, str]]:
     """A simulator on loopback and a repository with one restore point of the x86_64 VM."""
-    from fctui.sim import EmbeddedSimulator, SimConfig
-    cfg = SimConfig(vms=30, seed=1, sector_of_block=128, time_scale=100.0, edge_disk_gb=1, edge_fill=0.02)
+    from fctui.sim import EmbeddedSimulator
+    cfg = small_disks()
     repo_dir = tmp_path_factory.mktemp("arch") / "repo"
     with EmbeddedSimulator(cfg) as es:
         async def make_point() -> str:

@@ -11,6 +11,7 @@ from typing import Any, Iterator
 
 import httpx
 import pytest
+from conftest import small_disks
 
 from fctui.jobs.model import JobRecord
 from fctui.jobs.planner import build_plan
@@ -23,8 +24,8 @@ from fctui.vrm import VrmClient
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, str, str]]:
     """A simulator on loopback, a repository with one restore point of a multi-disk VM."""
-    from fctui.sim import EmbeddedSimulator, SimConfig
-    cfg = SimConfig(vms=30, seed=1, sector_of_block=128, time_scale=100.0, edge_disk_gb=1, edge_fill=0.02)
+    from fctui.sim import EmbeddedSimulator
+    cfg = small_disks()
     repo_dir = tmp_path_factory.mktemp("cli") / "repo"
     with EmbeddedSimulator(cfg) as es:
         async def make_point() -> str:

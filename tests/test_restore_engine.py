@@ -8,11 +8,11 @@ is read back through the VRM listings.
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from conftest import small_disks
 
 from fctui.jobs.journal import MemoryJournal
 from fctui.jobs.model import JobRecord
@@ -29,14 +29,9 @@ from fctui.vrm.urn import site_uri
 
 @pytest.fixture
 def sim_config() -> Any:
-    from fctui.sim import SimConfig
     # 1 GB edge disks, 2 % written: about 20 MB of data per disk.
-    return SimConfig(vms=30, seed=1, sector_of_block=128, time_scale=100.0, edge_disk_gb=1, edge_fill=0.02)
+    return small_disks()
 
-
-@pytest.fixture
-def repo(tmp_path: Path) -> Repository:
-    return Repository.open(tmp_path / "repo")
 
 
 def fast(verify: bool = True) -> RestoreSettings:

@@ -11,13 +11,12 @@ the journal's leftovers are worked (what the agent does with them) for persisten
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any, AsyncIterator
 
 import httpx
 import pytest
 
-from conftest import sim_client
+from conftest import sim_client, small_disks
 from fctui.jobs.journal import MemoryJournal
 from fctui.jobs.restore import (RestoreRequest, RestoreSettings, cleanup_restore_intents, plan_restore,
                                 restore_result, run_restore)
@@ -54,14 +53,9 @@ def cases(steps: tuple[str, ...] | list[str]) -> list[Any]:
 
 @pytest.fixture
 def sim_config() -> Any:
-    from fctui.sim import SimConfig
     # small disks: 1 GB, 1 % written
-    return SimConfig(vms=30, seed=1, sector_of_block=128, time_scale=100.0, edge_disk_gb=1, edge_fill=0.01)
+    return small_disks(0.01)
 
-
-@pytest.fixture
-def repo(tmp_path: Path) -> Repository:
-    return Repository.open(tmp_path / "repo")
 
 
 @pytest.fixture

@@ -8,11 +8,11 @@ Restored disks are checked independently with the simulator's ``/sim/volumes/{id
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from conftest import small_disks
 
 from fctui.jobs.journal import MemoryJournal
 from fctui.jobs.restore import RestoreRequest, plan_restore, run_restore
@@ -27,13 +27,8 @@ from test_restore_engine import backup, digest, fast, multi_disk_vm, vol_id, wor
 
 @pytest.fixture
 def sim_config() -> Any:
-    from fctui.sim import SimConfig
-    return SimConfig(vms=30, seed=1, sector_of_block=128, time_scale=100.0, edge_disk_gb=1, edge_fill=0.02)
+    return small_disks()
 
-
-@pytest.fixture
-def repo(tmp_path: Path) -> Repository:
-    return Repository.open(tmp_path / "repo")
 
 
 def first_stored(repo: Repository, point_id: str, volume_urn: str) -> tuple[int, str]:

@@ -13,6 +13,7 @@ from typing import Any, Iterator
 
 import httpx
 import pytest
+from conftest import small_disks
 
 from fctui.jobs.agent import Agent
 from fctui.jobs.runner import RunnerSettings
@@ -31,8 +32,8 @@ def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 
 @pytest.fixture
 def es() -> Iterator[Any]:
-    from fctui.sim import EmbeddedSimulator, SimConfig
-    cfg = SimConfig(vms=30, seed=1, sector_of_block=128, time_scale=100.0, edge_disk_gb=1, edge_fill=0.02)
+    from fctui.sim import EmbeddedSimulator
+    cfg = small_disks()
     with EmbeddedSimulator(cfg) as server:
         yield server
 

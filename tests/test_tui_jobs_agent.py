@@ -16,6 +16,7 @@ from typing import Any, AsyncIterator, Callable, Iterator
 
 import httpx
 import pytest
+from conftest import small_disks
 
 from fctui.config import Config
 from fctui.jobs.agent import AgentClient, AgentError, agent_command
@@ -42,8 +43,8 @@ def dirs(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
 
 @pytest.fixture
 def es() -> Iterator[Any]:
-    from fctui.sim import EmbeddedSimulator, SimConfig
-    cfg = SimConfig(vms=30, seed=1, sector_of_block=128, time_scale=100.0, edge_disk_gb=1, edge_fill=0.005)
+    from fctui.sim import EmbeddedSimulator
+    cfg = small_disks(0.005)
     with EmbeddedSimulator(cfg) as server:
         yield server
 
