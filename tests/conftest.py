@@ -18,6 +18,8 @@ Fixtures (all function-scoped, so each test gets a fresh, deterministic VRM):
 * ``site_uri`` -- URI of the simulated site (``/service/sites/<id>``).
 * ``repo`` -- an empty backup repository in the test's temp dir; ``edges`` -- the simulator's edge-case
   VMs by rule (``/sim/edge-cases``).
+* ``es`` -- the ``small_disks()`` simulator served on loopback (:class:`EmbeddedSimulator`), for tests that
+  run real processes (the agent, the CLI) against it.
 * ``small_disks(fill)`` -- a ``SimConfig`` whose edge-case VMs have 1 GB disks with ``fill`` of them
   written (2 %: about 20 MB per disk), so full backups and restores in tests stay quick.
 """
@@ -25,7 +27,7 @@ Fixtures (all function-scoped, so each test gets a fresh, deterministic VRM):
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, AsyncIterator
+from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator
 
 import httpx
 import pytest
@@ -123,3 +125,10 @@ def repo(tmp_path: Path) -> Repository:
 @pytest.fixture
 async def edges(control: httpx.AsyncClient) -> dict[str, list[str]]:
     return (await control.get("/sim/edge-cases")).json()
+
+
+@pytest.fixture
+def es() -> Iterator[Any]:
+    from fctui.sim import EmbeddedSimulator
+    with EmbeddedSimulator(small_disks()) as server:
+        yield server

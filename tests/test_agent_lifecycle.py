@@ -21,7 +21,6 @@ from typing import Any, AsyncIterator, Iterator
 
 import httpx
 import pytest
-from conftest import small_disks
 
 from fctui.jobs.agent import AgentClient, AgentError, agent_command
 from fctui.jobs.cli import add_job_arguments
@@ -35,14 +34,6 @@ def dirs(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
         monkeypatch.setenv(k, v)
     yield d
     shutil.rmtree(base, ignore_errors=True)
-
-
-@pytest.fixture
-def es() -> Iterator[Any]:
-    from fctui.sim import EmbeddedSimulator
-    cfg = small_disks()
-    with EmbeddedSimulator(cfg) as server:
-        yield server
 
 
 class AgentProc:

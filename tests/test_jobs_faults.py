@@ -279,7 +279,7 @@ def test_production_defaults_bound_the_job_and_the_hunter() -> None:
 
 # --- the agent: succeeded with warnings, the queue shown, the hunter at work ------------------------
 
-from test_agent_lifecycle import agent, cli, dirs, es  # noqa: E402,F401  (fixtures: a real agent process)
+from test_agent_lifecycle import agent, cli, dirs  # noqa: E402,F401  (fixtures: a real agent process)
 
 
 async def test_agent_hunter_removes_leftovers_once_the_vrm_recovers(

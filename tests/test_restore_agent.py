@@ -16,7 +16,6 @@ from typing import Any, Iterator
 
 import httpx
 import pytest
-from conftest import small_disks
 
 from fctui.jobs.agent import AgentClient, AgentError, agent_command
 from fctui.jobs.restore_cli import add_restore_arguments
@@ -32,14 +31,6 @@ def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
         monkeypatch.setenv(k, v)
     yield d
     shutil.rmtree(base, ignore_errors=True)
-
-
-@pytest.fixture
-def es() -> Iterator[Any]:
-    from fctui.sim import EmbeddedSimulator
-    cfg = small_disks()
-    with EmbeddedSimulator(cfg) as server:
-        yield server
 
 
 class Agent:

@@ -12,12 +12,10 @@ from typing import Any, Iterator
 
 import pytest
 from conftest import small_disks
+from test_restore_engine import backup
 
-from fctui.jobs.model import JobRecord
-from fctui.jobs.planner import build_plan
 from fctui.jobs.restore import RestoreRequest, datastore_choices, plan_restore
 from fctui.jobs.restore_cli import add_restore_arguments
-from fctui.jobs.runner import BackupRunner, Reporter, RunnerSettings
 from fctui.repo import Repository
 from fctui.rules import catalog as C
 from fctui.vrm import VrmClient
@@ -36,16 +34,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, str,
         async def make_point() -> str:
             repo = Repository.open(repo_dir)
             async with VrmClient(es.url, cfg.user, cfg.password) as client:
-                plan = await build_plan(client, [VM], repo)
-                job = JobRecord(id="arch-b1", targets=[VM])
-                runner = BackupRunner(client, repo, settings=RunnerSettings(
-                    watch_interval=0.05, busy_interval=0.05, task_interval=0.02))
-                try:
-                    await runner.run(job, plan, Reporter(job))
-                finally:
-                    runner.close()
-                assert job.state == "succeeded", job.error
-                return job.restore_points[0]
+                return await backup(client, repo, VM, "arch-b1")
         yield es, str(repo_dir), asyncio.run(make_point())
 
 

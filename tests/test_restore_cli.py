@@ -12,11 +12,9 @@ from typing import Any, Iterator
 import httpx
 import pytest
 from conftest import small_disks
+from test_restore_engine import backup
 
-from fctui.jobs.model import JobRecord
-from fctui.jobs.planner import build_plan
 from fctui.jobs.restore_cli import add_restore_arguments
-from fctui.jobs.runner import BackupRunner, Reporter, RunnerSettings
 from fctui.repo import Repository
 from fctui.vrm import VrmClient
 
@@ -34,16 +32,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, str,
                 async with httpx.AsyncClient(base_url=es.url) as ctl:
                     ready = (await ctl.get("/sim/edge-cases")).json()["ready"]
                 vm = next(v for v in [await client.vm(x) for x in ready] if len(v.disks) > 1)
-                plan = await build_plan(client, [vm.name], repo)
-                job = JobRecord(id="cli-b1", targets=[vm.name])
-                runner = BackupRunner(client, repo, settings=RunnerSettings(
-                    watch_interval=0.05, busy_interval=0.05, task_interval=0.02))
-                try:
-                    await runner.run(job, plan, Reporter(job))
-                finally:
-                    runner.close()
-                assert job.state == "succeeded", job.error
-                return job.restore_points[0]
+                return await backup(client, repo, vm.name, "cli-b1")
         point_id = asyncio.run(make_point())
         yield es, str(repo_dir), point_id
 

@@ -13,7 +13,6 @@ from typing import Any, Iterator
 
 import httpx
 import pytest
-from conftest import small_disks
 
 from fctui.jobs.agent import Agent
 from fctui.jobs.runner import RunnerSettings
@@ -28,14 +27,6 @@ def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         monkeypatch.setenv(k, v)
     yield base
     shutil.rmtree(base, ignore_errors=True)
-
-
-@pytest.fixture
-def es() -> Iterator[Any]:
-    from fctui.sim import EmbeddedSimulator
-    cfg = small_disks()
-    with EmbeddedSimulator(cfg) as server:
-        yield server
 
 
 async def sessions(es: Any) -> int:

@@ -469,10 +469,14 @@ def add_launch_findings(plan: Plan, *, host_connections: Mapping[str, int] | Non
             room = repository_room(repo.path)
         except OSError:
             room = None  # the repository's own errors say more when the job writes
+    history: dict[str, list[Any]] = {}
+    if repo is not None and room is not None:
+        for p in repo.points():  # one catalog read for the whole job, oldest first
+            history.setdefault(p.vm_urn, []).append(p)
     need_before = 0
     for vp in plan.runnable:
         if repo is not None and room is not None:
-            need, basis = stored_estimate(vp, repo.points(vp.vm_urn))
+            need, basis = stored_estimate(vp, history.get(vp.vm_urn, []))
             space: Any = launch.repository_space(need, need_before, room[0], room[1], basis)
             if space.severity == "blocker":
                 vp.refused, vp.kind, vp.reason = True, None, space.message

@@ -298,9 +298,10 @@ async def make_plan(app: Any, targets: list[str], *, full: bool = False) -> Plan
     repo = await asyncio.to_thread(Repository.open)
     try:
         plan = await app.feed_call(build_plan(feed.client, targets, repo, full=full))
-        add_launch_findings(plan, host_connections=host_counts(svc.board, plan),
-                            datastore_volumes=datastore_counts(svc.board, getattr(app, "vms", {})),
-                            business_hours=window, repo=repo)
+        # off the event loop: the space finding reads the catalog and the filesystem
+        await asyncio.to_thread(add_launch_findings, plan, host_connections=host_counts(svc.board, plan),
+                                datastore_volumes=datastore_counts(svc.board, getattr(app, "vms", {})),
+                                business_hours=window, repo=repo)
     finally:
         repo.close()
     return plan
