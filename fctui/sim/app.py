@@ -29,7 +29,8 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from fctui.sim import ops, views
-from fctui.sim.state import C, Fault, ManualClock, Simulator, VrmError, bad, not_found
+from fctui.sim.generator import Simulator
+from fctui.sim.state import C, Fault, ManualClock, VrmError, bad, not_found
 
 JSON_TYPE = "application/json;charset=UTF-8"
 ALL_METHODS = ["GET", "POST", "PUT", "DELETE", "HEAD", "PATCH"]

@@ -1,52 +1,36 @@
 """Deterministic inventory generator: sites, clusters, hosts (x86 + ARM), datastores of every
 storage type, realistic VMs, templates, and one or more VMs for every VRM-visible readiness rule
-(names ``edge-<rule-id>-NN``, mapping exposed at ``GET /sim/edge-cases``)."""
+(names ``edge-<rule-id>-NN``, mapping exposed at ``GET /sim/edge-cases``).
+
+``Simulator`` is a ``VrmState`` with this inventory: built on state.py and ops.py, never
+imported by them."""
 
 from __future__ import annotations
 
+import gc
 import math
 import random
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from fctui.sim import ops
 from fctui.sim.content import DiskContent, mix64
 from fctui.sim.state import (
+    OS_TYPE,
+    Clock,
     Cluster,
     Datastore,
     Disk,
     Host,
     Nic,
+    SimConfig,
     Vm,
     Volume,
+    VrmState,
+    build_os_catalog,
+    os_kind,
 )
 
-if TYPE_CHECKING:
-    from fctui.sim.state import Simulator
-
 EULER_IDS = (10120, 10121, 10122)
-OS_CATALOG: dict[str, list[tuple[int, str]]] = {
-    "windows": [
-        (24, "Windows Server 2008 R2 Standard 64bit"),
-        (26, "Windows Server 2012 R2 Standard 64bit"),
-        (32, "Windows Server 2016 Datacenter 64bit"),
-        (35, "Windows Server 2019 Datacenter 64bit"),
-        (201, "Other Windows(32 bit)"),
-        (202, "Other Windows(64 bit)"),
-    ],
-    "linux": [
-        (10088, "CentOS 7.6 64bit"),
-        (10090, "Red Hat Enterprise Linux 7.9 64bit"),
-        (10101, "Ubuntu 20.04 server 64bit"),
-        (10110, "SUSE Linux Enterprise Server 12 SP5 64bit"),
-        (10120, "EulerOS 2.0 SP8 64bit"),
-        (10121, "EulerOS 2.0 SP9 64bit"),
-        (10122, "EulerOS 2.0 SP10 64bit"),
-        (10130, "openEuler 22.03 LTS 64bit"),
-        (301, "Other Linux(32 bit)"),
-        (302, "Other Linux(64 bit)"),
-    ],
-    "other": [(401, "Other(32 bit)"), (402, "Other(64 bit)")],
-}
-OS_TYPE = {"windows": "Windows", "linux": "Linux", "other": "Other"}
 WINDOWS_COMMON = (24, 26, 32, 35)
 LINUX_COMMON = (10088, 10090, 10101, 10110, 10120, 10121, 10122, 10130)
 ARM_LINUX = (10121, 10122, 10130, 10088)
@@ -67,28 +51,8 @@ PAUSE_CLASSES: dict[str, tuple[float, float, float]] = {
 CLASS_CYCLE = ("ordinary", "fast", "ordinary", "slow", "ordinary", "fast")
 
 
-def os_kind(os_version: int) -> str:
-    for kind, entries in OS_CATALOG.items():
-        if any(i == os_version for i, _ in entries):
-            return kind
-    return "other"
-
-
-def build_os_catalog() -> dict[str, list[dict[str, Any]]]:
-    out: dict[str, list[dict[str, Any]]] = {}
-    for kind, entries in OS_CATALOG.items():
-        out[kind] = [
-            {"id": i, "versionDes": des, "cpuQuantityLimit": 64, "cpuSocketLimit": 8,
-             "memQuantityLimit": 1048576, "defaultCPUQuantity": 2, "defaultMemoryQuantity": 4096,
-             "supportCpuHotPlug": kind != "other", "supportMemHotPlug": kind != "other",
-             "supportDiskHotPlug": True, "supportUEFIFirmware": kind != "other"}
-            for i, des in entries
-        ]
-    return out
-
-
 class _Gen:
-    def __init__(self, sim: "Simulator") -> None:
+    def __init__(self, sim: VrmState) -> None:
         self.sim = sim
         self.rng = random.Random(mix64(sim.config.seed, 0x6E4))
         self.name_counts: dict[str, int] = {}
@@ -254,8 +218,6 @@ class _Gen:
 
     # --- edge cases ------------------------------------------------------------------------
     def edges(self, tpl: Vm | None) -> None:
-        from fctui.sim import ops
-
         sim = self.sim
         gb = sim.config.edge_disk_gb
         fill = sim.config.edge_fill
@@ -363,7 +325,7 @@ NEARLY_FULL_EVERY = 40      # one local datastore in 40 is nearly full (none bel
 NEARLY_FULL_UTIL = 0.985
 
 
-def populate(sim: "Simulator") -> None:
+def populate(sim: VrmState) -> None:
     g = _Gen(sim)
     n = sim.config.vms
     sim.os_catalog = build_os_catalog()
@@ -374,3 +336,16 @@ def populate(sim: "Simulator") -> None:
     already = len(sim.vms)
     g.regular(max(0, n - already))
     g.size_datastores()
+
+
+class Simulator(VrmState):
+    """The simulated VRM with its deterministic inventory (``config.seed``, ``config.vms``)."""
+
+    def __init__(self, config: SimConfig | None = None, clock: Clock | None = None) -> None:
+        super().__init__(config, clock)
+        populate(self)
+        if len(self.vms) >= 2000:
+            # tens of thousands of long-lived objects: keep the cyclic GC from rescanning them
+            # on every collection (it doubled listing times); they live as long as the process
+            gc.collect()
+            gc.freeze()

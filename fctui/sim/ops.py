@@ -12,20 +12,22 @@ from fctui.sim.state import (
     BACKUP_TYPES,
     MAX_RESOURCES_PER_HOST,
     MAX_SNAPSHOTS,
+    OS_TYPE,
     RESTORE_TYPES,
     SNAPSHOT_TYPES,
     BackupResource,
     C,
     Datastore,
     Disk,
-    Simulator,
     Snapshot,
     Task,
     Vm,
     VolSnap,
     Volume,
     VrmError,
+    VrmState,
     bad,
+    os_kind,
 )
 
 SNAPSHOT_BLOCKED_STATES = ("migrating", "creating", "shutting-down", "fault-resuming", "unknown")
@@ -53,7 +55,7 @@ def _int(body: dict[str, Any], key: str, default: int | None = None) -> int | No
     return v
 
 
-def task_ref(sim: Simulator, t: Task) -> dict[str, str]:
+def task_ref(sim: VrmState, t: Task) -> dict[str, str]:
     urn = sim.task_urn(t)
     return {"taskUrn": urn, "taskUri": sim.uri(urn)}
 
@@ -65,7 +67,7 @@ def _snap_volumes(vm: Vm) -> list[Volume]:
     return [d.volume for d in vm.disks if not d.volume.indep]
 
 
-def _freeze(sim: Simulator, vm: Vm, cbt: bool) -> list[VolSnap]:
+def _freeze(sim: VrmState, vm: Vm, cbt: bool) -> list[VolSnap]:
     out = []
     for vol in _snap_volumes(vm):
         if cbt:
@@ -83,7 +85,7 @@ def _attach_snapshot(vm: Vm, s: Snapshot) -> None:
     vm.current_snapshot = s
 
 
-def make_ready_snapshot(sim: Simulator, vm: Vm, name: str, type_: str) -> Snapshot:
+def make_ready_snapshot(sim: VrmState, vm: Vm, name: str, type_: str) -> Snapshot:
     """Generator helper: a snapshot that already exists (no task)."""
     s = Snapshot(id=sim.new_id(), vm=vm, name=name, description="", type=type_, status="ready",
                  create_time=sim.now() - 3600, parent=vm.current_snapshot, need_memory=False,
@@ -98,7 +100,7 @@ def count_snapshots(vm: Vm) -> tuple[int, int]:
     return normal, len(vm.snapshots) - normal
 
 
-def create_snapshot(sim: Simulator, vm: Vm, body: dict[str, Any]) -> dict[str, str]:
+def create_snapshot(sim: VrmState, vm: Vm, body: dict[str, Any]) -> dict[str, str]:
     name = body.get("name")
     if not isinstance(name, str) or not 1 <= len(name) <= 256:
         raise bad("name is required (1-256 characters).")
@@ -177,7 +179,7 @@ def _drop_snapshot(vm: Vm, s: Snapshot) -> None:
         vm.current_snapshot = parent
 
 
-def modify_snapshot(sim: Simulator, s: Snapshot, body: dict[str, Any]) -> None:
+def modify_snapshot(sim: VrmState, s: Snapshot, body: dict[str, Any]) -> None:
     if "name" in body:
         name = body["name"]
         if not isinstance(name, str) or not 1 <= len(name) <= 256:
@@ -191,11 +193,11 @@ def modify_snapshot(sim: Simulator, s: Snapshot, body: dict[str, Any]) -> None:
     sim.touch()
 
 
-def _snapshot_in_use(sim: Simulator, s: Snapshot) -> bool:
+def _snapshot_in_use(sim: VrmState, s: Snapshot) -> bool:
     return any(r.live and (r.snapshot is s or r.snapshot1 is s) for r in sim.resources.values())
 
 
-def delete_snapshot(sim: Simulator, s: Snapshot) -> dict[str, str]:
+def delete_snapshot(sim: VrmState, s: Snapshot) -> dict[str, str]:
     vm = s.vm
     if s.status != "ready":
         raise bad(f"The snapshot is {s.status}.", C.BUSY)
@@ -216,7 +218,7 @@ def delete_snapshot(sim: Simulator, s: Snapshot) -> dict[str, str]:
     return task_ref(sim, t)
 
 
-def revert_snapshot(sim: Simulator, s: Snapshot) -> dict[str, str]:
+def revert_snapshot(sim: VrmState, s: Snapshot) -> dict[str, str]:
     vm = s.vm
     if s.status != "ready":
         raise bad(f"The snapshot is {s.status}.", C.BUSY)
@@ -238,7 +240,7 @@ def revert_snapshot(sim: Simulator, s: Snapshot) -> dict[str, str]:
     return task_ref(sim, t)
 
 
-def apply_revert(sim: Simulator, vm: Vm, s: Snapshot) -> None:
+def apply_revert(sim: VrmState, vm: Vm, s: Snapshot) -> None:
     """Disk contents back to the snapshot; the CBT chain of every reverted volume is broken."""
     for vs in s.vols:
         vol = vs.volume
@@ -266,7 +268,7 @@ def _parse_chg(v: Any) -> int:
     return n
 
 
-def get_cbt(sim: Simulator, vol: Volume, body: dict[str, Any]) -> dict[str, Any]:
+def get_cbt(sim: VrmState, vol: Volume, body: dict[str, Any]) -> dict[str, Any]:
     type_ = body.get("type", "DiffBitmapAndBit1Num")
     if type_ not in ("DiffBitmapAndBit1Num", "DiffBitmapBit1Num"):
         raise bad("type must be DiffBitmapAndBit1Num or DiffBitmapBit1Num.")
@@ -358,13 +360,13 @@ def _vol_snap_by_uuid(vol: Volume, snap_uuid: str) -> VolSnap | None:
 # ---------------------------------------------------------------------------------------------
 # Backup resources
 # ---------------------------------------------------------------------------------------------
-def resource_host(sim: Simulator, vol: Volume):  # type: ignore[no-untyped-def]
+def resource_host(sim: VrmState, vol: Volume):  # type: ignore[no-untyped-def]
     if vol.vm is not None:
         return vol.vm.host
     return vol.datastore.hosts[0] if vol.datastore.hosts else next(iter(sim.hosts.values()))
 
 
-def prepare_resource(sim: Simulator, vol: Volume, body: dict[str, Any]) -> dict[str, str]:
+def prepare_resource(sim: VrmState, vol: Volume, body: dict[str, Any]) -> dict[str, str]:
     task_type = body.get("taskType")
     if task_type not in BACKUP_TYPES + RESTORE_TYPES:
         raise bad("taskType must be one of " + ", ".join(BACKUP_TYPES + RESTORE_TYPES) + ".")
@@ -439,27 +441,27 @@ def prepare_resource(sim: Simulator, vol: Volume, body: dict[str, Any]) -> dict[
     return task_ref(sim, t)
 
 
-def resource_status(sim: Simulator, r: BackupResource) -> str:
+def resource_status(sim: VrmState, r: BackupResource) -> str:
     if r.status in ("success", "failed"):
         return r.status
     st, _ = sim.task_view_state(r.task)
     return "running" if st == "running" else "waiting"
 
 
-def _expire(sim: Simulator, r: BackupResource) -> None:
+def _expire(sim: VrmState, r: BackupResource) -> None:
     if r.released_at is None and r.expires_at <= sim.now():
         r.released_at = sim.now()
         _forget(sim, r)
 
 
-def _forget(sim: Simulator, r: BackupResource) -> None:
+def _forget(sim: VrmState, r: BackupResource) -> None:
     sim.resources.pop(r.id, None)
     if r.volume.resource is r:
         r.volume.resource = None
     sim.touch()
 
 
-def get_resource(sim: Simulator, vol: Volume, rid: Any) -> BackupResource:
+def get_resource(sim: VrmState, vol: Volume, rid: Any) -> BackupResource:
     try:
         r = sim.resources.get(int(rid))
     except (TypeError, ValueError):
@@ -469,7 +471,7 @@ def get_resource(sim: Simulator, vol: Volume, rid: Any) -> BackupResource:
     return r
 
 
-def extend_resource(sim: Simulator, r: BackupResource, body: dict[str, Any]) -> None:
+def extend_resource(sim: VrmState, r: BackupResource, body: dict[str, Any]) -> None:
     delay = _int(body, "delay")
     if delay is None or not 60 <= delay <= 7200:
         raise bad("delay must be between 60 and 7200 seconds.")
@@ -482,7 +484,7 @@ def extend_resource(sim: Simulator, r: BackupResource, body: dict[str, Any]) -> 
     sim.schedule(r.expires_at, lambda: _expire(sim, r))
 
 
-def release_resource(sim: Simulator, r: BackupResource) -> None:
+def release_resource(sim: VrmState, r: BackupResource) -> None:
     if r.released_at is not None:
         return
     if r.task.active:
@@ -495,7 +497,7 @@ def release_resource(sim: Simulator, r: BackupResource) -> None:
     sim.touch()
 
 
-def data_resource(sim: Simulator, rid: Any, token: str | None) -> BackupResource:
+def data_resource(sim: VrmState, rid: Any, token: str | None) -> BackupResource:
     """The resource behind a data-endpoint request (checks token, readiness, expiry)."""
     try:
         r = sim.resources.get(int(rid))
@@ -531,7 +533,7 @@ TASK_NAMES = {"start": "StartVm", "stop": "StopVm", "reboot": "RebootVm", "pause
               "resume": "ResumeVm", "hibernate": "HibernateVm"}
 
 
-def power(sim: Simulator, vm: Vm, action: str, body: dict[str, Any],
+def power(sim: VrmState, vm: Vm, action: str, body: dict[str, Any],
           user: str | None = None) -> dict[str, str]:
     allowed, transitional, final = POWER_RULES[action]
     if action in ("stop", "reboot"):
@@ -567,7 +569,7 @@ def power(sim: Simulator, vm: Vm, action: str, body: dict[str, Any],
     return task_ref(sim, t)
 
 
-def migrate_vm(sim: Simulator, vm: Vm, body: dict[str, Any], user: str | None = None
+def migrate_vm(sim: VrmState, vm: Vm, body: dict[str, Any], user: str | None = None
                ) -> dict[str, str]:
     loc = body.get("location")
     target = None
@@ -598,7 +600,7 @@ def migrate_vm(sim: Simulator, vm: Vm, body: dict[str, Any], user: str | None = 
     return task_ref(sim, t)
 
 
-def start_storage_migration(sim: Simulator, vm: Vm, user: str | None = None,
+def start_storage_migration(sim: VrmState, vm: Vm, user: str | None = None,
                             datastore: Datastore | None = None, forever: bool = True,
                             volumes: list[Volume] | None = None) -> Task:
     vols = volumes or [d.volume for d in vm.disks if d.volume.type != "share"]
@@ -629,7 +631,7 @@ def start_storage_migration(sim: Simulator, vm: Vm, user: str | None = None,
     return t
 
 
-def migrate_vm_volumes(sim: Simulator, vm: Vm, body: dict[str, Any]) -> dict[str, str]:
+def migrate_vm_volumes(sim: VrmState, vm: Vm, body: dict[str, Any]) -> dict[str, str]:
     disks = body.get("disks")
     speed = _int(body, "speed", 100)
     if speed is not None and speed < 20:
@@ -657,7 +659,7 @@ def migrate_vm_volumes(sim: Simulator, vm: Vm, body: dict[str, Any]) -> dict[str
     return task_ref(sim, t)
 
 
-def migrate_volume(sim: Simulator, vol: Volume, body: dict[str, Any]) -> dict[str, str]:
+def migrate_volume(sim: VrmState, vol: Volume, body: dict[str, Any]) -> dict[str, str]:
     ds = sim.by_urn(str(body.get("datastoreUrn", "")), "datastores")
     if ds is None:
         raise bad("datastoreUrn does not exist.")
@@ -684,7 +686,7 @@ def migrate_volume(sim: Simulator, vol: Volume, body: dict[str, Any]) -> dict[st
     return task_ref(sim, t)
 
 
-def expand_volume(sim: Simulator, vol: Volume, body: dict[str, Any],
+def expand_volume(sim: VrmState, vol: Volume, body: dict[str, Any],
                   user: str | None = None) -> dict[str, str]:
     size = _int(body, "size")
     if size is None:
@@ -717,7 +719,7 @@ def expand_volume(sim: Simulator, vol: Volume, body: dict[str, Any],
     return task_ref(sim, t)
 
 
-def attach_volume(sim: Simulator, vm: Vm, body: dict[str, Any]) -> dict[str, str]:
+def attach_volume(sim: VrmState, vm: Vm, body: dict[str, Any]) -> dict[str, str]:
     vol = sim.by_urn(str(body.get("volUrn", "")), "volumes")
     if vol is None:
         raise bad("volUrn does not exist.", C.VOLUME_NOT_FOUND)
@@ -755,7 +757,7 @@ def attach_volume(sim: Simulator, vm: Vm, body: dict[str, Any]) -> dict[str, str
     return task_ref(sim, t)
 
 
-def detach_volume(sim: Simulator, vm: Vm, body: dict[str, Any]) -> dict[str, str]:
+def detach_volume(sim: VrmState, vm: Vm, body: dict[str, Any]) -> dict[str, str]:
     vol = sim.by_urn(str(body.get("volUrn", "")), "volumes")
     disk = next((d for d in vm.disks if d.volume is vol), None)
     if vol is None or disk is None:
@@ -777,7 +779,7 @@ def detach_volume(sim: Simulator, vm: Vm, body: dict[str, Any]) -> dict[str, str
     return task_ref(sim, t)
 
 
-def create_volume(sim: Simulator, body: dict[str, Any]) -> dict[str, str]:
+def create_volume(sim: VrmState, body: dict[str, Any]) -> dict[str, str]:
     name = body.get("name")
     if not isinstance(name, str) or not name:
         raise bad("name is required.")
@@ -814,7 +816,7 @@ def create_volume(sim: Simulator, body: dict[str, Any]) -> dict[str, str]:
     return {"urn": urn, "uri": sim.uri(urn), **task_ref(sim, t)}
 
 
-def new_volume(sim: Simulator, name: str, size_mb: int, ds: Datastore, *, is_thin: bool = True,
+def new_volume(sim: VrmState, name: str, size_mb: int, ds: Datastore, *, is_thin: bool = True,
                type_: str = "normal", indep: bool = False, persistent: bool = True,
                vol_type: int = 0) -> Volume:
     vid = sim.new_id()
@@ -828,7 +830,7 @@ def new_volume(sim: Simulator, name: str, size_mb: int, ds: Datastore, *, is_thi
     return vol
 
 
-def modify_volume(sim: Simulator, vol: Volume, body: dict[str, Any]) -> None:
+def modify_volume(sim: VrmState, vol: Volume, body: dict[str, Any]) -> None:
     if "name" in body:
         if not isinstance(body["name"], str) or not body["name"]:
             raise bad("name must be a non-empty string.")
@@ -846,7 +848,7 @@ def modify_volume(sim: Simulator, vol: Volume, body: dict[str, Any]) -> None:
     sim.touch()
 
 
-def delete_volume(sim: Simulator, vol: Volume) -> dict[str, str]:
+def delete_volume(sim: VrmState, vol: Volume) -> dict[str, str]:
     if vol.vm is not None:
         raise bad("The volume is attached to a VM.", C.VOLUME_ATTACHED)
     if vol.resource is not None:
@@ -871,9 +873,7 @@ def delete_volume(sim: Simulator, vol: Volume) -> dict[str, str]:
     return task_ref(sim, t)
 
 
-def create_vm(sim: Simulator, body: dict[str, Any]) -> dict[str, str]:
-    from fctui.sim.generator import OS_TYPE, os_kind
-
+def create_vm(sim: VrmState, body: dict[str, Any]) -> dict[str, str]:
     name = body.get("name")
     if not isinstance(name, str) or not name:
         raise bad("name is required.")
@@ -957,7 +957,7 @@ def create_vm(sim: Simulator, body: dict[str, Any]) -> dict[str, str]:
     return {"urn": urn, "uri": sim.uri(urn), **task_ref(sim, t)}
 
 
-def delete_vm(sim: Simulator, vm: Vm, reserve_disks: bool) -> dict[str, str]:
+def delete_vm(sim: VrmState, vm: Vm, reserve_disks: bool) -> dict[str, str]:
     if vm.status in ("unknown", "fault-resuming"):
         raise bad(f"The VM is {vm.status}; it cannot be deleted now.", C.STATE)
     sim.vm_busy_check(vm)
@@ -987,7 +987,7 @@ def delete_vm(sim: Simulator, vm: Vm, reserve_disks: bool) -> dict[str, str]:
     return task_ref(sim, t)
 
 
-def modify_vm(sim: Simulator, vm: Vm, body: dict[str, Any]) -> dict[str, str]:
+def modify_vm(sim: VrmState, vm: Vm, body: dict[str, Any]) -> dict[str, str]:
     sim.vm_busy_check(vm)
     name = body.get("name")
     if name is not None and (not isinstance(name, str) or not name):
@@ -1026,7 +1026,7 @@ EVENT_TASKS = {"power-off": "StopVm", "ha-restart": "HARestartVm", "snapshot-rev
 SYSTEM_USER = "system"
 
 
-def apply_event(sim: Simulator, vm: Vm, event: str) -> dict[str, Any]:
+def apply_event(sim: VrmState, vm: Vm, event: str) -> dict[str, Any]:
     """Chain-breaking events, applied at once. Each leaves a finished VRM task behind (by "system" for
     what the platform did on its own, by another administrator for a revert or an expansion), so a
     client can tell from the task list alone that the CBT chain broke. Returns what changed."""
@@ -1082,7 +1082,7 @@ def apply_event(sim: Simulator, vm: Vm, event: str) -> dict[str, Any]:
 OTHER_USER = "other-admin"
 
 
-def other_operation(sim: Simulator, vm: Vm, op: str) -> dict[str, str]:
+def other_operation(sim: VrmState, vm: Vm, op: str) -> dict[str, str]:
     if op == "power-on":
         return power(sim, vm, "start", {}, user=OTHER_USER)
     if op == "power-off":
@@ -1101,7 +1101,7 @@ def other_operation(sim: Simulator, vm: Vm, op: str) -> dict[str, str]:
     raise bad("op must be power-on, power-off, expand or migrate.")
 
 
-def storage_migration(sim: Simulator, vm: Vm, action: str) -> dict[str, Any]:
+def storage_migration(sim: VrmState, vm: Vm, action: str) -> dict[str, Any]:
     if action == "start":
         t = start_storage_migration(sim, vm, user=OTHER_USER)
         return task_ref(sim, t)
@@ -1132,7 +1132,7 @@ def write_ranges(body: dict[str, Any]) -> tuple[int | None, list[tuple[int, int]
     return None, out
 
 
-def cbt_state(sim: Simulator, vol: Volume) -> dict[str, Any]:
+def cbt_state(sim: VrmState, vol: Volume) -> dict[str, Any]:
     return {"volCBTCreateTime": vol.cbt_create_time or "", "chgID": str(vol.cbt_version),
             "blocks": vol.content.blocks_in(vol.content.live), "blockSize": sim.block_size}
 

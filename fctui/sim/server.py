@@ -16,7 +16,8 @@ from typing import Any
 import uvicorn
 
 from fctui.sim.app import create_app, prewarm
-from fctui.sim.state import Clock, SimConfig, Simulator
+from fctui.sim.generator import Simulator
+from fctui.sim.state import Clock, SimConfig
 
 
 PREWARM_VMS = 2000  # serialise big inventories up front so the first listing is fast

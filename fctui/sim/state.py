@@ -2,7 +2,7 @@
 
 Time is lazy: nothing runs in the background. Every time-based transition (task progress and
 completion, snapshot readiness, backup-resource expiry and release, background guest writes) is an
-event in a heap; ``Simulator.advance()`` applies every due event in time order and is called by the
+event in a heap; ``VrmState.advance()`` applies every due event in time order and is called by the
 app before each request. This behaves identically under httpx.ASGITransport and uvicorn.
 
 Durations: a task's wall duration is its nominal duration divided by ``time_scale``; the task's
@@ -13,7 +13,6 @@ future of the wall clock — a deliberate choice).
 
 from __future__ import annotations
 
-import gc
 import heapq
 import itertools
 import math
@@ -128,6 +127,55 @@ def demo_config(**kw: Any) -> SimConfig:
     """The simulator configuration of ``fctui demo`` (``kw`` as for :class:`SimConfig`)."""
     kw.setdefault("fill_scale", DEMO_FILL_SCALE)
     return SimConfig(**kw)
+
+
+# --------------------------------------------------------------------------------------------
+# Guest OS catalogue (what GET .../vms/osversions lists; ops and the generator both use it)
+# --------------------------------------------------------------------------------------------
+OS_CATALOG: dict[str, list[tuple[int, str]]] = {
+    "windows": [
+        (24, "Windows Server 2008 R2 Standard 64bit"),
+        (26, "Windows Server 2012 R2 Standard 64bit"),
+        (32, "Windows Server 2016 Datacenter 64bit"),
+        (35, "Windows Server 2019 Datacenter 64bit"),
+        (201, "Other Windows(32 bit)"),
+        (202, "Other Windows(64 bit)"),
+    ],
+    "linux": [
+        (10088, "CentOS 7.6 64bit"),
+        (10090, "Red Hat Enterprise Linux 7.9 64bit"),
+        (10101, "Ubuntu 20.04 server 64bit"),
+        (10110, "SUSE Linux Enterprise Server 12 SP5 64bit"),
+        (10120, "EulerOS 2.0 SP8 64bit"),
+        (10121, "EulerOS 2.0 SP9 64bit"),
+        (10122, "EulerOS 2.0 SP10 64bit"),
+        (10130, "openEuler 22.03 LTS 64bit"),
+        (301, "Other Linux(32 bit)"),
+        (302, "Other Linux(64 bit)"),
+    ],
+    "other": [(401, "Other(32 bit)"), (402, "Other(64 bit)")],
+}
+OS_TYPE = {"windows": "Windows", "linux": "Linux", "other": "Other"}
+
+
+def os_kind(os_version: int) -> str:
+    for kind, entries in OS_CATALOG.items():
+        if any(i == os_version for i, _ in entries):
+            return kind
+    return "other"
+
+
+def build_os_catalog() -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for kind, entries in OS_CATALOG.items():
+        out[kind] = [
+            {"id": i, "versionDes": des, "cpuQuantityLimit": 64, "cpuSocketLimit": 8,
+             "memQuantityLimit": 1048576, "defaultCPUQuantity": 2, "defaultMemoryQuantity": 4096,
+             "supportCpuHotPlug": kind != "other", "supportMemHotPlug": kind != "other",
+             "supportDiskHotPlug": True, "supportUEFIFirmware": kind != "other"}
+            for i, des in entries
+        ]
+    return out
 
 
 class C:
@@ -449,9 +497,12 @@ class Fault:
 
 
 # --------------------------------------------------------------------------------------------
-# The simulator
+# The simulated VRM
 # --------------------------------------------------------------------------------------------
-class Simulator:
+class VrmState:
+    """The VRM's objects, clock, task engine and sessions, built empty: ops.py changes it,
+    views.py shows it, and generator.Simulator is the one way to get one with an inventory."""
+
     def __init__(self, config: SimConfig | None = None, clock: Clock | None = None) -> None:
         self.config = config or SimConfig()
         self.clock: Clock = clock or RealClock()
@@ -482,14 +533,6 @@ class Simulator:
         self.list_cache: dict[Any, Any] = {}
         self.stats: dict[str, Any] = {"requests": 0, "by_method": {}, "resource_max_per_host": {}}
         self.pauses: list[dict[str, Any]] = []  # ground truth of every snapshot pause
-        from fctui.sim.generator import populate  # late import: generator builds on this module
-
-        populate(self)
-        if len(self.vms) >= 2000:
-            # tens of thousands of long-lived objects: keep the cyclic GC from rescanning them
-            # on every collection (it doubled listing times); they live as long as the process
-            gc.collect()
-            gc.freeze()
 
     # --- time ----------------------------------------------------------------------------------
     def now(self) -> float:

@@ -10,7 +10,8 @@ from typing import Any, AsyncIterator
 import httpx
 
 from fctui.sim.app import create_app
-from fctui.sim.state import ManualClock, SimConfig, Simulator
+from fctui.sim.generator import Simulator
+from fctui.sim.state import ManualClock, SimConfig
 
 ACCEPT = "application/json;version=8.1;charset=UTF-8"
 

@@ -11,22 +11,22 @@ from fctui.sim.state import (
     Datastore,
     Disk,
     Host,
-    Simulator,
     Snapshot,
     Task,
     Vm,
     Volume,
+    VrmState,
     fmt_time,
 )
 
 
-def site(sim: Simulator) -> dict[str, Any]:
+def site(sim: VrmState) -> dict[str, Any]:
     urn = sim.site_urn
     return {"urn": urn, "uri": sim.uri(urn), "name": sim.site.name, "ip": sim.site.ip,
             "isDC": False, "isSelf": True, "status": "normal"}
 
 
-def cluster(sim: Simulator, c: Cluster) -> dict[str, Any]:
+def cluster(sim: VrmState, c: Cluster) -> dict[str, Any]:
     urn = sim.urn("clusters", c.id)
     hosts = [h for h in sim.hosts.values() if h.cluster is c]
     cpu = sum(h.cpu_quantity for h in hosts)
@@ -39,7 +39,7 @@ def cluster(sim: Simulator, c: Cluster) -> dict[str, Any]:
             "params": {}}
 
 
-def host(sim: Simulator, h: Host) -> dict[str, Any]:
+def host(sim: VrmState, h: Host) -> dict[str, Any]:
     urn = sim.urn("hosts", h.id)
     curn = sim.urn("clusters", h.cluster.id)
     return {"urn": urn, "uri": sim.uri(urn), "name": h.name, "description": "", "ip": h.ip,
@@ -52,7 +52,7 @@ def host(sim: Simulator, h: Host) -> dict[str, Any]:
             "memResource": {"totalSizeMB": h.mem_mb}, "params": {}}
 
 
-def datastore(sim: Simulator, d: Datastore, link_status: bool = False) -> dict[str, Any]:
+def datastore(sim: VrmState, d: Datastore, link_status: bool = False) -> dict[str, Any]:
     urn = sim.urn("datastores", d.id)
     free = d.free_gb
     return {"urn": urn, "uri": sim.uri(urn), "name": d.name, "storageType": d.storage_type,
@@ -65,7 +65,7 @@ def datastore(sim: Simulator, d: Datastore, link_status: bool = False) -> dict[s
             "storageUnits": [], "siocFlag": False, "params": {}}
 
 
-def volume(sim: Simulator, v: Volume, owner: bool = False) -> dict[str, Any]:
+def volume(sim: VrmState, v: Volume, owner: bool = False) -> dict[str, Any]:
     urn = sim.urn("volumes", v.id)
     ds = v.datastore
     disk = _disk_of(v)
@@ -107,14 +107,14 @@ def _disk_of(v: Volume) -> Disk | None:
     return next((d for d in vm.disks if d.volume is v), None)
 
 
-def _volume_url(sim: Simulator, v: Volume) -> str:
+def _volume_url(sim: VrmState, v: Volume) -> str:
     st = v.datastore.storage_type
     if st in ("LOCALPOME", "LUNPOME", "NAS", "advanceSan"):
         return f"/POME/{v.datastore.name}/{v.name}.img"
     return f"/dev/disk/by-id/{st.lower()}-{v.uuid[:13]}:0:{v.size_mb * 1024 * 1024}"
 
 
-def vm_disk(sim: Simulator, d: Disk) -> dict[str, Any]:
+def vm_disk(sim: VrmState, d: Disk) -> dict[str, Any]:
     v = d.volume
     ds = v.datastore
     return {
@@ -132,7 +132,7 @@ def vm_disk(sim: Simulator, d: Disk) -> dict[str, Any]:
     }
 
 
-def _nics(sim: Simulator, vm: Vm, full: bool) -> list[dict[str, Any]]:
+def _nics(sim: VrmState, vm: Vm, full: bool) -> list[dict[str, Any]]:
     out = []
     for n in vm.nics:
         nic: dict[str, Any] = {"mac": n.mac, "sequenceNum": n.sequence_num, "ip": n.ip,
@@ -145,7 +145,7 @@ def _nics(sim: Simulator, vm: Vm, full: bool) -> list[dict[str, Any]]:
     return out
 
 
-def vm(sim: Simulator, v: Vm, detail: int = 2) -> dict[str, Any]:
+def vm(sim: VrmState, v: Vm, detail: int = 2) -> dict[str, Any]:
     urn = sim.vm_urn(v)
     out: dict[str, Any] = {"uri": sim.uri(urn), "urn": urn, "uuid": v.uuid, "name": v.name,
                            "status": v.status, "idle": v.idle}
@@ -195,14 +195,14 @@ def vm(sim: Simulator, v: Vm, detail: int = 2) -> dict[str, Any]:
     return out
 
 
-def snapshot_node(sim: Simulator, s: Snapshot) -> dict[str, Any]:
+def snapshot_node(sim: VrmState, s: Snapshot) -> dict[str, Any]:
     urn = sim.snap_urn(s)
     return {"urn": urn, "uri": sim.uri(urn), "name": s.name, "description": s.description,
             "createTime": fmt_time(s.create_time), "type": s.type, "status": s.status,
             "childSnapshots": [snapshot_node(sim, c) for c in sorted(s.children, key=lambda c: c.id)]}
 
 
-def snapshot_tree(sim: Simulator, v: Vm) -> dict[str, Any]:
+def snapshot_tree(sim: VrmState, v: Vm) -> dict[str, Any]:
     roots = sorted((s for s in v.snapshots.values() if s.parent is None), key=lambda s: s.id)
     cur = v.current_snapshot
     out: dict[str, Any] = {"rootSnapshots": [snapshot_node(sim, s) for s in roots]}
@@ -217,7 +217,7 @@ def snapshot_tree(sim: Simulator, v: Vm) -> dict[str, Any]:
     return out
 
 
-def snapshot_detail(sim: Simulator, s: Snapshot) -> dict[str, Any]:
+def snapshot_detail(sim: VrmState, s: Snapshot) -> dict[str, Any]:
     urn = sim.snap_urn(s)
     vols = []
     total_mb = 0
@@ -241,7 +241,7 @@ def snapshot_detail(sim: Simulator, s: Snapshot) -> dict[str, Any]:
             "volsnapshots": vols}
 
 
-def task(sim: Simulator, t: Task) -> dict[str, Any]:
+def task(sim: VrmState, t: Task) -> dict[str, Any]:
     urn = sim.task_urn(t)
     status, progress = sim.task_view_state(t)
     start, finish = sim.task_times(t)
@@ -252,7 +252,7 @@ def task(sim: Simulator, t: Task) -> dict[str, Any]:
             "cancelled": t.cancelled, "params": dict(t.params)}
 
 
-def resource(sim: Simulator, r: BackupResource, base_url: str) -> dict[str, Any]:
+def resource(sim: VrmState, r: BackupResource, base_url: str) -> dict[str, Any]:
     vurn = sim.urn("volumes", r.volume.id)
     urn = f"{vurn}:backupresources:{r.id}"
     turn = sim.task_urn(r.task)
