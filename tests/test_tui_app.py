@@ -9,8 +9,8 @@ from fctui.config import Config
 from fctui.inventory.query import VERDICT_ORDER
 from fctui.sim import SimConfig, Simulator, create_app
 from fctui.tui.app import FctuiApp
-from fctui.tui.screens import (ConfirmScreen, DatastoresScreen, DetailScreen, FirstRunScreen, HelpScreen,
-                               MainScreen, TreeScreen)
+from fctui.tui.dialogs import ConfirmScreen
+from fctui.tui.screens import DatastoresScreen, DetailScreen, FirstRunScreen, HelpScreen, MainScreen, TreeScreen
 from fctui.tui.testing import FixedClock, make_app, screen_text, wait_loaded, wait_until
 from fctui.tui.widgets.summary import SummaryBar
 from fctui.tui.widgets.vmtable import VmTable

@@ -26,7 +26,7 @@ from textual.widgets import OptionList
 from fctui.tui.drills import DrillScreen
 from fctui.tui.jobs_screen import JobsScreen, jobs_service, make_plan
 from fctui.tui.review_screen import ReviewScreen
-from fctui.tui.screens import ConfirmScreen
+from fctui.tui.dialogs import ConfirmScreen
 from fctui.tui.source import ConnectSpec
 from fctui.tui.testing import FixedClock, wait_loaded
 

@@ -294,7 +294,7 @@ async def test_jobs_screen_read_only_hides_cancel_and_drills():
 
 
 async def test_cancel_needs_confirmation():
-    from fctui.tui.screens import ConfirmScreen
+    from fctui.tui.dialogs import ConfirmScreen
     app = jobs_app([running_job()])
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()

@@ -158,6 +158,8 @@ class FeedRunner:
 
 
 class FctuiApp(App[int]):
+    """The console. Screens see it as a :class:`~fctui.tui.services.Console` (they do not import this module)."""
+
     CSS_PATH = str(Path(__file__).with_name("fctui.tcss"))  # absolute: subclasses live elsewhere
     TITLE = "fctui"
     COMMANDS = App.COMMANDS | {ActionsProvider}

@@ -32,6 +32,7 @@ from ..jobs.pause import PAUSE_WARN_S, PauseEstimate, PauseEstimator, PauseObser
 from ..jobs.planner import GIB, Plan, VmPlan
 from ..jobs.progress import (ETA_MIN_FRACTION, JobFigures, JobsBoard, bar, disk_line_state, human_bytes, human_rate,
                              job_summary, sparkline)
+from .dialogs import ConfirmScreen
 from .review_screen import ReviewScreen
 
 log = logging.getLogger(__name__)
@@ -706,7 +707,6 @@ class JobsScreen(Screen[None]):
         self.app.pop_screen()
 
     def action_cancel_job(self) -> None:
-        from .screens import ConfirmScreen
         job = self.selected()
         if job is None or job.is_final:
             self.app.notify("The highlighted job is not running", severity="warning")

@@ -26,6 +26,7 @@ from textual.widgets.option_list import Option
 
 from ..jobs.model import JobRecord
 from ..jobs.progress import JobsBoard, human_bytes
+from .dialogs import ConfirmScreen
 from .jobs_screen import render_job_detail
 
 STEPS = ("point", "target", "map", "checks", "review", "confirm", "progress", "result")
@@ -666,8 +667,6 @@ class RestoreWizard(Screen[None]):
         self.dismiss(None)
 
     def _request_cancel(self) -> None:
-        from .screens import ConfirmScreen
-
         def confirmed(ok: bool | None) -> None:
             if not ok:
                 return

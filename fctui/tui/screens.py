@@ -1,8 +1,10 @@
-"""Screens: first run, connection form, main inventory, detail, datastores, tree, help, confirm."""
+"""Screens: first run, connection form, main inventory, detail, datastores, tree, help.
+
+They reach the console through :func:`~fctui.tui.services.console_of`, never by importing app.py."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from rich.text import Text
 from textual import on, work
@@ -16,12 +18,11 @@ from textual.widgets.tree import TreeNode
 
 from ..inventory.query import COLUMN_IDS
 from .detail import storage_info
+from .dialogs import ConfirmScreen
+from .services import Console, console_of
 from .widgets.line import Panel, TextLine
 from .widgets.summary import SummaryBar
 from .widgets.vmtable import VmTable
-
-if TYPE_CHECKING:
-    from .app import FctuiApp
 
 FILTER_HINT = "text  re:regex  !inverse  verdict:blocked  rule:disk-ide  host:cna-03  state:stopped"
 
@@ -54,8 +55,8 @@ class MainScreen(Screen[None]):
     MUTATING: ClassVar[frozenset[str]] = frozenset({"start_vm", "backup", "restore"})
 
     @property
-    def fc(self) -> "FctuiApp":
-        return self.app  # type: ignore[return-value]
+    def console(self) -> Console:
+        return console_of(self)
 
     def compose(self) -> ComposeResult:
         yield TextLine(id="status")
@@ -74,7 +75,7 @@ class MainScreen(Screen[None]):
         self.query_one(VmTable).focus()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in self.MUTATING and self.fc.read_only:
+        if action in self.MUTATING and self.console.read_only:
             return False
         return True
 
@@ -100,7 +101,7 @@ class MainScreen(Screen[None]):
 
     @on(Input.Changed, "#filter")
     def _filter_changed(self, event: Input.Changed) -> None:
-        self.fc.set_filter(event.value, from_input=True)
+        self.console.set_filter(event.value, from_input=True)
 
     def on_key(self, event: Any) -> None:
         # Escape inside the filter input clears it and returns to the table.
@@ -114,30 +115,30 @@ class MainScreen(Screen[None]):
             self.app.push_screen(DetailScreen(key))
 
     def action_sort_next(self) -> None:
-        i = COLUMN_IDS.index(self.fc.sort_column) if self.fc.sort_column in COLUMN_IDS else -1
-        self.fc.set_sort(COLUMN_IDS[(i + 1) % len(COLUMN_IDS)], False)
+        i = COLUMN_IDS.index(self.console.sort_column) if self.console.sort_column in COLUMN_IDS else -1
+        self.console.set_sort(COLUMN_IDS[(i + 1) % len(COLUMN_IDS)], False)
 
     def action_sort_reverse(self) -> None:
-        self.fc.set_sort(self.fc.sort_column, not self.fc.sort_reverse)
+        self.console.set_sort(self.console.sort_column, not self.console.sort_reverse)
 
     def action_mark(self) -> None:
         table = self.query_one(VmTable)
         if table.cursor_key:
-            self.fc.store.toggle_mark(table.cursor_key)
-            table.refresh_marks(self.fc.store.marks)
+            self.console.store.toggle_mark(table.cursor_key)
+            table.refresh_marks(self.console.store.marks)
             table.action_cursor_down()
-            self.fc.update_status()
+            self.console.update_status()
 
     def action_mark_all(self) -> None:
         table = self.query_one(VmTable)
-        self.fc.store.marks.update(table.keys)
-        table.refresh_marks(self.fc.store.marks)
-        self.fc.update_status()
+        self.console.store.marks.update(table.keys)
+        table.refresh_marks(self.console.store.marks)
+        self.console.update_status()
 
     def action_clear_marks(self) -> None:
-        self.fc.store.marks.clear()
-        self.query_one(VmTable).refresh_marks(self.fc.store.marks)
-        self.fc.update_status()
+        self.console.store.marks.clear()
+        self.query_one(VmTable).refresh_marks(self.console.store.marks)
+        self.console.update_status()
 
     def action_copy_urn(self) -> None:
         key = self.query_one(VmTable).cursor_key
@@ -152,23 +153,23 @@ class MainScreen(Screen[None]):
         self.app.push_screen(TreeScreen())
 
     def action_refresh_now(self) -> None:
-        self.fc.refresh_now()
+        self.console.refresh_now()
 
     def action_toggle_pause(self) -> None:
-        self.fc.paused = not self.fc.paused
-        self.fc.update_status()
-        if not self.fc.paused:
-            self.fc.refresh_now()
+        self.console.paused = not self.console.paused
+        self.console.update_status()
+        if not self.console.paused:
+            self.console.refresh_now()
 
     def action_start_vm(self) -> None:
         key = self.query_one(VmTable).cursor_key
-        vm = self.fc.vms.get(key) if key else None
+        vm = self.console.vms.get(key) if key else None
         if vm is None:
             return
 
         def confirmed(ok: bool | None) -> None:
             if ok:
-                self.fc.start_vm(vm)
+                self.console.start_vm(vm)
 
         self.app.push_screen(ConfirmScreen(f"Power on {vm.name}?",
                                            f"This starts VM {vm.name} ({vm.urn}) on the VRM.", "Power on"),
@@ -178,18 +179,18 @@ class MainScreen(Screen[None]):
         """The marked VMs (in table order), else the highlighted one: plan, review, submit."""
         from .jobs_screen import start_backup_flow
         table = self.query_one(VmTable)
-        marks = self.fc.store.marks
+        marks = self.console.store.marks
         targets = [k for k in table.keys if k in marks] or sorted(marks)
         if not targets and table.cursor_key:
             targets = [table.cursor_key]
-        start_backup_flow(self.fc, targets)
+        start_backup_flow(self.app, targets)
 
     def action_restore(self) -> None:
         from .restore_wizard import start_restore_wizard
         key = self.query_one(VmTable).cursor_key
-        vm = self.fc.vms.get(key) if key else None
+        vm = self.console.vms.get(key) if key else None
         if key:
-            start_restore_wizard(self.fc, key, vm.name if vm is not None else "")
+            start_restore_wizard(self.app, key, vm.name if vm is not None else "")
 
     def action_jobs(self) -> None:
         from .jobs_screen import JobsScreen, jobs_service
@@ -199,14 +200,14 @@ class MainScreen(Screen[None]):
 
     @on(VmTable.CursorMoved)
     def _cursor_moved(self, event: VmTable.CursorMoved) -> None:
-        self.fc.show_detail(event.key)
+        self.console.show_detail(event.key)
 
     @on(VmTable.HeaderClicked)
     def _header_clicked(self, event: VmTable.HeaderClicked) -> None:
-        if event.column_id == self.fc.sort_column:
-            self.fc.set_sort(event.column_id, not self.fc.sort_reverse)
+        if event.column_id == self.console.sort_column:
+            self.console.set_sort(event.column_id, not self.console.sort_reverse)
         else:
-            self.fc.set_sort(event.column_id, False)
+            self.console.set_sort(event.column_id, False)
 
     @on(SummaryBar.Chosen)
     def _summary_chosen(self, event: SummaryBar.Chosen) -> None:
@@ -214,10 +215,10 @@ class MainScreen(Screen[None]):
         new = "" if inp.value.strip() == event.expression else event.expression
         inp.value = new   # fires Input.Changed, which applies the filter
         inp.display = bool(new)
-        self.fc.set_filter(new)
+        self.console.set_filter(new)
 
     def on_resize(self) -> None:
-        self.fc.layout_detail()
+        self.console.layout_detail()
 
 
 class DetailScreen(ModalScreen[None]):
@@ -239,12 +240,10 @@ class DetailScreen(ModalScreen[None]):
 
     def on_mount(self) -> None:
         self.update()
-        app: Any = self.app
-        app.load_snapshots(self.key)
+        console_of(self).load_snapshots(self.key)
 
     def update(self) -> None:
-        app: Any = self.app
-        self.query_one("#detail-full", Static).update(app.detail_renderable(self.key))
+        self.query_one("#detail-full", Static).update(console_of(self).detail_renderable(self.key))
 
     def action_copy_urn(self) -> None:
         self.app.copy_to_clipboard(self.key)
@@ -268,10 +267,9 @@ class DatastoresScreen(Screen[None]):
         t.focus()
 
     def populate(self) -> None:
-        app: Any = self.app
         t = self.query_one(DataTable)
         t.clear()
-        stores = sorted(app.datastores.values(), key=lambda d: d.name)
+        stores = sorted(console_of(self).datastores.values(), key=lambda d: d.name)
         for d in stores:
             cls, supported = storage_info(d.storage_type)
             free = d.usable_free_gb
@@ -298,12 +296,12 @@ class TreeScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        app: Any = self.app
+        console = console_of(self)
         tree = self.query_one(Tree)
-        site = app.site
+        site = console.site
         tree.root.set_label(Text(f"site {site.name if site else '?'}", style="bold"))
         tree.root.data = {"kind": "site"}
-        for c in sorted(app.clusters, key=lambda c: c.name):
+        for c in sorted(console.clusters, key=lambda c: c.name):
             tree.root.add(f"cluster {c.name}", data={"kind": "cluster", "urn": c.urn, "loaded": False},
                           allow_expand=True)
         tree.root.expand()
@@ -319,16 +317,16 @@ class TreeScreen(Screen[None]):
 
     @work(group="tree", exit_on_error=False)
     async def _load_hosts(self, node: TreeNode, cluster_urn: str) -> None:
-        app: Any = self.app
+        console = console_of(self)
         try:
-            hosts = await app.feed_call(app.feed.hosts_of(cluster_urn))
+            hosts = await console.feed_call(console.feed.hosts_of(cluster_urn))  # type: ignore[union-attr]
         except Exception as e:  # VRM errors show in the tree, never crash the app
             node.remove_children()
             node.add_leaf(Text(f"could not load hosts: {e}", style="yellow"), data={"kind": "error"})
             node.data["loaded"] = False
             return
         node.remove_children()
-        counts = app.vm_count_by_host()
+        counts = console.vm_count_by_host()
         for h in sorted(hosts, key=lambda h: h.name):
             n = counts.get(h.name, 0)
             node.add_leaf(f"host {h.name}  {h.status}  {n} VMs", data={"kind": "host", "name": h.name})
@@ -337,9 +335,8 @@ class TreeScreen(Screen[None]):
     def _selected(self, event: Tree.NodeSelected) -> None:
         data = event.node.data or {}
         if data.get("kind") == "host":
-            app: Any = self.app
             self.app.pop_screen()
-            app.set_filter(f"host:{data['name']}", update_input=True)
+            console_of(self).set_filter(f"host:{data['name']}", update_input=True)
 
 
 class HelpScreen(ModalScreen[None]):
@@ -373,34 +370,6 @@ class HelpScreen(ModalScreen[None]):
         return t
 
 
-class ConfirmScreen(ModalScreen[bool]):
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape,n", "cancel", "Cancel", id="confirm.cancel"),
-    ]
-
-    def __init__(self, title: str, body: str, yes: str = "Yes") -> None:
-        super().__init__()
-        self.title_text, self.body, self.yes = title, body, yes
-
-    def compose(self) -> ComposeResult:
-        with Vertical(id="confirm-dialog"):
-            yield Label(self.title_text, id="confirm-title")
-            yield Label(self.body)
-            with Horizontal(id="confirm-buttons"):
-                yield Button(self.yes, variant="warning", id="yes")
-                yield Button("Cancel", id="no")
-
-    def on_mount(self) -> None:
-        self.query_one("#no", Button).focus()   # the safe choice has the focus
-
-    @on(Button.Pressed)
-    def _pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(event.button.id == "yes")
-
-    def action_cancel(self) -> None:
-        self.dismiss(False)
-
-
 class FirstRunScreen(Screen[None]):
     """Nothing configured: offer the demo or a connection form."""
 
@@ -426,9 +395,8 @@ class FirstRunScreen(Screen[None]):
 
     @on(OptionList.OptionSelected)
     def _chosen(self, event: OptionList.OptionSelected) -> None:
-        app: Any = self.app
         if event.option.id == "demo":
-            app.start_demo()
+            console_of(self).start_demo()
         elif event.option.id == "connect":
             self.app.push_screen(ConnectScreen())
         else:
@@ -467,6 +435,6 @@ class ConnectScreen(Screen[None]):
         if not user or not password:
             err.update("User and password are required")
             return
-        app: Any = self.app
-        app.connect_from_form(url, user, password, insecure=self.query_one("#insecure", Checkbox).value,
-                              save=self.query_one("#save", Checkbox).value)
+        console_of(self).connect_from_form(url, user, password,
+                                           insecure=self.query_one("#insecure", Checkbox).value,
+                                           save=self.query_one("#save", Checkbox).value)
