@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 
-from fctui.inventory.check import render_json, vm_json_text
+from fctui.inventory.report import render_json, vm_json_text
 from fctui.inventory.gather import gather
 from fctui.rules.engine import assess
 from fctui.sim import EmbeddedSimulator, SimConfig

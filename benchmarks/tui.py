@@ -174,9 +174,8 @@ class TimedApp(FctuiApp):
 
 
 def start_sim(vms: int, latency_ms: float) -> tuple[subprocess.Popen, str]:
-    code = ("import sys; from fctui.sim.server import main; "
-            f"sys.exit(main(['--port', '0', '--vms', '{vms}', '--latency-ms', '{latency_ms}']))")
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+    cmd = [sys.executable, "-m", "fctui.cli", "sim", "--port", "0", "--vms", str(vms), "--latency-ms", str(latency_ms)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True,
                             cwd=str(Path(__file__).resolve().parents[1]))
     assert proc.stdout is not None
     for line in proc.stdout:

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from textual import events  # noqa: E402
 from textual.app import App  # noqa: E402
 
-from fctui.jobs.agent import AgentClient  # noqa: E402
+from fctui.agent import AgentClient  # noqa: E402
 from fctui.jobs.model import DiskProgress, JobRecord, VmProgress  # noqa: E402
 from fctui.tui.jobs_screen import JobsScreen, JobsService  # noqa: E402
 

@@ -124,10 +124,10 @@ GOLDEN = {
 
 
 def copy_golden_images() -> None:
-    snaps = ROOT / "tests" / "__snapshots__"
+    snaps = ROOT / "tests" / "tui" / "__snapshots__"
     for name, rel in GOLDEN.items():
         (OUT / name).write_bytes((snaps / rel).read_bytes())
-        print(f"wrote screenshots/{name} (from tests/__snapshots__/{rel})")
+        print(f"wrote screenshots/{name} (from tests/tui/__snapshots__/{rel})")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,10 @@ Fixtures (all function-scoped, so each test gets a fresh, deterministic VRM):
   VMs by rule (``/sim/edge-cases``).
 * ``es`` -- the ``small_disks()`` simulator served on loopback (:class:`EmbeddedSimulator`), for tests that
   run real processes (the agent, the CLI) against it.
+* ``dirs`` -- the test's own data, runtime and config dirs (``FCTUI_DATA_DIR``, ``FCTUI_RUNTIME_DIR``,
+  ``FCTUI_CONFIG_DIR`` set in the environment; short, as Unix socket paths are limited to ~107 bytes).
+* ``agent`` -- an :class:`AgentProc`: a real job agent process on ``dirs``, started by ``await agent.start()``
+  (returns its :class:`AgentClient`), stopped after the test.
 * ``small_disks(fill)`` -- a ``SimConfig`` whose edge-case VMs have 1 GB disks with ``fill`` of them
   written (2 %: about 20 MB per disk), so full backups and restores in tests stay quick.
 """
@@ -39,6 +43,20 @@ if TYPE_CHECKING:
     from fctui.sim import ManualClock, SimConfig, Simulator
 
 SIM_BASE_URL = "http://vrm.sim"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Commands read profiles from the config file, as the console does: never the user's real one in tests
+    # (tests that need a config set FCTUI_CONFIG_DIR themselves). Subprocesses inherit this.
+    import os
+    import tempfile
+    os.environ["FCTUI_CONFIG_DIR"] = tempfile.mkdtemp(prefix="fctui-test-config-")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    import os
+    import shutil
+    shutil.rmtree(os.environ.pop("FCTUI_CONFIG_DIR", ""), ignore_errors=True)
 
 
 @pytest.fixture
@@ -132,3 +150,70 @@ def es() -> Iterator[Any]:
     from fctui.sim import EmbeddedSimulator
     with EmbeddedSimulator(small_disks()) as server:
         yield server
+
+
+# --- the job agent as a real process ------------------------------------------------------------------
+
+@pytest.fixture
+def dirs(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    import shutil
+    import tempfile
+    base = tempfile.mkdtemp(prefix="fa")  # short: Unix socket paths are limited to ~107 bytes
+    d = {"FCTUI_DATA_DIR": f"{base}/data", "FCTUI_RUNTIME_DIR": f"{base}/run", "FCTUI_CONFIG_DIR": f"{base}/cfg"}
+    for k, v in d.items():
+        monkeypatch.setenv(k, v)
+    yield d
+    shutil.rmtree(base, ignore_errors=True)
+
+
+class AgentProc:
+    """``fctui agent --foreground`` in a subprocess with the test's dirs (and a quick watch interval)."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        import os
+        self.env = {**os.environ, **env}
+        self.proc: Any = None
+
+    async def start(self, *extra: str) -> Any:
+        import asyncio
+        import subprocess
+
+        from fctui.agent import AgentClient, AgentError, agent_command
+        self.proc = subprocess.Popen(agent_command(extra=["--watch-interval", "0.2", *extra]), env=self.env,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        client = AgentClient(Path(self.env["FCTUI_RUNTIME_DIR"]) / "agent.sock")
+        for _ in range(300):
+            try:
+                await client.request("hello")
+                return client
+            except AgentError:
+                if self.proc.poll() is not None:
+                    raise AssertionError(self.proc.stderr.read().decode() if self.proc.stderr else "agent died")
+                await asyncio.sleep(0.05)
+        raise AssertionError("agent did not start")
+
+    def kill9(self) -> None:
+        import os
+        import signal
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self, sig: int | None = None) -> None:
+        import os
+        import signal
+        import subprocess
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, sig or signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+@pytest.fixture
+async def agent(dirs: dict[str, str]) -> AsyncIterator[AgentProc]:
+    a = AgentProc(dirs)
+    yield a
+    a.stop()

@@ -1,7 +1,7 @@
 """Live job figures for the console: rates, an honest ETA, a throughput history and the bottleneck.
 
 Pure and headless: it folds the agent's event stream (``job`` / ``progress`` / ``log`` / ``end``, see
-:mod:`fctui.jobs.agent`) into :class:`~fctui.jobs.model.JobRecord` objects kept in a :class:`JobsBoard`,
+:mod:`fctui.agent`) into :class:`~fctui.jobs.model.JobRecord` objects kept in a :class:`JobsBoard`,
 with an injected clock so the figures are reproducible in tests and snapshots.
 
 ETA rules (backup-anchors.md §1.3): nothing below 5 % progress, and rounded so it never pretends to a

@@ -1,17 +1,15 @@
 """Serving the simulator: ``EmbeddedSimulator`` (uvicorn in a background thread, for tests, the
-demo and benchmarks) and ``run_cli`` for ``fctui sim``."""
+demo and benchmarks) and ``serve`` (the foreground server of ``fctui sim``, fctui/cli/sim.py)."""
 
 from __future__ import annotations
 
-import argparse
 import os
 import socket
-import sys
 import tempfile
 import threading
 import time
 from types import TracebackType
-from typing import Any
+from typing import Any, Callable
 
 import uvicorn
 
@@ -157,80 +155,30 @@ class EmbeddedSimulator:
         self.stop()
 
 
-# ---------------------------------------------------------------------------------------------
-# fctui sim
-# ---------------------------------------------------------------------------------------------
-def add_sim_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    parser.add_argument("--port", type=int, default=7443, help="port (0 = any free port)")
-    parser.add_argument("--vms", type=int, default=60, help="number of VMs to generate")
-    parser.add_argument("--seed", type=int, default=1, help="inventory seed")
-    parser.add_argument("--latency-ms", type=float, default=0.0, help="added to every VRM call")
-    parser.add_argument("--time-scale", type=float, default=1.0,
-                        help="tasks run this many times faster than real")
-    parser.add_argument("--user", default="admin", help="user name the simulator accepts")
-    parser.add_argument("--password", default="Admin@123",
-                        help="password the simulator accepts (the simulator's own)")
-    parser.add_argument("--tls", action="store_true", help="serve HTTPS with a throw-away CA")
-    parser.add_argument("--guest-write-rate", type=float, default=0.0,
-                        help="blocks/s each running VM writes (demo)")
-    parser.add_argument("--sector-of-block", type=int, default=4096,
-                        help="CBT block size in 512-byte sectors")
-
-
-def config_from_args(ns: argparse.Namespace) -> SimConfig:
-    return SimConfig(vms=ns.vms, seed=ns.seed, latency_ms=ns.latency_ms,
-                     time_scale=ns.time_scale, user=ns.user, password=ns.password,
-                     guest_write_rate=getattr(ns, "guest_write_rate", 0.0),
-                     sector_of_block=getattr(ns, "sector_of_block", 4096))
-
-
-def run_cli(ns: argparse.Namespace) -> int:
+def serve(cfg: SimConfig, *, host: str, port: int, tls: bool,
+          announce: Callable[[str, Simulator, float, str | None], None]) -> None:
+    """Serve the simulator on ``host:port`` until Ctrl-C (``fctui sim``). Once it listens,
+    ``announce(url, simulator, seconds_to_generate, ca_file_or_None)``. Raises SimServerError when the
+    address cannot be bound."""
+    sock = _bind(host, port)
+    tls_files = _TlsFiles(host) if tls else None
     try:
-        cfg = config_from_args(ns)
-    except ValueError as e:
-        print(f"fctui sim: {e}", file=sys.stderr)
-        return 2
-    try:
-        sock = _bind(ns.host, ns.port)
-    except SimServerError as e:
-        print(f"fctui sim: {e}", file=sys.stderr)
-        return 1
-    tls = _TlsFiles(ns.host) if ns.tls else None
-    t0 = time.perf_counter()
-    sim = Simulator(cfg)
-    gen_s = time.perf_counter() - t0
-    if tls is not None:
-        sim.config.tls_ca_pem = tls.ca_pem
-    if len(sim.vms) >= PREWARM_VMS:
-        prewarm(sim)
-    port = sock.getsockname()[1]
-    scheme = "https" if tls else "http"
-    shown = f"[{ns.host}]" if ":" in ns.host else ns.host
-    n_vms = sum(1 for v in sim.vms.values() if not v.is_template)
-    print(f"FusionCompute VRM simulator: {scheme}://{shown}:{port}  "
-          f"({n_vms} VMs, seed {cfg.seed}, generated in {gen_s:.2f} s)")
-    print(f"  user: {cfg.user}  password: {cfg.password}  (the simulator's own credentials)")
-    if tls is not None:
-        print(f"  CA certificate: {tls.ca_file}")
-    print("  control API: /sim/…   press Ctrl-C to stop", flush=True)
-    server = uvicorn.Server(_uvicorn_config(create_app(sim), tls, "warning"))
-    try:
-        server.run(sockets=[sock])
-    except KeyboardInterrupt:
-        pass
+        t0 = time.perf_counter()
+        sim = Simulator(cfg)
+        gen_s = time.perf_counter() - t0
+        if tls_files is not None:
+            sim.config.tls_ca_pem = tls_files.ca_pem
+        if len(sim.vms) >= PREWARM_VMS:
+            prewarm(sim)
+        shown = f"[{host}]" if ":" in host else host
+        url = f"{'https' if tls_files else 'http'}://{shown}:{sock.getsockname()[1]}"
+        announce(url, sim, gen_s, tls_files.ca_file if tls_files else None)
+        server = uvicorn.Server(_uvicorn_config(create_app(sim), tls_files, "warning"))
+        try:
+            server.run(sockets=[sock])
+        except KeyboardInterrupt:
+            pass
     finally:
         sock.close()
-        if tls is not None:
-            tls.cleanup()
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="fctui sim", description="Run the VRM simulator.")
-    add_sim_arguments(p)
-    return run_cli(p.parse_args(argv))
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
+        if tls_files is not None:
+            tls_files.cleanup()

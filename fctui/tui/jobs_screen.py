@@ -25,7 +25,7 @@ from textual.strip import Strip
 from textual.widget import Widget
 from textual.widgets import Footer, Static
 
-from ..jobs.agent import AgentClient, AgentError, ensure_agent
+from ..agent import AgentClient, AgentError, ensure_agent
 from ..jobs.cleanup import describe_leftover
 from ..jobs.model import FINAL_VM_STATES, JobError, JobRecord, VmProgress
 from ..jobs.pause import PAUSE_WARN_S, PauseEstimate, PauseEstimator, PauseObservation

@@ -1,0 +1,109 @@
+"""The job agent's client: one connection per request, ``watch`` streams; starts the agent on demand."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+from ..store import state_dir
+from .protocol import MAX_LINE, AgentError, socket_path
+
+
+class AgentClient:
+    """Talks to the agent over its socket (one connection per request; ``watch`` streams)."""
+
+    def __init__(self, path: Path | str | None = None) -> None:
+        self.path = Path(path) if path is not None else socket_path()
+
+    async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        try:
+            return await asyncio.open_unix_connection(str(self.path), limit=MAX_LINE)
+        except (FileNotFoundError, ConnectionRefusedError, OSError) as e:
+            raise AgentError(f"the job agent is not running ({self.path}: {e.strerror or e})") from None
+
+    async def request(self, op: str, **fields: Any) -> dict[str, Any]:
+        reader, writer = await self._open()
+        try:
+            writer.write(json.dumps({"op": op, **fields}).encode() + b"\n")
+            await writer.drain()
+            line = await reader.readline()
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+        if not line:
+            raise AgentError("the job agent closed the connection")
+        try:
+            resp = json.loads(line)
+        except ValueError:
+            raise AgentError("the job agent sent an unreadable answer") from None
+        if not resp.get("ok", False):
+            raise AgentError(resp.get("error") or "the job agent refused the request")
+        return resp
+
+    async def watch(self, job: str | None = None) -> AsyncIterator[dict[str, Any]]:
+        reader, writer = await self._open()
+        try:
+            writer.write(json.dumps({"op": "watch", "job": job}).encode() + b"\n")
+            await writer.drain()
+            while True:
+                line = await reader.readline()
+                if not line:
+                    return
+                ev = json.loads(line)
+                if ev.get("event") == "error":
+                    raise AgentError(ev.get("error") or "watch failed")
+                yield ev
+                if job and ev.get("event") == "end":
+                    return
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def wait(self, job: str, on_event: Any = None) -> dict[str, Any]:
+        """Follow ``job`` to its end; returns the final job record."""
+        async for ev in self.watch(job):
+            if on_event is not None:
+                on_event(ev)
+        return (await self.request("get", job=job))["job"]
+
+
+def agent_command(*, demo: bool = False, extra: list[str] | None = None) -> list[str]:
+    cmd = [sys.executable, "-m", "fctui.cli", "agent", "--foreground"]
+    if demo:
+        cmd.append("--demo")
+    return cmd + list(extra or [])
+
+
+async def ensure_agent(*, demo: bool = False, timeout: float = 15.0, extra: list[str] | None = None) -> AgentClient:
+    """Connect to the agent, starting it (detached, own session) when it is not running."""
+    import subprocess
+    client = AgentClient()
+    try:
+        await client.request("hello")
+        return client
+    except AgentError:
+        pass
+    logf = open(os.open(state_dir() / "agent.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
+    try:
+        subprocess.Popen(agent_command(demo=demo, extra=extra), stdin=subprocess.DEVNULL, stdout=logf,
+                         stderr=logf, start_new_session=True, close_fds=True, cwd="/")
+    finally:
+        logf.close()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            await client.request("hello")
+            return client
+        except AgentError:
+            if loop.time() > deadline:
+                raise AgentError(f"the job agent did not start within {timeout:g} s; see "
+                                 f"{state_dir() / 'agent.log'}") from None
+            await asyncio.sleep(0.1)

@@ -1,0 +1,182 @@
+"""What every command shares: exit codes, the global options, the VRM connection they name, following a job.
+
+Global options (``--vrm``, ``--user``, ``--profile``, ``--insecure``, ``--ca-file``, ``--json``) parse the
+same way before and after the command: the top-level parser declares them with real defaults, each
+command's parser declares them again with ``argparse.SUPPRESS`` defaults, so a value given after the
+command wins and one given before it is not overwritten by the command's default.
+
+Only argparse and the standard library are imported at module level: ``fctui check --help`` must not pay
+for textual, httpx or the simulator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import sys
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+from ..config import Config, ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..jobs.model import JobRecord
+
+EXIT_OK = 0
+EXIT_FAILED = 1        # the job did not succeed, the agent refused, damage found
+EXIT_USAGE = 2         # bad option, no password, bad config file
+EXIT_VRM = 3           # VRM unreachable or login refused
+EXIT_WARNINGS = 4      # succeeded with warnings (a leftover waits for the snapshot hunter)
+EXIT_INTERRUPTED = 130
+
+CONNECTION_OPTIONS = ("vrm", "user", "profile", "insecure", "ca_file")
+
+
+class UsageError(Exception):
+    """The command line or the config file does not say what to do; ``str()`` says why (exit 2)."""
+
+
+def err(msg: str, prog: str = "fctui") -> None:
+    print(f"{prog}: {msg}", file=sys.stderr)
+
+
+def command(run: Callable[..., int]) -> Callable[..., int]:
+    """A command's ``run``: a usage or config error becomes one line on stderr and exit 2, never a traceback."""
+    @functools.wraps(run)
+    def guarded(ns: argparse.Namespace, *args: Any, **kw: Any) -> int:
+        try:
+            return run(ns, *args, **kw)
+        except (UsageError, ConfigError) as e:
+            err(str(e))
+            return EXIT_USAGE
+    return guarded
+
+
+# --- global options ---------------------------------------------------------------------------------
+
+def add_connection_options(p: argparse.ArgumentParser, *, top: bool = False) -> None:
+    """``--vrm/--user/--profile/--insecure/--ca-file`` on the top-level parser (``top``) or a command's."""
+    keep = argparse.SUPPRESS  # a command's parser must not overwrite what was given before the command
+    g = p.add_argument_group("connection")
+    g.add_argument("--vrm", metavar="URL", default=None if top else keep,
+                   help="VRM address, e.g. https://vrm.example:7443")
+    g.add_argument("--user", metavar="USER", default=None if top else keep,
+                   help="VRM user (password from FCTUI_PASSWORD or a prompt, never an argument)")
+    g.add_argument("--profile", metavar="NAME", default=None if top else keep,
+                   help="a [profiles.NAME] table of the config file (default: default_profile, or the only one)")
+    tls = g.add_mutually_exclusive_group()
+    tls.add_argument("--insecure", action="store_true", default=False if top else keep,
+                     help="do not verify the VRM's TLS certificate (warns)")
+    tls.add_argument("--ca-file", metavar="FILE", default=None if top else keep,
+                     help="CA bundle that signed the VRM's certificate")
+
+
+def add_json_option(p: argparse.ArgumentParser, *, top: bool = False, help: str = "print JSON") -> None:
+    p.add_argument("--json", action="store_true", default=False if top else argparse.SUPPRESS, help=help)
+
+
+def given_connection_options(ns: argparse.Namespace) -> list[str]:
+    """The connection options set on the line (to refuse them where a command has no VRM)."""
+    return ["--" + k.replace("_", "-") for k in CONNECTION_OPTIONS if getattr(ns, k, None)]
+
+
+# --- the VRM a command talks to --------------------------------------------------------------------
+
+@dataclass(slots=True)
+class Connection:
+    """A VRM named by ``--vrm/--user`` or a config profile; the password is asked separately."""
+
+    url: str
+    user: str
+    verify: bool | str
+    site: str | None = None
+    api_version: str | None = None
+    label: str = ""
+    insecure: bool = False
+
+
+def connection_from(ns: argparse.Namespace, config: Config | None = None) -> Connection | None:
+    """The connection the options ask for, as the console reads it: ``--vrm`` and ``--user`` if given,
+    else ``--profile NAME``, else the config's default (or only) profile. None when nothing names a VRM.
+
+    Raises UsageError (incomplete or contradictory options) or ConfigError (bad config file, unknown profile).
+    """
+    vrm, user = getattr(ns, "vrm", None), getattr(ns, "user", None)
+    insecure, ca_file = bool(getattr(ns, "insecure", False)), getattr(ns, "ca_file", None)
+    if insecure and ca_file:
+        raise UsageError("--insecure and --ca-file exclude each other")
+    site = api_version = None
+    label = ""
+    if vrm or user:
+        if not (vrm and user):
+            raise UsageError("--vrm and --user go together")
+        if not vrm.startswith(("http://", "https://")):
+            raise UsageError(f"--vrm must start with https:// (got {vrm!r})")
+    else:
+        if config is None:
+            from ..config import load_config
+            config = load_config()
+        profile = config.profile(getattr(ns, "profile", None))
+        if profile is None:
+            return None
+        vrm, user, label = profile.vrm, profile.user, profile.name
+        insecure = insecure or (profile.insecure and not ca_file)
+        ca_file = ca_file or profile.ca_file
+        site, api_version = profile.site, profile.api_version
+    if ca_file and not os.path.isfile(ca_file):
+        raise UsageError(f"CA file {ca_file!r} does not exist")
+    verify: bool | str = False if insecure else (ca_file or True)
+    return Connection(url=vrm, user=user, verify=verify, site=site, api_version=api_version, label=label,
+                      insecure=insecure)
+
+
+def require_connection(ns: argparse.Namespace, command: str) -> Connection:
+    """:func:`connection_from`, where the command cannot run without a VRM."""
+    conn = connection_from(ns)
+    if conn is None:
+        raise UsageError(f"{command} needs --vrm URL and --user USER, or a profile (--profile NAME or "
+                         "default_profile in the config file)")
+    return conn
+
+
+def warn_insecure(conn: Connection) -> None:
+    """One warning on stderr when certificate checks are off (--insecure, or the profile's insecure = true)."""
+    if conn.insecure:
+        from ..vrm import INSECURE_WARNING
+        err(f"warning: {INSECURE_WARNING}")
+
+
+def password_for(conn: Connection) -> str:
+    """FCTUI_PASSWORD or a prompt (raises UsageError when neither is possible)."""
+    from ..vrm.credentials import CredentialsError, resolve_password
+    try:
+        return resolve_password(conn.user)
+    except CredentialsError as e:
+        raise UsageError(str(e)) from None
+
+
+# --- printing --------------------------------------------------------------------------------------
+
+def size(n: int | None) -> str:
+    if n is None:
+        return "?"
+    v = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if v < 1024 or unit == "TiB":
+            return f"{v:.0f} {unit}" if unit == "B" else f"{v:.1f} {unit}"
+        v /= 1024
+    return str(n)
+
+
+async def follow_job(agent: Any, job_id: str, *, quiet: bool) -> "JobRecord":
+    """Wait for a job in the agent to end, printing its log lines on stderr unless ``quiet``."""
+    from ..jobs.model import JobRecord
+
+    def on_event(ev: dict[str, Any]) -> None:
+        if not quiet and ev.get("event") == "log":
+            stamp = time.strftime("%H:%M:%S", time.localtime(ev.get("time", time.time())))
+            print(f"{stamp} {ev.get('message')}", file=sys.stderr)
+
+    return JobRecord.from_dict(await agent.wait(job_id, on_event))

@@ -1,0 +1,62 @@
+"""``fctui`` (the console, against a profile or ``--vrm/--user``) and ``fctui demo`` (against a simulated VRM)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING, Any
+
+from .common import UsageError, command, connection_from, password_for, warn_insecure
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..config import Config
+    from ..tui.source import ConnectSpec
+
+
+def add_console_options(p: argparse.ArgumentParser) -> None:
+    """Options of the console itself (the connection options are global: common.py)."""
+    p.add_argument("--read-only", action="store_true", help="hide every action that changes the VRM")
+    p.add_argument("--theme", metavar="T",
+                   help="textual-dark, textual-light, ansi-dark, ansi-light, … (NO_COLOR is respected)")
+
+
+def register(sub: Any) -> None:
+    d = sub.add_parser("demo", help="open the console against a simulated VRM (hosted by the job agent)")
+    d.add_argument("--vms", type=int, default=60, help="number of simulated VMs (default 60)")
+    d.add_argument("--latency-ms", type=float, default=0.0,
+                   help="simulated VRM latency per request (the console then hosts its own simulator)")
+    d.add_argument("--seed", type=int, default=1, help=argparse.SUPPRESS)
+    d.add_argument("--read-only", action="store_true", help="hide every action that changes the VRM")
+    d.add_argument("--theme", metavar="T", help="textual-dark, textual-light, ansi-dark, ansi-light, …")
+    d.set_defaults(func=run_demo, connects=False, prints_json=False)
+
+
+def spec_from_args(ns: argparse.Namespace, config: "Config") -> "ConnectSpec | None":
+    """The console's connection: None means nothing is configured (the first-run screen).
+    Raises UsageError or ConfigError; asks for the password (before the full-screen UI starts)."""
+    from ..tui.source import ConnectSpec
+
+    conn = connection_from(ns, config)
+    if conn is None:
+        return None
+    password = password_for(conn)   # kept in memory only
+    warn_insecure(conn)
+    return ConnectSpec(url=conn.url, user=conn.user, password=password, verify=conn.verify, site=conn.site,
+                       api_version=conn.api_version, label=conn.label)
+
+
+@command
+def run_console(ns: argparse.Namespace) -> int:
+    """``fctui``: the profile / --vrm connection, or the first-run screen when nothing is configured."""
+    from ..config import load_config
+    from ..tui.launch import agent_demo_starter, open_console
+    config = load_config()
+    spec = spec_from_args(ns, config)
+    return open_console(spec, config, read_only=ns.read_only, theme=ns.theme, demo_starter=agent_demo_starter(60))
+
+
+@command
+def run_demo(ns: argparse.Namespace) -> int:
+    from ..tui.launch import run_demo as open_demo
+    if not 0 <= ns.vms <= 100_000:
+        raise UsageError("--vms must be between 0 and 100000")
+    return open_demo(ns.vms, latency_ms=ns.latency_ms, seed=ns.seed, read_only=ns.read_only, theme=ns.theme)

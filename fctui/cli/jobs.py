@@ -1,0 +1,203 @@
+"""``fctui backup VM...``, ``fctui jobs [--json]``, ``fctui jobs cancel ID``, ``fctui jobs cleanup``.
+
+Jobs run in the job agent (fctui.agent), started on demand, so they outlive this command. Exit codes:
+0 done (or submitted), 1 the job did not succeed / the agent refused, 2 usage error, 3 VRM unreachable or
+login refused, 4 succeeded with warnings (every restore point is committed; a snapshot or backup resource
+is still on the VRM, queued for the agent's snapshot hunter), 130 interrupted while waiting (the job keeps
+running in the agent).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+from .common import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_VRM, EXIT_WARNINGS, Connection,
+                     add_connection_options, add_json_option, command, err, follow_job, password_for,
+                     require_connection, size, warn_insecure)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..jobs.model import JobRecord
+
+
+def register(sub: Any) -> None:
+    b = sub.add_parser("backup", help="back up VMs (runs in the job agent)")
+    b.add_argument("vms", nargs="+", metavar="VM", help="VM name or URN")
+    add_connection_options(b)
+    add_json_option(b, help="print the job result as JSON")
+    b.add_argument("--full", action="store_true", help="read every written block even when CBT allows less")
+    b.add_argument("--wait", action="store_true", help="follow the job until it ends")
+    b.add_argument("--demo", action="store_true", help="back up from the demo simulator hosted by the agent")
+    b.set_defaults(func=run_backup, connects=True, prints_json=True)
+
+    j = sub.add_parser("jobs", help="list backup jobs; `jobs cancel ID`; `jobs cleanup`")
+    add_json_option(j)
+    j.set_defaults(func=run_jobs, connects=False, prints_json=True)
+    js = j.add_subparsers(dest="jobs_command", metavar="{cancel,cleanup}")
+    c = js.add_parser("cancel", help="cancel a running job (its snapshot and resources are cleaned up)")
+    c.add_argument("id", metavar="ID")
+    add_json_option(c, help=argparse.SUPPRESS)
+    c.set_defaults(func=run_jobs_cancel)
+    cl = js.add_parser("cleanup", help="clean leftovers of interrupted jobs on a VRM (needs its password)")
+    add_connection_options(cl)
+    add_json_option(cl, help=argparse.SUPPRESS)
+    cl.set_defaults(func=run_jobs_cleanup, connects=True)
+
+
+def job_exit(job: "JobRecord") -> int:
+    if job.state != "succeeded":
+        return EXIT_FAILED
+    return EXIT_WARNINGS if job.warnings else EXIT_OK
+
+
+async def _check_login(conn: Connection, password: str) -> None:
+    from ..vrm import VrmClient
+    async with VrmClient(conn.url, conn.user, password, verify=conn.verify) as c:
+        await c.sites()
+
+
+def format_job(job: "JobRecord") -> str:
+    lines = [f"job {job.id}: {job.outcome}" + (f" - {job.error}" if job.error and job.state != "succeeded" else "")]
+    lines += [f"  warning: {w}" for w in job.warnings]
+    for vm in job.vms:
+        head = f"  {vm.name or vm.urn} [{vm.kind or '-'}] {vm.state}"
+        if vm.reason:
+            head += f": {vm.reason}"
+        if vm.pause_s is not None:
+            head += f" (pause {vm.pause_s:.2f} s)"
+        if vm.point_id:
+            head += f" -> restore point {vm.point_id}"
+        lines.append(head)
+        for d in vm.disks:
+            if d.mode == "excluded":
+                lines.append(f"    {d.name}: excluded - {d.reason}")
+            else:
+                lines.append(f"    {d.name}: {d.mode} ({d.reason}); planned {size(d.bytes_planned)}, "
+                             f"read {size(d.bytes_read)}, new {size(d.bytes_written)}, "
+                             f"reused {size(d.bytes_reused)}, zero {size(d.bytes_zero)}")
+    return "\n".join(lines)
+
+
+@command
+def run_backup(ns: argparse.Namespace) -> int:
+    from ..agent import AgentError
+    from ..vrm import VrmError
+    conn: Connection | None = None
+    password = None
+    if not ns.demo:
+        conn = require_connection(ns, "backup")    # or --demo
+        password = password_for(conn)
+        warn_insecure(conn)
+        try:
+            asyncio.run(_check_login(conn, password))
+        except VrmError as e:
+            err(f"cannot use VRM {conn.url}: {e}")
+            return EXIT_VRM
+    try:
+        return asyncio.run(_backup(ns, conn, password))
+    except KeyboardInterrupt:
+        print("\nstopped waiting; the job keeps running in the agent (`fctui jobs`, `fctui jobs cancel ID`)",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except AgentError as e:
+        err(str(e))
+        return EXIT_FAILED
+
+
+async def _backup(ns: argparse.Namespace, conn: Connection | None, password: str | None) -> int:
+    from ..agent import ensure_agent
+    from ..jobs.model import JobRecord
+    agent = await ensure_agent(demo=ns.demo)
+    req: dict[str, Any] = {"targets": ns.vms, "full": ns.full, "demo": ns.demo}
+    if conn is not None:
+        req.update(vrm=conn.url, user=conn.user, password=password, verify=conn.verify)
+    job_id = (await agent.request("submit", **req))["job"]
+    if not ns.wait:
+        if ns.json:
+            job = JobRecord.from_dict((await agent.request("get", job=job_id))["job"])
+            print(json.dumps(job.summary_json()))
+        else:
+            print(f"job {job_id} submitted; follow it with `fctui jobs` (it runs in the agent)")
+        return EXIT_OK
+    final = await follow_job(agent, job_id, quiet=ns.json)
+    if ns.json:
+        print(json.dumps(final.summary_json()))
+    else:
+        print(format_job(final))
+    return job_exit(final)
+
+
+def run_jobs(ns: argparse.Namespace) -> int:
+    from ..agent import AgentError, ensure_agent
+    from ..jobs.cleanup import describe_leftover
+    from ..jobs.model import JobRecord
+
+    async def go() -> int:
+        agent = await ensure_agent()
+        jobs = [JobRecord.from_dict(j) for j in (await agent.request("list"))["jobs"]]
+        cleanup = await agent.request("cleanup-status")
+        if ns.json:
+            print(json.dumps({"jobs": [j.summary_json() | {"created": j.created, "finished": j.finished,
+                                                             "error": j.error, "targets": j.targets}
+                                       for j in jobs],
+                              "cleanup_pending": cleanup["pending"]}))
+            return EXIT_OK
+        if not jobs:
+            print("no jobs")
+        for j in jobs:
+            t = j.totals()
+            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(j.created))
+            state = "warnings" if j.outcome != j.state else j.state
+            print(f"{j.id}  {when}  {state:<11} {len(j.vms)} VM(s)  read {size(t['bytes_read'])} of "
+                  f"{size(t['bytes_planned'])}" + (f"  {j.error[:80]}" if j.error else "")
+                  + (f"  {j.warnings[0][:80]}" if j.warnings and not j.error else ""))
+        if cleanup["pending"]:
+            now = time.time()
+            print(f"\ncleanup pending: {len(cleanup['pending'])} leftover(s) on "
+                  + ", ".join(f"{v} ({u})" for v, u in cleanup["vrms"])
+                  + "; the agent removes them when the VRM accepts (the next backup of that VRM also does)")
+            for p in cleanup["pending"]:
+                print(f"  {describe_leftover(p, now)}")
+        return EXIT_OK
+    try:
+        return asyncio.run(go())
+    except AgentError as e:
+        err(str(e))
+        return EXIT_FAILED
+
+
+def run_jobs_cancel(ns: argparse.Namespace) -> int:
+    from ..agent import AgentClient, AgentError
+
+    async def go() -> int:
+        await AgentClient().request("cancel", job=ns.id)
+        print(f"job {ns.id}: cancel requested (its snapshot and backup resources are being cleaned up)")
+        return EXIT_OK
+    try:
+        return asyncio.run(go())
+    except AgentError as e:
+        err(str(e))
+        return EXIT_FAILED
+
+
+@command
+def run_jobs_cleanup(ns: argparse.Namespace) -> int:
+    from ..agent import AgentError, ensure_agent
+    conn = require_connection(ns, "jobs cleanup")
+    password = password_for(conn)
+    warn_insecure(conn)
+
+    async def go() -> int:
+        agent = await ensure_agent()
+        r = await agent.request("credentials", vrm=conn.url, user=conn.user, password=password, verify=conn.verify)
+        print(f"cleaned {r['cleaned']} leftover(s)" + (f"; still pending: {'; '.join(r['failed'])}" if r["failed"] else ""))
+        return EXIT_OK if not r["failed"] else EXIT_FAILED
+    try:
+        return asyncio.run(go())
+    except AgentError as e:
+        err(str(e))
+        return EXIT_VRM if "cannot log in" in str(e) else EXIT_FAILED
