@@ -842,7 +842,7 @@ class _Restore:
 
     async def _prepare(self, vol_uri: str, task_type: str) -> Any:
         return await self._busy(lambda: self.client.prepare_backup_resource(
-            vol_uri, task_type, ip=self.s.ip, delay=self.s.resource_delay))
+            vol_uri, task_type, delay=self.s.resource_delay))   # ip: the client's requester_ip()
 
     async def _extend(self, vol_uri: str, task_id: str) -> None:
         while True:

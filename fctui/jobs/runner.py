@@ -70,7 +70,6 @@ class RunnerSettings:
     hunt_max_interval_s: float = 60.0
     default_block_size: int = 2 << 20  # standard snapshots (no CBT bitmap to tell the block size)
     cbt_window: int = 1024             # getcbt blocks per query (as observed in the field)
-    ip: str = ""                       # our address, for the VRM's resource ACL
     progress_interval: float = 0.5     # s between progress events of one disk
     space_check: bool = True           # refuse a VM whose planned bytes do not fit (before reading)
 
@@ -479,11 +478,14 @@ class BackupRunner:
             d.mode, d.reason = dp.mode, dp.reason
             if kind == "cbt":
                 chg = (dp.base_cbt or {}).get("chgID", "0") if dp.mode == "incremental" else "0"
-                # getcbt is a POST but only reads: a transient error is asked again, within its own bound
+                # getcbt is a POST but only reads: a transient error is asked again, within its own bound.
+                # The disk's size tells the client where it ends (no query past it: a VRM may answer 400);
+                # windows one at a time, as clients of real VRMs query (vrm-api.md §9.2).
                 bs, total, changed = await cleanup.retry(
                     lambda: c.changed_blocks(dp.volume_uri, snap_uuid=vs.snap_uuid,
                                              vol_cbt_create_time=vs.vol_cbt_create_time, chg_id=chg,
-                                             window=s.cbt_window),
+                                             window=s.cbt_window, volume_size=dp.size_bytes or None,
+                                             concurrency=1),
                     within=s.read_retry_s, interval=s.busy_interval)
                 if bs <= 0:
                     raise JobError(f"getcbt of {dp.disk_name} reported no block size")
@@ -622,7 +624,7 @@ class BackupRunner:
 
         return await cleanup.retry(
             lambda: cleanup.create_checked(
-                lambda: c.prepare_backup_resource(volume_uri, task_type, snap_urn2=snapshot_urn, ip=s.ip,
+                lambda: c.prepare_backup_resource(volume_uri, task_type, snap_urn2=snapshot_urn,
                                                   delay=s.resource_delay),
                 lambda: cleanup.find_prepare_tasks(c, volume_urn, since), f"backup resource on {volume_urn}"),
             within=s.busy_retry_s, interval=s.busy_interval, codes=cleanup.BUSY_CODES | cleanup.HOST_LIMIT_CODES,

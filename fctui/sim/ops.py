@@ -3,6 +3,7 @@ and the chain-breaking events of the control API. Pure Python; the app maps HTTP
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import secrets
 from typing import Any
@@ -306,6 +307,10 @@ def get_cbt(sim: VrmState, vol: Volume, body: dict[str, Any]) -> dict[str, Any]:
             raise bad("startBlock and blockNum must not be negative.")
         if start % 8 or count % 8:
             raise bad("startBlock and blockNum must be multiples of 8.")
+        # vrm-api.md §16: nothing documents a query starting at or past the disk's last block; a real
+        # VRM may refuse it (400), so this one does [I: code 10000003].
+        if start > 0 and start >= total:
+            raise bad(f"startBlock {start} is past the end of the volume ({total} blocks).")
     bit_num = max(0, min(count, total - start))
     end = start + bit_num
     if bit_num == 0:
@@ -316,15 +321,26 @@ def get_cbt(sim: VrmState, vol: Volume, body: dict[str, Any]) -> dict[str, Any]:
         blocks = content.changed_blocks(state, since, start, end)
     out: dict[str, Any] = {"sectorOfBlock": sim.config.sector_of_block, "bitNum": bit_num,
                            "bit1Num": len(blocks)}
-    out["bitMap"] = encode_bitmap(blocks, start, bit_num) if type_ == "DiffBitmapAndBit1Num" else ""
+    out["bitMap"] = (encode_bitmap(blocks, start, bit_num, sim.config.cbt_bitmap)
+                     if type_ == "DiffBitmapAndBit1Num" else "")
     return out
 
 
 _HEX = "0123456789abcdef"
 
 
-def encode_bitmap(blocks: set[int], start: int, bit_num: int) -> str:
-    """One hex character per 4 blocks; the low bit of each nibble is the lowest block."""
+def encode_bitmap(blocks: set[int], start: int, bit_num: int, order: str = "nibble") -> str:
+    """The ``bitMap`` of blocks ``start .. start+bit_num-1``. vrm-api.md §16: in each byte the low bits
+    are the lower-numbered blocks; the hex layout is not stated, so both readings ([I], SimConfig.cbt_bitmap):
+    "nibble": one hex character per 4 blocks (roundup(bitNum/4) characters), the low bit of each
+    character's value the lowest block; "byte": one byte per 8 blocks written as two hex characters
+    (high digit first), bit i of byte k = block 8k+i."""
+    if order == "byte":
+        data = bytearray((bit_num + 7) // 8)
+        for b in blocks:
+            rel = b - start
+            data[rel >> 3] |= 1 << (rel & 7)
+        return data.hex()
     nibbles = bytearray((bit_num + 3) // 4)
     for b in blocks:
         rel = b - start
@@ -335,8 +351,11 @@ def encode_bitmap(blocks: set[int], start: int, bit_num: int) -> str:
 _NIBBLE_TABLE = bytes((ord(_HEX[i]) if i < 16 else 0) for i in range(256))
 
 
-def decode_bitmap(bitmap: str, start: int, bit_num: int) -> list[int]:
+def decode_bitmap(bitmap: str, start: int, bit_num: int, order: str = "nibble") -> list[int]:
     """Inverse of encode_bitmap (used by tests and clients of the sim)."""
+    if order == "byte":
+        data = bytes.fromhex(bitmap)
+        return [start + k * 8 + i for k, v in enumerate(data) for i in range(8) if v >> i & 1 and k * 8 + i < bit_num]
     out = []
     for i, ch in enumerate(bitmap):
         v = int(ch, 16)
@@ -377,9 +396,15 @@ def prepare_resource(sim: VrmState, vol: Volume, body: dict[str, Any]) -> dict[s
     assert delay is not None
     if not 60 <= delay <= 7200:
         raise bad("delay must be between 60 and 7200 seconds.")
-    ip = body.get("ip", "")
-    if ip is not None and not isinstance(ip, str):
-        raise bad("ip must be a string.")
+    # vrm-api.md §16: eSDK declares ip mandatory, the requesting side's IP address; a VRM refuses a
+    # missing, empty or malformed one [I: code 10000003 and its wording].
+    ip = body.get("ip")
+    if not isinstance(ip, str) or not ip.strip():
+        raise bad("ip (the requester's IP address) is required.")
+    try:
+        ipaddress.ip_address(ip.strip())
+    except ValueError:
+        raise bad(f"ip {ip!r} is not a valid IP address.") from None
     snap2 = snap1 = None
     state: VolumeState | None = None
     if task_type in BACKUP_TYPES:

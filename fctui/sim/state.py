@@ -97,6 +97,7 @@ class SimConfig:
     api_version: str = "8.1"
     versions: tuple[str, ...] = DEFAULT_VERSIONS
     require_snap_uuid: bool = True  # getcbt without snapUuid -> 10430041
+    cbt_bitmap: str = "nibble"  # getcbt bitMap hex layout: "nibble" or "byte" (ops.encode_bitmap; [I])
     edge_disk_gb: int = 1  # size of edge-case VM disks (data tests read them)
     edge_fill: float = 0.1  # written fraction of edge-case disks
     fill_scale: float = 1.0  # multiplies the written fraction of regular and template disks (not edge cases)
@@ -111,6 +112,8 @@ class SimConfig:
             raise ValueError("fill_scale must be between 0 and 1")
         if self.sector_of_block <= 0 or self.sector_of_block % 8:
             raise ValueError("sector_of_block must be a positive multiple of 8")
+        if self.cbt_bitmap not in ("nibble", "byte"):
+            raise ValueError("cbt_bitmap must be nibble or byte")
         merged = dict(DEFAULT_TASK_SECONDS)
         merged.update(self.task_seconds)
         self.task_seconds = merged

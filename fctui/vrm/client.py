@@ -29,6 +29,9 @@ from .models import (BackupResource, CbtBitmap, Cluster, Datastore, Host, LoginI
                      SnapshotDetail, SnapshotTree, Task, TaskRef, VersionInfo, Vm, Volume)
 from .transport import BlockTransport, HttpResourceTransport, make_verify
 from .urn import urn_to_uri
+from .errors import VrmApiError
+from .models import CBT_BITMAP_ORDERS, CbtBitmapError
+from .requester import check_ip, local_address_towards
 
 log = logging.getLogger("fctui.vrm.client")
 
@@ -144,7 +147,8 @@ class VrmClient:
                  api_version: str | None = None, user_type: str = "2", plaintext_key: bool = False,
                  verify: bool | str = True, timeout: float = 30.0,
                  transport: httpx.AsyncBaseTransport | None = None,
-                 page_concurrency: int = 8, retries_5xx: int = 2, max_body: int | None = None) -> None:
+                 page_concurrency: int = 8, retries_5xx: int = 2, max_body: int | None = None,
+                 proxy_ip: str | None = None, cbt_bitmap: str = "nibble") -> None:
         try:
             parts = urlsplit(base_url)
             parts.port  # noqa: B018 -- raises on a port outside 0-65535
@@ -171,6 +175,12 @@ class VrmClient:
         if self.max_body < 1:
             raise VrmError("max_body must be at least 1 byte")
         self._transport = transport
+        # Backup data path settings of this VRM (profile: proxy_ip, cbt_bitmap; vrm-api.md §16)
+        self.proxy_ip = check_ip(proxy_ip) if proxy_ip else None
+        if cbt_bitmap not in CBT_BITMAP_ORDERS:
+            raise VrmError(f"cbt_bitmap must be one of {', '.join(CBT_BITMAP_ORDERS)}, got {cbt_bitmap!r}")
+        self.cbt_bitmap = cbt_bitmap
+        self._local_ip: str | None = None
         if verify is False and parts.scheme == "https":
             _warn_insecure_once()
         self._http = httpx.AsyncClient(
@@ -783,7 +793,9 @@ class VrmClient:
     async def get_cbt(self, volume_uri: str, *, snap_uuid: str, vol_cbt_create_time: str, chg_id: str | int,
                       start_block: int = 0, block_num: int | None = None,
                       type: str = "DiffBitmapAndBit1Num") -> CbtBitmap:
-        """``POST <volUri>/getcbt``: blocks changed since CBT version ``chg_id`` ("0"/"" = all written)."""
+        """``POST <volUri>/getcbt``: blocks changed since CBT version ``chg_id`` ("0"/"" = all written).
+        The bitmap is read by this client's ``cbt_bitmap`` order and checked here: an unreadable one,
+        or one whose set bits disagree with ``bit1Num``, is a VrmProtocolError."""
         if block_num is not None and (start_block % 8 or block_num % 8 or block_num < 0 or start_block < 0):
             raise VrmError("startBlock and blockNum must be non-negative multiples of 8")
         # Zero-valued fields are sent, not omitted: a VRM answered 400 to bodies without them (§9.2).
@@ -797,7 +809,21 @@ class VrmClient:
         for k in ("sectorOfBlock", "bitNum"):
             if k not in data:
                 raise VrmProtocolError(f"VRM answer to POST {path} lacks {k!r}", method="POST", path=path)
-        return CbtBitmap.from_dict(data, start_block)
+        bm = CbtBitmap.from_dict(data, start_block, self.cbt_bitmap)
+        if type == "DiffBitmapAndBit1Num":
+            try:
+                blocks = bm.blocks()
+            except CbtBitmapError as e:
+                raise VrmProtocolError(f"VRM answer to POST {path} (startBlock {start_block}): {e}",
+                                       method="POST", path=path) from None
+            # bit1Num counts the changed blocks of the answer (§9.2): a bitmap that marks another number
+            # would lose or invent blocks; with the wrong cbt_bitmap order this shows at a disk's end.
+            if data.get("bit1Num") not in (None, "") and len(blocks) != bm.bit1_num:
+                raise VrmProtocolError(
+                    f"VRM answer to POST {path} (startBlock {start_block}): the bitmap marks {len(blocks)} "
+                    f"of {bm.bit_num} blocks but bit1Num says {bm.bit1_num} (is cbt_bitmap = "
+                    f"{self.cbt_bitmap!r} right for this VRM?)", method="POST", path=path)
+        return bm
 
     async def changed_blocks(self, volume_uri: str, *, snap_uuid: str, vol_cbt_create_time: str,
                              chg_id: str | int, window: int = 1024, volume_size: int | None = None,
@@ -805,8 +831,12 @@ class VrmClient:
         """(block size in bytes, total blocks, changed block numbers ascending), queried ``window`` blocks
         at a time (multiple of 8; 1024 is what a commercial client uses).
 
-        With ``volume_size`` (bytes, e.g. from ``quantityGB``) the windows after the first are fetched
-        ``concurrency`` at a time; without it they are fetched one by one until a short window.
+        The end of the disk is a window shorter than asked (§9.2) or its block count, from ``volume_size``
+        (bytes, e.g. from the disk's ``quantityGB``) or else, once the first window is full, from the
+        volume's own ``quantityGB``: no query starts at or past it (vrm-api.md §16: nothing documents
+        such a query; a VRM may answer 400). A disk found larger than that (a full window reaching past
+        it) is read on until a short window. The windows after the first are fetched ``concurrency`` at
+        a time.
         """
         if window <= 0 or window % 8:
             raise VrmError("CBT window must be a positive multiple of 8")
@@ -817,32 +847,78 @@ class VrmClient:
 
         first = await one(0)
         block_size = first.block_size
-        changed = list(first.changed_blocks())
+        changed = list(first.blocks())
         if first.bit_num < window:  # fewer blocks than asked: the end of the disk
             return block_size, first.bit_num, changed
-        start = window
-        if volume_size and block_size > 0 and concurrency > 1:
-            n_blocks = -(-volume_size // block_size)
-            starts = list(range(window, n_blocks, window))
+
+        def count(size: int | None) -> int | None:
+            return -(-size // block_size) if size and block_size > 0 else None
+
+        known, asked_volume = count(volume_size), False
+
+        async def last_block(end: int) -> int | None:
+            """The disk's block count if it is known and not contradicted by ``end`` blocks read."""
+            nonlocal known, asked_volume
+            if known is not None and end <= known:
+                return known
+            if not asked_volume:   # no size given, or the given one was too low: the volume's own
+                asked_volume = True
+                known = count(await self._volume_size(volume_uri))
+                if known is not None and end <= known:
+                    return known
+            known = None
+            return None
+
+        end = window   # blocks covered so far
+        stop = await last_block(end)
+        if stop is not None and concurrency > 1:
+            starts = list(range(window, stop, window))
             for bm in await gather_limited([one(s) for s in starts], concurrency):
-                changed.extend(bm.changed_blocks())
+                changed.extend(bm.blocks())
                 if bm.bit_num < window:
                     return block_size, bm.start_block + bm.bit_num, changed
-            start = starts[-1] + window if starts else window
-        while True:  # sequentially until a short window (also when the size hint was low)
-            bm = await one(start)
-            changed.extend(bm.changed_blocks())
+            end = starts[-1] + window if starts else window
+        while True:
+            stop = await last_block(end)
+            if stop is not None and end >= stop:
+                return block_size, end, changed   # full windows up to the end: nothing asked past it
+            bm = await one(end)
+            changed.extend(bm.blocks())
             if bm.bit_num < window:
-                return block_size, start + bm.bit_num, changed
-            start += window
+                return block_size, end + bm.bit_num, changed
+            end += window
+
+    async def _volume_size(self, volume_uri: str) -> int | None:
+        """The volume's size in bytes (``quantityGB``, binary GB as the CBT block counts show, §9.1),
+        or None when the VRM does not tell (the windows then go on until a short one)."""
+        try:
+            gb = (await self.volume(volume_uri)).quantity_gb
+        except VrmApiError as e:
+            log.info("size of %s unknown (%s): CBT windows until a short one", volume_uri, e)
+            return None
+        return gb * (1 << 30) if gb and gb > 0 else None
 
     # --- backup resources -----------------------------------------------------------------------
 
+    async def requester_ip(self) -> str:
+        """The ``ip`` a backup-resource prepare carries: ``proxy_ip`` if set, else the local address that
+        routes to the VRM (found once per client, off the event loop)."""
+        if self.proxy_ip:
+            return self.proxy_ip
+        if self._local_ip is None:
+            parts = urlsplit(self.base_url)
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+            self._local_ip = await asyncio.to_thread(local_address_towards, parts.hostname or "", port)
+        return self._local_ip
+
     async def prepare_backup_resource(self, volume_uri: str, task_type: str, *, snap_urn1: str | None = None,
-                                      snap_urn2: str | None = None, ip: str = "", delay: int = 7200,
+                                      snap_urn2: str | None = None, ip: str | None = None, delay: int = 7200,
                                       trans_mode: str = "lan") -> TaskRef:
+        """``POST <volUri>/backupresources``. ``ip`` (mandatory for the VRM, vrm-api.md §16) defaults to
+        :meth:`requester_ip`."""
         if not 60 <= delay <= 7200:
             raise VrmError("backup resource delay must be 60 to 7200 seconds")
+        ip = check_ip(ip, "ip") if ip else await self.requester_ip()
         body: dict[str, Any] = {"taskType": task_type, "ip": ip, "delay": delay, "transMode": trans_mode}
         if snap_urn1:
             body["snapUrn1"] = snap_urn1

@@ -679,6 +679,25 @@ class BackupResource:
         )
 
 
+# How the hex string of a getcbt ``bitMap`` maps to blocks (the profile setting ``cbt_bitmap``).
+# vrm-api.md §16: eSDK says the string has roundup(bitNum/4) hex characters, that "in each byte the low
+# bits are the lower-numbered blocks" and that the bitmap "needs conversion"; whether the hex digits are
+# read one at a time or two to a byte is not stated.
+#   "nibble" (default, [I]): hex character c holds blocks 4c..4c+3, its value's bit i = block 4c+i.
+#            Fits the stated length exactly.
+#   "byte":  characters 2k and 2k+1 are byte k written as usual hex (high digit first); bit i of
+#            byte k = block 8k+i. Only whole bytes: an odd number of characters is refused.
+# The two differ by swapping the digits of each pair (blocks 8k+i <-> 8k+4+i).
+CBT_BITMAP_ORDERS = ("nibble", "byte")
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+
+
+class CbtBitmapError(ValueError):
+    """A ``bitMap`` that cannot be read: not hex, or not whole bytes where bytes are expected. The
+    client turns it into a :class:`~fctui.vrm.errors.VrmProtocolError` naming the request (models
+    import nothing of the client's errors)."""
+
+
 @dataclass(slots=True)
 class CbtBitmap:
     """``POST <volUri>/getcbt``: which blocks changed between two CBT versions."""
@@ -687,25 +706,49 @@ class CbtBitmap:
     bit1_num: int
     bitmap: str
     start_block: int = 0
+    order: str = "nibble"   # one of CBT_BITMAP_ORDERS
+    _blocks: list[int] | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
-    def from_dict(cls, d: Any, start_block: int = 0) -> "CbtBitmap":
+    def from_dict(cls, d: Any, start_block: int = 0, order: str = "nibble") -> "CbtBitmap":
         d = _as_dict(d)
         return cls(_i(d, "sectorOfBlock") or 0, _i(d, "bitNum") or 0, _i(d, "bit1Num") or 0,
-                   _s(d, "bitMap"), start_block)
+                   _s(d, "bitMap"), start_block, order)
 
     @property
     def block_size(self) -> int:
         return self.sector_of_block * 512
 
+    def blocks(self) -> list[int]:
+        """Absolute block numbers whose bit is set (ascending), read by ``order``; bits past
+        ``bit_num`` are ignored. Raises :class:`CbtBitmapError` for a bitmap that is not hex."""
+        if self._blocks is None:
+            self._blocks = _decode_bitmap(self.bitmap, self.order, self.start_block, self.bit_num)
+        return self._blocks
+
     def changed_blocks(self) -> Iterator[int]:
-        """Absolute block numbers whose bit is set. Each hex character holds 4 blocks, low bit first."""
-        base = self.start_block
-        for ci, ch in enumerate(self.bitmap):
-            nib = int(ch, 16)
-            if not nib:
-                continue
-            for bit in range(4):
-                b = ci * 4 + bit
-                if nib & (1 << bit) and b < self.bit_num:
-                    yield base + b
+        return iter(self.blocks())
+
+
+def _decode_bitmap(bitmap: str, order: str, base: int, bit_num: int) -> list[int]:
+    if order not in CBT_BITMAP_ORDERS:
+        raise CbtBitmapError(f"unknown CBT bitmap order {order!r} (nibble or byte)")
+    if not _HEX_DIGITS.issuperset(bitmap):   # bytes.fromhex alone would let spaces through
+        bad = next(ch for ch in bitmap if ch not in _HEX_DIGITS)
+        raise CbtBitmapError(f"the CBT bitmap is not a hex string (found {bad!r})")
+    if order == "byte":
+        if len(bitmap) % 2:
+            raise CbtBitmapError(f"the CBT bitmap has {len(bitmap)} hex digits: not whole bytes, as "
+                                 "cbt_bitmap = \"byte\" expects (is this VRM's bitmap per nibble?)")
+        data = bytes.fromhex(bitmap)
+    else:   # per nibble: the first digit of each pair holds the lower blocks, so swap the digits
+        data = bytes.fromhex(bitmap + "0" * (len(bitmap) % 2)).translate(_SWAP_NIBBLES)
+    out: list[int] = []
+    for k, byte in enumerate(data):
+        if byte:
+            first = k * 8
+            out.extend(base + first + i for i in range(8) if byte >> i & 1 and first + i < bit_num)
+    return out
+
+
+_SWAP_NIBBLES = bytes(((b & 0x0F) << 4) | (b >> 4) for b in range(256))

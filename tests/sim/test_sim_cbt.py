@@ -11,6 +11,8 @@ from fctui.sim import SimConfig
 from fctui.sim.ops import decode_bitmap
 from fctui.sim.testing import SimHarness, sim_harness
 
+IP = "10.0.0.5"  # the requester's address: mandatory in a prepare (vrm-api.md §16)
+
 
 async def vm_of(h: SimHarness, rule: str, i: int = 0) -> dict[str, Any]:
     urn = (await h.client.get("/sim/edge-cases")).json()[rule][i]
@@ -144,12 +146,12 @@ async def test_15_36_guest_writes_api_and_timer() -> None:
 
 
 @pytest.mark.parametrize("body,code", [
-    ({"taskType": "cbtbackup"}, "10000003"),
-    ({"taskType": "CBTBackup", "transMode": "tcp"}, "10000003"),
-    ({"taskType": "CBTBackup", "delay": 59}, "10000003"),
-    ({"taskType": "CBTBackup", "delay": 7201}, "10000003"),
-    ({"taskType": "CBTBackup"}, "10000003"),  # snapUrn2 missing
-    ({"taskType": "BackupVol", "snapUrn2": "SNAP:999999"}, "10300109"),
+    ({"ip": IP, "taskType": "cbtbackup"}, "10000003"),
+    ({"ip": IP, "taskType": "CBTBackup", "transMode": "tcp"}, "10000003"),
+    ({"ip": IP, "taskType": "CBTBackup", "delay": 59}, "10000003"),
+    ({"ip": IP, "taskType": "CBTBackup", "delay": 7201}, "10000003"),
+    ({"ip": IP, "taskType": "CBTBackup"}, "10000003"),  # snapUrn2 missing
+    ({"ip": IP, "taskType": "BackupVol", "snapUrn2": "SNAP:999999"}, "10300109"),
 ])
 async def test_15_37_prepare_validation(body: dict[str, Any], code: str) -> None:
     async with sim_harness() as h:
@@ -200,8 +202,8 @@ async def test_15_39_one_per_volume_eight_per_host_expiry_extend_release() -> No
         vm = await vm_of(h, "ready", 1)
         s = await cbt_snapshot(h, vm)
         vol = s["volsnapshots"][0]["volumeUri"]
-        uri, _ = await prepare(h, vol, {"taskType": "CBTBackup", "snapUrn2": s["urn"], "delay": 120})
-        r = await h.post(vol + "/backupresources", {"taskType": "CBTBackup", "snapUrn2": s["urn"]})
+        uri, _ = await prepare(h, vol, {"ip": IP, "taskType": "CBTBackup", "snapUrn2": s["urn"], "delay": 120})
+        r = await h.post(vol + "/backupresources", {"ip": IP, "taskType": "CBTBackup", "snapUrn2": s["urn"]})
         assert r.status_code == 400 and r.json()["errorCode"] == "10300413"
         h.advance(2)
         # extend: remaining + delay <= 7200
@@ -213,11 +215,11 @@ async def test_15_39_one_per_volume_eight_per_host_expiry_extend_release() -> No
         r = await h.get(uri)
         assert r.status_code == 404  # expired
         # release is asynchronous: visible for a short while
-        uri, _ = await prepare(h, vol, {"taskType": "CBTBackup", "snapUrn2": s["urn"]})
+        uri, _ = await prepare(h, vol, {"ip": IP, "taskType": "CBTBackup", "snapUrn2": s["urn"]})
         h.advance(2)
         assert (await h.delete(uri)).status_code == 200
         assert (await h.get(uri)).status_code == 200
-        r = await h.post(vol + "/backupresources", {"taskType": "CBTBackup", "snapUrn2": s["urn"]})
+        r = await h.post(vol + "/backupresources", {"ip": IP, "taskType": "CBTBackup", "snapUrn2": s["urn"]})
         assert r.json()["errorCode"] == "10300413"  # not gone yet
         h.advance(2)
         assert (await h.get(uri)).status_code == 404
@@ -232,7 +234,7 @@ async def test_15_39_one_per_volume_eight_per_host_expiry_extend_release() -> No
         assert len(vols) >= 9
         made = 0
         for vu in vols[:9]:
-            r = await h.post(vu + "/backupresources", {"taskType": "RestoreVol"})
+            r = await h.post(vu + "/backupresources", {"ip": IP, "taskType": "RestoreVol"})
             if made < 8:
                 assert r.status_code == 200, r.text
                 made += 1
@@ -247,7 +249,7 @@ async def test_15_40_resource_blocks_disk_operations() -> None:
         vm = await vm_of(h, "ready", 1)
         s = await cbt_snapshot(h, vm)
         vs = s["volsnapshots"][0]
-        uri, _ = await prepare(h, vs["volumeUri"], {"taskType": "CBTBackup", "snapUrn2": s["urn"]})
+        uri, _ = await prepare(h, vs["volumeUri"], {"ip": IP, "taskType": "CBTBackup", "snapUrn2": s["urn"]})
         h.advance(2)
         r = await h.post(vm["uri"] + "/snapshots", {"name": "x", "type": "CBTbackup"})
         assert r.status_code == 400 and r.json()["errorCode"] == "10300062"
@@ -274,7 +276,7 @@ async def test_15_41_data_endpoint_point_in_time_and_restore() -> None:
         vs = s["volsnapshots"][0]
         vid = vol_id(vs["volumeUrn"])
         bs = 128 * 512
-        uri, _ = await prepare(h, vs["volumeUri"], {"taskType": "CBTBackup", "snapUrn2": s["urn"]})
+        uri, _ = await prepare(h, vs["volumeUri"], {"ip": IP, "taskType": "CBTBackup", "snapUrn2": s["urn"]})
         r = await h.get(uri)
         assert r.json()["resourceUrl"] == ""  # not ready yet
         h.advance(2)
@@ -314,7 +316,7 @@ async def test_15_41_data_endpoint_point_in_time_and_restore() -> None:
         ds = vm["vmConfig"]["disks"][0]["datastoreUrn"]
         new = (await h.post(f"{h.site}/volumes", {"name": "restored", "quantityGB": 1, "datastoreUrn": ds})).json()
         await h.wait_task(new["taskUri"])
-        ruri, _ = await prepare(h, new["uri"], {"taskType": "RestoreVol"})
+        ruri, _ = await prepare(h, new["uri"], {"ip": IP, "taskType": "RestoreVol"})
         h.advance(2)
         rres = (await h.get(ruri)).json()
         for b, data in got.items():
@@ -351,11 +353,11 @@ async def test_written_blocks_round_trip_restores_identical_volume() -> None:
         await h.client.post(f"/sim/volumes/{vid}/write", json={"blocks": 50})  # after the snapshot
         blocks = changed(await getcbt(h, vs, "0"))
         assert blocks
-        uri, _ = await prepare(h, vs["volumeUri"], {"taskType": "BackupVol", "snapUrn2": s["urn"]})
+        uri, _ = await prepare(h, vs["volumeUri"], {"ip": IP, "taskType": "BackupVol", "snapUrn2": s["urn"]})
         ds = vm["vmConfig"]["disks"][0]["datastoreUrn"]
         new = (await h.post(f"{h.site}/volumes", {"name": "r", "quantityGB": 1, "datastoreUrn": ds})).json()
         await h.wait_task(new["taskUri"])
-        ruri, _ = await prepare(h, new["uri"], {"taskType": "CBTRestore"})
+        ruri, _ = await prepare(h, new["uri"], {"ip": IP, "taskType": "CBTRestore"})
         h.advance(2)
         src = (await h.get(uri)).json()
         dst = (await h.get(ruri)).json()

@@ -45,7 +45,7 @@ def test_loopback_http_inventory_drop_and_data_stream() -> None:
             vm = next(v for v in sim.vms.values() if v.name == "edge-ready-euleros-01")
             snap = make_ready_snapshot(sim, vm, "s", "CBTbackup")
             vol = vm.disks[0].volume
-            ref = prepare_resource(sim, vol, {"taskType": "BackupVol", "snapUrn2": sim.snap_urn(snap)})
+            ref = prepare_resource(sim, vol, {"ip": "10.0.0.5", "taskType": "BackupVol", "snapUrn2": sim.snap_urn(snap)})
             res_uri = f"{site}/volumes/{vol.id}/backupresources/{ref['taskUri'].rsplit('/', 1)[1]}"
             for _ in range(200):
                 res = c.get(res_uri, headers=h).json()
@@ -78,7 +78,7 @@ def test_https_with_trustme_ca() -> None:
             vm = next(v for v in sim.vms.values() if v.name == "edge-ready-euleros-01")
             snap = make_ready_snapshot(sim, vm, "s", "CBTbackup")
             vol = vm.disks[0].volume
-            prepare_resource(sim, vol, {"taskType": "CBTBackup", "snapUrn2": sim.snap_urn(snap),
+            prepare_resource(sim, vol, {"ip": "10.0.0.5", "taskType": "CBTBackup", "snapUrn2": sim.snap_urn(snap),
                                         "transMode": "lanssl"})
             time.sleep(1.1)
             rid = next(iter(sim.resources))

@@ -172,7 +172,7 @@ async def test_15_47_delete_with_snapshots_or_resources_is_refused() -> None:
         ds = vm["vmConfig"]["disks"][0]["datastoreUrn"]
         new = (await h.post(f"{h.site}/volumes", {"name": "t", "quantityGB": 1, "datastoreUrn": ds})).json()
         await h.wait_task(new["taskUri"])
-        prep = (await h.post(new["uri"] + "/backupresources", {"taskType": "RestoreVol"})).json()
+        prep = (await h.post(new["uri"] + "/backupresources", {"ip": "10.0.0.5", "taskType": "RestoreVol"})).json()
         r = await h.delete(new["uri"])
         assert r.status_code == 400 and r.json()["errorCode"] == "10420005"
         # attached volume: refused too
