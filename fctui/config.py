@@ -14,6 +14,9 @@ the user's real settings. Example::
     user = "backup-operator"
     ca_file = "/etc/ssl/vrm-ca.pem"   # or: insecure = true
     site = "urn:sites:4D9D0815"       # optional
+    user_type = 2                     # X-Auth-UserType of the account: 2 (default) or 0
+    proxy_ip = "10.0.0.5"             # our address for backup resources (default: the route to the VRM)
+    cbt_bitmap = "nibble"             # getcbt bitmap hex layout: "nibble" (default) or "byte"
 
     [keymap]                          # binding id = key(s), comma separated
     "vm.filter" = "f"
@@ -27,6 +30,7 @@ the user's real settings. Example::
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -39,6 +43,10 @@ CONFIG_FILE = "config.toml"
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 WORKDAYS = ("mon", "tue", "wed", "thu", "fri")
 _SECRET_KEYS = {"password", "pass", "passwd", "secret", "token", "key"}
+# Connection settings of a profile (vrm-api.md §16): the X-Auth-UserType values clients of real VRMs
+# send, and the two readings of a getcbt bitmap (fctui.vrm.models.CBT_BITMAP_ORDERS).
+USER_TYPES = (0, 2)
+CBT_BITMAPS = ("nibble", "byte")
 
 
 class ConfigError(ValueError):
@@ -54,6 +62,9 @@ class Profile:
     ca_file: str | None = None
     site: str | None = None
     api_version: str | None = None
+    user_type: int = 2                # X-Auth-UserType: 2 (OpenStack drivers, Go SDKs) or 0 (Commvault, FCC)
+    proxy_ip: str | None = None       # the requester's ip of backup resources; None: the route to the VRM
+    cbt_bitmap: str = "nibble"        # how getcbt's bitMap hex maps to blocks: "nibble" or "byte"
 
 
 @dataclass(slots=True)
@@ -138,7 +149,7 @@ def parse_config(data: dict[str, Any], path: Path | None = None) -> Config:
         cfg.profiles[name] = Profile(
             name=name, vrm=vrm, user=user, insecure=bool(_want(p, "insecure", bool, pw) or False),
             ca_file=_want(p, "ca_file", str, pw), site=_want(p, "site", str, pw),
-            api_version=_want(p, "api_version", str, pw),
+            api_version=_want(p, "api_version", str, pw), **connection_settings(p, pw),
         )
     cfg.default_profile = _want(data, "default_profile", str, where)
     cfg.theme = _want(data, "theme", str, where)
@@ -164,6 +175,37 @@ def parse_config(data: dict[str, Any], path: Path | None = None) -> Config:
                 raise ConfigError(f"{where} [business_hours]: times are HH:MM (got {v!r})")
         cfg.business_hours = BusinessHours(tuple(str(d).lower()[:3] for d in days), start, end)
     return cfg
+
+
+def check_user_type(v: Any, where: str) -> int:
+    if isinstance(v, bool) or str(v).strip() not in {str(t) for t in USER_TYPES}:
+        raise ConfigError(f"{where}: user_type must be 0 or 2 (the VRM account's type), got {v!r}")
+    return int(v)
+
+
+def check_proxy_ip(v: Any, where: str) -> str:
+    try:
+        return str(ipaddress.ip_address(str(v).strip()))
+    except ValueError:
+        raise ConfigError(f"{where}: proxy_ip must be an IP address such as 10.0.0.5, got {v!r}") from None
+
+
+def check_cbt_bitmap(v: Any, where: str) -> str:
+    if v not in CBT_BITMAPS:
+        raise ConfigError(f"{where}: cbt_bitmap must be \"nibble\" or \"byte\", got {v!r}")
+    return str(v)
+
+
+def connection_settings(p: dict[str, Any], where: str) -> dict[str, Any]:
+    """``user_type``, ``proxy_ip`` and ``cbt_bitmap`` of a profile table, checked (defaults when absent)."""
+    out: dict[str, Any] = {}
+    if p.get("user_type") is not None:
+        out["user_type"] = check_user_type(_want(p, "user_type", int, where), where)
+    if p.get("proxy_ip") is not None:
+        out["proxy_ip"] = check_proxy_ip(_want(p, "proxy_ip", str, where), where)
+    if p.get("cbt_bitmap") is not None:
+        out["cbt_bitmap"] = check_cbt_bitmap(_want(p, "cbt_bitmap", str, where), where)
+    return out
 
 
 def load_config(path: Path | None = None) -> Config:
@@ -224,6 +266,12 @@ def save_profile(profile: Profile, *, make_default: bool = True, path: Path | No
             v = getattr(p, k)
             if v:
                 lines.append(f"{k} = {_toml_str(v)}")
+        if p.user_type != 2:
+            lines.append(f"user_type = {int(p.user_type)}")
+        if p.proxy_ip:
+            lines.append(f"proxy_ip = {_toml_str(p.proxy_ip)}")
+        if p.cbt_bitmap != "nibble":
+            lines.append(f"cbt_bitmap = {_toml_str(p.cbt_bitmap)}")
     if cfg.keymap:
         lines += ["", "[keymap]"] + [f"{_toml_key(k)} = {_toml_str(v)}" for k, v in cfg.keymap.items()]
     if cfg.business_hours:

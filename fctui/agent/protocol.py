@@ -5,12 +5,13 @@ It serves a Unix socket in the user's runtime dir (mode 0600, dir 0700) speaking
 
 * ``hello`` -> pid, socket, demo simulator (url, user, password) when hosted
 * ``demo`` -> start the embedded simulator if needed and return its url and demo credentials
-* ``submit`` {vrm, user, password, targets, full, demo, verify} -> {job}
+* ``submit`` {vrm, user, password, targets, full, demo, verify, user_type?, proxy_ip?, cbt_bitmap?} -> {job}
+  (the last three: the profile's connection settings; absent: the client's defaults)
 * ``list`` -> {jobs}; ``get`` {job} -> {job}
 * ``watch`` {job?} -> a stream: the job(s) in full, then events (``job``, ``progress``, ``log``), and
   ``{"event": "end"}`` when the watched job is final; watching all jobs also gets ``{"event": "cleanup",
   "pending": [...]}`` (the ``cleanup-status`` leftovers) at the start and whenever they change
-* ``cancel`` {job}; ``cleanup-status``; ``credentials`` {vrm, user, password} (runs pending cleanup);
+* ``cancel`` {job}; ``cleanup-status``; ``credentials`` {vrm, user, password, verify, user_type?, ...} (runs pending cleanup);
   ``shutdown``
 
 Job state is persisted in tinydb through fctui.store (atomic writes, one writer: the agent holds a

@@ -27,6 +27,35 @@ from .protocol import DEMO_PASSWORD, DEMO_USER, MAX_LINE, AgentError, socket_pat
 log = logging.getLogger("fctui.agent")
 
 
+# What a submit or credentials request may say about the VRM connection besides vrm, user and password
+# (the CLI's Connection.client_options and the console's ConnectSpec.client_options send these fields).
+CLIENT_FIELDS = ("user_type", "proxy_ip", "cbt_bitmap")
+
+
+def client_access(req: dict[str, Any]) -> dict[str, Any]:
+    """The VrmClient keyword arguments of a request: ``verify`` and the :data:`CLIENT_FIELDS` it gives
+    (absent or null: the client's defaults), checked here so a bad value is refused when submitted."""
+    from ..vrm import VrmError
+    from ..vrm.models import CBT_BITMAP_ORDERS
+    from ..vrm.requester import check_ip
+    access: dict[str, Any] = {"verify": req.get("verify", True)}
+    user_type, proxy_ip, bitmap = (req.get(k) for k in CLIENT_FIELDS)
+    if user_type is not None:
+        if isinstance(user_type, bool) or str(user_type) not in ("0", "2"):
+            raise AgentError(f"user_type must be 0 or 2, got {user_type!r}")
+        access["user_type"] = str(user_type)   # the header's text, as VrmClient takes it
+    if proxy_ip is not None and proxy_ip != "":
+        try:
+            access["proxy_ip"] = check_ip(str(proxy_ip))
+        except VrmError as e:
+            raise AgentError(str(e)) from None
+    if bitmap is not None:
+        if bitmap not in CBT_BITMAP_ORDERS:
+            raise AgentError(f"cbt_bitmap must be one of {', '.join(CBT_BITMAP_ORDERS)}, got {bitmap!r}")
+        access["cbt_bitmap"] = bitmap
+    return access
+
+
 def new_job_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
 
@@ -192,6 +221,7 @@ class Agent:
             vrm, user, password = str(req.get("vrm") or ""), str(req.get("user") or ""), req.get("password")
             if not vrm or not user or not isinstance(password, str):
                 raise AgentError("submit needs vrm, user and password (or demo)")
+        access = client_access(req)   # the password stays in memory only, as verify and these settings
         window = None
         if req.get("business_hours"):
             from ..rules.launch import BusinessHours, BusinessHoursError
@@ -211,13 +241,12 @@ class Agent:
         job.add_log(f"{kind} submitted: {', '.join(targets)}" + (" (--full)" if job.full else ""))
         self.store.save_job(job)
         self.live[job.id] = job
-        verify = req.get("verify", True)
-        coro = (self._run_job(job, password, verify, window) if restore_req is None
-                else self._run_restore(job, password, verify, restore_req))
+        coro = (self._run_job(job, password, access, window) if restore_req is None
+                else self._run_restore(job, password, access, restore_req))
         self.tasks[job.id] = asyncio.create_task(coro, name=f"job-{job.id}")
         return job
 
-    async def _run_restore(self, job: JobRecord, password: str, verify: Any, request: Any) -> None:
+    async def _run_restore(self, job: JobRecord, password: str, access: dict[str, Any], request: Any) -> None:
         """A restore job (issue 7's engine) under the same agent guarantees: persisted, watchable,
         cancellable, journaled."""
         from ..jobs.restore import plan_restore, run_restore
@@ -230,7 +259,7 @@ class Agent:
             job.state, job.started = "running", time.time()
             reporter.state()
             try:
-                client = await self._client(job.vrm, job.user, password, verify)
+                client = await self._client(job.vrm, job.user, password, access)
             except Exception as e:
                 raise JobError(f"cannot log in to {job.vrm}: {e}") from None
             await self._cleanup_for(client, job.vrm, reporter)
@@ -252,12 +281,13 @@ class Agent:
             if client is not None:
                 await self._close_client(client)
             self._finish(job)
-            self._hand_to_hunter(job.vrm, job.user, password, verify)
+            self._hand_to_hunter(job.vrm, job.user, password, access)
 
-    async def _client(self, vrm: str, user: str, password: str, verify: Any) -> Any:
-        """A logged-in client; whoever gets one ends its session with :meth:`_close_client`."""
+    async def _client(self, vrm: str, user: str, password: str, access: dict[str, Any]) -> Any:
+        """A logged-in client (``access``: :func:`client_access`); whoever gets one ends its session with
+        :meth:`_close_client`."""
         from ..vrm import VrmClient
-        client = VrmClient(vrm, user, password, verify=verify)
+        client = VrmClient(vrm, user, password, **access)
         try:
             await client.login()
         except BaseException:
@@ -309,19 +339,19 @@ class Agent:
 
     # --- the snapshot hunter ------------------------------------------------------------------------
 
-    def _hand_to_hunter(self, vrm: str, user: str, password: Any, verify: Any) -> None:
+    def _hand_to_hunter(self, vrm: str, user: str, password: Any, access: dict[str, Any]) -> None:
         """After a job or a cleanup request: the snapshot hunter keeps a way to log in (the password
         in memory) only while that VRM has leftovers, and removes them without anyone running a command."""
         if isinstance(password, str):
             async def opener() -> Any:
-                return await self._client(vrm, user, password, verify)
+                return await self._client(vrm, user, password, access)
             self.hunter.hold(vrm, user, opener)
         self._cleanup_changed()
 
     def _cleanup_changed(self) -> None:
         self.broadcast({"event": "cleanup", "pending": self.cleanup_status()["pending"]})
 
-    async def _run_job(self, job: JobRecord, password: str, verify: Any, window: Any = None) -> None:
+    async def _run_job(self, job: JobRecord, password: str, access: dict[str, Any], window: Any = None) -> None:
         from ..jobs.planner import add_launch_findings, build_plan
         from ..jobs.runner import BackupRunner, Reporter
         reporter = Reporter(job, self.broadcast, interval=self.settings.progress_interval,
@@ -334,7 +364,7 @@ class Agent:
             job.started = time.time()
             reporter.state()
             try:
-                client = await self._client(job.vrm, job.user, password, verify)
+                client = await self._client(job.vrm, job.user, password, access)
             except Exception as e:
                 raise JobError(f"cannot log in to {job.vrm}: {e}") from None
             await self._cleanup_for(client, job.vrm, reporter)
@@ -367,7 +397,7 @@ class Agent:
             if client is not None:
                 await self._close_client(client)
             self._finish(job)
-            self._hand_to_hunter(job.vrm, job.user, password, verify)
+            self._hand_to_hunter(job.vrm, job.user, password, access)
 
     @staticmethod
     def _record_cancelled(job: JobRecord, reporter: Any) -> None:
@@ -496,15 +526,16 @@ class Agent:
             if not vrm or not user or not isinstance(password, str):
                 raise AgentError("credentials needs vrm, user and password")
             from ..vrm import VrmError
+            access = client_access(req)
             try:
-                client = await self._client(vrm, user, password, req.get("verify", True))
+                client = await self._client(vrm, user, password, access)
             except VrmError as e:
                 raise AgentError(f"cannot log in to {vrm}: {e}") from None
             try:
                 done, failed = await self._cleanup_for(client, vrm)
             finally:
                 await self._close_client(client)
-            self._hand_to_hunter(vrm, user, password, req.get("verify", True))  # if anything is left
+            self._hand_to_hunter(vrm, user, password, access)  # if anything is left
             return {"ok": True, "cleaned": done, "failed": failed}
         if op == "shutdown":
             return {"ok": True}

@@ -88,6 +88,7 @@ async def _run(ns: argparse.Namespace, conn: Connection | None, password: str,
 
     transport = None
     site = ns.site
+    options: dict[str, Any] = {}
     if conn is None:   # --demo
         import httpx
 
@@ -98,13 +99,14 @@ async def _run(ns: argparse.Namespace, conn: Connection | None, password: str,
     else:
         url, user, verify = conn.url, conn.user, conn.verify
         site = site or conn.site
+        options = conn.client_options()
     # The --insecure warning is already on stderr (warn_insecure); the client's log copy would repeat it.
     quiet = _DropInsecureWarning()
     client_log = logging.getLogger("fctui.vrm.client")
     client_log.addFilter(quiet)
     try:
         client = VrmClient(url, user, password, verify=verify, transport=transport,
-                           page_concurrency=ns.concurrency)
+                           page_concurrency=ns.concurrency, **options)
     except VrmError as e:
         _err(str(e))
         return EXIT_USAGE

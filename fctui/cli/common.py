@@ -1,6 +1,7 @@
 """What every command shares: exit codes, the global options, the VRM connection they name, following a job.
 
-Global options (``--vrm``, ``--user``, ``--profile``, ``--insecure``, ``--ca-file``, ``--json``) parse the
+Global options (``--vrm``, ``--user``, ``--profile``, ``--insecure``, ``--ca-file``, ``--user-type``,
+``--proxy-ip``, ``--json``) parse the
 same way before and after the command: the top-level parser declares them with real defaults, each
 command's parser declares them again with ``argparse.SUPPRESS`` defaults, so a value given after the
 command wins and one given before it is not overwritten by the command's default.
@@ -19,7 +20,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
-from ..config import Config, ConfigError
+from ..config import Config, ConfigError, check_proxy_ip, check_user_type
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..jobs.model import JobRecord
@@ -31,7 +32,7 @@ EXIT_VRM = 3           # VRM unreachable or login refused
 EXIT_WARNINGS = 4      # succeeded with warnings (a leftover waits for the snapshot hunter)
 EXIT_INTERRUPTED = 130
 
-CONNECTION_OPTIONS = ("vrm", "user", "profile", "insecure", "ca_file")
+CONNECTION_OPTIONS = ("vrm", "user", "profile", "insecure", "ca_file", "user_type", "proxy_ip")
 
 
 class UsageError(Exception):
@@ -71,6 +72,12 @@ def add_connection_options(p: argparse.ArgumentParser, *, top: bool = False) -> 
                      help="do not verify the VRM's TLS certificate (warns)")
     tls.add_argument("--ca-file", metavar="FILE", default=None if top else keep,
                      help="CA bundle that signed the VRM's certificate")
+    # A string, so "0" counts as given (given_connection_options); connection_from makes it an int.
+    g.add_argument("--user-type", metavar="0|2", choices=("0", "2"), default=None if top else keep,
+                   help="X-Auth-UserType of the VRM account: 2 (default) or 0 (profile: user_type)")
+    g.add_argument("--proxy-ip", metavar="IP", default=None if top else keep,
+                   help="this machine's address the VRM serves backup data to (default: the local address "
+                        "that routes to the VRM; profile: proxy_ip)")
 
 
 def add_json_option(p: argparse.ArgumentParser, *, top: bool = False, help: str = "print JSON") -> None:
@@ -95,6 +102,16 @@ class Connection:
     api_version: str | None = None
     label: str = ""
     insecure: bool = False
+    user_type: int = 2                 # X-Auth-UserType (flag --user-type, profile user_type)
+    proxy_ip: str | None = None        # backup resources' requester ip (--proxy-ip, proxy_ip)
+    cbt_bitmap: str = "nibble"         # getcbt bitmap layout (profile cbt_bitmap)
+
+    def client_options(self) -> dict[str, Any]:
+        """The VRM client keyword arguments of this connection beyond address, user and TLS: for a
+        :class:`~fctui.vrm.VrmClient` this command opens and, as the same fields, in requests to the
+        job agent (fctui.agent.server reads them back) and in the console's ConnectSpec."""
+        # user_type as the header's text: VrmClient takes "0"/"2" (and, newer, the int)
+        return {"user_type": str(self.user_type), "proxy_ip": self.proxy_ip, "cbt_bitmap": self.cbt_bitmap}
 
 
 def connection_from(ns: argparse.Namespace, config: Config | None = None) -> Connection | None:
@@ -109,6 +126,7 @@ def connection_from(ns: argparse.Namespace, config: Config | None = None) -> Con
         raise UsageError("--insecure and --ca-file exclude each other")
     site = api_version = None
     label = ""
+    settings: dict[str, Any] = {}
     if vrm or user:
         if not (vrm and user):
             raise UsageError("--vrm and --user go together")
@@ -125,11 +143,19 @@ def connection_from(ns: argparse.Namespace, config: Config | None = None) -> Con
         insecure = insecure or (profile.insecure and not ca_file)
         ca_file = ca_file or profile.ca_file
         site, api_version = profile.site, profile.api_version
+        settings = {"user_type": profile.user_type, "proxy_ip": profile.proxy_ip, "cbt_bitmap": profile.cbt_bitmap}
     if ca_file and not os.path.isfile(ca_file):
         raise UsageError(f"CA file {ca_file!r} does not exist")
+    try:   # the command line wins over the profile
+        if getattr(ns, "user_type", None) is not None:
+            settings["user_type"] = check_user_type(ns.user_type, "--user-type")
+        if getattr(ns, "proxy_ip", None):
+            settings["proxy_ip"] = check_proxy_ip(ns.proxy_ip, "--proxy-ip")
+    except ConfigError as e:
+        raise UsageError(str(e)) from None
     verify: bool | str = False if insecure else (ca_file or True)
     return Connection(url=vrm, user=user, verify=verify, site=site, api_version=api_version, label=label,
-                      insecure=insecure)
+                      insecure=insecure, **settings)
 
 
 def require_connection(ns: argparse.Namespace, command: str) -> Connection:

@@ -56,7 +56,7 @@ def job_exit(job: "JobRecord") -> int:
 
 async def _check_login(conn: Connection, password: str) -> None:
     from ..vrm import VrmClient
-    async with VrmClient(conn.url, conn.user, password, verify=conn.verify) as c:
+    async with VrmClient(conn.url, conn.user, password, verify=conn.verify, **conn.client_options()) as c:
         await c.sites()
 
 
@@ -114,7 +114,7 @@ async def _backup(ns: argparse.Namespace, conn: Connection | None, password: str
     agent = await ensure_agent(demo=ns.demo)
     req: dict[str, Any] = {"targets": ns.vms, "full": ns.full, "demo": ns.demo}
     if conn is not None:
-        req.update(vrm=conn.url, user=conn.user, password=password, verify=conn.verify)
+        req.update(vrm=conn.url, user=conn.user, password=password, verify=conn.verify, **conn.client_options())
     job_id = (await agent.request("submit", **req))["job"]
     if not ns.wait:
         if ns.json:
@@ -193,7 +193,8 @@ def run_jobs_cleanup(ns: argparse.Namespace) -> int:
 
     async def go() -> int:
         agent = await ensure_agent()
-        r = await agent.request("credentials", vrm=conn.url, user=conn.user, password=password, verify=conn.verify)
+        r = await agent.request("credentials", vrm=conn.url, user=conn.user, password=password, verify=conn.verify,
+                                **conn.client_options())
         print(f"cleaned {r['cleaned']} leftover(s)" + (f"; still pending: {'; '.join(r['failed'])}" if r["failed"] else ""))
         return EXIT_OK if not r["failed"] else EXIT_FAILED
     try:

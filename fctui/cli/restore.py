@@ -176,15 +176,17 @@ async def _restore(ns: argparse.Namespace, conn: Connection | None) -> int:
         agent = await ensure_agent(demo=True)
         d = await agent.request("demo")
         vrm, user, password, verify = d["url"], d["user"], d["password"], True
+        options: dict[str, Any] = {}
     else:
         vrm, user, verify = conn.url, conn.user, conn.verify
+        options = conn.client_options()
         password = password_for(conn)
         warn_insecure(conn)
     try:
         repo = Repository.open(ns.repo, create=False)
     except RepoError as e:
         raise RestoreError(str(e)) from None
-    async with VrmClient(vrm, user, password, verify=verify) as client:
+    async with VrmClient(vrm, user, password, verify=verify, **options) as client:
         req, plan = await build_request_and_plan(client, repo, ns)
     if not ns.confirm or plan.blocked:
         if ns.json:
@@ -201,7 +203,7 @@ async def _restore(ns: argparse.Namespace, conn: Connection | None) -> int:
     sub: dict[str, Any] = {"type": "restore", "restore": req.to_json(), "targets": [req.point_id],
                            "demo": conn is None}
     if conn is not None:
-        sub.update(vrm=vrm, user=user, password=password, verify=verify)
+        sub.update(vrm=vrm, user=user, password=password, verify=verify, **options)
     job_id = (await agent.request("submit", **sub))["job"]
     if not ns.wait:
         if ns.json:

@@ -303,7 +303,7 @@ class RefreshProcess:
         password = spec.password() if callable(spec.password) else spec.password
         self._args = dict(url=spec.url, user=spec.user, password=password, verify=spec.verify,
                           api_version=spec.api_version, site=spec.site, label=spec.label,
-                          page_concurrency=spec.page_concurrency, timeout=spec.timeout)
+                          page_concurrency=spec.page_concurrency, timeout=spec.timeout, **spec.client_options())
         self._on_message = on_message
         self._interval = interval
         self._keep = keep_refreshing

@@ -194,7 +194,7 @@ class JobsService:
         if demo and demo.get("url") == spec.url:
             fields["demo"] = True          # the agent's own simulator: it supplies the credentials
         else:
-            fields.update(vrm=spec.url, user=spec.user, password=password, verify=spec.verify)
+            fields.update(vrm=spec.url, user=spec.user, password=password, verify=spec.verify, **spec.client_options())
         if business_hours:
             fields["business_hours"] = business_hours
         resp = await agent.request("submit", **fields)
@@ -212,7 +212,7 @@ class JobsService:
         if demo and demo.get("url") == spec.url:
             fields["demo"] = True
         else:
-            fields.update(vrm=spec.url, user=spec.user, password=password, verify=spec.verify)
+            fields.update(vrm=spec.url, user=spec.user, password=password, verify=spec.verify, **spec.client_options())
         resp = await agent.request("submit", **fields)
         self._wake.set()
         return str(resp["job"])

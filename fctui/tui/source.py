@@ -32,10 +32,19 @@ class ConnectSpec:
     transport: httpx.AsyncBaseTransport | None = field(default=None, repr=False)  # tests: in-process ASGI
     page_concurrency: int = 8
     timeout: float = 15.0
+    user_type: int = 2                 # X-Auth-UserType (profile user_type, --user-type)
+    proxy_ip: str | None = None        # backup resources' requester ip (profile proxy_ip, --proxy-ip)
+    cbt_bitmap: str = "nibble"         # getcbt bitmap layout (profile cbt_bitmap)
 
     @property
     def title(self) -> str:
         return self.label or f"{self.user}@{self.url}"
+
+    def client_options(self) -> dict[str, Any]:
+        """VRM client keyword arguments beyond address, user and TLS: for this console's clients, its
+        refresh process and the jobs it submits to the agent (the same fields as the CLI's Connection)."""
+        # user_type as the header's text: VrmClient takes "0"/"2" (and, newer, the int)
+        return {"user_type": str(self.user_type), "proxy_ip": self.proxy_ip, "cbt_bitmap": self.cbt_bitmap}
 
 
 @dataclass(slots=True)
@@ -126,7 +135,7 @@ class InventoryFeed:
         from ..vrm.client import VrmClient
         return VrmClient(self.spec.url, self.spec.user, self.spec.password, api_version=self.spec.api_version,
                          verify=self.spec.verify, timeout=self.spec.timeout, transport=self.spec.transport,
-                         page_concurrency=self.spec.page_concurrency)
+                         page_concurrency=self.spec.page_concurrency, **self.spec.client_options())
 
     async def connect(self) -> Connected:
         """Log in and pick the site. Raises :class:`VrmError` (the caller shows it and retries)."""
