@@ -223,7 +223,6 @@ class RestoreSettings:
     release_wait_s: float = 30.0
     cleanup_within_s: float = 120.0
     io_retries: int = 3             # per range on dropped connections (rewriting a range is safe)
-    ip: str = ""
 
 
 # --------------------------------------------------------------------------------------------------

@@ -154,3 +154,44 @@ def test_check_offers_the_catalogs_verdicts() -> None:
     from fctui.cli.check import VERDICTS
     from fctui.rules import catalog
     assert set(VERDICTS) == set(catalog.VERDICTS)
+
+
+def client_options(argv: list[str]) -> dict[str, Any] | None:
+    conn = connection_from(build_parser().parse_args(argv))
+    return None if conn is None else conn.client_options()
+
+
+@pytest.mark.parametrize("name", list(COMMANDS))
+def test_user_type_and_proxy_ip_before_after_or_from_the_profile(name: str, _config: Path) -> None:
+    """Issue 14: the connection settings reach the VRM client like the other connection options."""
+    own, _ = COMMANDS[name]
+    write_profile(_config, "https://prod:7443", "op", user_type=0, proxy_ip="10.1.1.1", cbt_bitmap="byte")
+    assert client_options(own) == {"user_type": "0", "proxy_ip": "10.1.1.1", "cbt_bitmap": "byte"}
+    flags = ["--user-type", "2", "--proxy-ip", "10.2.2.2"]
+    want = {"user_type": "2", "proxy_ip": "10.2.2.2", "cbt_bitmap": "byte"}   # the line wins over the profile
+    assert client_options([*flags, *own]) == client_options([*own, *flags]) == want
+    assert client_options([*flags[:2], *own, *flags[2:]]) == want
+    # --vrm/--user name a VRM without the profile: defaults, and what the line says
+    assert client_options([*CONN, *own]) == {"user_type": "2", "proxy_ip": None, "cbt_bitmap": "nibble"}
+    assert client_options([*own, *CONN, "--user-type", "0"])["user_type"] == "0"
+
+
+@pytest.mark.parametrize("argv, why", [
+    (["--proxy-ip", "10.0.0", *CONN, "check"], "--proxy-ip: proxy_ip must be an IP address"),
+    (["backup", "web01", *CONN, "--proxy-ip", "vrm.example"], "--proxy-ip: proxy_ip must be an IP address"),
+])
+def test_a_bad_proxy_ip_is_a_usage_error(argv: list[str], why: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2
+    assert why in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, why", [
+    (["--user-type", "1", *CONN, "check"], "invalid choice: '1'"),
+    (["--user-type", "0", "sim"], "does not connect to a VRM; drop --user-type"),
+    (["--proxy-ip", "10.0.0.1", "points"], "does not connect to a VRM; drop --proxy-ip"),
+])
+def test_user_type_choices_and_commands_without_a_vrm(argv: list[str], why: str,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2 and why in capsys.readouterr().err
