@@ -25,7 +25,6 @@ from fctui.repo import Repository
 from fctui.sim import Simulator, create_app
 from fctui.sim.testing import sim_harness
 from fctui.vrm import VrmClient, VrmError
-from fctui.vrm.requester import local_address_towards
 
 BLOCK = 128 * 512   # 64 KiB CBT blocks (sector_of_block=128)
 WINDOW = 1024
@@ -93,6 +92,8 @@ async def test_backup_prepares_with_the_local_address_towards_the_vrm(sim: Simul
         assert job.state == "succeeded", job.error
         prepares = rec.bodies("/backupresources")
         assert len(prepares) == len(vm.disks)
+        assert all(body["ip"] and ipaddress.ip_address(body["ip"]) for _, body in prepares), prepares
+        from fctui.vrm.requester import local_address_towards
         ip = await client.requester_ip()
         # vrm.sim resolves nowhere: the address of this machine's default route stands in
         assert ipaddress.ip_address(ip) and ip == local_address_towards("vrm.sim", 80)
@@ -119,6 +120,7 @@ async def test_proxy_ip_setting_wins(sim: Simulator, control: httpx.AsyncClient,
 
 
 def test_the_local_address_of_a_loopback_vrm_is_loopback() -> None:
+    from fctui.vrm.requester import local_address_towards
     assert local_address_towards("127.0.0.1", 7443) == "127.0.0.1"
     assert local_address_towards("localhost", 7443) in ("127.0.0.1", "::1")
 

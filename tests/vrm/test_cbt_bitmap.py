@@ -16,7 +16,6 @@ import pytest
 from fctui.sim import SimConfig, Simulator, create_app
 from fctui.sim.ops import decode_bitmap, encode_bitmap
 from fctui.vrm import CbtBitmap, VrmClient, VrmError, VrmProtocolError
-from fctui.vrm.models import CbtBitmapError
 
 SIM_URL = "http://vrm.sim"
 
@@ -54,6 +53,7 @@ def test_simulator_encoding_and_client_decoding_agree(order: str) -> None:
 @pytest.mark.parametrize("bitmap, order", [("0g", "nibble"), ("0f 1", "nibble"), ("-1", "byte"),
                                            ("f", "byte"), ("0f0", "byte")])
 def test_an_unreadable_bitmap_is_a_typed_error_of_the_model(bitmap: str, order: str) -> None:
+    from fctui.vrm.models import CbtBitmapError
     with pytest.raises(CbtBitmapError):
         CbtBitmap(128, 16, 1, bitmap, 0, order).blocks()
 
