@@ -132,11 +132,12 @@ class SimConfig:
             raise ValueError("fill_scale must be between 0 and 1")
         if self.sector_of_block <= 0 or self.sector_of_block % 8:
             raise ValueError("sector_of_block must be a positive multiple of 8")
-        self.users = tuple(self.users)
+        # the default account wins over a same-named extra one (`fctui sim --user operator`)
+        self.users = tuple(u for u in self.users if u.name != self.user)
         for t in (self.user_type, *(u.user_type for u in self.users)):
             if t not in USER_TYPES:
                 raise ValueError(f"user types must be 0 or 2, got {t!r}")
-        names = [self.user, *(u.name for u in self.users)]
+        names = [u.name for u in self.users]
         if len(set(names)) != len(names):
             raise ValueError("user names must be unique")
         merged = dict(DEFAULT_TASK_SECONDS)

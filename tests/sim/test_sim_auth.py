@@ -218,7 +218,9 @@ async def test_configured_users_and_their_types() -> None:
     with pytest.raises(ValueError):
         SimConfig(user_type=1)
     with pytest.raises(ValueError):
-        SimConfig(users=(SimUser("admin", "x", 0),))
+        SimConfig(users=(SimUser("a", "x", 0), SimUser("a", "y", 2)))
+    # the default account wins over a same-named extra one
+    assert SimConfig(user="operator").users == ()
 
 
 async def test_versions_may_need_a_token() -> None:

@@ -203,11 +203,25 @@ async def test_json_labelled_text_plain_or_unlabelled_is_read(ctype: str) -> Non
         site = (await c.sites())[0]
         want = [v.urn for v in await c.vms(site.uri)]
         await fault(sim, path="/vms$|/sites$|^/service/session$", contentType=ctype)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(sim)), base_url=BASE) as raw:
+            r = await raw.get("/service/sites", headers={"X-Auth-Token": c._token or ""})
+            assert r.headers.get("content-type", "") == ctype and r.json()["sites"]  # labelled as asked
         assert (await c.sites())[0].id == sim.site.id
         assert [v.urn for v in await c.vms(site.uri)] == want
         await c.logout()
         await c.login()  # the login answer too
         assert c.logged_in
+
+
+@pytest.mark.parametrize("headers", [{"content-type": "text/plain"}, {}, {"content-type": "text/html"}])
+async def test_json_body_is_read_whatever_its_label(headers: dict[str, str]) -> None:
+    def route(request: httpx.Request) -> httpx.Response | None:
+        if request.url.path == "/service/sites":
+            return httpx.Response(200, content=b'{"total": "1", "sites": [{"urn": "urn:sites:0A0B0C0D"}]}',
+                                  headers=headers)
+        return None
+    async with VrmClient("http://vrm.test", "admin", "pw", api_version="8.1", transport=mock_vrm(route)) as c:
+        assert [s.id for s in await c.sites()] == ["0A0B0C0D"]
 
 
 async def test_non_json_body_is_still_a_protocol_error_naming_the_type() -> None:
