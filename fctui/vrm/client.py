@@ -22,9 +22,10 @@ from urllib.parse import urlsplit
 import httpx
 
 from .credentials import install_log_redaction
-from .errors import (LICENCE_ERROR_CODE, VERSION_ERROR_CODE, BackupResourceError, TaskFailedError, TaskTimeoutError, VrmAuthError,
-                     VrmBodyTooLargeError, VrmConnectionError, VrmError, VrmNotFoundError, VrmProtocolError,
-                     VrmServerError, VrmTimeoutError, VrmVersionError, api_error)
+from .errors import (LICENCE_ERROR_CODE, VERSION_ERROR_CODE, BackupResourceError, TaskFailedError,
+                     TaskTimeoutError, VrmAuthError, VrmBodyTooLargeError, VrmConnectionError, VrmError,
+                     VrmNotFoundError, VrmProtocolError, VrmServerError, VrmTimeoutError, VrmVersionError,
+                     api_error)
 from .models import (BackupResource, CbtBitmap, Cluster, Datastore, Host, LoginInfo, OsCatalogue, Site,
                      SnapshotDetail, SnapshotTree, Task, TaskRef, VersionInfo, Vm, Volume, as_int)
 from .transport import BlockTransport, HttpResourceTransport, make_verify
@@ -123,7 +124,7 @@ def _warn_insecure_once() -> None:
 
 def user_type_header(value: object) -> str:
     """The ``X-Auth-UserType`` to send for a setting given as an int or a string: "0" or "2"."""
-    text = str(value).strip() if isinstance(value, (int, str)) and not isinstance(value, bool) else None
+    text = str(value).strip() if isinstance(value, (int, str)) and not isinstance(value, bool) else ""
     if text not in USER_TYPES:
         raise VrmError(f"user type must be 0 or 2 (X-Auth-UserType: 0 for a local account, 2 for an "
                        f"interface account), got {value!r}")
@@ -328,7 +329,8 @@ class VrmClient:
             except VrmVersionError:
                 if i == len(candidates) - 1:
                     raise
-                log.info("VRM refused API version %s; trying %s", version or "none", candidates[i + 1] or "none")
+                log.info("VRM refused API version %s; trying %s", version or "none",
+                         candidates[i + 1] or "none")
                 continue
             self._negotiated = True
             return info
