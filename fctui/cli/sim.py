@@ -46,7 +46,9 @@ def _announce(url: str, sim: "Simulator", generated_s: float, ca_file: str | Non
     cfg = sim.config
     n_vms = sum(1 for v in sim.vms.values() if not v.is_template)
     print(f"FusionCompute VRM simulator: {url}  ({n_vms} VMs, seed {cfg.seed}, generated in {generated_s:.2f} s)")
-    print(f"  user: {cfg.user}  password: {cfg.password}  (the simulator's own credentials)")
+    print(f"  user: {cfg.user}  password: {cfg.password}  X-Auth-UserType {cfg.user_type}  (the simulator's own credentials)")
+    for u in cfg.users:
+        print(f"  user: {u.name}  password: {u.password}  X-Auth-UserType {u.user_type}")
     if ca_file:
         print(f"  CA certificate: {ca_file}")
     print("  control API: /sim/…   press Ctrl-C to stop", flush=True)

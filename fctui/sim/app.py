@@ -81,6 +81,50 @@ def err(e: VrmError) -> Response:
     return jresp(e.body(), e.status)
 
 
+ERROR_SHAPES = ("errorCode", "error", "empty")
+
+
+def _injected_error(f: Fault, code: str) -> Response:
+    """The error answer of a fault: the VRM's ``{errorCode, errorDes}`` (vrm-api.md §4.1), or a shape
+    a client must still read: ``{"error":{"code","message"}}`` (CNREF's) or nothing at all (as 404s
+    may come, §4.1)."""
+    assert f.status is not None
+    des = f"Injected fault (errorCode {code})"
+    if f.error_shape == "empty":
+        return Response(b"", status_code=f.status)
+    if f.error_shape == "error":
+        return jresp({"error": {"code": code, "message": des}}, f.status)
+    return jresp({"errorCode": code, "errorDes": des}, f.status)
+
+
+def _stringify_numbers(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: _stringify_numbers(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_stringify_numbers(v) for v in data]
+    if isinstance(data, (int, float)) and not isinstance(data, bool):
+        return str(data)
+    return data
+
+
+def reshape(resp: Response, faults: list[Fault]) -> Response:
+    """Apply the matched faults' answer reshaping (content type, numbers as strings) to ``resp``."""
+    ctype = next((f.content_type for f in faults if f.content_type is not None), None)
+    strings = any(f.numbers_as_strings for f in faults)
+    if (ctype is None and not strings) or isinstance(resp, StreamingResponse):
+        return resp
+    body = bytes(resp.body)
+    if strings and body:
+        body = json.dumps(_stringify_numbers(json.loads(body)), separators=(",", ":"),
+                          ensure_ascii=False).encode()
+    headers = {k: v for k, v in resp.headers.items() if k not in ("content-length", "content-type")}
+    if ctype is None:
+        ctype = resp.headers.get("content-type")
+    if ctype:
+        headers["content-type"] = ctype
+    return Response(body, status_code=resp.status_code, headers=headers)
+
+
 async def read_json(request: Request) -> dict[str, Any]:
     raw = await request.body()
     if not raw.strip():
@@ -821,6 +865,7 @@ async def control(request: Request, sim: Simulator, path: str) -> Response:
         return jresp(stats(sim))
     if method == "GET" and parts == ["info"]:
         return jresp({"siteUrn": sim.site_urn, "user": sim.config.user,
+                      "users": [{"name": a.name, "userType": a.user_type} for a in sim.accounts()],
                       "vms": sum(1 for v in sim.vms.values() if not v.gone),
                       "blockSize": sim.block_size, "timeScale": sim.config.time_scale,
                       "apiVersion": sim.config.api_version})
@@ -840,7 +885,9 @@ async def control(request: Request, sim: Simulator, path: str) -> Response:
             body = await read_json(request)
             # accept camelCase and snake_case spellings of every key
             for snake, camel in (("task_type", "taskType"), ("error_code", "errorCode"),
-                                 ("latency_ms", "latencyMs"), ("body_bytes", "bodyBytes")):
+                                 ("latency_ms", "latencyMs"), ("body_bytes", "bodyBytes"),
+                                 ("content_type", "contentType"), ("numbers_as_strings", "numbersAsStrings"),
+                                 ("error_shape", "errorShape")):
                 if snake in body and camel not in body:
                     body[camel] = body[snake]
                 if camel in body and snake not in body:
@@ -853,9 +900,14 @@ async def control(request: Request, sim: Simulator, path: str) -> Response:
                           count=int(body["count"]) if body.get("count") is not None else None,
                           probability=float(body.get("probability", 1.0)),
                           drop=bool(body.get("drop", False)), task_type=body.get("taskType"),
-                          body_bytes=int(body.get("bodyBytes") or 0))
+                          body_bytes=int(body.get("bodyBytes") or 0),
+                          content_type=None if body.get("contentType") is None else str(body["contentType"]),
+                          numbers_as_strings=bool(body.get("numbersAsStrings", False)),
+                          error_shape=str(body.get("errorShape") or "errorCode"))
                 if f.body_bytes < 0:
                     raise ValueError("bodyBytes must not be negative")
+                if f.error_shape not in ERROR_SHAPES:
+                    raise ValueError(f"errorShape must be one of {', '.join(ERROR_SHAPES)}")
                 if f.path:
                     re.compile(f.path)
             except (TypeError, ValueError, re.error) as e:
@@ -919,6 +971,8 @@ SITE_RE = re.compile(r"^/service/sites/([0-9A-F]{8})(/.*)?$")
 async def dispatch_service(request: Request, sim: Simulator, path: str) -> Response:
     method = request.method
     if path == "/service/versions" and method == "GET":
+        if sim.config.versions_need_token:
+            sim.check_token(request.headers.get("x-auth-token"))
         vs = [{"version": v, "loginUri": "/service/session"} for v in sim.config.versions]
         return jresp({"versions": vs})
     check_accept(sim, request.headers.get("accept"))
@@ -960,9 +1014,11 @@ async def login(request: Request, sim: Simulator) -> Response:
     if algo not in ("0", "1"):
         raise bad("X-ENCRIPT-ALGORITHM must be 0 or 1.")
     await read_json(request)  # empty or {}
-    s = sim.login(h.get("x-auth-user"), h.get("x-auth-key"), algo == "1")
+    s = sim.login(h.get("x-auth-user"), h.get("x-auth-key"), algo == "1",
+                  int(user_type) if user_type else None)
+    user_id = 7 + [a.name for a in sim.accounts()].index(s.user)
     body = {"validity": int(sim.config.token_idle_s * 1000), "rightType": "1",
-            "privilegeIds": [], "userId": "7", "userName": s.user, "roleList": ["administrator"]}
+            "privilegeIds": [], "userId": str(user_id), "userName": s.user, "roleList": ["administrator"]}
     return jresp(body, headers={"X-Auth-Token": s.token})
 
 
@@ -973,6 +1029,7 @@ def create_app(sim: Simulator) -> Starlette:
         path = request.url.path
         if path.startswith("/OmsPortal/service"):
             path = path[len("/OmsPortal"):]
+        faults: list[Fault] = []
         try:
             if path.startswith("/sim/") or path == "/sim":
                 sim.advance()
@@ -993,15 +1050,14 @@ def create_app(sim: Simulator) -> Starlette:
                     return _huge_answer(sim, request, f.body_bytes, f.status or 200)
                 if f.status:
                     code = f.error_code or ("10000009" if f.status >= 500 else C.INVALID_PARAM)
-                    return jresp({"errorCode": code,
-                                  "errorDes": f"Injected fault (errorCode {code})"}, f.status)
+                    return reshape(_injected_error(f, code), faults)
             sim.advance()
             if path.startswith("/sim-data/resources/"):
                 return await data_endpoint(request, sim, path.rsplit("/", 1)[1])
             if path.startswith("/service/") or path == "/service":
-                return await dispatch_service(request, sim, path)
+                return reshape(await dispatch_service(request, sim, path), faults)
             raise not_found(f"The path {path} does not exist.")
         except VrmError as e:
-            return err(e)
+            return reshape(err(e), faults)
 
     return Starlette(routes=[Route("/{path:path}", handle, methods=ALL_METHODS)])

@@ -80,6 +80,24 @@ DEFAULT_TASK_SECONDS: dict[str, float] = {
 
 DEFAULT_VERSIONS: tuple[str, ...] = ("6.0", "6.3", "6.5", "8.0", "8.1")
 
+# X-Auth-UserType values real clients send (vrm-api.md §2.1, §16): 0 (Commvault helper, SITEAPP, CMP,
+# FCC) and 2 (NOVA, CINDER, the Go SDKs). Meaning [I]: 0 a local (ordinary) user, 2 an interface user.
+USER_TYPES = (0, 2)
+
+
+@dataclass(frozen=True)
+class SimUser:
+    """A VRM account besides the default one: logs in only with its own ``X-Auth-UserType``."""
+
+    name: str
+    password: str
+    user_type: int = 2
+
+
+# The default accounts besides SimConfig.user (type 2): a local user of type 0, so that both user
+# types real clients send are exercised.
+DEFAULT_USERS: tuple[SimUser, ...] = (SimUser("operator", "Operator@123", 0),)
+
 
 @dataclass
 class SimConfig:
@@ -89,6 +107,9 @@ class SimConfig:
     time_scale: float = 1.0
     user: str = "admin"
     password: str = "Admin@123"
+    user_type: int = 2  # X-Auth-UserType of the default account (an interface user, as NOVA logs in)
+    users: tuple[SimUser, ...] = DEFAULT_USERS  # more accounts, each with its own type
+    versions_need_token: bool = False  # [I] GET /service/versions answers 401 without a token
     token_idle_s: float = 600.0
     sector_of_block: int = 4096  # 2 MiB CBT blocks; tests may use 128 (64 KiB)
     unsupported_versions: tuple[str, ...] = ()
@@ -114,6 +135,14 @@ class SimConfig:
             raise ValueError("sector_of_block must be a positive multiple of 8")
         if self.cbt_bitmap not in ("nibble", "byte"):
             raise ValueError("cbt_bitmap must be nibble or byte")
+        # the default account wins over a same-named extra one (`fctui sim --user operator`)
+        self.users = tuple(u for u in self.users if u.name != self.user)
+        for t in (self.user_type, *(u.user_type for u in self.users)):
+            if t not in USER_TYPES:
+                raise ValueError(f"user types must be 0 or 2, got {t!r}")
+        names = [u.name for u in self.users]
+        if len(set(names)) != len(names):
+            raise ValueError("user names must be unique")
         merged = dict(DEFAULT_TASK_SECONDS)
         merged.update(self.task_seconds)
         self.task_seconds = merged
@@ -496,6 +525,11 @@ class Fault:
     drop: bool = False
     task_type: str | None = None  # fail tasks of this type instead of requests
     body_bytes: int = 0  # answer 200 with a JSON body this long, streamed (no Content-Length)
+    # Reshape the answer as some VRMs (or proxies before them) may: None leaves it; "" sends no
+    # Content-Type; anything else replaces it (e.g. "text/plain" on JSON).
+    content_type: str | None = None
+    numbers_as_strings: bool = False  # every JSON number in the answer sent as a string ("total": "3")
+    error_shape: str = "errorCode"  # injected error bodies: errorCode | error ({"error":{code,message}}) | empty
     hits: int = 0
 
 
@@ -686,15 +720,27 @@ class VrmState:
         return obj
 
     # --- auth ----------------------------------------------------------------------------------
-    def login(self, user: str | None, key: str | None, plaintext: bool) -> Session:
+    def accounts(self) -> tuple[SimUser, ...]:
+        """Every account: the default one first, then ``SimConfig.users``."""
+        cfg = self.config
+        return (SimUser(cfg.user, cfg.password, cfg.user_type), *cfg.users)
+
+    def login(self, user: str | None, key: str | None, plaintext: bool,
+              user_type: int | None = None) -> Session:
+        """Open a session. ``user_type`` is the X-Auth-UserType sent (None: header omitted, as the
+        eSDKs do, vrm-api.md §2.1 -- accepted for any account [I]); another type than the account's
+        is refused like a wrong password [I: a VRM looks the user up among accounts of that type]."""
         import hashlib
 
-        cfg = self.config
-        expected = cfg.password if plaintext else hashlib.sha256(cfg.password.encode()).hexdigest()
-        if user != cfg.user or key is None or key != expected:
+        account = next((a for a in self.accounts() if a.name == user), None)
+        expected = None
+        if account is not None:
+            expected = account.password if plaintext else hashlib.sha256(account.password.encode()).hexdigest()
+        if (account is None or key is None or key != expected
+                or (user_type is not None and user_type != account.user_type)):
             # constant message: never say which part was wrong, never echo the key
             raise VrmError(401, C.BAD_CREDENTIALS, "The user name or password is incorrect.")
-        s = Session(token=secrets.token_hex(24), user=user, last_used=self.now())
+        s = Session(token=secrets.token_hex(24), user=account.name, last_used=self.now())
         self.sessions[s.token] = s
         return s
 

@@ -22,16 +22,16 @@ from urllib.parse import urlsplit
 import httpx
 
 from .credentials import install_log_redaction
-from .errors import (VERSION_ERROR_CODE, BackupResourceError, TaskFailedError, TaskTimeoutError, VrmAuthError,
-                     VrmBodyTooLargeError, VrmConnectionError, VrmError, VrmNotFoundError, VrmProtocolError,
-                     VrmServerError, VrmTimeoutError, VrmVersionError, api_error)
-from .models import (BackupResource, CbtBitmap, Cluster, Datastore, Host, LoginInfo, OsCatalogue, Site,
-                     SnapshotDetail, SnapshotTree, Task, TaskRef, VersionInfo, Vm, Volume)
+from .errors import (LICENCE_ERROR_CODE, VERSION_ERROR_CODE, BackupResourceError, TaskFailedError,
+                     TaskTimeoutError, VrmApiError, VrmAuthError, VrmBodyTooLargeError, VrmConnectionError,
+                     VrmError, VrmNotFoundError, VrmProtocolError, VrmServerError, VrmTimeoutError,
+                     VrmVersionError, api_error)
+from .models import (CBT_BITMAP_ORDERS, BackupResource, CbtBitmap, CbtBitmapError, Cluster, Datastore, Host,
+                     LoginInfo, OsCatalogue, Site, SnapshotDetail, SnapshotTree, Task, TaskRef, VersionInfo, Vm,
+                     Volume, as_int)
+from .requester import check_ip, local_address_towards
 from .transport import BlockTransport, HttpResourceTransport, make_verify
 from .urn import urn_to_uri
-from .errors import VrmApiError
-from .models import CBT_BITMAP_ORDERS, CbtBitmapError
-from .requester import check_ip, local_address_towards
 
 log = logging.getLogger("fctui.vrm.client")
 
@@ -107,12 +107,30 @@ _insecure_warned = False
 
 _RETRY_BACKOFF_S = (0.2, 0.5, 1.0, 2.0)
 
+# X-Auth-UserType values real clients send, and the one the account must have (vrm-api.md §2.1, §16):
+# 0 (Commvault helper, SITEAPP, CMP, FCC) or 2 (NOVA, CINDER, the Go SDKs).
+USER_TYPES = ("0", "2")
+DEFAULT_USER_TYPE = "2"
+# When the VRM cannot say which API versions it offers: first no version in Accept (accepted by real
+# VRMs: the Commvault helper sends none, vrm-api.md §1), then, should even that be refused with
+# 10000022, the versions seen in clients of real VRMs, newest first (§1).
+FALLBACK_API_VERSIONS = ("", "8.1", "8.0", "6.5", "6.3", "6.0")
+
 
 def _warn_insecure_once() -> None:
     global _insecure_warned
     if not _insecure_warned:
         _insecure_warned = True
         log.warning(INSECURE_WARNING)
+
+
+def user_type_header(value: object) -> str:
+    """The ``X-Auth-UserType`` to send for a setting given as an int or a string: "0" or "2"."""
+    text = str(value).strip() if isinstance(value, (int, str)) and not isinstance(value, bool) else ""
+    if text not in USER_TYPES:
+        raise VrmError(f"user type must be 0 or 2 (X-Auth-UserType: 0 for a local account, 2 for an "
+                       f"interface account), got {value!r}")
+    return text
 
 
 def _password_key(password: str, plaintext: bool) -> str:
@@ -129,11 +147,8 @@ def _param(v: Any) -> Any:
 
 
 def _total(data: dict) -> int | None:
-    """A listing's ``total``, when it is a number."""
-    try:
-        return int(data["total"]) if data.get("total") is not None else None
-    except (TypeError, ValueError):
-        return None
+    """A listing's ``total``, when it is a number (also sent as a string)."""
+    return as_int(data.get("total"))
 
 
 def _clean_params(params: dict[str, Any] | None) -> dict[str, Any]:
@@ -144,7 +159,8 @@ class VrmClient:
     """A logged-in conversation with one VRM. Use as ``async with VrmClient(...) as vrm:``."""
 
     def __init__(self, base_url: str, user: str, password: str | Callable[[], str], *,
-                 api_version: str | None = None, user_type: str = "2", plaintext_key: bool = False,
+                 api_version: str | None = None, user_type: int | str = DEFAULT_USER_TYPE,
+                 plaintext_key: bool = False,
                  verify: bool | str = True, timeout: float = 30.0,
                  transport: httpx.AsyncBaseTransport | None = None,
                  page_concurrency: int = 8, retries_5xx: int = 2, max_body: int | None = None,
@@ -165,7 +181,7 @@ class VrmClient:
         self._configured_version = api_version.lstrip("vV") if api_version else None
         self.api_version: str = self._configured_version or ""
         self._negotiated = self._configured_version is not None
-        self.user_type = user_type
+        self.user_type = user_type_header(user_type)
         self.plaintext_key = plaintext_key
         self.verify = verify
         self.timeout = timeout
@@ -261,33 +277,60 @@ class VrmClient:
     # --- session --------------------------------------------------------------------------------
 
     async def versions(self) -> list[VersionInfo]:
-        """``GET /service/versions`` (no token needed), oldest first."""
-        data = await self._call("GET", "/service/versions", with_version=False, auth=False)
+        """``GET /service/versions``, oldest first. Sent without a token before login and with the
+        session's once logged in: a VRM may want one (the eSDK sends its cached token, the Commvault
+        helper asks only after login; vrm-api.md §1, §16)."""
+        data = await self._call("GET", "/service/versions", with_version=False, auth=self.logged_in,
+                                relogin=False)
         items = self._list_field(data, "versions", "GET", "/service/versions")
         return [VersionInfo.from_dict(x) for x in items]
 
-    async def _discover_versions(self) -> list[str]:
-        """Versions the VRM offers, newest first ([] when it cannot say)."""
+    async def _discover_versions(self) -> tuple[list[str], bool]:
+        """Versions the VRM offers, newest first ([] when it cannot say), and whether it refused for
+        want of a session (then asking again after login may tell). Never raises: discovery must not
+        block login -- a VRM or a proxy may refuse the call (401, 403), fail (5xx), answer something
+        else, or drop the connection; the login that follows reports a real problem with the VRM."""
         try:
             vs = [v.version.lstrip("vV") for v in await self.versions() if v.version]
-        except (VrmNotFoundError, VrmProtocolError) as e:
-            # Old VRMs may lack the endpoint; the Accept header without a version is accepted (§1).
-            log.info("version discovery failed (%s); sending no version", e)
-            vs = []
-        return list(reversed(vs))
+        except VrmError as e:
+            log.info("version discovery failed (%s); falling back", e)
+            return [], isinstance(e, VrmAuthError) and e.status == 401 and not self.logged_in
+        return list(reversed(vs)), False
 
     async def login(self) -> LoginInfo:
         """Negotiate the API version if needed and open a session.
 
         A configured version is used as is. Otherwise the newest of ``/service/versions`` is tried
-        first and, should the VRM refuse it as unsupported (10000022), the next older one.
+        first and, should the VRM refuse it as unsupported (10000022, whatever the HTTP status), the
+        next older one. When the VRM cannot say, FALLBACK_API_VERSIONS are tried in turn; when it
+        wants a session for ``/service/versions``, it is asked again once logged in and the session
+        is reopened with the newest version it offers and accepts.
         """
         if self._token is not None:  # a second login would leave the first session open on the VRM
             with contextlib.suppress(VrmError):
                 await self.logout()
         if self._negotiated:
             return await self._login()
-        candidates = await self._discover_versions() or [""]
+        offered, ask_after_login = await self._discover_versions()
+        if offered:
+            return await self._login_trying(offered)
+        info = await self._login_trying(list(FALLBACK_API_VERSIONS))
+        if not ask_after_login:
+            return info
+        offered, _ = await self._discover_versions()
+        working = self.api_version
+        if not offered or offered[0] == working:
+            return info
+        with contextlib.suppress(VrmError):
+            await self.logout()
+        try:
+            return await self._login_trying(offered)
+        except VrmVersionError:  # it offers versions it refuses: keep the one that worked
+            log.info("VRM refused every API version it offers; keeping %s", working or "none")
+            return await self._login_trying([working])
+
+    async def _login_trying(self, candidates: list[str]) -> LoginInfo:
+        """Log in with the first of ``candidates`` the VRM accepts (10000022 moves to the next)."""
         for i, version in enumerate(candidates):
             self.api_version = version
             try:
@@ -295,7 +338,8 @@ class VrmClient:
             except VrmVersionError:
                 if i == len(candidates) - 1:
                     raise
-                log.info("VRM refused API version %s; trying %s", version, candidates[i + 1] or "none")
+                log.info("VRM refused API version %s; trying %s", version or "none",
+                         candidates[i + 1] or "none")
                 continue
             self._negotiated = True
             return info
@@ -314,9 +358,14 @@ class VrmClient:
             code, des = self._error_fields(resp)
             if code == VERSION_ERROR_CODE:
                 raise api_error(resp.status_code, code, des, "POST", "/service/session")
+            # A VRM answers a user type other than the account's as it answers a wrong password
+            # (vrm-api.md §2.1: the type has to match the account): name both suspects.
+            hint = ("" if resp.status_code != 401 or code == LICENCE_ERROR_CODE else
+                    f"; check the password, and that the account is of user type {self.user_type} "
+                    f"(X-Auth-UserType; the other type is {'2' if self.user_type == '0' else '0'})")
             raise VrmAuthError(
                 f"VRM login refused for user {self.user!r}: {des or 'bad user name or password'}"
-                + (f" [{code}]" if code and code not in des else ""),
+                + (f" [{code}]" if code and code not in des else "") + hint,
                 status=resp.status_code, error_code=code, error_des=des, method="POST",
                 path="/service/session")
         data = self._decode(resp, "POST", "/service/session")
@@ -427,11 +476,16 @@ class VrmClient:
         except ValueError:
             return "", body[:200].decode("utf-8", "replace").strip()
         if isinstance(data, dict):
-            code = data.get("errorCode")
-            des = data.get("errorDes")
-            if isinstance(data.get("error"), dict):  # a shape seen in some docs; tolerate it
-                code = code or data["error"].get("code")
-                des = des or data["error"].get("message")
+            # VRM's {errorCode, errorDes} (vrm-api.md §4.1); also the {"error":{"code","message"}} of
+            # CNREF, a flat {code, message} and {"error": "text"}, as a proxy or another release may send
+            code = data.get("errorCode", data.get("code"))
+            des = data.get("errorDes", data.get("message"))
+            inner = data.get("error")
+            if isinstance(inner, dict):
+                code = code or inner.get("errorCode", inner.get("code"))
+                des = des or inner.get("errorDes", inner.get("message"))
+            elif isinstance(inner, str):
+                des = des or inner
             return ("" if code is None else str(code)), ("" if des is None else str(des))
         return "", ""
 
@@ -444,16 +498,18 @@ class VrmClient:
         body = resp.content
         if not body.strip():
             return {}  # synchronous operations may answer 200/204 with nothing
-        ctype = resp.headers.get("content-type", "")
-        if "json" not in ctype.lower():
-            raise VrmProtocolError(
-                f"VRM answered {method} {path} with {ctype or 'no content type'} instead of JSON",
-                method=method, path=path, status=status)
+        # The body decides, not the label: JSON may come as text/plain or with no content type
+        # (issue #14); the label only names what a non-JSON answer was.
         try:
             return _loads(body)
         except ValueError as e:
-            raise VrmProtocolError(f"VRM answered {method} {path} with malformed JSON: {e}",
-                                   method=method, path=path, status=status) from None
+            ctype = resp.headers.get("content-type", "")
+            if "json" in ctype.lower():
+                raise VrmProtocolError(f"VRM answered {method} {path} with malformed JSON: {e}",
+                                       method=method, path=path, status=status) from None
+            raise VrmProtocolError(
+                f"VRM answered {method} {path} with {ctype or 'no content type'} instead of JSON",
+                method=method, path=path, status=status) from None
 
     async def _call(self, method: str, path_or_uri: str, *, params: dict[str, Any] | None = None,
                     json_body: Any = None, expect_json: bool = True, with_version: bool = True,

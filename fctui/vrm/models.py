@@ -50,24 +50,38 @@ def _s(d: dict, key: str, missing: list[str] | None = None, default: str = "") -
     return v if isinstance(v, str) else str(v)
 
 
+def as_int(v: Any) -> int | None:
+    """A whole number from a VRM field however it is sent: ``40``, ``"40"``, ``" 40 "``, ``"40.0"``,
+    ``40.0``; None when it is no number. Strings are read exactly (no float in between), so a large
+    size sent as a string keeps every digit. Some VRM fields are strings by declaration (the eSDK types
+    ``ioWeight`` as String, vrm-api.md §16), so any number may come as one."""
+    if type(v) is int:
+        return v
+    if v is None or v == "":
+        return None
+    if isinstance(v, (bool, int)):
+        return int(v)
+    if isinstance(v, str):
+        try:
+            return int(v)
+        except ValueError:
+            pass
+    try:
+        return int(float(v))
+    except (TypeError, ValueError, OverflowError):  # "n/a", "inf", a list
+        return None
+
+
 def _i(d: dict, key: str, missing: list[str] | None = None, default: int | None = None) -> int | None:
     v = d.get(key)
     if type(v) is int:  # the common case first
         return v
-    if v is None or v == "":
+    n = as_int(v)
+    if n is None:
         if missing is not None:
             missing.append(key)
         return default
-    if isinstance(v, bool):
-        return int(v)
-    if isinstance(v, int):
-        return v
-    try:
-        return int(float(v))
-    except (TypeError, ValueError):
-        if missing is not None:
-            missing.append(key)
-        return default
+    return n
 
 
 def _f(d: dict, key: str, default: float | None = None) -> float | None:
@@ -492,9 +506,10 @@ class Volume:
     def used_bytes(self) -> int | None:
         """Bytes the guest has written (``userUsedSize``, MB), when the VRM says (vrm-api.md §7.2)."""
         v = self.raw.get("userUsedSize")
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+        n = None if isinstance(v, bool) else as_int(v)
+        if n is None or n < 0:
             return None
-        return int(v) << 20
+        return n << 20
 
 
 # --- snapshots ----------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ def sim_config() -> Any:
 
 def fast_settings(**kw: Any) -> RunnerSettings:
     base = dict(watch_interval=0.05, busy_retry_s=1.0, busy_interval=0.05, task_interval=0.02,
-                release_wait_s=5.0, cleanup_within_s=10.0)
+                release_wait_s=5.0, cleanup_within_s=10.0, read_retry_s=3.0)  # a persistent getcbt 500 fails in 3 s, not 30
     base.update(kw)
     return RunnerSettings(**base)
 

@@ -62,7 +62,10 @@ async def test_15_02_bad_credentials_are_401_with_code() -> None:
 async def test_15_03_user_type_auth_type_and_body(user_type: str | None, auth_type: str | None,
                                                   body: bytes | None) -> None:
     async with sim_harness(login=False) as h:
-        headers = {"X-Auth-User": "admin", "X-Auth-Key": KEY, "Accept": ACCEPT}
+        # each type with an account of that type (admin is type 2, operator type 0)
+        user, password = ("operator", "Operator@123") if user_type == "0" else ("admin", "Admin@123")
+        headers = {"X-Auth-User": user, "X-Auth-Key": hashlib.sha256(password.encode()).hexdigest(),
+                   "Accept": ACCEPT}
         if user_type is not None:
             headers["X-Auth-UserType"] = user_type
         if auth_type is not None:
@@ -171,3 +174,102 @@ async def test_15_09_versions_without_token_oldest_first() -> None:
         keyed = [tuple(int(x) for x in v["version"].split(".")) for v in vs]
         assert keyed == sorted(keyed)
         assert all(v["loginUri"] == "/service/session" for v in vs)
+
+
+# --- user types (issue #14 item 4) -----------------------------------------------------------------
+
+def _key(password: str) -> str:
+    return hashlib.sha256(password.encode()).hexdigest()
+
+
+@pytest.mark.parametrize("user, password, own, other", [
+    ("admin", "Admin@123", "2", "0"), ("operator", "Operator@123", "0", "2")])
+async def test_user_type_must_match_the_account(user: str, password: str, own: str, other: str) -> None:
+    async with sim_harness(login=False) as h:
+        base = {"X-Auth-User": user, "X-Auth-Key": _key(password), "Accept": ACCEPT}
+        ok = await h.client.post("/service/session", headers={**base, "X-Auth-UserType": own})
+        assert ok.status_code == 200 and ok.json()["userName"] == user
+        # the eSDKs omit the header (vrm-api.md §2.1): accepted for any account
+        assert (await h.client.post("/service/session", headers=base)).status_code == 200
+        bad = await h.client.post("/service/session", headers={**base, "X-Auth-UserType": other})
+        # refused as bad credentials would be: 401, the same code and text, nothing about the type
+        wrong_pw = await h.client.post("/service/session", headers={
+            **base, "X-Auth-Key": _key("nope"), "X-Auth-UserType": own})
+        assert bad.status_code == wrong_pw.status_code == 401
+        assert bad.json() == wrong_pw.json() and len(bad.json()["errorCode"]) == 8
+        assert "X-Auth-Token" not in bad.headers
+
+
+async def test_configured_users_and_their_types() -> None:
+    from fctui.sim import SimUser
+    cfg = SimConfig(sector_of_block=128, user_type=0, users=(SimUser("nova", "N0va#pass", 2),))
+    async with sim_harness(cfg, login=False) as h:
+        info = (await h.client.get("/sim/info")).json()
+        assert info["users"] == [{"name": "admin", "userType": 0}, {"name": "nova", "userType": 2}]
+        r = await h.client.post("/service/session", headers={
+            "X-Auth-User": "nova", "X-Auth-Key": _key("N0va#pass"), "X-Auth-UserType": "2"})
+        assert r.status_code == 200 and r.json()["userId"] != "7"
+        r = await h.client.post("/service/session", headers={
+            "X-Auth-User": "admin", "X-Auth-Key": KEY, "X-Auth-UserType": "2"})
+        assert r.status_code == 401
+        r = await h.client.post("/service/session", headers={  # the default operator is not configured here
+            "X-Auth-User": "operator", "X-Auth-Key": _key("Operator@123"), "X-Auth-UserType": "0"})
+        assert r.status_code == 401
+    with pytest.raises(ValueError):
+        SimConfig(user_type=1)
+    with pytest.raises(ValueError):
+        SimConfig(users=(SimUser("a", "x", 0), SimUser("a", "y", 2)))
+    # the default account wins over a same-named extra one
+    assert SimConfig(user="operator").users == ()
+
+
+async def test_versions_may_need_a_token() -> None:
+    async with sim_harness(SimConfig(sector_of_block=128, versions_need_token=True), login=False) as h:
+        r = await h.client.get("/service/versions")
+        assert r.status_code == 401 and len(r.json()["errorCode"]) == 8
+        await h.login()
+        r = await h.get("/service/versions")
+        assert r.status_code == 200 and r.json()["versions"]
+
+
+# --- answer reshaping faults (issue #14 item 6) ----------------------------------------------------
+
+async def test_fault_content_type_and_numbers_as_strings() -> None:
+    async with sim_harness() as h:
+        await h.client.post("/sim/faults", json={"path": "/hosts$", "contentType": "text/plain",
+                                                 "numbersAsStrings": True, "count": 1})
+        r = await h.get(f"{h.site}/hosts")
+        assert r.status_code == 200 and r.headers["content-type"] == "text/plain"
+        body = r.json()
+        assert isinstance(body["total"], str) and body["total"] == str(len(body["hosts"]))
+        assert all(isinstance(x["cpuQuantity"], str) for x in body["hosts"])
+        assert all(isinstance(x["isMaintaining"], bool) for x in body["hosts"])  # booleans stay
+        await h.client.post("/sim/faults", json={"path": "/clusters$", "content_type": "", "count": 1})
+        r = await h.get(f"{h.site}/clusters")
+        assert r.status_code == 200 and "content-type" not in r.headers and r.json()["clusters"]
+        r = await h.get(f"{h.site}/clusters")  # count used up: as before
+        assert r.headers["content-type"].startswith("application/json")
+        # login keeps its token header when reshaped
+        await h.client.post("/sim/faults", json={"path": "/service/session$", "method": "POST",
+                                                 "contentType": "", "count": 1})
+        token = await h.login()
+        assert token and (await h.get("/service/sites")).status_code == 200
+
+
+@pytest.mark.parametrize("shape, expect", [
+    ("errorCode", {"errorCode": "10300109", "errorDes": "Injected fault (errorCode 10300109)"}),
+    ("error", {"error": {"code": "10300109", "message": "Injected fault (errorCode 10300109)"}}),
+    ("empty", None)])
+async def test_fault_error_shapes(shape: str, expect: dict | None) -> None:
+    async with sim_harness() as h:
+        r = await h.client.post("/sim/faults", json={"path": "/vms$", "status": 404, "errorCode": "10300109",
+                                                     "errorShape": shape})
+        assert r.status_code == 200
+        r = await h.get(f"{h.site}/vms")
+        assert r.status_code == 404
+        if expect is None:
+            assert r.content == b"" and "content-type" not in r.headers
+        else:
+            assert r.json() == expect
+        r = await h.client.post("/sim/faults", json={"path": "/x", "status": 404, "errorShape": "nope"})
+        assert r.status_code == 400

@@ -66,7 +66,9 @@ async def test_login_sha256_discovers_newest_version(sim: Simulator) -> None:
 
 
 async def test_login_plaintext_mode(sim: Simulator) -> None:
-    async with sim_client(sim, plaintext_key=True, user_type="0") as c:
+    # SITEAPP style: plaintext key, user type 0 -- the simulator's account of that type
+    async with VrmClient("http://vrm.sim", "operator", "Operator@123", plaintext_key=True, user_type="0",
+                         transport=httpx.ASGITransport(app=create_app(sim))) as c:
         assert len(await c.sites()) == 1
 
 
