@@ -43,7 +43,7 @@ def client_access(req: dict[str, Any]) -> dict[str, Any]:
     if user_type is not None:
         if isinstance(user_type, bool) or str(user_type) not in ("0", "2"):
             raise AgentError(f"user_type must be 0 or 2, got {user_type!r}")
-        access["user_type"] = str(user_type)   # the header's text, as VrmClient takes it
+        access["user_type"] = int(user_type)
     if proxy_ip is not None and proxy_ip != "":
         try:
             access["proxy_ip"] = check_ip(str(proxy_ip))

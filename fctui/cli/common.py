@@ -110,8 +110,7 @@ class Connection:
         """The VRM client keyword arguments of this connection beyond address, user and TLS: for a
         :class:`~fctui.vrm.VrmClient` this command opens and, as the same fields, in requests to the
         job agent (fctui.agent.server reads them back) and in the console's ConnectSpec."""
-        # user_type as the header's text: VrmClient takes "0"/"2" (and, newer, the int)
-        return {"user_type": str(self.user_type), "proxy_ip": self.proxy_ip, "cbt_bitmap": self.cbt_bitmap}
+        return {"user_type": self.user_type, "proxy_ip": self.proxy_ip, "cbt_bitmap": self.cbt_bitmap}
 
 
 def connection_from(ns: argparse.Namespace, config: Config | None = None) -> Connection | None:

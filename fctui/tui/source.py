@@ -43,8 +43,7 @@ class ConnectSpec:
     def client_options(self) -> dict[str, Any]:
         """VRM client keyword arguments beyond address, user and TLS: for this console's clients, its
         refresh process and the jobs it submits to the agent (the same fields as the CLI's Connection)."""
-        # user_type as the header's text: VrmClient takes "0"/"2" (and, newer, the int)
-        return {"user_type": str(self.user_type), "proxy_ip": self.proxy_ip, "cbt_bitmap": self.cbt_bitmap}
+        return {"user_type": self.user_type, "proxy_ip": self.proxy_ip, "cbt_bitmap": self.cbt_bitmap}
 
 
 @dataclass(slots=True)

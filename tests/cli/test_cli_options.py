@@ -166,14 +166,14 @@ def test_user_type_and_proxy_ip_before_after_or_from_the_profile(name: str, _con
     """Issue 14: the connection settings reach the VRM client like the other connection options."""
     own, _ = COMMANDS[name]
     write_profile(_config, "https://prod:7443", "op", user_type=0, proxy_ip="10.1.1.1", cbt_bitmap="byte")
-    assert client_options(own) == {"user_type": "0", "proxy_ip": "10.1.1.1", "cbt_bitmap": "byte"}
+    assert client_options(own) == {"user_type": 0, "proxy_ip": "10.1.1.1", "cbt_bitmap": "byte"}
     flags = ["--user-type", "2", "--proxy-ip", "10.2.2.2"]
-    want = {"user_type": "2", "proxy_ip": "10.2.2.2", "cbt_bitmap": "byte"}   # the line wins over the profile
+    want = {"user_type": 2, "proxy_ip": "10.2.2.2", "cbt_bitmap": "byte"}   # the line wins over the profile
     assert client_options([*flags, *own]) == client_options([*own, *flags]) == want
     assert client_options([*flags[:2], *own, *flags[2:]]) == want
     # --vrm/--user name a VRM without the profile: defaults, and what the line says
-    assert client_options([*CONN, *own]) == {"user_type": "2", "proxy_ip": None, "cbt_bitmap": "nibble"}
-    assert client_options([*own, *CONN, "--user-type", "0"])["user_type"] == "0"
+    assert client_options([*CONN, *own]) == {"user_type": 2, "proxy_ip": None, "cbt_bitmap": "nibble"}
+    assert client_options([*own, *CONN, "--user-type", "0"])["user_type"] == 0
 
 
 @pytest.mark.parametrize("argv, why", [

@@ -55,7 +55,7 @@ def test_the_console_and_its_refresh_process_use_them(tmp_path: Path, monkeypatc
     cfg = parse_config(profile(user_type=0, cbt_bitmap="byte"))
     spec = spec_from_args(build_parser().parse_args(["--proxy-ip", "10.3.3.3"]), cfg)
     assert spec is not None
-    assert spec.client_options() == {"user_type": "0", "proxy_ip": "10.3.3.3", "cbt_bitmap": "byte"}
+    assert spec.client_options() == {"user_type": 0, "proxy_ip": "10.3.3.3", "cbt_bitmap": "byte"}
     client = InventoryFeed(spec)._make_client()
     assert (client.user_type, client.proxy_ip, client.cbt_bitmap) == ("0", "10.3.3.3", "byte")
     # the refresh process rebuilds the spec from plain arguments: the settings go with them
@@ -74,7 +74,7 @@ def test_agent_requests_carry_them_and_the_agent_checks_them() -> None:
     conn = connection_from(ns)
     assert conn is not None
     req = {"vrm": conn.url, "user": conn.user, "password": "x", "verify": conn.verify, **conn.client_options()}
-    assert client_access(req) == {"verify": True, "user_type": "0", "proxy_ip": "10.4.4.4", "cbt_bitmap": "nibble"}
+    assert client_access(req) == {"verify": True, "user_type": 0, "proxy_ip": "10.4.4.4", "cbt_bitmap": "nibble"}
     assert client_access({"verify": False}) == {"verify": False}   # an older client: the defaults
     for bad, why in ((dict(user_type=1), "user_type must be 0 or 2"), (dict(user_type=True), "user_type"),
                      (dict(proxy_ip="x"), "proxy_ip must be an IP address"), (dict(cbt_bitmap="bit"), "cbt_bitmap")):
@@ -106,5 +106,21 @@ def test_backup_submits_them_to_the_agent(es: Any, tmp_path: Path, monkeypatch: 
     op, fields = sent[0]
     assert op == "submit" and fields["targets"] == ["web01"]
     assert {k: fields[k] for k in ("user_type", "proxy_ip", "cbt_bitmap")} == \
-        {"user_type": "2", "proxy_ip": "10.5.5.5", "cbt_bitmap": "byte"}
+        {"user_type": 2, "proxy_ip": "10.5.5.5", "cbt_bitmap": "byte"}
     assert client_access(fields)["cbt_bitmap"] == "byte"
+
+
+def test_check_logs_in_with_the_profiles_user_type(es: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """The simulator's "operator" account is of type 0: it logs in only when the profile (or the flag)
+    says so."""
+    op = next(u for u in es.sim.config.users if u.user_type == 0)
+    monkeypatch.setenv("FCTUI_PASSWORD", op.password)
+    cfg = tmp_path / "cfg"
+    cfg.mkdir()
+    monkeypatch.setenv("FCTUI_CONFIG_DIR", str(cfg))
+    (cfg / "config.toml").write_text(f'[profiles.p]\nvrm = "{es.url}"\nuser = "{op.name}"\nuser_type = 0\n')
+    assert main(["check", "--json"]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    assert main(["check", "--json", "--user-type", "2"]) == 3
+    assert "user type" in capsys.readouterr().err
