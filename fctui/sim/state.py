@@ -129,12 +129,12 @@ class SimConfig:
             raise ValueError("vms must be >= 0")
         if self.time_scale <= 0:
             raise ValueError("time_scale must be > 0")
+        if self.cbt_bitmap not in ("nibble", "byte"):
+            raise ValueError("cbt_bitmap must be nibble or byte")
         if not 0 <= self.fill_scale <= 1:
             raise ValueError("fill_scale must be between 0 and 1")
         if self.sector_of_block <= 0 or self.sector_of_block % 8:
             raise ValueError("sector_of_block must be a positive multiple of 8")
-        if self.cbt_bitmap not in ("nibble", "byte"):
-            raise ValueError("cbt_bitmap must be nibble or byte")
         # the default account wins over a same-named extra one (`fctui sim --user operator`)
         self.users = tuple(u for u in self.users if u.name != self.user)
         for t in (self.user_type, *(u.user_type for u in self.users)):
