@@ -128,3 +128,30 @@ async def test_restored_disks_keep_their_backed_up_bus(client: VrmClient, repo: 
     assert disks[1]["pciType"] == backed[plan.disks[1].source_volume]   # from the point's vmConfig
     assert "affinitySet" not in body["vmConfig"]["cpu"]
     assert set(body["osOptions"]) <= {"osType", "osVersion", "guestOSName"}
+
+
+async def test_host_gate_prefers_snapshots_and_lets_resources_share_the_host() -> None:
+    """Pure ordering: resources of one host share it; a snapshot waits for them and, while it waits,
+    no new resource starts there (no starvation); another host is not held up."""
+    import asyncio
+    from fctui.jobs.scheduler import HOST_SNAPSHOT_GATE, HostSnapshotGate
+    gate = HostSnapshotGate(enabled=True)
+    assert await gate.begin_resource("h1") and await gate.begin_resource("h1")
+    told: list[str] = []
+    snap = asyncio.create_task(gate.begin_snapshot("h1", told.append))
+    await asyncio.sleep(0)
+    assert not snap.done() and told == [HOST_SNAPSHOT_GATE]
+    late = asyncio.create_task(gate.begin_resource("h1"))
+    other = asyncio.create_task(gate.begin_resource("h2"))
+    await asyncio.sleep(0)
+    assert not late.done() and other.done()
+    gate.end_resource("h1")
+    await asyncio.sleep(0)
+    assert not snap.done()
+    gate.end_resource("h1")
+    await asyncio.sleep(0)
+    assert snap.done() and not late.done()
+    gate.end_snapshot("h1")
+    await asyncio.sleep(0)
+    assert late.done()
+    assert not await HostSnapshotGate(enabled=False).begin_snapshot("h1")   # off: nothing to wait for
