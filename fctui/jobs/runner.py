@@ -73,6 +73,9 @@ class RunnerSettings:
     ip: str = ""                       # our address, for the VRM's resource ACL
     progress_interval: float = 0.5     # s between progress events of one disk
     space_check: bool = True           # refuse a VM whose planned bytes do not fit (before reading)
+    # The stricter reading of vrm-api.md §16 NOTES: no backup resource of ours on the VM's host when its
+    # CBT snapshot is created (the scheduler's host gate); off: only the VM's own volumes (§15 item 40).
+    host_snapshot_gate: bool = False
 
 
 def retry_blocking(fn: Callable[[], Any], attempts: int) -> Any:
@@ -445,7 +448,8 @@ class BackupRunner:
 
         # A VRM that refuses a CBT snapshot while any resource is prepared on the host (the stricter
         # reading of vrm-api.md §16 NOTES) is served by the scheduler's host gate, when enabled.
-        gated = kind == "cbt" and await self.scheduler.gate.begin_snapshot(vp.host_urn, gate_wait)
+        gated = kind == "cbt" and await self.scheduler.gate.begin_snapshot(vp.host_urn, gate_wait,
+                                                                           strict=s.host_snapshot_gate)
         try:
             if gated and vm.reason == HOST_SNAPSHOT_GATE:
                 vm.state, vm.reason = "snapshot", ""

@@ -161,7 +161,11 @@ class HostSnapshotGate:
     while a snapshot is being created or waits to be, so snapshots are preferred and never starve
     (a VM's snapshot should live briefly, and other VMs' disks only pause between two disks). Nobody
     holds one side while waiting for the other (a VM snapshots, then reads its disks), so no cycle.
-    Disabled, every call passes at once (the per-VM reading, which the runner's order already keeps).
+
+    Resources are always counted, so that a job told to follow the stricter reading (``strict``, or
+    the gate ``enabled`` for all) also waits for the resources of jobs that were not; a snapshot that
+    is not strict passes at once and is not counted (the per-VM reading, which the runner's order
+    already keeps), so without strict snapshots no preparation ever waits here.
     """
 
     def __init__(self, enabled: bool = False) -> None:
@@ -187,10 +191,11 @@ class HostSnapshotGate:
                 self._event = asyncio.Event()
             await self._event.wait()
 
-    async def begin_snapshot(self, host: str, on_wait: Callable[[str], None] | None = None) -> bool:
+    async def begin_snapshot(self, host: str, on_wait: Callable[[str], None] | None = None,
+                             strict: bool = False) -> bool:
         """Wait until a CBT snapshot may be created on ``host``; True when the caller must call
-        :meth:`end_snapshot` afterwards (the gate is enabled)."""
-        if not self.enabled:
+        :meth:`end_snapshot` afterwards (the gate is enabled, or the caller ``strict``)."""
+        if not (self.enabled or strict):
             return False
         st = self._state(host)
         st.snapshots_waiting += 1
@@ -208,10 +213,9 @@ class HostSnapshotGate:
         self._changed()
 
     async def begin_resource(self, host: str, on_wait: Callable[[str], None] | None = None) -> bool:
-        """Wait until a backup resource may be prepared on ``host``; True when the caller must call
-        :meth:`end_resource` once the resource is released (or cannot exist)."""
-        if not self.enabled:
-            return False
+        """Wait until a backup resource may be prepared on ``host`` (only strict snapshots there make
+        it wait); the caller must call :meth:`end_resource` once the resource is released (or cannot
+        exist). Always True."""
         st = self._state(host)
         await self._wait(lambda: st.creating == 0 and st.snapshots_waiting == 0, on_wait)
         st.resources += 1

@@ -38,16 +38,17 @@ def sim_config() -> Any:
     return cfg
 
 
-def fast_settings() -> RunnerSettings:
+def fast_settings(**kw: Any) -> RunnerSettings:
     return RunnerSettings(watch_interval=0.05, busy_retry_s=1.0, busy_interval=0.05, task_interval=0.02,
-                          release_wait_s=5.0, cleanup_within_s=10.0)
+                          release_wait_s=5.0, cleanup_within_s=10.0, **kw)
 
 
 async def backup(client: VrmClient, repo: Repository, targets: list[str], scheduler: Scheduler,
-                 job_id: str = "j1") -> JobRecord:
+                 job_id: str = "j1", strict: bool = False) -> JobRecord:
     plan = await build_plan(client, targets, repo)
     job = JobRecord(id=job_id, targets=list(targets))
-    runner = BackupRunner(client, repo, scheduler=scheduler, journal=MemoryJournal(), settings=fast_settings())
+    runner = BackupRunner(client, repo, scheduler=scheduler, journal=MemoryJournal(),
+                          settings=fast_settings(host_snapshot_gate=strict))
     try:
         await runner.run(job, plan, Reporter(job))
     finally:
@@ -71,11 +72,12 @@ async def test_simulator_can_refuse_a_cbt_snapshot_while_a_resource_lives_on_the
     await client.release_backup_resource(urn_to_uri(a.disks[0].volume_urn), res.task_id)
 
 
+@pytest.mark.parametrize("told", ["scheduler", "settings"])
 async def test_host_gate_backs_up_several_vms_of_one_host_when_the_vrm_enforces_it_per_host(
-        client: VrmClient, control: httpx.AsyncClient, repo: Repository) -> None:
+        client: VrmClient, control: httpx.AsyncClient, repo: Repository, told: str) -> None:
     # Two VM slots per host: the third VM's snapshot comes while the first two read their disks.
-    scheduler = Scheduler(per_host=2, host_snapshot_gate=True)
-    job = await backup(client, repo, ONE_HOST, scheduler)
+    scheduler = Scheduler(per_host=2, host_snapshot_gate=told == "scheduler")
+    job = await backup(client, repo, ONE_HOST, scheduler, strict=told == "settings")
     assert job.state == "succeeded", job.error
     assert [v.state for v in job.vms] == ["done"] * len(ONE_HOST)
     stats = (await control.get("/sim/stats")).json()
@@ -154,4 +156,13 @@ async def test_host_gate_prefers_snapshots_and_lets_resources_share_the_host() -
     gate.end_snapshot("h1")
     await asyncio.sleep(0)
     assert late.done()
-    assert not await HostSnapshotGate(enabled=False).begin_snapshot("h1")   # off: nothing to wait for
+    off = HostSnapshotGate(enabled=False)
+    assert await off.begin_resource("h1")
+    assert not await off.begin_snapshot("h1")   # not strict: passes at once, not counted
+    assert await off.begin_resource("h1")       # and no preparation waits for it
+    strict = asyncio.create_task(off.begin_snapshot("h1", strict=True))   # a strict job's waits for them
+    await asyncio.sleep(0)
+    assert not strict.done()
+    strict.cancel()
+    await asyncio.gather(strict, return_exceptions=True)
+    assert off._state("h1").snapshots_waiting == 0   # a cancelled wait leaves nothing behind
