@@ -181,6 +181,7 @@ class _VmRun:
     resource: tuple[str, str, int | None] | None = None   # (volume_uri, task_id, journal key)
     resource_key: int | None = None
     host_gate: bool = False   # holds the resource side of the scheduler's host gate (until released)
+    snapshot_gate: bool = False   # holds the snapshot side of it (until the snapshot task ends)
     writer: Any = None
     disks: dict[str, DiskProgress] = field(default_factory=dict)
     cleanup_budget: cleanup.Budget | None = None  # started by the first cleanup step of this VM
@@ -440,37 +441,22 @@ class BackupRunner:
         # 1. snapshot (intent recorded first)
         vm.state, vm.reason = "snapshot", ""
         reporter.state()
-
-        def gate_wait(reason: str) -> None:
-            vm.state, vm.reason = "waiting", reason
-            reporter.log(f"{vp.vm_name}: snapshot waits until no backup resource of ours is on its host ({reason})")
-            reporter.state()
-
-        # A VRM that refuses a CBT snapshot while any resource is prepared on the host (the stricter
-        # reading of vrm-api.md §16 NOTES) is served by the scheduler's host gate, when enabled.
-        gated = kind == "cbt" and await self.scheduler.gate.begin_snapshot(vp.host_urn, gate_wait,
-                                                                           strict=s.host_snapshot_gate)
-        try:
-            if gated and vm.reason == HOST_SNAPSHOT_GATE:
-                vm.state, vm.reason = "snapshot", ""
-                reporter.state()
-            run.snapshot_key = self.journal.intend(job_id=job.id, vrm=self.vrm, user=self.user, what="snapshot",
-                                                   vm_urn=vp.vm_urn, name=name, snapshot_type=snap_type)
-            ref = await cleanup.retry(
-                lambda: cleanup.create_checked(
-                    lambda: c.create_snapshot(vp.vm_uri, name, type=snap_type,
-                                              description=f"fctui backup job {job.id}"),
-                    lambda: cleanup.find_snapshots_named(c, vp.vm_uri, name), f"snapshot {name}"),
-                within=s.busy_retry_s, interval=s.busy_interval, cut=False, transient_s=s.read_retry_s)
-            run.snapshot_urn = ref.urn
-            run.snapshot_uri = ref.uri or (urn_to_uri(ref.urn) if ref.urn else "")
-            run.snapshot_cbt = kind == "cbt"
-            self.journal.update(run.snapshot_key, snapshot_urn=ref.urn, snapshot_uri=run.snapshot_uri,
-                                task_uri=ref.task_uri, state="created")
-            task = await c.wait_task(ref, timeout=s.task_timeout, interval=s.task_interval)
-        finally:
-            if gated:
-                self.scheduler.gate.end_snapshot(vp.host_urn)
+        if kind == "cbt":
+            await self._begin_snapshot_gate(run, reporter)
+        run.snapshot_key = self.journal.intend(job_id=job.id, vrm=self.vrm, user=self.user, what="snapshot",
+                                               vm_urn=vp.vm_urn, name=name, snapshot_type=snap_type)
+        ref = await cleanup.retry(
+            lambda: cleanup.create_checked(
+                lambda: c.create_snapshot(vp.vm_uri, name, type=snap_type, description=f"fctui backup job {job.id}"),
+                lambda: cleanup.find_snapshots_named(c, vp.vm_uri, name), f"snapshot {name}"),
+            within=s.busy_retry_s, interval=s.busy_interval, cut=False, transient_s=s.read_retry_s)
+        run.snapshot_urn = ref.urn
+        run.snapshot_uri = ref.uri or (urn_to_uri(ref.urn) if ref.urn else "")
+        run.snapshot_cbt = kind == "cbt"
+        self.journal.update(run.snapshot_key, snapshot_urn=ref.urn, snapshot_uri=run.snapshot_uri,
+                            task_uri=ref.task_uri, state="created")
+        task = await c.wait_task(ref, timeout=s.task_timeout, interval=s.task_interval)
+        self._end_snapshot_gate(run)
         t0, t1 = task.times_ms()
         if t0 is not None and t1 is not None and t1 >= t0:
             vm.pause_s = (t1 - t0) / 1000.0
@@ -591,6 +577,8 @@ class BackupRunner:
             d.state, d.wait_reason, d.started = "reading", "", time.time()
             reporter.state()
             task_type = "CBTBackup" if vp.kind == "cbt" else "BackupVol"
+            # held until the resource is released (here or by the failure cleanup)
+            run.host_gate = await self.scheduler.gate.begin_resource(vp.host_urn, waiting)
             key = self.journal.intend(job_id=job.id, vrm=self.vrm, user=self.user, what="resource",
                                       vm_urn=vp.vm_urn, volume_urn=dp.volume_urn, volume_uri=dp.volume_uri,
                                       snapshot_urn=run.snapshot_urn)
@@ -600,8 +588,6 @@ class BackupRunner:
                 d.wait_reason = reason
                 reporter.state()
 
-            # held until the resource is released (here or by the failure cleanup)
-            run.host_gate = await self.scheduler.gate.begin_resource(vp.host_urn, host_busy)
             ref = await self._prepare(dp.volume_uri, dp.volume_urn, task_type, run.snapshot_urn, host_busy)
             run.resource = (dp.volume_uri, ref.task_id, key)
             self.journal.update(key, task_id=ref.task_id, state="created")
@@ -630,6 +616,27 @@ class BackupRunner:
             reporter.state()
         finally:
             self.scheduler.release(ticket)
+
+    async def _begin_snapshot_gate(self, run: _VmRun, reporter: Reporter) -> None:
+        """A VRM that refuses a CBT snapshot while any resource is prepared on the host (the stricter
+        reading of vrm-api.md §16 NOTES) is served by the scheduler's host gate, when told so."""
+        vp, vm = run.plan, run.progress
+
+        def gate_wait(reason: str) -> None:
+            vm.state, vm.reason = "waiting", reason
+            reporter.log(f"{vp.vm_name}: snapshot waits until no backup resource of ours is on its host ({reason})")
+            reporter.state()
+
+        run.snapshot_gate = await self.scheduler.gate.begin_snapshot(vp.host_urn, gate_wait,
+                                                                     strict=self.settings.host_snapshot_gate)
+        if vm.reason == HOST_SNAPSHOT_GATE:
+            vm.state, vm.reason = "snapshot", ""
+            reporter.state()
+
+    def _end_snapshot_gate(self, run: _VmRun) -> None:
+        if run.snapshot_gate:
+            run.snapshot_gate = False
+            self.scheduler.gate.end_snapshot(run.plan.host_urn)
 
     def _end_host_gate(self, run: _VmRun) -> None:
         if run.host_gate:
@@ -788,6 +795,7 @@ class BackupRunner:
                 except VrmError as e:
                     problems.append(f"backup resource on {intent.get('volume_urn')} not released: {e}")
                     self.journal.update(run.resource_key, last_error=str(e))
+        self._end_snapshot_gate(run)
         self._end_host_gate(run)   # the resource is released, or left to the hunter: not ours to wait for
         if run.writer is not None:
             try:
