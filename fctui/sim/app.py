@@ -853,6 +853,8 @@ def stats(sim: Simulator) -> dict[str, Any]:
         "dataBytesRead": sim.stats.get("data_bytes_read", 0),
         "dataBytesWritten": sim.stats.get("data_bytes_written", 0),
         "faultBodyBytesSent": sim.stats.get("fault_body_bytes_sent", 0),
+        "cbtSnapshotsWithHostResource": sim.stats.get("cbt_snapshots_with_host_resource", 0),
+        "cbtSnapshotsRefusedForHostResource": sim.stats.get("cbt_snapshots_refused_host_resource", 0),
     }
 
 

@@ -79,7 +79,8 @@ def volume(sim: VrmState, v: Volume, owner: bool = False) -> dict[str, Any]:
         "maxReadBytes": 0, "maxWriteBytes": 0, "maxReadRequest": 0, "maxWriteRequest": 0,
         "pciType": disk.pci_type if disk else "VIRTIO", "occupiedVolume": False,
         "bindToVm": 3 if v.vm is not None else 2, "srcVolumeUrn": "",
-        "volumeUseType": 4 if _has_snapshots(v) and v.use_type == 0 else v.use_type,
+        "volumeUseType": 4 if (sim.config.volume_use_type_snapshots and v.use_type == 0 and _has_snapshots(v))
+        else v.use_type,
         "ioWeight": 0, "siocFlag": False, "volumeUrl": _volume_url(sim, v),
         "linkCloneParent": v.link_clone_parent, "volInfoUrl": "", "drExtParams": "",
         "params": {}, "pvscsiSupport": v.pvscsi, "storageVersion": "", "storageSN": "",
