@@ -287,10 +287,11 @@ def resource(sim: VrmState, r: BackupResource, base_url: str) -> dict[str, Any]:
     turn = sim.task_urn(r.task)
     status = resource_status(sim, r)
     ready = status == "success"
+    # vrm-api.md §16: the eSDK's BackupResource declares hostPort a String
     return {
         "urn": urn, "uri": sim.uri(vurn) + f"/backupresources/{r.id}",
         "resourceUrl": f"{base_url.rstrip('/')}/sim-data/resources/{r.id}" if ready else "",
-        "hostIP": r.host.ip if ready else "", "hostPort": r.host_port if ready else 0,
+        "hostIP": r.host.ip if ready else "", "hostPort": str(r.host_port) if ready else "",
         "targetFile": (f"/POME/{r.volume.datastore.name}/{r.volume.name}"
                        + (f"_snap{r.snapshot.id}.img" if r.snapshot else ".img")) if ready else "",
         "token": r.token if ready else "", "status": status,
