@@ -4,7 +4,9 @@ allows, and assess them.
 Requests for a site of N VMs (pages of 100, fetched concurrently):
   sites 1, clusters 1, hosts 1+, datastores 1+, osversions 1, VMs N/100 (detail=2), templates 1+,
   active tasks 2-3 (site-wide, filtered on status), volumes V/100, snapshot trees only for VMs owning a
-  volume with ``volumeUseType == 4`` ("volume with snapshots"), one site-wide task listing since the
+  volume with ``volumeUseType == 4`` ("volume with snapshots") -- or, when the VRM does not set it (no
+  volume says 4, or a VM with snapshots has none that says so), every VM's tree within a time budget --
+  one site-wide task listing since the
   oldest last backup and a snapshot detail per VM only for the VMs the product has backed up before.
 
 I/O goes through :class:`~fctui.vrm.client.VrmClient` only; the rules are pure (:mod:`fctui.rules`).
@@ -144,6 +146,36 @@ def _vrm_time(text: str) -> float | None:
         return None
 
 
+# Snapshot trees read because the VRM's volumeUseType cannot be trusted: at least this long, else half
+# the VM listing's time (the check's goal is at most 1.5x the listing).
+TREE_BUDGET_FLOOR_S = 5.0
+_NOT_READ = object()   # a tree not read: the time budget was spent first
+
+
+def _distrust_use_type(volumes: VolumeUse, trees: Mapping[str, "SnapshotTree | None"],
+                       vm_by_urn: Mapping[str, Vm]) -> str:
+    """Why the volumes' ``volumeUseType == 4`` cannot be trusted to name the VMs with snapshots
+    ('' when it can): not reported at all, no volume says 4, or a tree read shows snapshots of a VM
+    none of whose snapshot-able volumes says 4."""
+    if not volumes.use_type_seen:
+        return "the VRM reports no volumeUseType on volumes"
+    if not volumes.with_snapshots:
+        return "no volume has volumeUseType 4 (volume with snapshots): the VRM may not set it"
+    marked = {v for v, _ in volumes.with_snapshots}
+    marked_vms = {o for _, o in volumes.with_snapshots if o}
+    for urn, tree in trees.items():
+        vm = vm_by_urn.get(urn)
+        if tree is None or vm is None or urn in marked_vms:
+            continue
+        if not any(n.status not in ("creating", "deleting") for n in tree.walk()):
+            continue   # one under way may have come after the volume listing was read
+        vols = [d.volume_urn for d in vm.disks if d.volume_urn and not d.indep_disk and d.type != "share"]
+        if vols and not any(v in marked for v in vols):
+            return (f"{vm.name or urn} has snapshots but none of its volumes has volumeUseType 4: "
+                    "the VRM does not set it")
+    return ""
+
+
 def _task_ms(t: Task) -> float | None:
     start, finish = t.times_ms()
     return finish if finish is not None else start
@@ -153,7 +185,8 @@ class _Gatherer:
     def __init__(self, client: VrmClient, site_uri: "str | Site | None", knowledge: Mapping[str, BackupKnowledge],
                  concurrency: int, now: Callable[[], float], provisional: bool = True,
                  keep_raw: bool = True, helper: bool = True,
-                 render_vm: Callable[[Assessment], str] | None = None) -> None:
+                 render_vm: Callable[[Assessment], str] | None = None,
+                 tree_budget_s: float | None = None) -> None:
         self.provisional = provisional
         self.render_vm = render_vm
         self.keep_raw = keep_raw
@@ -174,6 +207,9 @@ class _Gatherer:
         self.now = now
         self.gaps: list[str] = []
         self.phase: dict[str, float] = {}  # wall seconds of each VRM phase (they overlap)
+        self.tree_budget_s = tree_budget_s
+        self._budget_s = 0.0
+        self.trees_read = 0
 
     async def _active_tasks(self, s: str) -> list[Task]:
         lists = await asyncio.gather(*(self.client.tasks(s, status=st) for st in ("waiting", "running", "cancelling")))
@@ -280,6 +316,24 @@ class _Gatherer:
         except (VrmApiError, VrmProtocolError) as e:
             self.gaps.append(f"snapshot tree of {vm.name or vm.urn} not read: {e}")
             return False
+
+    async def _trees_within_budget(self, vms: list[Vm]) -> dict[str, "SnapshotTree | None | bool | object"]:
+        """The trees of ``vms``, ``conc`` at a time, none started once the budget is spent (those
+        are ``_NOT_READ``): at most the budget plus one request's time."""
+        loop = asyncio.get_running_loop()
+        budget = self.tree_budget_s
+        if budget is None:   # half the VM listing's time (check <= 1.5x the listing), at least a floor
+            budget = max(TREE_BUDGET_FLOOR_S, 0.5 * self.phase.get("vm_list_s", 0.0))
+        self._budget_s = budget
+        end = loop.time() + budget
+
+        async def one(vm: Vm) -> "SnapshotTree | None | bool | object":
+            if loop.time() >= end:
+                return _NOT_READ
+            return await self._read_tree(vm)
+
+        got = await gather_limited([one(vm) for vm in vms], self.conc)
+        return {vm.urn: t for vm, t in zip(vms, got)}
 
     async def _cbt_now(self, vm: Vm, tree: SnapshotTree | None, k: BackupKnowledge) -> dict[str, VolumeCbtState]:
         """Current CBT position of the VM's volumes, from its newest ready CBT snapshot if that is
@@ -455,16 +509,33 @@ class _Gatherer:
                 # no volume list: the trees of the VMs we back up are still worth reading
                 snapshots_known = False
                 need_tree = [vm for vm in vms if vm.urn in self.knowledge]
-            elif volumes.use_type_seen or not volumes.count:
-                need_tree = [vm for vm in vms if vm.urn in with_snaps or vm.urn in self.knowledge]
             else:
-                self.gaps.append("the VRM reports no volumeUseType on volumes: every VM's snapshot tree was read")
-                need_tree = list(vms)
+                need_tree = [vm for vm in vms if vm.urn in with_snaps or vm.urn in self.knowledge]
             t_trees = time.perf_counter()
             trees_list = await gather_limited([self._tree(vm) for vm in need_tree], self.conc)
-            self.phase["trees_s"] = time.perf_counter() - t_trees
             trees = {vm.urn: t for vm, t in zip(need_tree, trees_list) if t is not False}
             unknown_trees = {vm.urn for vm, t in zip(need_tree, trees_list) if t is False}
+            if volumes is not None and volumes.count:
+                # vrm-api.md §16: no public client shows a VRM setting volumeUseType 4 for VM snapshots.
+                # Trusted only when the VRM reports it, marks some volume with it, and no tree read
+                # so far shows snapshots on a VM none of whose volumes says 4; else every other VM's
+                # tree is read, within the time budget.
+                why = _distrust_use_type(volumes, trees, self._vm_by_urn)
+                if why:
+                    read = {vm.urn for vm in need_tree}
+                    rest = [vm for vm in vms if vm.urn not in read]
+                    late = await self._trees_within_budget(rest)
+                    need_tree = need_tree + rest
+                    trees.update({u: t for u, t in late.items() if t is not False and t is not _NOT_READ})
+                    unknown_trees |= {u for u, t in late.items() if t is False or t is _NOT_READ}
+                    not_read = sum(1 for t in late.values() if t is _NOT_READ)
+                    self.gaps.append(f"{why}: every VM's snapshot tree was read"
+                                     if not not_read else
+                                     f"{why}: {len(rest) - not_read} of {len(rest)} other VMs' snapshot trees read "
+                                     f"within the check's time budget ({self._budget_s:g} s); snapshot limit and "
+                                     f"leftovers of the other {not_read} not checked")
+            self.trees_read = sum(1 for vm in need_tree if vm.urn in trees or vm.urn in unknown_trees)
+            self.phase["trees_s"] = time.perf_counter() - t_trees
             know_vms = [vm for vm in vms if vm.urn in self.knowledge]
             cbt_list = await gather_limited([self._soft(self._cbt_now(vm, trees.get(vm.urn), self.knowledge[vm.urn]),
                                                   f"current CBT state of {vm.name or vm.urn} not read")
@@ -477,7 +548,7 @@ class _Gatherer:
             r0 = time.perf_counter()
             again: Iterable[int] = range(len(vms))
             if snapshots_known:
-                need_urns = {vm.urn for vm in need_tree}
+                need_urns = {vm.urn for vm in need_tree} | unknown_trees
                 again = [i for i, vm in enumerate(vms) if vm.urn in need_urns]
             with gc_paused():
                 for i in again:
@@ -497,7 +568,7 @@ class _Gatherer:
                                      "provisional_rules_s": rules_s, "total_s": total},
                             vm_json=vm_json,
                             fetched_at=time.time(), api_version=client.api_version,
-                            requests=client.request_count - req0, trees_fetched=len(need_tree), gaps=self.gaps)
+                            requests=client.request_count - req0, trees_fetched=self.trees_read, gaps=self.gaps)
             yield InventoryUpdate("final", site=site, clusters=clusters, hosts=hosts, datastores=datastores,
                                   os_catalogue=oscat, inventory=inv)
         finally:
@@ -762,7 +833,7 @@ class _VolumeHelper:
 async def gather_stream(client: VrmClient, site_uri: str | Site | None = None, *,
                         knowledge: Mapping[str, BackupKnowledge] = _NO_KNOWLEDGE, concurrency: int = 16,
                         now: Callable[[], float] = time.time, keep_raw: bool = True,
-                        helper: bool = True) -> AsyncIterator[InventoryUpdate]:
+                        helper: bool = True, tree_budget_s: float | None = None) -> AsyncIterator[InventoryUpdate]:
     """Stream the inventory: the static objects first, then each page of VMs with provisional
     assessments (snapshot rules not evaluated yet), then the final :class:`Inventory`.
 
@@ -770,20 +841,23 @@ async def gather_stream(client: VrmClient, site_uri: str | Site | None = None, *
     product knows of its earlier backups. ``concurrency`` bounds concurrent pages and per-VM reads.
     ``keep_raw=False`` empties each VM's (and disk's) ``raw`` JSON as soon as it is parsed: a
     fraction of the memory, for callers that read the typed fields only. ``helper=False``: read the
-    volume listing in this process (no second VRM session).
+    volume listing in this process (no second VRM session). ``tree_budget_s``: how long snapshot trees
+    may be read when the VRM's ``volumeUseType`` cannot be trusted to name the VMs with snapshots
+    (None: half the VM listing's time, at least ``TREE_BUDGET_FLOOR_S``).
     """
     async for u in _Gatherer(client, site_uri, knowledge, concurrency, now, keep_raw=keep_raw,
-                             helper=helper).run():
+                             helper=helper, tree_budget_s=tree_budget_s).run():
         yield u
 
 
 async def _gather_final(client: VrmClient, site_uri: str | None, knowledge: Mapping[str, BackupKnowledge],
                         concurrency: int, now: Callable[[], float], helper: bool = True,
-                        render_vm: Callable[[Assessment], str] | None = None) -> Inventory:
+                        render_vm: Callable[[Assessment], str] | None = None,
+                        tree_budget_s: float | None = None) -> Inventory:
     inv: Inventory | None = None
     with gc_paused():  # a one-shot bulk read: collect once at the end, not over and over meanwhile
         async for u in _Gatherer(client, site_uri, knowledge, concurrency, now, provisional=False,
-                                 helper=helper, render_vm=render_vm).run():
+                                 helper=helper, render_vm=render_vm, tree_budget_s=tree_budget_s).run():
             if u.kind == "final":
                 inv = u.inventory  # the generator is consumed to its end so its clean-up runs now
     if inv is None:
@@ -794,9 +868,10 @@ async def _gather_final(client: VrmClient, site_uri: str | None, knowledge: Mapp
 async def gather(client: VrmClient, site_uri: str | None = None, *,
                  knowledge: Mapping[str, BackupKnowledge] = _NO_KNOWLEDGE, concurrency: int = 16,
                  now: Callable[[], float] = time.time, helper: bool = True,
-                 render_vm: Callable[[Assessment], str] | None = None) -> Inventory:
+                 render_vm: Callable[[Assessment], str] | None = None,
+                 tree_budget_s: float | None = None) -> Inventory:
     """The whole inventory of one site, assessed (see :func:`gather_stream`). ``helper=False`` reads
     the volume listing in this process even when a helper process could (see ``_volumes``).
     ``render_vm``: turns an assessment into the text a report will hold (``Inventory.vm_json``),
     called while the VRM is still being read, so that little is left to render at the end."""
-    return await _gather_final(client, site_uri, knowledge, concurrency, now, helper, render_vm)
+    return await _gather_final(client, site_uri, knowledge, concurrency, now, helper, render_vm, tree_budget_s)

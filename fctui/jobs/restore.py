@@ -566,6 +566,18 @@ def coalesce_runs(blocks: list[int], max_blocks: int) -> Iterator[tuple[int, int
         yield start, n
 
 
+# What a VM create body may carry from the backed-up vmConfig (vrm-api.md §6.2 vmConfig, §11 create VM).
+_CPU_CREATE_FIELDS = ("quantity", "coresPerSocket")
+_MEMORY_CREATE_FIELDS = ("quantityMB",)
+_OS_CREATE_FIELDS = ("osType", "osVersion", "guestOSName")
+_NIC_CREATE_FIELDS = ("name", "portGroupUrn", "sequenceNum")
+_OTHER_OS_IDS = frozenset({201, 202, 301, 302, 401, 402})
+
+
+def _settable(d: Any, keys: tuple[str, ...]) -> dict[str, Any]:
+    return {k: d[k] for k in keys if k in d and d[k] is not None} if isinstance(d, dict) else {}
+
+
 def new_restore_id() -> str:
     return "r" + time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
 
@@ -712,23 +724,42 @@ class _Restore:
             raise
 
     def _vm_body(self) -> dict[str, Any]:
+        """The minimal documented create body (vrm-api.md §11 create VM): a VM detail's vmConfig also
+        carries query-only fields (``cpu.affinitySet``, the disks' ``volumeUrl``/``storageType``, the
+        Tools-reported ``osOptions.hostname``) that a VRM may refuse, so only settable fields are sent."""
         cfg = self.plan.point.vm_config
+        backed_up = {x.get("volumeUrn"): x for x in cfg.get("disks") or [] if isinstance(x, dict)}
         disks = []
         for dp in self.plan.disks:
-            disks.append({"volumeUrn": self.targets[dp.source_volume], "sequenceNum": dp.sequence_num,
-                          "pciType": dp.pci_type or "VIRTIO"})
-        nics = [{k: v for k, v in n.items() if k in ("name", "portGroupUrn", "nicType", "sequenceNum")}
+            disk: dict[str, Any] = {"volumeUrn": self.targets[dp.source_volume]}
+            if dp.sequence_num is not None:
+                disk["sequenceNum"] = dp.sequence_num
+            # the bus the disk was backed up on; when the point does not say, the VRM's own default
+            # (IDE on old releases, VIRTIO on newer ones: vrm-api.md §11) rather than a guess of ours
+            pci = dp.pci_type or str(backed_up.get(dp.source_volume, {}).get("pciType") or "")
+            if pci:
+                disk["pciType"] = pci
+            disks.append(disk)
+        nics = [{k: v for k, v in n.items() if k in _NIC_CREATE_FIELDS}
                 for n in cfg.get("nics") or [] if isinstance(n, dict)]
         body: dict[str, Any] = {
             "name": self.plan.vm_name,
             "description": f"restored by fctui from restore point {self.plan.point.id} of {self.plan.point.vm_name}",
             "location": self.plan.location,
             "autoBoot": False,  # powered on explicitly afterwards, so a failure to start is reported as such
-            "vmConfig": {"cpu": cfg.get("cpu") or {}, "memory": cfg.get("memory") or {}, "disks": disks,
+            "vmConfig": {"cpu": _settable(cfg.get("cpu"), _CPU_CREATE_FIELDS),
+                         "memory": _settable(cfg.get("memory"), _MEMORY_CREATE_FIELDS), "disks": disks,
                          "nics": [n for n in nics if n.get("portGroupUrn")]},
         }
-        if cfg.get("osOptions"):
-            body["osOptions"] = cfg["osOptions"]
+        os_opts = _settable(cfg.get("osOptions"), _OS_CREATE_FIELDS)
+        try:
+            other_os = int(os_opts.get("osVersion")) in _OTHER_OS_IDS  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            other_os = False
+        if not other_os:
+            os_opts.pop("guestOSName", None)   # meaningful only with the "other" ids (vrm-api.md §6.2)
+        if os_opts:
+            body["osOptions"] = os_opts
         return body
 
     async def _create_vm(self) -> None:

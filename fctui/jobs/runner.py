@@ -33,7 +33,7 @@ from . import cleanup
 from .journal import JournalLike, MemoryJournal
 from .model import DiskProgress, JobError, JobRecord, VmProgress
 from .planner import DiskPlan, Plan, VmPlan, confirm_disk
-from .scheduler import HOST_SOCKETS_BUSY, Scheduler
+from .scheduler import HOST_SNAPSHOT_GATE, HOST_SOCKETS_BUSY, Scheduler
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..repo import Repository
@@ -72,6 +72,9 @@ class RunnerSettings:
     cbt_window: int = 1024             # getcbt blocks per query (as observed in the field)
     progress_interval: float = 0.5     # s between progress events of one disk
     space_check: bool = True           # refuse a VM whose planned bytes do not fit (before reading)
+    # The stricter reading of vrm-api.md §16 NOTES: no backup resource of ours on the VM's host when its
+    # CBT snapshot is created (the scheduler's host gate); off: only the VM's own volumes (§15 item 40).
+    host_snapshot_gate: bool = False
 
 
 def retry_blocking(fn: Callable[[], Any], attempts: int) -> Any:
@@ -176,6 +179,8 @@ class _VmRun:
     snapshot_cbt: bool = False
     resource: tuple[str, str, int | None] | None = None   # (volume_uri, task_id, journal key)
     resource_key: int | None = None
+    host_gate: bool = False   # holds the resource side of the scheduler's host gate (until released)
+    snapshot_gate: bool = False   # holds the snapshot side of it (until the snapshot task ends)
     writer: Any = None
     disks: dict[str, DiskProgress] = field(default_factory=dict)
     cleanup_budget: cleanup.Budget | None = None  # started by the first cleanup step of this VM
@@ -435,6 +440,8 @@ class BackupRunner:
         # 1. snapshot (intent recorded first)
         vm.state, vm.reason = "snapshot", ""
         reporter.state()
+        if kind == "cbt":
+            await self._begin_snapshot_gate(run, reporter)
         run.snapshot_key = self.journal.intend(job_id=job.id, vrm=self.vrm, user=self.user, what="snapshot",
                                                vm_urn=vp.vm_urn, name=name, snapshot_type=snap_type)
         ref = await cleanup.retry(
@@ -448,6 +455,7 @@ class BackupRunner:
         self.journal.update(run.snapshot_key, snapshot_urn=ref.urn, snapshot_uri=run.snapshot_uri,
                             task_uri=ref.task_uri, state="created")
         task = await c.wait_task(ref, timeout=s.task_timeout, interval=s.task_interval)
+        self._end_snapshot_gate(run)
         t0, t1 = task.times_ms()
         if t0 is not None and t1 is not None and t1 >= t0:
             vm.pause_s = (t1 - t0) / 1000.0
@@ -571,6 +579,8 @@ class BackupRunner:
             d.state, d.wait_reason, d.started = "reading", "", time.time()
             reporter.state()
             task_type = "CBTBackup" if vp.kind == "cbt" else "BackupVol"
+            # held until the resource is released (here or by the failure cleanup)
+            run.host_gate = await self.scheduler.gate.begin_resource(vp.host_urn, waiting)
             key = self.journal.intend(job_id=job.id, vrm=self.vrm, user=self.user, what="resource",
                                       vm_urn=vp.vm_urn, volume_urn=dp.volume_urn, volume_uri=dp.volume_uri,
                                       snapshot_urn=run.snapshot_urn)
@@ -602,11 +612,38 @@ class BackupRunner:
                                                         f"not released yet", e)
             run.resource = None
             run.resource_key = None
+            self._end_host_gate(run)
             d.state, d.finished = "done", time.time()
             reporter.progress(vm, d, force=True)
             reporter.state()
         finally:
             self.scheduler.release(ticket)
+
+    async def _begin_snapshot_gate(self, run: _VmRun, reporter: Reporter) -> None:
+        """A VRM that refuses a CBT snapshot while any resource is prepared on the host (the stricter
+        reading of vrm-api.md §16 NOTES) is served by the scheduler's host gate, when told so."""
+        vp, vm = run.plan, run.progress
+
+        def gate_wait(reason: str) -> None:
+            vm.state, vm.reason = "waiting", reason
+            reporter.log(f"{vp.vm_name}: snapshot waits until no backup resource of ours is on its host ({reason})")
+            reporter.state()
+
+        run.snapshot_gate = await self.scheduler.gate.begin_snapshot(vp.host_urn, gate_wait,
+                                                                     strict=self.settings.host_snapshot_gate)
+        if vm.reason == HOST_SNAPSHOT_GATE:
+            vm.state, vm.reason = "snapshot", ""
+            reporter.state()
+
+    def _end_snapshot_gate(self, run: _VmRun) -> None:
+        if run.snapshot_gate:
+            run.snapshot_gate = False
+            self.scheduler.gate.end_snapshot(run.plan.host_urn)
+
+    def _end_host_gate(self, run: _VmRun) -> None:
+        if run.host_gate:
+            run.host_gate = False
+            self.scheduler.gate.end_resource(run.plan.host_urn)
 
     async def _prepare(self, volume_uri: str, volume_urn: str, task_type: str, snapshot_urn: str,
                        on_busy: Callable[[str], None]) -> Any:
@@ -760,6 +797,8 @@ class BackupRunner:
                 except VrmError as e:
                     problems.append(f"backup resource on {intent.get('volume_urn')} not released: {e}")
                     self.journal.update(run.resource_key, last_error=str(e))
+        self._end_snapshot_gate(run)
+        self._end_host_gate(run)   # the resource is released, or left to the hunter: not ours to wait for
         if run.writer is not None:
             try:
                 run.writer.abort()

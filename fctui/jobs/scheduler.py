@@ -28,6 +28,7 @@ from typing import Callable
 HOST_SOCKETS_BUSY = "host-sockets-busy"
 TARGET_VOLUMES_BUSY = "target-volumes-busy"
 GLOBAL_LIMIT = "global-limit"
+HOST_SNAPSHOT_GATE = "host-snapshot-gate"   # a CBT snapshot and a backup resource of one host wait for each other
 
 MAX_PER_HOST = 8       # product document §3: 8 socket connections per host
 MAX_PER_DATASTORE = 8  # product document §2: 8 volumes at a time on a target storage
@@ -144,13 +145,98 @@ class SlotPool:
         return list(self.queue)
 
 
+@dataclass
+class _HostGateState:
+    creating: int = 0        # CBT snapshot creations under way on the host
+    snapshots_waiting: int = 0
+    resources: int = 0       # backup resources of ours prepared (or being prepared) on the host
+
+
+class HostSnapshotGate:
+    """The stricter reading of "no prepared backup resource may exist when a CBT snapshot is created"
+    (vrm-api.md §16 NOTES, scope not stated; §15 item 40 reads it per VM): per host, this client's
+    CBT snapshot creations and its backup resources exclude each other.
+
+    A snapshot creation waits until no resource of ours is prepared on its host; a preparation waits
+    while a snapshot is being created or waits to be, so snapshots are preferred and never starve
+    (a VM's snapshot should live briefly, and other VMs' disks only pause between two disks). Nobody
+    holds one side while waiting for the other (a VM snapshots, then reads its disks), so no cycle.
+
+    Resources are always counted, so that a job told to follow the stricter reading (``strict``, or
+    the gate ``enabled`` for all) also waits for the resources of jobs that were not; a snapshot that
+    is not strict passes at once and is not counted (the per-VM reading, which the runner's order
+    already keeps), so without strict snapshots no preparation ever waits here.
+    """
+
+    def __init__(self, enabled: bool = False) -> None:
+        self.enabled = enabled
+        self._hosts: dict[str, _HostGateState] = {}
+        self._event: asyncio.Event | None = None   # set (and replaced) at every change
+
+    def _state(self, host: str) -> _HostGateState:
+        return self._hosts.setdefault(host or "?", _HostGateState())
+
+    def _changed(self) -> None:
+        ev, self._event = self._event, None
+        if ev is not None:
+            ev.set()
+
+    async def _wait(self, ready: Callable[[], bool], on_wait: Callable[[str], None] | None) -> None:
+        told = False
+        while not ready():
+            if not told and on_wait is not None:
+                on_wait(HOST_SNAPSHOT_GATE)
+                told = True
+            if self._event is None:
+                self._event = asyncio.Event()
+            await self._event.wait()
+
+    async def begin_snapshot(self, host: str, on_wait: Callable[[str], None] | None = None,
+                             strict: bool = False) -> bool:
+        """Wait until a CBT snapshot may be created on ``host``; True when the caller must call
+        :meth:`end_snapshot` afterwards (the gate is enabled, or the caller ``strict``)."""
+        if not (self.enabled or strict):
+            return False
+        st = self._state(host)
+        st.snapshots_waiting += 1
+        try:
+            await self._wait(lambda: st.resources == 0, on_wait)
+        finally:
+            st.snapshots_waiting -= 1
+            self._changed()
+        st.creating += 1
+        return True
+
+    def end_snapshot(self, host: str) -> None:
+        st = self._state(host)
+        st.creating = max(0, st.creating - 1)
+        self._changed()
+
+    async def begin_resource(self, host: str, on_wait: Callable[[str], None] | None = None) -> bool:
+        """Wait until a backup resource may be prepared on ``host`` (only strict snapshots there make
+        it wait); the caller must call :meth:`end_resource` once the resource is released (or cannot
+        exist). Always True."""
+        st = self._state(host)
+        await self._wait(lambda: st.creating == 0 and st.snapshots_waiting == 0, on_wait)
+        st.resources += 1
+        return True
+
+    def end_resource(self, host: str) -> None:
+        st = self._state(host)
+        st.resources = max(0, st.resources - 1)
+        self._changed()
+
+
 class Scheduler:
-    """asyncio front of :class:`SlotPool`; ``on_change`` is told whenever a ticket's reason changes."""
+    """asyncio front of :class:`SlotPool`; ``on_change`` is told whenever a ticket's reason changes.
+    ``host_snapshot_gate``: order CBT snapshot creations and backup resources per host
+    (:class:`HostSnapshotGate`)."""
 
     def __init__(self, *, per_host: int = MAX_PER_HOST, per_datastore: int = MAX_PER_DATASTORE,
-                 global_limit: int = 16) -> None:
+                 global_limit: int = 16, host_snapshot_gate: bool = False) -> None:
         self.pool = SlotPool(per_host=per_host, per_datastore=per_datastore, global_limit=global_limit)
         self._events: dict[int, asyncio.Event] = {}
+        self.gate = HostSnapshotGate(host_snapshot_gate)
 
     def _wake(self, granted: list[Ticket]) -> None:
         for t in granted:

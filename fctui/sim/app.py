@@ -265,6 +265,51 @@ async def h_cluster_res(request: Request, sim: Simulator, m: re.Match[str]) -> R
     return jresp({"cpuResource": d["cpuResource"], "memResource": d["memResource"]})
 
 
+@route("GET", r"/clusters/(\d+)/allvmcomputeresource")
+async def h_cluster_vm_res(request: Request, sim: Simulator, m: re.Match[str]) -> Response:
+    """vrm-api.md §16: NOVA asks ``?isNeedAllocVcpus=true&detail=true``."""
+    c = sim.clusters.get(int(m.group(1)))
+    if c is None:
+        raise not_found(f"The cluster {m.group(1)} does not exist.")
+    return jresp(views.cluster_vm_compute_resource(
+        sim, c, bool(q_bool(request, "isNeedAllocVcpus")), bool(q_bool(request, "detail"))))
+
+
+@route("GET", "/monitors/getSysCurrentTime")
+async def h_current_time(request: Request, sim: Simulator, m: re.Match[str]) -> Response:
+    """vrm-api.md §16 (NOVA): ``currentUtcTime`` in epoch milliseconds [I: sent as an integer]."""
+    return jresp({"currentUtcTime": int(sim.now() * 1000)})
+
+
+@route("GET", "/dvswitchs")
+async def h_dvswitchs(request: Request, sim: Simulator, m: re.Match[str]) -> Response:
+    """vrm-api.md §6 (NOVA, ESDK-CS): the distributed switches; filters ``location`` (cluster or host
+    URN) and ``name`` (fuzzy) [I: the ``dvSwitchs`` key and the fields]."""
+    name = name_filter(request)
+    loc = request.query_params.get("location")
+    out = [views.dvswitch(sim)]
+    if loc and sim.by_urn(loc, "clusters") is None and sim.by_urn(loc, "hosts") is None:
+        out = []
+    if name:
+        out = [d for d in out if name in d["name"].lower()]
+    return jresp({"dvSwitchs": out})
+
+
+@route("GET", r"/dvswitchs/(\d+)")
+async def h_dvswitch(request: Request, sim: Simulator, m: re.Match[str]) -> Response:
+    if int(m.group(1)) != views.DVSWITCH_ID:
+        raise not_found(f"The distributed switch {m.group(1)} does not exist.")
+    return jresp(views.dvswitch(sim))
+
+
+@route("GET", r"/dvswitchs/(\d+)/portgroups")
+async def h_portgroups(request: Request, sim: Simulator, m: re.Match[str]) -> Response:
+    if int(m.group(1)) != views.DVSWITCH_ID:
+        raise not_found(f"The distributed switch {m.group(1)} does not exist.")
+    page, total = paged(request, [views.portgroup(sim)], True)
+    return jresp({"total": total, "portGroups": page})
+
+
 @route("GET", "/hosts")
 async def h_hosts(request: Request, sim: Simulator, m: re.Match[str]) -> Response:
     scope = request.query_params.get("scope")
@@ -650,6 +695,34 @@ async def h_volume_migrate(request: Request, sim: Simulator, m: re.Match[str]) -
     return jresp(ops.migrate_volume(sim, sim.get_volume(m.group(1)), await read_json(request)))
 
 
+# eSDK ModifyIOpropertyOfVolumeReq: KB/s limits 0 or 8..2^53-1, request limits 0 or 16..2^32-1 (0 = no
+# limit). A limit left out keeps its value [I: the eSDK marks all four required; NOVA may send fewer].
+IO_LIMITS = {"maxReadBytes": (8, 2**53 - 1), "maxWriteBytes": (8, 2**53 - 1),
+             "maxReadRequest": (16, 2**32 - 1), "maxWriteRequest": (16, 2**32 - 1)}
+
+
+@route("POST", VOL + "/modifyIOpropertyOfVolume")
+async def h_volume_io(request: Request, sim: Simulator, m: re.Match[str]) -> Response:
+    """vrm-api.md §7.3 (ESDK-J, NOVA): set a volume's IO limits; answers a task."""
+    vol = sim.get_volume(m.group(1))
+    body = await read_json(request)
+    limits: dict[str, int] = {}
+    for key, (low, high) in IO_LIMITS.items():
+        if key not in body:
+            continue
+        v = body[key]
+        if isinstance(v, bool) or not isinstance(v, int) or not (v == 0 or low <= v <= high):
+            raise bad(f"{key} must be 0 or an integer from {low} to {high}.")
+        limits[key] = v
+
+    def done() -> None:
+        views.VOLUME_IO.setdefault(vol, {}).update(limits)
+
+    t = sim.start_task("ModifyVolumeIO", sim.urn("volumes", vol.id), vol.name,
+                       sim.config.task_seconds["modify"], on_success=done, volume=vol)
+    return jresp(ops.task_ref(sim, t))
+
+
 @route("POST", VOL + "/getcbt")
 async def h_getcbt(request: Request, sim: Simulator, m: re.Match[str]) -> Response:
     return jresp(ops.get_cbt(sim, sim.get_volume(m.group(1)), await read_json(request)))
@@ -853,6 +926,8 @@ def stats(sim: Simulator) -> dict[str, Any]:
         "dataBytesRead": sim.stats.get("data_bytes_read", 0),
         "dataBytesWritten": sim.stats.get("data_bytes_written", 0),
         "faultBodyBytesSent": sim.stats.get("fault_body_bytes_sent", 0),
+        "cbtSnapshotsWithHostResource": sim.stats.get("cbt_snapshots_with_host_resource", 0),
+        "cbtSnapshotsRefusedForHostResource": sim.stats.get("cbt_snapshots_refused_host_resource", 0),
     }
 
 
@@ -1017,7 +1092,8 @@ async def login(request: Request, sim: Simulator) -> Response:
     s = sim.login(h.get("x-auth-user"), h.get("x-auth-key"), algo == "1",
                   int(user_type) if user_type else None)
     user_id = 7 + [a.name for a in sim.accounts()].index(s.user)
-    body = {"validity": int(sim.config.token_idle_s * 1000), "rightType": "1",
+    # rightType: an integer, as the Go SDKs decode it (vrm-api.md §16; the eSDK declares a String)
+    body = {"validity": int(sim.config.token_idle_s * 1000), "rightType": 1,
             "privilegeIds": [], "userId": str(user_id), "userName": s.user, "roleList": ["administrator"]}
     return jresp(body, headers={"X-Auth-Token": s.token})
 

@@ -48,6 +48,8 @@ PAUSE_CLASSES: dict[str, tuple[float, float, float]] = {
     "ordinary": (0.40, 0.05, 0.00060),
     "slow": (0.70, 0.09, 0.00110),
 }
+# sequenceNum of IDE data disks on older releases (vrm-api.md §16: NOVA MOUNT_DEVICE_SEQNUM_MAP_IDE)
+IDE_DATA_SEQ = (1001, 1002, 1003, 1004)
 CLASS_CYCLE = ("ordinary", "fast", "ordinary", "slow", "ordinary", "fast")
 
 
@@ -146,7 +148,7 @@ class _Gen:
                 volume_format="qcow2" if ds.storage_type in ("NAS", "LOCALPOME", "LUNPOME")
                 else "raw",
             )
-            vm_disks.append(Disk(vol, i + 1, spec.get("pci", "VIRTIO")))
+            vm_disks.append(Disk(vol, spec.get("seq", i + 1), spec.get("pci", "VIRTIO")))
         nics = []
         for k in range(rng.choice((1, 1, 2))):
             self.nic_seq += 1
@@ -253,7 +255,9 @@ class _Gen:
                  disks=[d(is_diff=True, use_type=8)], link_clone=True)
         if parent is not None:
             lc.disks[0].volume.link_clone_parent = sim.urn("volumes", parent.id)
-        add("edge-disk-ide-01", ["disk-ide"], 10121, disks=[d(pci="IDE")])
+        # older releases number IDE data disks 1001-1004 (vrm-api.md §16, NOVA constant.py); slot 1 stays
+        # the boot disk
+        add("edge-disk-ide-01", ["disk-ide"], 10121, disks=[d(), d(pci="IDE", seq=IDE_DATA_SEQ[0])])
         add("edge-disk-shared-01", ["disk-shared", "shared-disk-x86"], 10121,
             disks=[d(), d(type="share", indep=True, pci="SCSI")])
         if self.arm_cluster is not None:
@@ -290,7 +294,8 @@ class _Gen:
         add("edge-combo-indep-shared-01", ["disk-independent", "disk-shared", "shared-disk-x86"],
             10121, disks=[d(), d(indep=True), d(type="share", indep=True, pci="SCSI")])
         add("edge-combo-stopped-notools-ide-01", ["state-stopped", "tools-missing", "disk-ide"],
-            10088, "stopped", tools=False, disks=[d(pci="IDE")])
+            10088, "stopped", tools=False,
+            disks=[d(pci="IDE"), d(pci="IDE", seq=IDE_DATA_SEQ[0]), d(pci="IDE", seq=IDE_DATA_SEQ[1])])
         # leave the nearly-full datastore nearly full whatever its volumes use
         self.nearly_full.used_gb = self.nearly_full.capacity_gb - 4
         sim.edge_cases = edge

@@ -134,6 +134,8 @@ def create_snapshot(sim: VrmState, vm: Vm, body: dict[str, Any]) -> dict[str, st
         if vm.status == "hibernated":
             raise bad("A hibernated VM cannot take a CBT snapshot.", C.STATE)
         sim.vm_resource_check(vm)
+        if sim.config.cbt_snapshot_resource_scope == "host":
+            sim.host_resource_check(vm)
     if need_mem and vm.status != "running" and vm.status != "hibernated":
         raise bad("A memory snapshot needs a running VM.", C.STATE)
     normal, backup = count_snapshots(vm)
@@ -145,6 +147,8 @@ def create_snapshot(sim: VrmState, vm: Vm, body: dict[str, Any]) -> dict[str, st
         raise bad("The VM has no disk that can be included in a snapshot.", C.STATE)
 
     vols = _snap_volumes(vm)
+    if type_ == "CBTbackup":
+        sim.note_cbt_snapshot(vm)
     gb = sum(v.size_mb for v in vols) / 1024
     pause = sim.draw_pause(vm, len(vols), gb)
     s = Snapshot(id=sim.new_id(), vm=vm, name=name, description=desc, type=type_,
@@ -898,7 +902,39 @@ def delete_volume(sim: VrmState, vol: Volume) -> dict[str, str]:
     return task_ref(sim, t)
 
 
+# Fields a VM detail carries that a create body may not (vrm-api.md §6.2-§6.3, §11 create VM): state the
+# VRM reports (status, host, Tools, times), `cpu.affinitySet`, the disks' `volumeUrl` and `storageType`
+# ("query only"), the Tools-reported `osOptions.hostname`. Refusing them with 10000003 is [I]: how a
+# real VRM answers unknown or read-only fields is not public; a strict one answers 400.
+VM_QUERY_ONLY = frozenset({"urn", "uri", "status", "hostUrn", "hostName", "clusterUrn", "clusterName",
+                           "locationName", "pvDriverStatus", "toolInstallStatus", "cdRomStatus", "toolsVersion",
+                           "createTime", "deleteTime", "idle", "vncAcessInfo", "drStatus", "rpoStatus",
+                           "initSyncStatus", "additionalStatus", "dataStoreUrns", "objectPrivs"})
+VM_QUERY_ONLY_CPU = frozenset({"affinitySet"})
+VM_QUERY_ONLY_DISK = frozenset({"volumeUrl", "storageType"})
+VM_QUERY_ONLY_OS = frozenset({"hostname"})
+
+
+def _query_only_fields(body: dict[str, Any]) -> list[str]:
+    found = sorted(VM_QUERY_ONLY & set(body))
+    cfg = body.get("vmConfig")
+    if isinstance(cfg, dict):
+        cpu = cfg.get("cpu")
+        if isinstance(cpu, dict):
+            found += [f"vmConfig.cpu.{k}" for k in sorted(VM_QUERY_ONLY_CPU & set(cpu))]
+        for i, d in enumerate(cfg.get("disks") or []):
+            if isinstance(d, dict):
+                found += [f"vmConfig.disks[{i}].{k}" for k in sorted(VM_QUERY_ONLY_DISK & set(d))]
+    os_opts = body.get("osOptions")
+    if isinstance(os_opts, dict):
+        found += [f"osOptions.{k}" for k in sorted(VM_QUERY_ONLY_OS & set(os_opts))]
+    return found
+
+
 def create_vm(sim: VrmState, body: dict[str, Any]) -> dict[str, str]:
+    query_only = _query_only_fields(body)
+    if query_only:
+        raise bad("These fields cannot be set when creating a VM: " + ", ".join(query_only) + ".")
     name = body.get("name")
     if not isinstance(name, str) or not name:
         raise bad("name is required.")

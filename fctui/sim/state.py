@@ -122,6 +122,13 @@ class SimConfig:
     edge_disk_gb: int = 1  # size of edge-case VM disks (data tests read them)
     edge_fill: float = 0.1  # written fraction of edge-case disks
     fill_scale: float = 1.0  # multiplies the written fraction of regular and template disks (not edge cases)
+    # vrm-api.md §16 NOTES: no prepared backup resource may exist when a CBT snapshot is created, scope
+    # not stated. "vm" (§15 item 40): a resource on one of the VM's own volumes refuses it; "host": a
+    # live resource on any volume served by the VM's host does [I].
+    cbt_snapshot_resource_scope: str = "vm"
+    # vrm-api.md §16: no public client shows a VRM setting volumeUseType 4 ("volume with snapshots")
+    # for VM snapshots. False: volumes keep their own use type whatever snapshots include them.
+    volume_use_type_snapshots: bool = True
     tls_ca_pem: str = ""  # filled by EmbeddedSimulator when serving HTTPS (backup resource caCert)
 
     def __post_init__(self) -> None:
@@ -143,6 +150,8 @@ class SimConfig:
         names = [u.name for u in self.users]
         if len(set(names)) != len(names):
             raise ValueError("user names must be unique")
+        if self.cbt_snapshot_resource_scope not in ("vm", "host"):
+            raise ValueError("cbt_snapshot_resource_scope must be vm or host")
         merged = dict(DEFAULT_TASK_SECONDS)
         merged.update(self.task_seconds)
         self.task_seconds = merged
@@ -954,6 +963,21 @@ class VrmState:
             if r is not None and r.live:
                 raise bad(f"VM {vm.name} has a prepared backup resource on volume "
                           f"{d.volume.name}; finish or release it first.", C.RESOURCE_PREPARED)
+
+    def host_resource_check(self, vm: Vm) -> None:
+        """The per-host reading of the CBT snapshot rule (``cbt_snapshot_resource_scope="host"``)."""
+        r = next((r for r in self.resources.values() if r.live and r.host is vm.host), None)
+        if r is not None:
+            self.stats["cbt_snapshots_refused_host_resource"] = \
+                self.stats.get("cbt_snapshots_refused_host_resource", 0) + 1
+            raise bad(f"Host {vm.host.name} has a prepared backup resource on volume {r.volume.name}; "
+                      "a CBT snapshot cannot be created until it is released.", C.RESOURCE_PREPARED)
+
+    def note_cbt_snapshot(self, vm: Vm) -> None:
+        """Count CBT snapshots created while a resource was live on the VM's host (GET /sim/stats)."""
+        if any(r.live and r.host is vm.host for r in self.resources.values()):
+            self.stats["cbt_snapshots_with_host_resource"] = \
+                self.stats.get("cbt_snapshots_with_host_resource", 0) + 1
 
     def volume_resource_check(self, vol: Volume) -> None:
         r = vol.resource

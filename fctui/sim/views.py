@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 from fctui.sim.ops import count_snapshots, resource_status
@@ -39,6 +40,10 @@ def cluster(sim: VrmState, c: Cluster) -> dict[str, Any]:
             "params": {}}
 
 
+# [I] server models by architecture: the values are ours, the fields are NOVA's (vrm-api.md §16)
+HOST_MODELS = {"x86_64": "2288H V5", "aarch64": "TaiShan 200 (Model 2280)"}
+
+
 def host(sim: VrmState, h: Host) -> dict[str, Any]:
     urn = sim.urn("hosts", h.id)
     curn = sim.urn("clusters", h.cluster.id)
@@ -46,6 +51,8 @@ def host(sim: VrmState, h: Host) -> dict[str, Any]:
             "bmcIp": h.bmc_ip, "clusterUrn": curn, "clusterName": h.cluster.name,
             "status": h.status, "isMaintaining": False, "memQuantityMB": h.mem_mb,
             "cpuQuantity": h.cpu_quantity, "cpuMHz": 2600,
+            # vrm-api.md §16: NOVA's cluster.py reads vendor, model and physicalCpuQuantity of hosts
+            "vendor": "Huawei", "model": HOST_MODELS.get(h.arch, "2288H V5"),
             "physicalCpuQuantity": 2, "nicQuantity": 4, "arch": h.arch,
             "haState": "normal", "haRole": "slave", "hostRealName": h.name,
             "computeResourceStatics": "", "cpuResource": {"totalSizeMHz": h.cpu_quantity * 2600},
@@ -62,7 +69,7 @@ def datastore(sim: VrmState, d: Datastore, link_status: bool = False) -> dict[st
             "thinRate": 100, "clusterSize": 1024, "dsLockType": 0,
             "hosts": [sim.urn("hosts", h.id) for h in d.hosts], "suUrn": "", "suName": "",
             "refreshTime": fmt_time(sim.now()), "version": "", "description": "",
-            "storageUnits": [], "siocFlag": False, "params": {}}
+            "storageUnits": [], "siocFlag": 0, "params": {}}
 
 
 def volume(sim: VrmState, v: Volume, owner: bool = False) -> dict[str, Any]:
@@ -76,11 +83,13 @@ def volume(sim: VrmState, v: Volume, owner: bool = False) -> dict[str, Any]:
         "datastoreName": ds.name, "indepDisk": v.indep, "persistentDisk": v.persistent,
         "volNameOnDev": f"vol_{v.uuid[:8]}", "volProvisionSize": v.size_mb,
         "userUsedSize": int(v.size_mb * min(1.0, v.content.fill)), "isDiffVol": v.is_diff, "volType": v.vol_type,
-        "maxReadBytes": 0, "maxWriteBytes": 0, "maxReadRequest": 0, "maxWriteRequest": 0,
+        **volume_qos(v),
         "pciType": disk.pci_type if disk else "VIRTIO", "occupiedVolume": False,
         "bindToVm": 3 if v.vm is not None else 2, "srcVolumeUrn": "",
-        "volumeUseType": 4 if _has_snapshots(v) and v.use_type == 0 else v.use_type,
-        "ioWeight": 0, "siocFlag": False, "volumeUrl": _volume_url(sim, v),
+        "volumeUseType": 4 if (sim.config.volume_use_type_snapshots and v.use_type == 0 and _has_snapshots(v))
+        else v.use_type,
+        # vrm-api.md §16: the eSDK declares siocFlag an Integer and ioWeight a String
+        "ioWeight": "0", "siocFlag": 0, "volumeUrl": _volume_url(sim, v),
         "linkCloneParent": v.link_clone_parent, "volInfoUrl": "", "drExtParams": "",
         "params": {}, "pvscsiSupport": v.pvscsi, "storageVersion": "", "storageSN": "",
         "lunId": "", "sdUrn": None, "sdUri": None, "iscsi": None,
@@ -93,6 +102,17 @@ def volume(sim: VrmState, v: Volume, owner: bool = False) -> dict[str, Any]:
                     "clusterName": vm.cluster.name if vm else "",
                     "clusterUrn": sim.urn("clusters", vm.cluster.id) if vm else ""})
     return out
+
+
+# IO limits set by POST <volume>/modifyIOpropertyOfVolume (0 = unlimited). Kept beside the volumes
+# rather than in them: only that call changes them.
+QOS_FIELDS = ("maxReadBytes", "maxWriteBytes", "maxReadRequest", "maxWriteRequest")
+VOLUME_IO: "weakref.WeakKeyDictionary[Volume, dict[str, int]]" = weakref.WeakKeyDictionary()
+
+
+def volume_qos(v: Volume) -> dict[str, int]:
+    io = VOLUME_IO.get(v)
+    return {k: (io or {}).get(k, 0) for k in QOS_FIELDS}
 
 
 def _has_snapshots(v: Volume) -> bool:
@@ -125,11 +145,20 @@ def vm_disk(sim: VrmState, d: Disk) -> dict[str, Any]:
         "datastoreName": ds.name, "storageType": ds.storage_type, "isThin": v.is_thin,
         "volType": v.vol_type, "indepDisk": v.indep, "persistentDisk": v.persistent,
         "type": v.type, "systemVolume": d.sequence_num == 1, "volumeFormat": v.volume_format,
-        "maxReadBytes": 0, "maxWriteBytes": 0, "maxReadRequest": 0, "maxWriteRequest": 0,
-        "ioWeight": 0, "totalRWBytes": 0, "totalRWRequest": 0, "isCoverData": False,
-        "isDataCopy": False, "devName": f"vd{chr(ord('a') + (d.sequence_num - 1) % 26)}",
+        **volume_qos(v),
+        "ioWeight": "0", "totalRWBytes": 0, "totalRWRequest": 0, "isCoverData": False,
+        "isDataCopy": False, "devName": _dev_name(d),
         "bootOrder": 1 if d.sequence_num == 1 else -1, "ioMode": "dataplane",
     }
+
+
+def _dev_name(d: Disk) -> str:
+    """Guest device name [I]: IDE slot 1 is hda and IDE data disks 1001-1004 are hdb.. (NOVA's mapping,
+    vrm-api.md §16); the other buses count from vda."""
+    if d.pci_type == "IDE":
+        slot = 0 if d.sequence_num == 1 else (d.sequence_num - 1000 if d.sequence_num > 1000 else d.sequence_num - 1)
+        return f"hd{chr(ord('a') + slot % 26)}"
+    return f"vd{chr(ord('a') + (d.sequence_num - 1) % 26)}"
 
 
 def _nics(sim: VrmState, vm: Vm, full: bool) -> list[dict[str, Any]]:
@@ -159,7 +188,8 @@ def vm(sim: VrmState, v: Vm, detail: int = 2) -> dict[str, Any]:
         "pvDriverStatus": v.pv_status, "toolInstallStatus": v.tool_install_status,
         "cdRomStatus": v.cdrom_status, "isTemplate": v.is_template,
         "isLinkClone": v.is_link_clone, "createTime": fmt_time(v.create_time),
-        "imcSetting": False, "minCompatibleimcSetting": False, "toolsVersion": v.tools_version,
+        # vrm-api.md §16: imcSetting is a String in the eSDK ("" = no IMC mode set) [I: value]
+        "imcSetting": "", "minCompatibleimcSetting": "", "toolsVersion": v.tools_version,
         "isBindingHost": False, "hostName": v.host.name, "clusterName": v.cluster.name,
         "drStatus": 0, "vmType": v.vm_type, "rpoStatus": 0, "initSyncStatus": 0,
     })
@@ -258,10 +288,11 @@ def resource(sim: VrmState, r: BackupResource, base_url: str) -> dict[str, Any]:
     turn = sim.task_urn(r.task)
     status = resource_status(sim, r)
     ready = status == "success"
+    # vrm-api.md §16: the eSDK's BackupResource declares hostPort a String
     return {
         "urn": urn, "uri": sim.uri(vurn) + f"/backupresources/{r.id}",
         "resourceUrl": f"{base_url.rstrip('/')}/sim-data/resources/{r.id}" if ready else "",
-        "hostIP": r.host.ip if ready else "", "hostPort": r.host_port if ready else 0,
+        "hostIP": r.host.ip if ready else "", "hostPort": str(r.host_port) if ready else "",
         "targetFile": (f"/POME/{r.volume.datastore.name}/{r.volume.name}"
                        + (f"_snap{r.snapshot.id}.img" if r.snapshot else ".img")) if ready else "",
         "token": r.token if ready else "", "status": status,
@@ -272,3 +303,47 @@ def resource(sim: VrmState, r: BackupResource, base_url: str) -> dict[str, Any]:
         "taskUri": sim.uri(turn), "taskUrn": turn,
         "releasing": r.released_at is not None,
     }
+
+
+def cluster_vm_compute_resource(sim: VrmState, c: Cluster, need_vcpus: bool,
+                                detail: bool) -> dict[str, Any]:
+    """``GET <cluster>/allvmcomputeresource``: what the cluster has and what its VMs take. NOVA reads
+    cpuResource.{totalVcpus, allocatedVcpus, totalSizeMHz, allocatedSizeMHz}, memResource.{totalSizeMB,
+    allocatedSizeMB} and, with detail, the part held by stopped VMs (vrm-api.md §16) [I: the rest]."""
+    base = cluster(sim, c)
+    vms = [v for v in sim.vms.values() if v.cluster is c and not v.gone and not v.is_template]
+    by_state: dict[str, tuple[int, int]] = {}
+    for v in vms:
+        key = "Running" if v.status == "running" else "Stopped" if v.status == "stopped" else "Other"
+        cpu, mem = by_state.get(key, (0, 0))
+        by_state[key] = (cpu + v.cpu, mem + v.mem_mb)
+    vcpus = sum(h.cpu_quantity for h in sim.hosts.values() if h.cluster is c)
+    cpu_res: dict[str, Any] = {**base["cpuResource"], "totalVcpus": vcpus}
+    if need_vcpus:
+        cpu_res["allocatedVcpus"] = sum(x[0] for x in by_state.values())
+    mem_res = {"totalSizeMB": base["memResource"]["totalSizeMB"],
+               "allocatedSizeMB": sum(x[1] for x in by_state.values())}
+    out: dict[str, Any] = {"cpuResource": cpu_res, "memResource": mem_res}
+    if detail:
+        states = ("Running", "Stopped", "Other")
+        out["detailCpuResource"] = {"allocatedVcpus": {k: by_state.get(k, (0, 0))[0] for k in states}}
+        out["detailMemResource"] = {"allocatedSizeMB": {k: by_state.get(k, (0, 0))[1] for k in states}}
+    return out
+
+
+# One distributed switch with one port group: the one every generated NIC is on
+# (``urn:sites:S:dvswitchs:1:portgroups:1``, vrm-api.md §3).
+DVSWITCH_ID = 1
+PORTGROUP_ID = 1
+
+
+def dvswitch(sim: VrmState) -> dict[str, Any]:
+    urn = sim.urn("dvswitchs", DVSWITCH_ID)
+    return {"urn": urn, "uri": sim.uri(urn), "name": "ManagementDVS", "description": "",
+            "type": 0, "params": {}}
+
+
+def portgroup(sim: VrmState) -> dict[str, Any]:
+    urn = sim.urn("dvswitchs", DVSWITCH_ID) + f":portgroups:{PORTGROUP_ID}"
+    return {"urn": urn, "uri": sim.uri(urn), "name": "managePortgroup", "description": "",
+            "vlanId": 0, "portType": 0}

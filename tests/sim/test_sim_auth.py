@@ -90,7 +90,7 @@ async def test_15_04_token_header_and_login_resp() -> None:
         assert body["validity"] == 600000
         assert body["userName"] == "admin" and isinstance(body["userId"], str)
         assert isinstance(body["roleList"], list) and isinstance(body["privilegeIds"], list)
-        assert body["rightType"] == "1"
+        assert body["rightType"] == 1  # an int, as the Go SDKs decode it (vrm-api.md §16)
 
 
 async def test_15_05_token_required_everywhere_else() -> None:
