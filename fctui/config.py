@@ -65,6 +65,7 @@ class Profile:
     user_type: int = 2                # X-Auth-UserType: 2 (OpenStack drivers, Go SDKs) or 0 (Commvault, FCC)
     proxy_ip: str | None = None       # the requester's ip of backup resources; None: the route to the VRM
     cbt_bitmap: str = "nibble"        # how getcbt's bitMap hex maps to blocks: "nibble" or "byte"
+    host_snapshot_gate: bool = False  # no CBT snapshot on a host while one of our resources is prepared there
 
 
 @dataclass(slots=True)
@@ -197,7 +198,7 @@ def check_cbt_bitmap(v: Any, where: str) -> str:
 
 
 def connection_settings(p: dict[str, Any], where: str) -> dict[str, Any]:
-    """``user_type``, ``proxy_ip`` and ``cbt_bitmap`` of a profile table, checked (defaults when absent)."""
+    """``user_type``, ``proxy_ip``, ``cbt_bitmap`` and ``host_snapshot_gate`` of a profile table, checked (defaults when absent)."""
     out: dict[str, Any] = {}
     if p.get("user_type") is not None:
         out["user_type"] = check_user_type(_want(p, "user_type", int, where), where)
@@ -205,6 +206,8 @@ def connection_settings(p: dict[str, Any], where: str) -> dict[str, Any]:
         out["proxy_ip"] = check_proxy_ip(_want(p, "proxy_ip", str, where), where)
     if p.get("cbt_bitmap") is not None:
         out["cbt_bitmap"] = check_cbt_bitmap(_want(p, "cbt_bitmap", str, where), where)
+    if p.get("host_snapshot_gate") is not None:
+        out["host_snapshot_gate"] = bool(_want(p, "host_snapshot_gate", bool, where))
     return out
 
 
@@ -272,6 +275,8 @@ def save_profile(profile: Profile, *, make_default: bool = True, path: Path | No
             lines.append(f"proxy_ip = {_toml_str(p.proxy_ip)}")
         if p.cbt_bitmap != "nibble":
             lines.append(f"cbt_bitmap = {_toml_str(p.cbt_bitmap)}")
+        if p.host_snapshot_gate:
+            lines.append("host_snapshot_gate = true")
     if cfg.keymap:
         lines += ["", "[keymap]"] + [f"{_toml_key(k)} = {_toml_str(v)}" for k, v in cfg.keymap.items()]
     if cfg.business_hours:

@@ -5,7 +5,7 @@ It serves a Unix socket in the user's runtime dir (mode 0600, dir 0700) speaking
 
 * ``hello`` -> pid, socket, demo simulator (url, user, password) when hosted
 * ``demo`` -> start the embedded simulator if needed and return its url and demo credentials
-* ``submit`` {vrm, user, password, targets, full, demo, verify, user_type?, proxy_ip?, cbt_bitmap?} -> {job}
+* ``submit`` {vrm, user, password, targets, full, demo, verify, user_type?, proxy_ip?, cbt_bitmap?, host_snapshot_gate?} -> {job}
   (the last three: the profile's connection settings; absent: the client's defaults)
 * ``list`` -> {jobs}; ``get`` {job} -> {job}
 * ``watch`` {job?} -> a stream: the job(s) in full, then events (``job``, ``progress``, ``log``), and

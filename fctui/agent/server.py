@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -241,7 +242,10 @@ class Agent:
         job.add_log(f"{kind} submitted: {', '.join(targets)}" + (" (--full)" if job.full else ""))
         self.store.save_job(job)
         self.live[job.id] = job
-        coro = (self._run_job(job, password, access, window) if restore_req is None
+        # a VRM that refuses a CBT snapshot while any resource is prepared on the host (README Compatibility)
+        settings = (dataclasses.replace(self.settings, host_snapshot_gate=True) if req.get("host_snapshot_gate")
+                    else self.settings)
+        coro = (self._run_job(job, password, access, window, settings) if restore_req is None
                 else self._run_restore(job, password, access, restore_req))
         self.tasks[job.id] = asyncio.create_task(coro, name=f"job-{job.id}")
         return job
@@ -351,7 +355,8 @@ class Agent:
     def _cleanup_changed(self) -> None:
         self.broadcast({"event": "cleanup", "pending": self.cleanup_status()["pending"]})
 
-    async def _run_job(self, job: JobRecord, password: str, access: dict[str, Any], window: Any = None) -> None:
+    async def _run_job(self, job: JobRecord, password: str, access: dict[str, Any], window: Any = None,
+                       settings: RunnerSettings | None = None) -> None:
         from ..jobs.planner import add_launch_findings, build_plan
         from ..jobs.runner import BackupRunner, Reporter
         reporter = Reporter(job, self.broadcast, interval=self.settings.progress_interval,
@@ -383,7 +388,7 @@ class Agent:
                                 per_host=self.scheduler.pool.per_host,
                                 per_datastore=self.scheduler.pool.per_datastore, repo=self.repo())
             runner = BackupRunner(client, self.repo(), scheduler=self.scheduler, journal=self.store,
-                                  settings=self.settings, vrm=job.vrm, user=job.user)
+                                  settings=settings or self.settings, vrm=job.vrm, user=job.user)
             await runner.run(job, plan, reporter)
         except asyncio.CancelledError:
             self._record_cancelled(job, reporter)

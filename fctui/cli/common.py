@@ -32,7 +32,7 @@ EXIT_VRM = 3           # VRM unreachable or login refused
 EXIT_WARNINGS = 4      # succeeded with warnings (a leftover waits for the snapshot hunter)
 EXIT_INTERRUPTED = 130
 
-CONNECTION_OPTIONS = ("vrm", "user", "profile", "insecure", "ca_file", "user_type", "proxy_ip")
+CONNECTION_OPTIONS = ("vrm", "user", "profile", "insecure", "ca_file", "user_type", "proxy_ip", "host_snapshot_gate")
 
 
 class UsageError(Exception):
@@ -78,6 +78,9 @@ def add_connection_options(p: argparse.ArgumentParser, *, top: bool = False) -> 
     g.add_argument("--proxy-ip", metavar="IP", default=None if top else keep,
                    help="this machine's address the VRM serves backup data to (default: the local address "
                         "that routes to the VRM; profile: proxy_ip)")
+    g.add_argument("--host-snapshot-gate", action="store_true", default=False if top else keep,
+                   help="for a VRM that refuses a CBT snapshot while any backup resource is prepared on its "
+                        "host: order them per host (slower, never failing; profile: host_snapshot_gate)")
 
 
 def add_json_option(p: argparse.ArgumentParser, *, top: bool = False, help: str = "print JSON") -> None:
@@ -105,6 +108,11 @@ class Connection:
     user_type: int = 2                 # X-Auth-UserType (flag --user-type, profile user_type)
     proxy_ip: str | None = None        # backup resources' requester ip (--proxy-ip, proxy_ip)
     cbt_bitmap: str = "nibble"         # getcbt bitmap layout (profile cbt_bitmap)
+    host_snapshot_gate: bool = False   # per-host snapshot/resource order (--host-snapshot-gate, profile)
+
+    def job_options(self) -> dict[str, Any]:
+        """The fields of a backup submitted to the job agent that set how its runner works on this VRM."""
+        return {"host_snapshot_gate": self.host_snapshot_gate}
 
     def client_options(self) -> dict[str, Any]:
         """The VRM client keyword arguments of this connection beyond address, user and TLS: for a
@@ -142,7 +150,8 @@ def connection_from(ns: argparse.Namespace, config: Config | None = None) -> Con
         insecure = insecure or (profile.insecure and not ca_file)
         ca_file = ca_file or profile.ca_file
         site, api_version = profile.site, profile.api_version
-        settings = {"user_type": profile.user_type, "proxy_ip": profile.proxy_ip, "cbt_bitmap": profile.cbt_bitmap}
+        settings = {"user_type": profile.user_type, "proxy_ip": profile.proxy_ip, "cbt_bitmap": profile.cbt_bitmap,
+                    "host_snapshot_gate": profile.host_snapshot_gate}
     if ca_file and not os.path.isfile(ca_file):
         raise UsageError(f"CA file {ca_file!r} does not exist")
     try:   # the command line wins over the profile
@@ -150,6 +159,8 @@ def connection_from(ns: argparse.Namespace, config: Config | None = None) -> Con
             settings["user_type"] = check_user_type(ns.user_type, "--user-type")
         if getattr(ns, "proxy_ip", None):
             settings["proxy_ip"] = check_proxy_ip(ns.proxy_ip, "--proxy-ip")
+        if getattr(ns, "host_snapshot_gate", False):
+            settings["host_snapshot_gate"] = True
     except ConfigError as e:
         raise UsageError(str(e)) from None
     verify: bool | str = False if insecure else (ca_file or True)

@@ -41,7 +41,8 @@ def spec_from_args(ns: argparse.Namespace, config: "Config") -> "ConnectSpec | N
     password = password_for(conn)   # kept in memory only
     warn_insecure(conn)
     return ConnectSpec(url=conn.url, user=conn.user, password=password, verify=conn.verify, site=conn.site,
-                       api_version=conn.api_version, label=conn.label, **conn.client_options())
+                       api_version=conn.api_version, label=conn.label, **conn.client_options(),
+                       host_snapshot_gate=conn.host_snapshot_gate)
 
 
 @command

@@ -114,7 +114,8 @@ async def _backup(ns: argparse.Namespace, conn: Connection | None, password: str
     agent = await ensure_agent(demo=ns.demo)
     req: dict[str, Any] = {"targets": ns.vms, "full": ns.full, "demo": ns.demo}
     if conn is not None:
-        req.update(vrm=conn.url, user=conn.user, password=password, verify=conn.verify, **conn.client_options())
+        req.update(vrm=conn.url, user=conn.user, password=password, verify=conn.verify, **conn.client_options(),
+                   **conn.job_options())
     job_id = (await agent.request("submit", **req))["job"]
     if not ns.wait:
         if ns.json:

@@ -194,7 +194,8 @@ class JobsService:
         if demo and demo.get("url") == spec.url:
             fields["demo"] = True          # the agent's own simulator: it supplies the credentials
         else:
-            fields.update(vrm=spec.url, user=spec.user, password=password, verify=spec.verify, **spec.client_options())
+            fields.update(vrm=spec.url, user=spec.user, password=password, verify=spec.verify, **spec.client_options(),
+                          **spec.job_options())
         if business_hours:
             fields["business_hours"] = business_hours
         resp = await agent.request("submit", **fields)

@@ -35,6 +35,7 @@ class ConnectSpec:
     user_type: int = 2                 # X-Auth-UserType (profile user_type, --user-type)
     proxy_ip: str | None = None        # backup resources' requester ip (profile proxy_ip, --proxy-ip)
     cbt_bitmap: str = "nibble"         # getcbt bitmap layout (profile cbt_bitmap)
+    host_snapshot_gate: bool = False   # per-host snapshot/resource order (profile host_snapshot_gate)
 
     @property
     def title(self) -> str:
@@ -44,6 +45,10 @@ class ConnectSpec:
         """VRM client keyword arguments beyond address, user and TLS: for this console's clients, its
         refresh process and the jobs it submits to the agent (the same fields as the CLI's Connection)."""
         return {"user_type": self.user_type, "proxy_ip": self.proxy_ip, "cbt_bitmap": self.cbt_bitmap}
+
+    def job_options(self) -> dict[str, Any]:
+        """The fields of a backup submitted to the job agent that set how its runner works on this VRM."""
+        return {"host_snapshot_gate": self.host_snapshot_gate}
 
 
 @dataclass(slots=True)
