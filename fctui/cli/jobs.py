@@ -44,6 +44,8 @@ def register(sub: Any) -> None:
     c.set_defaults(func=run_jobs_cancel)
     cl = js.add_parser("cleanup", help="clean leftovers of interrupted jobs on a VRM (needs its password)")
     add_connection_options(cl)
+    cl.add_argument("--demo", action="store_true",
+                    help="clean leftovers on the demo simulator hosted by the agent (it knows that password)")
     add_json_option(cl, help=argparse.SUPPRESS)
     cl.set_defaults(func=run_jobs_cleanup, connects=True)
 
@@ -188,14 +190,17 @@ def run_jobs_cancel(ns: argparse.Namespace) -> int:
 @command
 def run_jobs_cleanup(ns: argparse.Namespace) -> int:
     from ..agent import AgentError, ensure_agent
-    conn = require_connection(ns, "jobs cleanup")
-    password = password_for(conn)
-    warn_insecure(conn)
+    req: dict[str, Any] = {"demo": True}
+    if not ns.demo:
+        conn = require_connection(ns, "jobs cleanup")    # or --demo
+        password = password_for(conn)
+        warn_insecure(conn)
+        req = {"vrm": conn.url, "user": conn.user, "password": password, "verify": conn.verify,
+               **conn.client_options()}
 
     async def go() -> int:
         agent = await ensure_agent()
-        r = await agent.request("credentials", vrm=conn.url, user=conn.user, password=password, verify=conn.verify,
-                                **conn.client_options())
+        r = await agent.request("credentials", **req)
         print(f"cleaned {r['cleaned']} leftover(s)" + (f"; still pending: {'; '.join(r['failed'])}" if r["failed"] else ""))
         return EXIT_OK if not r["failed"] else EXIT_FAILED
     try:

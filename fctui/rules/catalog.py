@@ -101,7 +101,7 @@ _RULE_LIST: tuple[RuleInfo, ...] = (
        "Migrate the disk to virtualized (LOCALPOME, LUNPOME, NAS), eVol or distributed block storage."),
     _R("snapshot-limit", BLOCKER, CBT | STANDARD, "inventory", "seed §1 Snapshot Quantity Limit, §2",
        "32 backup snapshots reached",
-       "Delete backup snapshots that no restore point needs (fctui offers clean-up of leftovers)."),
+       "Delete backup snapshots that no restore point needs (`fctui jobs cleanup` deletes those its jobs left)."),
     _R("task-in-progress", BLOCKER, ALL_KINDS, "inventory", "seed §2 VM State and Operation Mutually Exclusive",
        "a conflicting VM task is running",
        "Wait for the task to finish (it is transient), then retry."),
@@ -119,7 +119,8 @@ _RULE_LIST: tuple[RuleInfo, ...] = (
        "Delete backup snapshots that no restore point needs before the limit is hit."),
     _R("leftover-backup-snapshot", WARNING, _NONE, "inventory", "product knowledge: restore points and running jobs",
        "backup snapshot left by an earlier run",
-       "Delete the leftover snapshot (fctui clean-up) so it stops holding space and counting toward the limit."),
+       "Delete the leftover snapshot (`fctui jobs cleanup`, or `fctui jobs cleanup --demo` for the demo) so it "
+       "stops holding space and counting toward the limit."),
     _R("target-space-low", WARNING, _NONE, "inventory", "seed §2 Storage and Resource Allocation Requirements",
        "datastore may lack space for snapshot merges",
        "Free space on the datastore or lower backup concurrency on it; merges need room for the snapshot deltas."),
