@@ -610,7 +610,7 @@ class FctuiApp(App[int]):
         if table is not None:
             first = table.row_count == 0 and view.keys
             table.set_view(view.keys, self.store.rows, self.store.marks,
-                           sort_column=view.sort, sort_reverse=view.reverse)
+                           sort_column=view.sort, sort_reverse=view.reverse, filter_text=view.filter.source)
             if first and self.first_rows_at is None:
                 self.first_rows_at = time.perf_counter()
             bar = self._main_widget(SummaryBar)

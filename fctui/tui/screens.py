@@ -21,6 +21,7 @@ from .detail import storage_info
 from .dialogs import ConfirmScreen
 from .services import Console, console_of
 from .widgets.line import Panel, TextLine
+from .widgets.lineinput import LineInput
 from .widgets.summary import SummaryBar
 from .widgets.vmtable import VmTable
 
@@ -62,7 +63,7 @@ class MainScreen(Screen[None]):
         yield TextLine(id="status")
         yield TextLine(id="banner")
         yield SummaryBar(id="summary")
-        yield Input(placeholder=FILTER_HINT, id="filter")
+        yield LineInput(placeholder=FILTER_HINT, id="filter")
         with Horizontal(id="body"):
             yield VmTable(id="vms")
             with Vertical(id="detail-pane"):

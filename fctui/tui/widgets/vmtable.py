@@ -178,11 +178,14 @@ class VmTable(ScrollView, can_focus=True):
         return len(self._keys)
 
     def set_view(self, keys: Sequence[str], rows: Mapping[str, VmRow], marks: set[str] | frozenset[str],
-                 *, sort_column: str | None = None, sort_reverse: bool | None = None) -> None:
+                 *, sort_column: str | None = None, sort_reverse: bool | None = None,
+                 filter_text: str = "") -> None:
         """Show ``keys`` (already filtered and sorted). The cursor stays on the same VM when it is
         still visible; otherwise it keeps its row number. The scroll offset is not touched unless
-        the cursor would leave the screen."""
+        the cursor would leave the screen. ``filter_text``: the filter that chose ``keys`` (an empty
+        view then says that nothing matches it, not that there are no VMs)."""
         old_key = self._cursor_key
+        self.empty_text = f"No VM matches {filter_text}" if filter_text.strip() and rows else "No VMs yet"
         self._keys = keys
         self._rows = rows
         self._marks = marks
