@@ -16,9 +16,9 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from .common import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_VRM, EXIT_WARNINGS, Connection,
-                     add_connection_options, add_json_option, command, err, follow_job, password_for,
-                     require_connection, size, warn_insecure)
+from .common import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_VRM, EXIT_WARNINGS, Connection, UsageError,
+                     add_connection_options, add_json_option, command, err, follow_job, given_connection_options,
+                     password_for, require_connection, size, warn_insecure)
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..jobs.model import JobRecord
@@ -191,6 +191,8 @@ def run_jobs_cancel(ns: argparse.Namespace) -> int:
 def run_jobs_cleanup(ns: argparse.Namespace) -> int:
     from ..agent import AgentError, ensure_agent
     req: dict[str, Any] = {"demo": True}
+    if ns.demo and given_connection_options(ns):  # the demo VRM is the agent's: nothing to connect to
+        raise UsageError(f"jobs cleanup --demo cleans the agent's demo VRM; drop {', '.join(given_connection_options(ns))}")
     if not ns.demo:
         conn = require_connection(ns, "jobs cleanup")    # or --demo
         password = password_for(conn)

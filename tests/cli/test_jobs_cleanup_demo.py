@@ -41,3 +41,9 @@ async def test_jobs_cleanup_demo_without_a_demo_running(agent: Any, dirs: dict[s
     await agent.start()
     assert await asyncio.to_thread(main, ["jobs", "cleanup", "--demo"]) == 0
     assert "cleaned 0 leftover(s)" in capsys.readouterr().out
+
+
+def test_jobs_cleanup_demo_refuses_a_vrm(dirs: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["jobs", "cleanup", "--demo", "--vrm", "https://vrm.example:7443"]) == 2
+    err = capsys.readouterr().err
+    assert "drop --vrm" in err and "Traceback" not in err
