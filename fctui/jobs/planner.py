@@ -252,6 +252,17 @@ def plan_vm(vm: Vm, *, assessment: Any = None, previous: "RestorePoint | None" =
                   findings=findings, launch=list(launch_findings), vm_config=vm_config_of(vm))
 
 
+def next_backup_mode(vp: VmPlan) -> tuple[str, str]:
+    """What the next backup of a planned VM will be, in one line for people: ("incremental" | "full" |
+    "refused", why). The console's detail asks this of the same plan ``b`` makes, so both agree."""
+    if vp.refused:
+        return "refused", vp.reason
+    full = [d for d in vp.disks if d.mode != "incremental"]
+    if not full:
+        return "incremental", vp.disks[0].reason if vp.disks else ""
+    return "full", (f"{full[0].disk_name}: {full[0].reason}" if len(vp.disks) > 1 else full[0].reason)
+
+
 def _int(s: str) -> int | None:
     try:
         return int(str(s).strip())

@@ -196,6 +196,9 @@ class FctuiApp(App[int]):
         self.facts: dict[str, Any] = {}
         self.snapshots: dict[str, Any] = {}
         self.snapshot_errors: dict[str, str] = {}
+        # VM URN -> its latest restore point in the repository (None: no backup of it): the detail's
+        # "next backup" is planned from it as ``b`` plans (fctui.jobs.planner.plan_vm)
+        self.backup_points: dict[str, Any] = {}
         self.site: Site | None = None
         self.clusters: list[Cluster] = []
         self.hosts: list[Host] = []
@@ -674,9 +677,13 @@ class FctuiApp(App[int]):
     def detail_renderable(self, key: str | None) -> Any:
         if not key or key not in self.vms:
             return Text("No VM selected", style="dim")
+        plan = None
+        if key in self.backup_points:
+            from ..jobs.planner import plan_vm
+            plan = plan_vm(self.vms[key], assessment=self.assessment(key), previous=self.backup_points[key])
         return render_detail(self.vms[key], self.assessment(key), self.facts.get(key),
                              self.snapshots.get(key), self.datastores,
-                             snapshots_error=self.snapshot_errors.get(key, ""))
+                             snapshots_error=self.snapshot_errors.get(key, ""), plan=plan)
 
     def show_detail(self, key: str | None, *, now: bool = False) -> None:
         """Render the detail pane for ``key`` shortly after the cursor settles: holding an arrow key
@@ -705,6 +712,8 @@ class FctuiApp(App[int]):
             self._snap_timer = self.set_timer(0.3, partial(self.load_snapshots, key))
 
     def load_snapshots(self, key: str) -> None:
+        if key in self.vms:
+            self._fetch_backup_point(key)
         vm = self.vms.get(key)
         if vm is None or key in self.snapshots or self.feed is None:
             return
@@ -719,6 +728,36 @@ class FctuiApp(App[int]):
             self.post_message(SnapshotsLoaded(key, None, str(e)))
             return
         self.post_message(SnapshotsLoaded(key, tree))
+
+    @work(group="backup-point", exclusive=True, exit_on_error=False)
+    async def _fetch_backup_point(self, key: str) -> None:
+        """The VM's latest restore point, read again each time its detail is shown (a backup may
+        have finished since); the detail is drawn again only when it changed."""
+        from ..repo import NoRepositoryError, RepoError, Repository
+
+        def latest() -> Any:
+            try:
+                repo = Repository.open(create=False)
+            except NoRepositoryError:
+                return None
+            try:
+                return repo.latest_point(key)
+            finally:
+                repo.close()
+        try:
+            point = await asyncio.to_thread(latest)
+        except (RepoError, OSError) as e:
+            log.warning("reading the repository for %s: %s", key, e)
+            return
+        old = self.backup_points.get(key, False)
+        if old is not False and getattr(old, "id", None) == getattr(point, "id", None):
+            return
+        self.backup_points[key] = point
+        if self._table_cursor() == key:
+            self.show_detail(key, now=True)
+        top = self._top_screen()
+        if isinstance(top, DetailScreen) and top.key == key:
+            top.update()
 
     @on(SnapshotsLoaded)
     def _snapshots_loaded(self, msg: SnapshotsLoaded) -> None:

@@ -29,8 +29,9 @@ def _gb(v: int | None) -> str:
     return "?" if v is None else f"{v} GB"
 
 
-def next_backup_text(vm: Any, assessment: Any, facts: Any) -> tuple[str, str]:
-    """(CBT chain state, what the next backup will be and why)."""
+def next_backup_text(vm: Any, assessment: Any, facts: Any, plan: Any = None) -> tuple[str, str]:
+    """(CBT chain state, what the next backup will be and why). ``plan``: the VM planned as ``b`` plans
+    it (fctui.jobs.planner, from the repository's latest restore point): when given, it decides."""
     findings = list(getattr(assessment, "findings", None) or ())
     by_rule = {getattr(f, "rule", ""): f for f in findings}
     kinds = getattr(assessment, "kinds", None) or {}
@@ -45,6 +46,15 @@ def next_backup_text(vm: Any, assessment: Any, facts: Any) -> tuple[str, str]:
             return "not usable", ("Next backup will be full because the VM is stopped: only standard "
                                   "snapshots are possible, so every run reads all written blocks")
         return "not usable", "Next backup will be full because CBT snapshots are ruled out for this VM"
+    if plan is not None:
+        from ..jobs.planner import next_backup_mode
+        mode, why = next_backup_mode(plan)
+        if mode == "incremental":
+            return "intact", f"Next backup can be incremental: {why}"
+        if mode == "full":
+            state = ("no chain yet" if "no earlier restore point of this VM" in why
+                     else "broken" if "CBT chain broken" in why else "restarts")
+            return state, f"Next backup will be full because {why}"
     knowledge = getattr(facts, "knowledge", None) if facts is not None else None
     if knowledge is None or getattr(knowledge, "last_backup_time", None) is None:
         return "no chain yet", ("Next backup will be full because no earlier backup of this VM is known; "
@@ -54,7 +64,7 @@ def next_backup_text(vm: Any, assessment: Any, facts: Any) -> tuple[str, str]:
 
 def render_detail(vm: Any, assessment: Any = None, facts: Any = None, snapshots: Any = None,
                   datastores: Mapping[str, Any] | None = None, *, snapshots_error: str = "",
-                  width: int = 60) -> RenderableType:
+                  width: int = 60, plan: Any = None) -> RenderableType:
     """Everything a person needs about one VM to decide what to do."""
     parts: list[RenderableType] = []
     head = Text()
@@ -131,7 +141,7 @@ def render_detail(vm: Any, assessment: Any = None, facts: Any = None, snapshots:
         parts.append(k)
 
     # CBT and next backup
-    chain, nxt = next_backup_text(vm, assessment, facts)
+    chain, nxt = next_backup_text(vm, assessment, facts, plan)
     parts.append(Text("\nCBT chain", style="bold underline"))
     parts.append(Text(f"{chain}: {nxt}"))
 
