@@ -13,7 +13,8 @@ from ..vrm.models import BACKUP_SNAPSHOT_TYPES, VM_STATUSES, Disk, OsCatalogue
 from . import catalog as C
 from .facts import VmFacts
 
-__all__ = ["Finding", "Assessment", "assess", "assess_many", "classify_task_type", "os_class"]
+__all__ = ["Finding", "Assessment", "assess", "assess_many", "classify_task_type", "os_class",
+           "leftover_backup_snapshots", "with_owned_snapshots"]
 
 
 class Finding:
@@ -347,15 +348,9 @@ def assess(facts: VmFacts) -> Assessment:
                 add(Finding.of(_LIMIT, f"{n} backup snapshots: the limit of {C.SNAPSHOT_LIMIT} is reached"))
             elif n >= C.SNAPSHOT_NEAR_LIMIT:
                 add(Finding.of(_NEAR, f"{n} backup snapshots: {C.SNAPSHOT_LIMIT - n} left before the limit of {C.SNAPSHOT_LIMIT}"))
-            if backups:
-                k = facts.knowledge
-                owned = k.owned_snapshot_urns if k is not None else frozenset()
-                ours = k is not None
-                left = [s for s in backups if s.urn not in owned and (ours or s.name.startswith(C.SNAPSHOT_NAME_PREFIX))]
-                if left:
-                    names = ", ".join(f"{s.name or s.urn} ({s.type}, {s.create_time or 'time unknown'})" for s in left[:5])
-                    more = f" and {len(left) - 5} more" if len(left) > 5 else ""
-                    add(Finding.of(_LEFTOVER, f"backup snapshot owned by no restore point or running job: {names}{more}"))
+            left = leftover_backup_snapshots(tree, facts.knowledge)
+            if left:
+                add(_leftover_finding(left))
     elif not facts.snapshots_known:
         add(Finding.of(_SNAP_UNKNOWN, "snapshot tree not read yet: snapshot limit and leftovers not checked"))
 
@@ -401,7 +396,13 @@ def assess(facts: VmFacts) -> Assessment:
     if missing:
         add(Finding.of(_INCOMPLETE, "the VRM did not report: " + ", ".join(missing)))
 
-    # verdict and kinds
+    verdict, mask = _verdict(findings)
+    return Assessment(vm.urn, vm.name, verdict, mask, findings,
+                      provisional=tree is None and not facts.snapshots_known)
+
+
+def _verdict(findings: list[Finding]) -> tuple[str, int]:
+    """(verdict, kinds mask) of ``findings``, which it sorts worst first."""
     mask = C.ALL_KINDS
     worst = 0
     for f in findings:
@@ -412,8 +413,42 @@ def assess(facts: VmFacts) -> Assessment:
             worst = r
     if len(findings) > 1:
         findings.sort(key=_sort_key)
-    return Assessment(vm.urn, vm.name, C.VERDICT_BY_RANK[worst], mask, findings,
-                      provisional=tree is None and not facts.snapshots_known)
+    return C.VERDICT_BY_RANK[worst], mask
+
+
+def leftover_backup_snapshots(tree: Any, knowledge: Any, also_owned: Iterable[str] = ()) -> list[Any]:
+    """The backup snapshots of ``tree`` no restore point or running job owns. Without ``knowledge``
+    (nothing is known of our backups) only snapshots named as ours count; ``also_owned``: snapshots
+    of running or queued jobs that ``knowledge`` does not list yet."""
+    if tree is None or not tree.roots:
+        return []
+    owned = knowledge.owned_snapshot_urns if knowledge is not None else frozenset()
+    extra = frozenset(also_owned)
+    ours = knowledge is not None
+    return [s for s in tree.walk() if s.type in BACKUP_SNAPSHOT_TYPES and s.urn not in owned
+            and s.urn not in extra and (ours or s.name.startswith(C.SNAPSHOT_NAME_PREFIX))]
+
+
+def _leftover_finding(left: list[Any]) -> Finding:
+    names = ", ".join(f"{s.name or s.urn} ({s.type}, {s.create_time or 'time unknown'})" for s in left[:5])
+    more = f" and {len(left) - 5} more" if len(left) > 5 else ""
+    return Finding.of(_LEFTOVER, f"backup snapshot owned by no restore point or running job: {names}{more}")
+
+
+def with_owned_snapshots(a: Assessment, tree: Any, knowledge: Any, owned: Iterable[str]) -> Assessment:
+    """``a`` once the snapshots in ``owned`` (a running or queued job's, known after the rules ran)
+    are counted as owned: its ``leftover-backup-snapshot`` finding narrowed or gone, the verdict
+    derived again. ``a`` itself when nothing changes."""
+    owned = frozenset(owned)
+    if tree is None or not owned or _LEFTOVER.id not in a.rules:
+        return a
+    left = leftover_backup_snapshots(tree, knowledge, owned)
+    before = leftover_backup_snapshots(tree, knowledge)
+    if len(left) == len(before):
+        return a
+    findings = [f for f in a.findings if f.rule != _LEFTOVER.id] + ([_leftover_finding(left)] if left else [])
+    verdict, mask = _verdict(findings)
+    return Assessment(a.urn, a.name, verdict, mask, findings, a.provisional)
 
 
 def confirmed(provisional: Assessment) -> Assessment:

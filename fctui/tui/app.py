@@ -30,7 +30,7 @@ from textual.widgets import Input, Static
 
 from ..config import Config, Profile, save_profile
 from ..inventory.query import COLUMN_IDS, Filter, FilterError, RowStore, Summary, View, ViewCache, parse_filter
-from ..rules.engine import confirmed
+from ..rules.engine import confirmed, with_owned_snapshots
 from ..vrm.errors import VrmAuthError, VrmError, VrmVersionError
 from ..vrm.models import Cluster, Datastore, Host, Site, Vm
 from .detail import render_detail
@@ -199,6 +199,9 @@ class FctuiApp(App[int]):
         # VM URN -> its latest restore point in the repository (None: no backup of it): the detail's
         # "next backup" is planned from it as ``b`` plans (fctui.jobs.planner.plan_vm)
         self.backup_points: dict[str, Any] = {}
+        # snapshot URN -> VM URN, of the jobs running or queued in the agent: their own snapshots,
+        # never leftovers (a refresh that sees one mid-job runs the rules without knowing so)
+        self.owned_snapshots: dict[str, str] = {}
         self.site: Site | None = None
         self.clusters: list[Cluster] = []
         self.hosts: list[Host] = []
@@ -478,6 +481,8 @@ class FctuiApp(App[int]):
             added, changed = self.store.upsert(ev.rows)
             if added or changed:
                 self.schedule_view()
+            if self.owned_snapshots:
+                self._rows_again(set(self.owned_snapshots.values()))
         elif isinstance(ev, Complete):
             if ev.confirmed:
                 self._confirm(ev.confirmed)
@@ -516,6 +521,8 @@ class FctuiApp(App[int]):
             self.retry_at = None
             self._show_banner()
             self.update_status()
+            if self.owned_snapshots:
+                self._rows_again(set(self.owned_snapshots.values()))
             self.show_detail(self._table_cursor())
 
     def _confirm(self, urns: set[str]) -> None:
@@ -535,7 +542,46 @@ class FctuiApp(App[int]):
             self._to_confirm.discard(urn)
             if a.provisional:
                 a = self.assessments[urn] = confirmed(a)
+        if a is not None and self.owned_snapshots:
+            f = self.facts.get(urn)
+            tree = self.snapshots.get(urn) or getattr(f, "snapshot_tree", None)
+            a = with_owned_snapshots(a, tree, getattr(f, "knowledge", None), self.owned_snapshots)
         return a
+
+    def jobs_changed(self, job_id: str | None = None) -> None:
+        """The agent's jobs changed (a listener of the jobs service): when the snapshots the running
+        and queued jobs own changed, their VMs' verdicts and rows are derived again."""
+        from ..jobs.model import FINAL_JOB_STATES
+        board = getattr(getattr(self, "jobs", None), "board", None)
+        owned = {} if board is None else {
+            v.snapshot_urn: v.urn for j in board.jobs.values() if j.state not in FINAL_JOB_STATES
+            for v in j.vms if v.snapshot_urn}
+        if owned == self.owned_snapshots:
+            return
+        affected = {owned.get(s) or self.owned_snapshots.get(s) for s in set(owned) ^ set(self.owned_snapshots)}
+        self.owned_snapshots = owned
+        self._rows_again({u for u in affected if u})
+
+    def _rows_again(self, urns: Iterable[str]) -> None:
+        """The table rows of ``urns`` from their verdicts as :meth:`assessment` gives them."""
+        from dataclasses import replace
+        from ..inventory.query import row_from_vm
+        rows = []
+        for urn in urns:
+            vm, old = self.vms.get(urn), self.store.rows.get(urn)
+            a = self.assessment(urn) if vm is not None and old is not None else None
+            if a is None:
+                continue
+            new = row_from_vm(vm, a, provisional=old.provisional)
+            rows.append(replace(old, verdict=new.verdict, reason=new.reason, rules=new.rules))
+        if rows and any(self.store.upsert(rows)):
+            self.schedule_view()
+        cursor = self._table_cursor()
+        if cursor in urns:
+            self.show_detail(cursor, now=True)
+        top = self._top_screen()
+        if isinstance(top, DetailScreen) and top.key in urns:
+            top.update()
 
     @on(FeedLost)
     def _lost(self, msg: FeedLost) -> None:

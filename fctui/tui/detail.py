@@ -51,10 +51,8 @@ def next_backup_text(vm: Any, assessment: Any, facts: Any, plan: Any = None) -> 
         mode, why = next_backup_mode(plan)
         if mode == "incremental":
             return "intact", f"Next backup can be incremental: {why}"
-        if mode == "full":
-            state = ("no chain yet" if "no earlier restore point of this VM" in why
-                     else "broken" if "CBT chain broken" in why else "restarts")
-            return state, f"Next backup will be full because {why}"
+        if mode == "full" and getattr(plan, "base_point_id", None) is not None:
+            return ("broken" if "CBT chain broken" in why else "full next"), f"Next backup will be full because {why}"
     knowledge = getattr(facts, "knowledge", None) if facts is not None else None
     if knowledge is None or getattr(knowledge, "last_backup_time", None) is None:
         return "no chain yet", ("Next backup will be full because no earlier backup of this VM is known; "

@@ -232,6 +232,9 @@ def jobs_service(app: App, **kw: Any) -> JobsService:
     if not isinstance(svc, JobsService):
         svc = JobsService(app, **kw)
         app.jobs = svc  # type: ignore[attr-defined]
+        hook = getattr(app, "jobs_changed", None)
+        if callable(hook):  # the console: a running job's snapshots are not leftovers
+            svc.listeners.append(hook)
         svc.start()
     return svc
 
