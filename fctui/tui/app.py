@@ -553,6 +553,12 @@ class FctuiApp(App[int]):
         and queued jobs own changed, their VMs' verdicts and rows are derived again."""
         from ..jobs.model import FINAL_JOB_STATES
         board = getattr(getattr(self, "jobs", None), "board", None)
+        ended = board.jobs.get(job_id) if board is not None and job_id else None
+        if ended is not None and ended.state in FINAL_JOB_STATES:
+            # a backup may have added a restore point: the detail's "next backup" reads it again
+            for v in ended.vms:
+                if self.backup_points.pop(v.urn, False) is not False and self._shows_detail_of(v.urn):
+                    self._fetch_backup_point(v.urn)
         owned = {} if board is None else {
             v.snapshot_urn: v.urn for j in board.jobs.values() if j.state not in FINAL_JOB_STATES
             for v in j.vms if v.snapshot_urn}
@@ -561,6 +567,10 @@ class FctuiApp(App[int]):
         affected = {owned.get(s) or self.owned_snapshots.get(s) for s in set(owned) ^ set(self.owned_snapshots)}
         self.owned_snapshots = owned
         self._rows_again({u for u in affected if u})
+
+    def _shows_detail_of(self, urn: str) -> bool:
+        top = self._top_screen()
+        return self._table_cursor() == urn or (isinstance(top, DetailScreen) and top.key == urn)
 
     def _rows_again(self, urns: Iterable[str]) -> None:
         """The table rows of ``urns`` from their verdicts as :meth:`assessment` gives them."""
@@ -751,6 +761,8 @@ class FctuiApp(App[int]):
         if detail is None:
             return
         detail.update(self.detail_renderable(key))
+        if key and key in self.vms and key not in self.backup_points:
+            self._fetch_backup_point(key)
         if key and key not in self.snapshots:
             # debounce: holding the arrow key must not fire one request per row
             if self._snap_timer is not None:

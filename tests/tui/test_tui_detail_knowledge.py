@@ -47,3 +47,27 @@ async def test_detail_after_two_backups_says_incremental(sim: Any, client: Any, 
         text = screen_text(app)
         assert "no chain yet" not in text
         assert "Next backup can be incremental" in text
+
+
+async def test_detail_follows_a_backup_that_ends_while_it_is_open(sim: Any, client: Any, edges: dict,
+                                                                   data_dirs: None, tmp_path: Path) -> None:
+    from fctui.agent import AgentClient
+    from fctui.tui.jobs_screen import jobs_service
+    urn = edges["ready"][0]
+    app = make_app(sim)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await wait_loaded(pilot, app)
+        svc = jobs_service(app, agent=AgentClient(tmp_path / "no-agent.sock"), start_agent=False)
+        app.push_screen(DetailScreen(urn))
+        await wait_until(pilot, lambda: urn in app.backup_points)
+        assert "no chain yet" in screen_text(app)
+        repo = Repository.open()
+        try:
+            job, _ = await backup(client, repo, [urn])
+        finally:
+            repo.close()
+        assert job.state == "succeeded", job
+        svc.apply_event({"event": "job", "job": job.to_dict()})   # as the agent reports its end
+        with contextlib.suppress(TimeoutError):
+            await wait_until(pilot, lambda: "Next backup can be incremental" in screen_text(app), 10)
+        assert "no chain yet" not in screen_text(app)
