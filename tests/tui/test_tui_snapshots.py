@@ -18,6 +18,8 @@ SIZES = [(80, 24), (160, 48)]
 @pytest.fixture(autouse=True)
 def _isolated_config(tmp_path, monkeypatch):
     monkeypatch.setenv("FCTUI_CONFIG_DIR", str(tmp_path / "cfg"))
+    # the detail's "next backup" reads the repository: none here, whatever the user's data dir holds
+    monkeypatch.setenv("FCTUI_DATA_DIR", str(tmp_path / "data"))
 
 
 def app_for(theme: str | None = None) -> FctuiApp:
