@@ -46,17 +46,21 @@ SIM_BASE_URL = "http://vrm.sim"
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    # Commands read profiles from the config file, as the console does: never the user's real one in tests
-    # (tests that need a config set FCTUI_CONFIG_DIR themselves). Subprocesses inherit this.
+    # Commands read profiles from the config file, and the console reads the repository, as on a user's
+    # machine: never the user's real config, repository or job agent in tests (tests that need their own
+    # set FCTUI_*_DIR themselves, e.g. the ``dirs`` fixture). Subprocesses inherit these.
     import os
     import tempfile
-    os.environ["FCTUI_CONFIG_DIR"] = tempfile.mkdtemp(prefix="fctui-test-config-")
+    base = tempfile.mkdtemp(prefix="fctui-test-")   # short: Unix socket paths are limited to ~107 bytes
+    os.environ["FCTUI_TEST_HOME"] = base
+    for var, sub in (("FCTUI_CONFIG_DIR", "cfg"), ("FCTUI_DATA_DIR", "data"), ("FCTUI_RUNTIME_DIR", "run")):
+        os.environ[var] = os.path.join(base, sub)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     import os
     import shutil
-    shutil.rmtree(os.environ.pop("FCTUI_CONFIG_DIR", ""), ignore_errors=True)
+    shutil.rmtree(os.environ.pop("FCTUI_TEST_HOME", ""), ignore_errors=True)
 
 
 @pytest.fixture
