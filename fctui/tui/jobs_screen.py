@@ -398,6 +398,8 @@ def render_job_detail(job: JobRecord, fig: JobFigures, *, now: float,
         t.append(f" {fig.fraction * 100:.0f} %")
         if fig.unplanned:
             t.append(f" of the planned part ({fig.unplanned} disk(s) planned after their snapshot)", style="dim")
+    elif job.is_final:   # it ended before any disk's bytes were known: nothing is planned any more
+        t.append(" ended before any bytes were planned", style="dim")
     else:
         t.append(" planning (bytes known after each snapshot)", style="dim")
     if not job.is_final:
@@ -409,7 +411,8 @@ def render_job_detail(job: JobRecord, fig: JobFigures, *, now: float,
     t.append(f"read {human_rate(fig.read_rate)} · write {human_rate(fig.write_rate)}  ")
     t.append(sparkline(fig.history, 30), style="cyan")
     t.append("\n")
-    t.append(f"planned {human_bytes(fig.planned) if fig.planned is not None else '?'} · "
+    planned = human_bytes(fig.planned) if fig.planned is not None else ("none" if job.is_final else "?")
+    t.append(f"planned {planned} · "
              f"read {human_bytes(fig.read)} · written {human_bytes(fig.written)} · "
              f"reused {human_bytes(fig.reused)} · zero {human_bytes(fig.zero)} · "
              f"stored {human_bytes(fig.stored)}\n", style="")
@@ -441,7 +444,7 @@ def render_job_detail(job: JobRecord, fig: JobFigures, *, now: float,
                      ("magenta" if d.mode == "excluded" else "yellow"))
             t.append(f"{state[:28]:<28} ", style=STATE_STYLE.get(d.state, ""))
             if d.mode != "excluded":
-                t.append(f"{human_bytes(d.bytes_read)}/{human_bytes(d.bytes_planned)}".replace(" ", ""))
+                t.append(f"{human_bytes(d.bytes_read)}/{human_bytes(d.planned)}".replace(" ", ""))
             t.append("\n")
             if d.reason:
                 t.append(f"      {d.reason}\n", style="dim")
