@@ -134,6 +134,16 @@ async def _backup(ns: argparse.Namespace, conn: Connection | None, password: str
     return job_exit(final)
 
 
+def listing_json(job: "JobRecord") -> dict[str, Any]:
+    """One job of ``fctui jobs --json``: the ``backup --json`` document (unchanged keys) plus what a listing
+    needs to tell jobs apart: when, why it failed, its type (backup/restore) and each VM's name."""
+    out = job.summary_json() | {"created": job.created, "finished": job.finished, "error": job.error,
+                                "targets": job.targets, "type": job.type}
+    for vm, progress in zip(out["vms"], job.vms):
+        vm["name"] = progress.name
+    return out
+
+
 def run_jobs(ns: argparse.Namespace) -> int:
     from ..agent import AgentError, ensure_agent
     from ..jobs.cleanup import describe_leftover
@@ -144,9 +154,7 @@ def run_jobs(ns: argparse.Namespace) -> int:
         jobs = [JobRecord.from_dict(j) for j in (await agent.request("list"))["jobs"]]
         cleanup = await agent.request("cleanup-status")
         if ns.json:
-            print(json.dumps({"jobs": [j.summary_json() | {"created": j.created, "finished": j.finished,
-                                                             "error": j.error, "targets": j.targets}
-                                       for j in jobs],
+            print(json.dumps({"jobs": [listing_json(j) for j in jobs],
                               "cleanup_pending": cleanup["pending"]}))
             return EXIT_OK
         if not jobs:
@@ -155,7 +163,9 @@ def run_jobs(ns: argparse.Namespace) -> int:
             t = j.totals()
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(j.created))
             state = "warnings" if j.outcome != j.state else j.state
-            print(f"{j.id}  {when}  {state:<11} {len(j.vms)} VM(s)  read {size(t['bytes_read'])} of "
+            names = ", ".join(v.name or v.urn for v in j.vms) or ", ".join(j.targets)
+            print(f"{j.id}  {when}  {j.type:<7} {state:<11} {len(j.vms)} VM(s) ({names})  "
+                  f"read {size(t['bytes_read'])} of "
                   f"{size(t['bytes_planned'])}" + (f"  {j.error[:80]}" if j.error else "")
                   + (f"  {j.warnings[0][:80]}" if j.warnings and not j.error else ""))
         if cleanup["pending"]:

@@ -66,6 +66,14 @@ class DiskProgress:
     def from_dict(cls, d: dict[str, Any]) -> "DiskProgress":
         return _from_dict(cls, d)
 
+    @property
+    def planned(self) -> int | None:
+        """The bytes this disk's progress counts up to. A disk that is done without a plan (an overwrite
+        restore recorded before restores planned their read-back) did exactly what it read."""
+        if self.bytes_planned is None and self.state == "done":
+            return self.bytes_read
+        return self.bytes_planned
+
 
 @dataclass
 class VmProgress:
@@ -154,7 +162,7 @@ class JobRecord:
             for d in v.disks:
                 for k in keys:
                     out[k] += getattr(d, k)
-                out["bytes_planned"] += d.bytes_planned or 0
+                out["bytes_planned"] += d.planned or 0
         return out
 
     def summary_json(self) -> dict[str, Any]:
@@ -167,7 +175,7 @@ class JobRecord:
             "vms": [
                 {"urn": v.urn, "kind": v.kind, "blocks_healed": v.blocks_healed,
                  "disks": [{"volume": d.volume, "mode": d.mode, "reason": d.reason,
-                            "bytes_planned": d.bytes_planned or 0, "bytes_read": d.bytes_read,
+                            "bytes_planned": d.planned or 0, "bytes_read": d.bytes_read,
                             "bytes_written": d.bytes_written, "blocks_healed": d.blocks_healed}
                            for d in v.disks if d.mode != "excluded"]}
                 for v in self.vms

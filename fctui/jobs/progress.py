@@ -206,11 +206,11 @@ def _planned(job: JobRecord) -> tuple[int | None, int, int]:
     """(planned bytes of the disks whose plan is known or None, their bytes read, disks not planned yet)."""
     # a VM that ended before its snapshot will never know its bytes: it does not hold the ETA back
     disks = [d for v in job.vms if v.state != "refused" for d in v.disks
-             if d.mode != "excluded" and not (d.bytes_planned is None and v.state in ("failed", "cancelled"))]
-    known = [d for d in disks if d.bytes_planned is not None]
+             if d.mode != "excluded" and not (d.planned is None and v.state in ("failed", "cancelled"))]
+    known = [d for d in disks if d.planned is not None]
     if not known:
         return None, 0, len(disks)
-    return (sum(d.bytes_planned or 0 for d in known), sum(min(d.bytes_read, d.bytes_planned or 0) for d in known),
+    return (sum(d.planned or 0 for d in known), sum(min(d.bytes_read, d.planned or 0) for d in known),
             len(disks) - len(known))
 
 

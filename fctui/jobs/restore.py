@@ -1050,7 +1050,9 @@ class _Restore:
         size = dp.size_bytes
         digests = reader.block_digests()
         window = max(1, self.s.max_range_bytes // bs)
-        d.bytes_planned = None  # known only after comparing
+        # The work of an overwrite is reading the whole volume back (bytes_read counts it): that is its plan;
+        # which blocks differ, and so bytes_written, is known only after comparing.
+        d.bytes_planned = size
         differing = 0
         written: list[int] = []
 
@@ -1084,6 +1086,7 @@ class _Restore:
                 raise
             self.reporter.log(f"{dp.disk_name}: the VRM refuses reading the volume back ({e}); writing every "
                               "block instead", "warning")
+            d.bytes_read = 0  # the read-back stopped: the count starts again with the writes
             await self._write_all(transport, reader, d, dp, every_block=True)
             return None
         self.reporter.log(f"{dp.disk_name}: {differing} of {reader.block_count} blocks differed from the "
@@ -1226,8 +1229,14 @@ def _progress_from_plan(job: JobRecord, plan: RestorePlan) -> None:
                     point_id=plan.point.id)
     for dp in plan.disks:
         vm.disks.append(DiskProgress(volume=dp.source_volume, name=dp.disk_name, mode=dp.mode, reason=dp.reason,
-                                     bytes_planned=dp.bytes_to_write))
+                                     bytes_planned=planned_bytes(dp)))
     job.vms = [vm]
+
+
+def planned_bytes(dp: RestoreDiskPlan) -> int:
+    """What a disk's progress counts up to: the bytes written, or for an overwrite ("differing", where
+    the written bytes are known only after comparing) the whole volume, which is read back."""
+    return dp.bytes_to_write if dp.bytes_to_write is not None else dp.size_bytes
 
 
 async def run_restore(client: "VrmClient", repo: "Repository", plan: RestorePlan, *,

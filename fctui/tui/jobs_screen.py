@@ -401,6 +401,8 @@ def render_job_detail(job: JobRecord, fig: JobFigures, *, now: float,
         t.append(f" {fig.fraction * 100:.0f} %")
         if fig.unplanned:
             t.append(f" of the planned part ({fig.unplanned} disk(s) planned after their snapshot)", style="dim")
+    elif job.is_final:   # it ended before any disk's bytes were known: nothing is planned any more
+        t.append(" ended before any bytes were planned", style="dim")
     else:
         t.append(" planning (bytes known after each snapshot)", style="dim")
     if not job.is_final:
@@ -412,7 +414,8 @@ def render_job_detail(job: JobRecord, fig: JobFigures, *, now: float,
     t.append(f"read {human_rate(fig.read_rate)} · write {human_rate(fig.write_rate)}  ")
     t.append(sparkline(fig.history, 30), style="cyan")
     t.append("\n")
-    t.append(f"planned {human_bytes(fig.planned) if fig.planned is not None else '?'} · "
+    planned = human_bytes(fig.planned) if fig.planned is not None else ("none" if job.is_final else "?")
+    t.append(f"planned {planned} · "
              f"read {human_bytes(fig.read)} · written {human_bytes(fig.written)} · "
              f"reused {human_bytes(fig.reused)} · zero {human_bytes(fig.zero)} · "
              f"stored {human_bytes(fig.stored)}\n", style="")
@@ -444,7 +447,7 @@ def render_job_detail(job: JobRecord, fig: JobFigures, *, now: float,
                      ("magenta" if d.mode == "excluded" else "yellow"))
             t.append(f"{state[:28]:<28} ", style=STATE_STYLE.get(d.state, ""))
             if d.mode != "excluded":
-                t.append(f"{human_bytes(d.bytes_read)}/{human_bytes(d.bytes_planned)}".replace(" ", ""))
+                t.append(f"{human_bytes(d.bytes_read)}/{human_bytes(d.planned)}".replace(" ", ""))
             t.append("\n")
             if d.reason:
                 t.append(f"      {d.reason}\n", style="dim")
@@ -581,10 +584,35 @@ class JobList(Widget, can_focus=True):
         self.refresh()
 
     def action_cursor_up(self) -> None:
+        if self._at_edge(-1) and self._scroll_detail("scroll_up"):
+            return
         self.move(-1)
 
     def action_cursor_down(self) -> None:
+        if self._at_edge(1) and self._scroll_detail("scroll_down"):
+            return
         self.move(1)
+
+    def _at_edge(self, delta: int) -> bool:
+        """The cursor cannot move further that way (first/last job, or no job)."""
+        if not self.order or self.cursor_id not in self.order:
+            return True
+        idx = self.order.index(self.cursor_id)
+        return idx == 0 if delta < 0 else idx == len(self.order) - 1
+
+    def _scroll_detail(self, action: str) -> bool:
+        """Past the list's ends, up/down move the job detail (a lone long job is otherwise unreadable at 80x24).
+        False when the detail cannot move that way."""
+        screen: Any = self.screen
+        scroll = getattr(screen, "detail_scroll", None)
+        if scroll is None:
+            return False
+        view = scroll()
+        at_end = view.scroll_y <= 0 if action == "scroll_up" else view.scroll_y >= view.max_scroll_y
+        if at_end:
+            return False
+        getattr(view, f"action_{action}")()
+        return True
 
 
 class JobsScreen(Screen[None]):
@@ -600,6 +628,11 @@ class JobsScreen(Screen[None]):
         Binding("c", "cancel_job", "Cancel job", id="jobs.cancel"),
         Binding("x", "drill", "Drill", id="jobs.drill"),
         Binding("tab", "focus_next", "Next pane", show=False, id="jobs.focus_next"),
+        # the detail scrolls from the keyboard whichever pane has the focus (the list keeps up/down)
+        Binding("pagedown", "detail('page_down')", "Detail page down", show=False, id="jobs.detail_page_down"),
+        Binding("pageup", "detail('page_up')", "Detail page up", show=False, id="jobs.detail_page_up"),
+        Binding("end", "detail('scroll_end')", "Detail end", show=False, id="jobs.detail_end"),
+        Binding("home", "detail('scroll_home')", "Detail top", show=False, id="jobs.detail_home"),
     ]
     # Actions that change something on the VRM: hidden in read-only mode.
     MUTATING: ClassVar[frozenset[str]] = frozenset({"cancel_job", "drill"})
@@ -706,7 +739,14 @@ class JobsScreen(Screen[None]):
             t.append(" · READ-ONLY", style="bold")
         self.query_one("#jobs-status", Static).update(t)
 
+    def detail_scroll(self) -> VerticalScroll:
+        return self.query_one("#job-detail-scroll", VerticalScroll)
+
     # actions
+    def action_detail(self, how: str) -> None:
+        if how in ("page_down", "page_up", "scroll_end", "scroll_home"):
+            getattr(self.detail_scroll(), f"action_{how}")()
+
     def action_back(self) -> None:
         self.app.pop_screen()
 

@@ -1,0 +1,55 @@
+"""Issue 15 bug 8 on recorded job records: a finished overwrite restore (recorded before restores planned
+their read-back: bytes_planned None, 1 GiB read) never shows "planning", "planned ?" or "of 0 B"; a job that
+ended before any plan says so instead of "planning"."""
+
+from __future__ import annotations
+
+from fctui.jobs.model import DiskProgress, JobRecord, VmProgress
+from fctui.jobs.progress import JobsBoard
+from fctui.tui.jobs_screen import render_job_detail, render_job_row
+
+GIB = 1 << 30
+NOW = 1_780_000_000.0
+
+
+def recorded_overwrite() -> JobRecord:
+    job = JobRecord(id="20260528-1300-rr01", type="restore", state="succeeded", created=NOW - 120,
+                    started=NOW - 110, finished=NOW - 20, targets=["20260528T1200Z-01"],
+                    restore_points=["20260528T1200Z-01"])
+    vm = VmProgress(urn="urn:sites:1:vms:i-9", name="edge-ready-euleros-02", kind="cbt", state="done",
+                    point_id="20260528T1200Z-01")
+    vm.disks = [DiskProgress(volume="urn:v9", name="disk0", mode="differing", state="done", bytes_planned=None,
+                             bytes_read=GIB, bytes_written=8 << 20)]
+    job.vms = [vm]
+    return job
+
+
+def figures(job: JobRecord):
+    board = JobsBoard(lambda: 0.0)
+    board.apply({"event": "job", "job": job.to_dict()})
+    fig = board.figures(job.id)
+    assert fig is not None
+    return fig
+
+
+def test_finished_overwrite_restore_shows_its_bytes_not_planning():
+    job = recorded_overwrite()
+    assert job.totals()["bytes_planned"] == GIB      # `fctui jobs`: "read 1.0 GiB of 1.0 GiB"
+    fig = figures(job)
+    assert fig.planned == GIB and fig.fraction == 1.0
+    text = render_job_detail(job, fig, now=NOW).plain
+    assert "planning" not in text and "planned ?" not in text
+    assert "100 %" in text and "planned 1.0 GiB" in text
+    assert "1.0GiB/1.0GiB" in text
+    row = render_job_row(job, fig, 120, False).plain
+    assert "restore" in row
+
+
+def test_job_that_ended_before_any_plan_does_not_say_planning():
+    job = JobRecord(id="20260528-1310-bb09", state="failed", created=NOW - 60, started=NOW - 55, finished=NOW - 50,
+                    targets=["app-03"], error="app-03: the VRM refused the snapshot")
+    vm = VmProgress(urn="urn:sites:1:vms:i-3", name="app-03", kind="cbt", state="failed")
+    vm.disks = [DiskProgress(volume="urn:v5", name="disk1", mode="full", state="waiting", bytes_planned=None)]
+    job.vms = [vm]
+    text = render_job_detail(job, figures(job), now=NOW).plain
+    assert "planning" not in text and "planned ?" not in text
