@@ -14,7 +14,7 @@ import asyncio
 import json
 import sys
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from .common import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_VRM, EXIT_WARNINGS, Connection, UsageError,
                      add_connection_options, add_json_option, command, err, follow_job, given_connection_options,
@@ -145,7 +145,7 @@ def listing_json(job: "JobRecord") -> dict[str, Any]:
 
 
 def run_jobs(ns: argparse.Namespace) -> int:
-    from ..agent import AgentError, ensure_agent
+    from ..agent import ensure_agent
     from ..jobs.cleanup import describe_leftover
     from ..jobs.model import JobRecord
 
@@ -176,20 +176,22 @@ def run_jobs(ns: argparse.Namespace) -> int:
             for p in cleanup["pending"]:
                 print(f"  {describe_leftover(p, now)}")
         return EXIT_OK
-    try:
-        return asyncio.run(go())
-    except AgentError as e:
-        err(str(e))
-        return EXIT_FAILED
+    return _talk_to_agent(go)
 
 
 def run_jobs_cancel(ns: argparse.Namespace) -> int:
-    from ..agent import AgentClient, AgentError
+    from ..agent import AgentClient
 
     async def go() -> int:
         await AgentClient().request("cancel", job=ns.id)
         print(f"job {ns.id}: cancel requested (its snapshot and backup resources are being cleaned up)")
         return EXIT_OK
+    return _talk_to_agent(go)
+
+
+def _talk_to_agent(go: Callable[[], Awaitable[int]]) -> int:
+    """Run a conversation with the agent; one it refuses (or cannot have) is one line and exit 1."""
+    from ..agent import AgentError
     try:
         return asyncio.run(go())
     except AgentError as e:
