@@ -220,6 +220,9 @@ class RestoreWizard(Screen[None]):
         # with a list to pick from the text above it is short; otherwise the text takes the screen
         self.query_one("#wiz-scroll").set_class(opts.display, "-short")
         inp.display = self.step == "confirm" and self.target == "original"
+        # Only the widget that takes this step's Enter is focusable: Tab must not park the focus on the
+        # text above a list or an input, where Enter and Down do nothing.
+        self.query_one("#wiz-scroll").can_focus = not (opts.display or inp.display)
         body.update(getattr(self, f"_body_{self.step}")())
         if opts.display:
             opts.clear_options()
