@@ -14,7 +14,7 @@ from . import catalog as C
 from .facts import VmFacts
 
 __all__ = ["Finding", "Assessment", "assess", "assess_many", "classify_task_type", "os_class",
-           "leftover_backup_snapshots", "with_owned_snapshots"]
+           "leftover_backup_snapshots", "with_owned_snapshots", "with_snapshot_tree"]
 
 
 class Finding:
@@ -341,16 +341,7 @@ def assess(facts: VmFacts) -> Assessment:
     # --- snapshots
     tree = facts.snapshot_tree
     if tree is not None:
-        if tree.roots:
-            backups = [n for n in tree.walk() if n.type in BACKUP_SNAPSHOT_TYPES]
-            n = len(backups)
-            if n >= C.SNAPSHOT_LIMIT:
-                add(Finding.of(_LIMIT, f"{n} backup snapshots: the limit of {C.SNAPSHOT_LIMIT} is reached"))
-            elif n >= C.SNAPSHOT_NEAR_LIMIT:
-                add(Finding.of(_NEAR, f"{n} backup snapshots: {C.SNAPSHOT_LIMIT - n} left before the limit of {C.SNAPSHOT_LIMIT}"))
-            left = leftover_backup_snapshots(tree, facts.knowledge)
-            if left:
-                add(_leftover_finding(left))
+        findings.extend(_snapshot_findings(tree, facts.knowledge))
     elif not facts.snapshots_known:
         add(Finding.of(_SNAP_UNKNOWN, "snapshot tree not read yet: snapshot limit and leftovers not checked"))
 
@@ -427,6 +418,41 @@ def leftover_backup_snapshots(tree: Any, knowledge: Any, also_owned: Iterable[st
     ours = knowledge is not None
     return [s for s in tree.walk() if s.type in BACKUP_SNAPSHOT_TYPES and s.urn not in owned
             and s.urn not in extra and (ours or s.name.startswith(C.SNAPSHOT_NAME_PREFIX))]
+
+
+def _snapshot_findings(tree: Any, knowledge: Any, also_owned: Iterable[str] = ()) -> list[Finding]:
+    """The findings ``tree`` alone decides: the snapshot limit (or near it) and leftovers."""
+    out: list[Finding] = []
+    if tree is None or not tree.roots:
+        return out
+    n = sum(1 for s in tree.walk() if s.type in BACKUP_SNAPSHOT_TYPES)
+    if n >= C.SNAPSHOT_LIMIT:
+        out.append(Finding.of(_LIMIT, f"{n} backup snapshots: the limit of {C.SNAPSHOT_LIMIT} is reached"))
+    elif n >= C.SNAPSHOT_NEAR_LIMIT:
+        out.append(Finding.of(_NEAR, f"{n} backup snapshots: {C.SNAPSHOT_LIMIT - n} left before the limit of {C.SNAPSHOT_LIMIT}"))
+    left = leftover_backup_snapshots(tree, knowledge, also_owned)
+    if left:
+        out.append(_leftover_finding(left))
+    return out
+
+
+_TREE_RULES = frozenset((_LIMIT.id, _NEAR.id, _LEFTOVER.id))
+
+
+def with_snapshot_tree(a: Assessment, tree: Any, knowledge: Any, owned: Iterable[str] = ()) -> Assessment:
+    """``a`` with its snapshot findings (limit, leftovers) derived again from ``tree``, a tree read
+    after the rules ran (a job created or deleted a snapshot since), ``owned`` counted as a running
+    job's. ``a`` itself when nothing changes or when ``a`` never saw a tree (provisional: confirming
+    it is the refresh's business)."""
+    if tree is None or a.provisional:
+        return a
+    kept = [f for f in a.findings if f.rule not in _TREE_RULES]
+    fresh = _snapshot_findings(tree, knowledge, owned)
+    if sorted(map(repr, fresh)) == sorted(repr(f) for f in a.findings if f.rule in _TREE_RULES):
+        return a
+    findings = kept + fresh
+    verdict, mask = _verdict(findings)
+    return Assessment(a.urn, a.name, verdict, mask, findings, a.provisional)
 
 
 def _leftover_finding(left: list[Any]) -> Finding:

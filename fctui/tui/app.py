@@ -30,7 +30,7 @@ from textual.widgets import Input, Static
 
 from ..config import Config, Profile, save_profile
 from ..inventory.query import COLUMN_IDS, Filter, FilterError, RowStore, Summary, View, ViewCache, parse_filter
-from ..rules.engine import confirmed, with_owned_snapshots
+from ..rules.engine import confirmed, with_owned_snapshots, with_snapshot_tree
 from ..vrm.errors import VrmAuthError, VrmError, VrmVersionError
 from ..vrm.models import Cluster, Datastore, Host, Site, Vm
 from .detail import render_detail
@@ -202,6 +202,9 @@ class FctuiApp(App[int]):
         # snapshot URN -> VM URN, of the jobs running or queued in the agent: their own snapshots,
         # never leftovers (a refresh that sees one mid-job runs the rules without knowing so)
         self.owned_snapshots: dict[str, str] = {}
+        # job id -> (ended, its VMs' (VM URN, snapshot URN)) as last seen: a job that ends or takes a
+        # snapshot while watched changed its VMs' snapshot trees, which are read again
+        self._job_snapshot_steps: dict[str, tuple[bool, frozenset[tuple[str, str]]]] = {}
         self.site: Site | None = None
         self.clusters: list[Cluster] = []
         self.hosts: list[Host] = []
@@ -542,10 +545,16 @@ class FctuiApp(App[int]):
             self._to_confirm.discard(urn)
             if a.provisional:
                 a = self.assessments[urn] = confirmed(a)
-        if a is not None and self.owned_snapshots:
-            f = self.facts.get(urn)
-            tree = self.snapshots.get(urn) or getattr(f, "snapshot_tree", None)
-            a = with_owned_snapshots(a, tree, getattr(f, "knowledge", None), self.owned_snapshots)
+        if a is None:
+            return a
+        f = self.facts.get(urn)
+        seen, tree = getattr(f, "snapshot_tree", None), self.snapshots.get(urn)
+        if tree is not None and tree is not seen:
+            # a tree read after the refresh that assessed the VM (a job took or deleted a snapshot
+            # since): its snapshot findings follow that tree, not the refresh's
+            a = with_snapshot_tree(a, tree, getattr(f, "knowledge", None), self.owned_snapshots)
+        elif self.owned_snapshots:
+            a = with_owned_snapshots(a, tree or seen, getattr(f, "knowledge", None), self.owned_snapshots)
         return a
 
     def jobs_changed(self, job_id: str | None = None) -> None:
@@ -559,6 +568,8 @@ class FctuiApp(App[int]):
             for v in ended.vms:
                 if self.backup_points.pop(v.urn, False) is not False and self._shows_detail_of(v.urn):
                     self._fetch_backup_point(v.urn)
+        if board is not None and job_id:
+            self._job_snapshot_step(board.jobs.get(job_id), job_id)
         owned = {} if board is None else {
             v.snapshot_urn: v.urn for j in board.jobs.values() if j.state not in FINAL_JOB_STATES
             for v in j.vms if v.snapshot_urn}
@@ -567,6 +578,62 @@ class FctuiApp(App[int]):
         affected = {owned.get(s) or self.owned_snapshots.get(s) for s in set(owned) ^ set(self.owned_snapshots)}
         self.owned_snapshots = owned
         self._rows_again({u for u in affected if u})
+
+    def _job_snapshot_step(self, job: Any, job_id: str) -> None:
+        """A job that ended or whose VMs' snapshots changed since last seen changed their snapshot
+        trees (a backup deletes its snapshot before it ends; a restore or drill cleans up its own):
+        the cached trees go and are read again, so neither the detail nor the rows' snapshot
+        findings keep a snapshot that is gone. A job first seen already ended (the agent's list when
+        the console attaches) is read again only for the VM whose detail is shown."""
+        from ..jobs.model import FINAL_JOB_STATES
+        if job is None:
+            self._job_snapshot_steps.pop(job_id, None)
+            return
+        step = (job.state in FINAL_JOB_STATES, frozenset((v.urn, v.snapshot_urn) for v in job.vms))
+        before = self._job_snapshot_steps.get(job_id)
+        if before == step:
+            return
+        self._job_snapshot_steps[job_id] = step
+        urns = [v.urn for v in job.vms if v.urn in self.vms]
+        if before is None and step[0]:
+            urns = [u for u in urns if self._shows_detail_of(u)]
+        elif before is None and not any(s for _, s in step[1]):
+            return      # queued or just started: no snapshot taken yet
+        if urns:
+            self.read_snapshot_trees_again(urns)
+
+    def read_snapshot_trees_again(self, urns: Iterable[str]) -> None:
+        """Forget the cached snapshot trees of ``urns`` and read them again from the VRM."""
+        urns = [u for u in dict.fromkeys(urns) if u in self.vms]
+        for urn in urns:
+            self.snapshots.pop(urn, None)
+            self.snapshot_errors.pop(urn, None)
+            if self._shows_detail_of(urn):
+                self.show_detail(urn, now=True)      # "loading…", not the tree that is gone
+                top = self._top_screen()
+                if isinstance(top, DetailScreen) and top.key == urn:
+                    top.update()
+        if urns and self.feed is not None:
+            self._read_snapshot_trees(urns)
+
+    @work(group="snapshots-again", exit_on_error=False)
+    async def _read_snapshot_trees(self, urns: list[str]) -> None:
+        assert self.feed is not None
+        feed = self.feed
+        gate = asyncio.Semaphore(4)   # a job of many VMs: a few requests at a time
+
+        async def one(urn: str) -> None:
+            vm = self.vms.get(urn)
+            if vm is None:
+                return
+            async with gate:
+                try:
+                    tree = await self.feed_call(feed.snapshot_tree(vm.uri))
+                except VrmError as e:
+                    self.post_message(SnapshotsLoaded(urn, None, str(e)))
+                    return
+            self.post_message(SnapshotsLoaded(urn, tree))
+        await asyncio.gather(*(one(u) for u in urns))
 
     def _shows_detail_of(self, urn: str) -> bool:
         top = self._top_screen()
@@ -824,6 +891,9 @@ class FctuiApp(App[int]):
         else:
             self.snapshots[msg.vm_urn] = msg.tree
             self.snapshot_errors.pop(msg.vm_urn, None)
+            if msg.vm_urn in self.store.rows:
+                self._rows_again((msg.vm_urn,))   # its snapshot findings follow the tree; draws the detail
+                return
         if self._table_cursor() == msg.vm_urn:
             self.show_detail(msg.vm_urn, now=True)
         top = self._top_screen()

@@ -627,7 +627,8 @@ class JobsScreen(Screen[None]):
         Binding("escape,q", "back", "Back", id="jobs.back"),
         Binding("c", "cancel_job", "Cancel job", id="jobs.cancel"),
         Binding("x", "drill", "Drill", id="jobs.drill"),
-        Binding("tab", "focus_next", "Next pane", show=False, id="jobs.focus_next"),
+        Binding("tab", "app.focus_next", "Next pane", show=False, id="jobs.focus_next"),
+        Binding("shift+tab", "app.focus_previous", "Previous pane", show=False, id="jobs.focus_previous"),
         # the detail scrolls from the keyboard whichever pane has the focus (the list keeps up/down)
         Binding("pagedown", "detail('page_down')", "Detail page down", show=False, id="jobs.detail_page_down"),
         Binding("pageup", "detail('page_up')", "Detail page up", show=False, id="jobs.detail_page_up"),

@@ -93,17 +93,69 @@ def point_mode(point: Any) -> str:
     return "full" if modes <= {"full"} else "incremental"
 
 
-def point_label(point: Any) -> Text:
-    t = Text(no_wrap=True, overflow="ellipsis")
-    t.append(f"{_when(point.created)}  ")
-    t.append(f"{point.kind:<8} {point_mode(point):<11}", style="cyan")
-    t.append(f" {human_bytes(point.size_bytes):>9} ")
-    t.append(f"{len(point.disks)} disk(s)  ")
+# The point list's columns: (id, header, width, right-aligned, gap after). At 80x24 a verified point's
+# line did not fit and the option list wrapped it onto two lines: narrow lists show the verification
+# without its time, then leave out the snapshot kind, then the disk count (one point = one line).
+POINT_COLUMNS = (("time", "time", 16, False, 2), ("kind", "kind", 8, False, 1), ("mode", "mode", 11, False, 1),
+                 ("size", "size", 9, True, 1), ("disks", "disks", 9, False, 2),
+                 ("verification", "verification", 0, False, 0))
+POINT_DROPS = ("kind", "disks")
+
+
+def _point_cells(point: Any, verified_time: bool) -> dict[str, tuple[str, str]]:
+    """(text, style) of each column of ``point``."""
     if point.verified_at:
-        t.append(f"verified {_when(point.verified_at)}", style="green")
+        verification = (f"verified {_when(point.verified_at)}" if verified_time else "verified", "green")
     else:
-        t.append("not verified", style="yellow")
+        verification = ("not verified", "yellow")
+    return {"time": (_when(point.created), ""), "kind": (point.kind, "cyan"), "mode": (point_mode(point), "cyan"),
+            "size": (human_bytes(point.size_bytes), ""), "disks": (f"{len(point.disks)} disk(s)", ""),
+            "verification": verification}
+
+
+def point_columns(points: list[Any], width: int | None) -> tuple[list[str], bool]:
+    """The columns the point list shows in ``width`` cells (None: all), and whether the verification
+    shows its time; the same for every point, so the columns line up under the header."""
+    ids = [c[0] for c in POINT_COLUMNS]
+    if width is None:
+        return ids, True
+    widths = {c[0]: c[2] + c[4] for c in POINT_COLUMNS}
+
+    def need(cols: list[str], verified_time: bool) -> int:
+        last = max((len(_point_cells(p, verified_time)["verification"][0]) for p in points), default=0)
+        return sum(widths[c] for c in cols if c != "verification") + (last if "verification" in cols else 0)
+    for verified_time in (True, False):
+        if need(ids, verified_time) <= width:
+            return ids, verified_time
+    for drop in POINT_DROPS:
+        ids = [c for c in ids if c != drop]
+        if need(ids, False) <= width:
+            break
+    return ids, False
+
+
+def _point_line(cells: dict[str, tuple[str, str]], columns: list[str], width: int | None) -> Text:
+    t = Text(no_wrap=True, overflow="ellipsis")
+    for cid, _, w, right, gap in POINT_COLUMNS:
+        if cid not in columns:
+            continue
+        text, style = cells[cid]
+        t.append(text.rjust(w) if right else text.ljust(w), style=style)
+        t.append(" " * gap)
+    t.rstrip()
+    if width is not None and width > 0:
+        t.truncate(width, overflow="ellipsis")
     return t
+
+
+def point_label(point: Any, columns: tuple[list[str], bool] | None = None, width: int | None = None) -> Text:
+    cols, verified_time = columns or point_columns([point], width)
+    return _point_line(_point_cells(point, verified_time), cols, width)
+
+
+def point_header(columns: tuple[list[str], bool], width: int | None = None) -> Text:
+    cells = {c[0]: (c[1], "") for c in POINT_COLUMNS}
+    return _point_line(cells, columns[0], width)
 
 
 class RestoreWizard(Screen[None]):
@@ -220,6 +272,9 @@ class RestoreWizard(Screen[None]):
         # with a list to pick from the text above it is short; otherwise the text takes the screen
         self.query_one("#wiz-scroll").set_class(opts.display, "-short")
         inp.display = self.step == "confirm" and self.target == "original"
+        # Only the widget that takes this step's Enter is focusable: Tab must not park the focus on the
+        # text above a list or an input, where Enter and Down do nothing.
+        self.query_one("#wiz-scroll").can_focus = not (opts.display or inp.display)
         body.update(getattr(self, f"_body_{self.step}")())
         if opts.display:
             opts.clear_options()
@@ -251,11 +306,22 @@ class RestoreWizard(Screen[None]):
             return t
         t.append("Pick the restore point to restore", style="bold")
         t.append(f"  ({len(self.points)} point(s), newest first)\n", style="dim")
-        t.append("time              kind     mode             size disks   verification", style="dim")
+        width = self._point_width()
+        header = point_header(point_columns(self.points, width), width)
+        header.stylize("dim")
+        t.append("  ")   # indented as the list's text is (its margin, border and padding)
+        t.append_text(header)
         return t
 
+    def _point_width(self) -> int:
+        """The cells a point line has in the option list; before the first layout, from the screen."""
+        width = self.query_one("#wiz-options", OptionList).scrollable_content_region.width - 2
+        return width if width > 20 else max(20, self.app.size.width - 8)
+
     def _options_point(self) -> list[Option]:
-        return [Option(point_label(p), id=p.id) for p in self.points]
+        width = self._point_width()
+        columns = point_columns(self.points, width)
+        return [Option(point_label(p, columns, width), id=p.id) for p in self.points]
 
     # --- step 2: the target ------------------------------------------------------------------------
 

@@ -49,7 +49,10 @@ class MainScreen(Screen[None]):
         Binding("t", "tree", "Tree", id="view.tree"),
         Binding("R", "refresh_now", "Refresh", show=False, id="app.refresh"),
         Binding("p", "toggle_pause", "Pause refresh", show=False, id="app.pause"),
-        Binding("tab", "focus_next", "Next pane", show=False, id="app.focus_next"),
+        # Tab order: summary bar (its counts filter), the filter line while shown, the VM table. The
+        # side detail is a preview of the highlighted VM, not a place to go: enter opens it in full.
+        Binding("tab", "app.focus_next", "Next pane", show=False, id="app.focus_next"),
+        Binding("shift+tab", "app.focus_previous", "Previous pane", show=False, id="app.focus_previous"),
     ]
     # Actions that change something on the VRM: hidden in read-only mode (backup `b` and restore `r`
     # of later issues join this set).

@@ -86,7 +86,8 @@ class VmTable(ScrollView, can_focus=True):
     }
     VmTable > .vmtable--header { background: $panel; color: $foreground; text-style: bold; }
     VmTable > .vmtable--header-sorted { background: $panel; color: $accent; text-style: bold underline; }
-    VmTable > .vmtable--cursor { background: $block-cursor-blurred-background; color: $foreground; }
+    /* not focused: a dimmer cursor, underlined so it stays visible where the theme has no colours (ansi) */
+    VmTable > .vmtable--cursor { background: $block-cursor-blurred-background; color: $foreground; text-style: underline; }
     VmTable:focus > .vmtable--cursor { background: $block-cursor-background; color: $block-cursor-foreground; text-style: bold; }
     VmTable > .vmtable--mark { color: $warning; text-style: bold; }
     VmTable > .vmtable--blocked { color: $error; text-style: bold; }
