@@ -108,6 +108,10 @@ def row_from_vm(vm: Any, assessment: Any | None = None, *, provisional: bool = F
         rules = tuple(dict.fromkeys(str(getattr(f, "rule", "")) for f in findings if getattr(f, "rule", "")))
         if main is None and findings:
             main = min(findings, key=lambda f: SEVERITY_ORDER.get(getattr(f, "severity", ""), 9))
+        # the main reason is a blocker or a warning; info findings (e.g. crash-consistent backups of a
+        # non-EulerOS guest) are for the detail, else most ready rows would look like they had a problem
+        if main is not None and getattr(main, "severity", "") == "info":
+            main = None
         reason = _finding_text(main)
     disks = list(getattr(vm, "disks", None) or ())
     return VmRow(
