@@ -385,10 +385,10 @@ DISK_LINE_FIXED = 2 + 1 + 12 + 29 + 17
 
 
 def disk_label_width(labels: list[str], width: int) -> int:
-    """The disk names' column under one VM: as wide as its longest name, within what the line leaves
-    (at least 12 cells, as before widths followed the terminal)."""
+    """The disk names' column under one VM: 12 cells, or as wide as its longest name within what the
+    line leaves at this width."""
     need = max((cell_len(x) for x in labels), default=0)
-    return max(1, min(need, max(12, width - DISK_LINE_FIXED)))
+    return min(max(12, need), max(12, width - DISK_LINE_FIXED))
 
 
 def render_job_detail(job: JobRecord, fig: JobFigures, *, now: float,

@@ -28,7 +28,6 @@ from ..jobs.model import JobRecord
 from ..jobs.progress import JobsBoard, human_bytes
 from .dialogs import ConfirmScreen
 from .jobs_screen import render_job_detail
-from .names import fit_name
 
 STEPS = ("point", "target", "map", "checks", "review", "confirm", "progress", "result")
 STEP_TITLES = {"point": "Restore point", "target": "Target", "map": "Datastores", "checks": "Pre-checks",
@@ -81,8 +80,8 @@ def context_for_app(app: Any) -> RestoreContext:
 
 
 def _tail(name: str, width: int) -> str:
-    """A long name cut in its middle, keeping both distinctive ends (see fctui.tui.names)."""
-    return fit_name(name, width)
+    """Keep the distinctive end of long names ('<vm>-disk2')."""
+    return name if len(name) <= width else "…" + name[-(width - 1):]
 
 
 def _when(t: float) -> str:
