@@ -246,3 +246,22 @@ def test_fit_name_keeps_both_ends_in_cells():
     assert fit_name("数据库服务器-01", 9) == "数据…-01"          # two cells a character: never wider than 9
     assert disk_label("app-01-disk3", "app-01") == "disk3"
     assert disk_label("app-02-disk3", "app-01") == "app-02-disk3"
+
+
+# --- snapshot (the lead generates the SVG: tests/tui/__snapshots__ is not committed by helpers) -------
+
+def test_vm_table_scrolled_right_snapshot(snap_compare, monkeypatch, tmp_path):
+    """80x24, blocked VMs, → pressed once: the names stay, the reasons have moved left, ← in the header."""
+    monkeypatch.setenv("FCTUI_DATA_DIR", str(tmp_path / "data"))
+    app = make_app(vms=60, seed=1)
+    app.animation_level = "none"
+
+    async def run_before(pilot):
+        await wait_loaded(pilot, app)
+        app.set_filter("verdict:blocked", update_input=True)
+        await wait_loaded(pilot, app)
+        app.screen.query_one(VmTable).focus()
+        app.clear_notifications()
+        await pilot.press("right")
+        await pilot.pause(0.15)
+    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
