@@ -239,6 +239,22 @@ async def test_job_disk_rows_stay_distinguishable_and_follow_the_width():
         assert labels[2:] == ["edge-ready-euleros-02-disk0", "archive-volume-of-the-erp-database-2019"]
 
 
+async def test_backup_review_names_each_vms_disks_under_it():
+    """Two ready VMs of the simulator, edge-ready-euleros-01 and -02: their disks were both '…uleros-0N-disk0'
+    and read as the same name at a glance; under each VM's line they are now that VM's disk0, disk1…"""
+    from fctui.tui.review_screen import render_review
+
+    from .test_tui_jobs_screens import sim_plan_async
+    plan = await sim_plan_async()
+    text = render_review(plan).plain
+    assert "…uleros" not in text
+    blocks = re.split(r"^▸ ", text, flags=re.M)[1:]
+    shown = {b.split()[0]: re.findall(r"^\s{2}(disk\d+)\s", b, re.M) for b in blocks}
+    ready = [vp.vm_name for vp in plan.runnable]
+    assert len(ready) == 2 and all(shown[name] for name in ready), shown
+    assert all(shown[name][0] == "disk0" for name in ready)
+
+
 def test_fit_name_keeps_both_ends_in_cells():
     assert fit_name("edge-state-unsupported-01", 25) == "edge-state-unsupported-01"
     cut = fit_name("edge-state-unsupported-01", 16)
