@@ -195,6 +195,34 @@ def test_main_reason_is_the_worst_blocker_or_warning_never_an_info():
     assert row.reason == "state-stopped: VM is stopped" and row.rules == ("state-stopped", "consistency-not-euleros")
 
 
+async def test_a_longer_reason_after_a_refresh_widens_the_scroll_range():
+    """Rows replaced in place (a refresh keeps the count): measured again shortly after, not per keystroke."""
+    from textual.app import App
+
+    from fctui.inventory.query import VmRow
+
+    def row(i: int, reason: str) -> VmRow:
+        return VmRow(f"k{i}", f"vm-{i:02d}", "running", "cna-01", "c", 1, 10, "running", "blocked", reason)
+
+    rows = {r.key: r for r in (row(i, "tools-missing: short") for i in range(5))}
+
+    class One(App[None]):
+        def compose(self):
+            yield VmTable()
+
+    app = One()
+    async with app.run_test(size=(80, 24)) as pilot:
+        table = app.query_one(VmTable)
+        table.set_view(list(rows), rows, frozenset())
+        await pilot.pause()
+        assert table.column_layout().max_scroll == 0
+        rows["k3"] = row(3, "disk-shared: " + "x" * 150)
+        table.set_view(list(rows), rows, frozenset())
+        await pilot.pause(0.7)
+        assert table.column_layout().max_scroll > 100
+        assert table.virtual_size.width == table.column_layout().virtual_width
+
+
 # --- the jobs screen's disk rows ----------------------------------------------------------------------
 
 def two_vm_job() -> JobRecord:
