@@ -108,6 +108,10 @@ def row_from_vm(vm: Any, assessment: Any | None = None, *, provisional: bool = F
         rules = tuple(dict.fromkeys(str(getattr(f, "rule", "")) for f in findings if getattr(f, "rule", "")))
         if main is None and findings:
             main = min(findings, key=lambda f: SEVERITY_ORDER.get(getattr(f, "severity", ""), 9))
+        # the main reason is a blocker or a warning; info findings (e.g. crash-consistent backups of a
+        # non-EulerOS guest) are for the detail, else most ready rows would look like they had a problem
+        if main is not None and getattr(main, "severity", "") == "info":
+            main = None
         reason = _finding_text(main)
     disks = list(getattr(vm, "disks", None) or ())
     return VmRow(
@@ -125,21 +129,21 @@ def row_from_vm(vm: Any, assessment: Any | None = None, *, provisional: bool = F
 class Column:
     id: str
     title: str
-    width: int            # fixed: widths never depend on the data, so adding rows measures nothing
+    width: int            # cells; for name and reason the least they get (the table's layout grows them)
     align: str = "left"
-    min_screen: int = 0   # hidden when the table is narrower than this (80x24 keeps the essentials)
+    priority: int = 0     # 0: always shown; others by rank while the main reason stays readable
     flex: bool = False    # takes the remaining width
 
 
 COLUMNS: tuple[Column, ...] = (
-    Column("name", "Name", 22),
-    Column("state", "State", 10),
-    Column("host", "Host", 8),
-    Column("disks", "Dsk", 3, "right", min_screen=90),
-    Column("size", "Size", 6, "right", min_screen=100),
-    Column("tools", "Tools", 10, min_screen=110),
+    Column("name", "Name", 16),
+    Column("state", "State", 10, priority=1),
+    Column("host", "Host", 8, priority=2),
+    Column("disks", "Dsk", 3, "right", priority=3),
+    Column("size", "Size", 6, "right", priority=4),
+    Column("tools", "Tools", 10, priority=5),
     Column("verdict", "Verdict", 10),
-    Column("reason", "Main reason", 20, flex=True),
+    Column("reason", "Main reason", 40, flex=True),
 )
 COLUMN_IDS = tuple(c.id for c in COLUMNS)
 

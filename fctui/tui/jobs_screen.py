@@ -15,6 +15,7 @@ import logging
 import time
 from typing import Any, Callable, ClassVar
 
+from rich.cells import cell_len, set_cell_size
 from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
@@ -33,6 +34,7 @@ from ..jobs.planner import GIB, Plan, VmPlan
 from ..jobs.progress import (ETA_MIN_FRACTION, JobFigures, JobsBoard, bar, disk_line_state, human_bytes, human_rate,
                              job_summary, sparkline)
 from .dialogs import ConfirmScreen
+from .names import disk_label, fit_name
 from .review_screen import ReviewScreen
 
 log = logging.getLogger(__name__)
@@ -378,9 +380,22 @@ def render_job_row(job: JobRecord, fig: JobFigures | None, width: int, selected:
     return t
 
 
+# cells of a disk line besides its name: indent, mode, state, read/planned (render_job_detail)
+DISK_LINE_FIXED = 2 + 1 + 12 + 29 + 17
+
+
+def disk_label_width(labels: list[str], width: int) -> int:
+    """The disk names' column under one VM: 12 cells, or as wide as its longest name within what the
+    line leaves at this width."""
+    need = max((cell_len(x) for x in labels), default=0)
+    return min(max(12, need), max(12, width - DISK_LINE_FIXED))
+
+
 def render_job_detail(job: JobRecord, fig: JobFigures, *, now: float,
                       pause_of: Callable[[VmProgress], PauseEstimate | None] | None = None,
-                      log_lines: int = MAX_LOG_LINES, leftovers: list[dict[str, Any]] | None = None) -> Text:
+                      log_lines: int = MAX_LOG_LINES, leftovers: list[dict[str, Any]] | None = None,
+                      width: int = 80) -> Text:
+    """``width``: the cells the detail has; the disk names' column follows it."""
     t = Text()
     t.append(f"Job {job.id}", style="bold")
     t.append(f" · {job.type} · ")
@@ -440,9 +455,11 @@ def render_job_detail(job: JobRecord, fig: JobFigures, *, now: float,
         t.append("\n")
         if vm.reason and (vm.state in FINAL_VM_STATES or vm.state == "waiting" or vm.reason.startswith("warning")):
             t.append(f"  {vm.reason}\n", style="red" if vm.state in ("failed", "refused") else "yellow")
-        for d in vm.disks:
+        labels = [disk_label(d.name or d.volume, vm.name) for d in vm.disks]
+        label_w = disk_label_width(labels, width)
+        for d, label in zip(vm.disks, labels):
             state = disk_line_state(vm, d)
-            t.append(f"  {(d.name or d.volume)[:12]:<12} ")
+            t.append(f"  {set_cell_size(fit_name(label, label_w), label_w)} ")
             t.append(f"{d.mode:<11} ", style="green" if d.mode == "incremental" else
                      ("magenta" if d.mode == "excluded" else "yellow"))
             t.append(f"{state[:28]:<28} ", style=STATE_STYLE.get(d.state, ""))
@@ -667,6 +684,10 @@ class JobsScreen(Screen[None]):
         self.render_all()
         self._timer = self.set_interval(RENDER_INTERVAL, self._tick)
 
+    def on_resize(self) -> None:
+        # the disk names' column follows the width: lay the detail out again once the new size is known
+        self.call_after_refresh(self.show_selected)
+
     def on_unmount(self) -> None:
         if self._on_change in self.service.listeners:
             self.service.listeners.remove(self._on_change)
@@ -722,7 +743,8 @@ class JobsScreen(Screen[None]):
         fig = self.service.board.figures(job.id)
         assert fig is not None
         mine = [p for p in self.service.cleanup if p.get("job") == job.id]
-        detail.update(render_job_detail(job, fig, now=self.wall(), pause_of=self._pause_lookup(), leftovers=mine))
+        detail.update(render_job_detail(job, fig, now=self.wall(), pause_of=self._pause_lookup(), leftovers=mine,
+                                        width=detail.content_size.width or self.size.width))
 
     def _status(self) -> None:
         board = self.service.board

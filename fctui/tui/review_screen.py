@@ -18,6 +18,7 @@ from textual.widgets import Footer, Static
 from ..jobs.pause import PAUSE_WARN_S, PauseEstimate
 from ..jobs.planner import GIB, Plan, VmPlan
 from ..jobs.progress import human_bytes
+from .names import disk_label, fit_name
 
 # (host name or urn, disks, size GB) -> estimate, or None when no estimator is available
 PauseLookup = Callable[[VmPlan], PauseEstimate | None]
@@ -30,8 +31,8 @@ def _gb(n: int) -> str:
 
 
 def _short(name: str, width: int = 16) -> str:
-    """Disk labels are often '<vm name>-diskN': keep the distinctive tail when it does not fit."""
-    return name if len(name) <= width else "…" + name[-(width - 1):]
+    """A disk name in the review's 16-cell column, cut in its middle (see fctui.tui.names)."""
+    return fit_name(name, width)
 
 
 def plan_pause(vp: VmPlan, estimator: Any) -> PauseEstimate | None:
@@ -79,7 +80,7 @@ def render_review(plan: Plan, pause_of: PauseLookup | None = None) -> Text:
         inc_unknown = 0
         for d in vp.disks:
             mode_style = "green" if d.mode == "incremental" else "yellow"
-            t.append(f"  {_short(d.disk_name):<16} {_gb(d.size_bytes):>7} ")
+            t.append(f"  {_short(disk_label(d.disk_name, vp.vm_name)):<16} {_gb(d.size_bytes):>7} ")
             t.append(f"{d.mode:<11}", style=mode_style)
             t.append(f" {d.reason}\n", style="dim")
             if d.mode == "full":
@@ -89,7 +90,7 @@ def render_review(plan: Plan, pause_of: PauseLookup | None = None) -> Text:
             else:
                 inc_unknown += 1
         for d in vp.excluded:
-            t.append(f"  {_short(d.disk_name):<16} {_gb(d.size_bytes):>7} ")
+            t.append(f"  {_short(disk_label(d.disk_name, vp.vm_name)):<16} {_gb(d.size_bytes):>7} ")
             t.append("excluded   ", style="bold magenta")
             t.append(f" {d.reason}\n", style="dim")
         t.append("  to read: ", style="dim")
