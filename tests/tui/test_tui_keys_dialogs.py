@@ -12,7 +12,6 @@ import time
 from typing import Any
 
 from fctui.jobs.progress import JobsBoard
-from fctui.jobs.restore import default_vm_name
 from fctui.tui.dialogs import ConfirmScreen
 from fctui.tui.jobs_screen import JobsScreen, jobs_service
 from fctui.tui.restore_wizard import RestoreWizard
@@ -134,6 +133,7 @@ async def test_restore_to_a_new_vm_asks_its_name_like_the_cli(world: World):
         await settle(pilot, app)
         inp = w.query_one("#wiz-input")
         assert w.step == "target" and inp.display and app.focused is inp
+        from fctui.jobs.restore import default_vm_name
         assert inp.value == default_vm_name(w.point)           # the CLI's default
         await pilot.press("ctrl+u", "enter")                   # empty: refused as the CLI refuses it
         await pilot.pause()
@@ -156,10 +156,11 @@ async def test_pre_checks_list_what_ran_and_the_result(world: World):
         w = wiz(app)
         assert not w.plan.findings or all(f.severity != "blocker" for f in w.plan.findings)
         shown = text(app)
-        ran = [rule for rule, _ in w.plan.checks]
         for rule in ("restore-point-damaged", "restore-arch-mismatch", "restore-space", "cross-storage-restore",
                      "restore-no-host"):
-            assert rule in ran and rule in shown
+            assert rule in shown                               # was "✓ Every pre-check passed." alone
+        ran = [rule for rule, _ in w.plan.checks]
+        assert "restore-space" in ran and all(f"✓ {rule}" in shown for rule in ran)
         assert f"({len(ran)} ran)" in shown or f"{len(ran)} pre-check(s) ran" in shown
 
 
