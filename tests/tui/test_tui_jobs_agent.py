@@ -232,6 +232,9 @@ async def test_restore_from_the_inventory_runs_in_the_agent(es: Any, agent_clien
         for step in ("point", "target", "map"):
             await until(pilot, lambda: w.step == step and not w.busy)
             await pilot.press("enter")
+            if step == "target":                               # the new VM's name, as offered
+                await until(pilot, lambda: w.naming)
+                await pilot.press("enter")
         await until(pilot, lambda: w.step == "checks" and not w.busy)
         await pilot.press("enter")                             # -> review
         await until(pilot, lambda: w.step == "review")
