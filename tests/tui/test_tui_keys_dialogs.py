@@ -246,3 +246,27 @@ async def test_colon_opens_the_command_palette(sim):
         assert app.screen.__class__.__name__ == "CommandPalette"
         rows = {bid: keys for keys, _, bid in app.help_rows(app.screen_stack[-2])}
         assert ":" in rows["app.command_palette"]
+
+
+# --- new snapshot cases (the lead generates their SVGs after merging) -----------------------------------
+
+def test_stop_job_dialog_snapshot(snap_compare):
+    app = jobs_app([running_job()])
+
+    async def run_before(pilot: Any) -> None:
+        await pilot.pause()
+        await pilot.press("c")
+        await pilot.pause(0.1)
+    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
+
+
+def test_wizard_new_vm_name_snapshot(snap_compare, world: World):
+    app = wizard_app(world)
+
+    async def run_before(pilot: Any) -> None:
+        await to_step(pilot, app, "target")
+        await pilot.press("enter")
+        await settle(pilot, app)
+        app.clear_notifications()
+        await pilot.pause(0.1)
+    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
