@@ -16,6 +16,11 @@ from textual.widgets import Button, Footer, Static
 MIN_WIDTH = 44      # columns of the dialog, border and padding included
 MAX_WIDTH = 90
 FRAME = 8           # thick border (2) + padding 1 2 (4) + a column of slack either side (2)
+MAX_LABEL = 32      # a button names its action ("Power on <vm>"); a long VM name is cut so both fit at 80
+
+
+def button_label(text: str) -> str:
+    return text if len(text) <= MAX_LABEL else text[:MAX_LABEL - 1] + "…"
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -52,14 +57,14 @@ class ConfirmScreen(ModalScreen[bool]):
             yield Static(Text(self.title_text), id="confirm-title")
             yield Static(Text(self.body), id="confirm-body")
             with Horizontal(id="confirm-buttons"):
-                yield Button(self.yes, variant="warning", id="yes")
-                yield Button(self.no, id="no")
+                yield Button(button_label(self.yes), variant="warning", id="yes")
+                yield Button(button_label(self.no), id="no")
         yield Footer()
 
     def wanted_width(self) -> int:
         """Wide enough for the title, the longest paragraph and both buttons; the screen caps it."""
         longest = max([len(self.title_text), *(len(line) for line in self.body.splitlines())] or [0])
-        buttons = len(self.yes) + len(self.no) + 4 * 2 + 2     # button padding and the gap between
+        buttons = sum(max(16, len(button_label(b)) + 4) for b in (self.yes, self.no)) + 2  # min-width, gap
         return max(MIN_WIDTH, min(MAX_WIDTH, longest + FRAME, self.app.size.width - 2), buttons + FRAME)
 
     def on_mount(self) -> None:
