@@ -91,7 +91,7 @@ ARCH_MISMATCH = C.RULES["restore-arch-mismatch"].id
 
 __all__ = ["RestoreError", "RestoreRequest", "RestoreDiskPlan", "RestorePlan", "DatastoreChoice",
            "RestoreSettings", "plan_restore", "datastore_choices", "run_restore", "restore_result",
-           "coalesce_runs", "cleanup_restore_intents", "RESTORE_INTENTS"]
+           "coalesce_runs", "cleanup_restore_intents", "RESTORE_INTENTS", "check_vm_name", "default_vm_name"]
 
 
 class RestoreError(JobError):
@@ -172,6 +172,12 @@ class RestorePlan:
     site_uri: str = ""
     location: str = ""    # host URN for a new VM (reaches every target datastore)
     vm_status: str = ""   # status of the original VM when planned
+    # (rule id, what it checked) of every pre-check that ran, in order: "every pre-check passed" names them
+    checks: list[tuple[str, str]] = field(default_factory=list)
+
+    def ran(self, rule: str, what: str) -> None:
+        if all(r != rule for r, _ in self.checks):
+            self.checks.append((rule, what))
 
     @property
     def blockers(self) -> list[Finding]:
@@ -186,7 +192,7 @@ class RestorePlan:
                 "creates": list(self.creates), "overwrites": list(self.overwrites),
                 "powers_off": list(self.powers_off), "disks": [d.to_json() for d in self.disks],
                 "findings": [f.to_json() for f in self.findings], "blocked": self.blocked,
-                "location": self.location}
+                "location": self.location, "checks": [{"rule": r, "checked": w} for r, w in self.checks]}
 
 
 @dataclass
@@ -253,7 +259,13 @@ def _check_request(req: RestoreRequest) -> None:
         raise RestoreError(f"restore target {req.target!r}: use new, original or disk")
     if req.target == "disk" and not req.disk_volume:
         raise RestoreError("a single-disk restore needs the disk (source volume URN) to restore")
-    if req.name is not None and not 1 <= len(req.name) <= 256:
+    if req.name is not None:
+        check_vm_name(req.name)
+
+
+def check_vm_name(name: str) -> None:
+    """The name of the new VM (or volume), as the VRM accepts it (vrm-api.md: `name` length 1-256)."""
+    if not 1 <= len(name) <= 256:
         raise RestoreError("the VM name must be 1 to 256 characters")
 
 
@@ -343,7 +355,8 @@ async def datastore_choices(client: "VrmClient", repo: "Repository", point_id: s
     return out
 
 
-def _default_name(point: "RestorePoint") -> str:
+def default_vm_name(point: "RestorePoint") -> str:
+    """The new VM's name when none is given (the CLI's --name, the walkthrough's name field)."""
     return f"{point.vm_name}-restored-{time.strftime('%Y%m%d-%H%M', time.gmtime(point.created))}"
 
 
@@ -365,6 +378,7 @@ async def plan_restore(client: "VrmClient", repo: "Repository", request: Restore
         raise RestoreError(f"--datastore names disks that are not in the point: {', '.join(sorted(unknown))}")
     plan = RestorePlan(request=request, point=point, vm_name="", vm_urn="", site_uri=site)
     plan.findings.extend(await asyncio.to_thread(_point_damage, repo, point, disks))
+    plan.ran(POINT_DAMAGED, f"every block of the {len(disks)} disk(s) is in the repository")
     if request.target == "original":
         await _plan_original(client, plan, disks)
     else:
@@ -404,6 +418,7 @@ async def _plan_original(client: "VrmClient", plan: RestorePlan, disks: list["Re
     point, req = plan.point, plan.request
     plan.vm_urn = point.vm_urn
     plan.vm_name = point.vm_name
+    plan.ran(ORIGINAL_MISSING, "the original VM still exists")
     try:
         vm = await client.vm(point.vm_urn)
     except VrmNotFoundError:
@@ -412,6 +427,8 @@ async def _plan_original(client: "VrmClient", plan: RestorePlan, disks: list["Re
         return
     plan.vm_name = vm.name or point.vm_name
     plan.vm_status = vm.status
+    plan.ran("restore-overwrite-running", "the VM is stopped, or stopping it was asked for")
+    plan.ran(SIZE_CHANGED, "each disk is still attached at its backed-up size")
     f = restore_overwrite_running(vm, stop_confirmed=req.stop_vm)
     if f is not None:
         plan.findings.append(f)
@@ -450,6 +467,11 @@ async def _plan_new(client: "VrmClient", plan: RestorePlan, disks: list["Restore
     original = await _original_vm(client, point)
     src = await _source(client, point, stores, original)
     host_arch = src.host_arch
+    plan.ran(TARGET_UNKNOWN, "every chosen datastore exists")
+    plan.ran("cross-storage-restore", "each datastore has the disk's storage class")
+    plan.ran(ARCH_MISMATCH, f"datastores reached by {src.arch} hosts, like the VM"
+             if src.arch else "the VM's CPU architecture is known")
+    plan.ran("restore-space", "room for the disks on each datastore")
     if (f := src.unknown_arch()) is not None:
         plan.findings.append(f)
     by_ds: dict[str, list[RestoreDiskPlan]] = {}
@@ -480,7 +502,7 @@ async def _plan_new(client: "VrmClient", plan: RestorePlan, disks: list["Restore
         if f is not None:
             plan.findings.append(f)
     if req.target == "new":
-        plan.vm_name = req.name or _default_name(point)
+        plan.vm_name = req.name or default_vm_name(point)
         cfg = point.vm_config
         cpu = (cfg.get("cpu") or {}).get("quantity", "?")
         mem = (cfg.get("memory") or {}).get("quantityMB", "?")
@@ -489,6 +511,7 @@ async def _plan_new(client: "VrmClient", plan: RestorePlan, disks: list["Restore
                                 f"{dp.target_datastore_name}")
         plan.creates.append(f"VM {plan.vm_name} ({cpu} vCPU, {mem} MB, {len(plan.disks)} disk(s))"
                             + (", powered on" if req.power_on else ", left stopped"))
+        plan.ran(DISK_NOT_IN_POINT, "every disk of the VM is in the point")
         missing = [x for x in cfg.get("disks") or [] if x.get("volumeUrn") not in {d.volume_urn for d in point.disks}]
         for x in missing:
             plan.findings.append(_finding(
@@ -501,6 +524,7 @@ async def _plan_new(client: "VrmClient", plan: RestorePlan, disks: list["Restore
         dp = plan.disks[0] if plan.disks else None
         plan.vm_name = ""
         if req.attach_to_vm:
+            plan.ran(ATTACH_STATE, "the VM to attach to is running or stopped")
             try:
                 vm = await client.vm(req.attach_to_vm)
             except VrmNotFoundError:
@@ -524,6 +548,7 @@ def _pick_host(plan: RestorePlan, stores: dict[str, Datastore], original: Vm | N
     """A host of the source VM's architecture that reaches every target datastore; the original VM's
     host when it does, else one of the source's cluster."""
     sets = [set(stores[d.target_datastore_urn].hosts) for d in plan.disks if d.target_datastore_urn in stores]
+    plan.ran(NO_HOST, f"one {src.arch + ' ' if src.arch else ''}host reaches every chosen datastore")
     if not sets:
         return ""
     common = set.intersection(*sets)

@@ -58,6 +58,13 @@ def format_age(seconds: float) -> str:
     return f"{s // 3600} h {s % 3600 // 60} min"
 
 
+def quit_note(running: int) -> str:
+    """The line printed when the console closes while jobs run."""
+    jobs = "1 job is" if running == 1 else f"{running} jobs are"
+    return (f"fctui: {jobs} still running in the job agent and will go on; "
+            "`fctui jobs` or the console (J) shows them.")
+
+
 class ActionsProvider(Provider):
     """Command palette entries: every action bound on the current screen, plus sort and view commands."""
 
@@ -166,7 +173,8 @@ class FctuiApp(App[int]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "Quit", id="app.quit"),
         Binding("question_mark,f1", "help", "Help", id="app.help"),
-        Binding("ctrl+p", "command_palette", "Commands", show=False, id="app.command_palette"),
+        # `:` as in k9s and vim: the command palette (every action of the screen, sort and view commands)
+        Binding("ctrl+p,colon", "command_palette", "Commands", show=False, id="app.command_palette"),
     ]
     ENABLE_COMMAND_PALETTE = True
 
@@ -265,9 +273,10 @@ class FctuiApp(App[int]):
         from .jobs_screen import JobList, JobsScreen
         from .restore_wizard import RestoreWizard
         from .review_screen import ReviewScreen
+        from .dialogs import ConfirmScreen
         known = {b.id for cls in (FctuiApp, MainScreen, VmTable, SummaryBar, DetailScreen, DatastoresScreen,
                                    TreeScreen, HelpScreen, JobsScreen, JobList, ReviewScreen, RestoreWizard,
-                                   DrillScreen)
+                                   DrillScreen, ConfirmScreen)
                  for b in cls.BINDINGS if isinstance(b, Binding) and b.id}
         unknown = sorted(set(self.config.keymap) - known)
         if unknown:
@@ -448,9 +457,9 @@ class FctuiApp(App[int]):
     def _connected(self, msg: FeedConnected) -> None:
         self.api_version = msg.info.api_version
         self.site = msg.info.site
+        # A standing fact, not an event: the status line says "untested" for the whole session (a toast
+        # at every start covered rows at 80x24); the help screen gives the whole sentence.
         self.version_warning = msg.info.warning
-        if msg.info.warning:
-            self.notify(msg.info.warning, title="vrm-version-untested", severity="warning", timeout=10)
         self.update_status()
 
     @on(RefreshStarted)
@@ -984,7 +993,21 @@ class FctuiApp(App[int]):
     def action_help(self) -> None:
         if isinstance(self.screen, HelpScreen):
             return
-        self.push_screen(HelpScreen(self.help_rows(self.screen)))
+        notes = [f"vrm-version-untested: {self.version_warning}"] if self.version_warning else []
+        self.push_screen(HelpScreen(self.help_rows(self.screen), notes=notes))
+
+    def running_jobs(self) -> int:
+        """Jobs of the agent not finished yet, as this console last heard (0 before it has heard)."""
+        board = getattr(getattr(self, "jobs", None), "board", None)
+        return sum(1 for j in board.jobs.values() if not j.is_final) if board is not None else 0
+
+    async def action_quit(self) -> None:
+        # Jobs run in the agent, not here: say so on the way out, so nobody waits for them or kills them.
+        running = self.running_jobs()
+        if running:
+            self.exit(0, message=quit_note(running))
+        else:
+            self.exit(0)
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)

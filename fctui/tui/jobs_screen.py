@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 MAX_LOG_LINES = 12          # log lines shown under a job (the record keeps up to 200)
 RENDER_INTERVAL = 0.5       # s: agent events are coalesced into at most 2 paints a second
 MAX_RETRY_S = 10.0
+JOB_NOTICE_S = 6.0          # s a job's end is toasted on a screen that does not show the job
 
 VmSize = Callable[[str], "tuple[int, float] | None"]   # VM URN -> (disks, GB) for the pause model
 
@@ -138,8 +139,12 @@ class JobsService:
             warned = ended is not None and ended.outcome != ended.state
             sev = "information" if notice.state == "succeeded" and not warned else (
                 "warning" if notice.state in ("cancelled", "succeeded") else "error")
-            self.app.notify(notice.summary, title=f"Job {notice.job_id} {notice.state}",
-                            severity=sev, timeout=15)  # type: ignore[arg-type]
+            # A screen that shows this job's outcome and error in place gets no toast over it (at 80x24 a
+            # toast covered the very error it announced); elsewhere a short one points to the jobs screen.
+            shows = getattr(self.app.screen, "shows_job", None)
+            if not (callable(shows) and shows(notice.job_id)):
+                self.app.notify(f"{notice.summary} (J: jobs)", title=f"Job {notice.job_id} {notice.state}",
+                                severity=sev, timeout=JOB_NOTICE_S)  # type: ignore[arg-type]
         if job_id is not None:
             self._changed(job_id)
 
@@ -762,6 +767,10 @@ class JobsScreen(Screen[None]):
             t.append(" · READ-ONLY", style="bold")
         self.query_one("#jobs-status", Static).update(t)
 
+    def shows_job(self, job_id: str) -> bool:
+        """Every job's state is in the list and the highlighted one's error in the detail: no toast."""
+        return True
+
     def detail_scroll(self) -> VerticalScroll:
         return self.query_one("#job-detail-scroll", VerticalScroll)
 
@@ -793,10 +802,12 @@ class JobsScreen(Screen[None]):
                 self.app.run_worker(cancel(), group="jobs-cancel", exit_on_error=False)
 
         vms = ", ".join(v.name for v in job.vms if v.state not in FINAL_VM_STATES) or "its VMs"
-        self.app.push_screen(ConfirmScreen(f"Cancel job {job_id}?",
+        what = "restore" if job.type == "restore" else "backup"
+        self.app.push_screen(ConfirmScreen(f"Stop the {what} {job_id}?",
                                            f"Stops the {job.type} of {vms}. Snapshots and backup resources it "
                                            f"created are removed; a CBT snapshot already taken makes the next "
-                                           f"backup of those disks full.", "Cancel job"), confirmed)
+                                           f"backup of those disks full.",
+                                           yes=f"Stop the {what}", no="Keep it running"), confirmed)
 
     def action_drill(self) -> None:
         from .drills import DrillScreen

@@ -39,11 +39,12 @@ SEV = {"blocker": ("✗", "bold red"), "warning": ("⚠", "yellow"), "info": ("�
 HINTS = {
     "point": "Enter picks · Esc closes · nothing is changed until you confirm",
     "target": "Enter picks · Esc back · nothing is changed until you confirm",
+    "name": "Enter: this name · Esc back · nothing is changed until you confirm",
     "map": "Enter picks the datastore for this disk · Esc back · nothing changed yet",
     "checks": "Enter: review · Esc back · nothing has been changed yet",
     "review": "Enter: confirm · Esc back · nothing has been changed yet",
     "confirm": "Esc back · nothing has been changed yet",
-    "progress": "Esc asks to cancel the restore",
+    "progress": "c stops the restore (asks first) · Esc leaves it running in the job agent (J shows it)",
     "result": "Enter or Esc closes",
 }
 
@@ -176,6 +177,8 @@ class RestoreWizard(Screen[None]):
         Binding("s", "toggle_stop", "Stop VM first", id="restore.stop_vm"),
         Binding("o", "toggle_power_on", "Power on after", id="restore.power_on"),
         Binding("q", "close", "Close", show=False, id="restore.close"),
+        # stopping a running restore has its own key and a confirmation; Esc only ever goes back or closes
+        Binding("c", "cancel_restore", "Stop the restore", id="restore.cancel"),
     ]
 
     def __init__(self, ctx: RestoreContext, vm_urn: str, *, vm_name: str = "",
@@ -190,7 +193,8 @@ class RestoreWizard(Screen[None]):
         self.point: Any = None
         self.target = ""
         self.disk_volume: str | None = None
-        self.new_name: str | None = None
+        self.new_name: str | None = None   # None: the CLI's default (jobs.restore.default_vm_name)
+        self.naming = False                # step 2, "New VM" picked: its name is asked for
         self.power_on = False
         self.stop_vm = False
         self.datastores: dict[str, str] = {}
@@ -242,6 +246,11 @@ class RestoreWizard(Screen[None]):
             return self.step in ("checks", "review") and self.target in ("new", "original")
         if action == "next":
             return self.step in ("checks", "review", "confirm", "result")
+        if action == "cancel_restore":
+            return self.step == "progress"
+        if action == "back" and self.step == "progress":
+            # leaving is safe only when the job agent runs the restore (it outlives this screen)
+            return self.ctx.service is not None
         return True
 
     def _title(self) -> Text:
@@ -266,12 +275,12 @@ class RestoreWizard(Screen[None]):
         inp = self.query_one("#wiz-input", Input)
         err = self.query_one("#wiz-error", Static)
         err.update(self.error)
-        self.query_one("#wiz-hint", Static).update(Text(HINTS.get(self.step, ""), style="dim", no_wrap=True,
+        self.query_one("#wiz-hint", Static).update(Text(self._hint(), style="dim", no_wrap=True,
                                                         overflow="ellipsis"))
-        opts.display = self.step in ("point", "target", "map")
+        opts.display = self.step in ("point", "target", "map") and not self.naming
         # with a list to pick from the text above it is short; otherwise the text takes the screen
         self.query_one("#wiz-scroll").set_class(opts.display, "-short")
-        inp.display = self.step == "confirm" and self.target == "original"
+        inp.display = self.step == "confirm" and self.target == "original" or self.naming
         # Only the widget that takes this step's Enter is focusable: Tab must not park the focus on the
         # text above a list or an input, where Enter and Down do nothing.
         self.query_one("#wiz-scroll").can_focus = not (opts.display or inp.display)
@@ -282,6 +291,11 @@ class RestoreWizard(Screen[None]):
             if opts.option_count:
                 opts.highlighted = 0
             opts.focus()
+        elif inp.display and self.naming:
+            inp.value = self.new_name or self._default_name()
+            inp.placeholder = "name of the new VM"
+            inp.cursor_position = len(inp.value)
+            inp.focus()
         elif inp.display:
             inp.value = ""
             inp.placeholder = f"type {self.plan.vm_name if self.plan else ''} to confirm"
@@ -291,8 +305,14 @@ class RestoreWizard(Screen[None]):
         self.query_one("#wiz-scroll", VerticalScroll).scroll_home(animate=False)
         self.refresh_bindings()
 
+    def _hint(self) -> str:
+        if self.step == "progress" and self.ctx.service is None:
+            return "c stops the restore (asks first) · it runs in this window until it ends"
+        return HINTS.get("name" if self.naming else self.step, "")
+
     def go(self, step: str) -> None:
         self.step = step
+        self.naming = False
         self.error = ""
         self.show()
 
@@ -330,8 +350,35 @@ class RestoreWizard(Screen[None]):
         t = Text()
         t.append(f"Point {p.id}", style="bold")
         t.append(f" · {p.kind} · {point_mode(p)} · {human_bytes(p.size_bytes)}\n")
+        if self.naming:
+            t.append("Name of the new VM ", style="bold")
+            t.append(f"(1 to 256 characters; {p.vm_name} is left untouched)", style="dim")
+            return t
         t.append("Where should it go? Only the original VM option overwrites anything.", style="dim")
         return t
+
+    def _default_name(self) -> str:
+        from ..jobs.restore import default_vm_name
+        return default_vm_name(self.point)
+
+    def _name_typed(self, value: str) -> None:
+        """The name field of a new VM: checked as the CLI's --name is, then on to the datastores."""
+        from ..jobs.restore import RestoreError, check_vm_name
+        name = value.strip()
+        try:
+            check_vm_name(name)
+        except RestoreError as e:
+            self.error = f"{e}."
+            self.query_one("#wiz-error", Static).update(self.error)
+            return
+        self.new_name = None if name == self._default_name() else name
+        self.naming = False
+        self._map_disks()
+
+    def _map_disks(self) -> None:
+        self.map_disks = [d for d in self.point.disks if self.target == "new" or d.volume_urn == self.disk_volume]
+        self.map_index = 0
+        self.run_worker(self._load_choices(), group="restore-wizard", exclusive=True, exit_on_error=False)
 
     def _options_target(self) -> list[Option]:
         p = self.point
@@ -429,14 +476,32 @@ class RestoreWizard(Screen[None]):
             t.append("Planning…" if self.busy else "No plan (see the error below). Esc goes back.", style="dim")
             return t
         fs = self.plan.findings
+        checks = list(self.plan.checks)
+        blockers = sum(1 for f in fs if f.severity == "blocker")
+        warnings = sum(1 for f in fs if f.severity == "warning")
         if not fs:
-            t.append("✓ Every pre-check passed.\n", style="bold green")
-        for f in fs:
+            t.append(f"✓ Every pre-check passed ({len(checks)} ran):\n", style="bold green")
+        else:
+            t.append(f"{len(checks)} pre-check(s) ran: {blockers} blocker(s), {warnings} warning(s)\n",
+                     style="bold red" if blockers else "bold yellow")
+
+        def finding(f: Any) -> None:
             mark, style = SEV.get(f.severity, ("·", ""))
             t.append(f"{mark} {f.rule}", style=style)
             t.append(f": {f.message}\n")
             if f.remediation:
                 t.append(f"    → {f.remediation}\n", style="dim")
+        # each check that ran, with its result: what it found, or that it passed
+        for rule, what in checks:
+            found = [f for f in fs if f.rule == rule]
+            if not found:
+                t.append(f"✓ {rule}", style="green")
+                t.append(f": {what}\n")
+            for f in found:
+                finding(f)
+        for f in fs:
+            if all(f.rule != rule for rule, _ in checks):
+                finding(f)
         t.append("\n")
         if self.target == "original":
             t.append(f"Stop the VM before overwriting: {'yes' if self.stop_vm else 'no'} (s toggles)\n")
@@ -536,6 +601,10 @@ class RestoreWizard(Screen[None]):
         else:
             self.go("progress")
 
+    def shows_job(self, job_id: str) -> bool:
+        """The progress and result steps show this restore's outcome and error in place."""
+        return self.job is not None and self.job.id == job_id or self._agent_job == job_id
+
     def _tick(self) -> None:
         if self.step == "progress" and self.ctx.service is not None and self.job is not None:
             live = self.ctx.service.board.get(self.job.id)
@@ -577,9 +646,7 @@ class RestoreWizard(Screen[None]):
             job = svc.board.get(job_id)
         self.job = job
         self.result = restore_result(job)
-        sev = "information" if job.state == "succeeded" else "error"
-        self.app.notify(f"Restore {job.state}: {job.id}", severity=sev)  # type: ignore[arg-type]
-        self.go("result")
+        self.go("result")   # the result step says how it ended, with the error: no toast over it
 
     async def _run(self) -> None:
         if self.ctx.service is not None:
@@ -611,9 +678,7 @@ class RestoreWizard(Screen[None]):
             job.state, job.error = "failed", str(e) or type(e).__name__
         self.job = job
         self.result = restore_result(job)
-        sev = "information" if job.state == "succeeded" else "error"
-        self.app.notify(f"Restore {job.state}: {job.id}", severity=sev)  # type: ignore[arg-type]
-        self.go("result")
+        self.go("result")   # the result step says how it ended, with the error: no toast over it
 
     # --- navigation ----------------------------------------------------------------------------------
 
@@ -637,11 +702,12 @@ class RestoreWizard(Screen[None]):
             self.stop_vm = False
             if self.target == "original":
                 self.run_worker(self._plan(), group="restore-wizard", exclusive=True, exit_on_error=False)
+            elif self.target == "new":
+                self.naming = True
+                self.error = ""
+                self.show()
             else:
-                self.map_disks = [d for d in self.point.disks
-                                  if self.target == "new" or d.volume_urn == self.disk_volume]
-                self.map_index = 0
-                self.run_worker(self._load_choices(), group="restore-wizard", exclusive=True, exit_on_error=False)
+                self._map_disks()
         elif self.step == "map":
             self.datastores[self.map_disks[self.map_index].volume_urn] = oid
             if self.map_index + 1 < len(self.map_disks):
@@ -668,6 +734,9 @@ class RestoreWizard(Screen[None]):
     @on(Input.Submitted, "#wiz-input")
     def _typed(self, event: Input.Submitted) -> None:
         event.stop()
+        if self.naming:
+            self._name_typed(event.value)
+            return
         if self.step != "confirm" or self.plan is None:
             return
         if event.value.strip() != self.plan.vm_name:
@@ -704,6 +773,8 @@ class RestoreWizard(Screen[None]):
             return
         if self.step == "point":
             self.dismiss(None)
+        elif self.step == "target" and self.naming:
+            self.go("target")
         elif self.step == "target":
             self.go("point")
         elif self.step == "map":
@@ -723,7 +794,9 @@ class RestoreWizard(Screen[None]):
         elif self.step == "confirm":
             self.go("review")
         elif self.step == "progress":
-            self._request_cancel()
+            if self.ctx.service is not None:
+                self.app.notify("The restore goes on in the job agent: J shows it", timeout=4)
+                self.dismiss(None)
         elif self.step == "result":
             self.dismiss(None)
 
@@ -731,6 +804,10 @@ class RestoreWizard(Screen[None]):
         if self.step in ("progress",):
             return
         self.dismiss(None)
+
+    def action_cancel_restore(self) -> None:
+        if self.step == "progress":
+            self._request_cancel()
 
     def _request_cancel(self) -> None:
         def confirmed(ok: bool | None) -> None:
@@ -748,9 +825,10 @@ class RestoreWizard(Screen[None]):
             elif self._cancel is not None and self._run_loop is not None:
                 self._run_loop.call_soon_threadsafe(self._cancel.set)
 
-        self.app.push_screen(ConfirmScreen("Cancel the restore?",
+        self.app.push_screen(ConfirmScreen("Stop the restore?",
                                            "The transfer stops and what the restore created is removed "
-                                           "(an overwrite leaves a journal record to retry).", "Cancel restore"),
+                                           "(an overwrite leaves a journal record to retry).",
+                                           yes="Stop the restore", no="Keep it running"),
                              confirmed)
 
 

@@ -33,7 +33,7 @@ class MainScreen(Screen[None]):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("slash", "filter", "Filter", id="vm.filter"),
-        Binding("escape", "clear_filter", "Clear filter", show=False, id="vm.clear_filter"),
+        Binding("escape", "clear_filter", "Clear filter", id="vm.clear_filter"),
         Binding("enter", "detail", "Detail", id="vm.detail"),
         Binding("s", "sort_next", "Sort", id="vm.sort"),
         Binding("S", "sort_reverse", "Reverse sort", show=False, id="vm.sort_reverse"),
@@ -81,6 +81,10 @@ class MainScreen(Screen[None]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in self.MUTATING and self.console.read_only:
             return False
+        if action == "clear_filter":
+            # Esc means back/close everywhere; here it clears the filter only while the filter line has the
+            # focus (and the footer says so then): on the table it is not a second, hidden meaning.
+            return self.focused is self.query_one("#filter", Input)
         return True
 
     # --- actions -----------------------------------------------------------------------------
@@ -176,7 +180,8 @@ class MainScreen(Screen[None]):
                 self.console.start_vm(vm)
 
         self.app.push_screen(ConfirmScreen(f"Power on {vm.name}?",
-                                           f"This starts VM {vm.name} ({vm.urn}) on the VRM.", "Power on"),
+                                           f"This starts VM {vm.name} ({vm.urn}) on the VRM.",
+                                           yes=f"Power on {vm.name}", no="Leave it off"),
                              confirmed)
 
     def action_backup(self) -> None:
@@ -350,9 +355,10 @@ class HelpScreen(ModalScreen[None]):
         Binding("escape,q,question_mark", "dismiss", "Close", id="help.close"),
     ]
 
-    def __init__(self, rows: list[tuple[str, str, str]]) -> None:
+    def __init__(self, rows: list[tuple[str, str, str]], notes: list[str] | None = None) -> None:
         super().__init__()
         self.rows = rows
+        self.notes = notes or []   # standing facts of the session (an untested VRM version), in full
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="help-dialog"):
@@ -369,8 +375,11 @@ class HelpScreen(ModalScreen[None]):
             t.append(f"{bid}\n", style="dim")
         t.append("\nFilter: ", style="bold")
         t.append(FILTER_HINT + "  disks:>4  size:>=500  marked:yes  \"quoted words\"\n")
+        t.append("        esc in the filter line clears it; on the table esc does nothing\n", style="dim")
         t.append("Summary bar: ", style="bold")
         t.append("tab to it, ←/→ to pick a count, enter to filter on it\n")
+        for note in self.notes:
+            t.append(f"\n{note}\n", style="yellow")
         return t
 
 

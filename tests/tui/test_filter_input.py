@@ -53,6 +53,6 @@ async def test_a_filter_matching_nothing_says_so(sim):
         await wait_loaded(pilot, app)
         text = screen_text(app)
         assert "No VM matches name:no-such-vm" in text and "No VMs yet" not in text
-        await pilot.press("escape")            # the filter is gone: the VMs are back
+        await pilot.press("slash", "escape")   # esc in the filter line: the filter is gone, the VMs are back
         await wait_loaded(pilot, app)
         assert "No VM" not in screen_text(app)

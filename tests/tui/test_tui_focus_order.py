@@ -96,6 +96,11 @@ async def test_tab_in_every_restore_step_keeps_enter_and_down_working(world: Wor
                 await pilot.press("up")
             await pilot.press("enter")
             await settle(pilot, app)
+            if step == "target":                       # the new VM's name: Tab keeps the input, Enter takes it
+                await pilot.press("tab")
+                assert app.focused is w.query_one("#wiz-input"), app.focused
+                await pilot.press("enter")
+                await settle(pilot, app)
             while w.step == "map" and step == "map":   # one datastore step per disk
                 await pilot.press("tab", "enter")
                 await settle(pilot, app)

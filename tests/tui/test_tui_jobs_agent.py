@@ -104,9 +104,8 @@ async def test_launch_backup_and_watch_it_finish(es: Any, agent_client: AgentCli
         job = svc.board.get(job_id)
         assert job.state == "succeeded", job.error
         assert job.vms[0].point_id and job.vms[0].pause_s is not None
-        await pilot.pause(0.4)
-        shown = text(app)
-        assert "succeeded" in shown and "observed" in shown
+        # the jobs screen shows the end in place (no toast over it) on its next paint
+        await until(pilot, lambda: "succeeded" in text(app) and "observed" in text(app))
         assert any(j == job_id for j, _ in svc.notices)       # the end was announced
         t = job.totals()
         assert t["bytes_read"] == t["bytes_planned"] > 0
@@ -232,6 +231,9 @@ async def test_restore_from_the_inventory_runs_in_the_agent(es: Any, agent_clien
         for step in ("point", "target", "map"):
             await until(pilot, lambda: w.step == step and not w.busy)
             await pilot.press("enter")
+            if step == "target":                               # the new VM's name, as offered
+                await until(pilot, lambda: w.naming)
+                await pilot.press("enter")
         await until(pilot, lambda: w.step == "checks" and not w.busy)
         await pilot.press("enter")                             # -> review
         await until(pilot, lambda: w.step == "review")

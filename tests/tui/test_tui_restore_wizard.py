@@ -264,7 +264,7 @@ async def test_back_and_forth_keeps_choices_consistent(world: World):
         await pilot.press("down", "enter")                   # the older (full) point this time
         await settle(pilot, app)
         assert w.point.id == world.points[0].id and w.step == "target"
-        await pilot.press("enter")
+        await pilot.press("enter", "enter")                  # New VM, then its name as offered
         await settle(pilot, app)
         assert w.step == "map" and w.datastores == {}        # a new target starts a new mapping
         await to_step(pilot, app, "review")

@@ -58,7 +58,7 @@ def test_detail(snap_compare, size):
         await wait_loaded(pilot, app)
         app.set_filter("name:edge-combo-indep", update_input=True)
         await wait_until(pilot, lambda: not app._view_running and app._table_cursor() is not None)
-        await pilot.press("escape")     # leave the filter line: the pane shows the selected VM
+        await pilot.press("slash", "escape")     # clear the filter line: the pane shows the selected VM
         app.set_filter("name:edge-combo-indep")
         await wait_until(pilot, lambda: not app._view_running)
         key = app._table_cursor()
