@@ -195,15 +195,10 @@ def password_for(conn: Connection) -> str:
 
 # --- printing --------------------------------------------------------------------------------------
 
-def size(n: int | None) -> str:
-    if n is None:
-        return "?"
-    v = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if v < 1024 or unit == "TiB":
-            return f"{v:.0f} {unit}" if unit == "B" else f"{v:.1f} {unit}"
-        v /= 1024
-    return str(n)
+def size(n: int | float | None) -> str:
+    """Every size a command prints: binary units, the console's formatter (fctui.store.units)."""
+    from ..store.units import human_bytes
+    return human_bytes(n)
 
 
 async def follow_job(agent: Any, job_id: str, *, quiet: bool) -> "JobRecord":
