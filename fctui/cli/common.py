@@ -152,8 +152,11 @@ def connection_from(ns: argparse.Namespace, config: Config | None = None) -> Con
         site, api_version = profile.site, profile.api_version
         settings = {"user_type": profile.user_type, "proxy_ip": profile.proxy_ip, "cbt_bitmap": profile.cbt_bitmap,
                     "host_snapshot_gate": profile.host_snapshot_gate}
+    check_vrm_url(vrm)
     if ca_file and not os.path.isfile(ca_file):
         raise UsageError(f"CA file {ca_file!r} does not exist")
+    if ca_file:   # absolute: the job agent that also reads it runs in / (fctui.agent.client.ensure_agent)
+        ca_file = os.path.abspath(ca_file)
     try:   # the command line wins over the profile
         if getattr(ns, "user_type", None) is not None:
             settings["user_type"] = check_user_type(ns.user_type, "--user-type")
@@ -166,6 +169,19 @@ def connection_from(ns: argparse.Namespace, config: Config | None = None) -> Con
     verify: bool | str = False if insecure else (ca_file or True)
     return Connection(url=vrm, user=user, verify=verify, site=site, api_version=api_version, label=label,
                       insecure=insecure, **settings)
+
+
+def check_vrm_url(url: str) -> None:
+    """A VRM address the client can use, or UsageError (exit 2) with one line: an unclosed IPv6 bracket
+    (``http://[::1``), a port outside 0-65535, no host -- before any command opens a connection."""
+    from urllib.parse import urlsplit
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 -- raises on a port outside 0-65535
+    except ValueError as e:
+        raise UsageError(f"VRM address {url!r} is not a valid URL: {e}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(f"VRM address must look like https://host:7443, got {url!r}")
 
 
 def require_connection(ns: argparse.Namespace, command: str) -> Connection:
