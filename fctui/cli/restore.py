@@ -119,6 +119,18 @@ def format_plan(plan: "RestorePlan") -> str:
     return "\n".join(lines)
 
 
+def format_restore_result(res: dict[str, Any], point: str) -> str:
+    """The text summary of a restore job (:func:`fctui.jobs.restore.restore_result`): the VM and each disk
+    by name, with their URNs, and why it failed."""
+    lines = [f"restore {res['job']} of point {point}: {res['state']}" + (f" - {res['error']}" if res.get("error") else ""),
+             f"  VM {res.get('vm_name') or '?'}" + (f" ({res['vm']})" if res.get("vm") else "")]
+    for v in res["volumes"]:
+        ok = {True: "verified", None: "not verifiable", False: "NOT verified"}[v["verified"]]
+        lines.append(f"    {v.get('name') or '?'}: {v['source']} -> {v['target'] or '-'}: {ok}"
+                     + (f" - {v['error']}" if v.get("error") else ""))
+    return "\n".join(lines)
+
+
 async def build_request_and_plan(client: "VrmClient", repo: "Repository",
                                  ns: argparse.Namespace) -> tuple["RestoreRequest", "RestorePlan"]:
     from ..jobs.restore import RestoreError, RestoreRequest, plan_restore
@@ -212,10 +224,7 @@ async def _restore(ns: argparse.Namespace, conn: Connection | None) -> int:
     if ns.json:
         print(json.dumps(res))
     else:
-        print(f"restore {final.id}: {final.state}" + (f" - {final.error}" if final.error else ""))
-        for v in res["volumes"]:
-            ok = {True: "verified", None: "not verifiable", False: "NOT verified"}[v["verified"]]
-            print(f"  {v['source']} -> {v['target'] or '-'}: {ok}")
+        print(format_restore_result(res, point=req.point_id))
     return EXIT_OK if final.state == "succeeded" else EXIT_FAILED
 
 

@@ -1351,15 +1351,24 @@ def _finish(run: _Restore) -> None:
 
 
 def restore_result(job: JobRecord) -> dict[str, Any]:
-    """The ``fctui restore --json`` document of a restore job."""
+    """The ``fctui restore --json`` document of a restore job: ``{"job", "state", "error", "vm", "vm_name",
+    "volumes": [{"source", "name", "target", "verified", "error"}]}`` -- names beside the URNs, and why
+    it failed (the job's error, a disk's error)."""
+    vm = job.vms[0] if job.vms else None
+    res: dict[str, Any] = {}
     for entry in reversed(job.log):
         if isinstance(entry.get("result"), dict):
             res = dict(entry["result"])
-            res["state"] = job.state
-            return res
-    vm = job.vms[0] if job.vms else None
-    return {"job": job.id, "state": job.state, "vm": (vm.urn or None) if vm else None,
-            "volumes": [{"source": d.volume, "target": None, "verified": False} for d in (vm.disks if vm else [])]}
+            break
+    else:
+        res = {"job": job.id, "vm": (vm.urn or None) if vm else None,
+               "volumes": [{"source": d.volume, "target": None, "verified": False} for d in (vm.disks if vm else [])]}
+    disks = {d.volume: d for d in (vm.disks if vm else [])}
+    res.update(state=job.state, error=job.error, vm_name=(vm.name or None) if vm else None)
+    res["volumes"] = [dict(v) | {"name": getattr(disks.get(v["source"]), "name", "") or None,
+                                 "error": getattr(disks.get(v["source"]), "error", "")}
+                      for v in res.get("volumes") or []]
+    return res
 
 
 # --------------------------------------------------------------------------------------------------
