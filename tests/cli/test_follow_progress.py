@@ -46,6 +46,7 @@ async def test_backup_wait_on_a_terminal_shows_a_live_line(es: Any, agent: Agent
         urn = await _slow_vm(control, es)
         await agent.start()
         tty = Terminal()
+        monkeypatch.setenv("COLUMNS", "80")   # the line fits the terminal: what does not fit gives way
         monkeypatch.setattr(sys, "stderr", tty)
         rc = await asyncio.to_thread(main, ["backup", urn, "--vrm", es.url, "--user", es.sim.config.user, "--wait"])
         monkeypatch.undo()
