@@ -78,3 +78,43 @@ async def test_backup_wait_piped_prints_a_line_per_ten_percent(es: Any, agent: A
     assert percents and percents == sorted(percents) and len(percents) <= 11, text
     assert len(set(p // 10 for p in percents)) == len(percents), text   # one per 10 % step, no flood
     assert "snapshot ready" in text                                      # the state changes stay
+
+
+def _events(n: int = 50) -> list[dict[str, Any]]:
+    """A backup of one 100 MiB disk read in ``n`` equal steps, as the agent streams it."""
+    job = {"id": "J", "type": "backup", "state": "running",
+           "vms": [{"urn": "urn:vm:1", "name": "db-01", "state": "reading",
+                    "disks": [{"volume": "urn:vol:1", "name": "disk0", "state": "reading",
+                               "bytes_planned": 100 << 20}]}]}
+    evs: list[dict[str, Any]] = [{"event": "job", "job": job}]
+    for i in range(1, n + 1):
+        evs.append({"event": "progress", "job": "J", "vm": "urn:vm:1", "volume": "urn:vol:1",
+                    "bytes_read": i * (100 << 20) // n})
+    return evs
+
+
+def test_the_live_line_is_redrawn_at_most_four_times_a_second_on_the_injected_clock() -> None:
+    from fctui.cli.common import JobFollower
+    now = [0.0]
+    tty = Terminal()
+    f = JobFollower(tty, clock=lambda: now[0], width=80)
+    for ev in _events(50):      # 50 events in 5 s: at most 21 frames, not 50
+        f.event(ev)
+        now[0] += 0.1
+    f.close()
+    frames = [x for x in tty.getvalue().split("\r") if PROGRESS.search(x)]
+    assert 10 <= len(frames) <= 21, frames
+    assert "MiB/s" in frames[-1] and "ETA" in frames[-1] and len(frames[-1].rstrip()) < 80, frames[-1]
+
+
+def test_piped_progress_is_one_line_per_ten_percent() -> None:
+    from fctui.cli.common import JobFollower
+    now = [0.0]
+    pipe = Pipe()
+    f = JobFollower(pipe, clock=lambda: now[0])
+    for ev in _events(200):
+        f.event(ev)
+        now[0] += 0.1
+    lines = [ln for ln in pipe.getvalue().splitlines() if PROGRESS.search(ln)]
+    assert [int(PROGRESS.search(ln).group(2)) // 10 for ln in lines] == list(range(0, 11)), lines  # type: ignore[union-attr]
+    assert "\r" not in pipe.getvalue()
