@@ -74,6 +74,20 @@ class AgentClient:
         return (await self.request("get", job=job))["job"]
 
 
+async def running_agent() -> AgentClient | None:
+    """The agent if one runs for this user, else None; never starts one (a command that only looks,
+    e.g. ``fctui check``, must not leave an agent behind) and never creates the runtime directory."""
+    from ..store import StoreError, runtime_dir
+    if not runtime_dir(create=False).is_dir():
+        return None
+    try:
+        client = AgentClient()
+        await client.request("hello")
+    except (StoreError, AgentError):   # a runtime dir not ours, no socket, no answer: no agent to ask
+        return None
+    return client
+
+
 def agent_command(*, demo: bool = False, extra: list[str] | None = None) -> list[str]:
     cmd = [sys.executable, "-m", "fctui.cli", "agent", "--foreground"]
     if demo:

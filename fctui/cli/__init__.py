@@ -55,8 +55,14 @@ def main(argv: list[str] | None = None) -> int:
     if not ns.prints_json and getattr(ns, "json", False):
         parser.error(f"{name} has no --json output")
     run: Callable[[argparse.Namespace], int] = ns.func
+    from ..store import StoreError
     try:
         return int(run(ns) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return common.EXIT_INTERRUPTED
+    except StoreError as e:
+        # fctui's own directories unusable (a runtime dir owned by someone else or not writable, a data
+        # dir that cannot be created): one line, the agent cannot be had (exit 1), never a traceback
+        common.err(str(e))
+        return common.EXIT_FAILED

@@ -78,10 +78,37 @@ def _validate(ns: argparse.Namespace) -> Connection | None:
     return conn
 
 
+async def snapshots_of_running_jobs(vrm_url: str) -> dict[str, str]:
+    """Snapshot URN -> VM URN of the running and queued jobs of the job agent on this VRM -- if an agent
+    runs; none is started for this. A job's own snapshot is not a leftover: the console says so
+    (rules.engine.with_owned_snapshots), and so does the check."""
+    from ..agent import AgentError, running_agent
+    from ..jobs.model import JobRecord
+    agent = await running_agent()
+    if agent is None:
+        return {}
+    try:
+        jobs = [JobRecord.from_dict(j) for j in (await agent.request("list"))["jobs"]]
+    except AgentError:
+        return {}
+    same = _vrm_key(vrm_url)
+    return {s: v for j in jobs if _vrm_key(j.vrm) == same for s, v in j.owned_snapshots().items()}
+
+
+def _vrm_key(url: str) -> tuple[str, str, int | None]:
+    """A VRM address compared as the client reaches it (case of the host, a trailing slash aside)."""
+    from urllib.parse import urlsplit
+    try:
+        p = urlsplit(url.strip())
+        return p.scheme.lower(), (p.hostname or "").lower(), p.port or (443 if p.scheme == "https" else 80)
+    except ValueError:
+        return "", url, None
+
+
 async def _run(ns: argparse.Namespace, conn: Connection | None, password: str,
                knowledge: Mapping[str, "BackupKnowledge"], out: TextIO) -> int:
     from ..inventory.gather import GatherError, gather
-    from ..inventory.report import render_json, render_table, vm_json_text
+    from ..inventory.report import own_snapshots, render_json, render_table, vm_json_text
     from ..rules.launch import vrm_version_untested
     from ..vrm import VrmClient, VrmError
     from ..vrm.errors import VrmApiError
@@ -112,6 +139,8 @@ async def _run(ns: argparse.Namespace, conn: Connection | None, password: str,
         return EXIT_USAGE
     finally:
         client_log.removeFilter(quiet)
+    # --demo's simulator is this command's own: no job of the agent runs on it
+    owned = await snapshots_of_running_jobs(url) if conn is not None else {}
     try:
         try:
             await client.login()
@@ -142,6 +171,9 @@ async def _run(ns: argparse.Namespace, conn: Connection | None, password: str,
     finally:
         await client.close()  # logs out on every path, failures included
 
+    if conn is not None:
+        # a job that ended while the VRM was read owned its snapshot then: asked before and after
+        own_snapshots(inv, owned | await snapshots_of_running_jobs(url))
     if ns.json:
         out.write(render_json(inv, vrm_url=url, only=ns.only, rule=ns.rule))
         out.write("\n")

@@ -15,10 +15,11 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, TextIO
 
 from ..config import Config, ConfigError, check_proxy_ip, check_user_type
 
@@ -152,8 +153,11 @@ def connection_from(ns: argparse.Namespace, config: Config | None = None) -> Con
         site, api_version = profile.site, profile.api_version
         settings = {"user_type": profile.user_type, "proxy_ip": profile.proxy_ip, "cbt_bitmap": profile.cbt_bitmap,
                     "host_snapshot_gate": profile.host_snapshot_gate}
+    check_vrm_url(vrm)
     if ca_file and not os.path.isfile(ca_file):
         raise UsageError(f"CA file {ca_file!r} does not exist")
+    if ca_file:   # absolute: the job agent that also reads it runs in / (fctui.agent.client.ensure_agent)
+        ca_file = os.path.abspath(ca_file)
     try:   # the command line wins over the profile
         if getattr(ns, "user_type", None) is not None:
             settings["user_type"] = check_user_type(ns.user_type, "--user-type")
@@ -166,6 +170,19 @@ def connection_from(ns: argparse.Namespace, config: Config | None = None) -> Con
     verify: bool | str = False if insecure else (ca_file or True)
     return Connection(url=vrm, user=user, verify=verify, site=site, api_version=api_version, label=label,
                       insecure=insecure, **settings)
+
+
+def check_vrm_url(url: str) -> None:
+    """A VRM address the client can use, or UsageError (exit 2) with one line: an unclosed IPv6 bracket
+    (``http://[::1``), a port outside 0-65535, no host -- before any command opens a connection."""
+    from urllib.parse import urlsplit
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 -- raises on a port outside 0-65535
+    except ValueError as e:
+        raise UsageError(f"VRM address {url!r} is not a valid URL: {e}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(f"VRM address must look like https://host:7443, got {url!r}")
 
 
 def require_connection(ns: argparse.Namespace, command: str) -> Connection:
@@ -195,24 +212,120 @@ def password_for(conn: Connection) -> str:
 
 # --- printing --------------------------------------------------------------------------------------
 
-def size(n: int | None) -> str:
-    if n is None:
-        return "?"
-    v = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if v < 1024 or unit == "TiB":
-            return f"{v:.0f} {unit}" if unit == "B" else f"{v:.1f} {unit}"
-        v /= 1024
-    return str(n)
+def size(n: int | float | None) -> str:
+    """Every size a command prints: binary units, the console's formatter (fctui.store.units)."""
+    from ..store.units import human_bytes
+    return human_bytes(n)
 
 
-async def follow_job(agent: Any, job_id: str, *, quiet: bool) -> "JobRecord":
-    """Wait for a job in the agent to end, printing its log lines on stderr unless ``quiet``."""
-    from ..jobs.model import JobRecord
+LIVE_REDRAW_S = 0.25     # a live progress line is rewritten at most 4 times a second
+PLAIN_STEP = 0.10        # piped: one progress line per 10 % of the job ...
+PLAIN_EVERY_S = 60.0     # ... or per minute in which it moved, whichever comes first
 
-    def on_event(ev: dict[str, Any]) -> None:
-        if not quiet and ev.get("event") == "log":
+
+def progress_line(job: "JobRecord", fig: Any, width: int | None = None) -> str:
+    """One line of a job's progress: percentage, bytes, read rate, ETA and VMs done (the figures of
+    fctui.jobs.progress, as the console's jobs screen shows them). Within ``width``, the VMs, then the
+    ETA, then the rate give way (never cut mid-word)."""
+    from ..jobs.model import FINAL_VM_STATES
+    from ..jobs.progress import human_rate
+    kind = "restore" if job.type == "restore" else "backup"
+    runnable = [v for v in job.vms if v.state != "refused"]
+    done = sum(1 for v in runnable if v.state in FINAL_VM_STATES)
+    vms = f"VMs {done}/{len(runnable)} done"
+    if not runnable:
+        return f"{kind} {job.state}: planning"
+    if fig is None or fig.fraction is None:
+        return f"{kind} {job.state}: sizes known after the snapshot · {vms}"
+    parts = [f"{kind} {fig.fraction * 100:3.0f} %",
+             f"{size(int(fig.fraction * (fig.planned or 0)))} of {size(fig.planned)}"
+             + (f" (+{fig.unplanned} disk(s) not sized yet)" if fig.unplanned else ""),
+             human_rate(fig.read_rate) if fig.read_rate > 0 else "",
+             f"ETA {fig.eta_text}" if fig.eta_text and fig.fraction < 1 else "", vms]
+    parts = [p for p in parts if p]
+    while width is not None and len(parts) > 2 and len(" · ".join(parts)) > width:
+        parts.pop()
+    return " · ".join(parts)
+
+
+class JobFollower:
+    """What a followed job does, on ``out`` (stderr): its log lines, and its progress. On a terminal one
+    live line (percentage, rate, ETA) rewritten in place with ``\\r``; piped or redirected, a plain line
+    per 10 % or per minute, so a log file gets the story, not a flood. ``out``'s own isatty decides: a
+    progress line belongs on a terminal even when stdout (the result, the JSON) goes to a file."""
+
+    def __init__(self, out: TextIO, *, live: bool | None = None, clock: Callable[[], float] = time.monotonic,
+                 width: int | None = None) -> None:
+        from ..jobs.progress import JobsBoard
+        self.out = out
+        self.live = out.isatty() if live is None else live
+        self.clock = clock
+        self.board = JobsBoard(clock)
+        self.width = width or shutil.get_terminal_size((100, 24)).columns
+        self._shown = 0                 # characters of the live line now on the terminal
+        self._drawn_at: float | None = None
+        self._step = -1                 # the last 10 % step a plain line was printed for
+        self._plain_at: float | None = None
+        self._plain_fraction: float | None = None
+
+    def event(self, ev: dict[str, Any]) -> None:
+        job_id, _ = self.board.apply(ev)
+        if ev.get("event") == "log":
+            self._clear()
             stamp = time.strftime("%H:%M:%S", time.localtime(ev.get("time", time.time())))
-            print(f"{stamp} {ev.get('message')}", file=sys.stderr)
+            print(f"{stamp} {ev.get('message')}", file=self.out)
+            self._drawn_at = None       # redraw the live line under it now
+        if job_id is None:
+            return
+        job = self.board.get(job_id)
+        if job is None or job.is_final:
+            return
+        if self.live:
+            self._draw(job)
+        else:
+            self._plain(job)
+        self.out.flush()
 
-    return JobRecord.from_dict(await agent.wait(job_id, on_event))
+    def close(self) -> None:
+        """Take the live line away (the job's summary follows)."""
+        self._clear()
+        self.out.flush()
+
+    def _draw(self, job: "JobRecord") -> None:
+        now = self.clock()
+        if self._drawn_at is not None and now - self._drawn_at < LIVE_REDRAW_S:
+            return
+        self._drawn_at = now
+        line = progress_line(job, self.board.figures(job.id), self.width - 1)[: max(10, self.width - 1)]
+        self.out.write("\r" + line.ljust(self._shown))
+        self._shown = len(line)
+
+    def _clear(self) -> None:
+        if self._shown:
+            self.out.write("\r" + " " * self._shown + "\r")
+            self._shown = 0
+
+    def _plain(self, job: "JobRecord") -> None:
+        fig = self.board.figures(job.id)
+        if fig is None or fig.fraction is None:
+            return
+        now = self.clock()
+        step = int(fig.fraction / PLAIN_STEP + 1e-9)
+        moved = fig.fraction != self._plain_fraction
+        if step > self._step or (moved and self._plain_at is not None and now - self._plain_at >= PLAIN_EVERY_S):
+            self._step, self._plain_at, self._plain_fraction = step, now, fig.fraction
+            stamp = time.strftime("%H:%M:%S", time.localtime())
+            print(f"{stamp} {progress_line(job, fig)}", file=self.out)
+
+
+async def follow_job(agent: Any, job_id: str, *, quiet: bool, out: TextIO | None = None,
+                     live: bool | None = None, clock: Callable[[], float] = time.monotonic) -> "JobRecord":
+    """Wait for a job in the agent to end, showing its log and progress on stderr unless ``quiet``
+    (:class:`JobFollower`)."""
+    from ..jobs.model import JobRecord
+    follower = None if quiet else JobFollower(out or sys.stderr, live=live, clock=clock)
+    try:
+        return JobRecord.from_dict(await agent.wait(job_id, follower.event if follower else None))
+    finally:
+        if follower is not None:
+            follower.close()

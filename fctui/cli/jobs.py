@@ -122,26 +122,35 @@ async def _backup(ns: argparse.Namespace, conn: Connection | None, password: str
     if not ns.wait:
         if ns.json:
             job = JobRecord.from_dict((await agent.request("get", job=job_id))["job"])
-            print(json.dumps(job.summary_json()))
+            print(json.dumps(result_json(job)))
         else:
             print(f"job {job_id} submitted; follow it with `fctui jobs` (it runs in the agent)")
         return EXIT_OK
     final = await follow_job(agent, job_id, quiet=ns.json)
     if ns.json:
-        print(json.dumps(final.summary_json()))
+        print(json.dumps(result_json(final)))
     else:
         print(format_job(final))
     return job_exit(final)
 
 
-def listing_json(job: "JobRecord") -> dict[str, Any]:
-    """One job of ``fctui jobs --json``: the ``backup --json`` document (unchanged keys) plus what a listing
-    needs to tell jobs apart: when, why it failed, its type (backup/restore) and each VM's name."""
-    out = job.summary_json() | {"created": job.created, "finished": job.finished, "error": job.error,
-                                "targets": job.targets, "type": job.type}
+def result_json(job: "JobRecord") -> dict[str, Any]:
+    """The ``fctui backup --json`` document: the keys of :meth:`JobRecord.summary_json`, plus why the job
+    failed (``error``), each VM's name, state and why it failed or was refused (``reason``), and each
+    disk's name and error."""
+    out = job.summary_json() | {"error": job.error}
     for vm, progress in zip(out["vms"], job.vms):
-        vm["name"] = progress.name
+        vm.update(name=progress.name, state=progress.state, reason=progress.reason)
+        for d, disk in zip(vm["disks"], [d for d in progress.disks if d.mode != "excluded"]):
+            d.update(name=disk.name, error=disk.error)
     return out
+
+
+def listing_json(job: "JobRecord") -> dict[str, Any]:
+    """One job of ``fctui jobs --json``: the ``backup --json`` document (:func:`result_json`) plus what a
+    listing needs to tell jobs apart: when, and its type (backup/restore)."""
+    return result_json(job) | {"created": job.created, "finished": job.finished, "targets": job.targets,
+                               "type": job.type}
 
 
 def run_jobs(ns: argparse.Namespace) -> int:

@@ -13,7 +13,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any, TextIO
 
-from .common import EXIT_FAILED, EXIT_OK, add_json_option
+from .common import EXIT_FAILED, EXIT_OK, add_json_option, size
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..repo import Repository
@@ -104,11 +104,6 @@ def iso_time(ts: float | None) -> str:
     if ts is None:
         return "-"
     return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(ts))
-
-
-def size(n: int) -> str:
-    import humanize
-    return humanize.naturalsize(n, binary=True)
 
 
 def match_vm(repo: "Repository", vm: str) -> str:

@@ -19,9 +19,8 @@ import time
 from typing import TYPE_CHECKING, Any, TextIO
 
 from .common import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_VRM, Connection, add_connection_options,
-                     add_json_option, command, err, follow_job, password_for, require_connection, warn_insecure)
-from .repo import (EXIT_DAMAGED, add_repo_option, fail, iso_time, match_vm, open_repo, print_bad_entries,
-                   size)
+                     add_json_option, command, err, follow_job, password_for, require_connection, size, warn_insecure)
+from .repo import EXIT_DAMAGED, add_repo_option, fail, iso_time, match_vm, open_repo, print_bad_entries
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..jobs.restore import RestorePlan, RestoreRequest
@@ -55,10 +54,6 @@ def register(sub: Any) -> None:
     r.add_argument("--demo", action="store_true", help="restore into the demo simulator hosted by the agent")
     r.add_argument("--repo", metavar="DIR", help=argparse.SUPPRESS)  # tests; the agent uses its own repository
     r.set_defaults(func=run_restore, connects=True, prints_json=True)
-
-
-def _gb(n: int | None) -> str:
-    return "?" if n is None else f"{n / (1 << 30):.2f} GiB"
 
 
 def _resolve_disk(point: "RestorePoint", spec: str) -> str:
@@ -108,10 +103,10 @@ async def _resolve_vm(client: "VrmClient", site: str, spec: str) -> str:
 def format_plan(plan: "RestorePlan") -> str:
     p = plan.point
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(p.created))
-    lines = [f"restore point {p.id}: {p.vm_name}, {when}, {p.kind}, {_gb(p.size_bytes)}",
+    lines = [f"restore point {p.id}: {p.vm_name}, {when}, {p.kind}, {size(p.size_bytes)}",
              f"target: {plan.request.target}" + (f" -> {plan.vm_name}" if plan.vm_name else "")]
     for d in plan.disks:
-        lines.append(f"  {d.disk_name}: {_gb(d.size_bytes)} -> {d.target_datastore_name or d.target_datastore_urn}"
+        lines.append(f"  {d.disk_name}: {size(d.size_bytes)} -> {d.target_datastore_name or d.target_datastore_urn}"
                      f" [{d.mode}: {d.reason}]")
     for title, items in (("will create", plan.creates), ("will OVERWRITE", plan.overwrites),
                          ("will power off", plan.powers_off)):
@@ -121,6 +116,18 @@ def format_plan(plan: "RestorePlan") -> str:
         lines.append(f"{f.severity.upper()} {f.rule}: {f.message}" + (f" -> {f.remediation}" if f.remediation else ""))
     lines.append("BLOCKED: nothing can be restored until the blockers are resolved" if plan.blocked
                  else "nothing changed: add --confirm to restore")
+    return "\n".join(lines)
+
+
+def format_restore_result(res: dict[str, Any], point: str) -> str:
+    """The text summary of a restore job (:func:`fctui.jobs.restore.restore_result`): the VM and each disk
+    by name, with their URNs, and why it failed."""
+    lines = [f"restore {res['job']} of point {point}: {res['state']}" + (f" - {res['error']}" if res.get("error") else ""),
+             f"  VM {res.get('vm_name') or '?'}" + (f" ({res['vm']})" if res.get("vm") else "")]
+    for v in res["volumes"]:
+        ok = {True: "verified", None: "not verifiable", False: "NOT verified"}[v["verified"]]
+        lines.append(f"    {v.get('name') or '?'}: {v['source']} -> {v['target'] or '-'}: {ok}"
+                     + (f" - {v['error']}" if v.get("error") else ""))
     return "\n".join(lines)
 
 
@@ -217,10 +224,7 @@ async def _restore(ns: argparse.Namespace, conn: Connection | None) -> int:
     if ns.json:
         print(json.dumps(res))
     else:
-        print(f"restore {final.id}: {final.state}" + (f" - {final.error}" if final.error else ""))
-        for v in res["volumes"]:
-            ok = {True: "verified", None: "not verifiable", False: "NOT verified"}[v["verified"]]
-            print(f"  {v['source']} -> {v['target'] or '-'}: {ok}")
+        print(format_restore_result(res, point=req.point_id))
     return EXIT_OK if final.state == "succeeded" else EXIT_FAILED
 
 

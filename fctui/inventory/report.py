@@ -14,12 +14,12 @@ from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from typing import Any, Mapping, TextIO
 
 from ..rules import catalog as C
-from ..rules.engine import Assessment
+from ..rules.engine import Assessment, with_owned_snapshots
 from ..rules.facts import BackupKnowledge, VolumeCbtState
 from ..rules.launch import vrm_version_untested
 from .gather import Inventory
 
-__all__ = ["report_document", "render_json", "render_table", "load_knowledge", "knowledge_from_json",
+__all__ = ["report_document", "render_json", "own_snapshots", "render_table", "load_knowledge", "knowledge_from_json",
            "KnowledgeError", "vm_json_text"]
 
 _VERDICT_ORDER = {C.VERDICT_BLOCKED: 0, C.VERDICT_DEGRADED: 1, C.VERDICT_READY: 2}
@@ -146,6 +146,25 @@ def vm_json_text(a: Assessment) -> str:
         _TAILS[key] = tail = json.dumps(d, ensure_ascii=False, separators=(",", ":"))[1:]
         return text
     return f'{{"urn":{_json_str(a.urn)},"name":{_json_str(a.name)},{tail}'
+
+
+def own_snapshots(inv: Inventory, owned: Mapping[str, str]) -> int:
+    """Count the snapshots in ``owned`` (snapshot URN -> VM URN: a running or queued job's, which the
+    agent knows and the rules do not) as owned, as the console does (rules.engine.with_owned_snapshots):
+    those VMs' ``leftover-backup-snapshot`` findings narrow or go, their verdicts are derived again (and
+    their pre-rendered JSON with them). Returns how many VMs changed."""
+    vms = set(owned.values())
+    changed = 0
+    for i, (f, a) in enumerate(zip(inv.facts, inv.assessments)):
+        if f.vm.urn not in vms:
+            continue
+        b = with_owned_snapshots(a, f.snapshot_tree, f.knowledge, owned)
+        if b is not a:
+            inv.assessments[i] = b
+            if inv.vm_json is not None and len(inv.vm_json) == len(inv.assessments):
+                inv.vm_json[i] = vm_json_text(b)
+            changed += 1
+    return changed
 
 
 def render_json(inv: Inventory, *, vrm_url: str = "", only: str | None = None, rule: str | None = None) -> str:

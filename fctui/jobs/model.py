@@ -165,6 +165,13 @@ class JobRecord:
                 out["bytes_planned"] += d.planned or 0
         return out
 
+    def owned_snapshots(self) -> dict[str, str]:
+        """Snapshot URN -> VM URN of the snapshots this job made and still needs (none once it ended):
+        not leftovers, whatever the rules would say of them."""
+        if self.is_final:
+            return {}
+        return {v.snapshot_urn: v.urn for v in self.vms if v.snapshot_urn}
+
     def summary_json(self) -> dict[str, Any]:
         """The ``fctui backup --json`` document (issue 5 §6 contract)."""
         return {

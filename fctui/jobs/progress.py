@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
+from ..store.units import human_bytes  # the one size formatter (the console imports it from here)
 from .model import DiskProgress, JobRecord, VmProgress
 
 ETA_MIN_FRACTION = 0.05
@@ -37,17 +38,6 @@ SCHEDULER_REASONS = ("host-sockets-busy", "target-volumes-busy")
 
 
 # --- formatting ------------------------------------------------------------------------------------
-
-def human_bytes(n: int | float | None) -> str:
-    if n is None:
-        return "?"
-    n = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"  # pragma: no cover
-
 
 def human_rate(bps: float | None) -> str:
     if bps is None or bps <= 0 or not math.isfinite(bps):

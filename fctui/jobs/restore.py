@@ -61,6 +61,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterator
 from ..rules import catalog as C
 from ..rules.engine import Finding
 from ..rules.launch import cross_storage_restore, restore_arch_mismatch, restore_overwrite_running, restore_space
+from ..store.units import human_bytes
 from ..vrm.errors import VrmApiError, VrmError, VrmNotFoundError
 from ..vrm.models import Datastore, Host, Vm
 from ..vrm.urn import site_uri, urn_to_uri
@@ -343,8 +344,8 @@ async def datastore_choices(client: "VrmClient", repo: "Repository", point_id: s
         elif ds.status and ds.status != "NORMAL":
             ok, reason = False, f"{ds.name} is {ds.status}"
         elif free is None or free < need:
-            ok, reason = False, (f"{ds.name} has {free if free is not None else 'no reported'} GB free, the disk "
-                                 f"needs {need} GB")
+            ok, reason = False, (f"{ds.name} has {_gib(free) if free is not None else 'no reported space'} free, "
+                                 f"the disk needs {_gib(need)}")
         else:
             ok, reason = True, f"{C.storage_class(ds.storage_type)} storage like the backup"
         reach = [src.hosts[h] for h in ds.hosts if h in src.hosts]
@@ -445,7 +446,7 @@ async def _plan_original(client: "VrmClient", plan: RestorePlan, disks: list["Re
         cur_bytes = (cur.quantity_gb or 0) * GIB
         if cur.quantity_gb is not None and cur_bytes != d.size_bytes:
             plan.findings.append(_finding(
-                SIZE_CHANGED, f"disk {d.disk_name} is {cur.quantity_gb} GB now, {d.size_bytes / GIB:g} GB in the "
+                SIZE_CHANGED, f"disk {d.disk_name} is {_gib(cur.quantity_gb)} now, {human_bytes(d.size_bytes)} in the "
                               "restore point: overwriting would not give the backed-up disk back",
                 "Restore to a new VM, or the single disk to a new volume.", [d.volume_urn]))
             continue
@@ -456,7 +457,7 @@ async def _plan_original(client: "VrmClient", plan: RestorePlan, disks: list["Re
             bytes_to_write=None,
             reason="overwrite: the volume is compared block by block (SHA-256) with the restore point and "
                    "only differing blocks are written"))
-        plan.overwrites.append(f"disk {d.disk_name} of VM {plan.vm_name} ({d.size_bytes / GIB:g} GB)")
+        plan.overwrites.append(f"disk {d.disk_name} of VM {plan.vm_name} ({human_bytes(d.size_bytes)})")
     if req.power_on:
         plan.creates.append(f"VM {plan.vm_name} is powered on after the restore")
 
@@ -507,9 +508,9 @@ async def _plan_new(client: "VrmClient", plan: RestorePlan, disks: list["Restore
         cpu = (cfg.get("cpu") or {}).get("quantity", "?")
         mem = (cfg.get("memory") or {}).get("quantityMB", "?")
         for dp in plan.disks:
-            plan.creates.append(f"volume {plan.vm_name}-{dp.disk_name or 'disk'} ({dp.size_gb} GB) on "
+            plan.creates.append(f"volume {plan.vm_name}-{dp.disk_name or 'disk'} ({_gib(dp.size_gb)}) on "
                                 f"{dp.target_datastore_name}")
-        plan.creates.append(f"VM {plan.vm_name} ({cpu} vCPU, {mem} MB, {len(plan.disks)} disk(s))"
+        plan.creates.append(f"VM {plan.vm_name} ({cpu} vCPU, {human_bytes(mem << 20) if isinstance(mem, int) else '? MiB'}, {len(plan.disks)} disk(s))"
                             + (", powered on" if req.power_on else ", left stopped"))
         plan.ran(DISK_NOT_IN_POINT, "every disk of the VM is in the point")
         missing = [x for x in cfg.get("disks") or [] if x.get("volumeUrn") not in {d.volume_urn for d in point.disks}]
@@ -541,7 +542,7 @@ async def _plan_new(client: "VrmClient", plan: RestorePlan, disks: list["Restore
         if dp is not None:
             name = req.name or f"{point.vm_name}-{dp.disk_name or 'disk'}-restored"
             where = f", attached to VM {plan.vm_name}" if plan.vm_urn else ", left detached"
-            plan.creates.append(f"volume {name} ({dp.size_gb} GB) on {dp.target_datastore_name}{where}")
+            plan.creates.append(f"volume {name} ({_gib(dp.size_gb)}) on {dp.target_datastore_name}{where}")
 
 
 def _pick_host(plan: RestorePlan, stores: dict[str, Datastore], original: Vm | None, src: _Source) -> str:
@@ -724,7 +725,7 @@ class _Restore:
         cfg = next((x for x in self.plan.point.vm_config.get("disks") or []
                     if x.get("volumeUrn") == dp.source_volume), {})
         key = self._intend("restore-volume", name=name, datastore_urn=dp.target_datastore_urn)
-        self.reporter.log(f"creating volume {name} ({dp.size_gb} GB) on {dp.target_datastore_name}")
+        self.reporter.log(f"creating volume {name} ({_gib(dp.size_gb)}) on {dp.target_datastore_name}")
         resp = await self._create(key, "volume", name, lambda: self.client.create_volume(
             self.plan.site_uri, name=name, quantity_gb=dp.size_gb, datastore_urn=dp.target_datastore_urn,
             is_thin=bool(cfg.get("isThin", True))), datastore_urn=dp.target_datastore_urn)
@@ -866,13 +867,13 @@ class _Restore:
                 else:
                     await self._write_all(transport, reader, d, dp)
                 dt = max(time.monotonic() - t0, 1e-6)
-                self.reporter.log(f"{dp.disk_name}: wrote {d.bytes_written / 1e6:.1f} MB in {dt:.2f} s "
-                                  f"({d.bytes_written / 1e6 / dt:.0f} MB/s) through a {task_type} resource")
+                self.reporter.log(f"{dp.disk_name}: wrote {human_bytes(d.bytes_written)} in {dt:.2f} s "
+                                  f"({human_bytes(d.bytes_written / dt)}/s) through a {task_type} resource")
                 if self.s.verify:
                     t0 = time.monotonic()
                     ok = await self._verify(transport, reader, dp, recheck)
                     n = dp.size_bytes if recheck is None else len(recheck) * reader.block_size
-                    self.reporter.log(f"{dp.disk_name}: read back and compared {n / 1e6:.0f} MB in "
+                    self.reporter.log(f"{dp.disk_name}: read back and compared {human_bytes(n)} in "
                                       f"{time.monotonic() - t0:.1f} s: {'equal' if ok else 'NOT equal' if ok is False else 'not readable'}")
                     self.verified[dp.source_volume] = ok
                     if ok is False:
@@ -963,7 +964,7 @@ class _Restore:
             dt = time.monotonic() - t0
             self.preverified.add(dp.source_volume)
             self.reporter.log(f"{dp.disk_name}: every chunk of the restore point checked before writing "
-                              f"({len(todo)} chunks, {total / 1e6:.1f} MB in {dt:.2f} s)")
+                              f"({len(todo)} chunks, {human_bytes(total)} in {dt:.2f} s)")
 
     def _io_blocking(self, fn: Callable[[], Any]) -> Any:
         """:meth:`_io` for a worker thread."""
@@ -1258,6 +1259,11 @@ def _progress_from_plan(job: JobRecord, plan: RestorePlan) -> None:
     job.vms = [vm]
 
 
+def _gib(gb: int | float) -> str:
+    """A size the VRM gives in (binary) GB, in the units of every other size (fctui.store.units)."""
+    return human_bytes(gb * GIB)
+
+
 def planned_bytes(dp: RestoreDiskPlan) -> int:
     """What a disk's progress counts up to: the bytes written, or for an overwrite ("differing", where
     the written bytes are known only after comparing) the whole volume, which is read back."""
@@ -1370,15 +1376,24 @@ def _finish(run: _Restore) -> None:
 
 
 def restore_result(job: JobRecord) -> dict[str, Any]:
-    """The ``fctui restore --json`` document of a restore job."""
+    """The ``fctui restore --json`` document of a restore job: ``{"job", "state", "error", "vm", "vm_name",
+    "volumes": [{"source", "name", "target", "verified", "error"}]}`` -- names beside the URNs, and why
+    it failed (the job's error, a disk's error)."""
+    vm = job.vms[0] if job.vms else None
+    res: dict[str, Any] = {}
     for entry in reversed(job.log):
         if isinstance(entry.get("result"), dict):
             res = dict(entry["result"])
-            res["state"] = job.state
-            return res
-    vm = job.vms[0] if job.vms else None
-    return {"job": job.id, "state": job.state, "vm": (vm.urn or None) if vm else None,
-            "volumes": [{"source": d.volume, "target": None, "verified": False} for d in (vm.disks if vm else [])]}
+            break
+    else:
+        res = {"job": job.id, "vm": (vm.urn or None) if vm else None,
+               "volumes": [{"source": d.volume, "target": None, "verified": False} for d in (vm.disks if vm else [])]}
+    disks = {d.volume: d for d in (vm.disks if vm else [])}
+    res.update(state=job.state, error=job.error, vm_name=(vm.name or None) if vm else None)
+    res["volumes"] = [dict(v) | {"name": getattr(disks.get(v["source"]), "name", "") or None,
+                                 "error": getattr(disks.get(v["source"]), "error", "")}
+                      for v in res.get("volumes") or []]
+    return res
 
 
 # --------------------------------------------------------------------------------------------------

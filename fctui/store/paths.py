@@ -62,6 +62,9 @@ def repo_dir(*, create: bool = False) -> Path:
     return _ensure(data_dir(create=create) / "repo", create)
 
 
+_RUNTIME_HINT = "; set FCTUI_RUNTIME_DIR to a directory of yours"
+
+
 def runtime_dir(*, create: bool = True) -> Path:
     """Private per-user directory for the agent socket (mode 0700, owned by this user)."""
     path = _env_path("FCTUI_RUNTIME_DIR")
@@ -76,13 +79,15 @@ def runtime_dir(*, create: bool = True) -> Path:
     try:
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
         st = path.lstat()
+    except FileExistsError:   # mkdir(exist_ok) says so when a file, not a directory, is there
+        raise StoreError(f"runtime directory {path} is not a directory{_RUNTIME_HINT}") from None
     except OSError as exc:
-        raise StoreError(f"cannot create runtime directory {path}: {exc.strerror}") from exc
+        raise StoreError(f"cannot create runtime directory {path}: {exc.strerror}{_RUNTIME_HINT}") from exc
     if not stat.S_ISDIR(st.st_mode):
-        raise StoreError(f"runtime directory {path} is not a directory")
+        raise StoreError(f"runtime directory {path} is not a directory{_RUNTIME_HINT}")
     if st.st_uid != os.getuid():
         # Another user pre-created it (shared /tmp): trusting it would expose our socket.
-        raise StoreError(f"runtime directory {path} belongs to uid {st.st_uid}, not to us")
+        raise StoreError(f"runtime directory {path} belongs to uid {st.st_uid}, not to us{_RUNTIME_HINT}")
     if stat.S_IMODE(st.st_mode) & 0o077:
         os.chmod(path, 0o700)
     return path

@@ -8,6 +8,7 @@ from rich.console import Group, RenderableType
 from rich.text import Text
 
 from ..inventory.query import SEVERITY_ORDER
+from ..store.units import human_bytes
 
 SEVERITY_STYLE = {"blocker": "bold red", "warning": "yellow", "info": "cyan"}
 VERDICT_STYLE = {"blocked": "bold red", "degraded": "bold yellow", "ready": "bold green"}
@@ -26,7 +27,8 @@ def storage_info(storage_type: str) -> tuple[str, bool | None]:
 
 
 def _gb(v: int | None) -> str:
-    return "?" if v is None else f"{v} GB"
+    """A size the VRM gives in (binary) GB, in the units of every other size (fctui.store.units)."""
+    return human_bytes(None if v is None else v * (1 << 30))
 
 
 def next_backup_text(vm: Any, assessment: Any, facts: Any, plan: Any = None) -> tuple[str, str]:

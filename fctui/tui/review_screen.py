@@ -27,7 +27,7 @@ SEVERITY_MARK = {"blocker": ("✗", "bold red"), "warning": ("⚠", "yellow"), "
 
 
 def _gb(n: int) -> str:
-    return f"{n // GIB} GB" if n % GIB == 0 else human_bytes(n)
+    return human_bytes(n)
 
 
 def _short(name: str, width: int = 16) -> str:

@@ -17,6 +17,7 @@ from textual.widgets.option_list import Option
 from textual.widgets.tree import TreeNode
 
 from ..inventory.query import COLUMN_IDS
+from ..store.units import human_bytes
 from .detail import storage_info
 from .dialogs import ConfirmScreen
 from .services import Console, console_of
@@ -286,8 +287,8 @@ class DatastoresScreen(Screen[None]):
             pct = f" ({free * 100 // cap}%)" if free is not None and cap else ""
             sup = Text("supported", style="green") if supported else (
                 Text("unsupported", style="bold red") if supported is False else Text("unknown", style="yellow"))
-            t.add_row(d.name, d.storage_type, cls, sup, f"{free if free is not None else '?'} GB{pct}",
-                      f"{cap if cap is not None else '?'} GB", d.status, key=d.urn)
+            t.add_row(d.name, d.storage_type, cls, sup, human_bytes(None if free is None else free << 30) + pct,
+                      human_bytes(None if cap is None else cap << 30), d.status, key=d.urn)
         self.query_one("#ds-title", Static).update(
             f"Datastores: {len(stores)}  ·  backup support follows the storage type (raw LOCAL/LUN/san: unsupported)")
 

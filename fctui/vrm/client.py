@@ -13,6 +13,8 @@ import gc
 import hashlib
 import json
 import logging
+import re
+import ssl
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -153,6 +155,28 @@ def _total(data: dict) -> int | None:
 
 def _clean_params(params: dict[str, Any] | None) -> dict[str, Any]:
     return {k: _param(v) for k, v in (params or {}).items() if v is not None}
+
+
+def _tls_failure(e: BaseException | None) -> ssl.SSLError | None:
+    """The ssl error under a transport error (httpx raises its own, chained to it), if any."""
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, ssl.SSLError):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
+
+
+_SSL_NOISE = re.compile(r"^\[SSL(?:: \w+)?\]\s*|\s*\(_ssl\.c:\d+\)\s*$|^certificate verify failed:\s*")
+
+
+def _tls_words(text: str) -> str:
+    """OpenSSL's text without its codes: "[SSL: WRONG_VERSION_NUMBER] wrong version number (_ssl.c:1006)"
+    says "wrong version number"."""
+    for _ in range(3):
+        text = _SSL_NOISE.sub("", text.strip())
+    return text or "TLS error"
 
 
 class VrmClient:
@@ -461,9 +485,15 @@ class VrmClient:
 
     def _transport_message(self, e: Exception, method: str, path: str) -> str:
         text = str(e) or type(e).__name__
-        if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
-            return (f"TLS certificate of {self.base_url} is not trusted ({text.split(':')[-1].strip()}); "
+        tls = _tls_failure(e)
+        if isinstance(tls, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in text \
+                or "certificate verify failed" in text:
+            why = getattr(tls, "verify_message", None) or _tls_words(text)
+            return (f"TLS certificate of {self.base_url} is not trusted: {why.rstrip('.')}; "
                     "use --ca-file with the VRM's CA certificate, or --insecure to skip the check")
+        if tls is not None or text.startswith("[SSL"):
+            return (f"TLS handshake with {self.base_url} failed: {_tls_words(str(tls or text))} "
+                    "(is it the VRM's https address?)")
         return f"cannot reach VRM {self.base_url} ({method} {path}): {type(e).__name__}: {text}"
 
     @staticmethod

@@ -37,7 +37,7 @@ async def test_jobs_listing_names_type_vms_and_restore_figures(es: Any, agent: A
     lines = {ln.split()[0]: ln for ln in capsys.readouterr().out.splitlines() if ln.strip()}
     assert " backup " in lines[bjob] and name in lines[bjob]
     assert " restore " in lines[rjob] and name in lines[rjob]
-    assert " of 0 B" not in lines[rjob]
+    assert " of 0 B" not in lines[rjob] and " of 0 Bytes" not in lines[rjob]
 
     assert await asyncio.to_thread(cli, ["jobs", "--json"]) == 0
     listed = {j["job"]: j for j in json.loads(capsys.readouterr().out)["jobs"]}

@@ -91,13 +91,13 @@ async def test_cli_backup_json_jobs_and_cancel(es: Any, agent: AgentProc, monkey
         rc = await asyncio.to_thread(cli, ["backup", "--vrm", es.url, "--user", user, urn, "--wait", "--json"])
         out = json.loads(capsys.readouterr().out)
         assert rc == 0 and out["state"] == "succeeded"
-        assert set(out) == {"job", "state", "warnings", "restore_points", "vms"} and len(out["restore_points"]) == 1
+        assert set(out) == {"job", "state", "warnings", "restore_points", "vms", "error"} and len(out["restore_points"]) == 1
         assert out["warnings"] == []  # nothing left on the VRM
         vm = out["vms"][0]
         assert vm["urn"] == urn and vm["kind"] == "cbt" and len(vm["disks"]) == 3
         for d in vm["disks"]:
             assert set(d) == {"volume", "mode", "reason", "bytes_planned", "bytes_read", "bytes_written",
-                              "blocks_healed"}
+                              "blocks_healed", "name", "error"}
             assert d["mode"] == "full" and d["bytes_read"] == d["bytes_planned"] and d["blocks_healed"] == 0
 
         # the agent also runs restore jobs (issue 7's engine): a restore of that point to a new VM

@@ -218,7 +218,7 @@ async def test_prechecks_refuse_before_anything_is_created(client: VrmClient, co
     job = await run_restore(client, repo, plan, settings=fast())
     assert job.state == "failed" and "restore-space" in job.error
     choice = next(c for c in await datastore_choices(client, repo, point_id, on_it[0]) if c.datastore.urn == ds_urn)
-    assert not choice.compatible and "GB free" in choice.reason
+    assert not choice.compatible and "free, the disk needs 1.0 GiB" in choice.reason
     ds.used_gb = used
 
     assert await world(client, site) == before
