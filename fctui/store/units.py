@@ -10,8 +10,11 @@ import math
 
 
 def human_bytes(n: int | float | None) -> str:
-    """``n`` bytes in binary units ("0 Bytes", "1.5 KiB", "3.0 GiB"); "?" when not known."""
+    """``n`` bytes in binary units ("0 B", "1.5 KiB", "3.0 GiB"); "?" when not known."""
     if n is None or (isinstance(n, float) and not math.isfinite(n)):
         return "?"
     import humanize
-    return humanize.naturalsize(n, binary=True)
+    text = humanize.naturalsize(n, binary=True)
+    # humanize spells out "0 Bytes"/"1 Byte"; "B" keeps job lines as short as the other units
+    number, _, unit = text.partition(" ")
+    return f"{number} B" if unit in ("Byte", "Bytes") else text

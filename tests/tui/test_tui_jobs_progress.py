@@ -48,7 +48,7 @@ def test_honest_eta(seconds, text):
 
 
 def test_formatting_helpers():
-    assert human_bytes(0) == "0 Bytes" and human_bytes(1536) == "1.5 KiB" and human_bytes(None) == "?"
+    assert human_bytes(0) == "0 B" and human_bytes(1) == "1 B" and human_bytes(1536) == "1.5 KiB" and human_bytes(None) == "?"
     assert bar(0.5, 10) == "━" * 5 + "─" * 5 and bar(None, 4) == "────"
     assert sparkline([0, 1, 2, 4], 4) == "▁▃▅█"
     assert sparkline([1, 2, 3], 2) == "▆█"          # only the newest values that fit
