@@ -426,7 +426,8 @@ class RestoreWizard(Screen[None]):
             ds = c.datastore
             label = Text(no_wrap=True, overflow="ellipsis")
             label.append(f"{ds.name:<22}", style="bold")
-            label.append(f" {ds.storage_type:<10} {c.free_gb if c.free_gb is not None else '?':>6} GB free")
+            free = human_bytes(None if c.free_gb is None else c.free_gb * (1 << 30))
+            label.append(f" {ds.storage_type:<10} {free:>9} free")
             label.append(f" · {c.where}", style="dim")
             if width > 40:
                 label.truncate(width, overflow="ellipsis")

@@ -272,7 +272,8 @@ class DatastoresScreen(Screen[None]):
 
     def on_mount(self) -> None:
         t = self.query_one(DataTable)
-        t.add_columns("Name", "Type", "Class", "Backup", "Free", "Capacity", "Status")
+        # what decides a backup or a restore target first (support, free space): whole at 80 columns
+        t.add_columns("Name", "Backup", "Free", "Type", "Class", "Capacity", "Status")
         self.populate()
         t.focus()
 
@@ -287,10 +288,10 @@ class DatastoresScreen(Screen[None]):
             pct = f" ({free * 100 // cap}%)" if free is not None and cap else ""
             sup = Text("supported", style="green") if supported else (
                 Text("unsupported", style="bold red") if supported is False else Text("unknown", style="yellow"))
-            t.add_row(d.name, d.storage_type, cls, sup, human_bytes(None if free is None else free << 30) + pct,
+            t.add_row(d.name, sup, human_bytes(None if free is None else free << 30) + pct, d.storage_type, cls,
                       human_bytes(None if cap is None else cap << 30), d.status, key=d.urn)
         self.query_one("#ds-title", Static).update(
-            f"Datastores: {len(stores)}  ·  backup support follows the storage type (raw LOCAL/LUN/san: unsupported)")
+            f"Datastores: {len(stores)}  ·  raw LOCAL, LUN and san storage cannot be backed up")
 
 
 class TreeScreen(Screen[None]):
