@@ -647,7 +647,7 @@ class JobsScreen(Screen[None]):
     """
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,q", "back", "Back", id="jobs.back"),
-        Binding("c", "cancel_job", "Cancel job", id="jobs.cancel"),
+        Binding("c", "cancel_job", "Stop job", id="jobs.cancel"),
         Binding("x", "drill", "Drill", id="jobs.drill"),
         Binding("tab", "app.focus_next", "Next pane", show=False, id="jobs.focus_next"),
         Binding("shift+tab", "app.focus_previous", "Previous pane", show=False, id="jobs.focus_previous"),

@@ -409,7 +409,7 @@ class RestoreWizard(Screen[None]):
             t.append(f"{len(bad)} not offered, e.g.\n", style="dim")
             for c in bad[:2]:
                 line = Text(f"  {c.datastore.name}: {c.reason}", style="dim", no_wrap=True, overflow="ellipsis")
-                line.truncate(76, overflow="ellipsis")
+                line.truncate(max(76, self.app.size.width - 4), overflow="ellipsis")
                 t.append_text(line)
                 t.append("\n")
         t.rstrip()

@@ -22,6 +22,7 @@ from fctui.jobs.planner import Plan, add_launch_findings, build_plan
 from fctui.jobs.progress import JobsBoard
 from fctui.tui.jobs_screen import JobList, JobsScreen, JobsService, render_job_detail
 from fctui.tui.review_screen import ReviewScreen, plan_pause, render_review
+from tests.tui.test_tui_snapshots import SIZES
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -192,21 +193,24 @@ async def sim_plan_async() -> Plan:
 
 # --- snapshots -----------------------------------------------------------------------------------
 
-def test_review_screen_snapshot(snap_compare):
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_review_screen_snapshot(snap_compare, size):
     plan = sim_plan()
     est = PauseEstimator()
     app = ScreenApp(lambda a: ReviewScreen(plan, lambda vp: plan_pause(vp, est)))
-    assert snap_compare(app, terminal_size=(80, 24))
+    assert snap_compare(app, terminal_size=size)
 
 
-def test_jobs_screen_mid_run_snapshot(snap_compare):
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_jobs_screen_mid_run_snapshot(snap_compare, size):
     app = jobs_app([running_job(), queued_job(), failed_job()])
-    assert snap_compare(app, terminal_size=(80, 24))
+    assert snap_compare(app, terminal_size=size)
 
 
-def test_failed_job_snapshot(snap_compare):
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_failed_job_snapshot(snap_compare, size):
     app = jobs_app([running_job(), queued_job(), failed_job()], select="20260528-1100-bb02")
-    assert snap_compare(app, terminal_size=(80, 24))
+    assert snap_compare(app, terminal_size=size)
 
 
 # --- content and keys ----------------------------------------------------------------------------
@@ -284,10 +288,14 @@ async def test_jobs_screen_keys_select_jobs_and_render_in_place():
 
 
 async def test_jobs_screen_read_only_hides_cancel_and_drills():
+    writable = jobs_app([running_job()])
+    async with writable.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        assert "Stop job" in _footer(writable)     # what read-only mode hides
     app = jobs_app([running_job()], read_only=True)
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
-        assert "Cancel job" not in _footer(app)
+        assert "Stop job" not in _footer(app)
         await pilot.press("c")
         await pilot.pause()
         assert isinstance(app.screen, JobsScreen)   # no confirmation dialog opened

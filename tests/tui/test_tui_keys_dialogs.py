@@ -11,6 +11,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
+
 from fctui.jobs.progress import JobsBoard
 from fctui.tui.dialogs import ConfirmScreen
 from fctui.tui.jobs_screen import JobsScreen, jobs_service
@@ -18,6 +20,7 @@ from fctui.tui.restore_wizard import RestoreWizard
 from fctui.tui.screens import HelpScreen, MainScreen
 from fctui.tui.testing import make_app, screen_text, wait_loaded, wait_until
 
+from .test_tui_snapshots import SIZES
 from .test_tui_jobs_screens import NOW, jobs_app, running_job
 from .test_tui_restore_wizard import (World, recorded_restore, settle, text, to_step, until, wiz,  # noqa: F401
                                       wizard_app, world)
@@ -250,17 +253,19 @@ async def test_colon_opens_the_command_palette(sim):
 
 # --- new snapshot cases (the lead generates their SVGs after merging) -----------------------------------
 
-def test_stop_job_dialog_snapshot(snap_compare):
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_stop_job_dialog_snapshot(snap_compare, size):
     app = jobs_app([running_job()])
 
     async def run_before(pilot: Any) -> None:
         await pilot.pause()
         await pilot.press("c")
         await pilot.pause(0.1)
-    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
+    assert snap_compare(app, terminal_size=size, run_before=run_before)
 
 
-def test_wizard_new_vm_name_snapshot(snap_compare, world: World):
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_wizard_new_vm_name_snapshot(snap_compare, size, world: World):
     app = wizard_app(world)
 
     async def run_before(pilot: Any) -> None:
@@ -269,4 +274,4 @@ def test_wizard_new_vm_name_snapshot(snap_compare, world: World):
         await settle(pilot, app)
         app.clear_notifications()
         await pilot.pause(0.1)
-    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
+    assert snap_compare(app, terminal_size=size, run_before=run_before)

@@ -27,6 +27,7 @@ from fctui.repo import Repository
 from fctui.sim import SimConfig, Simulator, create_app
 from fctui.tui.restore_wizard import RestoreContext, RestoreWizard
 from fctui.vrm import VrmClient
+from tests.tui.test_tui_snapshots import SIZES
 
 T0 = 1_780_000_000.0
 MIB = 1 << 20
@@ -410,16 +411,18 @@ STEP_DRIVES = {
 }
 
 
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 @pytest.mark.parametrize("step", list(STEP_DRIVES))
-def test_wizard_step_snapshot(snap_compare, world: World, step: str):
+def test_wizard_step_snapshot(snap_compare, size, world: World, step: str):
     app, run_before = _snap_app(world, STEP_DRIVES[step])
-    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
+    assert snap_compare(app, terminal_size=size, run_before=run_before)
 
 
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 @pytest.mark.parametrize("state", ["running", "succeeded"])
-def test_wizard_progress_and_result_snapshot(snap_compare, world: World, state: str):
+def test_wizard_progress_and_result_snapshot(snap_compare, size, world: World, state: str):
     async def drive(pilot: Any, app: App) -> None:
         await to_step(pilot, app, "confirm")
         wiz(app).show_job(recorded_restore(state))
     app, run_before = _snap_app(world, drive)
-    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
+    assert snap_compare(app, terminal_size=size, run_before=run_before)
