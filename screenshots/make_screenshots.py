@@ -110,16 +110,18 @@ async def main() -> None:
 # The job and restore screens are drawn from recorded job records with an injected clock by their
 # snapshot tests; their golden SVGs (refreshed by `pytest --snapshot-update`) are the pictures.
 GOLDEN = {
-    "backup-review-80x24.svg": "test_tui_jobs_screens/test_review_screen_snapshot.svg",
-    "jobs-mid-run.svg": "test_tui_jobs_screens/test_jobs_screen_mid_run_snapshot.svg",
-    "jobs-failed.svg": "test_tui_jobs_screens/test_failed_job_snapshot.svg",
-    "restore-1-point-80x24.svg": "test_tui_restore_wizard/test_wizard_step_snapshot[point].svg",
-    "restore-2-target-80x24.svg": "test_tui_restore_wizard/test_wizard_step_snapshot[target].svg",
-    "restore-3-datastores-80x24.svg": "test_tui_restore_wizard/test_wizard_step_snapshot[map].svg",
-    "restore-4-checks-80x24.svg": "test_tui_restore_wizard/test_wizard_step_snapshot[checks_original].svg",
-    "restore-5-review-80x24.svg": "test_tui_restore_wizard/test_wizard_step_snapshot[review].svg",
-    "restore-6-confirm-80x24.svg": "test_tui_restore_wizard/test_wizard_step_snapshot[confirm].svg",
-    "restore-7-result-80x24.svg": "test_tui_restore_wizard/test_wizard_progress_and_result_snapshot[succeeded].svg",
+    "backup-review-80x24.svg": "test_tui_jobs_screens/test_review_screen_snapshot[80x24].svg",
+    "jobs-mid-run.svg": "test_tui_jobs_screens/test_jobs_screen_mid_run_snapshot[80x24].svg",
+    "jobs-failed.svg": "test_tui_jobs_screens/test_failed_job_snapshot[80x24].svg",
+    "restore-1-point-80x24.svg": "test_tui_restore_wizard/test_wizard_step_snapshot[point-80x24].svg",
+    "restore-2-target-80x24.svg": "test_tui_restore_wizard/test_wizard_step_snapshot[target-80x24].svg",
+    "restore-3-datastores-80x24.svg": "test_tui_restore_wizard/test_wizard_step_snapshot[map-80x24].svg",
+    "restore-4-checks-80x24.svg": "test_tui_restore_wizard/test_wizard_step_snapshot[checks_original-80x24].svg",
+    "restore-5-review-80x24.svg": "test_tui_restore_wizard/test_wizard_step_snapshot[review-80x24].svg",
+    "restore-6-confirm-80x24.svg": "test_tui_restore_wizard/test_wizard_step_snapshot[confirm-80x24].svg",
+    "restore-3-datastores-160x48.svg": "test_tui_restore_wizard/test_wizard_step_snapshot[map-160x48].svg",
+    "jobs-stop-dialog-80x24.svg": "test_tui_keys_dialogs/test_stop_job_dialog_snapshot[80x24].svg",
+    "restore-7-result-80x24.svg": "test_tui_restore_wizard/test_wizard_progress_and_result_snapshot[succeeded-80x24].svg",
 }
 
 
