@@ -436,7 +436,8 @@ def render_job_detail(job: JobRecord, fig: JobFigures, *, now: float,
     t.append("\n")
     planned = human_bytes(fig.planned) if fig.planned is not None else ("none" if job.is_final else "?")
     t.append(f"planned {planned} · "
-             f"read {human_bytes(fig.read)} · written {human_bytes(fig.written)} · "
+             f"read {human_bytes(fig.read)} · written {human_bytes(fig.written)}\n"
+             # two lines: at 80 columns one line wrapped inside a figure ("zero 0 / B")
              f"reused {human_bytes(fig.reused)} · zero {human_bytes(fig.zero)} · "
              f"stored {human_bytes(fig.stored)}\n", style="")
     t.append("bottleneck: ", style="dim")

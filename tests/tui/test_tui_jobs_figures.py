@@ -53,3 +53,17 @@ def test_job_that_ended_before_any_plan_does_not_say_planning():
     job.vms = [vm]
     text = render_job_detail(job, figures(job), now=NOW).plain
     assert "planning" not in text and "planned ?" not in text
+
+
+def test_byte_figures_fit_80_columns_without_splitting_a_figure():
+    """At 80x24 the one figures line wrapped inside a figure ("zero 0" / "B"): each line of figures fits
+    the detail's width (78 cells inside its padding) even with the widest sizes."""
+    job = recorded_overwrite()
+    big = 1023 * (1 << 40) + 1     # "1023.0 TiB": the widest a binary size prints
+    job.vms[0].disks[0] = DiskProgress(volume="urn:v9", name="disk0", mode="full", state="done", bytes_planned=big,
+                                       bytes_read=big, bytes_written=big, bytes_reused=big, bytes_zero=big,
+                                       bytes_stored=big)
+    text = render_job_detail(job, figures(job), now=NOW).plain
+    lines = [ln for ln in text.splitlines() if ln.startswith(("planned ", "reused "))]
+    assert len(lines) == 2 and all(len(ln) <= 78 for ln in lines), lines
+    assert "stored 1023.0 TiB" in lines[1]
