@@ -213,8 +213,8 @@ def password_for(conn: Connection) -> str:
 # --- printing --------------------------------------------------------------------------------------
 
 def size(n: int | float | None) -> str:
-    """Every size a command prints: binary units, the console's formatter (fctui.store.units)."""
-    from ..store.units import human_bytes
+    """Every size a command prints: binary units, the console's formatter (fctui.units)."""
+    from ..units import human_bytes
     return human_bytes(n)
 
 

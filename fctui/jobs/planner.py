@@ -16,6 +16,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
+from ..units import human_bytes
 from ..vrm.models import Disk, VolSnapshot, Vm
 from ..vrm.urn import site_uri, urn_to_uri
 from .model import JobError
@@ -234,7 +235,7 @@ def plan_vm(vm: Vm, *, assessment: Any = None, previous: "RestorePoint | None" =
             dp.reason = f"CBT chain broken: {chain_finding.message.replace('next backup is full (CBT chain broken): ', '')}"
         elif prev.size_bytes and size and prev.size_bytes != size:
             dp.reason = (f"CBT chain broken: the disk was expanded since the last restore point "
-                         f"({prev.size_bytes // GIB} GB -> {size // GIB} GB)")
+                         f"({human_bytes(prev.size_bytes)} -> {human_bytes(size)})")
         else:
             dp.mode = "incremental"
             dp.reason = (f"CBT chain intact since restore point {previous.id} "
@@ -447,8 +448,7 @@ def stored_estimate(vp: VmPlan, history: Sequence["RestorePoint"]) -> tuple[int,
     else:
         ratio = NO_HISTORY_RATIO
         why = f"no earlier point: {ratio:.1f} stored/read assumed"
-    shown = f"{read / GIB:.1f} GiB" if read >= GIB else f"{read / (1 << 20):.0f} MiB"
-    return int(read * ratio), f"~{shown} to read, {why}"
+    return int(read * ratio), f"~{human_bytes(read)} to read, {why}"
 
 
 def repository_room(path: Any) -> tuple[int, int]:

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
-from ..store.units import human_bytes  # the one size formatter (the console imports it from here)
+from ..units import human_bytes  # the one size formatter (the console imports it from here)
 from .model import DiskProgress, JobRecord, VmProgress
 
 ETA_MIN_FRACTION = 0.05

@@ -61,7 +61,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterator
 from ..rules import catalog as C
 from ..rules.engine import Finding
 from ..rules.launch import cross_storage_restore, restore_arch_mismatch, restore_overwrite_running, restore_space
-from ..store.units import human_bytes
+from ..units import human_bytes
 from ..vrm.errors import VrmApiError, VrmError, VrmNotFoundError
 from ..vrm.models import Datastore, Host, Vm
 from ..vrm.urn import site_uri, urn_to_uri
@@ -1260,7 +1260,7 @@ def _progress_from_plan(job: JobRecord, plan: RestorePlan) -> None:
 
 
 def _gib(gb: int | float) -> str:
-    """A size the VRM gives in (binary) GB, in the units of every other size (fctui.store.units)."""
+    """A size the VRM gives in (binary) GB, in the units of every other size (fctui.units)."""
     return human_bytes(gb * GIB)
 
 

@@ -510,7 +510,8 @@ class BackupRunner:
             d.blocks_planned, d.bytes_planned = dp.blocks_planned, dp.bytes_planned
             reads[dp.volume_urn] = (bs, blocks)
         planned = sum(dp.bytes_planned or 0 for dp in vp.disks)
-        reporter.log(f"{vp.vm_name}: {planned} bytes to read in {sum(len(r[1]) for r in reads.values())} "
+        from .progress import human_bytes
+        reporter.log(f"{vp.vm_name}: {human_bytes(planned)} to read in {sum(len(r[1]) for r in reads.values())} "
                      f"blocks over {len(vp.disks)} disk(s)")
         reporter.state()
         if s.space_check:

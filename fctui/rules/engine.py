@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
+from ..units import human_bytes
 from ..vrm.models import BACKUP_SNAPSHOT_TYPES, VM_STATUSES, Disk, OsCatalogue
 from . import catalog as C
 from .facts import VmFacts
+
+GIB = 1 << 30   # the VRM gives datastore and disk sizes in (binary) GB
 
 __all__ = ["Finding", "Assessment", "assess", "assess_many", "classify_task_type", "os_class",
            "leftover_backup_snapshots", "with_owned_snapshots", "with_snapshot_tree"]
@@ -575,8 +578,8 @@ def _merge_space(facts: VmFacts, backed: list[Disk], add: Any) -> None:
         if free < total:
             (short := short or []).append((ds, own, total, free))
     if short:
-        parts = [f"{ds.name or ds.urn}: {free} GB free, merges need about {round(total)} GB "
-                 f"({round(own)} GB for this VM)" for ds, own, total, free in short]
+        parts = [f"{ds.name or ds.urn}: {human_bytes(free * GIB)} free, merges need about {human_bytes(total * GIB)} "
+                 f"({human_bytes(own * GIB)} for this VM)" for ds, own, total, free in short]
         urns = {ds.urn for ds, _, _, _ in short}
         add(Finding(_SPACE.id, _SPACE.severity, "datastore may lack space for snapshot merges: " + "; ".join(parts),
                     _SPACE.remediation, [d.volume_urn for d in backed if d.datastore_urn in urns]))

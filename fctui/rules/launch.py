@@ -10,9 +10,12 @@ from dataclasses import dataclass
 from datetime import datetime, time
 from typing import Iterable, Mapping
 
+from ..units import human_bytes
 from ..vrm.models import Datastore, Vm
 from . import catalog as C
 from .engine import Finding
+
+GIB = 1 << 30   # the VRM gives datastore and disk sizes in (binary) GB
 
 __all__ = [
     "BusinessHours", "BusinessHoursError", "host_sockets_busy", "target_volumes_busy", "business_hours",
@@ -128,19 +131,15 @@ def business_hours(window: BusinessHours | None, now: datetime) -> Finding | Non
                       "backup reads load the production storage")
 
 
-def _gib(n: int) -> str:
-    return f"{n / (1 << 30):.1f} GiB" if n >= 1 << 30 or n == 0 else f"{n / (1 << 20):.0f} MiB"
-
-
 def repository_space(need: int, need_before: int, free: int, margin: int, basis: str) -> Finding:
     """``repo-space-low``: a backup's estimated repository bytes (``need``, on top of ``need_before`` for
     the job's earlier VMs) against the repository's free space less a ``margin``. A blocker when they do
     not fit, a warning within 10 % of fitting (rules.md), else an info finding with the numbers."""
     room = free - margin
     total = need_before + need
-    job = f"; with the job's earlier VMs ~{_gib(total)}" if need_before else ""
-    numbers = (f"needs ~{_gib(need)} in the repository ({basis}){job}; "
-               f"{_gib(free)} free, {_gib(margin)} kept as margin")
+    job = f"; with the job's earlier VMs ~{human_bytes(total)}" if need_before else ""
+    numbers = (f"needs ~{human_bytes(need)} in the repository ({basis}){job}; "
+               f"{human_bytes(free)} free, {human_bytes(margin)} kept as margin")
     info = C.RULES["repo-space-low"]
     if total > room:
         return Finding.of(info, f"repository too full: {numbers}")
@@ -187,12 +186,13 @@ def restore_space(target: Datastore, disks_gb: Iterable[float], disk_urns: list[
     free = target.usable_free_gb
     if free is None:
         return Finding.of(C.RULES["restore-space"],
-                          f"{target.name} reports no free space; {need:.0f} GB are needed", disk_urns,
+                          f"{target.name} reports no free space; {human_bytes(need * GIB)} are needed", disk_urns,
                           remediation="Refresh the datastore, or pick one that reports its free space.")
     if free >= need:
         return None
     return Finding.of(C.RULES["restore-space"],
-                      f"{target.name} has {free} GB free, the restored disks need {need:.0f} GB", disk_urns)
+                      f"{target.name} has {human_bytes(free * GIB)} free, the restored disks need {human_bytes(need * GIB)}",
+                      disk_urns)
 
 
 def restore_overwrite_running(vm: Vm, *, stop_confirmed: bool = False) -> Finding | None:

@@ -8,7 +8,7 @@ from rich.console import Group, RenderableType
 from rich.text import Text
 
 from ..inventory.query import SEVERITY_ORDER
-from ..store.units import human_bytes
+from ..units import human_bytes
 
 SEVERITY_STYLE = {"blocker": "bold red", "warning": "yellow", "info": "cyan"}
 VERDICT_STYLE = {"blocked": "bold red", "degraded": "bold yellow", "ready": "bold green"}
@@ -27,7 +27,7 @@ def storage_info(storage_type: str) -> tuple[str, bool | None]:
 
 
 def _gb(v: int | None) -> str:
-    """A size the VRM gives in (binary) GB, in the units of every other size (fctui.store.units)."""
+    """A size the VRM gives in (binary) GB, in the units of every other size (fctui.units)."""
     return human_bytes(None if v is None else v * (1 << 30))
 
 

@@ -17,7 +17,7 @@ from textual.widgets.option_list import Option
 from textual.widgets.tree import TreeNode
 
 from ..inventory.query import COLUMN_IDS
-from ..store.units import human_bytes
+from ..units import human_bytes
 from .detail import storage_info
 from .dialogs import ConfirmScreen
 from .services import Console, console_of

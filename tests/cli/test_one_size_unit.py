@@ -1,5 +1,5 @@
 """Issue 15 (friction): sizes use one unit system everywhere -- binary units as humanize writes them --
-in every printer of the command line and in the console (one formatter, fctui.store.units)."""
+in every printer of the command line and in the console (one formatter, fctui.units)."""
 
 from __future__ import annotations
 

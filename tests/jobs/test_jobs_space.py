@@ -108,8 +108,8 @@ def test_history_gives_the_ratio(tmp_path: Path) -> None:
     plan = Plan(vms=[plan_vm(vm, previous=point)], full=False, created=0.0)
     add_launch_findings(plan, repo=repo, room=(10 * GIB, GIB))
     msg = space_note(plan.vms[0]).message
-    assert "~64 MiB to read, stored/read 0.00 over 1 earlier point(s)" in msg, msg  # the 64 blocks it held
-    assert msg.startswith("needs ~0 MiB")
+    assert "~64.0 MiB to read, stored/read 0.00 over 1 earlier point(s)" in msg, msg  # the 64 blocks it held
+    assert msg.startswith("needs ~3.4 KiB")   # 64 MiB at the history's stored/read ratio (compressible blocks)
     repo.close()
 
 
