@@ -302,7 +302,7 @@ def parse_filter(text: str) -> Filter:
 class Summary:
     total: int
     by_verdict: dict[str, int]
-    by_rule: dict[str, int]     # most frequent first
+    by_rule: dict[str, int]     # by severity (blockers first), then most frequent first
 
     def items(self) -> list[tuple[str, int]]:
         """Entries of the summary bar in display order, as filter expressions and counts."""
@@ -321,7 +321,11 @@ def summarize(rows: Iterable[VmRow]) -> Summary:
             by_verdict[r.verdict] = by_verdict.get(r.verdict, 0) + 1
         for rule in r.rules:
             by_rule[rule] = by_rule.get(rule, 0) + 1
-    ordered = dict(sorted(by_rule.items(), key=lambda kv: (-kv[1], kv[0])))
+    # blockers first, then warnings, then infos, each most frequent first: the bar's first rule counts
+    # say what stops backups, not the info finding most VMs carry (consistency-not-euleros)
+    from ..rules.catalog import RULES
+    severity = {r: SEVERITY_ORDER.get(RULES[r].severity, 9) if r in RULES else 9 for r in by_rule}
+    ordered = dict(sorted(by_rule.items(), key=lambda kv: (severity[kv[0]], -kv[1], kv[0])))
     return Summary(total, by_verdict, ordered)
 
 

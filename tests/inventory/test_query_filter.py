@@ -127,7 +127,12 @@ def test_summary_counts_per_verdict_and_rule():
     s = summarize(ROWS)
     assert s.total == 5
     assert s.by_verdict == {"blocked": 2, "degraded": 1, "ready": 2}
-    assert s.by_rule["state-stopped"] == 2 and list(s.by_rule)[0] == "state-stopped"  # most frequent first
+    assert s.by_rule["state-stopped"] == 2
+    # blockers (disk-ide, template: product document) before the warning, the info last; most frequent
+    # first within a severity
+    assert list(s.by_rule) == ["disk-ide", "template", "state-stopped", "consistency-not-euleros"]
+    more = summarize([*ROWS, row("erp-db-03", verdict="blocked", rules=("template",), reason="template: t")])
+    assert list(more.by_rule)[:2] == ["template", "disk-ide"]
     items = s.items()
     assert items[:3] == [("verdict:blocked", 2), ("verdict:degraded", 1), ("verdict:ready", 2)]
     # every summary entry is itself a filter selecting exactly that many rows
