@@ -7,7 +7,8 @@ table widget only ever renders the list of keys a :class:`View` computes.
 Filter language (``/`` in the TUI), terms separated by spaces, all must match (AND):
 
 * ``erp``            plain text: case-insensitive substring of name, host, state, verdict or reason
-* ``re:^db-\\d+``    regular expression (also ``/…/``) over the same text
+* ``re:^db-\\d+$``   regular expression (also ``/…/``) over each of the same fields: ``^`` and ``$``
+  anchor a field (``re:^db-01$`` is the VM named db-01, or a host of that name)
 * ``!term``          inverse of any term (``!verdict:ready``, ``!re:test``)
 * ``col:value``      column-qualified: ``name: state: host: cluster: verdict: rule: tools: reason:
   urn: os: arch:`` (substring; ``rule:`` matches a rule id exactly or by prefix, ``verdict:``/``state:``
@@ -55,7 +56,8 @@ class VmRow:
 
     def __post_init__(self) -> None:
         if not self.search:
-            self.search = "\x00".join((self.name, self.host, self.state, self.verdict,
+            # one field per line: a regex's ^ and $ anchor a field and its . never spans two
+            self.search = "\n".join((self.name, self.host, self.state, self.verdict,
                                        self.reason, self.cluster, self.key)).lower()
 
     def confirmed(self) -> "VmRow":
@@ -207,7 +209,7 @@ class Filter:
 
 def _compile_regex(pattern: str) -> re.Pattern[str]:
     try:
-        return re.compile(pattern, re.IGNORECASE)
+        return re.compile(pattern, re.IGNORECASE | re.MULTILINE)
     except re.error as e:
         raise FilterError(f"bad regular expression {pattern!r}: {e}") from None
 

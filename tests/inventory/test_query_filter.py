@@ -53,6 +53,15 @@ def test_regex_forms():
     assert names("name:re:^e") == ["erp-db-01", "erp-db-02"]
 
 
+def test_a_regex_anchors_and_matches_within_one_field():
+    """Issue 15 (tried in tmux): ``re:^erp-db-01$`` matched nothing, because ``$`` anchored the end of all
+    the row's fields joined together; and ``.`` ran from one field into the next."""
+    assert names("re:^erp-db-01$") == ["erp-db-01"]
+    assert names("re:^cna-03$") == ["erp-db-01", "web-nginx-07"]   # a host is a field too
+    assert names("re:db-01.*cna-03") == []                  # name and host are not one text
+    assert names("re:^STOPPED$") == ["erp-db-02", "tmpl-base"]
+
+
 def test_inverse():
     assert names("!erp") == ["Mail-01", "tmpl-base", "web-nginx-07"]
     assert names("!verdict:blocked") == ["Mail-01", "erp-db-02", "web-nginx-07"]
