@@ -579,9 +579,9 @@ class FctuiApp(App[int]):
                     self._fetch_backup_point(v.urn)
         if board is not None and job_id:
             self._job_snapshot_step(board.jobs.get(job_id), job_id)
-        owned = {} if board is None else {
-            v.snapshot_urn: v.urn for j in board.jobs.values() if j.state not in FINAL_JOB_STATES
-            for v in j.vms if v.snapshot_urn}
+        owned: dict[str, str] = {}
+        for j in board.jobs.values() if board is not None else ():
+            owned |= j.owned_snapshots()
         if owned == self.owned_snapshots:
             return
         affected = {owned.get(s) or self.owned_snapshots.get(s) for s in set(owned) ^ set(self.owned_snapshots)}
@@ -627,8 +627,6 @@ class FctuiApp(App[int]):
 
     @work(group="snapshots-again", exit_on_error=False)
     async def _read_snapshot_trees(self, urns: list[str]) -> None:
-        assert self.feed is not None
-        feed = self.feed
         gate = asyncio.Semaphore(4)   # a job of many VMs: a few requests at a time
 
         async def one(urn: str) -> None:
@@ -636,12 +634,7 @@ class FctuiApp(App[int]):
             if vm is None:
                 return
             async with gate:
-                try:
-                    tree = await self.feed_call(feed.snapshot_tree(vm.uri))
-                except VrmError as e:
-                    self.post_message(SnapshotsLoaded(urn, None, str(e)))
-                    return
-            self.post_message(SnapshotsLoaded(urn, tree))
+                await self._read_snapshot_tree(urn, vm.uri)
         await asyncio.gather(*(one(u) for u in urns))
 
     def _shows_detail_of(self, urn: str) -> bool:
@@ -855,6 +848,10 @@ class FctuiApp(App[int]):
 
     @work(group="snapshots", exclusive=True, exit_on_error=False)
     async def _fetch_snapshots(self, key: str, uri: str) -> None:
+        await self._read_snapshot_tree(key, uri)
+
+    async def _read_snapshot_tree(self, key: str, uri: str) -> None:
+        """Read one VM's snapshot tree and post it (or the error) as SnapshotsLoaded."""
         assert self.feed is not None
         try:
             tree = await self.feed_call(self.feed.snapshot_tree(uri))

@@ -21,14 +21,8 @@ def sim_config() -> Any:
     return small_disks(0.005)
 
 
-@pytest.fixture
-def data_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("FCTUI_CONFIG_DIR", str(tmp_path / "cfg"))
-    monkeypatch.setenv("FCTUI_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("FCTUI_RUNTIME_DIR", str(tmp_path / "run"))
 
-
-async def test_detail_after_two_backups_says_incremental(sim: Any, client: Any, edges: dict, data_dirs: None) -> None:
+async def test_detail_after_two_backups_says_incremental(sim: Any, client: Any, edges: dict, dirs: dict) -> None:
     urn = edges["ready"][0]
     repo = Repository.open()
     try:
@@ -50,7 +44,7 @@ async def test_detail_after_two_backups_says_incremental(sim: Any, client: Any, 
 
 
 async def test_detail_follows_a_backup_that_ends_while_it_is_open(sim: Any, client: Any, edges: dict,
-                                                                   data_dirs: None, tmp_path: Path) -> None:
+                                                                   dirs: dict, tmp_path: Path) -> None:
     from fctui.agent import AgentClient
     from fctui.tui.jobs_screen import jobs_service
     urn = edges["ready"][0]

@@ -7,8 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from fctui.agent import AgentClient
 from fctui.tui.jobs_screen import jobs_service
 from fctui.tui.screens import DetailScreen
@@ -17,13 +15,6 @@ from fctui.tui.testing import make_app, screen_text, wait_loaded, wait_until
 RULE = "leftover-backup-snapshot"
 
 
-@pytest.fixture
-def data_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("FCTUI_CONFIG_DIR", str(tmp_path / "cfg"))
-    monkeypatch.setenv("FCTUI_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("FCTUI_RUNTIME_DIR", str(tmp_path / "run"))
-    return tmp_path
-
 
 def job_event(state: str, vm_urn: str, snapshot_urn: str) -> dict[str, Any]:
     return {"event": "job", "job": {"id": "j1", "kind": "backup", "state": state, "targets": [vm_urn],
@@ -31,7 +22,7 @@ def job_event(state: str, vm_urn: str, snapshot_urn: str) -> dict[str, Any]:
                                              else state, "snapshot_urn": snapshot_urn}]}}
 
 
-async def test_running_jobs_snapshot_is_not_a_leftover(data_dirs: Path) -> None:
+async def test_running_jobs_snapshot_is_not_a_leftover(dirs: dict) -> None:
     app = make_app(vms=30)
     urn = app.sim.edge_cases[RULE][0]  # type: ignore[attr-defined]
     async with app.run_test(size=(160, 48)) as pilot:
@@ -39,7 +30,7 @@ async def test_running_jobs_snapshot_is_not_a_leftover(data_dirs: Path) -> None:
         assert RULE in app.store.rows[urn].rules       # as our snapshot with no job: a leftover
         tree = app.snapshots[urn]
         snap = next(n.urn for n in tree.walk() if n.name.startswith("fctui-"))
-        svc = jobs_service(app, agent=AgentClient(data_dirs / "no-agent.sock"), start_agent=False)
+        svc = jobs_service(app, agent=AgentClient(Path(dirs["FCTUI_DATA_DIR"]).parent / "no-agent.sock"), start_agent=False)
 
         svc.apply_event(job_event("running", urn, snap))
         await pilot.pause()

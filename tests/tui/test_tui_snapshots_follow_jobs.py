@@ -27,15 +27,9 @@ def sim_config() -> Any:
     return small_disks(0.005)
 
 
-@pytest.fixture
-def data_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("FCTUI_CONFIG_DIR", str(tmp_path / "cfg"))
-    monkeypatch.setenv("FCTUI_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("FCTUI_RUNTIME_DIR", str(tmp_path / "run"))
-
 
 async def test_detail_drops_the_snapshot_a_finished_backup_deleted(sim: Any, client: Any, edges: dict,
-                                                                    data_dirs: None, tmp_path: Path,
+                                                                    dirs: dict, tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     urn = edges["ready"][0]
     # The backup stops right after its snapshot exists (before it reads the snapshot's detail) until
