@@ -115,6 +115,7 @@ class JobRecord:
     demo: bool = False
     targets: list[str] = field(default_factory=list)  # VM names or URNs as the user gave them
     full: bool = False
+    policy: str = ""                  # the protection policy whose run this job is ("" : started by hand)
     created: float = field(default_factory=time.time)
     started: float | None = None
     finished: float | None = None

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, time, timedelta, tzinfo
 from typing import Any, Iterator, Mapping
 
+from ..repo.retention import RETENTION_KEYS, Retention, RetentionError
 from ..rules.launch import BusinessHours, BusinessHoursError
 
 __all__ = [
@@ -204,40 +205,6 @@ def next_window_open(window: BusinessHours | None, at: datetime) -> datetime:
     raise PolicyError(f"window {window.describe()} never opens")
 
 
-# --- retention ---------------------------------------------------------------------------------------
-
-RETENTION_KEYS = ("keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly")
-
-
-@dataclass(frozen=True)
-class Retention:
-    """PBS prune options: how many restore points each rule keeps per VM. All zero: keep everything."""
-    keep_last: int = 0
-    keep_hourly: int = 0
-    keep_daily: int = 0
-    keep_weekly: int = 0
-    keep_monthly: int = 0
-    keep_yearly: int = 0
-
-    def __post_init__(self) -> None:
-        for k in RETENTION_KEYS:
-            v = getattr(self, k)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-                raise PolicyError(f"{k.replace('_', '-')} must be a whole number of 0 or more, not {v!r}")
-
-    @property
-    def keeps_all(self) -> bool:
-        return not any(getattr(self, k) for k in RETENTION_KEYS)
-
-    def describe(self) -> str:
-        if self.keeps_all:
-            return "keep all"
-        return " ".join(f"{k[5:]}={getattr(self, k)}" for k in RETENTION_KEYS if getattr(self, k))
-
-    def to_dict(self) -> dict[str, int]:
-        return {k: getattr(self, k) for k in RETENTION_KEYS if getattr(self, k)}
-
-
 # --- policy ------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -338,7 +305,7 @@ def policy_from_mapping(d: Mapping[str, Any], where: str = "policy") -> Policy:
         return Policy(name=str(data["name"]), vms=str(data["vms"]), schedule=Schedule.parse(str(data["schedule"])),
                       rpo_s=parse_duration(data["rpo"], "rpo"), window=window, retention=retention,
                       full_every=full_every, enabled=enabled, created=float(data.get("created") or 0.0))
-    except PolicyError as e:
+    except (PolicyError, RetentionError) as e:
         msg = str(e)
         raise PolicyError(msg if msg.startswith("policy ") else f"{label}: {msg}") from None
 

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
-from typing import Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from ..inventory.query import VmRow, parse_filter
+from .model import JobRecord
 from .policy import Policy, next_window_open, winning_policy
 
 __all__ = ["VmProtection", "LastAttempt", "assess_protection", "PROTECTION_STATES", "STATE_ORDER",
-           "next_run", "selected_vms", "exit_code", "EXIT_OK", "EXIT_AT_RISK", "EXIT_BREACHED", "EXIT_UNKNOWN"]
+           "next_run", "selected_vms", "last_good_points", "last_attempts", "exit_code", "EXIT_OK", "EXIT_AT_RISK", "EXIT_BREACHED", "EXIT_UNKNOWN"]
 
 OK, AT_RISK, BREACHED, NOT_COVERED = "ok", "at-risk", "breached", "not-covered"
 PROTECTION_STATES = (NOT_COVERED, BREACHED, AT_RISK, OK)
@@ -147,3 +148,35 @@ def exit_code(states: Iterable[str]) -> int:
         if s == AT_RISK:
             worst = EXIT_AT_RISK
     return worst
+
+
+def last_good_points(points: Iterable[Any]) -> dict[str, float]:
+    """VM URN -> the creation time of its newest restore point (the repository's catalog lists only
+    committed points; damaged ones are listed apart)."""
+    out: dict[str, float] = {}
+    for p in points:
+        if p.created > out.get(p.vm_urn, float("-inf")):
+            out[p.vm_urn] = p.created
+    return out
+
+
+def last_attempts(jobs: Iterable[JobRecord]) -> dict[str, LastAttempt]:
+    """VM URN -> its newest finished backup attempt, from job records (policy runs and manual jobs).
+    A VM refused at planning counts as a failed attempt: it was meant to be backed up and was not."""
+    out: dict[str, LastAttempt] = {}
+    for job in jobs:
+        if job.type != "backup" or not job.is_final:
+            continue
+        when = job.finished or job.created
+        for vm in job.vms:
+            if vm.state == "done" and vm.point_id:
+                a = LastAttempt(when, True)
+            elif vm.reason.startswith("already being backed up"):
+                continue   # another job had it: that job's result counts
+            elif vm.state in ("failed", "refused", "cancelled"):
+                a = LastAttempt(when, False, vm.reason or vm.state)
+            else:
+                continue
+            if vm.urn not in out or when >= out[vm.urn].when:
+                out[vm.urn] = a
+    return out
