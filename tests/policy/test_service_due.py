@@ -320,3 +320,51 @@ async def test_offset_clock_jumps_and_running_tasks_finish() -> None:
         assert r.status_code == 400
     with pytest.raises(ValueError):
         clock.advance(-1)
+
+
+# --- a run that outlives its window (a real run against the simulator on a jumpable clock) -------------
+
+async def test_a_run_past_its_window_end_starts_no_more_vms_and_is_reported_overrunning(
+        dirs: dict[str, str], tmp_path: Path) -> None:
+    """One VM at a time (global limit 1); the first VM's snapshot request is held while the clock jumps
+    past the window's end: the second VM is not started, and the run is reported as overrunning."""
+    import asyncio
+
+    from fctui.agent.server import Agent
+    from fctui.agent.service import PolicyService, ServiceConnection
+    from fctui.sim import EmbeddedSimulator, OffsetClock
+    from tests.policy.test_service_week import fast
+    clock = OffsetClock(start=t(0, 5, 59).timestamp())
+    with EmbeddedSimulator(small_disks(), clock=clock) as es:
+        async with httpx.AsyncClient(base_url=es.url) as ctl:
+            ready = (await ctl.get("/sim/edge-cases")).json()["ready"][:2]
+            names = [v.name for v in es.sim.vms.values() if es.sim.vm_urn(v) in ready]
+            store = PolicyStore(tmp_path / "policies.json")
+            store.add(policy_from_mapping({"name": "early", "vms": "re:^(" + "|".join(names) + ")$",
+                                           "schedule": "daily 05:00", "window": "daily 04:00-06:00", "rpo": "1d"}),
+                      now=t(-1, 12).timestamp())
+            agent = Agent(repo_path=tmp_path / "repo", settings=fast(), global_limit=1)
+            svc = PolicyService(agent, ServiceConnection(es.url, "admin", "Admin@123", {}), clock=clock.now,
+                                tz=UTC, store=store)
+            agent.service = svc
+            try:
+                r = await ctl.post("/sim/faults", json={"path": r"vms/[^/]+/snapshots$", "method": "POST",
+                                                        "latency_ms": 1500, "count": 1})
+                assert r.status_code == 200
+                [run] = await svc.tick()     # 05:59: due since 05:00 (missed: a catch-up), the window open
+                assert run.window_end == t(0, 6).timestamp() and run.catch_up
+                deadline = time.monotonic() + 10
+                while not (await ctl.get("/sim/faults")).json()["faults"][0]["hits"]:
+                    assert time.monotonic() < deadline
+                    await asyncio.sleep(0.02)
+                await ctl.post("/sim/clock/advance", json={"seconds": 120})   # 06:01: the window is closed
+                await svc.tick()
+                assert svc.active["early"].overran                          # said while it still runs
+                await asyncio.wait_for(svc._follows["early"], 30)
+                [done] = agent.store.policy_runs_of("early")
+                results = sorted((v["result"], v["reason"]) for v in done.vms.values())
+                assert results == [("done", ""), ("refused", "window closed at 06:00 before its turn")]
+                assert done.state == "partial" and done.overran
+                assert "overran its window" in done.note and "1 VM(s) not started" in done.note
+            finally:
+                await agent.shutdown()
