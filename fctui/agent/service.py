@@ -94,6 +94,7 @@ class PolicyService:
         self._follows: dict[str, asyncio.Task] = {}
         self._wake = asyncio.Event()
         self._reconciled = False
+        self._starting = asyncio.Lock()            # a tick and a run-now never start the same policy twice
         self.last_error = ""                       # the last tick's trouble (bad policies file, VRM down)
 
     # --- time ----------------------------------------------------------------------------------------
@@ -126,6 +127,10 @@ class PolicyService:
 
     async def tick(self) -> list[PolicyRun]:
         """Start every run that is due now; returns the runs started (skipped ones included)."""
+        async with self._starting:
+            return await self._tick()
+
+    async def _tick(self) -> list[PolicyRun]:
         if not self._reconciled:
             self._reconcile()
         now_ts = self.clock()
@@ -177,14 +182,16 @@ class PolicyService:
             policy = self.store.get(name)
         except PolicyError as e:
             raise AgentError(str(e)) from None
-        if name in self.active:
-            raise AgentError(f"policy {name} has a run going (job {self.active[name].job_id}): wait for it to end")
-        now_ts = self.clock()
-        bounds = window_bounds(policy.window, self._local(now_ts))
-        window_end = bounds[1].timestamp() if bounds is not None and policy.window is not None else None
-        run = PolicyRun(policy=name, scheduled=now_ts, manual=True, window_end=window_end)
-        rows, error = await self._rows()
-        return await self._start(policy, run, rows, error, self._policies() or [policy], window_end)
+        async with self._starting:
+            if name in self.active:
+                raise AgentError(f"policy {name} has a run going (job {self.active[name].job_id}): "
+                                 "wait for it to end")
+            now_ts = self.clock()
+            bounds = window_bounds(policy.window, self._local(now_ts))
+            window_end = bounds[1].timestamp() if bounds is not None and policy.window is not None else None
+            run = PolicyRun(policy=name, scheduled=now_ts, manual=True, window_end=window_end)
+            rows, error = await self._rows()
+            return await self._start(policy, run, rows, error, self._policies() or [policy], window_end)
 
     async def run(self) -> None:
         """Tick until the agent stops; between ticks sleep until the next due time, at most
@@ -359,8 +366,13 @@ class PolicyService:
                 self._record(run)
 
     def _reconcile(self) -> None:
-        """Runs recorded as running by an earlier agent (it stopped meanwhile) end as their job did."""
+        """Runs recorded as running by an earlier agent (it stopped meanwhile) end as their job did;
+        old finished runs beyond the history kept are dropped."""
         self._reconciled = True
+        try:
+            self.agent.store.prune_runs()
+        except Exception:
+            log.exception("old policy runs not pruned")
         for run in self.agent.store.policy_runs_of():
             if run.state == "running" and run.policy not in self.active:
                 if run.job_id and run.job_id in self.agent.tasks:

@@ -368,3 +368,32 @@ async def test_a_run_past_its_window_end_starts_no_more_vms_and_is_reported_over
                 assert "overran its window" in done.note and "1 VM(s) not started" in done.note
             finally:
                 await agent.shutdown()
+
+
+async def test_the_loop_ticks_until_the_agent_stops(service: Any) -> None:
+    import asyncio
+    service.store.add(NIGHTLY, now=t(0, 0).timestamp())
+    service.test_clock.set(t(0, 3, 0, 1))
+    loop = asyncio.create_task(service.run())
+    deadline = time.monotonic() + 10
+    while not service.agent.store.policy_runs_of("nightly"):
+        assert time.monotonic() < deadline and not loop.done()
+        await asyncio.sleep(0.02)
+    assert service.running and service.status()["running"]
+    service.agent.stopping.set()
+    await asyncio.wait_for(loop, 5)
+    assert not service.running
+
+
+async def test_a_run_left_running_by_a_stopped_agent_ends_as_its_job_did(service: Any) -> None:
+    from fctui.jobs.policystore import PolicyRun
+    agent = service.agent
+    job = JobRecord(id="j-old", state="interrupted", error="the job agent stopped while the job ran",
+                    vms=[VmProgress(urn="u:a", name="a", state="failed", reason="interrupted: the job agent stopped")])
+    agent.store.save_job(job)
+    agent.store.record_run(PolicyRun(policy="nightly", scheduled=t(0, 3).timestamp(), started=t(0, 3).timestamp(),
+                                     job_id="j-old"))
+    await service.tick()
+    [run] = agent.store.policy_runs_of("nightly")
+    assert run.state == "failed" and run.finished is not None
+    assert run.vms["u:a"]["result"] == "failed" and "the job agent stopped" in run.note
