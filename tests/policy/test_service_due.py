@@ -397,3 +397,25 @@ async def test_a_run_left_running_by_a_stopped_agent_ends_as_its_job_did(service
     [run] = agent.store.policy_runs_of("nightly")
     assert run.state == "failed" and run.finished is not None
     assert run.vms["u:a"]["result"] == "failed" and "the job agent stopped" in run.note
+
+
+def test_fctui_sim_jumpable_clock() -> None:
+    """``fctui sim --jumpable-clock``: POST /sim/clock/advance moves its clock; without the flag the
+    simulator runs on the real clock and refuses."""
+    import subprocess
+    import sys
+    for flag, status in (("--jumpable-clock", 200), (None, 400)):
+        cmd = [sys.executable, "-m", "fctui.cli", "sim", "--port", "0", "--vms", "5", *([flag] if flag else [])]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            url = line.split("simulator: ", 1)[1].split()[0]
+            before = time.time()
+            r = httpx.post(url + "/sim/clock/advance", json={"seconds": 7200}, timeout=10)
+            assert r.status_code == status, r.text
+            if status == 200:
+                assert r.json()["now"] - before >= 7200
+        finally:
+            proc.terminate()
+            proc.wait(10)
