@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from typing import Any, Iterable, Mapping, Sequence
 
-from ..inventory.query import VmRow, parse_filter
+from ..inventory.query import PROTECTION_STATES, VmRow, parse_filter
 from .model import JobRecord
 from .policy import Policy, next_window_open, winning_policy
 
@@ -27,7 +27,7 @@ __all__ = ["VmProtection", "LastAttempt", "assess_protection", "PROTECTION_STATE
            "next_run", "selected_vms", "last_good_points", "last_attempts", "exit_code", "EXIT_OK", "EXIT_AT_RISK", "EXIT_BREACHED", "EXIT_UNKNOWN"]
 
 OK, AT_RISK, BREACHED, NOT_COVERED = "ok", "at-risk", "breached", "not-covered"
-PROTECTION_STATES = (NOT_COVERED, BREACHED, AT_RISK, OK)
+assert PROTECTION_STATES == (NOT_COVERED, BREACHED, AT_RISK, OK)   # the filter language's order (worst first)
 STATE_ORDER = {s: i for i, s in enumerate(PROTECTION_STATES)}
 EXIT_OK, EXIT_AT_RISK, EXIT_BREACHED, EXIT_UNKNOWN = 0, 1, 2, 3
 
