@@ -708,20 +708,24 @@ class FctuiApp(App[int]):
 
     @work(thread=True, group="protection", exit_on_error=False, description="assess protection")
     def _assess_protection(self, rows: list[Any], jobs: list[Any], now: float, tz: tzinfo) -> None:
-        from .protection import assess
-        self.post_message(ProtectionAssessed(assess(rows, jobs, now=now, tz=tz)))
+        from .protection import assess, row_changes
+        result = assess(rows, jobs, now=now, tz=tz)
+        self.post_message(ProtectionAssessed(result, row_changes(rows, result)))
 
     @on(ProtectionAssessed)
     def _protection_assessed(self, msg: ProtectionAssessed) -> None:
         self._protection_running = False
-        self.apply_protection(msg.result)
+        self.apply_protection(msg.result, msg.changes)
         if self._protection_dirty:
             self.schedule_protection()
         else:
             self.protection_pending = False
 
-    def apply_protection(self, result: ProtectionResult) -> None:
-        """The rows (through the store: cursor and marks stay) and the detail follow an assessment."""
+    def apply_protection(self, result: ProtectionResult,
+                         changes: dict[str, tuple[Any, Any]] | None = None) -> None:
+        """The rows (through the store: cursor and marks stay) and the detail follow an assessment.
+        ``changes``: rows made in the worker (see ``protection.row_changes``); a row a refresh replaced
+        since is copied here instead."""
         if result.error:
             if result.error != self.protection_error:
                 self.notify(f"Protection unknown: {result.error}", severity="warning", timeout=10)
@@ -730,12 +734,17 @@ class FctuiApp(App[int]):
         else:
             self.protection_error = ""
             self.protection = result.by_vm
+        if changes is None:
+            from .protection import row_changes
+            changes = row_changes(self.store.rows.values(), result)
         changed = []
-        for key, row in self.store.rows.items():
-            p = self.protection.get(key)
-            state, policy = (p.state, p.policy) if p is not None else ("", "")
-            if (row.protection, row.policy) != (state, policy):
-                changed.append(replace(row, protection=state, policy=policy))
+        rows = self.store.rows
+        for key, (assessed, new) in changes.items():
+            row = rows.get(key)
+            if row is assessed:
+                changed.append(new)
+            elif row is not None and (row.protection, row.policy) != (new.protection, new.policy):
+                changed.append(replace(row, protection=new.protection, policy=new.policy))
         if changed and any(self.store.upsert(changed)):
             self.schedule_view()
         cursor = self._table_cursor()
