@@ -782,9 +782,9 @@ class Repository:
         return report
 
     # --- prune and gc --------------------------------------------------------------------
-    def prune(self, keep_last: int, vm_urn: str | None = None) -> PruneReport:
+    def prune(self, keep_last: int, vm_urn: str | None = None, *, dry_run: bool = False) -> PruneReport:
         """Keep the newest ``keep_last`` points of each VM (or of ``vm_urn``); drop the rest's
-        catalog entries and manifests. Chunks are freed by :meth:`gc`."""
+        catalog entries and manifests. Chunks are freed by :meth:`gc`. ``dry_run``: only report."""
         if keep_last < 0:
             raise RepoError("--keep-last must be 0 or more")
         if keep_last == 0 and vm_urn is None:
@@ -794,7 +794,7 @@ class Repository:
             if keep_last:
                 return select(pts, Retention(keep_last=keep_last), None)
             return RetentionPlan(remove=[p.id for p in pts])  # 0 for one VM: it goes entirely
-        return self._prune(plan, vm_urn)
+        return self._prune(plan, vm_urn, dry_run=dry_run)
 
     def prune_retention(self, retention: Retention, *, vm_urn: str | None = None, tz: tzinfo | None,
                         dry_run: bool = False) -> PruneReport:

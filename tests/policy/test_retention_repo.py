@@ -5,6 +5,8 @@ chunk a kept point needs: each kept point's disk still restores to the bytes tha
 from __future__ import annotations
 
 import hashlib
+import os
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -63,6 +65,10 @@ def test_prune_retention_removes_the_planned_points_and_gc_keeps_what_kept_point
     # VM b: two points on one day; pruning VM a only must not touch them
     b_ids = [write(repo, "urn:vm:b", ts(3, 9), {0: content("b0")}), write(repo, "urn:vm:b", ts(3, 11),
                                                                           {0: content("b1")})]
+    # written an hour ago: gc spares chunks as new as its start, and a coarse file clock could make these so
+    old = time.time() - 3600
+    for chunk in repo.chunks_dir.glob("*/*"):
+        os.utime(chunk, (old, old))
 
     # keep-last 1 keeps 3rd 20:00; keep-daily 2: the 3rd is held by it, so 2nd 20:00 and 1st 20:00 (the newest
     # of their days). Removed: the 10:00 point of each day.
