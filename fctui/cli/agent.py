@@ -22,6 +22,7 @@ from .common import (EXIT_FAILED, EXIT_OK, EXIT_USAGE, EXIT_VRM, UsageError, add
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..jobs.runner import RunnerSettings
+    from .common import Connection
 
 def register(sub: Any) -> None:
     a = sub.add_parser("agent", help="run the job agent (normally started on demand)")
@@ -115,7 +116,7 @@ def run_agent(ns: argparse.Namespace) -> int:
 
 def run_service(ns: argparse.Namespace) -> int:
     """``fctui agent --service``: check everything it needs once, loudly, then serve until stopped."""
-    from ..agent.server import Agent, client_access
+    from ..agent.server import Agent
     from ..store import LockedError, StoreError
     from ..vrm import VrmError
     from ..vrm.credentials import CredentialsError, service_password
@@ -165,11 +166,18 @@ def run_service(ns: argparse.Namespace) -> int:
     except (StoreError, ValueError) as e:
         err(str(e), prog)
         return EXIT_FAILED
-    access = client_access({"verify": conn.verify, **conn.client_options()})
     agent.service = PolicyService(agent, ServiceConnection(vrm=conn.url, user=conn.user, password=password,
-                                                           access=access))
+                                                           access=service_access(conn)))
     asyncio.run(agent.serve())
     return EXIT_OK
+
+
+def service_access(conn: "Connection") -> dict[str, Any]:
+    """The VrmClient settings the service's jobs use, as the agent reads a submitted job's: TLS checked
+    unless the profile or the line says --insecure (then with the CA file when one is given), and the
+    profile's user_type, proxy_ip and cbt_bitmap."""
+    from ..agent.server import client_access
+    return client_access({"verify": conn.verify, **conn.client_options()})
 
 
 log = logging.getLogger("fctui.agent")

@@ -10,6 +10,7 @@ import getpass
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -147,3 +148,27 @@ def test_another_service_user_gets_their_home_layout(capsys: pytest.CaptureFixtu
     assert one(unit, "Service", "User") == unit_word(other.pw_name)
     assert f"Environment=FCTUI_DATA_DIR={home}/.local/share/fctui" in unit.splitlines()
     assert f"Environment=FCTUI_CONFIG_DIR={home}/.config/fctui" in unit.splitlines()
+
+
+def test_service_connection_checks_tls_unless_told(tmp_path: Path) -> None:
+    """The service's VRM settings from a profile: verification on by default, the CA file, --insecure."""
+    import argparse
+
+    from fctui.cli.agent import service_access
+    from fctui.cli.common import connection_from
+    from fctui.config import parse_config
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    cfg = parse_config({"profiles": {
+        "plain": {"vrm": "https://v:7443", "user": "u"},
+        "ca": {"vrm": "https://v:7443", "user": "u", "ca_file": str(ca), "user_type": 0, "proxy_ip": "10.0.0.5"},
+        "lax": {"vrm": "https://v:7443", "user": "u", "insecure": True}}})
+
+    def access(profile: str, **given: Any) -> dict[str, Any]:
+        conn = connection_from(argparse.Namespace(profile=profile, **given), cfg)
+        assert conn is not None
+        return service_access(conn)
+    assert access("plain") == {"verify": True, "user_type": 2, "cbt_bitmap": "nibble"}
+    assert access("ca") == {"verify": str(ca), "user_type": 0, "proxy_ip": "10.0.0.5", "cbt_bitmap": "nibble"}
+    assert access("lax") == {"verify": False, "user_type": 2, "cbt_bitmap": "nibble"}
+    assert access("lax", ca_file=str(ca))["verify"] == str(ca)   # a CA file on the line wins over insecure
