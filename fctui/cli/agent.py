@@ -102,8 +102,11 @@ def run_agent(ns: argparse.Namespace) -> int:
                       global_limit=ns.global_limit, demo_vms=ns.demo_vms, demo_time_scale=ns.demo_time_scale,
                       settings=agent_settings(ns),
                       idle_exit_s=ns.idle_exit or None)
-    except LockedError:
-        print("fctui agent: another agent already runs for this user", file=sys.stderr)
+    except LockedError as e:
+        # not answering on our socket, yet holding the lock: most likely the service with its own runtime dir
+        print(f"fctui agent: another agent (pid {e.holder_pid or '?'}) already runs for this user; if it is "
+              "the service (`fctui agent --service`), reach it with FCTUI_RUNTIME_DIR set to its runtime "
+              "directory (/run/fctui under systemd)", file=sys.stderr)
         return EXIT_FAILED
     except (StoreError, ValueError) as e:
         print(f"fctui agent: {e}", file=sys.stderr)

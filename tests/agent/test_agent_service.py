@@ -193,3 +193,18 @@ async def test_ops_with_a_service_set(dirs: dict[str, str]) -> None:
     finally:
         agent.store.close()
         agent.lock.release()
+
+
+def test_an_on_demand_agent_next_to_a_service_it_cannot_see_says_where_to_look(dirs: dict[str, str]) -> None:
+    """The service serves another runtime dir (/run/fctui) but holds this user's job database: an on-demand
+    agent started by a console without FCTUI_RUNTIME_DIR stops with a hint."""
+    from fctui.store import WriterLock, state_dir
+    lock = WriterLock(state_dir() / "jobs.lock", purpose="job agent")
+    lock.acquire()
+    try:
+        r = subprocess.run(agent_command(), env=clean_environ(dirs), capture_output=True, text=True, timeout=30)
+    finally:
+        lock.release()
+    assert r.returncode == 1
+    assert f"another agent (pid {os.getpid()}) already runs for this user" in r.stderr
+    assert "FCTUI_RUNTIME_DIR" in r.stderr and "/run/fctui" in r.stderr
