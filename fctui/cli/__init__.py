@@ -6,7 +6,7 @@
 * restore.py -- ``fctui points [VM | verify ID]``, ``fctui restore POINT``
 * repo.py    -- ``fctui repo verify|prune|gc|forget``
 * sim.py     -- ``fctui sim``
-* agent.py   -- ``fctui agent``
+* agent.py   -- ``fctui agent [--service]``, ``fctui agent install --print``
 
 Each module's ``register(subparsers)`` adds its parsers and sets ``func`` (a ``run(ns) -> int``) on them;
 modules import the domain inside their ``run`` functions, so building the whole parser stays cheap and
