@@ -162,20 +162,6 @@ def run_policy_list(ns: argparse.Namespace, *, out: TextIO | None = None, width:
     return EXIT_OK
 
 
-def next_runs(policy: "Policy", now: float, tz: tzinfo, count: int = NEXT_RUNS_SHOWN) -> list[float]:
-    """The next ``count`` starts of the policy's runs (a time outside the window moves to its opening;
-    two that land on the same opening are one run)."""
-    from ..jobs.policy import next_window_open
-    out: list[float] = []
-    for at in policy.schedule.after(datetime.fromtimestamp(now, tz)):
-        start = next_window_open(policy.window, at).timestamp()
-        if not out or start > out[-1]:
-            out.append(start)
-        if len(out) >= count:
-            break
-    return out
-
-
 def run_policy_show(ns: argparse.Namespace, *, out: TextIO | None = None, now: float | None = None,
                     tz: tzinfo | None = None) -> int:
     from ..jobs.policy import PolicyError, format_duration
@@ -187,7 +173,8 @@ def run_policy_show(ns: argparse.Namespace, *, out: TextIO | None = None, now: f
         p = _store().get(ns.name)
     except PolicyError as e:
         return _policy_error(e)
-    runs = next_runs(p, now, tz) if p.enabled else []
+    from ..jobs.protection import run_starts
+    runs = run_starts(p, now, tz, NEXT_RUNS_SHOWN) if p.enabled else []
     if getattr(ns, "json", False):
         print(json.dumps(policy_json(p) | {"next_runs": [datetime.fromtimestamp(t, tz).isoformat() for t in runs]}),
               file=out)
