@@ -86,7 +86,7 @@ def register(sub: Any) -> None:
     run.add_argument("--site", metavar="URN", help="site to read (default: the profile's, else the first site)")
     add_repo_option(run)
     add_connection_options(run)
-    add_json_option(run, help="print the job result as JSON")
+    add_json_option(run, help="print the job result (with --dry-run: the plan) as JSON")
     run.set_defaults(func=run_policy_run, connects=True, prints_json=True)
 
 
@@ -375,6 +375,28 @@ async def _dry_run(ns: argparse.Namespace, conn: Connection, password: str, poli
     estimator = pause_estimator(jobs, got.sizes())
 
     nxt = next_run(policy.with_changes(enabled=True), now, tz)
+    pauses = {vp.vm_urn: estimator.estimate(vp.host_name or vp.host_urn, len(vp.disks),
+                                            sum(d.size_bytes for d in vp.disks) / GIB) if vp.disks else None
+              for vp in plan.runnable}
+    if getattr(ns, "json", False):
+        from ..jobs.policy import window_bounds
+        doc = {"policy": policy.name, "enabled": policy.enabled, "next_run": nxt,
+               "window_open": window_bounds(policy.window, datetime.fromtimestamp(now, tz)) is not None,
+               "vms": [], "refused": [], "covered": [{"urn": r.key, "name": r.name, "by": w} for r, w in covered]}
+        for vp in plan.runnable:
+            mode, why = next_backup_mode(vp)
+            est = pauses[vp.vm_urn]
+            doc["vms"].append({"urn": vp.vm_urn, "name": vp.vm_name, "mode": mode, "reason": why, "kind": vp.kind,
+                               "host": vp.host_name or vp.host_urn,
+                               "disks": [{"name": d.disk_name, "mode": d.mode, "reason": d.reason}
+                                         for d in vp.disks + vp.excluded],
+                               "pause_s": None if est is None else
+                               {"estimate": est.seconds, "low": est.low, "high": est.high,
+                                "observations": est.observations}})
+        doc["refused"] = ([{"urn": vp.vm_urn, "name": vp.vm_name, "reason": vp.reason} for vp in plan.refused]
+                          + [{"urn": None, "name": t, "reason": why} for t, why in plan.unresolved])
+        print(json.dumps(doc), file=out)
+        return EXIT_OK
     print(f"policy {policy.name}: dry run, nothing is created on the VRM", file=out)
     print(f"  VMs {policy.vms} · schedule {policy.schedule.text} · RPO {format_duration(policy.rpo_s)}"
           + ("" if policy.enabled else " · disabled (the schedule does not run it)"), file=out)
@@ -384,8 +406,7 @@ async def _dry_run(ns: argparse.Namespace, conn: Connection, password: str, poli
           f"{len(covered)} covered by another policy", file=out)
     for vp in run:
         mode, why = next_backup_mode(vp)
-        gb = sum(d.size_bytes for d in vp.disks) / GIB
-        est = estimator.estimate(vp.host_name or vp.host_urn, len(vp.disks), gb) if vp.disks else None
+        est = pauses[vp.vm_urn]
         kind = "CBT snapshot" if vp.kind == "cbt" else f"standard snapshot ({vp.reason})"
         print(f"\n  {vp.vm_name}: {mode} — {why}", file=out)
         print(f"    {kind} on {vp.host_name or vp.host_urn or '?'}; pause "

@@ -59,6 +59,10 @@ async def test_dry_run_says_what_the_next_run_would_do_and_creates_nothing(
         out = io.StringIO()
         now = datetime(2026, 1, 5, 12, 30, tzinfo=UTC).timestamp()   # Monday 12:30
         rc = await asyncio.to_thread(run_policy_run, ns, out=out, now=now, tz=UTC)
+        ns = build_parser().parse_args(["policy", "run", "mine", "--dry-run", "--json", "--vrm", es.url,
+                                        "--user", es.sim.config.user])
+        js = io.StringIO()
+        assert await asyncio.to_thread(run_policy_run, ns, out=js, now=now, tz=UTC) == 0
         after = (await control.get("/sim/stats")).json()
     text = out.getvalue()
     assert rc == 0, capsys.readouterr().err + text
@@ -77,6 +81,17 @@ async def test_dry_run_says_what_the_next_run_would_do_and_creates_nothing(
     assert refused.strip().startswith(f"{TEMPLATE}: ") and len(refused.strip()) > len(TEMPLATE) + 5, refused
     assert f"{GOLD}: covered by gold, skipped" in text
     assert READY not in refused and FRESH not in refused
+
+    doc = json.loads(js.getvalue())
+    assert (doc["policy"], doc["next_run"], doc["window_open"]) == \
+        ("mine", datetime(2026, 1, 6, 1, tzinfo=UTC).timestamp(), False)
+    vms = {v["name"]: v for v in doc["vms"]}
+    assert (vms[READY]["mode"], vms[FRESH]["mode"]) == ("incremental", "full")
+    assert vms[FRESH]["reason"] == "no earlier restore point of this VM"
+    p = vms[READY]["pause_s"]
+    assert 0 < p["low"] <= p["estimate"] <= p["high"] and p["observations"] == 1   # learnt from the first job
+    assert [r["name"] for r in doc["refused"]] == [TEMPLATE] and doc["covered"] == \
+        [{"urn": urn_of(es, GOLD), "name": GOLD, "by": "gold"}]
 
 
 async def test_run_submits_one_job_of_the_vms_the_policy_wins(
