@@ -92,7 +92,8 @@ def register(sub: Any) -> None:
 
 def _policy_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("policy settings")
-    g.add_argument("--vms", metavar="FILTER", help="which VMs, in the console's filter language, e.g. 're:^db- !rule:template'")
+    g.add_argument("--vms", metavar="FILTER",
+                   help="which VMs, in the console's filter language, e.g. 're:^db- !rule:template'")
     g.add_argument("--schedule", metavar="TEXT", help="'daily 02:00', 'mon-fri 01:00,13:00' or 'cron 0 2 * * 1-5'")
     g.add_argument("--window", metavar="TEXT", help="off-peak window runs start in, e.g. 'daily 22:00-06:00' "
                                                      "('any' for none)")
