@@ -362,7 +362,7 @@ async def _dry_run(ns: argparse.Namespace, conn: Connection, password: str, poli
         return EXIT_FAILED
     try:
         async with vrm_session(conn, password) as client:
-            got = await gather_rows(client, ns.site)
+            got = await gather_rows(client, ns.site or conn.site)
             taken, covered = take_vms(policy, policies, got.rows)
             try:
                 plan = await build_plan(client, [r.key for r in taken], repo, chain_marks=chain_marks(doc))
@@ -444,7 +444,7 @@ async def _run_now(ns: argparse.Namespace, conn: Connection, password: str, poli
     from .policyio import Unreadable, gather_rows, vrm_session
     try:
         async with vrm_session(conn, password) as client:
-            got = await gather_rows(client, ns.site)
+            got = await gather_rows(client, ns.site or conn.site)
     except Unreadable as e:
         err(str(e))
         return EXIT_VRM

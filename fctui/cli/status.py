@@ -73,6 +73,7 @@ class StatusReport:
     jobs: list["JobRecord"]
     now: float
     exit: int
+    tz: tzinfo | None = None              # the zone times are shown in (None: this machine's)
 
     def counts(self) -> dict[str, int]:
         from ..jobs.protection import PROTECTION_STATES
@@ -140,14 +141,14 @@ async def collect(ns: argparse.Namespace, conn: Any, password: str, *, now: floa
                 repo.close()
         jobs = await job_records()
         async with vrm_session(conn, password) as client:
-            got = await gather_rows(client, getattr(ns, "site", None))
+            got = await gather_rows(client, getattr(ns, "site", None) or conn.site)
     except Unreadable as e:
         raise _Unknown(str(e)) from None
     rows = [r for r in got.rows if scope.matches(r)]
     when = time.time() if now is None else now
     judged = assess_protection(rows, policies, last_good=good, last_attempt=last_attempts(jobs), now=when, tz=tz)
     worst = sorted(judged.values(), key=lambda p: (STATE_ORDER[p.state], -(p.age(when) or math.inf), p.name))
-    return StatusReport(worst, jobs, when, exit_code(p.state for p in worst))
+    return StatusReport(worst, jobs, when, exit_code(p.state for p in worst), tz)
 
 
 def _unknown(reason: str, *, prom: bool, as_json: bool, out: TextIO, now: float) -> int:
@@ -173,7 +174,7 @@ def write_text(report: StatusReport, out: TextIO, width: int | None = None) -> N
     bad = [p for p in report.protections if p.state != "ok"]
     if not bad:
         return
-    tz = local_tz()
+    tz = report.tz or local_tz()
     rows = [(STATE_WORDS[p.state], p.name, p.policy or "-", age_text(p.age(report.now)),
              when(p.next_run, tz) if p.next_run else "-", p.reason) for p in bad]
     print(file=out)

@@ -8,6 +8,7 @@ import asyncio
 import io
 import json
 import re
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +93,7 @@ def parse_prometheus(text: str) -> tuple[dict[str, str], dict[str, list[tuple[di
 def status(es: Any, *extra: str, now: float | None = None) -> tuple[int, str]:
     ns = build_parser().parse_args(["status", "--vrm", es.url, "--user", es.sim.config.user, *extra])
     out = io.StringIO()
-    rc = run_status(ns, out=out, now=now)
+    rc = run_status(ns, out=out, now=now, tz=timezone.utc)
     return rc, out.getvalue()
 
 
@@ -110,6 +111,7 @@ def by_name(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
 async def test_status_exit_codes_follow_protection(es: Any, agent: AgentProc, monkeypatch: pytest.MonkeyPatch,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("FCTUI_PASSWORD", es.sim.config.password)
+    monkeypatch.setenv("COLUMNS", "250")   # the table fits the terminal: a wide one, so no reason is cut
     client = await agent.start()
     conn = ["--vrm", es.url, "--user", es.sim.config.user]
     vm_count = len(es.sim.vms)
@@ -185,6 +187,14 @@ async def test_status_exit_codes_follow_protection(es: Any, agent: AgentProc, mo
     a = by_name(doc)[A]
     assert a["state"] == "breached" and a["reason"].startswith("newest point 25 h old, RPO 24 h; last backup failed")
     assert a["age_s"] == pytest.approx(DAY + 3600)
+    rc, text = await asyncio.to_thread(status, es, "--vms", SCOPE, now=later)
+    lines = text.splitlines()
+    assert rc == 2 and lines[0] == "2 VMs · ok 0 · at risk 0 · RPO breached 2 · not covered 0", text
+    # the schedule runs every 6 h on the hour in UTC: the next multiple of 21600 s after `later`
+    next_at = datetime.fromtimestamp((int(later) // 21600 + 1) * 21600, timezone.utc).strftime("%Y-%m-%d %H:%M")
+    row = next(ln for ln in lines if ln.startswith("RPO breached") and A in ln)
+    assert row.split()[:6] == ["RPO", "breached", A, "pair", "25", "h"] and f"{next_at} +0000" in row, row
+    assert "last backup failed" in row
     rc, text = await asyncio.to_thread(status, es, "--vms", SCOPE, "--prometheus", now=later)
     _, samples = parse_prometheus(text)
     assert {s[0]["vm"]: s[1] for s in samples["fctui_vm_rpo_breached"]} == {A: 1.0, B: 1.0}
