@@ -8,7 +8,7 @@
 * policy.py  -- ``fctui policy list|show|add|edit|remove|export|import|run``
 * status.py  -- ``fctui status`` (protection, for monitoring: Nagios exit codes, --json, --prometheus)
 * sim.py     -- ``fctui sim``
-* agent.py   -- ``fctui agent``
+* agent.py   -- ``fctui agent [--service]``, ``fctui agent install --print``
 
 Each module's ``register(subparsers)`` adds its parsers and sets ``func`` (a ``run(ns) -> int``) on them;
 modules import the domain inside their ``run`` functions, so building the whole parser stays cheap and
