@@ -19,6 +19,7 @@ UTC = timezone.utc
 
 @pytest.fixture(autouse=True)
 def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("COLUMNS", "160")   # the table fits the terminal: give every test the same one
     monkeypatch.setenv("FCTUI_DATA_DIR", str(tmp_path / "data"))
     return tmp_path / "data"
 
