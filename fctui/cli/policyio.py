@@ -33,10 +33,10 @@ class Unreadable(Exception):
 
 
 def local_tz() -> tzinfo:
-    """This machine's zone: the one the agent runs policies in."""
-    tz = datetime.now().astimezone().tzinfo
-    assert tz is not None
-    return tz
+    """This machine's zone: the one the agent runs policies in (daylight saving included; the
+    console uses the same, ``jobs.protection.local_tz``)."""
+    from ..jobs.protection import local_tz as machine_tz
+    return machine_tz()
 
 
 def add_repo_option(p: argparse.ArgumentParser) -> None:

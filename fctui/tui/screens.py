@@ -376,7 +376,7 @@ class HelpScreen(ModalScreen[None]):
             t.append(f"{desc:<22}")
             t.append(f"{bid}\n", style="dim")
         t.append("\nFilter: ", style="bold")
-        t.append(FILTER_HINT + "  disks:>4  size:>=500  marked:yes  \"quoted words\"\n")
+        t.append(FILTER_HINT + "  disks:>4  size:>=500  rpo:breached  policy:none  marked:yes  \"quoted words\"\n")
         t.append("        esc in the filter line clears it; on the table esc does nothing\n", style="dim")
         t.append("Summary bar: ", style="bold")
         t.append("tab to it, ←/→ to pick a count, enter to filter on it\n")
