@@ -244,6 +244,8 @@ class PoliciesScreen(Screen[None]):
         self._last_load = 0.0
         self._loading = False
         self._again = False
+        self._columns: list[Any] = []
+        self._shown_rows: dict[str, list[Any]] = {}
 
     @property
     def tz(self) -> tzinfo:
@@ -259,7 +261,6 @@ class PoliciesScreen(Screen[None]):
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
-        table.add_columns(*COLUMNS)
         self.query_one(Timeline).border_title = "Next 24 h of runs per host"
         table.focus()
         self.reload()
@@ -361,13 +362,25 @@ class PoliciesScreen(Screen[None]):
         table = self.query_one(DataTable)
         keep = self.selected_name()
         tz = self.tz
+        rows = {line.name: policy_row(line, view.now, tz) for line in view.lines}
+        names = list(rows)
         with self.app.batch_update():
-            table.clear()
-            for line in view.lines:
-                table.add_row(*policy_row(line, view.now, tz), key=line.name)
-            names = [ln.name for ln in view.lines]
-            if keep in names:
-                table.move_cursor(row=names.index(keep), animate=False)
+            if not self._columns:
+                # with the first rows, not before: a header drawn before any row kept the labels' widths
+                self._columns = table.add_columns(*COLUMNS)
+            if names == list(self._shown_rows):
+                # the same policies: only the cells that changed (cursor and scroll stay, no flicker)
+                for name, cells in rows.items():
+                    for col, new, old in zip(self._columns, cells, self._shown_rows[name]):
+                        if str(new) != str(old) or getattr(new, "spans", None) != getattr(old, "spans", None):
+                            table.update_cell(name, col, new, update_width=True)
+            else:
+                table.clear()
+                for name, cells in rows.items():
+                    table.add_row(*cells, key=name)
+                if keep in names:
+                    table.move_cursor(row=names.index(keep), animate=False)
+            self._shown_rows = rows
             self.query_one(Timeline).show(view.hosts, view.start, tz)
             self.show_selected()
             self._show_status()
@@ -560,14 +573,16 @@ class PolicyForm(ModalScreen["Policy | None"]):
     PolicyForm #policy-form { width: 90; max-width: 100%; height: auto; max-height: 100%;
                               background: $surface; border: thick $primary; padding: 0 1; }
     PolicyForm #form-title { text-style: bold; height: 1; margin-bottom: 1; }
-    PolicyForm .form-row { height: 1; margin-bottom: 1; }
+    PolicyForm .form-row { height: 1; }
     PolicyForm .form-label { width: 10; height: 1; }
     PolicyForm .keep-label { width: 8; height: 1; padding-left: 1; }
-    PolicyForm Input { border: none; height: 1; padding: 0 1; width: 1fr; background: $boost; }
+    PolicyForm Input, PolicyForm Input:focus { border: none; height: 1; padding: 0 1; width: 1fr; }
+    PolicyForm Input { background: $boost; }
     PolicyForm Input:focus { background: $primary 30%; }
+    PolicyForm Input:disabled { background: $surface; }
     PolicyForm .keep-input { width: 1fr; }
     PolicyForm Checkbox { border: none; height: 1; padding: 0; background: $surface; }
-    PolicyForm #form-error { color: $error; height: auto; }
+    PolicyForm #form-error { color: $error; height: auto; width: 100%; margin-top: 1; }
     PolicyForm #form-buttons { height: auto; margin-top: 1; }
     PolicyForm #form-buttons Button { margin-right: 2; }
     """
