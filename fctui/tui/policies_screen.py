@@ -4,8 +4,9 @@ VM's reason), the timeline of the next 24 h of runs per host, and editing (add, 
 
 Data: :func:`~fctui.tui.policies_model.build_policies_view` over what the console holds (rows, jobs, its
 protection map when it has one) and what is read in a worker (policies, the policies' runs, the
-repository's points). The screen reads everything again when the console's rows, jobs or the policy file
-change, and once a minute (the "in 3 h" texts and the timeline move with the clock).
+repository's points). The screen reads everything again when the console's rows or jobs change, after its
+own edits, and once a minute (the "in 3 h" texts and the timeline move with the clock; a policy changed
+by the CLI shows then).
 """
 
 from __future__ import annotations
@@ -278,12 +279,10 @@ class PoliciesScreen(Screen[None]):
         store = getattr(app, "store", None)
         board = getattr(getattr(app, "jobs", None), "board", None)
         jobs = board.jobs.values() if board is not None else ()
-        try:
-            mtime = self.policy_store.path.stat().st_mtime_ns
-        except OSError:
-            mtime = 0
+        # no file is looked at here (the event loop never waits on a disk): a policy changed elsewhere
+        # (the CLI) shows at the next reload, within RELOAD_EVERY_S
         return (getattr(store, "generation", 0), getattr(app, "refresh_count", 0),
-                sum(1 for j in jobs if j.is_final), len(board.jobs) if board is not None else 0, mtime,
+                sum(1 for j in jobs if j.is_final), len(board.jobs) if board is not None else 0,
                 id(getattr(app, "protection", None)))
 
     def _tick(self) -> None:

@@ -237,3 +237,90 @@ def test_policy_form_snapshot(snap_compare, size):
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=size, run_before=run_before)
+
+
+async def test_a_policy_added_elsewhere_shows_within_a_minute() -> None:
+    app = app_for()
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_policies(pilot, app)
+        PolicyStore().add(policy_from_mapping({"name": "cli-made", "vms": "re:^git-", "schedule": "daily 04:00",
+                                               "rpo": "24h"}))
+        await pilot.pause(1.5)
+        assert "cli-made" not in names(screen)     # the console's data did not change, the minute is not up
+        app.clock.advance(61)
+        await wait_until(pilot, lambda: "cli-made" in names(screen))
+        assert screen.view.line("cli-made").wins == 2       # git-db-01, git-fe-01
+
+
+# --- with a policy service: a stand-in for the agent's side of the protocol ----------------------------------
+
+class ServiceAgent:
+    """Answers what the console asks a policy service on the agent's socket (``hello`` with ``service``,
+    ``policy_runs``, ``run_policy``, ``watch``), recording the requests: the console's side of the protocol."""
+
+    def __init__(self, runs: list[PolicyRun]) -> None:
+        self.runs = runs
+        self.requests: list[dict] = []
+        self.server = None
+
+    async def start(self) -> None:
+        import asyncio
+        from fctui.agent.protocol import socket_path
+        path = socket_path()
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.server = await asyncio.start_unix_server(self._handle, path=str(path))
+
+    async def _handle(self, reader, writer) -> None:
+        import asyncio
+        import json
+        req = json.loads(await reader.readline())
+        self.requests.append(req)
+        op = req.get("op")
+        if op == "watch":
+            writer.write(b'{"event": "cleanup", "pending": []}\n')
+            await writer.drain()
+            await reader.read()        # until the console goes away
+            writer.close()
+            return
+        resp = {"hello": {"ok": True, "service": True, "demo": None, "running": []},
+                "policy_runs": {"ok": True, "runs": [r.to_dict() for r in self.runs]},
+                "run_policy": {"ok": True, "job": "20260105-1200-ff01"}}.get(op, {"ok": False,
+                                                                                 "error": f"unknown op {op!r}"})
+        writer.write(json.dumps(resp).encode() + b"\n")
+        await writer.drain()
+        writer.close()
+        await asyncio.sleep(0)
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+
+async def test_with_a_service_runs_come_from_it_and_run_now_asks_it() -> None:
+    only = [PolicyRun("fe-weekdays", NOW - 23 * H, NOW - 23 * H, NOW - 23 * H + 60, "failed",
+                      vms={"urn:x:web-fe-01": {"name": "web-fe-01", "result": "failed", "reason": "from the service"}})]
+    service = ServiceAgent(only)
+    app = app_for()
+    async with app.run_test(size=(160, 48), notifications=True) as pilot:
+        await service.start()
+        try:
+            await wait_loaded(pilot, app)
+            await wait_until(pilot, lambda: getattr(getattr(app, "jobs", None), "connected", False))
+            await pilot.press("O")
+            await wait_until(pilot, lambda: isinstance(app.screen, PoliciesScreen) and app.screen.loads >= 1)
+            screen = app.screen
+            assert screen.runs_from == "agent"
+            assert screen.view.line("db-nightly").last is None      # the file's runs are not read
+            await pilot.press("down", "down", "down")                # fe-weekdays
+            await pilot.pause()
+            assert screen.selected_name() == "fe-weekdays"
+            assert "from the service" in screen_text(app)
+            await pilot.press("x")
+            await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+            await pilot.click("#yes")
+            await wait_until(pilot, lambda: any(r.get("op") == "run_policy" for r in service.requests))
+            assert [r for r in service.requests if r.get("op") == "run_policy"] == [
+                {"op": "run_policy", "policy": "fe-weekdays"}]
+            await wait_until(pilot, lambda: any("20260105-1200-ff01" in n.message for n in app._notifications))
+        finally:
+            service.close()
