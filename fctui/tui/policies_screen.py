@@ -78,7 +78,9 @@ def run_text(run: LastRun | None, now: float, tz: tzinfo, *, short: bool = True)
     if run.state == "running":
         t.append(f" · {_took(now - when)} so far" if not short else "")
     elif run.duration is not None:
-        t.append(f" · {_took(run.duration)}" if short else f" · took {_took(run.duration)}")
+        # the table's cell is narrow: the policy language's own duration form (3h5m)
+        t.append(f" · {format_duration(max(60, round(run.duration / 60) * 60))}" if short
+                 else f" · took {_took(run.duration)}")
     if run.overran:
         t.append(" · overran" if short else " · overran its window", style="bold yellow")
     if run.catch_up and not short:
