@@ -10,7 +10,7 @@ windows and its planned runs with the count of that host's VMs in each).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, tzinfo
+from datetime import datetime, tzinfo
 from typing import Any, Iterable, Mapping, Sequence
 
 from ..inventory.query import VmRow

@@ -229,8 +229,9 @@ class PoliciesScreen(Screen[None]):
         Binding("e", "edit", "Edit", id="policies.edit"),
         Binding("d", "remove", "Remove", id="policies.remove"),
         Binding("x", "run_now", "Run now", id="policies.run"),
-        Binding("pagedown", "detail('page_down')", "Detail page down", show=False, id="policies.detail_page_down"),
-        Binding("pageup", "detail('page_up')", "Detail page up", show=False, id="policies.detail_page_up"),
+        # tab moves between the table, the detail (arrows scroll it) and back
+        Binding("tab", "app.focus_next", "Next pane", show=False, id="policies.focus_next"),
+        Binding("shift+tab", "app.focus_previous", "Previous pane", show=False, id="policies.focus_previous"),
     ]
     # Editing changes what runs unattended: hidden in read-only mode, like the VRM-changing actions.
     MUTATING: ClassVar[frozenset[str]] = frozenset({"add", "edit", "remove", "run_now"})
@@ -248,6 +249,7 @@ class PoliciesScreen(Screen[None]):
         self._loading = False
         self._again = False
         self._columns: list[Any] = []
+        self._want_selected: str | None = None    # a policy just saved: the cursor goes to it once shown
         self._shown_rows: dict[str, list[Any]] = {}
 
     @property
@@ -362,6 +364,8 @@ class PoliciesScreen(Screen[None]):
         self.view = view
         table = self.query_one(DataTable)
         keep = self.selected_name()
+        if self._want_selected is not None and view.line(self._want_selected) is not None:
+            keep, self._want_selected = self._want_selected, None
         tz = self.tz
         rows = {line.name: policy_row(line, view.now, tz) for line in view.lines}
         names = list(rows)
@@ -379,8 +383,8 @@ class PoliciesScreen(Screen[None]):
                 table.clear()
                 for name, cells in rows.items():
                     table.add_row(*cells, key=name)
-                if keep in names:
-                    table.move_cursor(row=names.index(keep), animate=False)
+            if keep in names and self.selected_name() != keep:
+                table.move_cursor(row=names.index(keep), animate=False)
             self._shown_rows = rows
             self.query_one(Timeline).show(view.hosts, view.start, tz)
             self.show_selected()
@@ -430,9 +434,6 @@ class PoliciesScreen(Screen[None]):
     def action_back(self) -> None:
         self.app.pop_screen()
 
-    def action_detail(self, how: str) -> None:
-        getattr(self.query_one("#policy-detail-scroll", VerticalScroll), f"action_{how}")()
-
     def action_add(self) -> None:
         self.app.push_screen(PolicyForm(None, save=self._saver(new=True)), self._saved)
 
@@ -455,22 +456,8 @@ class PoliciesScreen(Screen[None]):
         if policy is None:
             return
         self.app.notify(f"Policy {policy.name} saved")
-        self._select_after_load(policy.name)
-
-    def _select_after_load(self, name: str) -> None:
-        target = self.loads + 1
-
-        def pick() -> None:
-            if self.loads < target:
-                self.set_timer(0.05, pick)
-                return
-            if self.view is not None:
-                names = [ln.name for ln in self.view.lines]
-                if name in names:
-                    self.query_one(DataTable).move_cursor(row=names.index(name), animate=False)
-                    self.show_selected()
+        self._want_selected = policy.name
         self.reload()
-        pick()
 
     def action_remove(self) -> None:
         line = self.selected_line()
