@@ -73,8 +73,12 @@ def run_text(run: LastRun | None, now: float, tz: tzinfo, *, short: bool = True)
     t = Text()
     t.append(run.state, style=RUN_STYLE.get(run.state, ""))
     when = run.when
-    t.append(f" {local_time(when, now, tz)}" if short else
-             f" · started {local_time(when, now, tz)} ({relative_time(when - now)})")
+    if short:
+        t.append(f" {local_time(when, now, tz)}")
+    elif run.started is None and run.state != "running":
+        t.append(f" · due {local_time(when, now, tz)} ({relative_time(when - now)}) · did not start")
+    else:
+        t.append(f" · started {local_time(when, now, tz)} ({relative_time(when - now)})")
     if run.state == "running":
         t.append(f" · {_took(now - when)} so far" if not short else "")
     elif run.duration is not None:

@@ -105,6 +105,7 @@ async def test_open_move_and_detail() -> None:
         await pilot.pause()
         assert screen.selected_name() == "edge"
         assert "cannot log in to the VRM: password file unreadable" in screen_text(app)
+        assert "failed · due 01:00 (11 h ago) · did not start" in screen_text(app)
         await pilot.press("escape")
         await pilot.pause()
         assert not isinstance(app.screen, PoliciesScreen)
