@@ -325,3 +325,28 @@ async def test_with_a_service_runs_come_from_it_and_run_now_asks_it() -> None:
             await wait_until(pilot, lambda: any("20260105-1200-ff01" in n.message for n in app._notifications))
         finally:
             service.close()
+
+
+async def test_keys_remap_by_id() -> None:
+    from fctui.config import Config
+    app = make_app(vms=60, seed=1, clock=FixedClock(NOW),
+                   config=Config(keymap={"view.policies": "ctrl+o", "policies.add": "n"}))
+    app.tz = timezone.utc
+    async with app.run_test(size=(80, 24), notifications=True) as pilot:
+        await wait_loaded(pilot, app)
+        assert not any("Unknown binding ids" in n.message for n in app._notifications)
+        await pilot.press("O")
+        await pilot.pause()
+        assert not isinstance(app.screen, PoliciesScreen)
+        await pilot.press("ctrl+o")
+        await wait_until(pilot, lambda: isinstance(app.screen, PoliciesScreen))
+        await pilot.press("a")
+        await pilot.pause()
+        assert isinstance(app.screen, PoliciesScreen)
+        await pilot.press("n")
+        await wait_until(pilot, lambda: isinstance(app.screen, PolicyForm))
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: isinstance(app.screen, PoliciesScreen))
+        keys = {bid: k for k, _, bid in app.help_rows(app.screen)}
+        assert keys["policies.add"] == "n"
+        assert {"policies.edit", "policies.remove", "policies.run", "policies.back"} <= set(keys)
