@@ -350,3 +350,17 @@ async def test_keys_remap_by_id() -> None:
         keys = {bid: k for k, _, bid in app.help_rows(app.screen)}
         assert keys["policies.add"] == "n"
         assert {"policies.edit", "policies.remove", "policies.run", "policies.back"} <= set(keys)
+
+
+async def test_reads_again_when_the_console_refreshes() -> None:
+    app = app_for()
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_policies(pilot, app)
+        before = screen.loads
+        # a policy written meanwhile: the console's refresh (not the minute) brings it
+        PolicyStore().add(policy_from_mapping({"name": "zz", "vms": "re:^oa-", "schedule": "daily 04:00",
+                                               "rpo": "24h"}))
+        app.refresh_now()
+        await wait_until(pilot, lambda: app.refresh_count >= 2, timeout=20)
+        await wait_until(pilot, lambda: screen.loads > before and "zz" in names(screen))
+        assert screen.view.line("zz").wins == 2     # oa-es-01, oa-worker-01
