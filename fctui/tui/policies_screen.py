@@ -522,6 +522,11 @@ class PoliciesScreen(Screen[None]):
             try:
                 resp = await svc.agent.request("run_policy", policy=name)
             except AgentError as e:
+                if "unknown op" in str(e):   # an older agent: the console's own path still works
+                    self.app.notify(f"The agent cannot run policies: backing up policy {name}'s {len(targets)} "
+                                    "VM(s) as a job of the console (plan, review, submit)", title="Run now", timeout=8)
+                    start_backup_flow(self.app, targets, policy=name)
+                    return
                 self.app.notify(f"The policy service did not start {name}: {e}", severity="error", timeout=10)
                 return
             job = resp.get("job")
