@@ -546,9 +546,42 @@ class Agent:
                 await self._close_client(client)
             self._hand_to_hunter(vrm, user, password, access)  # if anything is left
             return {"ok": True, "cleaned": done, "failed": failed}
+        if op == "policy_runs":
+            return {"ok": True, **self.policy_runs(req)}
+        if op == "run_policy":
+            return {"ok": True, "run": await self.run_policy(req)}
         if op == "shutdown":
             return {"ok": True}
         raise AgentError(f"unknown op {op!r}")
+
+    # --- protection policies (the runs live in the job store; the service is fctui.agent.service) ---------
+
+    def policy_runs(self, req: dict[str, Any]) -> dict[str, Any]:
+        """The recorded runs (oldest first; of ``policy`` or all; ``limit``: the newest ones) and the policy
+        service's status (None when this agent runs none: any agent answers from its job store)."""
+        policy, limit = req.get("policy"), req.get("limit")
+        if policy is not None and not isinstance(policy, str):
+            raise AgentError(f"policy must be a policy name, got {policy!r}")
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise AgentError(f"limit must be a whole number >= 1, got {limit!r}")
+        service = getattr(self, "service", None)
+        return {"runs": [r.to_dict() for r in self.store.policy_runs_of(policy or None, limit)],
+                "service": service.status() if service is not None else None}
+
+    async def run_policy(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Run policy ``name`` now (the service's own path: its limits, its catch-up bookkeeping)."""
+        service = getattr(self, "service", None)
+        if service is None:
+            raise AgentError("no policy service is running: start `fctui agent --service`")
+        name = req.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise AgentError("run_policy needs the name of a policy")
+        from ..jobs.policy import PolicyError
+        try:
+            run = await service.run_now(name)
+        except PolicyError as e:
+            raise AgentError(str(e)) from None
+        return run.to_dict() if hasattr(run, "to_dict") else dict(run)
 
     async def _watch(self, req: dict[str, Any], writer: asyncio.StreamWriter,
                      reader: asyncio.StreamReader | None = None) -> None:

@@ -15,6 +15,7 @@ covered, 3 unknown (the VRM or the repository could not be read).
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from typing import Any, Iterable, Mapping, Sequence
@@ -24,7 +25,7 @@ from .model import JobRecord
 from .policy import Policy, next_window_open, winning_policy
 
 __all__ = ["VmProtection", "LastAttempt", "assess_protection", "PROTECTION_STATES", "STATE_ORDER",
-           "next_run", "selected_vms", "last_good_points", "last_attempts", "exit_code", "EXIT_OK", "EXIT_AT_RISK", "EXIT_BREACHED", "EXIT_UNKNOWN"]
+           "next_run", "run_starts", "selected_vms", "last_good_points", "last_attempts", "exit_code", "EXIT_OK", "EXIT_AT_RISK", "EXIT_BREACHED", "EXIT_UNKNOWN"]
 
 OK, AT_RISK, BREACHED, NOT_COVERED = "ok", "at-risk", "breached", "not-covered"
 PROTECTION_STATES = (NOT_COVERED, BREACHED, AT_RISK, OK)
@@ -62,14 +63,29 @@ def selected_vms(policy: Policy, rows: Iterable[VmRow]) -> list[VmRow]:
     return [r for r in rows if flt.matches(r)]
 
 
+def run_starts(policy: Policy, now: float, tz: tzinfo, count: int = 1) -> list[float]:
+    """When the policy's next ``count`` runs start, after ``now``: each scheduled time, moved to the
+    window's opening when it falls outside (cron schedules may). A time already past whose window has
+    not opened yet is still to come: the run waits for the opening (two times that wait for the same
+    opening are one run)."""
+    local = datetime.fromtimestamp(now, tz)
+    waiting = policy.schedule.latest_at_or_before(local)
+    out: list[float] = []
+    for at in itertools.chain([waiting] if waiting is not None else [], policy.schedule.after(local)):
+        start = next_window_open(policy.window, at).timestamp()
+        if start > now and (not out or start > out[-1]):
+            out.append(start)
+            if len(out) >= count:
+                break
+    return out
+
+
 def next_run(policy: Policy, now: float, tz: tzinfo) -> float | None:
-    """When the policy's next run starts: its next scheduled time, moved to the window's opening
-    when it falls outside (cron schedules may)."""
+    """When the policy's next run starts (:func:`run_starts`); None when it is disabled."""
     if not policy.enabled:
         return None
-    local = datetime.fromtimestamp(now, tz)
-    at = policy.schedule.next_after(local)
-    return next_window_open(policy.window, at).timestamp()
+    starts = run_starts(policy, now, tz)
+    return starts[0] if starts else None
 
 
 def _h(seconds: float) -> str:
