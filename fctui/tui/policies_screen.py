@@ -247,6 +247,7 @@ class PoliciesScreen(Screen[None]):
         self.view: PoliciesView | None = None
         self.error = ""
         self.runs_from = ""        # "agent" / "file" / "": where the runs were read
+        self.service: Any = None   # the policy service's status as the agent gave it (None: none runs)
         self.loads = 0             # finished reloads (tests wait on it)
         self._seen: tuple[Any, ...] | None = None
         self._last_load = 0.0
@@ -308,17 +309,19 @@ class PoliciesScreen(Screen[None]):
         self._load()
 
     async def _runs(self) -> list[PolicyRun]:
-        """From the agent (op ``policy_runs``) when it answers it, else from its database file."""
+        """From the agent (op ``policy_runs``, which also says whether a policy service runs) when it
+        answers, else from its database file (read-only)."""
         from ..agent import AgentError
         svc = getattr(self.app, "jobs", None)
         if svc is not None and getattr(svc, "connected", False):
             try:
                 resp = await svc.agent.request("policy_runs")
                 self.runs_from = "agent"
+                self.service = resp.get("service")
                 return [PolicyRun.from_dict(r) for r in resp.get("runs") or [] if isinstance(r, dict)]
             except AgentError:
                 pass   # an agent without the op: its file has them
-        self.runs_from = "file"
+        self.runs_from, self.service = "file", None
         return await asyncio.to_thread(read_local_runs)
 
     @work(group="policies-load", exit_on_error=False, description="read the policies")
@@ -403,6 +406,12 @@ class PoliciesScreen(Screen[None]):
             t.append(f" {len(v.lines)} · {covered} VMs protected")
             if v.not_covered:
                 t.append(f" · {v.not_covered} not covered", style="bold red")
+        if self.service is not None:
+            t.append(" · policy service running", style="green")
+        elif self.runs_from == "agent":
+            t.append(" · no policy service: nothing runs unattended", style="yellow")
+        elif self.runs_from == "file":
+            t.append(" · job agent not running: nothing runs unattended", style="yellow")
         if getattr(self.app, "read_only", False):
             t.append(" · READ-ONLY", style="bold")
         if self.error:
@@ -506,10 +515,9 @@ class PoliciesScreen(Screen[None]):
         from ..agent import AgentError
         from .jobs_screen import jobs_service, start_backup_flow
         svc = jobs_service(self.app)
-        service = False
         try:
-            hello = await svc.agent.request("hello")
-            service = bool(hello.get("service"))
+            # any agent answers policy_runs; its "service" is the policy service's status, None when none runs
+            service = (await svc.agent.request("policy_runs", limit=1)).get("service") is not None
         except AgentError:
             service = False
         if not service:
@@ -520,7 +528,7 @@ class PoliciesScreen(Screen[None]):
 
         async def send() -> None:
             try:
-                resp = await svc.agent.request("run_policy", policy=name)
+                resp = await svc.agent.request("run_policy", name=name)
             except AgentError as e:
                 if "unknown op" in str(e):   # an older agent: the console's own path still works
                     self.app.notify(f"The agent cannot run policies: backing up policy {name}'s {len(targets)} "
@@ -529,8 +537,11 @@ class PoliciesScreen(Screen[None]):
                     return
                 self.app.notify(f"The policy service did not start {name}: {e}", severity="error", timeout=10)
                 return
-            job = resp.get("job")
-            self.app.notify(f"The policy service started a run of {name} now" + (f" (job {job})" if job else ""),
+            run = resp.get("run") if isinstance(resp.get("run"), dict) else {}
+            job, state = run.get("job_id"), run.get("state")
+            # the service may answer when the run has started or when it has ended: say which
+            said = f"ended {state}" if state and state != "running" else "started"
+            self.app.notify(f"Run of policy {name} {said} by the policy service" + (f" (job {job})" if job else ""),
                             title="Run now")
             self.reload()
 

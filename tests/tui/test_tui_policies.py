@@ -55,6 +55,11 @@ def _isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("FCTUI_CONFIG_DIR", str(tmp_path / "cfg"))
     monkeypatch.setenv("FCTUI_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("FCTUI_RUNTIME_DIR", str(tmp_path / "run"))
+    populate()
+
+
+def populate() -> None:
+    """The policies in the policy store, their runs in the agent's database (of the current FCTUI_*_DIR)."""
     store = PolicyStore()
     for d in POLICIES:
         store.add(policy_from_mapping({**d, "created": CREATED}))
@@ -253,11 +258,31 @@ async def test_a_policy_added_elsewhere_shows_within_a_minute() -> None:
         assert screen.view.line("cli-made").wins == 2       # git-db-01, git-fe-01
 
 
-# --- with a policy service: a stand-in for the agent's side of the protocol ----------------------------------
+# --- the job agent: a real one (no policy service), and a stand-in for a policy service --------------------
+
+async def test_with_a_real_agent_runs_come_from_it_and_run_now_takes_the_console_path(agent, dirs) -> None:
+    """The agent answers policy_runs from its job store (no service: "service" is None), so the runs shown
+    are the agent's; run now without a service is the console's own backup path."""
+    from fctui.tui.review_screen import ReviewScreen
+    populate()                       # the dirs fixture moved FCTUI_*_DIR: the policies and runs go there
+    await agent.start()
+    app = app_for()
+    async with app.run_test(size=(160, 48), notifications=True) as pilot:
+        await wait_loaded(pilot, app)
+        await wait_until(pilot, lambda: getattr(getattr(app, "jobs", None), "connected", False))
+        screen = await open_policies(pilot, app)
+        assert screen.runs_from == "agent" and screen.service is None
+        assert screen.view.line("db-nightly").last.job_id == "20260105-0300-ab12"
+        assert "no policy service: nothing runs unattended" in screen_text(app)
+        await pilot.press("down", "x")        # db-nightly
+        await wait_until(pilot, lambda: isinstance(app.screen, ReviewScreen), timeout=20)
+        assert any("No policy service runs" in n.message for n in app._notifications)
+
 
 class ServiceAgent:
-    """Answers what the console asks a policy service on the agent's socket (``hello`` with ``service``,
-    ``policy_runs``, ``run_policy``, ``watch``), recording the requests: the console's side of the protocol."""
+    """Answers on the agent's socket what an agent running a policy service answers (``policy_runs`` with a
+    service status, ``run_policy NAME`` with the run, ``watch``; the shapes of fctui.agent.server), and
+    records the requests: the console's side of that protocol, without a VRM login for the service."""
 
     def __init__(self, runs: list[PolicyRun]) -> None:
         self.runs = runs
@@ -272,7 +297,6 @@ class ServiceAgent:
         self.server = await asyncio.start_unix_server(self._handle, path=str(path))
 
     async def _handle(self, reader, writer) -> None:
-        import asyncio
         import json
         req = json.loads(await reader.readline())
         self.requests.append(req)
@@ -283,14 +307,15 @@ class ServiceAgent:
             await reader.read()        # until the console goes away
             writer.close()
             return
-        resp = {"hello": {"ok": True, "service": True, "demo": None, "running": []},
-                "policy_runs": {"ok": True, "runs": [r.to_dict() for r in self.runs]},
-                "run_policy": {"ok": True, "job": "20260105-1200-ff01"}}.get(op, {"ok": False,
-                                                                                 "error": f"unknown op {op!r}"})
+        run = PolicyRun(str(req.get("name")), NOW, NOW, None, "running", job_id="20260105-1200-ff01")
+        resp = {"hello": {"ok": True, "demo": None, "running": []},
+                "policy_runs": {"ok": True, "runs": [r.to_dict() for r in self.runs],
+                                "service": {"policies": 4, "running": []}},
+                "run_policy": {"ok": True, "run": run.to_dict()}}.get(op, {"ok": False,
+                                                                         "error": f"unknown op {op!r}"})
         writer.write(json.dumps(resp).encode() + b"\n")
         await writer.drain()
         writer.close()
-        await asyncio.sleep(0)
 
     def close(self) -> None:
         if self.server is not None:
@@ -307,10 +332,9 @@ async def test_with_a_service_runs_come_from_it_and_run_now_asks_it() -> None:
         try:
             await wait_loaded(pilot, app)
             await wait_until(pilot, lambda: getattr(getattr(app, "jobs", None), "connected", False))
-            await pilot.press("O")
-            await wait_until(pilot, lambda: isinstance(app.screen, PoliciesScreen) and app.screen.loads >= 1)
-            screen = app.screen
-            assert screen.runs_from == "agent"
+            screen = await open_policies(pilot, app)
+            assert screen.runs_from == "agent" and screen.service is not None
+            assert "policy service running" in screen_text(app)
             assert screen.view.line("db-nightly").last is None      # the file's runs are not read
             await pilot.press("down", "down", "down")                # fe-weekdays
             await pilot.pause()
@@ -321,8 +345,9 @@ async def test_with_a_service_runs_come_from_it_and_run_now_asks_it() -> None:
             await pilot.click("#yes")
             await wait_until(pilot, lambda: any(r.get("op") == "run_policy" for r in service.requests))
             assert [r for r in service.requests if r.get("op") == "run_policy"] == [
-                {"op": "run_policy", "policy": "fe-weekdays"}]
-            await wait_until(pilot, lambda: any("20260105-1200-ff01" in n.message for n in app._notifications))
+                {"op": "run_policy", "name": "fe-weekdays"}]
+            await wait_until(pilot, lambda: any("Run of policy fe-weekdays started by the policy service "
+                                                "(job 20260105-1200-ff01)" in n.message for n in app._notifications))
         finally:
             service.close()
 
