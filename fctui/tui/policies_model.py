@@ -17,7 +17,7 @@ from ..inventory.query import VmRow
 from ..jobs.policy import Policy, PolicyError, next_window_open, window_bounds
 from ..jobs.policystore import PolicyRun
 from ..jobs.protection import (STATE_ORDER, VmProtection, assess_protection, last_attempts, last_good_points,
-                               next_run, selected_vms)
+                               next_run, run_starts, selected_vms)
 
 __all__ = ["RunFailure", "LastRun", "ProtectedVm", "PolicyLine", "PlannedRun", "HostRuns", "PoliciesView",
            "build_policies_view", "protection_for", "relative_time", "local_time", "HORIZON_S",
@@ -156,20 +156,13 @@ def _run_of(run: PolicyRun) -> LastRun:
 
 
 def _planned_times(policy: Policy, now: float, end: float, tz: tzinfo) -> list[float]:
-    """When the policy's runs start in (now, end): each scheduled time, moved to the window's opening
-    when it falls outside it (a cron time may); two times that move to one opening are one run."""
+    """When the policy's runs start in (now, end) (:func:`~fctui.jobs.protection.run_starts`: times outside
+    the window wait for its opening, two that wait for one opening are one run)."""
     if not policy.enabled:
         return []
-    out: list[float] = []
-    local_now, local_end = datetime.fromtimestamp(now, tz), datetime.fromtimestamp(end, tz)
-    for at in policy.schedule.between(local_now, local_end):
-        try:
-            t = next_window_open(policy.window, at).timestamp()
-        except PolicyError:
-            continue
-        if t < end and (not out or t != out[-1]):
-            out.append(t)
-    return out
+    # at most one run per scheduled time up to ``end``, plus one already due and waiting for the window
+    most = 1 + len(policy.schedule.between(datetime.fromtimestamp(now, tz), datetime.fromtimestamp(end, tz)))
+    return [t for t in run_starts(policy, now, tz, count=most) if t < end]
 
 
 def _window_spans(policy: Policy, start: float, end: float, tz: tzinfo) -> list[tuple[float, float]]:

@@ -124,6 +124,17 @@ def test_cron_time_outside_the_window_moves_to_its_opening() -> None:
     assert view.hosts[0].runs == (PlannedRun(NOW + 10 * H, "c", 1),)
 
 
+def test_a_due_run_waiting_for_its_window_is_on_the_timeline() -> None:
+    # cron 09:00, window 13:00-15:00, now 12:00: this morning's run waits for 13:00 (NOW + 1 h); tomorrow's
+    # waits for tomorrow 13:00 (NOW + 25 h), past the 24 h shown
+    p = pol("late", "re:^db-", schedule="cron 0 9 * * *", window="daily 13:00-15:00")
+    view = build_policies_view([p], [row("db-01")], {"urn:db-01": prot("urn:db-01", "ok", "late")}, [],
+                               now=NOW, tz=UTC)
+    assert view.hosts[0].runs == (PlannedRun(NOW + 1 * H, "late", 1),)
+    assert view.hosts[0].windows == ((NOW + 1 * H, NOW + 3 * H),)
+    assert view.lines[0].next_run == NOW + 1 * H
+
+
 def test_protection_for_reads_points_and_jobs() -> None:
     class Point:
         def __init__(self, urn: str, created: float) -> None:
