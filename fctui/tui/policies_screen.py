@@ -400,20 +400,21 @@ class PoliciesScreen(Screen[None]):
     def _show_status(self) -> None:
         t = Text(no_wrap=True, overflow="ellipsis")
         t.append(" Policies ", style="bold reverse")
+        if getattr(self.app, "read_only", False):
+            t.append(" READ-ONLY", style="bold")
         v = self.view
         if v is not None:
             covered = sum(ln.wins for ln in v.lines)
             t.append(f" {len(v.lines)} · {covered} VMs protected")
             if v.not_covered:
                 t.append(f" · {v.not_covered} not covered", style="bold red")
+        # whether anything runs unattended: the first question after "what is not protected"
         if self.service is not None:
             t.append(" · policy service running", style="green")
         elif self.runs_from == "agent":
-            t.append(" · no policy service: nothing runs unattended", style="yellow")
+            t.append(" · no policy service", style="yellow")
         elif self.runs_from == "file":
-            t.append(" · job agent not running: nothing runs unattended", style="yellow")
-        if getattr(self.app, "read_only", False):
-            t.append(" · READ-ONLY", style="bold")
+            t.append(" · job agent not running", style="yellow")
         if self.error:
             t.append(f" · {self.error}", style="bold red")
         self.query_one("#policies-status", TextLine).update(t)

@@ -94,6 +94,7 @@ async def test_open_move_and_detail() -> None:
         screen = await open_policies(pilot, app)
         assert names(screen) == ["apps-off", "db-nightly", "edge", "fe-weekdays"]
         assert screen.runs_from == "file"
+        assert "4 · 38 VMs protected · 22 not covered · job agent not running" in screen_text(app)
         db = screen.view.line("db-nightly")
         # crm-db-01, crm-db-02, file-db-01, git-db-01 (the simulator's names with "-db-")
         assert db.wins == 4 and db.next_run == NOW + 11 * H
@@ -273,7 +274,7 @@ async def test_with_a_real_agent_runs_come_from_it_and_run_now_takes_the_console
         screen = await open_policies(pilot, app)
         assert screen.runs_from == "agent" and screen.service is None
         assert screen.view.line("db-nightly").last.job_id == "20260105-0300-ab12"
-        assert "no policy service: nothing runs unattended" in screen_text(app)
+        assert "· no policy service" in screen_text(app)
         await pilot.press("down", "x")        # db-nightly
         await wait_until(pilot, lambda: isinstance(app.screen, ReviewScreen), timeout=20)
         assert any("No policy service runs" in n.message for n in app._notifications)
