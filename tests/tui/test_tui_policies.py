@@ -107,6 +107,11 @@ async def test_open_move_and_detail() -> None:
         assert "the window closed before it could start" in text
         assert "23:00 in 11 h" in text
         assert "Next 24 h of runs per host" in text
+        # db-nightly's 3 VMs on cna-03 start at 23:00 and 03:00 (10-minute cells from 12:00: cells 66 and 90)
+        line = next(ln for ln in text.splitlines() if ln.startswith("cna-03 "))
+        cells = line[7:]
+        assert (cells[66], cells[90], cells[60], cells[59]) == ("3", "3", "░", " ")
+        assert "one cell = 10 min" in text
         await pilot.press("down")
         await pilot.pause()
         assert screen.selected_name() == "edge"
