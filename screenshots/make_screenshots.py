@@ -122,6 +122,9 @@ GOLDEN = {
     "restore-3-datastores-160x48.svg": "test_tui_restore_wizard/test_wizard_step_snapshot[map-160x48].svg",
     "jobs-stop-dialog-80x24.svg": "test_tui_keys_dialogs/test_stop_job_dialog_snapshot[80x24].svg",
     "restore-7-result-80x24.svg": "test_tui_restore_wizard/test_wizard_progress_and_result_snapshot[succeeded-80x24].svg",
+    "policies-160x48.svg": "test_tui_policies/test_policies_screen_snapshot[160x48].svg",
+    "policies-80x24.svg": "test_tui_policies/test_policies_screen_snapshot[80x24].svg",
+    "policy-form-80x24.svg": "test_tui_policies/test_policy_form_snapshot[80x24].svg",
 }
 
 
