@@ -126,6 +126,9 @@ GOLDEN = {
     "restore-7-result-80x24.svg": "test_tui_restore_wizard/test_wizard_progress_and_result_snapshot[succeeded-80x24].svg",
     "protection-160x48.svg": "test_tui_protection/test_main_screen_with_protection_snapshot[160x48].svg",
     "protection-80x24.svg": "test_tui_protection/test_main_screen_with_protection_snapshot[80x24].svg",
+    "policies-160x48.svg": "test_tui_policies/test_policies_screen_snapshot[160x48].svg",
+    "policies-80x24.svg": "test_tui_policies/test_policies_screen_snapshot[80x24].svg",
+    "policy-form-80x24.svg": "test_tui_policies/test_policy_form_snapshot[80x24].svg",
 }
 
 

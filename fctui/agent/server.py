@@ -238,7 +238,7 @@ class Agent:
             from ..jobs.restore import RestoreRequest
             restore_req = RestoreRequest.from_json(req.get("restore") or {})  # RestoreError is a JobError
         job = JobRecord(id=new_job_id(), type=kind, vrm=vrm, user=user, demo=demo, targets=targets,
-                        full=bool(req.get("full")))
+                        full=bool(req.get("full")), policy=str(req.get("policy") or ""))
         job.add_log(f"{kind} submitted: {', '.join(targets)}" + (" (--full)" if job.full else ""))
         self.store.save_job(job)
         self.live[job.id] = job

@@ -286,9 +286,10 @@ class FctuiApp(App[int]):
         from .restore_wizard import RestoreWizard
         from .review_screen import ReviewScreen
         from .dialogs import ConfirmScreen
+        from .policies_screen import PoliciesScreen, PolicyForm
         known = {b.id for cls in (FctuiApp, MainScreen, VmTable, SummaryBar, DetailScreen, DatastoresScreen,
                                    TreeScreen, HelpScreen, JobsScreen, JobList, ReviewScreen, RestoreWizard,
-                                   DrillScreen, ConfirmScreen)
+                                   DrillScreen, ConfirmScreen, PoliciesScreen, PolicyForm)
                  for b in cls.BINDINGS if isinstance(b, Binding) and b.id}
         unknown = sorted(set(self.config.keymap) - known)
         if unknown:

@@ -46,6 +46,7 @@ class MainScreen(Screen[None]):
         Binding("b", "backup", "Backup", show=False, id="vm.backup"),
         Binding("r", "restore", "Restore", show=False, id="vm.restore"),
         Binding("J", "jobs", "Jobs", show=False, id="view.jobs"),
+        Binding("O", "policies", "Policies", show=False, id="view.policies"),
         Binding("D", "datastores", "Datastores", id="view.datastores"),
         Binding("t", "tree", "Tree", id="view.tree"),
         Binding("R", "refresh_now", "Refresh", show=False, id="app.refresh"),
@@ -205,6 +206,10 @@ class MainScreen(Screen[None]):
     def action_jobs(self) -> None:
         from .jobs_screen import JobsScreen, jobs_service
         self.app.push_screen(JobsScreen(jobs_service(self.app)))
+
+    def action_policies(self) -> None:
+        from .policies_screen import PoliciesScreen
+        self.app.push_screen(PoliciesScreen())
 
     # --- events ------------------------------------------------------------------------------
 
