@@ -247,6 +247,7 @@ class FctuiApp(App[int]):
         # protection (issue 16): VM URN -> jobs.protection.VmProtection, from the last assessment; with
         # protection_error set the status is unknown (policies or repository unreadable)
         self.protection: dict[str, Any] = {}
+        self.protection_policies: tuple[Any, ...] = ()   # what ``protection`` was assessed with
         self.protection_error = ""
         self._protection_running = False
         self._protection_dirty = False
@@ -735,6 +736,7 @@ class FctuiApp(App[int]):
         else:
             self.protection_error = ""
             self.protection = result.by_vm
+        self.protection_policies = result.assessed_with
         if changes is None:
             from .protection import row_changes
             changes = row_changes(self.store.rows.values(), result)

@@ -339,11 +339,18 @@ class PoliciesScreen(Screen[None]):
             runs = await self._runs()
             policy_store = self.policy_store
 
+            given_with = tuple(getattr(app, "protection_policies", ()) or ())
+            stale = False
+
             def build() -> PoliciesView:
+                nonlocal stale
                 policies = policy_store.all()
-                if isinstance(given, dict) and all(r.key in given for r in rows):
-                    protection = given       # the console's own map (it knows the same rows)
+                if isinstance(given, dict) and all(r.key in given for r in rows) and given_with == tuple(policies):
+                    protection = given       # the console's own map (same rows, same policies)
                 else:
+                    # a policy changed since the console assessed (edited here or by the CLI): assess here,
+                    # and have the console's table follow
+                    stale = isinstance(given, dict) and bool(given)
                     protection = protection_for(rows, policies, points=read_points(),
                                                 jobs=jobs if jobs is not None else read_local_jobs(), now=now, tz=tz)
                 return build_policies_view(policies, rows, protection, runs, now=now, tz=tz)
@@ -358,6 +365,8 @@ class PoliciesScreen(Screen[None]):
                 return
             self._last_load = now
             self.show(view)
+            if stale and hasattr(app, "schedule_protection"):
+                app.schedule_protection()
         finally:
             self._loading = False
             self.loads += 1

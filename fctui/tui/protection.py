@@ -26,6 +26,8 @@ class ProtectionResult:
     by_vm: dict[str, Any]
     error: str = ""
     policies: int = 0
+    assessed_with: tuple[Any, ...] = ()   # the policies it was assessed with (a screen reading newer ones
+                                          # knows the map is stale)
 
 
 class ProtectionAssessed(Message):
@@ -86,4 +88,4 @@ def assess(rows: Sequence[VmRow], jobs: Iterable[Any], *, now: float, tz: tzinfo
     except Exception as e:   # a bug here must not end the console: the status shows unknown
         log.exception("assessing protection")
         return ProtectionResult({}, f"cannot assess protection: {type(e).__name__}: {e}", len(policies))
-    return ProtectionResult(by_vm, "", len(policies))
+    return ProtectionResult(by_vm, "", len(policies), tuple(policies))
