@@ -248,9 +248,9 @@ class Agent:
         if kind not in ("backup", "restore"):
             raise AgentError(f"unknown job type {kind!r} (backup or restore)")
         if kind == "backup":
+            # `fctui policy run NAME`, the console's run now: that policy's retention is applied after
+            # the job (a name no policy has any more is said in the job's log then)
             policy = str(req.get("policy") or "")
-            if policy:  # `fctui policy run NAME`: its retention is applied after the job
-                self._policy_named(policy)
             return self.submit_backup(targets, vrm=vrm, user=user, password=password, access=access,
                                       demo=demo, full=bool(req.get("full")), window=window,
                                       host_snapshot_gate=bool(req.get("host_snapshot_gate")), policy=policy)
@@ -618,24 +618,41 @@ class Agent:
             self._hand_to_hunter(vrm, user, password, access)  # if anything is left
             return {"ok": True, "cleaned": done, "failed": failed}
         if op == "policy_runs":
-            policy = req.get("policy")
-            limit = req.get("limit")
-            if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
-                raise AgentError("limit must be a whole number of 1 or more")
-            runs = self.store.policy_runs_of(str(policy) if policy else None, limit=limit)
-            return {"ok": True, "runs": [r.to_dict() for r in runs],
-                    "service": self.service.status() if self.service is not None else None}
+            return {"ok": True, **self.policy_runs(req)}
         if op == "run_policy":
-            if self.service is None:
-                raise AgentError("no policy service running")
-            name = req.get("name")
-            if not isinstance(name, str) or not name:
-                raise AgentError("run_policy needs the policy's name")
-            run = await self.service.run_now(name)
-            return {"ok": True, "run": run.to_dict()}
+            return {"ok": True, "run": await self.run_policy(req)}
         if op == "shutdown":
             return {"ok": True}
         raise AgentError(f"unknown op {op!r}")
+
+    # --- protection policies (the runs live in the job store; the service is fctui.agent.service) ---------
+
+    def policy_runs(self, req: dict[str, Any]) -> dict[str, Any]:
+        """The recorded runs (oldest first; of ``policy`` or all; ``limit``: the newest ones) and the policy
+        service's status (None when this agent runs none: any agent answers from its job store)."""
+        policy, limit = req.get("policy"), req.get("limit")
+        if policy is not None and not isinstance(policy, str):
+            raise AgentError(f"policy must be a policy name, got {policy!r}")
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise AgentError(f"limit must be a whole number >= 1, got {limit!r}")
+        service = getattr(self, "service", None)
+        return {"runs": [r.to_dict() for r in self.store.policy_runs_of(policy or None, limit)],
+                "service": service.status() if service is not None else None}
+
+    async def run_policy(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Run policy ``name`` now (the service's own path: its limits, its catch-up bookkeeping)."""
+        service = getattr(self, "service", None)
+        if service is None:
+            raise AgentError("no policy service is running: start `fctui agent --service`")
+        name = req.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise AgentError("run_policy needs the name of a policy")
+        from ..jobs.policy import PolicyError
+        try:
+            run = await service.run_now(name)
+        except PolicyError as e:
+            raise AgentError(str(e)) from None
+        return run.to_dict() if hasattr(run, "to_dict") else dict(run)
 
     async def _watch(self, req: dict[str, Any], writer: asyncio.StreamWriter,
                      reader: asyncio.StreamReader | None = None) -> None:

@@ -225,11 +225,19 @@ class Policy:
                               "starting with a letter or digit")
         if not str(self.vms).strip():
             raise PolicyError(f"policy {self.name}: 'vms' is empty (use a filter, e.g. 're:^db-' or 'host:cna-01')")
-        from ..inventory.query import FilterError, parse_filter
+        if self.name.lower() == "none":
+            # the filter term policy:none means "no policy covers it"
+            raise PolicyError("policy name 'none' is reserved (the filter policy:none selects VMs no policy covers)")
+        from ..inventory.query import FilterError, parse_filter, protection_terms
         try:
-            parse_filter(self.vms)
+            selector = parse_filter(self.vms)
         except FilterError as e:
             raise PolicyError(f"policy {self.name}: vms {self.vms!r}: {e}") from None
+        circular = protection_terms(selector)
+        if circular:
+            # protection is what the policies decide: a selector reading it would depend on itself
+            raise PolicyError(f"policy {self.name}: vms {self.vms!r}: {', '.join(circular)}: a policy cannot "
+                              "select VMs by their protection (rpo:, policy:)")
         if self.rpo_s <= 0:
             raise PolicyError(f"policy {self.name}: rpo must be more than zero")
         if not isinstance(self.full_every, int) or self.full_every < 0:

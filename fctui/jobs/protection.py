@@ -15,19 +15,22 @@ covered, 3 unknown (the VRM or the repository could not be read).
 
 from __future__ import annotations
 
+import itertools
+import time as _time
 from dataclasses import dataclass
-from datetime import datetime, tzinfo
+from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any, Iterable, Mapping, Sequence
 
-from ..inventory.query import VmRow, parse_filter
+from ..inventory.query import PROTECTION_STATES, VmRow, parse_filter
 from .model import JobRecord
 from .policy import Policy, next_window_open, winning_policy
 
 __all__ = ["VmProtection", "LastAttempt", "assess_protection", "PROTECTION_STATES", "STATE_ORDER",
-           "next_run", "selected_vms", "last_good_points", "last_attempts", "exit_code", "EXIT_OK", "EXIT_AT_RISK", "EXIT_BREACHED", "EXIT_UNKNOWN"]
+           "next_run", "run_starts", "selected_vms", "last_good_points", "last_attempts", "exit_code", "local_tz",
+           "short_duration", "EXIT_OK", "EXIT_AT_RISK", "EXIT_BREACHED", "EXIT_UNKNOWN"]
 
 OK, AT_RISK, BREACHED, NOT_COVERED = "ok", "at-risk", "breached", "not-covered"
-PROTECTION_STATES = (NOT_COVERED, BREACHED, AT_RISK, OK)
+assert PROTECTION_STATES == (NOT_COVERED, BREACHED, AT_RISK, OK)   # the filter language's order (worst first)
 STATE_ORDER = {s: i for i, s in enumerate(PROTECTION_STATES)}
 EXIT_OK, EXIT_AT_RISK, EXIT_BREACHED, EXIT_UNKNOWN = 0, 1, 2, 3
 
@@ -56,28 +59,86 @@ class VmProtection:
         return None if self.last_good is None else max(0.0, now - self.last_good)
 
 
+class _LocalTime(tzinfo):
+    """The machine's time zone as the C library knows it (TZ, /etc/localtime), daylight saving included:
+    schedules say "01:00" in local time, and a fixed offset would move them by an hour across a change."""
+
+    _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+    def _local(self, dt: datetime) -> _time.struct_time:
+        stamp = _time.mktime((dt.year, dt.month, dt.day, dt.hour, dt.minute, dt.second, dt.weekday(), 0, -1))
+        return _time.localtime(stamp)
+
+    def utcoffset(self, dt: datetime | None) -> timedelta:
+        if dt is None:
+            return timedelta(seconds=_time.localtime().tm_gmtoff)
+        return timedelta(seconds=self._local(dt).tm_gmtoff)
+
+    def dst(self, dt: datetime | None) -> timedelta:
+        lt = _time.localtime() if dt is None else self._local(dt)
+        return timedelta(hours=1) if lt.tm_isdst > 0 else timedelta(0)
+
+    def tzname(self, dt: datetime | None) -> str:
+        return (_time.localtime() if dt is None else self._local(dt)).tm_zone
+
+    def fromutc(self, dt: datetime) -> datetime:
+        stamp = (dt.replace(tzinfo=timezone.utc) - self._EPOCH).total_seconds()
+        lt = _time.localtime(stamp)
+        return datetime(*lt[:6], microsecond=dt.microsecond, tzinfo=self)
+
+    def __repr__(self) -> str:
+        return "local_tz()"
+
+
+_LOCAL = _LocalTime()
+
+
+def local_tz() -> tzinfo:
+    """The local time zone for schedules and windows (tests pass their own, e.g. ``timezone.utc``)."""
+    return _LOCAL
+
+
 def selected_vms(policy: Policy, rows: Iterable[VmRow]) -> list[VmRow]:
     """The rows a policy's selector matches now (before deciding which policy wins)."""
     flt = parse_filter(policy.vms)
     return [r for r in rows if flt.matches(r)]
 
 
+def run_starts(policy: Policy, now: float, tz: tzinfo, count: int = 1) -> list[float]:
+    """When the policy's next ``count`` runs start, after ``now``: each scheduled time, moved to the
+    window's opening when it falls outside (cron schedules may). A time already past whose window has
+    not opened yet is still to come: the run waits for the opening (two times that wait for the same
+    opening are one run)."""
+    local = datetime.fromtimestamp(now, tz)
+    waiting = policy.schedule.latest_at_or_before(local)
+    out: list[float] = []
+    for at in itertools.chain([waiting] if waiting is not None else [], policy.schedule.after(local)):
+        start = next_window_open(policy.window, at).timestamp()
+        if start > now and (not out or start > out[-1]):
+            out.append(start)
+            if len(out) >= count:
+                break
+    return out
+
+
 def next_run(policy: Policy, now: float, tz: tzinfo) -> float | None:
-    """When the policy's next run starts: its next scheduled time, moved to the window's opening
-    when it falls outside (cron schedules may)."""
+    """When the policy's next run starts (:func:`run_starts`); None when it is disabled."""
     if not policy.enabled:
         return None
-    local = datetime.fromtimestamp(now, tz)
-    at = policy.schedule.next_after(local)
-    return next_window_open(policy.window, at).timestamp()
+    starts = run_starts(policy, now, tz)
+    return starts[0] if starts else None
 
 
-def _h(seconds: float) -> str:
+def short_duration(seconds: float) -> str:
+    """A duration as people say it in a status: "3 d", "11 h", "5 min" (reasons, the console's detail)."""
     if seconds >= 2 * 86400:
         return f"{seconds / 86400:.0f} d"
     if seconds >= 3600:
         return f"{seconds / 3600:.0f} h"
     return f"{max(1, round(seconds / 60))} min"
+
+
+_h = short_duration
 
 
 def assess_protection(rows: Sequence[VmRow], policies: Sequence[Policy], *, last_good: Mapping[str, float],

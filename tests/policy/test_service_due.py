@@ -232,7 +232,7 @@ async def test_protocol_ops(service: Any) -> None:
     with pytest.raises(Exception, match="no policy named 'nope'"):
         await agent.dispatch("run_policy", {"name": "nope"})
     agent.service = None
-    with pytest.raises(Exception, match="no policy service running"):
+    with pytest.raises(Exception, match="no policy service is running"):
         await agent.dispatch("run_policy", {"name": "nightly"})
     assert (await agent.dispatch("policy_runs", {}))["service"] is None
     agent.service = service
