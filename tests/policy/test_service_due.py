@@ -249,9 +249,9 @@ async def test_start_by_refuses_a_vm_whose_turn_comes_after_the_window(sim: Any,
     from fctui.jobs.journal import MemoryJournal
     from fctui.jobs.planner import build_plan
     from fctui.jobs.runner import BackupRunner, Reporter, RunnerSettings
-    async with sim_client(sim) as client, httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=__import__("fctui.sim", fromlist=["create_app"]).create_app(sim)),
-            base_url="http://vrm.sim") as ctl:
+    from fctui.sim import create_app
+    async with sim_client(sim) as client, httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(sim)),
+                                                             base_url="http://vrm.sim") as ctl:
         ready = (await ctl.get("/sim/edge-cases")).json()["ready"][:2]
         plan = await build_plan(client, ready, repo, full_vms={ready[0]: "periodic full (every 4)"})
         assert plan.vms[0].disks[0].reason == "periodic full (every 4)"
