@@ -23,9 +23,10 @@ Q = Query()
 
 __all__ = ["PolicyStore", "PolicyRun", "RUN_STATES"]
 
-# a run's outcome: running; ok (every VM backed up); partial (some VMs failed or were not started);
-# failed (none backed up, or the run could not start); skipped (nothing to do: no VM matched)
-RUN_STATES = ("running", "ok", "partial", "failed", "skipped")
+# a run's outcome: waiting (due, its window is closed: starts at the next opening); running; ok (every
+# VM backed up); partial (some VMs failed or were not started); failed (none backed up, or the run could
+# not start); skipped (nothing to do: no VM matched, or superseded while it waited)
+RUN_STATES = ("waiting", "running", "ok", "partial", "failed", "skipped")
 
 
 @dataclass
@@ -41,6 +42,7 @@ class PolicyRun:
     overran: bool = False            # still running when the window closed
     vms: dict[str, dict[str, Any]] = field(default_factory=dict)   # urn -> {name, result, reason, kind}
     note: str = ""                   # one line for the user (why skipped/failed, covered-by counts)
+    manual: bool = False             # started by hand (run now): not a schedule time, due times ignore it
 
     @property
     def key(self) -> str:
@@ -69,6 +71,7 @@ class PolicyStore:
 
     def _locked(self) -> Any:
         from ..store import WriterLock
+        self.lock_path.parent.mkdir(parents=True, exist_ok=True)  # a store given a path of a new directory
         return WriterLock(self.lock_path, timeout=10.0, purpose="policy editor")
 
     def all(self) -> list[Policy]:
