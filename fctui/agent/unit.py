@@ -83,7 +83,7 @@ def service_unit(u: ServiceUnit) -> str:
     env = {"FCTUI_CONFIG_DIR": u.config_dir, "FCTUI_DATA_DIR": u.data_dir, "FCTUI_STATE_DIR": u.state_dir,
            "FCTUI_RUNTIME_DIR": RUNTIME_PATH}
     lines = [
-        f"# {UNIT_NAME}: the fctui job agent as an unattended service. It runs the protection policies",
+        f"# {UNIT_NAME}: fctui's job agent as an unattended service. It runs the protection policies",
         f"# on their schedules with the VRM of profile {u.profile!r} and serves the console and CLI of {u.user}.",
         f"# Written by `{printed}`.",
         "#",
@@ -106,7 +106,7 @@ def service_unit(u: ServiceUnit) -> str:
         f"# then `systemctl restart {UNIT_NAME}`. An unreachable VRM is retried every {RESTART_S} s.",
         "",
         "[Unit]",
-        f"Description=fctui job agent: protection policies of profile {u.profile.replace('%', '%%')}",
+        f"Description=fctui's job agent: protection policies of profile {u.profile.replace('%', '%%')}",
         "Wants=network-online.target",
         "After=network-online.target",
         "",

@@ -154,7 +154,7 @@ def run_service(ns: argparse.Namespace) -> int:
     except ModuleNotFoundError as e:
         if e.name != "fctui.agent.service":
             raise
-        err("this fctui has no policy service (fctui.agent.service): it cannot run policies", prog)
+        err("this installation has no policy service (fctui.agent.service): it cannot run policies", prog)
         return EXIT_FAILED
     settings = agent_settings(ns)
     if conn.host_snapshot_gate:
@@ -244,7 +244,7 @@ def _invoking_user() -> str:
 
 
 def _service_dirs(user: str) -> dict[str, str]:
-    """The service user's config, data and state directories (absolute): ours as fctui resolves them when
+    """The service user's config, data and state directories (absolute): ours as this program resolves them when
     the service runs as us, else that user's default XDG layout under their home."""
     import getpass
     import pwd

@@ -194,7 +194,7 @@ def run_policy_show(ns: argparse.Namespace, *, out: TextIO | None = None, now: f
     for key, value in lines:
         print(f"{key:<11} {value}", file=out)
     if runs:
-        print("next runs  " + "\n           ".join(when(t, tz) for t in runs), file=out)
+        print(f"{'next runs':<11} " + ("\n" + " " * 12).join(when(t, tz) for t in runs), file=out)
     return EXIT_OK
 
 

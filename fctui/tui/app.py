@@ -212,6 +212,8 @@ class FctuiApp(App[int]):
         # VM URN -> its latest restore point in the repository (None: no backup of it): the detail's
         # "next backup" is planned from it as ``b`` plans (fctui.jobs.planner.plan_vm)
         self.backup_points: dict[str, Any] = {}
+        self._point_asks: dict[str, int] = {}     # per VM: asks for its latest point (see _fetch_backup_point)
+        self._point_reading: set[str] = set()
         # snapshot URN -> VM URN, of the jobs running or queued in the agent: their own snapshots,
         # never leftovers (a refresh that sees one mid-job runs the rules without knowing so)
         self.owned_snapshots: dict[str, str] = {}
@@ -957,10 +959,20 @@ class FctuiApp(App[int]):
             return
         self.post_message(SnapshotsLoaded(key, tree))
 
-    @work(group="backup-point", exclusive=True, exit_on_error=False)
-    async def _fetch_backup_point(self, key: str) -> None:
+    def _fetch_backup_point(self, key: str) -> None:
         """The VM's latest restore point, read again each time its detail is shown (a backup may
-        have finished since); the detail is drawn again only when it changed."""
+        have finished since); the detail is drawn again only when it changed. An ask while a read of
+        the same VM runs makes that read go once more when it ends, never cancels it: re-renders
+        (protection, refreshes) coming faster than a loaded machine reads the repository starved the
+        exclusive worker this used to be, and the detail said "no chain yet" for good."""
+        self._point_asks[key] = self._point_asks.get(key, 0) + 1
+        if key in self._point_reading:
+            return
+        self._point_reading.add(key)
+        self._read_backup_point(key)
+
+    @work(group="backup-point", exit_on_error=False)
+    async def _read_backup_point(self, key: str) -> None:
         from ..repo import NoRepositoryError, RepoError, Repository
 
         def latest() -> Any:
@@ -973,10 +985,17 @@ class FctuiApp(App[int]):
             finally:
                 repo.close()
         try:
-            point = await asyncio.to_thread(latest)
-        except (RepoError, OSError) as e:
-            log.warning("reading the repository for %s: %s", key, e)
-            return
+            while True:
+                asked = self._point_asks.get(key, 0)
+                try:
+                    point = await asyncio.to_thread(latest)
+                except (RepoError, OSError) as e:
+                    log.warning("reading the repository for %s: %s", key, e)
+                    return
+                if self._point_asks.get(key, 0) == asked:
+                    break
+        finally:
+            self._point_reading.discard(key)
         old = self.backup_points.get(key, False)
         if old is not False and getattr(old, "id", None) == getattr(point, "id", None):
             return

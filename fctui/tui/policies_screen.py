@@ -130,7 +130,7 @@ def render_policy_detail(line: PolicyLine | None, now: float, tz: tzinfo) -> Tex
         for i, (s, n) in enumerate(parts):
             if i:
                 t.append(" · ")
-            t.append(f"{s} {n}", style=PROTECTION_STYLE.get(s, ""))
+            t.append(f"{s.replace('-', ' ')} {n}", style=PROTECTION_STYLE.get(s, ""))
         t.append(")")
     if line.others:
         t.append(f"; {line.others} more selected, another policy protects them", style="dim")
@@ -162,7 +162,7 @@ def render_policy_detail(line: PolicyLine | None, now: float, tz: tzinfo) -> Tex
         width = min(24, max(len(v.name) for v in line.protected))
         hw = min(12, max(len(v.host) for v in line.protected))
         for v in line.protected[:MAX_LISTED]:
-            t.append(f"  {v.state:<11} ", style=PROTECTION_STYLE.get(v.state, ""))
+            t.append(f"  {v.state.replace('-', ' '):<11} ", style=PROTECTION_STYLE.get(v.state, ""))
             t.append(f"{v.name:<{width}} {v.host:<{hw}} ")
             t.append(f"{v.reason}\n", style="dim")
         if line.wins > MAX_LISTED:

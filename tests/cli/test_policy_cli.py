@@ -91,8 +91,8 @@ def test_show_prints_the_next_three_runs_in_local_time(capsys: pytest.CaptureFix
     now = datetime(2026, 1, 5, 12, 30, tzinfo=UTC).timestamp()   # Monday 12:30 UTC
     assert run_policy_show(ns, out=out, now=now, tz=UTC) == 0
     text = out.getvalue()
-    assert "next runs  2026-01-05 22:00 +0000\n           2026-01-06 22:00 +0000\n" \
-           "           2026-01-07 22:00 +0000\n" in text, text
+    assert "next runs   2026-01-05 22:00 +0000\n            2026-01-06 22:00 +0000\n" \
+           "            2026-01-07 22:00 +0000\n" in text, text
     for line in ("name        night", "vms         re:.", "schedule    cron 0 12 * * *",
                  "window      daily 22:00-06:00", "rpo         2d", "retention   last=3", "enabled     yes"):
         assert line in text, text
@@ -100,7 +100,7 @@ def test_show_prints_the_next_three_runs_in_local_time(capsys: pytest.CaptureFix
     tz = timezone(timedelta(hours=1))
     out = io.StringIO()
     assert run_policy_show(ns, out=out, now=now, tz=tz) == 0
-    assert "next runs  2026-01-05 22:00 +0100\n" in out.getvalue()
+    assert "next runs   2026-01-05 22:00 +0100\n" in out.getvalue()
 
 
 @pytest.mark.parametrize("argv, words", [
