@@ -15,6 +15,8 @@ from typing import Awaitable, Callable
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ["FCTUI_CONFIG_DIR"] = tempfile.mkdtemp(prefix="fctui-shots-")   # never the user's config
+# nor the user's policies and repository (the Protected column and the detail read them)
+os.environ["FCTUI_DATA_DIR"] = tempfile.mkdtemp(prefix="fctui-shots-data-")
 os.environ.setdefault("TEXTUAL_ANIMATIONS", "none")
 
 from fctui.config import Config  # noqa: E402
@@ -122,6 +124,11 @@ GOLDEN = {
     "restore-3-datastores-160x48.svg": "test_tui_restore_wizard/test_wizard_step_snapshot[map-160x48].svg",
     "jobs-stop-dialog-80x24.svg": "test_tui_keys_dialogs/test_stop_job_dialog_snapshot[80x24].svg",
     "restore-7-result-80x24.svg": "test_tui_restore_wizard/test_wizard_progress_and_result_snapshot[succeeded-80x24].svg",
+    "protection-160x48.svg": "test_tui_protection/test_main_screen_with_protection_snapshot[160x48].svg",
+    "protection-80x24.svg": "test_tui_protection/test_main_screen_with_protection_snapshot[80x24].svg",
+    "policies-160x48.svg": "test_tui_policies/test_policies_screen_snapshot[160x48].svg",
+    "policies-80x24.svg": "test_tui_policies/test_policies_screen_snapshot[80x24].svg",
+    "policy-form-80x24.svg": "test_tui_policies/test_policy_form_snapshot[80x24].svg",
 }
 
 

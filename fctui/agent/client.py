@@ -66,6 +66,22 @@ class AgentClient:
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
+    async def policy_runs(self, policy: str | None = None, limit: int | None = None) -> dict[str, Any]:
+        """``{"runs": [PolicyRun dicts, oldest first], "service": status or None}``: the runs recorded by
+        the agent (of ``policy``, or all; ``limit``: the newest ones), whether or not a policy service runs."""
+        fields: dict[str, Any] = {}
+        if policy is not None:
+            fields["policy"] = policy
+        if limit is not None:
+            fields["limit"] = limit
+        resp = await self.request("policy_runs", **fields)
+        return {"runs": resp.get("runs") or [], "service": resp.get("service")}
+
+    async def run_policy(self, name: str) -> dict[str, Any]:
+        """Run policy ``name`` now in the policy service; its PolicyRun dict. AgentError when the agent
+        runs no policy service (`fctui agent --service`) or refuses the name."""
+        return (await self.request("run_policy", name=name))["run"]
+
     async def wait(self, job: str, on_event: Any = None) -> dict[str, Any]:
         """Follow ``job`` to its end; returns the final job record."""
         async for ev in self.watch(job):

@@ -13,6 +13,9 @@ It serves a Unix socket in the user's runtime dir (mode 0600, dir 0700) speaking
   "pending": [...]}`` (the ``cleanup-status`` leftovers) at the start and whenever they change
 * ``cancel`` {job}; ``cleanup-status``; ``credentials`` {vrm, user, password, verify, user_type?, ...} (runs pending cleanup);
   ``shutdown``
+* ``policy_runs`` {policy?, limit?} -> {runs: [PolicyRun dicts, oldest first], service: the policy service's
+  status, or null when this agent runs none (the runs come from the job store either way)}
+* ``run_policy`` {name} -> {run: PolicyRun dict}; refused when no policy service runs (``fctui agent --service``)
 
 Job state is persisted in tinydb through fctui.store (atomic writes, one writer: the agent holds a
 WriterLock). Passwords live only in memory: for as long as a job of that VRM runs, and after it as long

@@ -18,12 +18,15 @@ import secrets
 import signal
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..jobs.model import JobError, JobRecord
 from ..jobs.runner import RunnerSettings
 from ..store import WriterLock, state_dir
 from .protocol import DEMO_PASSWORD, DEMO_USER, MAX_LINE, AgentError, socket_path
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .service import PolicyService
 
 log = logging.getLogger("fctui.agent")
 
@@ -98,6 +101,9 @@ class Agent:
         # client watching and no request (None: never). A console keeps a watch open while it runs.
         self.idle_exit_s = idle_exit_s
         self.last_activity = time.monotonic()
+        # Runs protection policies unattended (``fctui agent --service``); None: jobs only when asked.
+        self.service: PolicyService | None = None
+        self._serving: asyncio.Task | None = None
 
     # --- lifecycle --------------------------------------------------------------------------------
 
@@ -153,6 +159,8 @@ class Agent:
             loop.add_signal_handler(signal.SIGHUP, lambda: None)  # the terminal went away: keep working
         idle = asyncio.create_task(self._exit_when_idle()) if self.idle_exit_s else None
         self._hunting = asyncio.create_task(self.hunter.run(), name="snapshot-hunter")
+        if self.service is not None:
+            self._serving = asyncio.create_task(self.service.run(), name="policy-service")
         try:
             await self.stopping.wait()
         finally:
@@ -161,8 +169,9 @@ class Agent:
             await self.shutdown()
 
     def is_idle(self) -> bool:
-        # holding a password means leftovers to remove: exiting would leave them for a manual cleanup
-        return not self.tasks and not self.watchers and not self.hunter.openers
+        # holding a password means leftovers to remove: exiting would leave them for a manual cleanup;
+        # a policy service is never idle (its next run is always ahead)
+        return not self.tasks and not self.watchers and not self.hunter.openers and self.service is None
 
     async def _exit_when_idle(self) -> None:
         assert self.idle_exit_s
@@ -180,6 +189,11 @@ class Agent:
         if self._hunting is not None:
             self._hunting.cancel()
             await asyncio.gather(self._hunting, return_exceptions=True)
+        if self._serving is not None:
+            self._serving.cancel()
+            await asyncio.gather(self._serving, return_exceptions=True)
+        if self.service is not None:
+            await self.service.stop()
         for t in list(self.tasks.values()):
             t.cancel()
         if self.tasks:
@@ -233,22 +247,76 @@ class Agent:
         kind = str(req.get("type") or "backup")
         if kind not in ("backup", "restore"):
             raise AgentError(f"unknown job type {kind!r} (backup or restore)")
-        restore_req = None
-        if kind == "restore":
-            from ..jobs.restore import RestoreRequest
-            restore_req = RestoreRequest.from_json(req.get("restore") or {})  # RestoreError is a JobError
+        if kind == "backup":
+            # `fctui policy run NAME`, the console's run now: that policy's retention is applied after
+            # the job (a name no policy has any more is said in the job's log then)
+            policy = str(req.get("policy") or "")
+            return self.submit_backup(targets, vrm=vrm, user=user, password=password, access=access,
+                                      demo=demo, full=bool(req.get("full")), window=window,
+                                      host_snapshot_gate=bool(req.get("host_snapshot_gate")), policy=policy)
+        from ..jobs.restore import RestoreRequest
+        restore_req = RestoreRequest.from_json(req.get("restore") or {})  # RestoreError is a JobError
         job = JobRecord(id=new_job_id(), type=kind, vrm=vrm, user=user, demo=demo, targets=targets,
                         full=bool(req.get("full")))
         job.add_log(f"{kind} submitted: {', '.join(targets)}" + (" (--full)" if job.full else ""))
         self.store.save_job(job)
         self.live[job.id] = job
-        # a VRM that refuses a CBT snapshot while any resource is prepared on the host (README Compatibility)
-        settings = (dataclasses.replace(self.settings, host_snapshot_gate=True) if req.get("host_snapshot_gate")
-                    else self.settings)
-        coro = (self._run_job(job, password, access, window, settings) if restore_req is None
-                else self._run_restore(job, password, access, restore_req))
-        self.tasks[job.id] = asyncio.create_task(coro, name=f"job-{job.id}")
+        self.tasks[job.id] = asyncio.create_task(self._run_restore(job, password, access, restore_req),
+                                                 name=f"job-{job.id}")
         return job
+
+    def submit_backup(self, targets: list[str], *, vrm: str, user: str, password: str, access: dict[str, Any],
+                      demo: bool = False, full: bool = False, window: Any = None, host_snapshot_gate: bool = False,
+                      policy: str = "", full_vms: dict[str, str] | None = None,
+                      start_by: Callable[[], str] | None = None) -> JobRecord:
+        """A backup job, the password in memory only (a client's submit, or the policy service's run).
+        ``policy``: the policy whose run it is (its retention is applied after the job); ``full_vms``:
+        VM URN -> why it is read fully; ``start_by``: asked when a VM's turn comes, a non-empty answer
+        is why it is not started (a policy window that closed)."""
+        job = JobRecord(id=new_job_id(), type="backup", vrm=vrm, user=user, demo=demo, targets=list(targets),
+                        full=full, policy=policy, full_vms=dict(full_vms or {}))
+        job.add_log(f"backup submitted: {', '.join(targets)}" + (" (--full)" if job.full else "")
+                    + (f" (policy {policy})" if policy else ""))
+        self.store.save_job(job)
+        self.live[job.id] = job
+        # a VRM that refuses a CBT snapshot while any resource is prepared on the host (README Compatibility)
+        settings = dataclasses.replace(self.settings, host_snapshot_gate=True) if host_snapshot_gate else self.settings
+        self.tasks[job.id] = asyncio.create_task(self._run_job(job, password, access, window, settings, start_by),
+                                                 name=f"job-{job.id}")
+        return job
+
+    def _policy_named(self, name: str) -> Any:
+        """The stored policy of that name (the service's store when one runs); AgentError if none."""
+        from ..jobs.policy import PolicyError
+        from ..jobs.policystore import PolicyStore
+        store = self.service.store if self.service is not None else PolicyStore()
+        try:
+            return store.get(name)
+        except PolicyError as e:
+            raise AgentError(str(e)) from None
+
+    async def _apply_retention(self, job: JobRecord, reporter: Any) -> None:
+        """After a policy's job: that policy's retention on the VMs it backed up, then one gc (both
+        on a worker thread: they read and delete files)."""
+        from .service import apply_retention
+        urns = [vm.urn for vm in job.vms if vm.point_id]
+        if not urns:
+            return
+        try:
+            policy = self._policy_named(job.policy)
+        except AgentError as e:
+            reporter.log(f"retention not applied: {e}", "warning")
+            return
+        tz = self.service.tz if self.service is not None else None
+        try:
+            lines = await asyncio.to_thread(apply_retention, self.repo(), policy.retention, urns, tz=tz)
+        except Exception as e:  # the backups are good: a failed prune is the job's warning, not its failure
+            log.exception("retention of policy %s after job %s failed", job.policy, job.id)
+            job.warnings.append(f"retention of policy {job.policy} not applied: {e}")
+            reporter.log(f"retention of policy {job.policy} not applied: {e}", "warning")
+            return
+        for line in lines:
+            reporter.log(line)
 
     async def _run_restore(self, job: JobRecord, password: str, access: dict[str, Any], request: Any) -> None:
         """A restore job (issue 7's engine) under the same agent guarantees: persisted, watchable,
@@ -356,7 +424,7 @@ class Agent:
         self.broadcast({"event": "cleanup", "pending": self.cleanup_status()["pending"]})
 
     async def _run_job(self, job: JobRecord, password: str, access: dict[str, Any], window: Any = None,
-                       settings: RunnerSettings | None = None) -> None:
+                       settings: RunnerSettings | None = None, start_by: Callable[[], str] | None = None) -> None:
         from ..jobs.planner import add_launch_findings, build_plan
         from ..jobs.runner import BackupRunner, Reporter
         reporter = Reporter(job, self.broadcast, interval=self.settings.progress_interval,
@@ -374,7 +442,7 @@ class Agent:
                 raise JobError(f"cannot log in to {job.vrm}: {e}") from None
             await self._cleanup_for(client, job.vrm, reporter)
             plan = await build_plan(client, job.targets, self.repo(), full=job.full,
-                                    chain_marks=self.store.chain_marks())
+                                    chain_marks=self.store.chain_marks(), full_vms=job.full_vms)
             for vp in plan.runnable:
                 other = self.busy_vms.get(vp.vm_urn)
                 if other is not None:
@@ -388,7 +456,8 @@ class Agent:
                                 per_host=self.scheduler.pool.per_host,
                                 per_datastore=self.scheduler.pool.per_datastore, repo=self.repo())
             runner = BackupRunner(client, self.repo(), scheduler=self.scheduler, journal=self.store,
-                                  settings=settings or self.settings, vrm=job.vrm, user=job.user)
+                                  settings=settings or self.settings, vrm=job.vrm, user=job.user,
+                                  start_by=start_by)
             await runner.run(job, plan, reporter)
         except asyncio.CancelledError:
             self._record_cancelled(job, reporter)
@@ -401,6 +470,8 @@ class Agent:
                 runner.close()
             if client is not None:
                 await self._close_client(client)
+            if job.policy and job.state != "cancelled":
+                await self._apply_retention(job, reporter)
             self._finish(job)
             self._hand_to_hunter(job.vrm, job.user, password, access)
 
@@ -546,9 +617,42 @@ class Agent:
                 await self._close_client(client)
             self._hand_to_hunter(vrm, user, password, access)  # if anything is left
             return {"ok": True, "cleaned": done, "failed": failed}
+        if op == "policy_runs":
+            return {"ok": True, **self.policy_runs(req)}
+        if op == "run_policy":
+            return {"ok": True, "run": await self.run_policy(req)}
         if op == "shutdown":
             return {"ok": True}
         raise AgentError(f"unknown op {op!r}")
+
+    # --- protection policies (the runs live in the job store; the service is fctui.agent.service) ---------
+
+    def policy_runs(self, req: dict[str, Any]) -> dict[str, Any]:
+        """The recorded runs (oldest first; of ``policy`` or all; ``limit``: the newest ones) and the policy
+        service's status (None when this agent runs none: any agent answers from its job store)."""
+        policy, limit = req.get("policy"), req.get("limit")
+        if policy is not None and not isinstance(policy, str):
+            raise AgentError(f"policy must be a policy name, got {policy!r}")
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise AgentError(f"limit must be a whole number >= 1, got {limit!r}")
+        service = getattr(self, "service", None)
+        return {"runs": [r.to_dict() for r in self.store.policy_runs_of(policy or None, limit)],
+                "service": service.status() if service is not None else None}
+
+    async def run_policy(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Run policy ``name`` now (the service's own path: its limits, its catch-up bookkeeping)."""
+        service = getattr(self, "service", None)
+        if service is None:
+            raise AgentError("no policy service is running: start `fctui agent --service`")
+        name = req.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise AgentError("run_policy needs the name of a policy")
+        from ..jobs.policy import PolicyError
+        try:
+            run = await service.run_now(name)
+        except PolicyError as e:
+            raise AgentError(str(e)) from None
+        return run.to_dict() if hasattr(run, "to_dict") else dict(run)
 
     async def _watch(self, req: dict[str, Any], writer: asyncio.StreamWriter,
                      reader: asyncio.StreamReader | None = None) -> None:

@@ -5,8 +5,10 @@
 * jobs.py    -- ``fctui backup``, ``fctui jobs [cancel ID | cleanup]``
 * restore.py -- ``fctui points [VM | verify ID]``, ``fctui restore POINT``
 * repo.py    -- ``fctui repo verify|prune|gc|forget``
+* policy.py  -- ``fctui policy list|show|add|edit|remove|export|import|run``
+* status.py  -- ``fctui status`` (protection, for monitoring: Nagios exit codes, --json, --prometheus)
 * sim.py     -- ``fctui sim``
-* agent.py   -- ``fctui agent``
+* agent.py   -- ``fctui agent [--service]``, ``fctui agent install --print``
 
 Each module's ``register(subparsers)`` adds its parsers and sets ``func`` (a ``run(ns) -> int``) on them;
 modules import the domain inside their ``run`` functions, so building the whole parser stays cheap and
@@ -21,9 +23,9 @@ import argparse
 import sys
 from typing import Callable
 
-from . import agent, check, common, console, jobs, repo, restore, sim
+from . import agent, check, common, console, jobs, policy, repo, restore, sim, status
 
-_GROUPS = (console, check, jobs, restore, repo, sim, agent)
+_GROUPS = (console, check, jobs, restore, repo, policy, status, sim, agent)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,22 +1,50 @@
-"""``fctui agent``: run the job agent (normally started on demand by ``backup``, ``restore`` and the console)."""
+"""``fctui agent``: run the job agent (normally started on demand by ``backup``, ``restore`` and the console).
+
+``fctui agent --service`` runs it unattended (systemd, in the foreground, logging to stderr, never idle):
+it logs in to the VRM of a profile with the password of a file only its user reads
+(fctui.vrm.credentials.service_password) and runs the protection policies (fctui.agent.service).
+``fctui agent install --print`` prints the systemd unit for that (fctui.agent.unit).
+Exit codes of ``--service``: 2 no usable password file, a refused login, a bad profile (systemd does not
+restart it: RestartPreventExitStatus=2); 3 the VRM cannot be reached (restarted); 1 another agent runs.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from typing import TYPE_CHECKING, Any
 
-from .common import EXIT_FAILED, EXIT_OK
+from .common import (EXIT_FAILED, EXIT_OK, EXIT_USAGE, EXIT_VRM, UsageError, add_connection_options, command, err,
+                     given_connection_options, require_connection, warn_insecure)
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..jobs.runner import RunnerSettings
+    from .common import Connection
 
 def register(sub: Any) -> None:
     a = sub.add_parser("agent", help="run the job agent (normally started on demand)")
     add_agent_options(a)
-    a.set_defaults(func=run_agent, connects=False, prints_json=False)
+    a.add_argument("--service", action="store_true",
+                   help="run protection policies unattended (systemd): foreground, never idle, the VRM of "
+                        "--profile (or --vrm/--user), its password from $FCTUI_PASSWORD_FILE or systemd's "
+                        "$CREDENTIALS_DIRECTORY/fctui-password")
+    add_connection_options(a)
+    # connects: the connection options are --service's (run_agent refuses them without it)
+    a.set_defaults(func=run_agent, connects=True, prints_json=False)
+    asub = a.add_subparsers(dest="agent_command", metavar="{install}")
+    i = asub.add_parser("install", help="print a systemd unit that runs `fctui agent --service`")
+    i.add_argument("--print", dest="print_unit", action="store_true",
+                   help="write the unit to stdout (the only form: nothing is written to disk)")
+    # --user here is the account the service runs as, not the VRM user (that is the profile's)
+    i.add_argument("--user", dest="service_user", metavar="SERVICE_USER", default=None,
+                   help="the account the service runs as (default: you, or $SUDO_USER under sudo)")
+    i.add_argument("--profile", metavar="NAME", default=argparse.SUPPRESS,
+                   help="the profile whose VRM the service protects (default: the config's default profile)")
+    i.add_argument("--repo", default=None, help="repository directory (default: the service user's data dir)")
+    i.set_defaults(func=run_install)
 
 
 def add_agent_options(p: argparse.ArgumentParser) -> None:
@@ -46,7 +74,13 @@ def agent_settings(ns: argparse.Namespace) -> "RunnerSettings":
                           cleanup_budget_s=budget, cleanup_floor_s=min(5.0, budget))
 
 
+@command
 def run_agent(ns: argparse.Namespace) -> int:
+    if ns.service:
+        return run_service(ns)
+    given = given_connection_options(ns)
+    if given:
+        raise UsageError(f"the agent connects to a VRM only with --service; drop {', '.join(given)}")
     from ..agent import AgentClient, AgentError, socket_path
     from ..agent.server import Agent, daemonize
     from ..store import LockedError, StoreError
@@ -68,11 +102,191 @@ def run_agent(ns: argparse.Namespace) -> int:
                       global_limit=ns.global_limit, demo_vms=ns.demo_vms, demo_time_scale=ns.demo_time_scale,
                       settings=agent_settings(ns),
                       idle_exit_s=ns.idle_exit or None)
-    except LockedError:
-        print("fctui agent: another agent already runs for this user", file=sys.stderr)
+    except LockedError as e:
+        # not answering on our socket, yet holding the lock: most likely the service with its own runtime dir
+        print(f"fctui agent: another agent (pid {e.holder_pid or '?'}) already runs for this user; if it is "
+              "the service (`fctui agent --service`), reach it with FCTUI_RUNTIME_DIR set to its runtime "
+              "directory (/run/fctui under systemd)", file=sys.stderr)
         return EXIT_FAILED
     except (StoreError, ValueError) as e:
         print(f"fctui agent: {e}", file=sys.stderr)
         return EXIT_FAILED
     asyncio.run(agent.serve())
     return EXIT_OK
+
+
+# --- the unattended service -------------------------------------------------------------------------
+
+def run_service(ns: argparse.Namespace) -> int:
+    """``fctui agent --service``: check everything it needs once, loudly, then serve until stopped."""
+    from ..agent.server import Agent
+    from ..store import LockedError, StoreError
+    from ..vrm import VrmError
+    from ..vrm.credentials import CredentialsError, service_password
+    from ..vrm.errors import VrmAuthError
+    from .jobs import _check_login
+    prog = "fctui agent --service"
+    if ns.demo:
+        raise UsageError("--service protects the VRM of a profile; --demo does not go with it")
+    conn = require_connection(ns, prog)
+    warn_insecure(conn)
+    try:
+        password = service_password()
+    except CredentialsError as e:
+        err(str(e), prog)
+        return EXIT_USAGE
+    pid = _running_agent_pid()
+    if pid is not None:
+        err(_ALREADY_RUNNING.format(pid=pid), prog)
+        return EXIT_FAILED
+    _log_to_stderr()
+    try:
+        asyncio.run(_check_login(conn, password))
+    except VrmAuthError as e:
+        err(f"the VRM {conn.url} refused {conn.user}: {e} (is the password file right?)", prog)
+        return EXIT_USAGE
+    except VrmError as e:
+        err(f"cannot use the VRM {conn.url}: {e}", prog)
+        return EXIT_VRM
+    log.info("logged in to %s as %s (profile %s)", conn.url, conn.user, conn.label or "-")
+    try:
+        from ..agent.service import PolicyService, ServiceConnection
+    except ModuleNotFoundError as e:
+        if e.name != "fctui.agent.service":
+            raise
+        err("this installation has no policy service (fctui.agent.service): it cannot run policies", prog)
+        return EXIT_FAILED
+    settings = agent_settings(ns)
+    if conn.host_snapshot_gate:
+        import dataclasses
+        settings = dataclasses.replace(settings, host_snapshot_gate=True)
+    try:
+        agent = Agent(repo_path=ns.repo, per_host=ns.per_host, per_datastore=ns.per_datastore,
+                      global_limit=ns.global_limit, settings=settings, idle_exit_s=None)
+    except LockedError as e:
+        err(_ALREADY_RUNNING.format(pid=e.holder_pid or "?"), prog)
+        return EXIT_FAILED
+    except (StoreError, ValueError) as e:
+        err(str(e), prog)
+        return EXIT_FAILED
+    agent.service = PolicyService(agent, ServiceConnection(vrm=conn.url, user=conn.user, password=password,
+                                                           access=service_access(conn)))
+    asyncio.run(agent.serve())
+    return EXIT_OK
+
+
+def service_access(conn: "Connection") -> dict[str, Any]:
+    """The VrmClient settings the service's jobs use, as the agent reads a submitted job's: TLS checked
+    unless the profile or the line says --insecure (then with the CA file when one is given), and the
+    profile's user_type, proxy_ip and cbt_bitmap."""
+    from ..agent.server import client_access
+    return client_access({"verify": conn.verify, **conn.client_options()})
+
+
+log = logging.getLogger("fctui.agent")
+
+_ALREADY_RUNNING = ("an agent (pid {pid}) already runs for this user, started on demand by the console or a "
+                    "backup; only one may run. Let its jobs end and stop it (`kill {pid}`; it also exits after "
+                    "--idle-exit seconds idle), then start the service again")
+
+
+def _running_agent_pid() -> int | None:
+    """The pid of the agent answering on this user's socket, None when none answers."""
+    from ..agent import running_agent
+    client = asyncio.run(running_agent())
+    if client is None:
+        return None
+    try:
+        return int(asyncio.run(client.request("hello")).get("pid") or 0) or None
+    except Exception:   # it went away in between: nothing runs
+        return None
+
+
+def _log_to_stderr() -> None:
+    """The service's log: stderr, which systemd hands to journald (it stamps the time itself)."""
+    from ..vrm.credentials import install_log_redaction
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    install_log_redaction()
+
+
+@command
+def run_install(ns: argparse.Namespace) -> int:
+    """``fctui agent install --print``: the systemd unit on stdout."""
+    from ..agent.unit import ServiceUnit, UnitError, service_unit
+    if not ns.print_unit:
+        raise UsageError("`agent install` only prints the unit: add --print and redirect it to "
+                         "/etc/systemd/system/fctui-agent.service (nothing is written by fctui)")
+    given = [o for o in given_connection_options(ns) if o not in ("--profile",)]
+    if given:
+        raise UsageError(f"the unit names a profile (--profile NAME), which holds the VRM settings; drop "
+                         f"{', '.join(given)}")
+    user = ns.service_user or _invoking_user()
+    dirs = _service_dirs(user)
+    profile = getattr(ns, "profile", None)
+    if not profile:
+        profile = _default_profile(user, dirs["config"])
+    try:
+        text = service_unit(ServiceUnit(fctui=_fctui_command(), user=user, profile=profile,
+                                        config_dir=dirs["config"], data_dir=dirs["data"], state_dir=dirs["state"],
+                                        repo=os.path.abspath(ns.repo) if ns.repo else None))
+    except UnitError as e:
+        raise UsageError(str(e)) from None
+    sys.stdout.write(text)
+    return EXIT_OK
+
+
+def _invoking_user() -> str:
+    """Who the unit runs as by default: the one running this, or the one who ran sudo."""
+    import getpass
+    me = getpass.getuser()
+    return (os.environ.get("SUDO_USER") or me) if me == "root" else me
+
+
+def _service_dirs(user: str) -> dict[str, str]:
+    """The service user's config, data and state directories (absolute): ours as this program resolves them when
+    the service runs as us, else that user's default XDG layout under their home."""
+    import getpass
+    import pwd
+    from pathlib import Path
+    try:
+        home = Path(pwd.getpwnam(user).pw_dir)
+    except KeyError:
+        raise UsageError(f"no user {user!r} on this machine: create it (useradd --system --create-home "
+                         f"{user}) or name another with --user") from None
+    if user == getpass.getuser():
+        from ..config import config_dir
+        from ..store import data_dir, state_dir
+        found = {"config": config_dir(), "data": data_dir(create=False), "state": state_dir(create=False)}
+    else:
+        found = {"config": home / ".config/fctui", "data": home / ".local/share/fctui",
+                 "state": home / ".local/state/fctui"}
+    return {k: os.path.abspath(v) for k, v in found.items()}
+
+
+def _default_profile(user: str, config: str) -> str:
+    import getpass
+    from pathlib import Path
+
+    from ..config import load_config
+    if user == getpass.getuser():
+        cfg = load_config(Path(config) / "config.toml")
+        profile = cfg.profile(None)
+        if profile is not None:
+            return profile.name
+    raise UsageError(f"name the profile the service protects: --profile NAME (a [profiles.NAME] table of "
+                     f"{Path(config) / 'config.toml'})")
+
+
+def _fctui_command() -> list[str]:
+    """The installed ``fctui``, absolute: the script beside this Python (a venv's bin), else the one on
+    PATH, else this Python running the package."""
+    import shutil
+    from pathlib import Path
+    beside = Path(os.path.abspath(sys.executable)).parent / "fctui"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return [str(beside)]
+    found = shutil.which("fctui")
+    if found:
+        return [os.path.abspath(found)]
+    return [os.path.abspath(sys.executable), "-m", "fctui.cli"]

@@ -20,6 +20,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 EXIT_DAMAGED = EXIT_FAILED  # damage found, or gc/prune refused because of it
 EXIT_ERROR = 2              # no repository, unreadable catalog, bad argument
+PERIOD_RULES = ("hourly", "daily", "weekly", "monthly", "yearly")   # PBS's order after keep-last
+PERIOD_WORDS = {"hourly": "hours", "daily": "days", "weekly": "ISO weeks", "monthly": "months", "yearly": "years"}
 
 
 def _percent(text: str) -> float:
@@ -60,8 +62,18 @@ def register(subparsers: Any) -> None:
     add_repo_option(v)
     v.set_defaults(func=run_repo_verify)
 
-    p = rsub.add_parser("prune", help="keep the newest N restore points per VM, then collect garbage")
-    p.add_argument("--keep-last", metavar="N", type=_non_negative, required=True)
+    p = rsub.add_parser("prune", help="keep restore points by PBS-style retention per VM, then collect garbage",
+                        description="Keep, per VM, the points the --keep-* rules select as Proxmox Backup "
+                                    "Server's prune does (rules applied in the order below, periods in the "
+                                    "local time zone, weeks are ISO weeks); remove the others, then collect "
+                                    "garbage. --keep-last alone keeps the newest N (0 with --vm: all go).")
+    p.add_argument("--keep-last", metavar="N", type=_non_negative, default=None, help="the newest N points")
+    for period in PERIOD_RULES:
+        p.add_argument(f"--keep-{period}", metavar="N", type=_non_negative, default=None,
+                       help=f"the newest point of each of N {PERIOD_WORDS[period]}, newest first ({PERIOD_WORDS[period]} "
+                            f"without points, or holding one an earlier rule keeps, do not count)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print which points would be kept (and by which rule) and removed; remove nothing")
     p.add_argument("--vm", metavar="VM", default=None, help="only this VM (name or URN)")
     add_repo_option(p)
     p.set_defaults(func=run_repo_prune)
@@ -152,12 +164,26 @@ def run_repo_verify(args: argparse.Namespace, out: TextIO | None = None, errout:
 def run_repo_prune(args: argparse.Namespace, out: TextIO | None = None, errout: TextIO | None = None) -> int:
     out, errout = out or sys.stdout, errout or sys.stderr
     from ..repo import RepoError
+    from ..repo.retention import Retention, RetentionError
+    periods = {f"keep_{period}": getattr(args, f"keep_{period}", None) for period in PERIOD_RULES}
+    dry_run = getattr(args, "dry_run", False)
+    if args.keep_last is None and all(n is None for n in periods.values()):
+        return fail(args, RepoError("repo prune needs at least one of --keep-last, "
+                                    + ", ".join(f"--keep-{period}" for period in PERIOD_RULES)), out, errout)
     try:
         repo = open_repo(args)
         vm = match_vm(repo, args.vm) if getattr(args, "vm", None) else None
-        pruned = repo.prune(args.keep_last, vm)
+        if all(n is None for n in periods.values()):
+            pruned = repo.prune(args.keep_last, vm, dry_run=dry_run)
+        else:
+            retention = Retention(keep_last=args.keep_last or 0, **{k: n or 0 for k, n in periods.items()})
+            # Periods in the system's local zone (None), as the operator reads the times
+            pruned = repo.prune_retention(retention, vm_urn=vm, tz=None, dry_run=dry_run)
+        if dry_run:
+            _print_prune_plan(repo, pruned, args.json, out)
+            return EXIT_OK
         gc = repo.gc()
-    except RepoError as err:
+    except (RepoError, RetentionError) as err:
         return fail(args, err, out, errout)
     if args.json:
         print(json.dumps({"prune": pruned.to_json(), "gc": gc.to_json()}, indent=2), file=out)
@@ -167,6 +193,22 @@ def run_repo_prune(args: argparse.Namespace, out: TextIO | None = None, errout: 
             print(f"  removed {pid}", file=out)
         _print_gc(gc, out)
     return EXIT_OK
+
+
+def _print_prune_plan(repo: "Repository", pruned: Any, as_json: bool, out: TextIO) -> None:
+    """A dry run: every point of the pruned VMs, newest first per VM, with what would happen to it and why."""
+    if as_json:
+        print(json.dumps({"dry_run": True, "prune": pruned.to_json()}, indent=2), file=out)
+        return
+    print(f"dry run: would remove {len(pruned.removed)} restore point(s), keep {len(pruned.kept)}", file=out)
+    involved = set(pruned.kept) | set(pruned.removed)
+    points = sorted((p for p in repo.points() if p.id in involved), key=lambda p: (p.vm_name, p.vm_urn, -p.created))
+    removed = set(pruned.removed)
+    for p in points:
+        what = "remove" if p.id in removed else "keep  "
+        rule = "" if p.id in removed else f"  {pruned.why.get(p.id, '')}"
+        when = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(p.created))
+        print(f"  {what} {p.id}  {p.vm_name or p.vm_urn}  {when}{rule}".rstrip(), file=out)
 
 
 def _print_gc(gc: Any, out: TextIO) -> None:

@@ -31,6 +31,8 @@ def add_sim_arguments(p: argparse.ArgumentParser) -> None:
                    help="password the simulator accepts (the simulator's own, not a VRM's)")
     p.add_argument("--tls", action="store_true", help="serve HTTPS with a throw-away CA")
     p.add_argument("--guest-write-rate", type=float, default=0.0, help="blocks/s each running VM writes (demo)")
+    p.add_argument("--jumpable-clock", action="store_true",
+                   help="real time plus an offset that POST /sim/clock/advance moves ahead (schedule drills)")
     p.add_argument("--sector-of-block", type=int, default=4096, help="CBT block size in 512-byte sectors")
 
 
@@ -62,7 +64,9 @@ def run_sim(ns: argparse.Namespace) -> int:
         print(f"fctui sim: {e}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        serve(cfg, host=ns.host, port=ns.port, tls=ns.tls, announce=_announce)
+        from ..sim import OffsetClock
+        serve(cfg, host=ns.host, port=ns.port, tls=ns.tls, announce=_announce,
+              clock=OffsetClock() if getattr(ns, "jumpable_clock", False) else None)
     except SimServerError as e:
         print(f"fctui sim: {e}", file=sys.stderr)
         return EXIT_FAILED

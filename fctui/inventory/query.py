@@ -13,6 +13,11 @@ Filter language (``/`` in the TUI), terms separated by spaces, all must match (A
 * ``col:value``      column-qualified: ``name: state: host: cluster: verdict: rule: tools: reason:
   urn: os: arch:`` (substring; ``rule:`` matches a rule id exactly or by prefix, ``verdict:``/``state:``
   by prefix) and ``disks:``/``size:`` with ``>N``, ``<N``, ``>=N``, ``<=N`` or ``N``
+* ``rpo:STATE``      protection by a policy: ``rpo:ok``, ``rpo:at-risk``, ``rpo:breached`` (by prefix:
+  ``rpo:b``) and ``rpo:none`` for a VM no policy covers (``rpo:unknown``: not assessed yet)
+* ``policy:NAME``    the policy that protects the VM (the one that wins), by exact name or prefix;
+  ``policy:none`` is a VM no policy covers. Neither protection nor policy is in the plain-text
+  haystack: a policy's selector is written in this language, and must not match on its own result
 * ``marked:yes``     only marked rows (the marks live in the store)
 * quotes group words: ``reason:"no tools"``
 """
@@ -29,6 +34,11 @@ VERDICTS = ("blocked", "degraded", "ready")
 VERDICT_ORDER = {"blocked": 0, "degraded": 1, "ready": 2, "": 3}
 SEVERITY_ORDER = {"blocker": 0, "warning": 1, "info": 2}
 SNAPSHOTS_UNKNOWN = "snapshots-unknown"   # the rule of a provisional verdict (snapshot tree not read yet)
+# A VM's protection (fctui.jobs.protection states), worst first; "" is not assessed yet (or unknown)
+PROTECTION_STATES = ("not-covered", "breached", "at-risk", "ok")
+PROTECTION_ORDER = {"not-covered": 0, "breached": 1, "at-risk": 2, "ok": 3, "": 4}
+# words of rpo:… that are not a state's own name
+_RPO_ALIASES = {"none": "not-covered", "unknown": ""}
 
 
 class FilterError(ValueError):
@@ -53,6 +63,8 @@ class VmRow:
     arch: str = ""
     provisional: bool = False   # assessed without snapshot data yet (first pages of a refresh)
     search: str = field(default="", repr=False)  # lower-cased haystack for plain text terms
+    protection: str = ""        # PROTECTION_STATES or "" (not assessed yet / unknown)
+    policy: str = ""            # the policy that protects it ("" when none or unknown)
 
     def __post_init__(self) -> None:
         if not self.search:
@@ -63,13 +75,14 @@ class VmRow:
     def confirmed(self) -> "VmRow":
         """This row with its provisional verdict made final (see ``rules.engine.confirmed``)."""
         return VmRow(self.key, self.name, self.state, self.host, self.cluster, self.disks, self.size_gb,
-                     self.tools, self.verdict, self.reason, self.rules, self.os, self.arch, False, self.search)
+                     self.tools, self.verdict, self.reason, self.rules, self.os, self.arch, False, self.search,
+                     self.protection, self.policy)
 
     def same_display(self, other: "VmRow") -> bool:
         return (self.name, self.state, self.host, self.disks, self.size_gb, self.tools,
-                self.verdict, self.reason, self.rules, self.provisional) == (
+                self.verdict, self.reason, self.rules, self.provisional, self.protection, self.policy) == (
                 other.name, other.state, other.host, other.disks, other.size_gb, other.tools,
-                other.verdict, other.reason, other.rules, other.provisional)
+                other.verdict, other.reason, other.rules, other.provisional, other.protection, other.policy)
 
 
 def _tools_text(vm: Any) -> str:
@@ -145,6 +158,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("size", "Size", 6, "right", priority=4),
     Column("tools", "Tools", 10, priority=5),
     Column("verdict", "Verdict", 10),
+    # always shown: "what is not protected" is the first question at 3 a.m. (9 cells: "BREACHED")
+    Column("protection", "Protected", 9),
     Column("reason", "Main reason", 40, flex=True),
 )
 COLUMN_IDS = tuple(c.id for c in COLUMNS)
@@ -157,6 +172,7 @@ _SORT_KEYS: dict[str, Callable[[VmRow], Any]] = {
     "size": lambda r: (r.size_gb, r.name.lower()),
     "tools": lambda r: (r.tools, r.name.lower()),
     "verdict": lambda r: (VERDICT_ORDER.get(r.verdict, 3), r.reason, r.name.lower()),
+    "protection": lambda r: (PROTECTION_ORDER.get(r.protection, 4), r.name.lower()),
     "reason": lambda r: (r.reason == "", r.reason, r.name.lower()),
 }
 
@@ -172,7 +188,9 @@ def sort_rows(rows: Iterable[VmRow], column: str = "name", reverse: bool = False
 # --- the filter language ----------------------------------------------------------------------------
 
 QUALIFIERS = ("name", "state", "host", "cluster", "verdict", "rule", "tools", "reason", "urn",
-              "os", "arch", "disks", "size", "marked")
+              "os", "arch", "disks", "size", "marked", "rpo", "policy")
+# the qualifiers that read a VM's protection (a policy's selector may not use them: see Policy)
+PROTECTION_QUALIFIERS = ("rpo", "policy")
 
 Predicate = Callable[[VmRow, frozenset[str]], bool]
 
@@ -229,7 +247,8 @@ def _number_test(field_name: str, spec: str) -> Callable[[VmRow, frozenset[str]]
 
 
 _TEXT_ATTRS = {"reason": "reason", "name": "name", "host": "host", "cluster": "cluster", "tools": "tools",
-               "urn": "key", "os": "os", "arch": "arch", "state": "state", "verdict": "verdict"}
+               "urn": "key", "os": "os", "arch": "arch", "state": "state", "verdict": "verdict",
+               "rpo": "protection", "policy": "policy"}
 
 
 def _text_attr(qual: str) -> Callable[[VmRow], str]:
@@ -268,6 +287,10 @@ def _parse_term(token: str) -> Term:
             return Term(raw, negate, lambda r, _m: rx.search(get(r)) is not None,
                         column=_TEXT_ATTRS[qual], value_test=lambda x: rx.search(x) is not None)
         v = value.lower()
+        if qual == "rpo":
+            return _rpo_term(raw, negate, v)
+        if qual == "policy":
+            return _policy_term(raw, negate, v)
         if qual == "rule":
             # exact id, or a prefix such as "disk-" or "state-"
             return Term(raw, negate, lambda r, _m: any(x == v or x.startswith(v) for x in r.rules))
@@ -282,6 +305,38 @@ def _parse_term(token: str) -> Term:
         raise FilterError(f"unknown column {qual!r}; use one of: {', '.join(QUALIFIERS)}")
     v = token.lower()
     return Term(raw, negate, lambda r, _m: v in r.search, plain=v)
+
+
+def _rpo_term(raw: str, negate: bool, v: str) -> Term:
+    """``rpo:STATE``: the states whose name (or alias: none, unknown) starts with ``v``."""
+    v = v.replace(" ", "-")
+    words = {**{s: s for s in PROTECTION_STATES}, **_RPO_ALIASES}
+    states = frozenset(state for word, state in words.items() if word.startswith(v))
+    if not states:
+        raise FilterError(f"rpo: wants ok, at-risk, breached or none (got {v!r})")
+    return Term(raw, negate, lambda r, _m: r.protection in states,
+                column="protection", value_test=lambda x: x in states)
+
+
+def _policy_term(raw: str, negate: bool, v: str) -> Term:
+    """``policy:NAME``: the winning policy by exact name or prefix; ``policy:none``: not covered."""
+    if v == "none":
+        return Term(raw, negate, lambda r, _m: r.protection == "not-covered",
+                    column="protection", value_test=lambda x: x == "not-covered")
+
+    def test(name: str) -> bool:
+        return bool(name) and name.lower().startswith(v)
+    return Term(raw, negate, lambda r, _m: test(r.policy), column="policy", value_test=test)
+
+
+def protection_terms(flt: Filter) -> list[str]:
+    """The terms of ``flt`` that read a VM's protection (``rpo:``, ``policy:``), as typed."""
+    out = []
+    for t in flt.terms:
+        qual = t.text.lstrip("!").partition(":")[0].lower()
+        if qual in PROTECTION_QUALIFIERS and ":" in t.text:
+            out.append(t.text)
+    return out
 
 
 def parse_filter(text: str) -> Filter:
@@ -300,15 +355,23 @@ def parse_filter(text: str) -> Filter:
 
 # --- the store and views ------------------------------------------------------------------------
 
+# the summary bar's protection counts, worst first, as the filters that select them
+PROTECTION_FILTERS = (("not-covered", "rpo:none"), ("breached", "rpo:breached"), ("at-risk", "rpo:at-risk"))
+
+
 @dataclass(slots=True)
 class Summary:
     total: int
     by_verdict: dict[str, int]
     by_rule: dict[str, int]     # by severity (blockers first), then most frequent first
+    by_protection: dict[str, int] = field(default_factory=dict)   # PROTECTION_STATES (assessed rows only)
 
     def items(self) -> list[tuple[str, int]]:
-        """Entries of the summary bar in display order, as filter expressions and counts."""
+        """Entries of the summary bar in display order, as filter expressions and counts: the
+        verdicts, the protection problems that have VMs (none when all are ok), then the rules."""
         out = [(f"verdict:{v}", self.by_verdict.get(v, 0)) for v in VERDICTS]
+        out += [(expr, self.by_protection[state]) for state, expr in PROTECTION_FILTERS
+                if self.by_protection.get(state)]
         out += [(f"rule:{r}", n) for r, n in self.by_rule.items()]
         return out
 
@@ -316,11 +379,14 @@ class Summary:
 def summarize(rows: Iterable[VmRow]) -> Summary:
     by_verdict: dict[str, int] = {v: 0 for v in VERDICTS}
     by_rule: dict[str, int] = {}
+    by_protection: dict[str, int] = {}
     total = 0
     for r in rows:
         total += 1
         if r.verdict:
             by_verdict[r.verdict] = by_verdict.get(r.verdict, 0) + 1
+        if r.protection:
+            by_protection[r.protection] = by_protection.get(r.protection, 0) + 1
         for rule in r.rules:
             by_rule[rule] = by_rule.get(rule, 0) + 1
     # blockers first, then warnings, then infos, each most frequent first: the bar's first rule counts
@@ -328,7 +394,7 @@ def summarize(rows: Iterable[VmRow]) -> Summary:
     from ..rules.catalog import RULES
     severity = {r: SEVERITY_ORDER.get(RULES[r].severity, 9) if r in RULES else 9 for r in by_rule}
     ordered = dict(sorted(by_rule.items(), key=lambda kv: (severity[kv[0]], -kv[1], kv[0])))
-    return Summary(total, by_verdict, ordered)
+    return Summary(total, by_verdict, ordered, by_protection)
 
 
 @dataclass(frozen=True, slots=True)

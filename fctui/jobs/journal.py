@@ -15,11 +15,14 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterable, Protocol
+from typing import TYPE_CHECKING, Any, Iterable, Protocol
 
 from tinydb import Query, TinyDB
 
 from .model import FINAL_JOB_STATES, JobRecord
+
+if TYPE_CHECKING:
+    from .policystore import PolicyRun
 
 Q = Query()
 
@@ -83,6 +86,7 @@ class JobStore:
         self.jobs = self.db.table("jobs")
         self.intents = self.db.table("intents")
         self.marks = self.db.table("chain_marks")
+        self.policy_runs = self.db.table("policy_runs")
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -172,3 +176,29 @@ class JobStore:
     def chain_marks(self) -> dict[str, str]:
         with self._lock:
             return {r["volume"]: r["reason"] for r in self.marks.all()}
+
+    # --- policy runs (fctui.jobs.policystore.PolicyRun) -----------------------------------------------
+
+    def record_run(self, run: "PolicyRun") -> None:
+        with self._lock:
+            self.policy_runs.upsert(run.to_dict(), Q.key == run.key)
+
+    def policy_runs_of(self, policy: str | None = None, limit: int | None = None) -> list["PolicyRun"]:
+        """Runs, oldest first (of one policy, or all); ``limit``: only the newest ones."""
+        from .policystore import PolicyRun
+        with self._lock:
+            rows = [dict(r) for r in (self.policy_runs.search(Q.policy == policy) if policy
+                                      else self.policy_runs.all())]
+        runs = sorted((PolicyRun.from_dict(r) for r in rows), key=lambda r: (r.scheduled, r.policy))
+        return runs[-limit:] if limit else runs
+
+    def prune_runs(self, keep_per_policy: int = 200) -> int:
+        """Drop the oldest finished runs beyond ``keep_per_policy`` per policy."""
+        by_policy: dict[str, list["PolicyRun"]] = {}
+        for r in self.policy_runs_of():
+            by_policy.setdefault(r.policy, []).append(r)
+        drop = [r.key for runs in by_policy.values() for r in runs[:-keep_per_policy] if r.finished]
+        if drop:
+            with self._lock:
+                self.policy_runs.remove(Q.key.one_of(drop))
+        return len(drop)

@@ -173,9 +173,10 @@ def vm_config_of(vm: Vm) -> dict[str, Any]:
 
 def plan_vm(vm: Vm, *, assessment: Any = None, previous: "RestorePoint | None" = None, full: bool = False,
             chain_marks: Mapping[str, str] | None = None,
-            launch_findings: Sequence[FindingNote] = ()) -> VmPlan:
+            launch_findings: Sequence[FindingNote] = (), full_reason: str = "") -> VmPlan:
     """Plan one VM. ``previous`` is its latest restore point; ``chain_marks`` maps volume URNs to the
-    reason an earlier job of ours found their CBT chain broken (cleared by the next good point)."""
+    reason an earlier job of ours found their CBT chain broken (cleared by the next good point).
+    ``full_reason``: why ``full`` was asked (default: ``--full requested``), e.g. a policy's periodic full."""
     marks = chain_marks or {}
     findings = _findings_of(assessment)
     if assessment is not None:
@@ -222,7 +223,7 @@ def plan_vm(vm: Vm, *, assessment: Any = None, previous: "RestorePoint | None" =
         if kind == "standard":
             dp.reason = "standard snapshot (no CBT): the whole disk is read"
         elif full:
-            dp.reason = "--full requested"
+            dp.reason = full_reason or "--full requested"
         elif previous is None:
             dp.reason = "no earlier restore point of this VM"
         elif prev is None:
@@ -372,8 +373,10 @@ async def assess_vm(client: "VrmClient", vm: Vm, point: "RestorePoint | None", *
 async def build_plan(client: "VrmClient", targets: Sequence[str], repo: "Repository | None", *,
                      full: bool = False, chain_marks: Mapping[str, str] | None = None,
                      launch_findings: Mapping[str, Sequence[FindingNote]] | None = None,
-                     owned_snapshots: Iterable[str] = (), use_rules: bool = True) -> Plan:
-    """Resolve ``targets`` (names or URNs) and plan each VM. Unresolvable targets are listed, not raised."""
+                     owned_snapshots: Iterable[str] = (), use_rules: bool = True,
+                     full_vms: Mapping[str, str] | None = None) -> Plan:
+    """Resolve ``targets`` (names or URNs) and plan each VM. Unresolvable targets are listed, not raised.
+    ``full_vms``: VM URN -> why that VM is read fully although ``full`` is off (a policy's periodic full)."""
     plan = Plan(vms=[], full=full, created=time.time())
     seen: set[str] = set()
     owned = list(owned_snapshots)
@@ -391,8 +394,10 @@ async def build_plan(client: "VrmClient", targets: Sequence[str], repo: "Reposit
         seen.add(vm.urn)
         point = repo.latest_point(vm.urn) if repo is not None else None
         assessment = await assess_vm(client, vm, point, owned_snapshots=owned) if use_rules else None
-        vp = plan_vm(vm, assessment=assessment, previous=point, full=full, chain_marks=chain_marks,
-                     launch_findings=(launch_findings or {}).get(vm.urn, ()))
+        why_full = (full_vms or {}).get(vm.urn, "")
+        vp = plan_vm(vm, assessment=assessment, previous=point, full=full or bool(why_full),
+                     chain_marks=chain_marks, launch_findings=(launch_findings or {}).get(vm.urn, ()),
+                     full_reason="" if full else why_full)
         await _used_sizes(client, vp, point)
         plan.vms.append(vp)
     return plan

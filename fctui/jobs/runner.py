@@ -186,6 +186,27 @@ class _VmRun:
     cleanup_budget: cleanup.Budget | None = None  # started by the first cleanup step of this VM
 
 
+def snapshot_time(task: Any) -> float | None:
+    """A restore point's time: the VRM's time of its snapshot (the snapshot task's finishTime, else its
+    startTime; epoch seconds), so RPO and retention follow the VRM's clock, not this machine's. Both
+    spellings the VRM may use are read (vrm-api.md §10: epoch ms as a string, or "YYYY-MM-DD HH:MM:SS"
+    UTC). None when it gave neither (the caller falls back to the local clock)."""
+    from datetime import datetime, timezone
+    for v in (getattr(task, "finish_time", ""), getattr(task, "start_time", "")):
+        if v is None or v == "":
+            continue
+        try:
+            ms = float(v)
+        except (TypeError, ValueError):
+            try:
+                return datetime.strptime(str(v).strip(), "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc).timestamp()
+            except ValueError:
+                continue
+        if ms > 0:
+            return ms / 1000.0
+    return None
+
+
 def coalesce(blocks: list[int], max_blocks: int) -> Iterator[tuple[int, int]]:
     """Adjacent block numbers as (start, count) runs of at most ``max_blocks``; input sorted."""
     start = prev = None
@@ -231,8 +252,11 @@ class BackupRunner:
 
     def __init__(self, client: "VrmClient", repo: "Repository", *, scheduler: Scheduler | None = None,
                  journal: JournalLike | None = None, settings: RunnerSettings | None = None,
-                 vrm: str = "", user: str = "") -> None:
+                 vrm: str = "", user: str = "", start_by: Callable[[], str] | None = None) -> None:
         self.client = client
+        # A start-by deadline (a policy's window end): asked when a VM's turn comes, before its
+        # snapshot; a non-empty answer is why it is not started at all.
+        self.start_by = start_by
         self.repo = repo
         self.scheduler = scheduler or Scheduler()
         self.journal: JournalLike = journal if journal is not None else MemoryJournal()
@@ -326,6 +350,12 @@ class BackupRunner:
         ticket = None
         try:
             ticket = await self.scheduler.acquire_vm(vp.host_urn, f"{job.id}/{vp.vm_name}", waiting)
+            late = self.start_by() if self.start_by is not None else ""
+            if late:
+                vm.state, vm.reason = "refused", late
+                reporter.log(f"{vp.vm_name}: not started: {late}", "warning")
+                reporter.state()
+                return
             flow = asyncio.create_task(self._vm_flow(job, run, reporter))
             watch = asyncio.create_task(self._watchdog(run, flow))
             try:
@@ -459,6 +489,7 @@ class BackupRunner:
         t0, t1 = task.times_ms()
         if t0 is not None and t1 is not None and t1 >= t0:
             vm.pause_s = (t1 - t0) / 1000.0
+        taken_at = snapshot_time(task)
         if not run.snapshot_uri:  # an old VRM that did not return the snapshot's URI: find it by name
             found = await cleanup.find_snapshots_named(c, vp.vm_uri, name)
             if not found:
@@ -520,7 +551,7 @@ class BackupRunner:
         loop = asyncio.get_running_loop()
         run.writer = self.repo.new_point(vm_urn=vp.vm_urn, vm_name=vp.vm_name, job_id=job.id, kind=kind,
                                          vm_config=vp.vm_config, snapshot_urn=run.snapshot_urn,
-                                         created=time.time())
+                                         created=taken_at if taken_at is not None else time.time())
         vm.state = "reading"
         for dp in vp.disks:  # one CNA port per VM and host: its disks go one after another (vrm-api §9.3)
             run.disks[dp.volume_urn].wait_reason = "waits for the VM's previous disk"

@@ -222,6 +222,7 @@ class VerifyReport:
 class PruneReport:
     removed: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)
+    why: dict[str, str] = field(default_factory=dict)  # kept point id -> the retention rule that kept it
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -37,7 +37,9 @@ import socket
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import tzinfo
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Iterator
@@ -57,6 +59,7 @@ from .model import (
     BlockDamage, DamagedEntry, DiskStats, GcReport, PruneReport, RestorePoint, RestorePointDisk, VerifyReport,
     POINT_ID_RE, point_problem,
 )
+from .retention import Retention, RetentionPlan, select
 
 FORMAT_NAME = "fctui-repo"
 FORMAT_VERSION = 1
@@ -779,13 +782,32 @@ class Repository:
         return report
 
     # --- prune and gc --------------------------------------------------------------------
-    def prune(self, keep_last: int, vm_urn: str | None = None) -> PruneReport:
+    def prune(self, keep_last: int, vm_urn: str | None = None, *, dry_run: bool = False) -> PruneReport:
         """Keep the newest ``keep_last`` points of each VM (or of ``vm_urn``); drop the rest's
-        catalog entries and manifests. Chunks are freed by :meth:`gc`."""
+        catalog entries and manifests. Chunks are freed by :meth:`gc`. ``dry_run``: only report."""
         if keep_last < 0:
             raise RepoError("--keep-last must be 0 or more")
         if keep_last == 0 and vm_urn is None:
             raise RepoError("--keep-last 0 would delete every restore point; name one VM to do that")
+
+        def plan(pts: list[RestorePoint]) -> RetentionPlan:
+            if keep_last:
+                return select(pts, Retention(keep_last=keep_last), None)
+            return RetentionPlan(remove=[p.id for p in pts])  # 0 for one VM: it goes entirely
+        return self._prune(plan, vm_urn, dry_run=dry_run)
+
+    def prune_retention(self, retention: Retention, *, vm_urn: str | None = None, tz: tzinfo | None,
+                        dry_run: bool = False) -> PruneReport:
+        """Apply PBS-style ``retention`` to each VM's points (or to ``vm_urn``'s), periods read in local
+        time of ``tz`` (None: the system's zone); see :func:`fctui.repo.retention.select`. The same
+        guarantees as :meth:`prune`; a retention of all zeros keeps everything. ``dry_run``: only
+        report what would go (refusing as the real prune would)."""
+        return self._prune(lambda pts: select(pts, retention, tz), vm_urn, dry_run=dry_run)
+
+    def _prune(self, plan: Callable[[list[RestorePoint]], RetentionPlan], vm_urn: str | None, *,
+               dry_run: bool = False) -> PruneReport:
+        """Drop the catalog entries and manifests of the points ``plan`` removes from each VM's points
+        (oldest first). Chunks are freed by :meth:`gc`."""
         report = PruneReport()
         with self._txn():
             # Before dropping anything: a sweep follows, and it must not run blind (see sweep_check).
@@ -796,21 +818,25 @@ class Repository:
             leased_bases = {b for lease in self._leases() if lease.alive() for b in lease.base_point_ids}
             table = self._points
             for pts in by_vm.values():
-                drop = pts[: max(0, len(pts) - keep_last)]
-                report.kept.extend(p.id for p in pts[len(drop):])
-                if not drop:
+                chosen = plan(pts)
+                ids = set(chosen.remove)
+                report.kept.extend(p.id for p in pts if p.id not in ids)
+                report.why.update({pid: chosen.why[pid] for pid in chosen.keep if pid in chosen.why})
+                if not ids:
                     continue
-                ids = {p.id for p in drop}
+                report.removed.extend(sorted(ids))
+                if dry_run:
+                    continue
                 with self._catalog_io():
                     table.remove(Query().id.one_of(sorted(ids)))
                 for pid in sorted(ids):
-                    report.removed.append(pid)
                     with self._mutex:
                         self._manifests.pop(pid, None)
                     if pid not in leased_bases:  # a running incremental still reads it: gc drops it later
                         with contextlib.suppress(FileNotFoundError):
                             self._manifest_path(pid).unlink()
-            fsync_dir(self.points_dir)
+            if not dry_run:
+                fsync_dir(self.points_dir)
         return report
 
     def gc(self) -> GcReport:

@@ -18,7 +18,7 @@ from .engine import Finding
 GIB = 1 << 30   # the VRM gives datastore and disk sizes in (binary) GB
 
 __all__ = [
-    "BusinessHours", "BusinessHoursError", "host_sockets_busy", "target_volumes_busy", "business_hours",
+    "BusinessHours", "BusinessHoursError", "describe_days", "host_sockets_busy", "target_volumes_busy", "business_hours",
     "cross_storage_restore", "restore_space", "restore_overwrite_running", "vrm_version_untested",
     "parse_api_version", "repository_space",
 ]
@@ -64,8 +64,28 @@ class BusinessHours:
         return t < self.end and (wd - 1) % 7 in self.days
 
     def describe(self) -> str:
-        names = ",".join(_DAY_NAMES[d] for d in sorted(self.days))
-        return f"{names} {self.start.strftime('%H:%M')}-{self.end.strftime('%H:%M')}"
+        """The form ``parse`` reads, shortest: ``daily 22:00-06:00``, ``mon-fri 08:00-18:00``, ``sat,sun ...``."""
+        return f"{describe_days(self.days)} {self.start.strftime('%H:%M')}-{self.end.strftime('%H:%M')}"
+
+
+def describe_days(days: frozenset[int]) -> str:
+    """``daily``, ``mon-fri``, ``mon,wed,sat``: runs of three or more days as ranges."""
+    if len(days) == 7:
+        return "daily"
+    ds = sorted(days)
+    groups: list[list[int]] = []
+    for d in ds:
+        if groups and d == groups[-1][-1] + 1:
+            groups[-1].append(d)
+        else:
+            groups.append([d])
+    parts = []
+    for g in groups:
+        if len(g) >= 3:
+            parts.append(f"{_DAY_NAMES[g[0]]}-{_DAY_NAMES[g[-1]]}")
+        else:
+            parts.extend(_DAY_NAMES[d] for d in g)
+    return ",".join(parts)
 
 
 def _parse_days(s: str, text: str) -> frozenset[int]:

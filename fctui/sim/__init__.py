@@ -3,7 +3,7 @@
 from fctui.sim.app import create_app
 from fctui.sim.generator import Simulator
 from fctui.sim.server import EmbeddedSimulator
-from fctui.sim.state import DEMO_FILL_SCALE, ManualClock, RealClock, SimConfig, SimUser, demo_config
+from fctui.sim.state import DEMO_FILL_SCALE, ManualClock, OffsetClock, RealClock, SimConfig, SimUser, demo_config
 
 __all__ = ["DEMO_FILL_SCALE", "SimConfig", "SimUser", "Simulator", "demo_config", "create_app", "EmbeddedSimulator",
-           "ManualClock", "RealClock"]
+           "ManualClock", "OffsetClock", "RealClock"]

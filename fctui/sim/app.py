@@ -30,7 +30,7 @@ from starlette.types import Receive, Scope, Send
 
 from fctui.sim import ops, views
 from fctui.sim.generator import Simulator
-from fctui.sim.state import C, Fault, ManualClock, VrmError, bad, not_found
+from fctui.sim.state import C, Fault, ManualClock, OffsetClock, VrmError, bad, not_found
 
 JSON_TYPE = "application/json;charset=UTF-8"
 ALL_METHODS = ["GET", "POST", "PUT", "DELETE", "HEAD", "PATCH"]
@@ -994,8 +994,9 @@ async def control(request: Request, sim: Simulator, path: str) -> Response:
         return jresp({"expired": sim.expire_tokens(body.get("token"))})
     if method == "POST" and parts == ["clock", "advance"]:
         body = await read_json(request)
-        if not isinstance(sim.clock, ManualClock):
-            raise bad("The simulator runs on the real clock; clock/advance needs a ManualClock.")
+        if not isinstance(sim.clock, (ManualClock, OffsetClock)):
+            raise bad("The simulator runs on the real clock; clock/advance needs a ManualClock or an "
+                      "OffsetClock (fctui sim --jumpable-clock).")
         try:
             secs = float(body.get("seconds", 0))
         except (TypeError, ValueError):

@@ -156,15 +156,15 @@ class EmbeddedSimulator:
 
 
 def serve(cfg: SimConfig, *, host: str, port: int, tls: bool,
-          announce: Callable[[str, Simulator, float, str | None], None]) -> None:
+          announce: Callable[[str, Simulator, float, str | None], None], clock: Clock | None = None) -> None:
     """Serve the simulator on ``host:port`` until Ctrl-C (``fctui sim``). Once it listens,
     ``announce(url, simulator, seconds_to_generate, ca_file_or_None)``. Raises SimServerError when the
-    address cannot be bound."""
+    address cannot be bound. ``clock``: the simulator's clock (default: the real one)."""
     sock = _bind(host, port)
     tls_files = _TlsFiles(host) if tls else None
     try:
         t0 = time.perf_counter()
-        sim = Simulator(cfg)
+        sim = Simulator(cfg, clock=clock)
         gen_s = time.perf_counter() - t0
         if tls_files is not None:
             sim.config.tls_ca_pem = tls_files.ca_pem

@@ -57,6 +57,25 @@ class ManualClock:
         self._t += seconds
 
 
+class OffsetClock:
+    """The real clock plus an offset that only grows: tasks progress by themselves as on the real
+    clock, and ``advance(seconds)`` jumps ahead (a simulated week of schedules in seconds). After a
+    jump the event heap applies every transition that fell due, in time order, so tasks already
+    running finish (or expire) as if the time had passed."""
+
+    def __init__(self, start: float | None = None) -> None:
+        # start: what now() says at once (e.g. a Monday midnight for a scheduling test); None: real time
+        self._offset = 0.0 if start is None else float(start) - time.time()
+
+    def now(self) -> float:
+        return time.time() + self._offset
+
+    def advance(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError("a clock cannot go backwards")
+        self._offset += seconds
+
+
 # --------------------------------------------------------------------------------------------
 # Config and errors
 # --------------------------------------------------------------------------------------------

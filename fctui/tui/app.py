@@ -16,6 +16,8 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import replace
+from datetime import tzinfo
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable
@@ -37,6 +39,7 @@ from .detail import render_detail
 from .feedproc import FactsLite, RefreshProcess, run_refresh_loop, settle_heap
 from .messages import (FeedConnected, FeedLost, FeedUpdate, RefreshStarted, SnapshotsLoaded, ViewFailed,
                        ViewReady)
+from .protection import ProtectionAssessed, ProtectionResult
 from .screens import (DatastoresScreen, DetailScreen, FirstRunScreen, HelpScreen, MainScreen, TreeScreen)
 from .source import Complete, ConnectSpec, InventoryFeed, StaticInfo, VmPage
 from .widgets.line import Panel, TextLine
@@ -183,11 +186,13 @@ class FctuiApp(App[int]):
                  theme: str | None = None, refresh_interval: float | None = None,
                  demo_starter: Callable[[], tuple[ConnectSpec, Callable[[], None]]] | None = None,
                  auto_refresh: bool = True, watch_tty: bool = True,
-                 refresh_process: bool | None = None) -> None:
+                 refresh_process: bool | None = None, tz: tzinfo | None = None) -> None:
         super().__init__()
         self.config = config or Config()
         self.spec = spec
         self.clock = clock
+        from ..jobs.protection import local_tz
+        self.tz = tz or local_tz()     # schedules and windows are in local time
         self.read_only = bool(self.config.read_only if read_only is None else read_only)
         self.refresh_interval = float(refresh_interval or self.config.refresh_interval)
         self.demo_starter = demo_starter
@@ -207,6 +212,8 @@ class FctuiApp(App[int]):
         # VM URN -> its latest restore point in the repository (None: no backup of it): the detail's
         # "next backup" is planned from it as ``b`` plans (fctui.jobs.planner.plan_vm)
         self.backup_points: dict[str, Any] = {}
+        self._point_asks: dict[str, int] = {}     # per VM: asks for its latest point (see _fetch_backup_point)
+        self._point_reading: set[str] = set()
         # snapshot URN -> VM URN, of the jobs running or queued in the agent: their own snapshots,
         # never leftovers (a refresh that sees one mid-job runs the rules without knowing so)
         self.owned_snapshots: dict[str, str] = {}
@@ -239,6 +246,14 @@ class FctuiApp(App[int]):
         self._view_cache = ViewCache()
         self._snap_timer: Any = None
         self._detail_timer: Any = None
+        # protection (issue 16): VM URN -> jobs.protection.VmProtection, from the last assessment; with
+        # protection_error set the status is unknown (policies or repository unreadable)
+        self.protection: dict[str, Any] = {}
+        self.protection_policies: tuple[Any, ...] = ()   # what ``protection`` was assessed with
+        self.protection_error = ""
+        self._protection_running = False
+        self._protection_dirty = False
+        self.protection_pending = False           # an assessment asked for has not reached the rows yet
         self.first_rows_at: float | None = None   # perf_counter when the first rows reached the table
         self.complete_at: float | None = None
         self.shown_filter = ""                     # the filter of the view on screen
@@ -274,9 +289,10 @@ class FctuiApp(App[int]):
         from .restore_wizard import RestoreWizard
         from .review_screen import ReviewScreen
         from .dialogs import ConfirmScreen
+        from .policies_screen import PoliciesScreen, PolicyForm
         known = {b.id for cls in (FctuiApp, MainScreen, VmTable, SummaryBar, DetailScreen, DatastoresScreen,
                                    TreeScreen, HelpScreen, JobsScreen, JobList, ReviewScreen, RestoreWizard,
-                                   DrillScreen, ConfirmScreen)
+                                   DrillScreen, ConfirmScreen, PoliciesScreen, PolicyForm)
                  for b in cls.BINDINGS if isinstance(b, Binding) and b.id}
         unknown = sorted(set(self.config.keymap) - known)
         if unknown:
@@ -490,7 +506,7 @@ class FctuiApp(App[int]):
                 if a is not None:
                     self.assessments[vm.urn] = a
                     self._to_confirm.discard(vm.urn)
-            added, changed = self.store.upsert(ev.rows)
+            added, changed = self.store.upsert(self._keep_protection(ev.rows))
             if added or changed:
                 self.schedule_view()
             if self.owned_snapshots:
@@ -536,6 +552,7 @@ class FctuiApp(App[int]):
             if self.owned_snapshots:
                 self._rows_again(set(self.owned_snapshots.values()))
             self.show_detail(self._table_cursor())
+            self.schedule_protection()
 
     def _confirm(self, urns: set[str]) -> None:
         """The refresh confirmed these VMs' provisional verdicts: they become final here, as the
@@ -577,6 +594,8 @@ class FctuiApp(App[int]):
             for v in ended.vms:
                 if self.backup_points.pop(v.urn, False) is not False and self._shows_detail_of(v.urn):
                     self._fetch_backup_point(v.urn)
+            if ended.type == "backup" and self.loaded_once:
+                self.schedule_protection()     # a new point, or a failed attempt
         if board is not None and job_id:
             self._job_snapshot_step(board.jobs.get(job_id), job_id)
         owned: dict[str, str] = {}
@@ -660,6 +679,84 @@ class FctuiApp(App[int]):
             self.show_detail(cursor, now=True)
         top = self._top_screen()
         if isinstance(top, DetailScreen) and top.key in urns:
+            top.update()
+
+    # --- protection (policies, RPO) ---------------------------------------------------------------------
+
+    def _keep_protection(self, rows: list[Any]) -> list[Any]:
+        """A refresh's rows carry no protection (the feed knows no policies): each keeps its VM's until
+        the next assessment, so the column does not blink to "?" at every refresh. Copies: the feed
+        still holds the rows it sent (it fingerprints them)."""
+        known = self.store.rows
+        out = []
+        for r in rows:
+            old = known.get(r.key)
+            if old is not None and (old.protection or old.policy) and not (r.protection or r.policy):
+                r = replace(r, protection=old.protection, policy=old.policy)
+            out.append(r)
+        return out
+
+    def schedule_protection(self) -> None:
+        """Assess every VM's protection again, off the event loop (after a refresh and after a backup job
+        ends). One assessment at a time; asks made meanwhile become one more."""
+        self.protection_pending = True
+        if self._protection_running:
+            self._protection_dirty = True
+            return
+        self._protection_dirty = False
+        self._protection_running = True
+        board = getattr(getattr(self, "jobs", None), "board", None)
+        # finished backups only: their records no longer change while the worker reads them
+        jobs = [j for j in board.jobs.values() if j.type == "backup" and j.is_final] if board is not None else []
+        self._assess_protection(list(self.store.rows.values()), jobs, self.clock(), self.tz)
+
+    @work(thread=True, group="protection", exit_on_error=False, description="assess protection")
+    def _assess_protection(self, rows: list[Any], jobs: list[Any], now: float, tz: tzinfo) -> None:
+        from .protection import assess, row_changes
+        result = assess(rows, jobs, now=now, tz=tz)
+        self.post_message(ProtectionAssessed(result, row_changes(rows, result)))
+
+    @on(ProtectionAssessed)
+    def _protection_assessed(self, msg: ProtectionAssessed) -> None:
+        self._protection_running = False
+        self.apply_protection(msg.result, msg.changes)
+        if self._protection_dirty:
+            self.schedule_protection()
+        else:
+            self.protection_pending = False
+
+    def apply_protection(self, result: ProtectionResult,
+                         changes: dict[str, tuple[Any, Any]] | None = None) -> None:
+        """The rows (through the store: cursor and marks stay) and the detail follow an assessment.
+        ``changes``: rows made in the worker (see ``protection.row_changes``); a row a refresh replaced
+        since is copied here instead."""
+        if result.error:
+            if result.error != self.protection_error:
+                self.notify(f"Protection unknown: {result.error}", severity="warning", timeout=10)
+            self.protection_error = result.error
+            self.protection = {}
+        else:
+            self.protection_error = ""
+            self.protection = result.by_vm
+        self.protection_policies = result.assessed_with
+        if changes is None:
+            from .protection import row_changes
+            changes = row_changes(self.store.rows.values(), result)
+        changed = []
+        rows = self.store.rows
+        for key, (assessed, new) in changes.items():
+            row = rows.get(key)
+            if row is assessed:
+                changed.append(new)
+            elif row is not None and (row.protection, row.policy) != (new.protection, new.policy):
+                changed.append(replace(row, protection=new.protection, policy=new.policy))
+        if changed and any(self.store.upsert(changed)):
+            self.schedule_view()
+        cursor = self._table_cursor()
+        if cursor is not None:
+            self.show_detail(cursor, now=True)
+        top = self._top_screen()
+        if isinstance(top, DetailScreen):
             top.update()
 
     @on(FeedLost)
@@ -808,7 +905,9 @@ class FctuiApp(App[int]):
             plan = plan_vm(self.vms[key], assessment=self.assessment(key), previous=self.backup_points[key])
         return render_detail(self.vms[key], self.assessment(key), self.facts.get(key),
                              self.snapshots.get(key), self.datastores,
-                             snapshots_error=self.snapshot_errors.get(key, ""), plan=plan)
+                             snapshots_error=self.snapshot_errors.get(key, ""), plan=plan,
+                             protection=self.protection.get(key), protection_error=self.protection_error,
+                             now=self.clock(), tz=self.tz)
 
     def show_detail(self, key: str | None, *, now: bool = False) -> None:
         """Render the detail pane for ``key`` shortly after the cursor settles: holding an arrow key
@@ -860,10 +959,20 @@ class FctuiApp(App[int]):
             return
         self.post_message(SnapshotsLoaded(key, tree))
 
-    @work(group="backup-point", exclusive=True, exit_on_error=False)
-    async def _fetch_backup_point(self, key: str) -> None:
+    def _fetch_backup_point(self, key: str) -> None:
         """The VM's latest restore point, read again each time its detail is shown (a backup may
-        have finished since); the detail is drawn again only when it changed."""
+        have finished since); the detail is drawn again only when it changed. An ask while a read of
+        the same VM runs makes that read go once more when it ends, never cancels it: re-renders
+        (protection, refreshes) coming faster than a loaded machine reads the repository starved the
+        exclusive worker this used to be, and the detail said "no chain yet" for good."""
+        self._point_asks[key] = self._point_asks.get(key, 0) + 1
+        if key in self._point_reading:
+            return
+        self._point_reading.add(key)
+        self._read_backup_point(key)
+
+    @work(group="backup-point", exit_on_error=False)
+    async def _read_backup_point(self, key: str) -> None:
         from ..repo import NoRepositoryError, RepoError, Repository
 
         def latest() -> Any:
@@ -876,10 +985,17 @@ class FctuiApp(App[int]):
             finally:
                 repo.close()
         try:
-            point = await asyncio.to_thread(latest)
-        except (RepoError, OSError) as e:
-            log.warning("reading the repository for %s: %s", key, e)
-            return
+            while True:
+                asked = self._point_asks.get(key, 0)
+                try:
+                    point = await asyncio.to_thread(latest)
+                except (RepoError, OSError) as e:
+                    log.warning("reading the repository for %s: %s", key, e)
+                    return
+                if self._point_asks.get(key, 0) == asked:
+                    break
+        finally:
+            self._point_reading.discard(key)
         old = self.backup_points.get(key, False)
         if old is not False and getattr(old, "id", None) == getattr(point, "id", None):
             return

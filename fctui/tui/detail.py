@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, tzinfo
 from typing import Any, Mapping
 
 from rich.console import Group, RenderableType
@@ -12,6 +13,8 @@ from ..units import human_bytes
 
 SEVERITY_STYLE = {"blocker": "bold red", "warning": "yellow", "info": "cyan"}
 VERDICT_STYLE = {"blocked": "bold red", "degraded": "bold yellow", "ready": "bold green"}
+PROTECTION_HEAD = {"ok": ("OK", "bold green"), "at-risk": ("AT RISK", "bold yellow"),
+                   "breached": ("BREACHED", "bold red"), "not-covered": ("NOT COVERED", "red")}
 
 
 def storage_info(storage_type: str) -> tuple[str, bool | None]:
@@ -62,10 +65,56 @@ def next_backup_text(vm: Any, assessment: Any, facts: Any, plan: Any = None) -> 
     return "intact", "Next backup can be incremental (CBT chain intact)"
 
 
+def _when(ts: float, now: float, tz: tzinfo | None) -> str:
+    """An instant in local time and how far from ``now``: "2026-12-03 01:00 (11 h ago)"."""
+    from ..jobs.protection import short_duration
+    at = datetime.fromtimestamp(ts, tz).strftime("%Y-%m-%d %H:%M")
+    span = short_duration(abs(now - ts))
+    return f"{at} ({span} ago)" if ts <= now else f"{at} (in {span})"
+
+
+def protection_text(protection: Any, *, error: str = "", now: float, tz: tzinfo | None) -> Text:
+    """The VM's protection (issue 16): state and why, the policy that protects it (and the others that
+    select it), the newest good restore point and its age, the next run."""
+    out = Text()
+    if protection is None:
+        if error:
+            out.append("unknown: ", style="yellow")
+            out.append(error)
+        else:
+            out.append("not assessed yet", style="dim")
+        return out
+    word, style = PROTECTION_HEAD.get(protection.state, (protection.state.upper(), "bold"))
+    out.append(word, style=style)
+    out.append(f"  {protection.reason}")
+    if protection.policy:
+        out.append("\npolicy ")
+        out.append(protection.policy, style="bold")
+        if protection.rpo_s:
+            from ..jobs.protection import short_duration
+            out.append(f" · RPO {short_duration(protection.rpo_s)}")
+        if protection.also:
+            out.append(f" · also selected by {', '.join(protection.also)}", style="dim")
+    out.append("\nnewest good point ")
+    if protection.last_good is None:
+        out.append("none yet", style="dim")
+    else:
+        out.append(_when(protection.last_good, now, tz))
+    if protection.policy:
+        out.append("\nnext run ")
+        if protection.next_run is None:
+            out.append("none scheduled", style="yellow")
+        else:
+            out.append(_when(protection.next_run, now, tz))
+    return out
+
+
 def render_detail(vm: Any, assessment: Any = None, facts: Any = None, snapshots: Any = None,
                   datastores: Mapping[str, Any] | None = None, *, snapshots_error: str = "",
-                  width: int = 60, plan: Any = None) -> RenderableType:
-    """Everything a person needs about one VM to decide what to do."""
+                  width: int = 60, plan: Any = None, protection: Any = None, protection_error: str = "",
+                  now: float | None = None, tz: tzinfo | None = None) -> RenderableType:
+    """Everything a person needs about one VM to decide what to do. ``protection``: its
+    ``jobs.protection.VmProtection`` (None: not assessed, or unknown with ``protection_error``)."""
     parts: list[RenderableType] = []
     head = Text()
     head.append(vm.name or vm.urn, style="bold")
@@ -84,6 +133,10 @@ def render_detail(vm: Any, assessment: Any = None, facts: Any = None, snapshots:
     if vm.is_link_clone:
         info.append(" · linked clone")
     parts.append(info)
+
+    if now is not None:
+        parts.append(Text("\nProtection", style="bold underline"))
+        parts.append(protection_text(protection, error=protection_error, now=now, tz=tz))
 
     # disks
     parts.append(Text("\nDisks", style="bold underline"))

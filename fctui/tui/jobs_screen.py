@@ -190,7 +190,8 @@ class JobsService:
 
     # requests
     async def submit(self, targets: list[str], *, full: bool = False, spec: Any = None,
-                     business_hours: str | None = None) -> str:
+                     business_hours: str | None = None, policy: str = "") -> str:
+        """``policy``: the protection policy this job is a run of ("" : started by hand)."""
         if spec is None:
             raise JobError("not connected to a VRM")
         password = spec.password() if callable(spec.password) else spec.password
@@ -205,6 +206,8 @@ class JobsService:
                           **spec.job_options())
         if business_hours:
             fields["business_hours"] = business_hours
+        if policy:
+            fields["policy"] = policy
         resp = await agent.request("submit", **fields)
         self._wake.set()
         return str(resp["job"])
@@ -319,8 +322,9 @@ async def make_plan(app: Any, targets: list[str], *, full: bool = False) -> Plan
     return plan
 
 
-def start_backup_flow(app: Any, targets: list[str], *, full: bool = False) -> None:
-    """``b`` on the inventory: plan, show the review, submit on confirm, then show the jobs screen."""
+def start_backup_flow(app: Any, targets: list[str], *, full: bool = False, policy: str = "") -> None:
+    """``b`` on the inventory: plan, show the review, submit on confirm, then show the jobs screen.
+    ``policy``: the job is a run of this protection policy (``x`` on the Policies screen without a service)."""
     if getattr(app, "read_only", False):
         app.notify("Read-only mode: backups cannot be started", severity="warning")
         return
@@ -346,11 +350,12 @@ def start_backup_flow(app: Any, targets: list[str], *, full: bool = False) -> No
             try:
                 job_id = await svc.submit([vp.vm_urn for vp in plan.runnable], full=plan.full,
                                           spec=getattr(app, "spec", None),
-                                          business_hours=business_hours_text(app))
+                                          business_hours=business_hours_text(app), policy=policy)
             except Exception as e:
                 app.notify(f"Could not submit the backup: {e}", severity="error", timeout=10)
                 return
-            app.notify(f"Backup job {job_id} submitted to the agent", title="Backup started")
+            what = f"Backup job {job_id} of policy {policy}" if policy else f"Backup job {job_id}"
+            app.notify(f"{what} submitted to the agent", title="Backup started")
             app.push_screen(JobsScreen(svc, select=job_id))
 
         def done(ok: bool | None) -> None:

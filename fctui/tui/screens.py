@@ -46,6 +46,7 @@ class MainScreen(Screen[None]):
         Binding("b", "backup", "Backup", show=False, id="vm.backup"),
         Binding("r", "restore", "Restore", show=False, id="vm.restore"),
         Binding("J", "jobs", "Jobs", show=False, id="view.jobs"),
+        Binding("O", "policies", "Policies", show=False, id="view.policies"),
         Binding("D", "datastores", "Datastores", id="view.datastores"),
         Binding("t", "tree", "Tree", id="view.tree"),
         Binding("R", "refresh_now", "Refresh", show=False, id="app.refresh"),
@@ -205,6 +206,10 @@ class MainScreen(Screen[None]):
     def action_jobs(self) -> None:
         from .jobs_screen import JobsScreen, jobs_service
         self.app.push_screen(JobsScreen(jobs_service(self.app)))
+
+    def action_policies(self) -> None:
+        from .policies_screen import PoliciesScreen
+        self.app.push_screen(PoliciesScreen())
 
     # --- events ------------------------------------------------------------------------------
 
@@ -376,7 +381,7 @@ class HelpScreen(ModalScreen[None]):
             t.append(f"{desc:<22}")
             t.append(f"{bid}\n", style="dim")
         t.append("\nFilter: ", style="bold")
-        t.append(FILTER_HINT + "  disks:>4  size:>=500  marked:yes  \"quoted words\"\n")
+        t.append(FILTER_HINT + "  disks:>4  size:>=500  rpo:breached  policy:none  marked:yes  \"quoted words\"\n")
         t.append("        esc in the filter line clears it; on the table esc does nothing\n", style="dim")
         t.append("Summary bar: ", style="bold")
         t.append("tab to it, ←/→ to pick a count, enter to filter on it\n")

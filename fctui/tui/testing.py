@@ -61,9 +61,10 @@ async def wait_until(pilot: Any, cond: Callable[[], bool], timeout: float = 10.0
 
 
 async def wait_loaded(pilot: Any, app: FctuiApp, refreshes: int = 1, timeout: float = 15.0) -> None:
-    """Until ``refreshes`` full refreshes are on screen and no filter/sort is pending."""
-    await wait_until(pilot, lambda: app.refresh_count >= refreshes and not app._view_running
-                     and not app._view_dirty, timeout)
+    """Until ``refreshes`` full refreshes are on screen, their protection assessed, and no filter/sort
+    is pending."""
+    await wait_until(pilot, lambda: app.refresh_count >= refreshes and not app.protection_pending
+                     and not app._view_running and not app._view_dirty, timeout)
     await pilot.pause()
 
 

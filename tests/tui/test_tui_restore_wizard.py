@@ -24,7 +24,7 @@ from fctui.jobs.planner import build_plan
 from fctui.jobs.restore import RestoreSettings
 from fctui.jobs.runner import BackupRunner, Reporter, RunnerSettings
 from fctui.repo import Repository
-from fctui.sim import SimConfig, Simulator, create_app
+from fctui.sim import OffsetClock, SimConfig, Simulator, create_app
 from fctui.tui.restore_wizard import RestoreContext, RestoreWizard
 from fctui.vrm import VrmClient
 from tests.tui.test_tui_snapshots import SIZES
@@ -78,8 +78,10 @@ class World:
     def __init__(self, tmp: Path, monkeypatch: pytest.MonkeyPatch, disks: str = "many") -> None:
         import fctui.jobs.runner as runner_mod
         import fctui.repo.repository as repo_mod
+        # a restore point's time is its snapshot's time on the VRM: the simulator's clock starts at T0
+        vrm_clock = OffsetClock(start=T0)
         self.sim = Simulator(SimConfig(vms=30, seed=1, sector_of_block=128, time_scale=100.0, edge_disk_gb=1,
-                                       edge_fill=0.005))
+                                       edge_fill=0.005), clock=vrm_clock)
         self.repo_path = tmp / "repo"
         frozen = FrozenTime(T0)
         counter = itertools.count(1)
@@ -94,6 +96,8 @@ class World:
             async with sim_client(self.sim) as c:
                 for i in range(2):
                     frozen.t = T0 + i * 3600
+                    if i:
+                        vrm_clock.advance(T0 + i * 3600 - vrm_clock.now())
                     plan = await build_plan(c, [self.vm_urn], repo)
                     job = JobRecord(id=f"j{i}", targets=[self.vm_urn])
                     runner = BackupRunner(c, repo, journal=MemoryJournal(), settings=fast_settings())

@@ -88,8 +88,9 @@ async def test_two_vms_with_a_long_common_prefix_stay_distinguishable_at_80x24(s
         assert app.screen.query_one(VmTable).row_count == 2
         cells = sorted(name_cells(app))
         assert len(cells) == 2 and cells[0] != cells[1], cells
-        assert cells[0].startswith("edge-state-") and cells[0].endswith("-01")
-        assert cells[1].startswith("edge-state-") and cells[1].endswith("-02")
+        # the name at its least (16 cells): the protection column (issue 16) took the cells it had beyond
+        assert cells[0].startswith("edge-st") and cells[0].endswith("-01")
+        assert cells[1].startswith("edge-st") and cells[1].endswith("-02")
 
 
 async def test_widths_follow_a_resize(sim):
@@ -119,9 +120,10 @@ async def test_blocked_reason_is_readable_at_80x24_and_right_arrow_shows_the_res
         table = app.screen.query_one(VmTable)
         reason = app.store.rows[next(k for k, r in app.store.rows.items() if r.name == BLOCKED)].reason
         assert reason.startswith("tools-missing:") and len(reason) > 60
-        # the first 40 cells of the reason are on its row (20 before: the name, state and host took the rest)
+        # the first 37 cells of the reason are on its row (20 before: the name, state and host took the rest;
+        # 40 before the protection column of issue 16, with the name at its least)
         seen = [row_line(app, BLOCKED)]
-        assert reason[:39] in seen[0]
+        assert reason[:36] in seen[0]
         assert table.scroll_x == 0
         await pilot.press("right")
         await pilot.pause()
@@ -139,7 +141,7 @@ async def test_blocked_reason_is_readable_at_80x24_and_right_arrow_shows_the_res
             await pilot.press("left")
         await pilot.pause()
         assert table.scroll_x == 0
-        assert reason[:39] in row_line(app, BLOCKED)
+        assert reason[:36] in row_line(app, BLOCKED)
 
 
 async def test_sideways_keys_are_listed_with_binding_ids_and_remappable(sim):

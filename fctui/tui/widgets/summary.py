@@ -1,9 +1,11 @@
-"""Summary bar: VM counts per verdict and per rule; each entry is a filter (enter or click applies it)."""
+"""Summary bar: VM counts per verdict, protection problems and per rule; each entry is a filter (enter or
+click applies it)."""
 
 from __future__ import annotations
 
 from typing import ClassVar
 
+from rich.style import Style
 from rich.text import Text
 from textual import events
 from textual.binding import Binding, BindingType
@@ -13,6 +15,8 @@ from textual.widget import Widget
 from ...inventory.query import Summary
 
 VERDICT_STYLE = {"verdict:blocked": "bold red", "verdict:degraded": "yellow", "verdict:ready": "green"}
+# protection counts in the issue's words ("unprotected 12 · RPO breached 3 · at risk 2")
+PROTECTION_LABEL = {"rpo:none": "unprotected", "rpo:breached": "RPO breached", "rpo:at-risk": "at risk"}
 
 
 class SummaryBar(Widget, can_focus=True):
@@ -21,9 +25,13 @@ class SummaryBar(Widget, can_focus=True):
         Binding("right,l", "next", "Next count", show=False, id="summary.next"),
         Binding("enter", "choose", "Filter on it", id="summary.choose"),
     ]
+    COMPONENT_CLASSES: ClassVar[set[str]] = {"summary--rpo-none", "summary--rpo-breached", "summary--rpo-at-risk"}
     DEFAULT_CSS = """
     SummaryBar { height: 1; background: $panel; color: $foreground; }
     SummaryBar:focus { background: $panel-lighten-1; }
+    SummaryBar > .summary--rpo-none { color: $error; }
+    SummaryBar > .summary--rpo-breached { color: $error; text-style: bold; }
+    SummaryBar > .summary--rpo-at-risk { color: $warning; }
     """
 
     class Chosen(Message):
@@ -45,7 +53,12 @@ class SummaryBar(Widget, can_focus=True):
         self.refresh()
 
     def _label(self, expr: str, n: int) -> str:
-        return f"{expr.split(':', 1)[1]} {n}"
+        return f"{PROTECTION_LABEL.get(expr) or expr.split(':', 1)[1]} {n}"
+
+    def _style(self, expr: str) -> Style:
+        if expr in PROTECTION_LABEL:
+            return self.get_component_rich_style(f"summary--{expr.replace(':', '-')}", partial=True)
+        return Style.parse(VERDICT_STYLE.get(expr, "") or "none")
 
     def render(self) -> Text:
         text = Text(no_wrap=True, overflow="ellipsis")
@@ -62,19 +75,21 @@ class SummaryBar(Widget, can_focus=True):
                     break
         if start:
             text.append("‹ ", style="dim")
+        group = lambda i: self.items[i][0].split(":", 1)[0]   # noqa: E731 - verdict, rpo or rule
         for i in range(start, len(self.items)):
             expr, n = self.items[i]
-            if i == 3:
+            if i > start and group(i) != group(i - 1):
                 text.append("│ ", style="dim")
-            style = VERDICT_STYLE.get(expr, "")
+            style = self._style(expr)
             if expr == self.active:
-                style += " reverse"
+                style += Style(reverse=True)
             if self.has_focus and i == self.cursor:
-                style += " underline bold"
+                style += Style(underline=True, bold=True)
             x0 = text.cell_len
-            text.append(self._label(expr, n), style=style.strip())
+            text.append(self._label(expr, n), style=style)
             self._spans.append((x0, text.cell_len, i))
-            text.append("  ")
+            same = i + 1 < len(self.items) and group(i + 1) == group(i) == "rpo"
+            text.append(" · " if same else "  ", style="dim")
         if not self.items:
             text.append("no VMs yet", style="dim")
         return text

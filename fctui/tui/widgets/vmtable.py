@@ -34,6 +34,10 @@ from ...inventory.query import COLUMNS, Column, VmRow
 from ..names import fit_name
 
 VERDICT_MARK = {"blocked": "✖ blocked", "degraded": "▲ degraded", "ready": "✔ ready", "": "… "}
+# protection in short words (9 cells); "?" is not assessed yet, or unknown (policies unreadable)
+PROTECTION_WORD = {"ok": "ok", "at-risk": "at risk", "breached": "BREACHED", "not-covered": "none", "": "?"}
+PROTECTION_CLASS = {"ok": "vmtable--rpo-ok", "at-risk": "vmtable--rpo-at-risk", "breached": "vmtable--rpo-breached",
+                    "not-covered": "vmtable--rpo-none", "": "vmtable--rpo-unknown"}
 
 GUTTER = 2            # cells before the name: the mark ("● ")
 NAME_MAX = 40         # cells: a longer name is cut in its middle even on a wide screen
@@ -70,7 +74,8 @@ def layout_columns(width: int, name_need: int = 0, reason_need: int = 0) -> Tabl
 
     The name starts at a quarter of the width (at least its column minimum, at most what the longest
     name needs); the optional columns join in priority order while the main reason keeps its readable
-    minimum; what is left grows the name up to its need, then the reason."""
+    minimum; what is left grows the name up to its need, then the reason. When the always-shown columns
+    leave the reason short of its minimum (80 columns), the name shrinks to its own minimum first."""
     name_col = COLUMNS[0]                               # frozen: the first column
     reason_col = next(c for c in COLUMNS if c.flex)     # takes what is left
     avail = max(0, width - GUTTER)
@@ -88,6 +93,9 @@ def layout_columns(width: int, name_need: int = 0, reason_need: int = 0) -> Tabl
     spare = room(shown, name) - reason_col.width
     if spare > 0:
         name += min(spare, name_want - name)
+    elif spare < 0:
+        # the always-shown columns leave the reason short: the name gives back what it took beyond its least
+        name = max(name_col.width, name + spare)
     reason_shown = max(1, room(shown, name))
     reason_w = max(reason_shown, min(reason_need, REASON_MAX))
     cols = tuple((c, reason_w if c is reason_col else c.width) for c in COLUMNS
@@ -121,6 +129,8 @@ def cell_text(row: VmRow, column_id: str) -> str:
         return v + ("?" if row.provisional and row.verdict else "")
     if column_id == "reason":
         return row.reason
+    if column_id == "protection":
+        return PROTECTION_WORD.get(row.protection, row.protection)
     return ""
 
 
@@ -144,6 +154,8 @@ class VmTable(ScrollView, can_focus=True):
     COMPONENT_CLASSES: ClassVar[set[str]] = {
         "vmtable--header", "vmtable--header-sorted", "vmtable--cursor", "vmtable--mark",
         "vmtable--blocked", "vmtable--degraded", "vmtable--ready", "vmtable--pending", "vmtable--dim",
+        "vmtable--rpo-ok", "vmtable--rpo-at-risk", "vmtable--rpo-breached", "vmtable--rpo-none",
+        "vmtable--rpo-unknown",
     }
 
     DEFAULT_CSS = """
@@ -165,6 +177,12 @@ class VmTable(ScrollView, can_focus=True):
     VmTable > .vmtable--ready { color: $success; }
     VmTable > .vmtable--pending { color: $text-muted; }
     VmTable > .vmtable--dim { color: $text-muted; }
+    /* protection, by severity: not covered and breached are both failures of a backup policy */
+    VmTable > .vmtable--rpo-ok { color: $success; }
+    VmTable > .vmtable--rpo-at-risk { color: $warning; }
+    VmTable > .vmtable--rpo-breached { color: $error; text-style: bold; }
+    VmTable > .vmtable--rpo-none { color: $error; }
+    VmTable > .vmtable--rpo-unknown { color: $text-muted; }
     """
 
     class CursorMoved(Message):
@@ -490,7 +508,9 @@ class VmTable(ScrollView, can_focus=True):
             title = col.title
             style = header
             if col.id == self.sort_column:
-                title += " ▼" if self.sort_reverse else " ▲"
+                arrow = " ▼" if self.sort_reverse else " ▲"
+                # a narrow column keeps its arrow: the title gives way
+                title = (title if cell_len(title) + 2 <= w else set_cell_size(title, max(0, w - 2))) + arrow
                 style = sorted_style
             text = set_cell_size(title, w) if col.align == "left" else title.rjust(w)[-w:]
             segs.append(Segment(text, style))
@@ -553,6 +573,8 @@ class VmTable(ScrollView, can_focus=True):
             if not is_cursor:
                 if col.id == "verdict":
                     style = base + self._style(f"vmtable--{row.verdict}" if row.verdict else "vmtable--pending")
+                elif col.id == "protection":
+                    style = base + self._style(PROTECTION_CLASS.get(row.protection, "vmtable--rpo-unknown"))
                 elif col.id == "reason" and not row.verdict:
                     style = base + self._style("vmtable--dim")
             if style is not run_style and style != run_style:
