@@ -63,6 +63,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return common.EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # the reader went away (`fctui status | head`): not an error of ours, and no traceback. Point
+        # stdout at /dev/null so the interpreter's final flush does not raise again.
+        import os
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + 13   # as a shell reports a process ended by SIGPIPE
     except StoreError as e:
         # fctui's own directories unusable (a runtime dir owned by someone else or not writable, a data
         # dir that cannot be created): one line, the agent cannot be had (exit 1), never a traceback
