@@ -329,3 +329,21 @@ async def follow_job(agent: Any, job_id: str, *, quiet: bool, out: TextIO | None
     finally:
         if follower is not None:
             follower.close()
+
+
+def non_negative_int(text: str) -> int:
+    """An argparse type: a whole number of 0 or more (counts: keep-N, full-every N)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
+def stopped_following() -> int:
+    """Ctrl-C while following a job: the job goes on in the agent; say so and how to reach it."""
+    print("\nstopped waiting; the job keeps running in the agent (`fctui jobs`, `fctui jobs cancel ID`)",
+          file=sys.stderr)
+    return EXIT_INTERRUPTED

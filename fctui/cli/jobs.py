@@ -16,9 +16,9 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
-from .common import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_VRM, EXIT_WARNINGS, Connection, UsageError,
+from .common import (EXIT_FAILED, EXIT_OK, EXIT_VRM, EXIT_WARNINGS, Connection, UsageError,
                      add_connection_options, add_json_option, command, err, follow_job, given_connection_options,
-                     password_for, require_connection, size, warn_insecure)
+                     password_for, require_connection, size, stopped_following, warn_insecure)
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..jobs.model import JobRecord
@@ -102,9 +102,7 @@ def run_backup(ns: argparse.Namespace) -> int:
     try:
         return asyncio.run(_backup(ns, conn, password))
     except KeyboardInterrupt:
-        print("\nstopped waiting; the job keeps running in the agent (`fctui jobs`, `fctui jobs cancel ID`)",
-              file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return stopped_following()
     except AgentError as e:
         err(str(e))
         return EXIT_FAILED

@@ -16,9 +16,9 @@ import time
 from datetime import datetime, tzinfo
 from typing import TYPE_CHECKING, Any, Sequence, TextIO
 
-from .common import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, EXIT_VRM, Connection, UsageError,
-                     add_connection_options, add_json_option, command, err, password_for, require_connection,
-                     warn_insecure)
+from .common import (EXIT_FAILED, EXIT_OK, EXIT_USAGE, EXIT_VRM, Connection, UsageError, add_connection_options,
+                     add_json_option, command, err, non_negative_int, password_for, require_connection,
+                     stopped_following, warn_insecure)
 from .policyio import add_repo_option
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -30,14 +30,6 @@ RETENTION_OPTIONS = ("keep_last", "keep_hourly", "keep_daily", "keep_weekly", "k
 NEXT_RUNS_SHOWN = 3
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be 0 or more")
-    return value
 
 
 def register(sub: Any) -> None:
@@ -99,9 +91,9 @@ def _policy_options(p: argparse.ArgumentParser) -> None:
                                                      "('any' for none)")
     g.add_argument("--rpo", metavar="DUR", help="recovery point objective, e.g. 24h, 1d12h")
     for key in RETENTION_OPTIONS:
-        g.add_argument("--" + key.replace("_", "-"), metavar="N", type=_count, dest=key,
+        g.add_argument("--" + key.replace("_", "-"), metavar="N", type=non_negative_int, dest=key,
                        help=f"retention: {key[5:]} points to keep (0: this rule keeps none)")
-    g.add_argument("--full-every", metavar="N", type=_count, dest="full_every",
+    g.add_argument("--full-every", metavar="N", type=non_negative_int, dest="full_every",
                    help="every Nth backup of a VM reads every block (0: never)")
     en = g.add_mutually_exclusive_group()
     en.add_argument("--enable", dest="enabled", action="store_const", const=True, default=None,
@@ -336,9 +328,7 @@ def run_policy_run(ns: argparse.Namespace, *, out: TextIO | None = None, now: fl
                                         now=time.time() if now is None else now, tz=tz))
         return asyncio.run(_run_now(ns, conn, password, policy, policies, out=out))
     except KeyboardInterrupt:
-        print("\nstopped waiting; the job keeps running in the agent (`fctui jobs`, `fctui jobs cancel ID`)",
-              file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return stopped_following()
     except AgentError as e:
         err(str(e))
         return EXIT_FAILED

@@ -13,7 +13,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any, TextIO
 
-from .common import EXIT_FAILED, EXIT_OK, add_json_option, size
+from .common import EXIT_FAILED, EXIT_OK, add_json_option, non_negative_int, size
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..repo import Repository
@@ -34,14 +34,6 @@ def _percent(text: str) -> float:
     return value
 
 
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be 0 or more")
-    return value
 
 
 def add_repo_option(p: argparse.ArgumentParser) -> None:
@@ -67,9 +59,9 @@ def register(subparsers: Any) -> None:
                                     "Server's prune does (rules applied in the order below, periods in the "
                                     "local time zone, weeks are ISO weeks); remove the others, then collect "
                                     "garbage. --keep-last alone keeps the newest N (0 with --vm: all go).")
-    p.add_argument("--keep-last", metavar="N", type=_non_negative, default=None, help="the newest N points")
+    p.add_argument("--keep-last", metavar="N", type=non_negative_int, default=None, help="the newest N points")
     for period in PERIOD_RULES:
-        p.add_argument(f"--keep-{period}", metavar="N", type=_non_negative, default=None,
+        p.add_argument(f"--keep-{period}", metavar="N", type=non_negative_int, default=None,
                        help=f"the newest point of each of N {PERIOD_WORDS[period]}, newest first ({PERIOD_WORDS[period]} "
                             f"without points, or holding one an earlier rule keeps, do not count)")
     p.add_argument("--dry-run", action="store_true",
