@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from ..jobs.model import JobError
 from ..jobs.policy import Policy, PolicyError, due_time, next_window_open, window_bounds
-from ..jobs.policyrun import covered_note, hhmm, local_zone, next_due, periodic_full, run_outcome
+from ..jobs.policy import local_tz
+from ..jobs.policyrun import covered_note, hhmm, next_due, periodic_full, run_outcome
 from ..jobs.policystore import PolicyRun, PolicyStore
 from .protocol import AgentError
 
@@ -66,7 +67,7 @@ def apply_retention(repo: Any, retention: "Retention", vm_urns: Iterable[str], *
     if prune is None:
         log.warning("retention %s not applied: this repository cannot prune by retention", retention.describe())
         return [f"retention {retention.describe()} not applied: the repository cannot prune by retention yet"]
-    zone = tz or local_zone()
+    zone = tz or local_tz()
     removed = 0
     for urn in urns:
         report = prune(retention, vm_urn=urn, tz=zone)
@@ -87,7 +88,7 @@ class PolicyService:
         self.agent = agent
         self.connection = connection
         self.clock = clock
-        self.tz = tz or local_zone()
+        self.tz = tz or local_tz()
         self.store = store or PolicyStore()
         self.running = False                       # run() is looping
         self.active: dict[str, PolicyRun] = {}     # policy name -> its run in progress

@@ -158,7 +158,8 @@ def run_policy_list(ns: argparse.Namespace, *, out: TextIO | None = None, width:
 def run_policy_show(ns: argparse.Namespace, *, out: TextIO | None = None, now: float | None = None,
                     tz: tzinfo | None = None) -> int:
     from ..jobs.policy import PolicyError, format_duration
-    from .policyio import local_tz, when
+    from ..jobs.policy import local_tz
+    from .policyio import when
     out = out or sys.stdout
     now = time.time() if now is None else now
     tz = tz or local_tz()
@@ -339,8 +340,8 @@ async def _dry_run(ns: argparse.Namespace, conn: Connection, password: str, poli
     from ..jobs.planner import GIB, add_launch_findings, build_plan, next_backup_mode
     from ..jobs.protection import next_run
     from ..vrm import VrmError
-    from ..jobs.policy import format_duration
-    from .policyio import (Unreadable, chain_marks, gather_rows, job_records, local_tz, open_repository,
+    from ..jobs.policy import format_duration, local_tz
+    from .policyio import (Unreadable, chain_marks, gather_rows, job_records, open_repository,
                            pause_estimator, read_agent_db, vrm_session, when)
     tz = tz or local_tz()
     try:

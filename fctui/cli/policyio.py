@@ -32,13 +32,6 @@ class Unreadable(Exception):
     records); ``str()`` says what and why, in one line."""
 
 
-def local_tz() -> tzinfo:
-    """This machine's zone: the one the agent runs policies in (daylight saving included; the
-    console uses the same, ``jobs.protection.local_tz``)."""
-    from ..jobs.protection import local_tz as machine_tz
-    return machine_tz()
-
-
 def add_repo_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repo", metavar="DIR", default=None,
                    help="repository directory, as the agent's --repo (default: $FCTUI_DATA_DIR or the XDG "

@@ -91,7 +91,7 @@ def run_status(ns: argparse.Namespace, *, now: float | None = None, tz: tzinfo |
     than this moment in this machine's zone (tests build a time situation this way)."""
     from ..config import ConfigError
     from .common import UsageError, password_for, require_connection, warn_insecure
-    from .policyio import local_tz
+    from ..jobs.policy import local_tz
     out = out or sys.stdout
     prom, as_json = bool(getattr(ns, "prometheus", False)), bool(getattr(ns, "json", False))
     try:
@@ -169,7 +169,8 @@ def summary_line(report: StatusReport) -> str:
 
 
 def write_text(report: StatusReport, out: TextIO, width: int | None = None) -> None:
-    from .policyio import age_text, fit_table, local_tz, when
+    from ..jobs.policy import local_tz
+    from .policyio import age_text, fit_table, when
     print(summary_line(report), file=out)
     bad = [p for p in report.protections if p.state != "ok"]
     if not bad:

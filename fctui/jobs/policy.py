@@ -20,6 +20,7 @@ unless configured), or epoch seconds where stored.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime, time, timedelta, tzinfo
@@ -31,7 +32,7 @@ from ..rules.launch import BusinessHours, BusinessHoursError
 __all__ = [
     "PolicyError", "Schedule", "Retention", "Policy", "parse_duration", "format_duration", "window_bounds",
     "due_time", "winning_policy", "RETENTION_KEYS", "policy_from_mapping", "policies_to_toml",
-    "policies_from_toml",
+    "policies_from_toml", "local_tz",
 ]
 
 _DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -374,6 +375,26 @@ def winning_policy(matching: list[Policy]) -> Policy | None:
     """Of the enabled policies whose selector matches a VM, the one that protects it (see module doc)."""
     enabled = [p for p in matching if p.enabled]
     return min(enabled, key=_rank) if enabled else None
+
+
+def local_tz() -> tzinfo:
+    """This machine's time zone with its daylight saving rules (TZ, else /etc/localtime), or its current
+    fixed offset when neither can be read: schedules and windows are in local time, and a fixed offset
+    would move "daily 01:00" by an hour across a change. Tests pass their own zone instead."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+    name = os.environ.get("TZ", "").lstrip(":")
+    if name:
+        try:
+            return ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            pass
+    try:
+        with open("/etc/localtime", "rb") as f:
+            return ZoneInfo.from_file(f, key="localtime")
+    except (OSError, ValueError):
+        tz = datetime.now().astimezone().tzinfo
+        assert tz is not None
+        return tz
 
 
 def as_local(ts: float, tz: tzinfo) -> datetime:

@@ -3,13 +3,12 @@ start (:func:`next_due`), which VMs it takes (:func:`policy_rows`, :func:`choose
 are due a periodic full (:func:`periodic_full`), and how a finished job reads as a run
 (:func:`run_outcome`). The policy service (fctui/agent/service.py) strings them together.
 
-Times are aware datetimes in the service's zone (:func:`local_zone` unless configured), epoch seconds
+Times are aware datetimes in the service's zone (``jobs.policy.local_tz`` unless configured), epoch seconds
 where stored.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
@@ -22,31 +21,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..vrm.client import VrmClient
     from .model import JobRecord
 
-__all__ = ["Due", "next_due", "CATCH_UP_AFTER", "local_zone", "policy_rows", "choose_vms", "periodic_full",
+__all__ = ["Due", "next_due", "CATCH_UP_AFTER", "policy_rows", "choose_vms", "periodic_full",
            "run_outcome", "point_kind", "hhmm"]
 
 # A due time older than this when the service first sees it was missed (the agent was down or
 # stopped), not merely noticed between two ticks (at most 30 s apart): the run is a catch-up.
 CATCH_UP_AFTER = timedelta(minutes=5)
-
-
-def local_zone() -> tzinfo:
-    """This machine's time zone with its daylight saving rules (TZ, else /etc/localtime), or its
-    current fixed offset when neither can be read."""
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-    name = os.environ.get("TZ", "").lstrip(":")
-    if name:
-        try:
-            return ZoneInfo(name)
-        except (ZoneInfoNotFoundError, ValueError, OSError):
-            pass
-    try:
-        with open("/etc/localtime", "rb") as f:
-            return ZoneInfo.from_file(f, key="localtime")
-    except (OSError, ValueError):
-        tz = datetime.now().astimezone().tzinfo
-        assert tz is not None
-        return tz
 
 
 def hhmm(at: datetime | float, tz: tzinfo | None = None) -> str:

@@ -16,14 +16,13 @@ covered, 3 unknown (the VRM or the repository could not be read).
 from __future__ import annotations
 
 import itertools
-import time as _time
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import datetime, tzinfo
 from typing import Any, Iterable, Mapping, Sequence
 
 from ..inventory.query import PROTECTION_STATES, VmRow, parse_filter
 from .model import JobRecord
-from .policy import Policy, next_window_open, winning_policy
+from .policy import Policy, local_tz, next_window_open, winning_policy
 
 __all__ = ["VmProtection", "LastAttempt", "assess_protection", "PROTECTION_STATES", "STATE_ORDER",
            "next_run", "run_starts", "selected_vms", "last_good_points", "last_attempts", "exit_code", "local_tz",
@@ -57,45 +56,6 @@ class VmProtection:
 
     def age(self, now: float) -> float | None:
         return None if self.last_good is None else max(0.0, now - self.last_good)
-
-
-class _LocalTime(tzinfo):
-    """The machine's time zone as the C library knows it (TZ, /etc/localtime), daylight saving included:
-    schedules say "01:00" in local time, and a fixed offset would move them by an hour across a change."""
-
-    _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-
-    def _local(self, dt: datetime) -> _time.struct_time:
-        stamp = _time.mktime((dt.year, dt.month, dt.day, dt.hour, dt.minute, dt.second, dt.weekday(), 0, -1))
-        return _time.localtime(stamp)
-
-    def utcoffset(self, dt: datetime | None) -> timedelta:
-        if dt is None:
-            return timedelta(seconds=_time.localtime().tm_gmtoff)
-        return timedelta(seconds=self._local(dt).tm_gmtoff)
-
-    def dst(self, dt: datetime | None) -> timedelta:
-        lt = _time.localtime() if dt is None else self._local(dt)
-        return timedelta(hours=1) if lt.tm_isdst > 0 else timedelta(0)
-
-    def tzname(self, dt: datetime | None) -> str:
-        return (_time.localtime() if dt is None else self._local(dt)).tm_zone
-
-    def fromutc(self, dt: datetime) -> datetime:
-        stamp = (dt.replace(tzinfo=timezone.utc) - self._EPOCH).total_seconds()
-        lt = _time.localtime(stamp)
-        return datetime(*lt[:6], microsecond=dt.microsecond, tzinfo=self)
-
-    def __repr__(self) -> str:
-        return "local_tz()"
-
-
-_LOCAL = _LocalTime()
-
-
-def local_tz() -> tzinfo:
-    """The local time zone for schedules and windows (tests pass their own, e.g. ``timezone.utc``)."""
-    return _LOCAL
 
 
 def selected_vms(policy: Policy, rows: Iterable[VmRow]) -> list[VmRow]:
@@ -138,8 +98,6 @@ def short_duration(seconds: float) -> str:
     return f"{max(1, round(seconds / 60))} min"
 
 
-_h = short_duration
-
 
 def assess_protection(rows: Sequence[VmRow], policies: Sequence[Policy], *, last_good: Mapping[str, float],
                       last_attempt: Mapping[str, LastAttempt] | None = None, now: float,
@@ -176,7 +134,7 @@ def assess_protection(rows: Sequence[VmRow], policies: Sequence[Policy], *, last
             deadline = (win.created or now) + win.rpo_s
             if now > deadline:
                 why = fail_text if failed else "no restore point yet"
-                out[r.key] = VmProtection(state=BREACHED, reason=f"{why}; RPO {_h(win.rpo_s)}", **base)
+                out[r.key] = VmProtection(state=BREACHED, reason=f"{why}; RPO {short_duration(win.rpo_s)}", **base)
             else:
                 why = fail_text if failed else "no restore point yet"
                 out[r.key] = VmProtection(state=AT_RISK, reason=why, **base)
@@ -184,7 +142,7 @@ def assess_protection(rows: Sequence[VmRow], policies: Sequence[Policy], *, last
         deadline = good + win.rpo_s
         age = now - good
         if now > deadline:
-            why = f"newest point {_h(age)} old, RPO {_h(win.rpo_s)}"
+            why = f"newest point {short_duration(age)} old, RPO {short_duration(win.rpo_s)}"
             if failed:
                 why += f"; {fail_text}"
             out[r.key] = VmProtection(state=BREACHED, reason=why, **base)
@@ -193,10 +151,10 @@ def assess_protection(rows: Sequence[VmRow], policies: Sequence[Policy], *, last
         elif r.verdict == "blocked":
             out[r.key] = VmProtection(state=AT_RISK, reason=f"cannot be backed up: {r.reason}", **base)
         elif nxt is None or nxt > deadline:
-            out[r.key] = VmProtection(state=AT_RISK, reason=f"RPO runs out in {_h(deadline - now)}, "
+            out[r.key] = VmProtection(state=AT_RISK, reason=f"RPO runs out in {short_duration(deadline - now)}, "
                                       "before the next run", **base)
         else:
-            out[r.key] = VmProtection(state=OK, reason=f"newest point {_h(age)} old", **base)
+            out[r.key] = VmProtection(state=OK, reason=f"newest point {short_duration(age)} old", **base)
     return out
 
 

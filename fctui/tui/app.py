@@ -191,7 +191,7 @@ class FctuiApp(App[int]):
         self.config = config or Config()
         self.spec = spec
         self.clock = clock
-        from ..jobs.protection import local_tz
+        from ..jobs.policy import local_tz
         self.tz = tz or local_tz()     # schedules and windows are in local time
         self.read_only = bool(self.config.read_only if read_only is None else read_only)
         self.refresh_interval = float(refresh_interval or self.config.refresh_interval)

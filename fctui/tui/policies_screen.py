@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime, tzinfo
+from datetime import tzinfo
 from typing import Any, Callable, ClassVar
 
 from rich.text import Text
@@ -45,7 +45,10 @@ PROTECTION_STYLE = {"ok": "green", "at-risk": "yellow", "breached": "bold red", 
 def local_tz(app: Any) -> tzinfo:
     """The console's time zone (the app's ``tz`` when it has one: tests fix it), else this machine's."""
     tz = getattr(app, "tz", None)
-    return tz if isinstance(tz, tzinfo) else datetime.now().astimezone().tzinfo  # type: ignore[return-value]
+    if isinstance(tz, tzinfo):
+        return tz
+    from ..jobs.policy import local_tz as machine_tz
+    return machine_tz()
 
 
 def _took(seconds: float) -> str:
@@ -179,8 +182,8 @@ def render_policy_detail(line: PolicyLine | None, now: float, tz: tzinfo) -> Tex
 
 # --- reading what the screen shows (in a worker) ----------------------------------------------------------
 
-def read_local_runs() -> list[PolicyRun]:
-    """The policies' runs from the agent's database, read-only (when the agent cannot be asked)."""
+def _read_agent_store(read: Any) -> list[Any]:
+    """``read(JobStore)`` on the agent's database, when the agent cannot be asked; [] before it has one."""
     from ..jobs.journal import JobStore
     from ..store import state_dir
     path = state_dir(create=False) / "jobs.json"
@@ -188,22 +191,18 @@ def read_local_runs() -> list[PolicyRun]:
         return []
     store = JobStore(path)
     try:
-        return store.policy_runs_of()
+        return list(read(store))
     finally:
         store.close()
+
+
+def read_local_runs() -> list[PolicyRun]:
+    """The policies' runs from the agent's database (when the agent cannot be asked)."""
+    return _read_agent_store(lambda store: store.policy_runs_of())
 
 
 def read_local_jobs() -> list[Any]:
-    from ..jobs.journal import JobStore
-    from ..store import state_dir
-    path = state_dir(create=False) / "jobs.json"
-    if not path.exists():
-        return []
-    store = JobStore(path)
-    try:
-        return store.all_jobs()
-    finally:
-        store.close()
+    return _read_agent_store(lambda store: store.all_jobs())
 
 
 def read_points() -> list[Any]:
