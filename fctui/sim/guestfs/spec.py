@@ -425,7 +425,7 @@ def _ext4(version: int) -> GuestSpec:
                             uid=www, gid=www),
                    removed="/p2/var/www/html/old-index.html",
                    dirs={"/p2/var/www/html": "2026-02-13 22:43:53"})
-    return GuestSpec("ext4", version, "Ubuntu 24.04 web server (nginx)", 64 * MiB, "gpt",
+    return GuestSpec("ext4", version, "Ubuntu 20.04 web server (nginx)", 64 * MiB, "gpt",
                      (SpecVolume("p1", "fat", 1 * MiB, 16 * MiB, "EFI"),
                       SpecVolume("p2", "ext4", 17 * MiB, 46 * MiB, "cloudimg-rootfs")),
                      tuple(e))
@@ -663,7 +663,7 @@ def _ntfs(version: int) -> GuestSpec:
                             b"PK\x03\x04" + _random(305, 21_000)),
                    removed="/p1/Shares/Finance/draft.tmp",
                    dirs={"/p1/Shares/Finance": "2026-02-13 20:25:07"})
-    return GuestSpec("ntfs", version, "Windows Server 2022 file server", 64 * MiB, "mbr",
+    return GuestSpec("ntfs", version, "Windows Server 2019 file server", 64 * MiB, "mbr",
                      (SpecVolume("p1", "ntfs", 1 * MiB, 63 * MiB, "Data"),),
                      tuple(e))
 
