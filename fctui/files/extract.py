@@ -335,7 +335,8 @@ def _unlink_quietly(name: str, parent: int) -> None:
 
 def extract_to_dir(files: PointFiles, paths: list[str], dest: Path, *, disk: int = 0,
                    progress: Callable[[ExtractProgress], None] | None = None,
-                   cancel: threading.Event | None = None) -> ExtractReport:
+                   cancel: threading.Event | None = None,
+                   clock: Callable[[], float] = time.monotonic) -> ExtractReport:
     """Write each path under ``dest`` as ``cp -rp`` would (``/p2/etc/nginx`` -> ``dest/nginx/...``; ``/``:
     every volume, ``dest/p1``, ``dest/p2``...), with mode (setuid/setgid dropped) and mtime (directories'
     after their contents, links' own where the system can). Never writes outside ``dest``: names with
@@ -358,7 +359,7 @@ def extract_to_dir(files: PointFiles, paths: list[str], dest: Path, *, disk: int
     except OSError as exc:
         raise FilesError(f"cannot use {dest} as the destination: {exc.strerror or exc}") from None
     report = ExtractReport()
-    prog = _Progress(progress, items)
+    prog = _Progress(progress, items, clock)
     writer = _DirWriter(files, dest, disk, report, prog, cancel)
     writer.stack.append(_OpenDir((), fd, None))
     try:
@@ -424,14 +425,15 @@ def _tar_info(item: _Item) -> tarfile.TarInfo:
 
 def extract_tar(files: PointFiles, paths: list[str], out: BinaryIO, *, disk: int = 0,
                 progress: Callable[[ExtractProgress], None] | None = None,
-                cancel: threading.Event | None = None) -> ExtractReport:
+                cancel: threading.Event | None = None,
+                   clock: Callable[[], float] = time.monotonic) -> ExtractReport:
     """A POSIX (pax) tar of the paths to ``out``, members named as :func:`extract_to_dir` names files, with
     mode, mtime (to the nanosecond), uid/gid and symlinks. Unsafe names and special files are skipped.
     A damaged file (or directory) stops the stream and raises FileDamagedError: a truncated archive, never
     wrong bytes. ``cancel`` stops it too (``report.cancelled``; the archive is left truncated)."""
     items = _plan(files, paths, disk)
     report = ExtractReport()
-    prog = _Progress(progress, items)
+    prog = _Progress(progress, items, clock)
     tar = tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, copybufsize=READ_SIZE)
     try:
         for item in items:
