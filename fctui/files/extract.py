@@ -346,7 +346,8 @@ def extract_to_dir(files: PointFiles, paths: list[str], dest: Path, *, disk: int
     still extracted. Devices and fifos are skipped. ``cancel`` stops between reads (the partial file is
     removed, ``report.cancelled``). ``dest`` is created if missing and must be a directory. Raises
     PathNotFoundError (a path is not in the point) or FilesError (``dest`` unusable) before writing
-    anything; a full local disk stops the extraction (listed in ``errors``)."""
+    anything; a full local disk stops the extraction (listed in ``errors``). ``progress`` is called at
+    most every PROGRESS_EVERY_S seconds of ``clock`` and once at the end."""
     items = _plan(files, paths, disk)
     dest = Path(dest)
     try:
@@ -430,7 +431,8 @@ def extract_tar(files: PointFiles, paths: list[str], out: BinaryIO, *, disk: int
     """A POSIX (pax) tar of the paths to ``out``, members named as :func:`extract_to_dir` names files, with
     mode, mtime (to the nanosecond), uid/gid and symlinks. Unsafe names and special files are skipped.
     A damaged file (or directory) stops the stream and raises FileDamagedError: a truncated archive, never
-    wrong bytes. ``cancel`` stops it too (``report.cancelled``; the archive is left truncated)."""
+    wrong bytes. ``cancel`` stops it too (``report.cancelled``; the archive is left truncated). ``progress``
+    as for :func:`extract_to_dir`."""
     items = _plan(files, paths, disk)
     report = ExtractReport()
     prog = _Progress(progress, items, clock)
