@@ -26,6 +26,8 @@ _EXT3_COMPAT_JOURNAL = 0x4
 _EXT3_INCOMPAT_SUPP = 0x2 | 0x4 | 0x10  # filetype, recover, meta_bg
 _EXT3_RO_COMPAT_SUPP = 0x1 | 0x2 | 0x4  # sparse_super, large_file, btree_dir
 
+_SPECIAL = ("EFI system partition", "BIOS boot partition", "Microsoft reserved partition",
+            "Windows recovery partition")
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9+_.\-]")
 
 
@@ -193,7 +195,7 @@ def _found(fh: BinaryIO, disk: int, name: str, offset: int, size: int, pr: Probe
         what = "swap"
     elif pr.kind == "lvm":
         what = "LVM physical volume"
-    elif words in ("EFI system partition",):
+    elif words == "EFI system partition" or (words in _SPECIAL and not fs_type):
         what = words
     elif fs_type:
         what = _fs_words(fs_type)
