@@ -17,9 +17,7 @@ import pytest
 
 from fctui.cli import build_parser
 from fctui.repo import Repository
-from tests.files.ext4_points import damage_file, make_ext4, mbr_disk, needs_e2fsprogs, store_point
-
-pytestmark = needs_e2fsprogs
+from tests.files.ext4_points import damage_file, file_blocks, make_ext4, mbr_disk, store_point
 
 T0 = 1_700_000_000
 HOSTILE = "ctl\x1b]0;pwned\x07"   # a name that would retitle the terminal if printed as it is
@@ -58,11 +56,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     repo_dir = base / "repo"
     repo = Repository.open(repo_dir)
     point = store_point(repo, disk)
-    two = store_point(repo, disk, vm_name="db01", disks=2)
+    two = store_point(repo, disk, disks=2)
     bad_dir = base / "bad"
     bad_repo = Repository.open(bad_dir)
     bad = store_point(bad_repo, disk)
-    damage_file(bad_repo, bad, image, "/etc/big.bin")
+    damage_file(bad_repo, bad, file_blocks(image, "/etc/big.bin"))
     return {"repo": str(repo_dir), "point": point, "two": two, "bad_repo": str(bad_dir), "bad": bad,
             "image": image}
 
@@ -91,7 +89,7 @@ def test_list_volumes_at_the_top(world: dict[str, Any]) -> None:
     code, out, err = run("files", world["point"], "--repo", world["repo"])
     assert code == 0 and err == ""
     lines = out.splitlines()
-    assert world["point"] in lines[0] and "web01" in lines[0] and "disk 0: sda" in lines[0]
+    assert world["point"] in lines[0] and "guest" in lines[0] and "disk 0: sda" in lines[0]
     assert lines[1].split() == ["NAME", "TYPE", "SIZE", "LABEL", "WHAT"]
     assert lines[2].split()[:4] == ["/p1", "ext4", "8.0", "MiB"] and "files-test" in lines[2]
 

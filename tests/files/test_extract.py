@@ -23,9 +23,7 @@ from fctui.files.extract import ExtractProgress, extract_tar, extract_to_dir, pl
 from fctui.files.names import printable, unsafe_name
 from fctui.repo import Repository
 
-from .ext4_points import damage_file, make_ext4, mbr_disk, needs_e2fsprogs, rename_entry, set_mtime_ns, store_point
-
-pytestmark = needs_e2fsprogs
+from .ext4_points import damage_file, file_blocks, make_ext4, mbr_disk, rename_entry, set_mtime_ns, store_point
 
 T0 = 1_600_000_000  # 2020-09-13, seconds
 BIG = bytes((i * 7 + i // 251) % 256 for i in range(300_000))   # spans several whole 64 KiB chunks
@@ -92,11 +90,13 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     make_ext4(src, image)
     set_mtime_ns(image, "/" + NS_FILE, NS_FILE_NS)
     set_mtime_ns(image, "/" + NS_DIR, NS_DIR_NS)
+    big_blocks = file_blocks(image, "/etc/big.bin")
     for old, new in HOSTILE.items():
         rename_entry(image, old.split("/")[-1].encode(), new.split("/", 1)[1].encode())
     repo = Repository.open(base / "repo")
     point = store_point(repo, mbr_disk(image))
-    return {"base": base, "outside": outside, "image": image, "repo": repo, "point": point, "src": src}
+    return {"base": base, "outside": outside, "image": image, "repo": repo, "point": point, "src": src,
+            "big_blocks": big_blocks}
 
 
 @pytest.fixture
@@ -242,7 +242,7 @@ def test_existing_paths_are_refused_and_kept(files: Any, world: dict[str, Any], 
 def test_damaged_file_leaves_nothing_and_the_others_extract(world: dict[str, Any], tmp_path: Path) -> None:
     repo = Repository.open(tmp_path / "repo")
     point = store_point(repo, mbr_disk(world["image"]))
-    damage_file(repo, point, world["image"], "/etc/big.bin")
+    damage_file(repo, point, world["big_blocks"])
     dest = tmp_path / "d"
     with PointFiles(repo, point) as files:
         report = extract_to_dir(files, ["/p1/etc"], dest)
@@ -329,7 +329,7 @@ def test_tar_members_modes_times_owners_links(files: Any, world: dict[str, Any])
 def test_tar_stops_at_a_damaged_file_never_wrong_bytes(world: dict[str, Any], tmp_path: Path) -> None:
     repo = Repository.open(tmp_path / "repo")
     point = store_point(repo, mbr_disk(world["image"]))
-    damage_file(repo, point, world["image"], "/etc/big.bin")
+    damage_file(repo, point, world["big_blocks"])
     buf = io.BytesIO()
     with PointFiles(repo, point) as files, pytest.raises(FileDamagedError) as exc:
         extract_tar(files, ["/p1/etc"], buf)
