@@ -35,6 +35,9 @@ PROGRESS_EVERY_S = 0.2         # the progress callback runs at most this often (
 # threads seal complete files while the next ones are written (the journal commits them together).
 SEAL_THREADS = 4
 SEAL_IN_FLIGHT = 64            # complete files waiting for their fsync at most (each holds a descriptor)
+# A big file's pages are sent to the disk as it is written, so that its fsync does not wait for all of it
+# at the end (and a 1 GiB extraction does not fill the page cache with pages nobody reads again).
+WRITEBACK_EVERY = 16 << 20
 SPECIAL = "special file (device, fifo or socket): not extracted"
 # the local filesystem cannot take more: stop instead of failing every remaining file the same way
 _FATAL_ERRNO = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
@@ -320,7 +323,7 @@ class _DirWriter:
         tmp = f".fctui-{secrets.token_hex(6)}.part"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
                      dir_fd=parent)
-        written = 0
+        written = flushed = 0
         try:
             with self.files.open(e.path, disk=self.disk) as src:
                 while True:
@@ -332,6 +335,9 @@ class _DirWriter:
                     while view:
                         view = view[os.write(fd, view):]
                     written += len(chunk)
+                    if written - flushed >= WRITEBACK_EVERY:
+                        _start_writeback(fd, flushed, written - flushed)
+                        flushed = written
                     self.progress.tick(nbytes=len(chunk))
             os.fchmod(fd, e.mode & 0o7777 & ~_DROP_BITS)
             os.utime(fd, ns=(e.mtime_ns, e.mtime_ns))
@@ -345,6 +351,17 @@ class _DirWriter:
             _unlink_quietly(tmp, parent)
             raise
         self.seal(item, written, fd, tmp, parent)   # fsync, close, name it: in a sealing thread
+
+
+def _start_writeback(fd: int, offset: int, length: int) -> None:
+    """Start writing a range of the file out without waiting for it (Linux: POSIX_FADV_DONTNEED starts
+    write-back of dirty pages and drops the clean ones); a no-op where the system has no such advice."""
+    advise = getattr(os, "posix_fadvise", None)
+    if advise is not None:
+        try:
+            advise(fd, offset, length, os.POSIX_FADV_DONTNEED)
+        except OSError:
+            pass
 
 
 def _seal(fd: int, tmp: str, name: str, parent: int) -> None:
