@@ -407,7 +407,7 @@ class FatAdapter(Filesystem):
         for child in node.iterdir():
             if child.is_volume_id() or child.name in (".", "..", ""):
                 continue
-            out.append((child.name, child))
+            out.append((_fat_name(child), child))
         return out
 
     def info(self, node: Any) -> Info:
@@ -427,6 +427,20 @@ class FatAdapter(Filesystem):
             return buf
         self._bound(node)
         return RunlistStream(self.fs.data_stream, node._runlist, size, self.fs.cluster_size)
+
+
+def _fat_name(entry: Any) -> str:
+    """A short name without a long one is shown in the case Windows and Linux show it: the NT flags say
+    when its base or extension is lower case (mtools and Windows write those instead of a long name)."""
+    if entry.ldirents:
+        return entry.name
+    flags = entry.dirent.DIR_NTRes
+    base, dot, ext = entry.short_name.partition(".")
+    if flags & 0x08:
+        base = base.lower()
+    if flags & 0x10:
+        ext = ext.lower()
+    return base + dot + ext
 
 
 def mount(fh: BinaryIO, fs_type: str) -> Filesystem:
