@@ -65,7 +65,7 @@ def probe(fh: BinaryIO) -> Probe:
     if head[:4] == b"XFSB":
         return Probe("xfs", _text(head[108:120]))
     if head[3:11] == b"NTFS    ":
-        return Probe("ntfs")
+        return Probe("ntfs", _ntfs_label(fh))
     if _looks_fat(head):
         off = 71 if head[82:87] == b"FAT32" else 43
         label = head[off:off + 11].decode("latin-1").strip()
@@ -93,6 +93,16 @@ def probe(fh: BinaryIO) -> Probe:
         if sig in (b"SWAPSPACE2", b"SWAP-SPACE"):
             return Probe("swap")
     return Probe("")
+
+
+def _ntfs_label(fh: BinaryIO) -> str:
+    """NTFS keeps its label in the $Volume file, not in the boot sector."""
+    from dissect.ntfs import NTFS
+
+    try:
+        return (NTFS(fh).volume_name or "").strip()
+    except Exception:  # noqa: BLE001 - a label is not worth failing for; reading the volume will say more
+        return ""
 
 
 def _looks_fat(head: bytes) -> bool:
