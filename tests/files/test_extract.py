@@ -284,6 +284,23 @@ def test_a_damaged_directory_is_named_and_the_rest_extracts(world: dict[str, Any
         assert exc.value.path == "/p1/many"
 
 
+def test_a_local_write_error_names_the_file_and_the_rest_extracts(files: Any, tmp_path: Path) -> None:
+    """The destination refuses big.bin (a file size limit: EFBIG, as a full quota would): it is named,
+    its temporary file is gone, the other files are written."""
+    import resource
+    dest = tmp_path / "d"
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, hard))   # Python ignores SIGXFSZ: write fails
+    try:
+        report = extract_to_dir(files, ["/p1/etc"], dest)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    [(path, message)] = report.errors
+    assert path == "/p1/etc/big.bin" and message == f"cannot write {dest / 'etc' / 'big.bin'}: File too large"
+    assert all_below(dest) == sorted(r for r in TREE if r != "etc/big.bin")
+    check_written(dest, "etc/nginx/nginx.conf", "etc/nginx/nginx.conf")
+
+
 def test_cancel_stops_and_removes_the_partial_file(files: Any, tmp_path: Path) -> None:
     dest = tmp_path / "d"
     cancel = threading.Event()
