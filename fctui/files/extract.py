@@ -26,7 +26,7 @@ from typing import BinaryIO, Callable, Iterator
 from .browse import PointFiles
 from .errors import FilesError
 from .model import FsEntry
-from .names import unsafe_name
+from .names import encodable, unsafe_name
 
 READ_SIZE = 1 << 20            # bytes per read of a file's content
 PROGRESS_EVERY_S = 0.2         # the progress callback runs at most this often (and once at the end)
@@ -39,6 +39,7 @@ SEAL_IN_FLIGHT = 64            # complete files waiting for their fsync at most 
 # at the end (and a 1 GiB extraction does not fill the page cache with pages nobody reads again).
 WRITEBACK_EVERY = 16 << 20
 SPECIAL = "special file (device, fifo or socket): not extracted"
+BAD_TARGET = "symlink whose target is empty, holds NUL or cannot be written here"
 # the local filesystem cannot take more: stop instead of failing every remaining file the same way
 _FATAL_ERRNO = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
 _DROP_BITS = statmod.S_ISUID | statmod.S_ISGID   # never hand out a set-id file or directory
@@ -164,6 +165,10 @@ class _Progress:
 
 class _Cancelled(Exception):
     pass
+
+
+def _writable_target(target: str) -> bool:
+    return bool(target) and "\0" not in target and encodable(target)
 
 
 def _check_cancel(cancel: threading.Event | None) -> None:
@@ -306,8 +311,8 @@ class _DirWriter:
     def make_link(self, item: _Item, parent: int, name: str) -> None:
         e = item.entry
         target = e.target or ""
-        if not target or "\0" in target:
-            self.report.skipped.append((e.path, "symlink with an empty target or one holding NUL"))
+        if not _writable_target(target):
+            self.report.skipped.append((e.path, BAD_TARGET))
             return
         os.symlink(target, name, dir_fd=parent)
         if os.utime in os.supports_follow_symlinks and os.utime in os.supports_dir_fd:
@@ -515,8 +520,8 @@ def extract_tar(files: PointFiles, paths: list[str], out: BinaryIO, *, disk: int
                 continue
             if item.error is not None:
                 raise item.error
-            if e.kind == "symlink" and (not e.target or "\0" in e.target):
-                report.skipped.append((e.path, "symlink with an empty target or one holding NUL"))
+            if e.kind == "symlink" and not _writable_target(e.target or ""):
+                report.skipped.append((e.path, BAD_TARGET))
                 continue
             _check_cancel(cancel)
             info = _tar_info(item)

@@ -49,6 +49,7 @@ TREE: dict[str, tuple[str, Any, int, int]] = {
     "etc/b/evil": ("dir", None, 0o755, T0 + 40),
     "etc/b/evil/payload": ("file", b"must not leave DEST\n", 0o644, T0 + 20),
     "etc/ctl\x1b[31m": ("file", b"escape in the name\n", 0o644, T0 + 21),
+    "etc/caf\udce9": ("file", b"a Latin-1 name: bytes 63 61 66 e9\n", 0o644, T0 + 22),   # not UTF-8
 }
 NS_FILE, NS_FILE_NS = "etc/nginx/nginx.conf", (T0 + 10) * 1_000_000_000 + 123_456_789
 NS_DIR, NS_DIR_NS = "etc/nginx", (T0 + 90) * 1_000_000_000 + 987_654_321
@@ -137,6 +138,7 @@ def check_written(dest: Path, rel_under_dest: str, rel: str, *, strip_setid: boo
     ("", "empty name"), (".", "name is '.'"), ("..", "name is '..'"), ("a/b", "name holds '/'"),
     ("/", "name holds '/'"), ("../x", "name holds '/'"), ("a\0b", "name holds NUL"),
     ("...", None), ("..a", None), (" ", None), ("nginx.conf", None), ("ctl\x1b[31m", None), ("\udcff", None),
+    ("half\ud800pair", "name holds characters this system cannot write (an unpaired UTF-16 surrogate)"),
 ])
 def test_unsafe_names(name: str, why: str | None) -> None:
     assert unsafe_name(name) == why
@@ -146,7 +148,7 @@ def test_unsafe_names(name: str, why: str | None) -> None:
     ("nginx.conf", "nginx.conf"), ("a\x1b[31mb", "a\\x1b[31mb"), ("line\nfeed", "line\\nfeed"),
     ("tab\there", "tab\\there"), ("back\\slash", "back\\\\slash"), ("bell\x07", "bell\\x07"),
     ("c1\x9b", "c1\\x9b"), ("bidi\u202eevil", "bidi\\u202eevil"), ("not-utf8-\udcff", "not-utf8-\\xff"),
-    ("héllo wörld", "héllo wörld"), ("del\x7f", "del\\x7f"),
+    ("héllo wörld", "héllo wörld"), ("del\x7f", "del\\x7f"), ("half\ud800pair", "half\\ud800pair"),
 ])
 def test_printable(text: str, shown: str) -> None:
     assert printable(text) == shown
@@ -178,6 +180,7 @@ def test_extract_dir_modes_times_links_and_skips(files: Any, world: dict[str, An
     assert report.symlinks == sum(v[0] == "symlink" for v in TREE.values())
     assert sorted(report.written) == sorted(str(dest / r) for r in TREE)
     assert list(world["outside"].iterdir()) == []
+    assert b"caf\xe9" in os.listdir(os.fsencode(dest / "etc"))   # a name that is not UTF-8: the same bytes
 
 
 def test_extract_like_cp_rp_names(files: Any, tmp_path: Path) -> None:
