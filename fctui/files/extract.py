@@ -203,7 +203,8 @@ class _DirWriter:
     def parent_fd(self, parts: tuple[str, ...]) -> int | None:
         while len(self.stack) > 1 and not (len(self.stack[-1].parts) < len(parts)
                                            and parts[:len(self.stack[-1].parts)] == self.stack[-1].parts):
-            self.finish(self.stack.pop())
+            self.finish(self.stack[-1])
+            self.stack.pop()
         top = self.stack[-1]
         return top.fd if top.parts == parts[:-1] else None
 
@@ -225,11 +226,17 @@ class _DirWriter:
     def close_all(self) -> None:
         try:
             while self.stack:
-                self.finish(self.stack.pop())
-        finally:
-            self.collect()
-            if self.pool is not None:
-                self.pool.shutdown(wait=True)
+                self.finish(self.stack[-1])
+                self.stack.pop()
+        finally:   # interrupted (Ctrl-C): what is sealing still gets its name, no descriptor stays open
+            try:
+                self.collect()
+            finally:
+                for d in self.stack:
+                    os.close(d.fd)
+                self.stack.clear()
+                if self.pool is not None:
+                    self.pool.shutdown(wait=True)
 
     def seal(self, item: _Item, written: int, fd: int, tmp: str, parent: int) -> None:
         if self.pool is None:
