@@ -91,29 +91,45 @@ def _top_entries(files: PointFiles, path: str, disk: int) -> list[FsEntry]:
 
 
 def _walk(files: PointFiles, top: FsEntry, disk: int) -> Iterator[_Item]:
-    """``top`` and everything below it, depth first, a directory before its contents; names checked."""
+    """``top`` and everything below it, depth first, a directory before its contents; names checked.
+
+    A damaged filesystem can hold a directory entry that leads back to a directory above it; FsEntry has
+    no inode number, so such a loop is told by what it is: a directory with the same own fields and the
+    same listing (names and their fields) as one of its ancestors. It is skipped (its contents are written
+    once, where the ancestor is); any real tree changes a field somewhere down a chain of lookalikes."""
     why = unsafe_name(top.name)
     if why is not None:
         yield _Item(top, (), skip=why)
         return
     stack: list[Iterator[tuple[FsEntry, tuple[str, ...]]]] = [iter([(top, (top.name,))])]
+    chain: list[tuple[tuple[object, ...], tuple[object, ...], str]] = []   # the open directories below top
     while stack:
         step = next(stack[-1], None)
         if step is None:
             stack.pop()
+            del chain[max(0, len(stack) - 1):]
             continue
         entry, parts = step
         if entry.kind == "other":
             yield _Item(entry, parts, skip=SPECIAL)
             continue
-        yield _Item(entry, parts)
         if entry.kind != "dir":
+            yield _Item(entry, parts)
             continue
         try:
             children = files.listdir(entry.path, disk=disk)
-        except FilesError as exc:   # a damaged directory: say so, extract the rest
+        except FilesError as exc:   # a damaged directory: made (empty), said so, the rest goes on
+            yield _Item(entry, parts)
             yield _Item(entry, parts, error=exc)
             continue
+        own = (entry.mtime_ns, entry.mode, entry.uid, entry.gid)
+        listing = tuple((c.name, c.kind, c.size, c.mtime_ns, c.mode, c.uid, c.gid, c.target) for c in children)
+        above = next((path for o, li, path in chain if o == own and li == listing), None) if listing else None
+        if above is not None:
+            yield _Item(entry, parts, skip=f"the same directory as {above} above it (a directory loop in a "
+                                           "damaged filesystem): its contents are written there")
+            continue
+        yield _Item(entry, parts)
         ok: list[tuple[FsEntry, tuple[str, ...]]] = []
         for child in children:
             why = unsafe_name(child.name)
@@ -122,6 +138,7 @@ def _walk(files: PointFiles, top: FsEntry, disk: int) -> Iterator[_Item]:
             else:
                 ok.append((child, parts + (child.name,)))
         stack.append(iter(ok))
+        chain.append((own, listing, entry.path))
 
 
 def _plan(files: PointFiles, paths: list[str], disk: int) -> list[_Item]:

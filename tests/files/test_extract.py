@@ -23,7 +23,7 @@ from fctui.files.extract import ExtractProgress, extract_tar, extract_to_dir, pl
 from fctui.files.names import printable, unsafe_name
 from fctui.repo import Repository
 
-from .ext4_points import damage_file, file_blocks, make_ext4, mbr_disk, rename_entry, set_mtime_ns, store_point
+from .ext4_points import damage_file, debugfs, file_blocks, make_ext4, mbr_disk, rename_entry, set_mtime_ns, store_point
 
 T0 = 1_600_000_000  # 2020-09-13, seconds
 BIG = bytes((i * 7 + i // 251) % 256 for i in range(300_000))   # spans several whole 64 KiB chunks
@@ -83,6 +83,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     for rel in (*HOSTILE, HOSTILE_CHILD):
         (src / rel).mkdir() if rel == "etc/DIRxSLASH" else (src / rel).write_bytes(b"hostile\n")
     os.mkfifo(src / SPECIAL)
+    (src / "loop").mkdir()
+    (src / "loop" / "f").write_bytes(b"in the loop\n")
+    (src / "loop" / "LOOPxDIR1").mkdir()   # patched below into an entry that leads back to /loop
     (src / "many").mkdir()
     for name in MANY:
         (src / "many" / name).touch()
@@ -98,6 +101,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     set_mtime_ns(image, "/" + NS_DIR, NS_DIR_NS)
     big_blocks = file_blocks(image, "/etc/big.bin")
     many_blocks = file_blocks(image, "/many")
+    loop_inode = int(debugfs(image, "stat /loop").split("Inode:")[1].split()[0])
+    raw = bytearray(image.read_bytes())
+    at = raw.find(b"LOOPxDIR1")
+    assert at > 0 and raw.find(b"LOOPxDIR1", at + 1) < 0
+    raw[at - 8:at - 4] = loop_inode.to_bytes(4, "little")   # the entry's inode field
+    image.write_bytes(bytes(raw))
     for old, new in HOSTILE.items():
         rename_entry(image, old.split("/")[-1].encode(), new.split("/", 1)[1].encode())
     repo = Repository.open(base / "repo")
@@ -302,6 +311,19 @@ def test_a_local_write_error_names_the_file_and_the_rest_extracts(files: Any, tm
     assert path == "/p1/etc/big.bin" and message == f"cannot write {dest / 'etc' / 'big.bin'}: File too large"
     assert all_below(dest) == sorted(r for r in TREE if r != "etc/big.bin")
     check_written(dest, "etc/nginx/nginx.conf", "etc/nginx/nginx.conf")
+
+
+def test_a_directory_loop_ends(files: Any, tmp_path: Path) -> None:
+    """/p1/loop/LOOPxDIR1 is an entry of a damaged filesystem that leads back to /p1/loop itself: written
+    once, the loop skipped with its reason (not an endless tree), in a directory and in a tar."""
+    dest = tmp_path / "d"
+    report = extract_to_dir(files, ["/p1/loop"], dest)
+    assert all_below(dest) == ["loop", "loop/f"] and (dest / "loop" / "f").read_bytes() == b"in the loop\n"
+    assert report.skipped == [("/p1/loop/LOOPxDIR1", "the same directory as /p1/loop above it (a directory "
+                                                      "loop in a damaged filesystem): its contents are written there")]
+    assert report.ok
+    buf = io.BytesIO()
+    assert extract_tar(files, ["/p1/loop"], buf).written == ["loop", "loop/f"]
 
 
 def test_cancel_stops_and_removes_the_partial_file(files: Any, tmp_path: Path) -> None:
