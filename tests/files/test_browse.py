@@ -304,3 +304,25 @@ def test_listing_takes_big_reads_not_one_per_block(repo: Repository, point: Any)
         data = files.open("/p2/big.bin").read()
         assert hashlib.sha256(data).digest() == hashlib.sha256(BIG).digest()
         assert len(calls) == len(set(calls))
+
+
+def test_lvm_on_a_whole_disk_with_a_logical_volume_in_two_pieces(repo: Repository,
+                                                                   small_fs: dict[str, bytes]) -> None:
+    from .images import LVM_EXTENT, LVM_PE_START, lvm_pv
+
+    ext4 = small_fs["ext4"]  # 8 MiB: two extents, stored in the PV in the opposite order
+    disk = lvm_pv(24 * MiB, "data-vg", {"srv": [(3, 1), (1, 1)], "swap": [(0, 1)]})
+    disk[LVM_PE_START + 3 * LVM_EXTENT:LVM_PE_START + 4 * LVM_EXTENT] = ext4[:LVM_EXTENT]
+    disk[LVM_PE_START + 1 * LVM_EXTENT:LVM_PE_START + 2 * LVM_EXTENT] = ext4[LVM_EXTENT:]
+    disk[LVM_PE_START + 4086:LVM_PE_START + 4096] = b"SWAPSPACE2"
+    point = write_point(repo, [bytes(disk)], block_size=BS)
+    with PointFiles(repo, point.id) as files:
+        vols = [(v.name, v.fs_type, v.offset, v.size, v.what) for v in files.volumes()]
+        assert vols == [
+            ("whole", "", 0, 24 * MiB, "LVM physical volume of data-vg"),
+            ("data--vg-srv", "ext4", LVM_PE_START + 3 * LVM_EXTENT, 2 * LVM_EXTENT,
+             "LVM logical volume srv of data-vg"),
+            ("data--vg-swap", "", LVM_PE_START, LVM_EXTENT, "swap (LVM logical volume swap of data-vg)")]
+        assert [e.name for e in files.listdir("/")] == ["data--vg-srv"]
+        assert files.open("/data--vg-srv/sub/other.conf").read() == b"x=1\n"
+        assert files.open("/data--vg-srv/hello.txt").read() == b"hello\n"
