@@ -67,9 +67,10 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     os.utime(tree / "sparse", (T0 + 10, T0 + 10))
     fs_path = tmp / "root.ext4"
     fs = mke2fs(tree, 24 * MiB, fs_path, label="rootfs")
-    # the guest name with a slash, written into the directory entry as a damaged/hostile fs would have it
+    # guest names with a slash, written into the directory entries as a damaged/hostile fs would have them
+    # (debugfs keeps reading the unpatched fs_path)
     assert fs.count(b"slashXname") == 1 and fs.count(b"dirXslash") == 1
-    fs = fs.replace(b"slashXname", b"slash/name").replace(b"dirXslash", b"dir/slash")  # (debugfs keeps reading the unpatched fs_path)
+    fs = fs.replace(b"slashXname", b"slash/name").replace(b"dirXslash", b"dir/slash")
     p2_first = 2 * MiB // SECTOR
     p2_last = p2_first + len(fs) // SECTOR - 1
     disk = gpt_disk(len(fs) + 3 * MiB, [(1, GPT_BIOS_BOOT, 2048, 4095, "bios"),
@@ -326,3 +327,15 @@ def test_lvm_on_a_whole_disk_with_a_logical_volume_in_two_pieces(repo: Repositor
         assert [e.name for e in files.listdir("/")] == ["data--vg-srv"]
         assert files.open("/data--vg-srv/sub/other.conf").read() == b"x=1\n"
         assert files.open("/data--vg-srv/hello.txt").read() == b"hello\n"
+
+
+def test_a_damaged_partition_table_is_named(repo: Repository, point: Any) -> None:
+    digest = _damage_chunk(repo, point, 0)
+    with PointFiles(repo, point.id) as files:
+        with pytest.raises(FileDamagedError) as err:
+            files.volumes()
+        assert (err.value.path, err.value.digest, err.value.block) == ("/", digest, 0)
+        assert str(err.value) == (f"cannot read the partitions and volumes of / from restore point {point.id} "
+                                  f"(disk 0): chunk {digest[:12]} is corrupt (disk block 0)")
+        with pytest.raises(FileDamagedError):
+            files.listdir("/")
