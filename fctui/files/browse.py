@@ -14,7 +14,7 @@ from .diskview import PointDiskView
 from .errors import FileDamagedError, FilesError, NotADirectoryInPointError, PathNotFoundError
 from .filesystems import BadFilesystem, Filesystem, Info, mount
 from .model import FsEntry, Volume
-from .volumes import DiskLayout, FoundVolume, scan
+from .volumes import DiskLayout, FoundVolume, physical_volumes, scan
 
 # Directories whose children were listed, kept so that opening every file of a big directory (an
 # extraction) does not list the directory again for each file.
@@ -52,6 +52,7 @@ class _Disk:
         self.index = index
         self.view = view
         self.layout: DiskLayout | None = None
+        self.pvs: dict[str, Any] | None = None  # its LVM physical volumes, for volume groups spanning disks
         self.mounts: dict[str, Filesystem | FilesError] = {}
         self.dirs: OrderedDict[str, dict[str, Any]] = OrderedDict()
 
@@ -114,8 +115,24 @@ class PointFiles:
     def _layout(self, d: _Disk) -> DiskLayout:
         if d.layout is None:
             with self._guard(d, "/", what="the partitions and volumes of"):
-                d.layout = scan(d.view, d.view.size, d.index)
+                d.layout = scan(d.view, d.view.size, d.index, lambda vg, pv_id: self._pv_elsewhere(d.index, pv_id))
         return d.layout
+
+    def _pv_elsewhere(self, disk: int, pv_id: str) -> Any:
+        """A physical volume of a volume group that spans disks, found on another disk of the point."""
+        for j in range(len(self.point.disks)):
+            if j == disk:
+                continue
+            other = self._disk(j)
+            if other.pvs is None:
+                try:
+                    with self._guard(other, "/", what="the LVM physical volumes of"):
+                        other.pvs = physical_volumes(other.view, other.view.size)
+                except FilesError:
+                    other.pvs = {}  # that disk's own listing says what is wrong with it
+            if pv_id in other.pvs:
+                return other.pvs[pv_id]
+        return None
 
     def volumes(self, disk: int = 0) -> list[Volume]:
         """Every volume found on the disk, in disk order (LVM volumes after the partitions holding them)."""
