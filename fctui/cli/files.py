@@ -318,8 +318,9 @@ def _get(ns: argparse.Namespace, files: "PointFiles", out: TextIO, errout: TextI
             with fobj:
                 try:
                     report = extract_tar(files, ns.paths, fobj, disk=disk, progress=live)
-                except FilesError as e:
-                    raise FilesError(f"{e}; {ns.tar} stops before it (a truncated tar)") from e
+                except FilesError as e:   # same error (a FileDamagedError keeps its fields), told more
+                    e.message = f"{e.message}; {ns.tar} stops before it (a truncated tar)"
+                    raise
                 os.fsync(fobj.fileno())
             where = ns.tar
     finally:

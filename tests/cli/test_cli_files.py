@@ -202,6 +202,10 @@ def test_get_tar_file(world: dict[str, Any], tmp_path: Path) -> None:
     code, _, err = run("files", "get", world["bad"], "/p1/etc", "--tar", str(tmp_path / "bad.tar"),
                        "--repo", world["bad_repo"])
     assert code == 1 and "cannot read /p1/etc/big.bin" in err and "truncated" in err
+    code, out, _ = run("files", "get", world["bad"], "/p1/etc", "--tar", str(tmp_path / "bad2.tar"), "--json",
+                       "--repo", world["bad_repo"])
+    doc = json.loads(out)
+    assert code == 1 and doc["path"] == "/p1/etc/big.bin" and doc["problem"] == "corrupt" and "truncated" in doc["error"]
 
 
 def test_get_tar_to_stdout(world: dict[str, Any]) -> None:
