@@ -13,6 +13,7 @@ lock): counting a big directory never holds up moving around.
 
 from __future__ import annotations
 
+import os
 import re
 import stat
 import threading
@@ -40,6 +41,7 @@ from ..units import human_bytes
 NOTHING_TO_VM = "Nothing is written to any VM: files are copied to this machine only."
 DEST_ROOT = "~/fctui-restore"
 WIDE = 120          # from this width the table also shows mode and owner
+NAME_MAX = 72       # the name column's width at most, on a wide screen
 PROGRESS_EVERY = 0.1   # seconds between progress messages of an extraction (a file per call is too many)
 RESULT_LINES = 200  # skipped/error lines listed in the result; the rest are counted
 
@@ -80,6 +82,10 @@ def default_destination(point: Any, tz: tzinfo | None, root: str = DEST_ROOT) ->
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", getattr(point, "vm_name", "") or "vm").strip("._") or "vm"
     stamp = datetime.fromtimestamp(point.created, tz).strftime("%Y%m%d-%H%M")
     return f"{root.rstrip('/')}/{name}-{stamp}"
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    return f"{n} {word if n == 1 else many or word + 's'}"
 
 
 def parent_of(path: str) -> str:
@@ -210,8 +216,12 @@ class FilesScreen(Screen[None]):
         Binding("enter,right,l", "open", "Open", priority=True, id="files.open"),
         Binding("left,backspace,h", "up", "Up", priority=True, id="files.up"),
         Binding("space", "mark", "Mark", priority=True, id="files.mark"),
+        Binding("up,k", "move(-1)", "Up a line", show=False, id="files.cursor_up"),
+        Binding("down,j", "move(1)", "Down a line", show=False, id="files.cursor_down"),
+        Binding("home,g", "move_to(0)", "First entry", show=False, priority=True, id="files.first"),
+        Binding("end,G", "move_to(-1)", "Last entry", show=False, priority=True, id="files.last"),
         Binding("a", "mark_all", "Mark all here", show=False, id="files.mark_all"),
-        Binding("u", "clear_marks", "Clear marks", id="files.clear_marks"),
+        Binding("u", "clear_marks", "Clear marks", show=False, id="files.clear_marks"),   # the status line says u
         Binding("e", "extract", "Extract", id="files.extract"),
         Binding("d", "choose_disk", "Disk", id="files.disk"),
         Binding("escape,q", "close", "Back", id="files.back"),
@@ -238,6 +248,7 @@ class FilesScreen(Screen[None]):
         self._browse = Guarded(repo, point)
         self._counting = Guarded(repo, point)
         self._width = 0
+        self._root_columns = True
 
     @property
     def tz(self) -> tzinfo | None:
@@ -294,14 +305,18 @@ class FilesScreen(Screen[None]):
         return t
 
     def _columns(self) -> None:
-        """The table's columns for the screen's width: the name takes what the others leave."""
+        """The table's columns for the screen's width: the name takes what the others leave (on a wide
+        screen up to NAME_MAX, so size and date stay near the name they belong to)."""
         table = self.query_one(DataTable)
         self._width = width = self.app.size.width
-        fixed = [("mark", "", 1), ("size", "Size", 10), ("mtime", "Modified", 16)]
+        self._root_columns = self.path == "/"
+        fixed = [("mark", "", 1), ("size", "Size", 10), ("mtime", "What" if self._root_columns else "Modified", 16)]
         if width >= WIDE:
             fixed += [("mode", "Mode", 10), ("owner", "Owner", 11)]
         # each column has one cell of padding either side; 2 more for the vertical scrollbar
         name_w = max(12, width - sum(w + 2 for _, _, w in fixed) - 2 - 2)
+        if width >= WIDE:
+            name_w = min(name_w, NAME_MAX)
         cols = [fixed[0], ("name", "Name", name_w), *fixed[1:]]
         table.clear(columns=True)
         for key, label, w in cols:
@@ -371,6 +386,8 @@ class FilesScreen(Screen[None]):
 
     def _fill(self, select: str | None = None) -> None:
         table = self.query_one(DataTable)
+        if self._root_columns != (self.path == "/"):
+            self._columns()   # volumes have no date: that column says what each one is
         if select is None and self.rows and table.row_count:
             select = self.rows[min(table.cursor_row, len(self.rows) - 1)].path
         table.clear()
@@ -440,8 +457,8 @@ class FilesScreen(Screen[None]):
             return
         paths = self.extract_paths()
         if not paths:
-            t.append(self.note or f"{len(self.rows)} entries · space marks files and directories, "
-                                  "e copies the marked ones to this machine", style="dim")
+            t.append(self.note or f"{len(self.rows)} entries · space marks, e copies the marked ones to this machine",
+                     style="dim")
             self.query_one("#files-status", Static).update(t)
             return
         files, size, counting, failed = self.marked_totals()
@@ -570,6 +587,16 @@ class FilesScreen(Screen[None]):
         self._status()
         self.note = ""
 
+    def action_move(self, step: int) -> None:
+        table = self.query_one(DataTable)
+        if table.row_count:
+            table.move_cursor(row=max(0, min(table.row_count - 1, table.cursor_row + step)), animate=False)
+
+    def action_move_to(self, row: int) -> None:
+        table = self.query_one(DataTable)
+        if table.row_count:
+            table.move_cursor(row=row % table.row_count, animate=False)
+
     def action_up(self) -> None:
         if self.path == "/" or self.wanted is not None:
             return
@@ -597,7 +624,7 @@ class FilesScreen(Screen[None]):
             self.app.notify("Nothing marked: space marks files and directories", severity="warning")
             return
         files, size, counting, failed = self.marked_totals()
-        what = f"{len(paths)} marked item(s): {files} file(s), {human_bytes(size)}"
+        what = f"{plural(len(paths), 'marked item')}: {plural(files, 'file')}, {human_bytes(size)}"
         if counting or failed:
             what += " so far" if counting else " (some not counted)"
         disk = self.disk
@@ -667,7 +694,7 @@ class DestinationDialog(ModalScreen["str | None"]):
             yield Static(Text("into this directory of this machine (created if missing; nothing in it is "
                               "overwritten). " + NOTHING_TO_VM), id="filesdest-body")
             yield Input(value=self.default, id="filesdest-input")
-            yield Static("", id="filesdest-error")
+            yield Static(Text("Enter copies · Esc cancels", style="dim"), id="filesdest-error")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -699,7 +726,9 @@ class ExtractScreen(Screen[None]):
     def __init__(self, repo: Any, point: Any, paths: list[str], dest: str, *, disk: int = 0,
                  files_total: int = 0, bytes_total: int = 0) -> None:
         super().__init__()
-        self.repo, self.point, self.paths, self.dest, self.disk = repo, point, list(paths), dest, disk
+        self.repo, self.point, self.paths, self.disk = repo, point, list(paths), disk
+        # a relative directory is shown where it lands (the console's working directory)
+        self.dest = dest if dest.startswith(("/", "~")) else os.path.abspath(dest)
         self.progress = ExtractProgress(0, files_total, 0, bytes_total, "")
         self.report: ExtractReport | None = None
         self.error = ""
@@ -726,7 +755,7 @@ class ExtractScreen(Screen[None]):
     def on_mount(self) -> None:
         t = Text(no_wrap=True, overflow="ellipsis")
         t.append(" Extract ", style="bold reverse")
-        t.append(f" {len(self.paths)} item(s) of {self.point.vm_name or self.point.vm_urn}", style="bold")
+        t.append(f" {plural(len(self.paths), 'item')} of {self.point.vm_name or self.point.vm_urn}", style="bold")
         t.append(f" → {self.dest}")
         self.query_one("#extract-title", Static).update(t)
         self._draw()
@@ -802,12 +831,13 @@ class ExtractScreen(Screen[None]):
             t.append("✗ Nothing extracted: ", style="bold red")
             t.append(self.error or "the extraction did not run")
             return t
-        head = (f"{r.files} file(s), {r.dirs} directorie(s), {r.symlinks} link(s), {human_bytes(r.bytes)}")
+        head = (f"{plural(r.files, 'file')}, {plural(r.dirs, 'directory', 'directories')}, "
+                f"{plural(r.symlinks, 'link')}, {human_bytes(r.bytes)}")
         if self.stopped:
             t.append("Stopped: ", style="bold yellow")
             t.append(f"{head} copied before the stop")
         elif r.errors:
-            t.append(f"✗ {len(r.errors)} error(s): ", style="bold red")
+            t.append(f"✗ {plural(len(r.errors), 'error')}: ", style="bold red")
             t.append(f"{head} copied")
         else:
             t.append("✓ Copied ", style="bold green")
@@ -819,8 +849,11 @@ class ExtractScreen(Screen[None]):
                 continue
             t.append(f"\n{title} ({len(items)}):\n", style=f"bold {style}")
             for path, why in items[:RESULT_LINES]:
+                if path in why:   # the engine's message names the file already
+                    t.append(f"  {shown_name(why)}\n", style=style)
+                    continue
                 t.append(f"  {shown_name(path)}", style=style)
-                t.append(f"  {shown_name(why)}\n", style="dim")
+                t.append(f": {shown_name(why)}\n")
             if len(items) > RESULT_LINES:
                 t.append(f"  … {len(items) - RESULT_LINES} more\n", style="dim")
         t.rstrip()
