@@ -193,7 +193,7 @@ async def test_marks_and_totals(guest: Guest, tmp_path: Path):
         assert files(app).extract_paths() == ["/p1/etc", "/p1/home"]
         assert f"2 marked (2 dirs): {ETC_FILES + 1} files · {human_bytes(ETC_BYTES + notes)}" in text(app)
         await pilot.press("u")
-        assert not files(app).marks and "space marks files" in text(app)
+        assert not files(app).marks and "space marks, e copies" in text(app)
         await pilot.press("e")                                  # nothing marked: says so, asks nothing
         await pilot.pause()
         assert isinstance(app.screen, FilesScreen)
