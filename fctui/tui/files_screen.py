@@ -310,7 +310,9 @@ class FilesScreen(Screen[None]):
         table = self.query_one(DataTable)
         self._width = width = self.app.size.width
         self._root_columns = self.path == "/"
-        fixed = [("mark", "", 1), ("size", "Size", 10), ("mtime", "What" if self._root_columns else "Modified", 16)]
+        # volumes have no date: there the column says what each one is, which takes more room
+        fixed = [("mark", "", 1), ("size", "Size", 10),
+                 ("mtime", "What", 26) if self._root_columns else ("mtime", "Modified", 16)]
         if width >= WIDE:
             fixed += [("mode", "Mode", 10), ("owner", "Owner", 11)]
         # each column has one cell of padding either side; 2 more for the vertical scrollbar
@@ -387,7 +389,7 @@ class FilesScreen(Screen[None]):
     def _fill(self, select: str | None = None) -> None:
         table = self.query_one(DataTable)
         if self._root_columns != (self.path == "/"):
-            self._columns()   # volumes have no date: that column says what each one is
+            self._columns()
         if select is None and self.rows and table.row_count:
             select = self.rows[min(table.cursor_row, len(self.rows) - 1)].path
         table.clear()

@@ -107,10 +107,10 @@ def _mbr(parts: list[tuple[int, int, int]]) -> bytes:
     return bytes(mbr)
 
 
-def fs_blocks(img: bytes, path: str, work: Path) -> list[int]:
-    """The filesystem blocks of a file (debugfs ``blocks``)."""
+def fs_blocks(fs: bytes, path: str, work: Path) -> list[int]:
+    """The filesystem blocks of a file (debugfs ``blocks``) of an ext2/3/4 filesystem image."""
     f = work / "probe.img"
-    f.write_bytes(img)
+    f.write_bytes(fs)
     out = subprocess.run(["debugfs", "-R", f"blocks /{path}", str(f)], check=True, capture_output=True,
                          text=True).stdout
     f.unlink()
@@ -121,17 +121,18 @@ def fs_blocks(img: bytes, path: str, work: Path) -> list[int]:
 class Guest:
     repo: Any
     point: Any
-    system_fs: bytes
+    system_fs: bytes     # the ext4 filesystem holding the files damage() may hit
+    fs_offset: int       # where it starts on disk 1
     damaged_chunk: str | None = None
 
     def damage(self, path: str, work: Path) -> None:
-        """Corrupt one chunk that holds only bytes of ``path`` (on partition 1)."""
+        """Corrupt one chunk of disk 1 that holds only bytes of ``path`` (a file of ``system_fs``)."""
+        fs_block = 1024 << struct.unpack_from("<I", self.system_fs, 1024 + 24)[0]   # s_log_block_size
         blocks = set(fs_blocks(self.system_fs, path, work))
-        per = BLOCK // 4096
-        base = PART1_LBA * 512
+        per = BLOCK // fs_block
         for b in sorted(blocks):
-            idx = (base + b * 4096) // BLOCK
-            first = (idx * BLOCK - base) // 4096
+            idx = -(-(self.fs_offset + b * fs_block) // BLOCK)    # the first chunk starting at or after it
+            first = (idx * BLOCK - self.fs_offset) // fs_block
             if all(first + k in blocks for k in range(per)):
                 break
         else:
@@ -145,6 +146,32 @@ class Guest:
         self.damaged_chunk = digest
 
 
+def _point(repo: Any, images: list[bytes], *, vm_urn: str, vm_name: str, created: float) -> Any:
+    with repo.new_point(vm_urn=vm_urn, vm_name=vm_name, job_id="j-files", kind="cbt", vm_config={},
+                        snapshot_urn=f"{vm_urn}:snapshots:1", created=created) as w:
+        for n, image in enumerate(images):
+            d = w.add_disk(volume_urn=f"urn:sites:1:volumes:{hashlib.sha1(vm_urn.encode()).hexdigest()[:6]}{n}",
+                           disk_name=f"{vm_name}-disk{n + 1}", sequence_num=n + 1, pci_type="VIRTIO",
+                           size_bytes=len(image), block_size=BLOCK, storage_type="LOCALPOME",
+                           datastore_urn="urn:sites:1:datastores:1", cbt=None, base_point_id=None)
+            for i in range(0, len(image), BLOCK):
+                d.put_block(i // BLOCK, image[i:i + BLOCK])
+        return w.commit()
+
+
+def sim_guest(repo: Any, *, guest: str = "ext4", version: int = 1, vm_name: str = "ubuntu-web-01",
+              created: float = T0) -> Guest:
+    """A one-disk restore point of a simulator guest's committed image (fctui.sim.guestfs): what the
+    snapshots show, the same on every machine (no mke2fs of whatever version)."""
+    from fctui.sim.guestfs import image, spec
+    raw = image(guest, version)
+    root = next((v for v in spec(guest, version).volumes if v.fs_type == "ext4"), None)
+    point = _point(repo, [raw], vm_urn=VM_URN, vm_name=vm_name, created=created)
+    if root is None:
+        return Guest(repo, point, b"", 0)
+    return Guest(repo, point, raw[root.offset:root.offset + root.size], root.offset)
+
+
 def make_guest(repo: Any, work: Path, *, vm_urn: str = VM_URN, vm_name: str = "web-01",
                created: float = T0) -> Guest:
     """A committed restore point of a two-disk guest, in ``repo``."""
@@ -155,14 +182,5 @@ def make_guest(repo: Any, work: Path, *, vm_urn: str = VM_URN, vm_name: str = "w
     disk0 = bytearray(PART1_LBA * 512 + PART1_BYTES + PART2_BYTES)
     disk0[:512] = _mbr([(0x83, PART1_LBA, PART1_BYTES // 512), (0x82, part2_lba, PART2_BYTES // 512)])
     disk0[PART1_LBA * 512: PART1_LBA * 512 + PART1_BYTES] = system_fs
-    with repo.new_point(vm_urn=vm_urn, vm_name=vm_name, job_id="j-files", kind="cbt", vm_config={},
-                        snapshot_urn=f"{vm_urn}:snapshots:1", created=created) as w:
-        for n, image in enumerate((bytes(disk0), data_fs)):
-            d = w.add_disk(volume_urn=f"urn:sites:1:volumes:{hashlib.sha1(vm_urn.encode()).hexdigest()[:6]}{n}",
-                           disk_name=f"{vm_name}-disk{n + 1}", sequence_num=n + 1, pci_type="VIRTIO",
-                           size_bytes=len(image), block_size=BLOCK, storage_type="LOCALPOME",
-                           datastore_urn="urn:sites:1:datastores:1", cbt=None, base_point_id=None)
-            for i in range(0, len(image), BLOCK):
-                d.put_block(i // BLOCK, image[i:i + BLOCK])
-        point = w.commit()
-    return Guest(repo, point, system_fs)
+    point = _point(repo, [bytes(disk0), data_fs], vm_urn=vm_urn, vm_name=vm_name, created=created)
+    return Guest(repo, point, system_fs, PART1_LBA * 512)

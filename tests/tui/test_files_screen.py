@@ -23,7 +23,7 @@ from fctui.tui.files_screen import DestinationDialog, DiskChooser, ExtractScreen
 from fctui.tui.restore_wizard import RestoreContext, RestoreWizard
 from fctui.tui.testing import make_app, wait_loaded
 from fctui.units import human_bytes
-from tests.tui.files_guest import ETC_BYTES, ETC_FILES, GUEST, T0, VM_URN, Guest, make_guest
+from tests.tui.files_guest import ETC_BYTES, ETC_FILES, GUEST, T0, VM_URN, Guest, make_guest, sim_guest
 from tests.tui.test_tui_snapshots import SIZES
 
 TCSS = str(Path(__file__).resolve().parents[2] / "fctui" / "tui" / "fctui.tcss")
@@ -307,7 +307,12 @@ async def test_vm_detail_browses_the_last_backup(tmp_path: Path):
         assert not any(isinstance(s, FilesScreen) for s in app.screen_stack)
 
 
-# --- snapshots ---------------------------------------------------------------------------------------------
+# --- snapshots: the simulator's Ubuntu guest (committed image, GPT: p1 EFI FAT, p2 ext4) -------------------
+
+@pytest.fixture
+def ubuntu(tmp_path: Path) -> Guest:
+    return sim_guest(Repository.open(tmp_path / "repo"))
+
 
 def _snap(guest: Guest, tmp_path: Path, drive: Callable[[Any, App], Any]) -> tuple[FilesApp, Callable[[Any], Any]]:
     app = browser_app(guest, tmp_path)
@@ -319,44 +324,46 @@ def _snap(guest: Guest, tmp_path: Path, drive: Callable[[Any, App], Any]) -> tup
     return app, run_before
 
 
-async def _marked_etc(pilot: Any, app: App) -> None:
-    """/p1/etc with nginx/ and hostname marked, the directory counted."""
+async def marked_etc(pilot: Any, app: App) -> None:
+    """/p2/etc with nginx/ and hostname marked, the directory counted."""
     await at(pilot, app, "/")
+    await to_row(pilot, app, "/p2")
     await pilot.press("enter")
-    await at(pilot, app, "/p1")
+    await at(pilot, app, "/p2")
+    await to_row(pilot, app, "/p2/etc")
     await pilot.press("enter")
-    await at(pilot, app, "/p1/etc")
-    await to_row(pilot, app, "/p1/etc/nginx")
+    await at(pilot, app, "/p2/etc")
+    await to_row(pilot, app, "/p2/etc/nginx")
     await pilot.press("space")
-    await to_row(pilot, app, "/p1/etc/hostname")
+    await to_row(pilot, app, "/p2/etc/hostname")
     await pilot.press("space")
     await counted(pilot, app)
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
-def test_files_browser_snapshot(snap_compare, guest: Guest, tmp_path: Path, size):
-    app, run_before = _snap(guest, tmp_path, _marked_etc)
+def test_files_browser_snapshot(snap_compare, ubuntu: Guest, tmp_path: Path, size):
+    app, run_before = _snap(ubuntu, tmp_path, marked_etc)
     assert snap_compare(app, terminal_size=size, run_before=run_before)
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
-def test_files_volumes_snapshot(snap_compare, guest: Guest, tmp_path: Path, size):
-    app, run_before = _snap(guest, tmp_path, lambda p, a: at(p, a, "/"))
+def test_files_volumes_snapshot(snap_compare, ubuntu: Guest, tmp_path: Path, size):
+    app, run_before = _snap(ubuntu, tmp_path, lambda p, a: at(p, a, "/"))
     assert snap_compare(app, terminal_size=size, run_before=run_before)
 
 
-def test_files_extract_result_snapshot(snap_compare, guest: Guest, tmp_path: Path, monkeypatch):
+def test_files_extract_result_snapshot(snap_compare, ubuntu: Guest, tmp_path: Path, monkeypatch):
     """80x24: the summary of an extraction that met a damaged file."""
-    guest.damage("var/lib/data.bin", tmp_path / "work")
+    ubuntu.damage("var/www/html/downloads/catalogue-2025.bin", tmp_path)
     monkeypatch.setenv("HOME", str(tmp_path))      # "~/restored" reads the same on every machine
 
     async def drive(pilot: Any, app: App) -> None:
-        await _marked_etc(pilot, app)
+        await marked_etc(pilot, app)
         await pilot.press("left")
-        await at(pilot, app, "/p1")
-        await to_row(pilot, app, "/p1/var")
+        await at(pilot, app, "/p2")
+        await to_row(pilot, app, "/p2/var")
         await pilot.press("space")
         await counted(pilot, app)
         await extract_to(pilot, app, "~/restored")
-    app, run_before = _snap(guest, tmp_path, drive)
+    app, run_before = _snap(ubuntu, tmp_path, drive)
     assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
