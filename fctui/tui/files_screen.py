@@ -29,7 +29,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.screen import ModalScreen, Screen
-from textual.widgets import DataTable, Footer, Input, OptionList, ProgressBar, Static
+from textual.widgets import Footer, Input, OptionList, ProgressBar, Static
 from textual.widgets.option_list import Option
 
 from ..files.browse import PointFiles
@@ -37,6 +37,7 @@ from ..files.errors import FilesError
 from ..files.extract import ExtractProgress, ExtractReport, extract_to_dir, plan
 from ..files.model import FsEntry, Volume
 from ..units import human_bytes
+from .widgets.linelist import LineList
 
 NOTHING_TO_VM = "Nothing is written to any VM: files are copied to this machine only."
 DEST_ROOT = "~/fctui-restore"
@@ -212,7 +213,7 @@ class FilesScreen(Screen[None]):
     """Browse one restore point's files, mark some, copy them to a directory of this machine."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        # priority: the table's own enter/left/right/space would otherwise take these keys
+        # priority: the list's scrolling would otherwise take the arrows
         Binding("enter,right,l", "open", "Open", priority=True, id="files.open"),
         Binding("left,backspace,h", "up", "Up", priority=True, id="files.up"),
         Binding("space", "mark", "Mark", priority=True, id="files.mark"),
@@ -249,6 +250,7 @@ class FilesScreen(Screen[None]):
         self._counting = Guarded(repo, point)
         self._width = 0
         self._root_columns = True
+        self._cols: list[tuple[str, str, int, bool]] = []   # (id, header, width, right-aligned)
 
     @property
     def tz(self) -> tzinfo | None:
@@ -259,7 +261,7 @@ class FilesScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield Static("", id="files-title")
         yield Static("", id="files-path")
-        yield DataTable(id="files-table", cursor_type="row", zebra_stripes=False, show_row_labels=False)
+        yield LineList(self._line, self._header_line, empty="(empty)", id="files-table")
         yield Static("", id="files-status")
         yield Static(Text(NOTHING_TO_VM, style="dim", no_wrap=True, overflow="ellipsis"), id="files-note")
         yield Footer()
@@ -267,13 +269,12 @@ class FilesScreen(Screen[None]):
     def on_mount(self) -> None:
         self.query_one("#files-title", Static).update(self._title())
         self._columns()
-        self.query_one(DataTable).focus()
+        self.query_one(LineList).focus()
         self.go(self.disk, "/")
 
     def on_resize(self) -> None:
         if self.app.size.width != self._width:
             self._columns()
-            self._fill()
 
     def on_unmount(self) -> None:
         # a worker may still hold a PointFiles (a big directory being counted): close them when it lets go
@@ -305,24 +306,36 @@ class FilesScreen(Screen[None]):
         return t
 
     def _columns(self) -> None:
-        """The table's columns for the screen's width: the name takes what the others leave (on a wide
-        screen up to NAME_MAX, so size and date stay near the name they belong to)."""
-        table = self.query_one(DataTable)
+        """The columns for the screen's width: the name takes what the others leave (on a wide screen up
+        to NAME_MAX, so size and date stay near the name they belong to)."""
         self._width = width = self.app.size.width
         self._root_columns = self.path == "/"
         # volumes have no date: there the column says what each one is, which takes more room
-        fixed = [("mark", "", 1), ("size", "Size", 10),
-                 ("mtime", "What", 26) if self._root_columns else ("mtime", "Modified", 16)]
+        fixed = [("mark", "", 1, False), ("size", "Size", 9, True),
+                 ("mtime", "What", 26, False) if self._root_columns else ("mtime", "Modified", 16, False)]
         if width >= WIDE:
-            fixed += [("mode", "Mode", 10), ("owner", "Owner", 11)]
-        # each column has one cell of padding either side; 2 more for the vertical scrollbar
-        name_w = max(12, width - sum(w + 2 for _, _, w in fixed) - 2 - 2)
+            fixed += [("mode", "Mode", 10, False), ("owner", "Owner", 11, False)]
+        # a space between columns, one before the first; 2 cells for the vertical scrollbar
+        name_w = max(12, width - 1 - sum(w + 1 for _, _, w, _ in fixed) - 1 - 2)
         if width >= WIDE:
             name_w = min(name_w, NAME_MAX)
-        cols = [fixed[0], ("name", "Name", name_w), *fixed[1:]]
-        table.clear(columns=True)
-        for key, label, w in cols:
-            table.add_column(Text(label, justify="right") if key == "size" else label, width=w, key=key)
+        self._cols = [fixed[0], ("name", "Name", name_w, False), *fixed[1:]]
+        self.query_one(LineList).redraw()
+
+    def _join(self, cells: list[Text]) -> Text:
+        line = Text(" ", no_wrap=True, end="")
+        for cell, (_, _, w, right) in zip(cells, self._cols):
+            cell.truncate(w, overflow="ellipsis")
+            cell.align("right" if right else "left", w)
+            line.append_text(cell)
+            line.append(" ")
+        return line
+
+    def _header_line(self) -> Text:
+        return self._join([Text(label) for _, label, _, _ in self._cols])
+
+    def _line(self, index: int) -> Text:
+        return self._join(self._cells(self.rows[index], self._width >= WIDE))
 
     # --- listing ----------------------------------------------------------------------------------
 
@@ -361,6 +374,7 @@ class FilesScreen(Screen[None]):
             self.error = msg.error
             self._path_bar()
             if not self.rows and msg.path == "/":
+                self.query_one(LineList).empty_text = "(nothing readable)"
                 self._fill()
             self._status()
             return
@@ -377,9 +391,9 @@ class FilesScreen(Screen[None]):
         self._show(msg.disk, msg.path, rows, select)
 
     def _show(self, disk: int, path: str, rows: list[Row], select: str | None) -> None:
-        table = self.query_one(DataTable)
-        if self.rows and table.row_count:
-            self.cursor_at[(self.disk, self.path)] = self.rows[min(table.cursor_row, len(self.rows) - 1)].path
+        here = self._cursor_row()
+        if here is not None:
+            self.cursor_at[(self.disk, self.path)] = here.path
         self.disk, self.path, self.rows = disk, path, rows
         self.error = ""
         self._fill(select or self.cursor_at.get((disk, path)))
@@ -387,21 +401,13 @@ class FilesScreen(Screen[None]):
         self._status()
 
     def _fill(self, select: str | None = None) -> None:
-        table = self.query_one(DataTable)
+        """The list shows ``self.rows``, the cursor on ``select`` (a path; None: the first row)."""
         if self._root_columns != (self.path == "/"):
             self._columns()
-        if select is None and self.rows and table.row_count:
-            select = self.rows[min(table.cursor_row, len(self.rows) - 1)].path
-        table.clear()
-        wide = self.app.size.width >= WIDE
-        for i, row in enumerate(self.rows):
-            table.add_row(*self._cells(row, wide), key=str(i))
-        if not self.rows:
-            return
-        at = next((i for i, r in enumerate(self.rows) if r.path == select), 0)
-        table.move_cursor(row=at, animate=False, scroll=True)
+        at = next((i for i, r in enumerate(self.rows) if r.path == select), 0) if select else 0
+        self.query_one(LineList).set_count(len(self.rows), at)
 
-    def _cells(self, row: Row, wide: bool) -> list[Any]:
+    def _cells(self, row: Row, wide: bool) -> list[Text]:
         marked = row.path in self.marks
         mark = Text("●", style="bold green") if marked else Text("")
         name = Text(no_wrap=True, overflow="ellipsis")
@@ -436,7 +442,7 @@ class FilesScreen(Screen[None]):
             owner = Text(f"{e.uid}:{e.gid}", style="dim")
         if marked:
             name.stylize("green")
-        cells: list[Any] = [mark, name, size, mtime]
+        cells = [mark, name, size, mtime]
         if wide:
             cells += [mode, owner]
         return cells
@@ -503,10 +509,20 @@ class FilesScreen(Screen[None]):
         return files, size, counting, failed
 
     def _cursor_row(self) -> Row | None:
-        table = self.query_one(DataTable)
-        if not self.rows or self.wanted is not None and not table.row_count:
+        table = self.query_one(LineList)
+        if not self.rows or table.count != len(self.rows):
             return None
-        return self.rows[min(table.cursor_row, len(self.rows) - 1)]
+        return self.rows[table.cursor]
+
+    def _redraw(self, path: str | None = None) -> None:
+        """The row of ``path`` changed (None: all of them)."""
+        table = self.query_one(LineList)
+        if path is None:
+            table.redraw()
+            return
+        for i, r in enumerate(self.rows):
+            if r.path == path:
+                table.redraw(i)
 
     def _toggle(self, row: Row, on: bool | None = None) -> None:
         if not row.markable:
@@ -541,7 +557,7 @@ class FilesScreen(Screen[None]):
         if msg.error and msg.path in self.marks:
             self.app.notify(msg.error, severity="warning", timeout=8)
         if msg.path in self.marks:
-            self._fill()
+            self._redraw(msg.path)
         self._status()
 
     def action_mark(self) -> None:
@@ -554,10 +570,9 @@ class FilesScreen(Screen[None]):
             self.note = ""
             return
         self._toggle(row)
-        self._fill()
-        table = self.query_one(DataTable)
-        if table.cursor_row < table.row_count - 1:
-            table.move_cursor(row=table.cursor_row + 1, animate=False)
+        table = self.query_one(LineList)
+        table.redraw(table.cursor)
+        table.move(table.cursor + 1)
         self._status()
 
     def action_mark_all(self) -> None:
@@ -565,12 +580,12 @@ class FilesScreen(Screen[None]):
         on = not all(r.path in self.marks for r in rows)
         for r in rows:
             self._toggle(r, on)
-        self._fill()
+        self._redraw()
         self._status()
 
     def action_clear_marks(self) -> None:
         self.marks.clear()
-        self._fill()
+        self._redraw()
         self._status()
 
     # --- moving around ----------------------------------------------------------------------------
@@ -590,14 +605,13 @@ class FilesScreen(Screen[None]):
         self.note = ""
 
     def action_move(self, step: int) -> None:
-        table = self.query_one(DataTable)
-        if table.row_count:
-            table.move_cursor(row=max(0, min(table.row_count - 1, table.cursor_row + step)), animate=False)
+        table = self.query_one(LineList)
+        table.move(table.cursor + step)
 
     def action_move_to(self, row: int) -> None:
-        table = self.query_one(DataTable)
-        if table.row_count:
-            table.move_cursor(row=row % table.row_count, animate=False)
+        table = self.query_one(LineList)
+        if table.count:
+            table.move(row % table.count)
 
     def action_up(self) -> None:
         if self.path == "/" or self.wanted is not None:

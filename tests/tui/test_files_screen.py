@@ -22,6 +22,7 @@ from fctui.repo import Repository
 from fctui.tui.files_screen import DestinationDialog, DiskChooser, ExtractScreen, FilesScreen
 from fctui.tui.restore_wizard import RestoreContext, RestoreWizard
 from fctui.tui.testing import make_app, wait_loaded
+from fctui.tui.widgets.linelist import LineList
 from fctui.units import human_bytes
 from tests.tui.files_guest import ETC_BYTES, ETC_FILES, GUEST, T0, VM_URN, Guest, make_guest, sim_guest
 from tests.tui.test_tui_snapshots import SIZES
@@ -96,7 +97,7 @@ async def at(pilot: Any, app: App, path: str, disk: int = 0) -> FilesScreen:
 
 def cursor(app: App) -> str:
     s = files(app)
-    return s.rows[s.query_one("DataTable").cursor_row].path
+    return s.rows[s.query_one(LineList).cursor].path
 
 
 async def to_row(pilot: Any, app: App, path: str) -> None:
