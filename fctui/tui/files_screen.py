@@ -213,14 +213,10 @@ class FilesScreen(Screen[None]):
     """Browse one restore point's files, mark some, copy them to a directory of this machine."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        # priority: the list's scrolling would otherwise take the arrows
+        # priority: the list's sideways scrolling would otherwise take left and right
         Binding("enter,right,l", "open", "Open", priority=True, id="files.open"),
         Binding("left,backspace,h", "up", "Up", priority=True, id="files.up"),
         Binding("space", "mark", "Mark", priority=True, id="files.mark"),
-        Binding("up,k", "move(-1)", "Up a line", show=False, id="files.cursor_up"),
-        Binding("down,j", "move(1)", "Down a line", show=False, id="files.cursor_down"),
-        Binding("home,g", "move_to(0)", "First entry", show=False, priority=True, id="files.first"),
-        Binding("end,G", "move_to(-1)", "Last entry", show=False, priority=True, id="files.last"),
         Binding("a", "mark_all", "Mark all here", show=False, id="files.mark_all"),
         Binding("u", "clear_marks", "Clear marks", show=False, id="files.clear_marks"),   # the status line says u
         Binding("e", "extract", "Extract", id="files.extract"),
@@ -603,15 +599,6 @@ class FilesScreen(Screen[None]):
             self.note = f"{shown_name(row.path)} is a file: space marks it, e copies the marked ones"
         self._status()
         self.note = ""
-
-    def action_move(self, step: int) -> None:
-        table = self.query_one(LineList)
-        table.move(table.cursor + step)
-
-    def action_move_to(self, row: int) -> None:
-        table = self.query_one(LineList)
-        if table.count:
-            table.move(row % table.count)
 
     def action_up(self) -> None:
         if self.path == "/" or self.wanted is not None:

@@ -23,9 +23,14 @@ from textual.strip import Strip
 class LineList(ScrollView, can_focus=True):
     """Rows ``0..count-1`` drawn by ``draw(index)``, a header drawn by ``header()``, one cursor row."""
 
+    # the cursor moves (ScrollView's own up/down/home/end would scroll the view away from it)
     BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("up,k", "step(-1)", "Up", show=False, id="list.up"),
+        Binding("down,j", "step(1)", "Down", show=False, id="list.down"),
         Binding("pageup,ctrl+b", "page(-1)", "Page up", show=False, id="list.page_up"),
         Binding("pagedown,ctrl+f", "page(1)", "Page down", show=False, id="list.page_down"),
+        Binding("home,g", "first", "First", show=False, id="list.first"),
+        Binding("end,G", "last", "Last", show=False, id="list.last"),
     ]
     COMPONENT_CLASSES: ClassVar[set[str]] = {"linelist--header", "linelist--cursor", "linelist--dim"}
     DEFAULT_CSS = """
@@ -97,6 +102,15 @@ class LineList(ScrollView, can_focus=True):
             self.refresh(Region(0, y, self.size.width, 1))
 
     # --- keys and mouse ---------------------------------------------------------------------------
+
+    def action_step(self, step: int) -> None:
+        self.move(self.cursor + step)
+
+    def action_first(self) -> None:
+        self.move(0)
+
+    def action_last(self) -> None:
+        self.move(self.count - 1)
 
     def action_page(self, direction: int) -> None:
         self.move(self.cursor + direction * max(1, self.size.height - 2))
