@@ -40,6 +40,7 @@ class Item:
     target: str | None = None      # a symlink
 
 
+SPOOL = 600
 # hand-written: what the guest holds (directories first, as they are made)
 GUEST = [
     Item("etc", 0o755, 1_700_000_500),
@@ -55,6 +56,9 @@ GUEST = [
     Item("var", 0o755, 1_700_001_000),
     Item("var/lib", 0o755, 1_700_001_100),
     Item("var/lib/data.bin", 0o644, 1_700_001_200, _data(384 * 1024, 7)),   # the one the damage hits
+    Item("var/spool", 0o755, 1_700_001_300),
+    # a directory longer than any screen: the cursor must walk it, not the view alone
+    *(Item(f"var/spool/msg{i:04d}", 0o644, 1_700_001_400 + i, b"m") for i in range(SPOOL)),
 ]
 # what /p1/etc holds below it, counted by hand: hostname 7 + secret 7 + nginx.conf 1000 + mime.types 26
 ETC_FILES = 4

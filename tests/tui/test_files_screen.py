@@ -24,7 +24,7 @@ from fctui.tui.restore_wizard import RestoreContext, RestoreWizard
 from fctui.tui.testing import make_app, wait_loaded
 from fctui.tui.widgets.linelist import LineList
 from fctui.units import human_bytes
-from tests.tui.files_guest import ETC_BYTES, ETC_FILES, GUEST, T0, VM_URN, Guest, make_guest, sim_guest
+from tests.tui.files_guest import ETC_BYTES, ETC_FILES, GUEST, SPOOL, T0, VM_URN, Guest, make_guest, sim_guest
 from tests.tui.test_tui_snapshots import SIZES
 
 TCSS = str(Path(__file__).resolve().parents[2] / "fctui" / "tui" / "fctui.tcss")
@@ -166,6 +166,30 @@ async def test_volumes_directories_and_back_up(guest: Guest, tmp_path: Path):
         await until(pilot, lambda: app.closed)
 
 
+async def test_a_long_directory_moves_the_cursor(guest: Guest, tmp_path: Path):
+    app = browser_app(guest, tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await at(pilot, app, "/")
+        await pilot.press("enter")
+        await at(pilot, app, "/p1")
+        await to_row(pilot, app, "/p1/var")
+        await pilot.press("enter")
+        await at(pilot, app, "/p1/var")
+        await to_row(pilot, app, "/p1/var/spool")
+        await pilot.press("enter")
+        s = await at(pilot, app, "/p1/var/spool")
+        assert len(s.rows) == SPOOL
+        await pilot.press("end")
+        assert cursor(app) == f"/p1/var/spool/msg{SPOOL - 1:04d}" and f"msg{SPOOL - 1:04d}" in text(app)
+        await pilot.press("pageup", "up")
+        at_row = cursor(app)
+        assert at_row < f"/p1/var/spool/msg{SPOOL - 10:04d}" and at_row.rsplit("/", 1)[1] in text(app)
+        await pilot.press("space")                              # marks the row the cursor is on
+        assert list(files(app).marks) == [at_row]
+        await pilot.press("home")
+        assert cursor(app) == "/p1/var/spool/msg0000" and "msg0000" in text(app)
+
+
 # --- marks and totals -------------------------------------------------------------------------------------
 
 async def test_marks_and_totals(guest: Guest, tmp_path: Path):
@@ -248,7 +272,11 @@ async def test_a_damaged_file_is_named_and_the_others_are_copied(guest: Guest, t
         await pilot.press("enter")
         await at(pilot, app, "/p1")
         await to_row(pilot, app, "/p1/var")
-        await pilot.press("space")
+        await pilot.press("enter")
+        await at(pilot, app, "/p1/var")
+        await to_row(pilot, app, "/p1/var/lib")
+        await pilot.press("space", "left")
+        await at(pilot, app, "/p1")
         await to_row(pilot, app, "/p1/etc")
         await pilot.press("enter")
         await at(pilot, app, "/p1/etc")
@@ -260,7 +288,7 @@ async def test_a_damaged_file_is_named_and_the_others_are_copied(guest: Guest, t
         assert "error" in shown and "/p1/var/lib/data.bin" in shown
         assert screen.report is not None and [p for p, _ in screen.report.errors] == ["/p1/var/lib/data.bin"]
         assert (dest / "hostname").read_bytes() == SPEC["etc/hostname"].content
-        assert list((dest / "var" / "lib").iterdir()) == []    # nothing of the damaged file is left
+        assert list((dest / "lib").iterdir()) == []            # nothing of the damaged file is left
 
 
 # --- the ways in -------------------------------------------------------------------------------------------
