@@ -791,7 +791,8 @@ class ExtractScreen(Screen[None]):
         except Exception as e:
             self.post_message(Extracted(None, problem(e, "the extraction failed"), self._cancel.is_set()))
             return
-        self.post_message(Extracted(report, stopped=self._cancel.is_set()))
+        # the engine says whether the stop cut it short (a stop after the last file changed nothing)
+        self.post_message(Extracted(report, stopped=bool(getattr(report, "cancelled", self._cancel.is_set()))))
 
     @on(Progressed)
     def _progressed(self, msg: Progressed) -> None:
@@ -865,7 +866,8 @@ class ExtractScreen(Screen[None]):
     def action_stop(self) -> None:
         if self.running:
             self._cancel.set()
-            self._draw()
+            if self.is_mounted:
+                self._draw()
 
     def action_close(self) -> None:
         if not self.running:

@@ -291,6 +291,20 @@ async def test_a_damaged_file_is_named_and_the_others_are_copied(guest: Guest, t
         assert list((dest / "lib").iterdir()) == []            # nothing of the damaged file is left
 
 
+async def test_a_stopped_extraction_says_so_and_leaves_no_partial_file(guest: Guest, tmp_path: Path):
+    dest = tmp_path / "restored"
+    screen = ExtractScreen(guest.repo, guest.point, ["/p1/var/lib/data.bin"], str(dest))
+    screen.action_stop()            # c before the first byte: the stop is seen at the engine's first check
+    app = FilesApp(lambda: screen)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: not screen.running)
+        await pilot.pause()
+        assert screen.stopped and "Stopped" in text(app) and "copied before the stop" in text(app)
+        assert list(dest.iterdir()) == []
+        await pilot.press("escape")
+        await until(pilot, lambda: app.closed)
+
+
 # --- the ways in -------------------------------------------------------------------------------------------
 
 async def test_restore_walkthrough_files_target_opens_the_browser(guest: Guest, tmp_path: Path):
