@@ -146,10 +146,12 @@ class PointFiles:
         return got
 
     # --- errors ---------------------------------------------------------------------------------
-    def _damaged(self, d: _Disk, path: str, exc: ChunkError, block: int | None) -> FileDamagedError:
+    def _damaged(self, d: _Disk, path: str, exc: ChunkError, block: int | None,
+                 what: str = "") -> FileDamagedError:
         where = f" (disk block {block})" if block is not None else ""
+        subject = f"{what} {path}" if what else path
         return FileDamagedError(
-            f"cannot read {path} from restore point {self.point.id} (disk {d.index}): chunk "
+            f"cannot read {subject} from restore point {self.point.id} (disk {d.index}): chunk "
             f"{exc.digest[:12]} is {exc.problem}{where}",
             point_id=self.point.id, disk=d.index, path=path, digest=exc.digest, problem=exc.problem,
             block=block)
@@ -164,17 +166,18 @@ class PointFiles:
         except FilesError:
             raise
         except ChunkError as exc:
-            raise self._damaged(d, path, exc, d.view.damage_block if d.view.damage is exc else None) from exc
+            raise self._damaged(d, path, exc, d.view.damage_block if d.view.damage is exc else None,
+                                what) from exc
         except Exception as exc:  # noqa: BLE001 - guest metadata makes parsers fail in any way
             if d.view.damage is not None and d.view.damage is not before:
-                raise self._damaged(d, path, d.view.damage, d.view.damage_block) from exc
+                raise self._damaged(d, path, d.view.damage, d.view.damage_block, what) from exc
             subject = f"{what} {path}" if what else path
             why = str(exc) if isinstance(exc, BadFilesystem) else \
                 f"the filesystem's metadata makes no sense ({type(exc).__name__}: {exc})"
             raise FilesError(f"cannot read {subject} from restore point {self.point.id} (disk {d.index}): "
                              f"{why}") from exc
         if d.view.damage is not None and d.view.damage is not before:
-            raise self._damaged(d, path, d.view.damage, d.view.damage_block)
+            raise self._damaged(d, path, d.view.damage, d.view.damage_block, what)
 
     # --- paths ----------------------------------------------------------------------------------
     def _children(self, d: _Disk, fs: Filesystem, dir_path: str, node: Any) -> dict[str, Any]:
@@ -266,7 +269,8 @@ class PointFiles:
 
     def walk(self, path: str = "/", *, disk: int = 0) -> Iterator[FsEntry]:
         """``path`` itself, then everything below it, depth first, a directory before its contents.
-        Symlinks are yielded, never followed."""
+        Symlinks are yielded, never followed. A directory is walked once even if a damaged filesystem
+        links it twice; one whose name holds '/' is yielded but not entered."""
         top = self.stat(path, disk=disk)
         yield top
         if not top.is_dir:
@@ -279,7 +283,8 @@ class PointFiles:
                 stack.pop()
                 continue
             yield entry
-            if entry.is_dir:
+            if entry.is_dir and "/" not in entry.name and "\x00" not in entry.name:
+                # (a directory whose guest name holds '/' has no path to reach it by: not descended)
                 stack.append(iter(self._list_for_walk(entry, seen)))
 
     def _list_for_walk(self, entry: FsEntry, seen: set[tuple[str, Any]]) -> list[FsEntry]:

@@ -26,6 +26,8 @@ _EXT3_COMPAT_JOURNAL = 0x4
 _EXT3_INCOMPAT_SUPP = 0x2 | 0x4 | 0x10  # filetype, recover, meta_bg
 _EXT3_RO_COMPAT_SUPP = 0x1 | 0x2 | 0x4  # sparse_super, large_file, btree_dir
 
+_SPECIAL = ("EFI system partition", "BIOS boot partition", "Microsoft reserved partition",
+            "Windows recovery partition")
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9+_.\-]")
 
 
@@ -63,7 +65,7 @@ def probe(fh: BinaryIO) -> Probe:
     if head[:4] == b"XFSB":
         return Probe("xfs", _text(head[108:120]))
     if head[3:11] == b"NTFS    ":
-        return Probe("ntfs")
+        return Probe("ntfs", _ntfs_label(fh))
     if _looks_fat(head):
         off = 71 if head[82:87] == b"FAT32" else 43
         label = head[off:off + 11].decode("latin-1").strip()
@@ -91,6 +93,16 @@ def probe(fh: BinaryIO) -> Probe:
         if sig in (b"SWAPSPACE2", b"SWAP-SPACE"):
             return Probe("swap")
     return Probe("")
+
+
+def _ntfs_label(fh: BinaryIO) -> str:
+    """NTFS keeps its label in the $Volume file, not in the boot sector."""
+    from dissect.ntfs import NTFS
+
+    try:
+        return (NTFS(fh).volume_name or "").strip()
+    except Exception:  # noqa: BLE001 - a label is not worth failing for; reading the volume will say more
+        return ""
 
 
 def _looks_fat(head: bytes) -> bool:
@@ -193,7 +205,7 @@ def _found(fh: BinaryIO, disk: int, name: str, offset: int, size: int, pr: Probe
         what = "swap"
     elif pr.kind == "lvm":
         what = "LVM physical volume"
-    elif words in ("EFI system partition",):
+    elif words == "EFI system partition" or (words in _SPECIAL and not fs_type):
         what = words
     elif fs_type:
         what = _fs_words(fs_type)
