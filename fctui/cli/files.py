@@ -174,8 +174,9 @@ def _print_volumes(files: "PointFiles", disk: int, out: TextIO) -> None:
     from ..files.names import printable
     point = files.point
     d = point.disks[disk]
+    others = f" (disk {disk} of {len(point.disks)}: --disk N)" if len(point.disks) > 1 else ""
     print(f"restore point {point.id} ({printable(point.vm_name or point.vm_urn)}), disk {disk}: "
-          f"{printable(d.disk_name or d.volume_urn)} ({size(d.size_bytes)})", file=out)
+          f"{printable(d.disk_name or d.volume_urn)} ({size(d.size_bytes)}){others}", file=out)
     rows = [("NAME", "TYPE", "SIZE", "LABEL", "WHAT")]
     for v in files.volumes(disk):
         rows.append((f"/{printable(v.name)}", v.fs_type or "-", size(v.size), printable(v.label) or "-",
@@ -230,6 +231,9 @@ def _open(ns: argparse.Namespace) -> "PointFiles":
 def _list(ns: argparse.Namespace, files: "PointFiles", out: TextIO) -> int:
     disk = ns.disk or 0
     path = ns.path
+    if path.strip().rstrip("/") == "" and not ns.recursive and not ns.json:
+        _print_volumes(files, disk, out)   # every volume, also those without a readable filesystem
+        return EXIT_OK
     if ns.recursive:
         walk = files.walk(path, disk=disk)
         next(walk, None)   # the path itself
@@ -239,9 +243,6 @@ def _list(ns: argparse.Namespace, files: "PointFiles", out: TextIO) -> int:
         entries = files.listdir(path, disk=disk) if entry.is_dir else [entry]
     if ns.json:
         print(json.dumps([e.to_dict() for e in entries], indent=2), file=out)
-        return EXIT_OK
-    if path.strip().rstrip("/") == "" and not ns.recursive:
-        _print_volumes(files, disk, out)
         return EXIT_OK
     _print_rows(_entry_rows(entries, full_path=ns.recursive, disk_column=False), out, right=(1,))
     return EXIT_OK
@@ -340,10 +341,15 @@ def _report_json(report: "ExtractReport", where: str) -> dict[str, Any]:
             "errors": [{"path": p, "message": m} for p, m in report.errors]}
 
 
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
 def _print_report(report: "ExtractReport", where: str, out: TextIO) -> None:
     from ..files.names import printable
-    print(f"wrote {report.files} file(s) ({size(report.bytes)}), {report.dirs} directory(ies), "
-          f"{report.symlinks} link(s) to {printable(where)}", file=out)
+    print(f"wrote {_count(report.files, 'file', 'files')} ({size(report.bytes)}), "
+          f"{_count(report.dirs, 'directory', 'directories')}, {_count(report.symlinks, 'link', 'links')} "
+          f"to {printable(where)}", file=out)
     for path, why in report.skipped:
         print(f"skipped {printable(path)}: {printable(why)}", file=out)
     for path, message in report.errors:
@@ -351,4 +357,4 @@ def _print_report(report: "ExtractReport", where: str, out: TextIO) -> None:
     if report.cancelled:
         print("cancelled: what is listed above was written; no partial file is left", file=out)
     if report.errors:
-        print(f"{len(report.errors)} error(s): those were not written", file=out)
+        print(f"{_count(len(report.errors), 'error', 'errors')}: not written", file=out)

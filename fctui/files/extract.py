@@ -13,6 +13,8 @@ from __future__ import annotations
 import errno
 import os
 import secrets
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 import stat as statmod
 import tarfile
 import threading
@@ -24,11 +26,20 @@ from typing import BinaryIO, Callable, Iterator
 from .browse import PointFiles
 from .errors import FilesError
 from .model import FsEntry
-from .names import unsafe_name
+from .names import encodable, unsafe_name
 
 READ_SIZE = 1 << 20            # bytes per read of a file's content
 PROGRESS_EVERY_S = 0.2         # the progress callback runs at most this often (and once at the end)
+# A file is named only once its bytes are on disk (fsync), so a crash never leaves a named file with
+# missing content that a second run would then refuse to replace. One fsync costs milliseconds; a few
+# threads seal complete files while the next ones are written (the journal commits them together).
+SEAL_THREADS = 4
+SEAL_IN_FLIGHT = 64            # complete files waiting for their fsync at most (each holds a descriptor)
+# A big file's pages are sent to the disk as it is written, so that its fsync does not wait for all of it
+# at the end (and a 1 GiB extraction does not fill the page cache with pages nobody reads again).
+WRITEBACK_EVERY = 16 << 20
 SPECIAL = "special file (device, fifo or socket): not extracted"
+BAD_TARGET = "symlink whose target is empty, holds NUL or cannot be written here"
 # the local filesystem cannot take more: stop instead of failing every remaining file the same way
 _FATAL_ERRNO = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
 _DROP_BITS = statmod.S_ISUID | statmod.S_ISGID   # never hand out a set-id file or directory
@@ -156,6 +167,10 @@ class _Cancelled(Exception):
     pass
 
 
+def _writable_target(target: str) -> bool:
+    return bool(target) and "\0" not in target and encodable(target)
+
+
 def _check_cancel(cancel: threading.Event | None) -> None:
     if cancel is not None and cancel.is_set():
         raise _Cancelled
@@ -176,6 +191,9 @@ class _DirWriter:
         self.files, self.disk, self.report = files, disk, report
         self.dest, self.progress, self.cancel = dest, progress, cancel
         self.stack: list[_OpenDir] = []
+        self.pool: ThreadPoolExecutor | None = None
+        self.sealing: deque[tuple[_Item, int, Future[None]]] = deque()   # in the order written
+        self.fatal: OSError | None = None
 
     def local(self, parts: tuple[str, ...]) -> str:
         return os.path.join(self.dest, *parts)
@@ -185,13 +203,15 @@ class _DirWriter:
     def parent_fd(self, parts: tuple[str, ...]) -> int | None:
         while len(self.stack) > 1 and not (len(self.stack[-1].parts) < len(parts)
                                            and parts[:len(self.stack[-1].parts)] == self.stack[-1].parts):
-            self.finish(self.stack.pop())
+            self.finish(self.stack[-1])
+            self.stack.pop()
         top = self.stack[-1]
         return top.fd if top.parts == parts[:-1] else None
 
     def finish(self, d: _OpenDir) -> None:
         """A directory's contents are complete: now its own mode and times (writing into it would change
         its mtime, and its mode may forbid writing), then make its entries durable."""
+        self.collect()   # its files are named (and its descriptor is no longer needed) first
         try:
             if d.entry is not None:
                 os.chmod(d.fd, d.entry.mode & 0o7777 & ~_DROP_BITS)
@@ -204,8 +224,46 @@ class _DirWriter:
             os.close(d.fd)
 
     def close_all(self) -> None:
-        while self.stack:
-            self.finish(self.stack.pop())
+        try:
+            while self.stack:
+                self.finish(self.stack[-1])
+                self.stack.pop()
+        finally:   # interrupted (Ctrl-C): what is sealing still gets its name, no descriptor stays open
+            try:
+                self.collect()
+            finally:
+                for d in self.stack:
+                    os.close(d.fd)
+                self.stack.clear()
+                if self.pool is not None:
+                    self.pool.shutdown(wait=True)
+
+    def seal(self, item: _Item, written: int, fd: int, tmp: str, parent: int) -> None:
+        if self.pool is None:
+            self.pool = ThreadPoolExecutor(max_workers=SEAL_THREADS, thread_name_prefix="fctui-extract")
+        self.sealing.append((item, written, self.pool.submit(_seal, fd, tmp, item.parts[-1], parent)))
+        if len(self.sealing) > SEAL_IN_FLIGHT:
+            self.collect(1)
+
+    def collect(self, limit: int | None = None) -> None:
+        """Wait for sealed files (the oldest first) and put what became of them in the report."""
+        n = 0
+        while self.sealing and (limit is None or n < limit):
+            item, written, fut = self.sealing.popleft()
+            n += 1
+            try:
+                fut.result()
+            except FileExistsError:
+                self.refuse_existing(item)
+            except OSError as exc:
+                self.report.errors.append((item.entry.path, f"cannot write {self.local(item.parts)}: "
+                                                            f"{exc.strerror or exc}"))
+                if exc.errno in _FATAL_ERRNO:
+                    self.fatal = exc
+            else:
+                self.report.files += 1
+                self.report.bytes += written
+                self.report.written.append(self.local(item.parts))
 
     def exists(self, name: str, parent: int) -> bool:
         try:
@@ -229,6 +287,8 @@ class _DirWriter:
 
     def _write(self, item: _Item) -> None:
         e = item.entry
+        if self.fatal is not None:
+            raise self.fatal
         parent = self.parent_fd(item.parts)
         if parent is None:
             return
@@ -258,8 +318,8 @@ class _DirWriter:
     def make_link(self, item: _Item, parent: int, name: str) -> None:
         e = item.entry
         target = e.target or ""
-        if not target or "\0" in target:
-            self.report.skipped.append((e.path, "symlink with an empty target or one holding NUL"))
+        if not _writable_target(target):
+            self.report.skipped.append((e.path, BAD_TARGET))
             return
         os.symlink(target, name, dir_fd=parent)
         if os.utime in os.supports_follow_symlinks and os.utime in os.supports_dir_fd:
@@ -275,36 +335,58 @@ class _DirWriter:
         tmp = f".fctui-{secrets.token_hex(6)}.part"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
                      dir_fd=parent)
-        written = 0
+        written = flushed = 0
         try:
-            try:
-                with self.files.open(e.path, disk=self.disk) as src:
-                    while True:
-                        _check_cancel(self.cancel)
-                        chunk = src.read(READ_SIZE)
-                        if not chunk:
-                            break
-                        view = memoryview(chunk)
-                        while view:
-                            view = view[os.write(fd, view):]
-                        written += len(chunk)
-                        self.progress.tick(nbytes=len(chunk))
-                os.fchmod(fd, e.mode & 0o7777 & ~_DROP_BITS)
-                os.utime(fd, ns=(e.mtime_ns, e.mtime_ns))
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            _place(tmp, name, parent)
+            with self.files.open(e.path, disk=self.disk) as src:
+                while True:
+                    _check_cancel(self.cancel)
+                    chunk = src.read(READ_SIZE)
+                    if not chunk:
+                        break
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(fd, view):]
+                    written += len(chunk)
+                    if written - flushed >= WRITEBACK_EVERY:
+                        _start_writeback(fd, flushed, written - flushed)
+                        flushed = written
+                    self.progress.tick(nbytes=len(chunk))
+            os.fchmod(fd, e.mode & 0o7777 & ~_DROP_BITS)
+            os.utime(fd, ns=(e.mtime_ns, e.mtime_ns))
         except FilesError as exc:   # damaged: nothing of it stays; the other files go on
+            os.close(fd)
             _unlink_quietly(tmp, parent)
             self.report.errors.append((e.path, str(exc)))
             return
         except BaseException:
+            os.close(fd)
             _unlink_quietly(tmp, parent)
             raise
-        self.report.files += 1
-        self.report.bytes += written
-        self.report.written.append(self.local(item.parts))
+        self.seal(item, written, fd, tmp, parent)   # fsync, close, name it: in a sealing thread
+
+
+def _start_writeback(fd: int, offset: int, length: int) -> None:
+    """Start writing a range of the file out without waiting for it (Linux: POSIX_FADV_DONTNEED starts
+    write-back of dirty pages and drops the clean ones); a no-op where the system has no such advice."""
+    advise = getattr(os, "posix_fadvise", None)
+    if advise is not None:
+        try:
+            advise(fd, offset, length, os.POSIX_FADV_DONTNEED)
+        except OSError:
+            pass
+
+
+def _seal(fd: int, tmp: str, name: str, parent: int) -> None:
+    """A complete temporary file made durable, then given its name (or removed when that fails)."""
+    try:
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        _place(tmp, name, parent)
+    except BaseException:
+        _unlink_quietly(tmp, parent)
+        raise
 
 
 def _place(tmp: str, name: str, parent: int) -> None:
@@ -335,7 +417,8 @@ def _unlink_quietly(name: str, parent: int) -> None:
 
 def extract_to_dir(files: PointFiles, paths: list[str], dest: Path, *, disk: int = 0,
                    progress: Callable[[ExtractProgress], None] | None = None,
-                   cancel: threading.Event | None = None) -> ExtractReport:
+                   cancel: threading.Event | None = None,
+                   clock: Callable[[], float] = time.monotonic) -> ExtractReport:
     """Write each path under ``dest`` as ``cp -rp`` would (``/p2/etc/nginx`` -> ``dest/nginx/...``; ``/``:
     every volume, ``dest/p1``, ``dest/p2``...), with mode (setuid/setgid dropped) and mtime (directories'
     after their contents, links' own where the system can). Never writes outside ``dest``: names with
@@ -345,7 +428,8 @@ def extract_to_dir(files: PointFiles, paths: list[str], dest: Path, *, disk: int
     still extracted. Devices and fifos are skipped. ``cancel`` stops between reads (the partial file is
     removed, ``report.cancelled``). ``dest`` is created if missing and must be a directory. Raises
     PathNotFoundError (a path is not in the point) or FilesError (``dest`` unusable) before writing
-    anything; a full local disk stops the extraction (listed in ``errors``)."""
+    anything; a full local disk stops the extraction (listed in ``errors``). ``progress`` is called at
+    most every PROGRESS_EVERY_S seconds of ``clock`` and once at the end."""
     items = _plan(files, paths, disk)
     dest = Path(dest)
     try:
@@ -358,7 +442,7 @@ def extract_to_dir(files: PointFiles, paths: list[str], dest: Path, *, disk: int
     except OSError as exc:
         raise FilesError(f"cannot use {dest} as the destination: {exc.strerror or exc}") from None
     report = ExtractReport()
-    prog = _Progress(progress, items)
+    prog = _Progress(progress, items, clock)
     writer = _DirWriter(files, dest, disk, report, prog, cancel)
     writer.stack.append(_OpenDir((), fd, None))
     try:
@@ -424,14 +508,16 @@ def _tar_info(item: _Item) -> tarfile.TarInfo:
 
 def extract_tar(files: PointFiles, paths: list[str], out: BinaryIO, *, disk: int = 0,
                 progress: Callable[[ExtractProgress], None] | None = None,
-                cancel: threading.Event | None = None) -> ExtractReport:
+                cancel: threading.Event | None = None,
+                   clock: Callable[[], float] = time.monotonic) -> ExtractReport:
     """A POSIX (pax) tar of the paths to ``out``, members named as :func:`extract_to_dir` names files, with
     mode, mtime (to the nanosecond), uid/gid and symlinks. Unsafe names and special files are skipped.
     A damaged file (or directory) stops the stream and raises FileDamagedError: a truncated archive, never
-    wrong bytes. ``cancel`` stops it too (``report.cancelled``; the archive is left truncated)."""
+    wrong bytes. ``cancel`` stops it too (``report.cancelled``; the archive is left truncated). ``progress``
+    as for :func:`extract_to_dir`."""
     items = _plan(files, paths, disk)
     report = ExtractReport()
-    prog = _Progress(progress, items)
+    prog = _Progress(progress, items, clock)
     tar = tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, copybufsize=READ_SIZE)
     try:
         for item in items:
@@ -441,8 +527,8 @@ def extract_tar(files: PointFiles, paths: list[str], out: BinaryIO, *, disk: int
                 continue
             if item.error is not None:
                 raise item.error
-            if e.kind == "symlink" and (not e.target or "\0" in e.target):
-                report.skipped.append((e.path, "symlink with an empty target or one holding NUL"))
+            if e.kind == "symlink" and not _writable_target(e.target or ""):
+                report.skipped.append((e.path, BAD_TARGET))
                 continue
             _check_cancel(cancel)
             info = _tar_info(item)
