@@ -601,9 +601,13 @@ class FilesScreen(Screen[None]):
         self.note = ""
 
     def action_up(self) -> None:
-        if self.path == "/" or self.wanted is not None:
+        if self.wanted is not None:
+            # a directory still being read (a slow or huge one): stay where the list is; its answer is dropped
+            self.wanted = None
+            self._path_bar()
             return
-        self.go(self.disk, parent_of(self.path), select=self.path)
+        if self.path != "/":
+            self.go(self.disk, parent_of(self.path), select=self.path)
 
     def action_choose_disk(self) -> None:
         def chosen(disk: int | None) -> None:
