@@ -19,7 +19,8 @@ from textual.app import App
 
 import fctui.repo.repository as repo_mod
 from fctui.repo import Repository
-from fctui.tui.files_screen import DestinationDialog, DiskChooser, ExtractScreen, FilesScreen
+from fctui.tui.files_screen import (DestinationDialog, DiskChooser, ExtractScreen, FilesScreen, default_destination,
+                                     shown_name)
 from fctui.tui.restore_wizard import RestoreContext, RestoreWizard
 from fctui.tui.testing import make_app, wait_loaded
 from fctui.tui.widgets.linelist import LineList
@@ -38,7 +39,8 @@ def _isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("TZ", "UTC")
     time.tzset()
     # a fixed restore point id: it is in the screen's title
-    monkeypatch.setattr(repo_mod, "secrets", type("S", (), {"token_hex": staticmethod(lambda n=4: "0f11e5" + "0" * (2 * n - 6))}))
+    fixed_id = staticmethod(lambda n=4: "0f11e5" + "0" * (2 * n - 6))
+    monkeypatch.setattr(repo_mod, "secrets", type("S", (), {"token_hex": fixed_id}))
     yield
     monkeypatch.delenv("TZ")
     time.tzset()
@@ -121,6 +123,22 @@ async def extract_to(pilot: Any, app: App, dest: Path | str) -> ExtractScreen:
     await until(pilot, lambda: isinstance(app.screen, ExtractScreen) and not app.screen.running, timeout=30)
     await pilot.pause()
     return app.screen
+
+
+# --- what a guest's names can do to a terminal and to the default destination -------------------------------
+
+def test_guest_names_are_shown_without_control_characters():
+    assert shown_name("a\x1b[31mred\x07") == "a\\x1b[31mred\\x07"   # an escape sequence is not sent
+    assert shown_name("tab\there\u202e") == "tab\\x09here\\u202e"
+    assert shown_name("Überblick Q3 2025.txt") == "Überblick Q3 2025.txt"
+    assert shown_name("") == "''"
+
+
+def test_default_destination_is_one_safe_directory_per_point():
+    point = type("P", (), {"vm_name": "../etc/web 01", "created": T0})()
+    assert default_destination(point, timezone.utc) == "~/fctui-restore/etc_web_01-20260528-2026"
+    point.vm_name = ""
+    assert default_destination(point, timezone.utc, "/srv/out/") == "/srv/out/vm-20260528-2026"
 
 
 # --- moving around -----------------------------------------------------------------------------------------

@@ -43,8 +43,12 @@ class LineList(ScrollView, can_focus=True):
     }
     LineList > .linelist--header { background: $panel; color: $foreground; text-style: bold; }
     /* not focused: a dimmer cursor, underlined so it stays visible where the theme has no colours (ansi) */
-    LineList > .linelist--cursor { background: $block-cursor-blurred-background; color: $foreground; text-style: underline; }
-    LineList:focus > .linelist--cursor { background: $block-cursor-background; color: $block-cursor-foreground; text-style: bold; }
+    LineList > .linelist--cursor {
+        background: $block-cursor-blurred-background; color: $foreground; text-style: underline;
+    }
+    LineList:focus > .linelist--cursor {
+        background: $block-cursor-background; color: $block-cursor-foreground; text-style: bold;
+    }
     LineList > .linelist--dim { color: $text-muted; }
     """
 
