@@ -770,6 +770,9 @@ class ExtractScreen(Screen[None]):
         self.run_worker(lambda: self._extract(paths, dest, disk), thread=True, group="files-extract",
                         exit_on_error=False, description="extract files")
 
+    def on_unmount(self) -> None:
+        self._cancel.set()   # the console closing: the copy stops at its next read, leaving no partial file
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "stop":
             return self.running
