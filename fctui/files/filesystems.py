@@ -1,0 +1,455 @@
+"""One adapter per filesystem kind over the ``dissect`` parsers: the same few questions asked of ext2/3/4,
+XFS, NTFS and FAT (a directory's children, an entry's kind/size/mtime/mode/owner, a file's content).
+
+Nodes are the parser's own objects; :class:`Info` is what :class:`~fctui.files.browse.PointFiles` turns
+into an :class:`~fctui.files.model.FsEntry`. Guest metadata is untrusted: a structure that makes no sense
+raises :class:`BadFilesystem` (a message for the user, never a traceback)."""
+
+from __future__ import annotations
+
+import calendar
+import io
+import stat
+import struct
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+from dissect.util.stream import RunlistStream
+
+
+class BadFilesystem(Exception):
+    """The filesystem's metadata cannot be used for this (inconsistent, or a feature not supported)."""
+
+
+@dataclass(frozen=True)
+class Info:
+    kind: str  # file | dir | symlink | other
+    size: int
+    mtime_ns: int
+    mode: int  # permission bits only
+    uid: int = 0
+    gid: int = 0
+    target: str | None = None
+
+
+def _kind(fmt: int) -> str:
+    if fmt == stat.S_IFREG:
+        return "file"
+    if fmt == stat.S_IFDIR:
+        return "dir"
+    if fmt == stat.S_IFLNK:
+        return "symlink"
+    return "other"
+
+
+class Filesystem:
+    """The questions every adapter answers."""
+
+    fs_type: str
+
+    def root(self) -> Any:
+        raise NotImplementedError
+
+    def children(self, node: Any) -> list[tuple[str, Any]]:
+        """(name, node) of a directory, without ``.``/``..`` and without the filesystem's own metadata."""
+        raise NotImplementedError
+
+    def info(self, node: Any) -> Info:
+        raise NotImplementedError
+
+    def open(self, node: Any) -> BinaryIO:
+        """A regular file's content (a stream with a ``size`` attribute)."""
+        raise NotImplementedError
+
+    def key(self, node: Any) -> Any:
+        """Identity of a directory (to refuse directory loops in a damaged filesystem)."""
+        raise NotImplementedError
+
+
+# --- ext2/3/4 --------------------------------------------------------------------------------------
+_EXT_INLINE_DATA_FL = 0x10000000
+_EXT_INCOMPAT_FILETYPE = 0x2
+_EXT_DIRENT_HEAD = struct.Struct("<IHBB")
+_EXT_DIRENT_HEAD_OLD = struct.Struct("<IHH")
+_EXT_INODE = struct.Struct("<HHIIIIIHHII")  # mode uid size_lo atime ctime mtime dtime gid links blocks flags
+_EXT_WINDOW = 1 << 16  # inode-table bytes read at a time: a directory's inodes are mostly neighbours
+
+
+class ExtAdapter(Filesystem):
+    """ext2/3/4 through dissect.extfs; directory entries and the inode fields a listing shows are read
+    here with ``struct`` (dissect's generic inode parse costs ~70 us, too slow for a 10,000-entry
+    directory), file content and symlinks through dissect."""
+
+    def __init__(self, fh: BinaryIO, fs_type: str) -> None:
+        from dissect.extfs import ExtFS
+
+        self.fs = ExtFS(fh)
+        self.fs_type = fs_type
+        sb = self.fs.sb
+        self._isize = sb.s_inode_size if sb.s_rev_level else 128
+        self._filetype = bool(sb.s_feature_incompat & _EXT_INCOMPAT_FILETYPE)
+        self._windows: OrderedDict[int, bytes] = OrderedDict()
+        self._infos: dict[int, Info] = {}
+
+    def root(self) -> Any:
+        return self.fs.root
+
+    def key(self, node: Any) -> Any:
+        return node.inum
+
+    def _raw_inode(self, inum: int) -> bytes:
+        fs = self.fs
+        if not 1 <= inum <= fs.sb.s_inodes_count:
+            raise BadFilesystem(f"inode number {inum} is out of range")
+        group, index = divmod(inum - 1, fs.sb.s_inodes_per_group)
+        desc = fs._read_group_desc(group)
+        table = desc.bg_inode_table_lo
+        if hasattr(desc, "bg_inode_table_hi"):
+            table |= desc.bg_inode_table_hi << 32
+        at = table * fs.block_size + index * self._isize
+        win = at // _EXT_WINDOW
+        out = b""
+        while len(out) < self._isize:
+            data = self._windows.get(win)
+            if data is None:
+                fs.fh.seek(win * _EXT_WINDOW)
+                data = fs.fh.read(_EXT_WINDOW)
+                self._windows[win] = data
+                if len(self._windows) > 64:
+                    self._windows.popitem(last=False)
+            else:
+                self._windows.move_to_end(win)
+            lo = at + len(out) - win * _EXT_WINDOW
+            piece = data[lo:lo + self._isize - len(out)]
+            if not piece:
+                raise BadFilesystem(f"inode {inum} lies outside the filesystem")
+            out += piece
+            win += 1
+        return out
+
+    def _info(self, inum: int) -> Info:
+        got = self._infos.get(inum)
+        if got is not None:
+            return got
+        raw = self._raw_inode(inum)
+        mode, uid, size_lo, _a, _c, mtime, _d, gid, _links, _blocks, _flags = _EXT_INODE.unpack_from(raw)
+        size = size_lo | (struct.unpack_from("<I", raw, 108)[0] << 32)
+        uid |= struct.unpack_from("<H", raw, 120)[0] << 16
+        gid |= struct.unpack_from("<H", raw, 122)[0] << 16
+        sec = mtime - (1 << 32) if mtime & 0x80000000 else mtime
+        ns = 0
+        if self._isize > 128 and struct.unpack_from("<H", raw, 128)[0] >= 12:
+            extra = struct.unpack_from("<I", raw, 136)[0]
+            sec += (extra & 3) << 32
+            ns = extra >> 2
+        kind = _kind(stat.S_IFMT(mode))
+        info = Info(kind, 0 if kind == "dir" else size, sec * 1_000_000_000 + ns, mode & 0o7777, uid, gid)
+        if len(self._infos) > 200_000:
+            self._infos.clear()
+        self._infos[inum] = info
+        return info
+
+    def children(self, node: Any) -> list[tuple[str, Any]]:
+        from dissect.extfs.extfs import INode
+
+        if node.inode.i_flags & _EXT_INLINE_DATA_FL:
+            raise BadFilesystem("inline-data directories are not supported")
+        if stat.S_IFMT(node.inode.i_mode) != stat.S_IFDIR:
+            raise BadFilesystem(f"inode {node.inum} is not a directory")
+        size = node.size
+        data = node.open().read(size)
+        if len(data) != size:
+            raise BadFilesystem(f"directory inode {node.inum} is shorter than its size")
+        head = _EXT_DIRENT_HEAD if self._filetype else _EXT_DIRENT_HEAD_OLD
+        limit = self.fs.sb.s_inodes_count
+        out = []
+        at = 0
+        while at + 8 <= size:
+            if self._filetype:
+                inum, rec_len, name_len, _ftype = head.unpack_from(data, at)
+            else:
+                inum, rec_len, name_len = head.unpack_from(data, at)
+            if rec_len < 8 or at + rec_len > size or 8 + name_len > rec_len:
+                raise BadFilesystem(f"directory inode {node.inum} has a damaged entry at byte {at}")
+            if inum:
+                if inum > limit:
+                    raise BadFilesystem(f"directory inode {node.inum} names inode {inum}, out of range")
+                name = data[at + 8:at + 8 + name_len].decode("utf-8", errors="surrogateescape")
+                if name not in (".", "..", ""):
+                    out.append((name, INode(self.fs, inum, name)))
+            at += rec_len
+        return out
+
+    def info(self, node: Any) -> Info:
+        info = self._info(node.inum)
+        if info.kind == "symlink":
+            target = node.link
+            return Info("symlink", info.size, info.mtime_ns, info.mode, info.uid, info.gid, target)
+        return info
+
+    def open(self, node: Any) -> BinaryIO:
+        if node.inode.i_flags & _EXT_INLINE_DATA_FL and node.size > 60:
+            # the first 60 bytes in the inode, the rest in the "system.data" extended attribute
+            extra = next((x.value for x in node.xattr if x.name == "system.data"), b"")
+            data = bytes(node.inode.i_block)[:60] + bytes(extra)
+            if len(data) < node.size:
+                raise BadFilesystem("inline data is shorter than the file")
+            buf = io.BytesIO(data[:node.size])
+            buf.size = node.size  # type: ignore[attr-defined]
+            return buf
+        return node.open()
+
+
+# --- XFS -------------------------------------------------------------------------------------------
+class XfsAdapter(Filesystem):
+    fs_type = "xfs"
+
+    def __init__(self, fh: BinaryIO) -> None:
+        from dissect.xfs import XFS
+        from dissect.xfs.c_xfs import c_xfs
+
+        self._c = c_xfs
+        self.fs = XFS(fh)
+
+    def root(self) -> Any:
+        return self.fs.root
+
+    def key(self, node: Any) -> Any:
+        return node.inum
+
+    def children(self, node: Any) -> list[tuple[str, Any]]:
+        return [(c.filename, c) for c in node.iterdir() if c.filename not in (".", "..", "")]
+
+    def info(self, node: Any) -> Info:
+        ino = node.inode
+        kind = _kind(stat.S_IFMT(ino.di_mode))
+        size = ino.di_size
+        target = None
+        if kind == "symlink":
+            target = node.link
+        elif kind == "dir":
+            size = 0
+        return Info(kind, size, node.mtime_ns, ino.di_mode & 0o7777, ino.di_uid, ino.di_gid, target)
+
+    def open(self, node: Any) -> BinaryIO:
+        from dissect.xfs.xfs import fsb_to_bb
+
+        c = self._c
+        if node.inode.di_format != c.xfs_dinode_fmt.XFS_DINODE_FMT_EXTENTS and \
+                node.inode.di_format != c.xfs_dinode_fmt.XFS_DINODE_FMT_BTREE:
+            return node.open()  # local (in the inode)
+        # dissect's own runlist reads an unwritten (preallocated) extent from disk; it reads as zeros
+        sb = node.ag.sb
+        bs = self.fs.block_size
+        runs: list[tuple[int | None, int]] = []
+        at = 0
+        for offset, block, count, unwritten in node._iter_blocks():
+            if offset < at:
+                raise BadFilesystem(f"extents out of order in inode {node.inum}")
+            if offset > at:
+                runs.append((None, offset - at))
+            agnum, blknum = fsb_to_bb(block, sb.sb_agblklog)
+            runs.append((None if unwritten else agnum * sb.sb_agblocks + blknum, count))
+            at = offset + count
+        need = (node.size + bs - 1) // bs
+        if at < need:
+            runs.append((None, need - at))
+        return RunlistStream(self.fs.fh, runs, node.size, bs)
+
+
+# --- NTFS ------------------------------------------------------------------------------------------
+_NTFS_FIRST_USER_RECORD = 24  # records 0-23: $MFT, $MFTMirr, $LogFile, ... and reserved ones
+_NTFS_READONLY = 0x1
+_NTFS_ENCRYPTED = 0x4000
+
+
+class NtfsAdapter(Filesystem):
+    fs_type = "ntfs"
+
+    def __init__(self, fh: BinaryIO) -> None:
+        from dissect.ntfs import NTFS
+
+        self.fs = NTFS(fh)
+
+    def root(self) -> Any:
+        return self.fs.mft.get(5)
+
+    def key(self, node: Any) -> Any:
+        return node.segment
+
+    def children(self, node: Any) -> list[tuple[str, Any]]:
+        from dissect.ntfs.c_ntfs import FILE_NAME_DOS
+        from dissect.ntfs.util import segment_reference
+
+        out = []
+        seen = set()
+        for entry in node.index("$I30").entries():
+            attr = entry.attribute
+            if attr is None or attr.flags == FILE_NAME_DOS:
+                continue  # the 8.3 alias of a long name
+            segment = segment_reference(entry.header.FileReference)
+            if segment < _NTFS_FIRST_USER_RECORD:
+                continue  # the filesystem's own metadata files
+            name = attr.file_name
+            if (name, segment) in seen:
+                continue
+            seen.add((name, segment))
+            out.append((name, _NtfsNode(self.fs, segment)))
+        return out
+
+    def info(self, node: Any) -> Info:
+        from dissect.ntfs.c_ntfs import IO_REPARSE_TAG
+
+        rec = node.record if isinstance(node, _NtfsNode) else node
+        si = rec.attributes.STANDARD_INFORMATION
+        if not si:
+            raise BadFilesystem(f"MFT record {rec.segment} has no $STANDARD_INFORMATION")
+        mtime = si.last_modification_time_ns
+        attrs = int(si.file_attributes)
+        if rec.is_reparse_point():
+            rp = rec.attributes.REPARSE_POINT
+            if rp.tag in (IO_REPARSE_TAG.SYMLINK, IO_REPARSE_TAG.MOUNT_POINT):
+                target = rp.print_name or rp.substitute_name or ""
+                return Info("symlink", len(target.encode("utf-8", "surrogateescape")), mtime, 0o777,
+                            target=target)
+            if not rec.is_dir():
+                return Info("other", 0, mtime, 0o444 if attrs & _NTFS_READONLY else 0o644)
+        if rec.is_dir():
+            return Info("dir", 0, mtime, 0o755)
+        try:
+            size = rec.size()
+        except FileNotFoundError:
+            size = 0
+        return Info("file", size, mtime, 0o444 if attrs & _NTFS_READONLY else 0o644)
+
+    def open(self, node: Any) -> BinaryIO:
+        rec = node.record if isinstance(node, _NtfsNode) else node
+        si = rec.attributes.STANDARD_INFORMATION
+        if si and int(si.file_attributes) & _NTFS_ENCRYPTED:
+            raise BadFilesystem("the file is encrypted (EFS); its content cannot be read without the key")
+        try:
+            return rec.open()
+        except FileNotFoundError:
+            buf = io.BytesIO(b"")
+            buf.size = 0  # type: ignore[attr-defined]
+            return buf
+
+
+class _NtfsNode:
+    """An MFT record read when first needed (a directory's index already names its children)."""
+
+    __slots__ = ("_fs", "segment", "_record")
+
+    def __init__(self, fs: Any, segment: int) -> None:
+        self._fs = fs
+        self.segment = segment
+        self._record = None
+
+    @property
+    def record(self) -> Any:
+        if self._record is None:
+            self._record = self._fs.mft.get(self.segment)
+        return self._record
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.record, name)
+
+
+# --- FAT -------------------------------------------------------------------------------------------
+class FatAdapter(Filesystem):
+    """FAT12/16/32. FAT stores local time with no zone: timestamps are taken as UTC (the guest's zone is
+    unknown here). No owners or modes: directories 0o755, files 0o644, read-only files 0o444."""
+
+    fs_type = "fat"
+
+    def __init__(self, fh: BinaryIO) -> None:
+        from dissect.fat import FATFS
+
+        self.fs = FATFS(fh)
+
+    def root(self) -> Any:
+        self._bound(self.fs.root)
+        return self.fs.root
+
+    def key(self, node: Any) -> Any:
+        return node.cluster
+
+    def _bound(self, node: Any) -> None:
+        """The cluster chain, walked with a limit: a looping FAT must not hang the reader."""
+        if node._runlist is not None or node.cluster in (None, 0):
+            return
+        fat = self.fs.fat
+        limit = fat.entry_count
+        runs: list[tuple[int, int]] = []
+        cluster = node.cluster
+        for _ in range(limit + 1):
+            if not 2 <= cluster < fat.entry_count:
+                raise BadFilesystem(f"cluster chain of {node.name!r} leaves the filesystem")
+            if runs and runs[-1][0] + runs[-1][1] == cluster - 2:
+                runs[-1] = (runs[-1][0], runs[-1][1] + 1)
+            else:
+                runs.append((cluster - 2, 1))
+            value = fat.get(cluster)
+            end = {12: 0xFF8, 16: 0xFFF8, 32: 0x0FFFFFF8}[fat.bits_per_entry]
+            if value >= end:
+                break
+            if value in (0, end - 1) or value < 2:
+                raise BadFilesystem(f"cluster chain of {node.name!r} is broken (free or bad cluster)")
+            cluster = value
+        else:
+            raise BadFilesystem(f"cluster chain of {node.name!r} loops")
+        node._runlist = runs
+
+    def children(self, node: Any) -> list[tuple[str, Any]]:
+        self._bound(node)
+        out = []
+        for child in node.iterdir():
+            if child.is_volume_id() or child.name in (".", "..", ""):
+                continue
+            out.append((_fat_name(child), child))
+        return out
+
+    def info(self, node: Any) -> Info:
+        if node is self.fs.root:
+            return Info("dir", 0, 0, 0o755)
+        mtime = node.mtime
+        mtime_ns = calendar.timegm(mtime.timetuple()) * 1_000_000_000
+        if node.is_directory():
+            return Info("dir", 0, mtime_ns, 0o755)
+        return Info("file", node.dirent.DIR_FileSize, mtime_ns, 0o444 if node.is_readonly() else 0o644)
+
+    def open(self, node: Any) -> BinaryIO:
+        size = node.dirent.DIR_FileSize
+        if size == 0:
+            buf = io.BytesIO(b"")
+            buf.size = 0  # type: ignore[attr-defined]
+            return buf
+        self._bound(node)
+        return RunlistStream(self.fs.data_stream, node._runlist, size, self.fs.cluster_size)
+
+
+def _fat_name(entry: Any) -> str:
+    """A short name without a long one is shown in the case Windows and Linux show it: the NT flags say
+    when its base or extension is lower case (mtools and Windows write those instead of a long name)."""
+    if entry.ldirents:
+        return entry.name
+    flags = entry.dirent.DIR_NTRes
+    base, dot, ext = entry.short_name.partition(".")
+    if flags & 0x08:
+        base = base.lower()
+    if flags & 0x10:
+        ext = ext.lower()
+    return base + dot + ext
+
+
+def mount(fh: BinaryIO, fs_type: str) -> Filesystem:
+    if fs_type in ("ext2", "ext3", "ext4"):
+        return ExtAdapter(fh, fs_type)
+    if fs_type == "xfs":
+        return XfsAdapter(fh)
+    if fs_type == "ntfs":
+        return NtfsAdapter(fh)
+    if fs_type == "fat":
+        return FatAdapter(fh)
+    raise BadFilesystem(f"no reader for a {fs_type or 'unknown'} filesystem")

@@ -1,0 +1,127 @@
+"""Disk images for file-level restore tests, built at test time from Python and e2fsprogs only (mke2fs -d,
+debugfs): the tools a fresh CI machine has. Partition tables are written here byte by byte."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+import subprocess
+import time
+import uuid
+import zlib
+from pathlib import Path
+
+import pytest
+
+from fctui.repo import Repository, RestorePoint
+
+MiB = 1 << 20
+SECTOR = 512
+
+
+def tool(name: str) -> str:
+    for cand in (shutil.which(name), f"/sbin/{name}", f"/usr/sbin/{name}"):
+        if cand and os.path.exists(cand):
+            return cand
+    pytest.skip(f"{name} (e2fsprogs) is not installed")
+
+
+def write_tree(root: Path, spec: dict[str, tuple]) -> None:
+    """``spec``: path -> ("file", bytes, mode, mtime) | ("dir", mode, mtime) | ("symlink", target).
+    Directories' modes and times are set after their contents."""
+    dirs = []
+    for rel, what in spec.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        if what[0] == "file":
+            p.write_bytes(what[1])
+            os.chmod(p, what[2])
+            os.utime(p, (what[3], what[3]))
+        elif what[0] == "dir":
+            p.mkdir(exist_ok=True)
+            dirs.append((p, what))
+        else:
+            os.symlink(what[1], p)
+    for p, what in sorted(dirs, key=lambda d: -len(d[0].parts)):
+        os.chmod(p, what[1])
+        os.utime(p, (what[2], what[2]))
+
+
+def mke2fs(tree: Path, size: int, out: Path, *, fs_type: str = "ext4", label: str = "") -> bytes:
+    """An ext2/3/4 filesystem of ``size`` bytes holding ``tree`` (4 KiB blocks, 256-byte inodes)."""
+    out.unlink(missing_ok=True)
+    with open(out, "wb") as f:
+        f.truncate(size)
+    cmd = [tool("mke2fs"), "-q", "-F", "-t", fs_type, "-b", "4096", "-I", "256", "-d", str(tree)]
+    if label:
+        cmd += ["-L", label]
+    subprocess.run(cmd + [str(out)], check=True, capture_output=True,
+                   env={**os.environ, "E2FSPROGS_FAKE_TIME": "1700000000"})
+    return out.read_bytes()
+
+
+def fs_block_of(image: Path, path: str, index: int = 0) -> int:
+    """The filesystem block holding block ``index`` of ``path`` in an ext image (debugfs, not our reader)."""
+    res = subprocess.run([tool("debugfs"), "-R", f"bmap {path} {index}", str(image)], check=True,
+                         capture_output=True, text=True)
+    return int(res.stdout.strip().splitlines()[-1])
+
+
+def mbr(parts: list[tuple[int, int, int]], *, extended_start: int | None = None) -> bytes:
+    """A 512-byte MBR: ``parts`` (type, first sector, sectors) in slots 1-4."""
+    sector = bytearray(SECTOR)
+    for slot, (ptype, first, count) in enumerate(parts):
+        struct.pack_into("<B3sB3sII", sector, 446 + 16 * slot, 0, b"\xfe\xff\xff", ptype, b"\xfe\xff\xff",
+                         first, count)
+    sector[510:512] = b"\x55\xaa"
+    return bytes(sector)
+
+
+def ebr(logical: tuple[int, int, int], next_link: tuple[int, int] | None) -> bytes:
+    """An extended boot record: its logical partition (type, sectors after this EBR, sectors) and the
+    link to the next EBR (sectors from the start of the extended partition, sectors)."""
+    entries = [logical]
+    if next_link is not None:
+        entries.append((0x05, *next_link))
+    return mbr(entries)
+
+
+GPT_LINUX = uuid.UUID("0FC63DAF-8483-4772-8E79-3D69D8477DE4")
+GPT_BIOS_BOOT = uuid.UUID("21686148-6449-6E6F-744E-656564454649")
+GPT_ESP = uuid.UUID("C12A7328-F81F-11D2-BA4B-00A0C93EC93B")
+
+
+def gpt_disk(size: int, parts: list[tuple[int, uuid.UUID, int, int, str]]) -> bytearray:
+    """A disk of ``size`` bytes with a protective MBR and a primary GPT (with CRCs): ``parts`` are
+    (number, type, first LBA, last LBA inclusive, name). Contents are written by the caller."""
+    disk = bytearray(size)
+    lbas = size // SECTOR
+    disk[0:SECTOR] = mbr([(0xEE, 1, min(lbas - 1, 0xFFFFFFFF))])
+    table = bytearray(128 * 128)
+    for number, ptype, first, last, name in parts:
+        at = (number - 1) * 128
+        struct.pack_into("<16s16sQQQ72s", table, at, ptype.bytes_le, uuid.uuid4().bytes_le, first, last, 0,
+                         name.encode("utf-16-le"))
+    header = bytearray(92)
+    struct.pack_into("<8sIIIIQQQQ16sQIII", header, 0, b"EFI PART", 0x10000, 92, 0, 0, 1, lbas - 1, 34,
+                     lbas - 34, uuid.uuid4().bytes_le, 2, 128, 128, zlib.crc32(table))
+    struct.pack_into("<I", header, 16, zlib.crc32(header))
+    disk[SECTOR:SECTOR + 92] = header
+    disk[2 * SECTOR:2 * SECTOR + len(table)] = table
+    return disk
+
+
+def write_point(repo: Repository, disks: list[bytes], *, block_size: int = 64 * 1024,
+                names: tuple[str, ...] = ("sda", "sdb", "sdc")) -> RestorePoint:
+    """A restore point of the given disk images written through the repository's own writer."""
+    with repo.new_point(vm_urn="urn:sites:1:vms:i-00000001", vm_name="guest", job_id="job-1", kind="cbt",
+                        vm_config={}, snapshot_urn="urn:snap:1", created=time.time()) as pw:
+        for n, image in enumerate(disks):
+            dw = pw.add_disk(volume_urn=f"urn:sites:1:volumes:v{n}", disk_name=names[n], sequence_num=n + 1,
+                             pci_type="VIRTIO", size_bytes=len(image), block_size=block_size,
+                             storage_type="LOCAL", datastore_urn="urn:ds:1", cbt=None, base_point_id=None)
+            view = memoryview(image)
+            for i in range(0, len(image), block_size):
+                dw.put_block(i // block_size, bytes(view[i:i + block_size]))
+        return pw.commit()
