@@ -1,15 +1,37 @@
-"""Getting files out of a restore point: into a directory, or as a tar stream (CONTRACT: the helper of item 2
-implements)."""
+"""Getting files out of a restore point: into a directory, or as a tar stream.
+
+The tree comes from a guest filesystem, which is untrusted: names may hold ``/``, NUL, ``.``/``..``, links
+may point anywhere, a hostile image may list a name twice. So nothing here joins paths. Every directory
+under the destination is one this run created (``mkdir`` fails on anything already there, a symlink
+included) and is reached through its file descriptor (``O_NOFOLLOW``); each file, link and directory is
+made inside its parent's descriptor by one name that was checked to be a plain name. A link is written
+as a link (its text as stored) and never followed, so nothing can land outside the destination.
+"""
 
 from __future__ import annotations
 
+import errno
+import os
+import secrets
+import stat as statmod
+import tarfile
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Callable, Iterator
 
 from .browse import PointFiles
+from .errors import FilesError
 from .model import FsEntry
+from .names import unsafe_name
+
+READ_SIZE = 1 << 20            # bytes per read of a file's content
+PROGRESS_EVERY_S = 0.2         # the progress callback runs at most this often (and once at the end)
+SPECIAL = "special file (device, fifo or socket): not extracted"
+# the local filesystem cannot take more: stop instead of failing every remaining file the same way
+_FATAL_ERRNO = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+_DROP_BITS = statmod.S_ISUID | statmod.S_ISGID   # never hand out a set-id file or directory
 
 
 @dataclass
@@ -29,32 +51,441 @@ class ExtractReport:
     bytes: int = 0
     written: list[str] = field(default_factory=list)  # destination paths (dir mode) or tar member names
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (point path, why): unsafe name, special file
-    errors: list[tuple[str, str]] = field(default_factory=list)  # (point path, message): damaged, not written
+    errors: list[tuple[str, str]] = field(default_factory=list)  # (point path, message): damaged, exists, not written
+    cancelled: bool = False  # the cancel event stopped it (what was complete stays; no partial file)
 
     @property
     def ok(self) -> bool:
-        return not self.errors
+        return not self.errors and not self.cancelled
+
+
+@dataclass
+class _Item:
+    """One step of the plan: an entry and the names it takes under the destination, or why it is left out."""
+
+    entry: FsEntry
+    parts: tuple[str, ...]   # local path components below the destination (each a checked plain name)
+    skip: str | None = None  # left out, not a failure (unsafe name, special file)
+    error: FilesError | None = None  # could not be read (a directory's damaged listing)
+
+
+# --- planning -----------------------------------------------------------------------------------------
+
+def _top_entries(files: PointFiles, path: str, disk: int) -> list[FsEntry]:
+    """What one requested path stands for: itself, or at ``/`` every volume (the disk has no name)."""
+    path = path.strip()
+    if path.rstrip("/") == "":
+        return files.listdir("/", disk=disk)
+    return [files.stat(path.rstrip("/"), disk=disk)]
+
+
+def _walk(files: PointFiles, top: FsEntry, disk: int) -> Iterator[_Item]:
+    """``top`` and everything below it, depth first, a directory before its contents; names checked."""
+    why = unsafe_name(top.name)
+    if why is not None:
+        yield _Item(top, (), skip=why)
+        return
+    stack: list[Iterator[tuple[FsEntry, tuple[str, ...]]]] = [iter([(top, (top.name,))])]
+    while stack:
+        step = next(stack[-1], None)
+        if step is None:
+            stack.pop()
+            continue
+        entry, parts = step
+        if entry.kind == "other":
+            yield _Item(entry, parts, skip=SPECIAL)
+            continue
+        yield _Item(entry, parts)
+        if entry.kind != "dir":
+            continue
+        try:
+            children = files.listdir(entry.path, disk=disk)
+        except FilesError as exc:   # a damaged directory: say so, extract the rest
+            yield _Item(entry, parts, error=exc)
+            continue
+        ok: list[tuple[FsEntry, tuple[str, ...]]] = []
+        for child in children:
+            why = unsafe_name(child.name)
+            if why is not None:
+                yield _Item(child, parts, skip=why)
+            else:
+                ok.append((child, parts + (child.name,)))
+        stack.append(iter(ok))
+
+
+def _plan(files: PointFiles, paths: list[str], disk: int) -> list[_Item]:
+    # every requested path is looked up before anything is written: a typo fails the whole request
+    tops = [e for p in paths for e in _top_entries(files, p, disk)]
+    return [item for top in tops for item in _walk(files, top, disk)]
 
 
 def plan(files: PointFiles, paths: list[str], *, disk: int = 0) -> list[FsEntry]:
-    """Everything ``paths`` name, directories walked (for totals before extracting)."""
-    raise NotImplementedError
+    """Everything ``paths`` name that would be extracted, directories walked (for totals before extracting):
+    entries with unsafe names, special files and what lies below an unreadable directory are left out.
+    ``/`` stands for every volume of the disk. Raises PathNotFoundError for a path that is not there."""
+    return [i.entry for i in _plan(files, paths, disk) if i.skip is None and i.error is None]
+
+
+class _Progress:
+    """Calls the callback at most every PROGRESS_EVERY_S seconds, and always for the last step."""
+
+    def __init__(self, callback: Callable[[ExtractProgress], None] | None, items: list[_Item],
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.callback = callback
+        self.clock = clock
+        todo = [i.entry for i in items if i.skip is None and i.error is None and i.entry.kind == "file"]
+        self.state = ExtractProgress(0, len(todo), 0, sum(e.size for e in todo), "")
+        self._at: float | None = None
+
+    def tick(self, current: str | None = None, *, nbytes: int = 0, file_done: bool = False,
+             force: bool = False) -> None:
+        s = self.state
+        s.bytes_done += nbytes
+        s.files_done += int(file_done)
+        if current is not None:
+            s.current = current
+        if self.callback is None:
+            return
+        now = self.clock()
+        if force or self._at is None or now - self._at >= PROGRESS_EVERY_S:
+            self._at = now
+            self.callback(ExtractProgress(s.files_done, s.files_total, s.bytes_done, s.bytes_total, s.current))
+
+
+class _Cancelled(Exception):
+    pass
+
+
+def _check_cancel(cancel: threading.Event | None) -> None:
+    if cancel is not None and cancel.is_set():
+        raise _Cancelled
+
+
+# --- into a directory ---------------------------------------------------------------------------------
+
+@dataclass
+class _OpenDir:
+    parts: tuple[str, ...]
+    fd: int
+    entry: FsEntry | None  # None for the destination itself (its mode and times are the user's)
+
+
+class _DirWriter:
+    def __init__(self, files: PointFiles, dest: Path, disk: int, report: ExtractReport, progress: _Progress,
+                 cancel: threading.Event | None) -> None:
+        self.files, self.disk, self.report = files, disk, report
+        self.dest, self.progress, self.cancel = dest, progress, cancel
+        self.stack: list[_OpenDir] = []
+
+    def local(self, parts: tuple[str, ...]) -> str:
+        return os.path.join(self.dest, *parts)
+
+    # The open directories are the chain from the destination to the item's parent. An item whose parent
+    # is not on it was not made (refused, failed), and neither is the item: its parent was reported.
+    def parent_fd(self, parts: tuple[str, ...]) -> int | None:
+        while len(self.stack) > 1 and not (len(self.stack[-1].parts) < len(parts)
+                                           and parts[:len(self.stack[-1].parts)] == self.stack[-1].parts):
+            self.finish(self.stack.pop())
+        top = self.stack[-1]
+        return top.fd if top.parts == parts[:-1] else None
+
+    def finish(self, d: _OpenDir) -> None:
+        """A directory's contents are complete: now its own mode and times (writing into it would change
+        its mtime, and its mode may forbid writing), then make its entries durable."""
+        try:
+            if d.entry is not None:
+                os.chmod(d.fd, d.entry.mode & 0o7777 & ~_DROP_BITS)
+                os.utime(d.fd, ns=(d.entry.mtime_ns, d.entry.mtime_ns))
+            os.fsync(d.fd)
+        except OSError as exc:
+            self.report.errors.append((d.entry.path if d.entry else str(self.dest),
+                                       f"cannot set mode or times of {self.local(d.parts)}: {exc.strerror}"))
+        finally:
+            os.close(d.fd)
+
+    def close_all(self) -> None:
+        while self.stack:
+            self.finish(self.stack.pop())
+
+    def exists(self, name: str, parent: int) -> bool:
+        try:
+            os.stat(name, dir_fd=parent, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def refuse_existing(self, item: _Item) -> None:
+        self.report.errors.append((item.entry.path, f"{self.local(item.parts)} already exists: not overwritten"))
+
+    def write(self, item: _Item) -> None:
+        e = item.entry
+        before = self.progress.state.bytes_done
+        try:
+            self._write(item)
+        finally:   # written, refused or failed: the file is behind us, the progress moves past it
+            if e.kind == "file":
+                self.progress.state.bytes_done = before + e.size
+                self.progress.tick(file_done=True)
+
+    def _write(self, item: _Item) -> None:
+        e = item.entry
+        parent = self.parent_fd(item.parts)
+        if parent is None:
+            return
+        name = item.parts[-1]
+        try:
+            if e.kind == "dir":
+                self.make_dir(item, parent, name)
+            elif e.kind == "symlink":
+                self.make_link(item, parent, name)
+            else:
+                self.make_file(item, parent, name)
+        except FileExistsError:
+            self.refuse_existing(item)
+        except OSError as exc:
+            self.report.errors.append((e.path, f"cannot write {self.local(item.parts)}: {exc.strerror or exc}"))
+            if exc.errno in _FATAL_ERRNO:
+                raise
+
+    def make_dir(self, item: _Item, parent: int, name: str) -> None:
+        # 0o700 while it is filled: the stored mode (maybe read-only) is set when its contents are done
+        os.mkdir(name, 0o700, dir_fd=parent)
+        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+        self.stack.append(_OpenDir(item.parts, fd, item.entry))
+        self.report.dirs += 1
+        self.report.written.append(self.local(item.parts))
+
+    def make_link(self, item: _Item, parent: int, name: str) -> None:
+        e = item.entry
+        target = e.target or ""
+        if not target or "\0" in target:
+            self.report.skipped.append((e.path, "symlink with an empty target or one holding NUL"))
+            return
+        os.symlink(target, name, dir_fd=parent)
+        if os.utime in os.supports_follow_symlinks and os.utime in os.supports_dir_fd:
+            os.utime(name, ns=(e.mtime_ns, e.mtime_ns), dir_fd=parent, follow_symlinks=False)
+        self.report.symlinks += 1
+        self.report.written.append(self.local(item.parts))
+
+    def make_file(self, item: _Item, parent: int, name: str) -> None:
+        e = item.entry
+        if self.exists(name, parent):   # before reading it all: the final link would refuse it anyway
+            raise FileExistsError
+        self.progress.tick(e.path)
+        tmp = f".fctui-{secrets.token_hex(6)}.part"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                     dir_fd=parent)
+        written = 0
+        try:
+            try:
+                with self.files.open(e.path, disk=self.disk) as src:
+                    while True:
+                        _check_cancel(self.cancel)
+                        chunk = src.read(READ_SIZE)
+                        if not chunk:
+                            break
+                        view = memoryview(chunk)
+                        while view:
+                            view = view[os.write(fd, view):]
+                        written += len(chunk)
+                        self.progress.tick(nbytes=len(chunk))
+                os.fchmod(fd, e.mode & 0o7777 & ~_DROP_BITS)
+                os.utime(fd, ns=(e.mtime_ns, e.mtime_ns))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            _place(tmp, name, parent)
+        except FilesError as exc:   # damaged: nothing of it stays; the other files go on
+            _unlink_quietly(tmp, parent)
+            self.report.errors.append((e.path, str(exc)))
+            return
+        except BaseException:
+            _unlink_quietly(tmp, parent)
+            raise
+        self.report.files += 1
+        self.report.bytes += written
+        self.report.written.append(self.local(item.parts))
+
+
+def _place(tmp: str, name: str, parent: int) -> None:
+    """Give the complete temporary file its name, never replacing what is there (a hard link fails with
+    EEXIST where rename would overwrite); a filesystem without hard links gets a checked rename."""
+    try:
+        os.link(tmp, name, src_dir_fd=parent, dst_dir_fd=parent, follow_symlinks=False)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS):
+            raise
+        try:
+            os.stat(name, dir_fd=parent, follow_symlinks=False)
+        except FileNotFoundError:
+            os.rename(tmp, name, src_dir_fd=parent, dst_dir_fd=parent)
+            return
+        raise FileExistsError(errno.EEXIST, "File exists") from None
+    os.unlink(tmp, dir_fd=parent)
+
+
+def _unlink_quietly(name: str, parent: int) -> None:
+    try:
+        os.unlink(name, dir_fd=parent)
+    except OSError:
+        pass
 
 
 def extract_to_dir(files: PointFiles, paths: list[str], dest: Path, *, disk: int = 0,
                    progress: Callable[[ExtractProgress], None] | None = None,
-                   cancel: threading.Event | None = None) -> ExtractReport:
-    """Write each path under ``dest`` as ``cp -rp`` would (``/p2/etc/nginx`` -> ``dest/nginx/...``), with
-    mode (setuid/setgid dropped) and mtime. Never writes outside ``dest``: names with ``/``, NUL, ``.`` or
-    ``..`` are skipped, symlinks are created as links and never followed, existing paths are refused
-    (nothing is overwritten). A file is written to a temporary name and renamed when complete: a damaged
-    file leaves nothing behind and is listed in ``errors``; the others are still extracted."""
-    raise NotImplementedError
+                   cancel: threading.Event | None = None,
+                   clock: Callable[[], float] = time.monotonic) -> ExtractReport:
+    """Write each path under ``dest`` as ``cp -rp`` would (``/p2/etc/nginx`` -> ``dest/nginx/...``; ``/``:
+    every volume, ``dest/p1``, ``dest/p2``...), with mode (setuid/setgid dropped) and mtime (directories'
+    after their contents, links' own where the system can). Never writes outside ``dest``: names with
+    ``/``, NUL, ``.`` or ``..`` are skipped, symlinks are created as links and never followed, existing
+    paths are refused (nothing is overwritten; listed in ``errors``). A file is written to a temporary name,
+    fsynced and then named: a damaged file leaves nothing behind and is listed in ``errors``; the others are
+    still extracted. Devices and fifos are skipped. ``cancel`` stops between reads (the partial file is
+    removed, ``report.cancelled``). ``dest`` is created if missing and must be a directory. Raises
+    PathNotFoundError (a path is not in the point) or FilesError (``dest`` unusable) before writing
+    anything; a full local disk stops the extraction (listed in ``errors``). ``progress`` is called at
+    most every PROGRESS_EVERY_S seconds of ``clock`` and once at the end."""
+    items = _plan(files, paths, disk)
+    dest = Path(dest)
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+        fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileExistsError:
+        raise FilesError(f"{dest} exists and is not a directory") from None
+    except NotADirectoryError:
+        raise FilesError(f"{dest} is not a directory") from None
+    except OSError as exc:
+        raise FilesError(f"cannot use {dest} as the destination: {exc.strerror or exc}") from None
+    report = ExtractReport()
+    prog = _Progress(progress, items, clock)
+    writer = _DirWriter(files, dest, disk, report, prog, cancel)
+    writer.stack.append(_OpenDir((), fd, None))
+    try:
+        for item in items:
+            if item.skip is not None:
+                report.skipped.append((item.entry.path, item.skip))
+            elif item.error is not None:
+                report.errors.append((item.entry.path, str(item.error)))
+            else:
+                _check_cancel(cancel)
+                writer.write(item)
+    except _Cancelled:
+        report.cancelled = True
+    except OSError as exc:
+        if exc.errno not in _FATAL_ERRNO:
+            raise   # pragma: no cover -- write() keeps every other OSError in the report
+    finally:
+        writer.close_all()
+    prog.tick(force=True)
+    return report
+
+
+# --- as a tar stream ----------------------------------------------------------------------------------
+
+class _Content:
+    """A file's content for tarfile: stops on cancel, counts progress, and refuses to run short of the
+    size the tar header already promised (tarfile would pad it with zeros: wrong bytes)."""
+
+    def __init__(self, src: BinaryIO, entry: FsEntry, progress: _Progress, cancel: threading.Event | None):
+        self.src, self.entry, self.progress, self.cancel = src, entry, progress, cancel
+        self.left = entry.size
+
+    def read(self, n: int = -1) -> bytes:
+        _check_cancel(self.cancel)
+        data = self.src.read(READ_SIZE if n is None or n < 0 else n)
+        if not data and self.left > 0:
+            raise FilesError(f"{self.entry.path}: the file ended {self.left} bytes before its size")
+        self.left -= len(data)
+        self.progress.tick(nbytes=len(data))
+        return data
+
+
+def _tar_info(item: _Item) -> tarfile.TarInfo:
+    e = item.entry
+    info = tarfile.TarInfo("/".join(item.parts))
+    info.mode = e.mode & 0o7777
+    info.uid, info.gid = e.uid, e.gid
+    info.uname = info.gname = ""
+    info.mtime = e.mtime_ns // 1_000_000_000
+    if e.mtime_ns % 1_000_000_000:   # pax keeps the nanoseconds, as text (a float would round them)
+        seconds, nanos = divmod(abs(e.mtime_ns), 1_000_000_000)
+        info.pax_headers["mtime"] = f"{'-' if e.mtime_ns < 0 else ''}{seconds}.{nanos:09d}"
+    if e.kind == "dir":
+        info.type = tarfile.DIRTYPE
+    elif e.kind == "symlink":
+        info.type = tarfile.SYMTYPE
+        info.linkname = e.target or ""
+    else:
+        info.type = tarfile.REGTYPE
+        info.size = e.size
+    return info
 
 
 def extract_tar(files: PointFiles, paths: list[str], out: BinaryIO, *, disk: int = 0,
                 progress: Callable[[ExtractProgress], None] | None = None,
-                cancel: threading.Event | None = None) -> ExtractReport:
-    """A POSIX (pax) tar of the paths to ``out``, members named as :func:`extract_to_dir` names files.
-    A damaged file stops the stream (raises FileDamagedError): a truncated archive, never wrong bytes."""
-    raise NotImplementedError
+                cancel: threading.Event | None = None,
+                   clock: Callable[[], float] = time.monotonic) -> ExtractReport:
+    """A POSIX (pax) tar of the paths to ``out``, members named as :func:`extract_to_dir` names files, with
+    mode, mtime (to the nanosecond), uid/gid and symlinks. Unsafe names and special files are skipped.
+    A damaged file (or directory) stops the stream and raises FileDamagedError: a truncated archive, never
+    wrong bytes. ``cancel`` stops it too (``report.cancelled``; the archive is left truncated). ``progress``
+    as for :func:`extract_to_dir`."""
+    items = _plan(files, paths, disk)
+    report = ExtractReport()
+    prog = _Progress(progress, items, clock)
+    tar = tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, copybufsize=READ_SIZE)
+    try:
+        for item in items:
+            e = item.entry
+            if item.skip is not None:
+                report.skipped.append((e.path, item.skip))
+                continue
+            if item.error is not None:
+                raise item.error
+            if e.kind == "symlink" and (not e.target or "\0" in e.target):
+                report.skipped.append((e.path, "symlink with an empty target or one holding NUL"))
+                continue
+            _check_cancel(cancel)
+            info = _tar_info(item)
+            if e.kind == "file":
+                prog.tick(e.path)
+                with files.open(e.path, disk=disk) as src:
+                    tar.addfile(info, _Content(src, e, prog, cancel))
+                report.files += 1
+                report.bytes += e.size
+                prog.tick(file_done=True)
+            else:
+                tar.addfile(info)
+                if e.kind == "dir":
+                    report.dirs += 1
+                else:
+                    report.symlinks += 1
+            report.written.append(info.name)
+    except _Cancelled:
+        report.cancelled = True
+        _abandon(tar)
+        return report
+    except BaseException:
+        _abandon(tar)
+        raise
+    tar.close()
+    prog.tick(force=True)
+    return report
+
+
+def _abandon(tar: tarfile.TarFile) -> None:
+    """Stop without the end-of-archive blocks: closing would pad the interrupted member with zeros (bytes
+    the file does not hold) and mark the archive complete. What is buffered is a correct prefix; send it."""
+    stream = tar.fileobj
+    tar.closed = True
+    try:
+        if stream is not None and getattr(stream, "buf", b""):
+            stream.fileobj.write(stream.buf)   # type: ignore[union-attr]
+            stream.buf = b""                  # type: ignore[union-attr]
+    except (AttributeError, OSError):
+        pass
+    if stream is not None:
+        stream.closed = True   # type: ignore[union-attr] -- its __del__ must not flush or close `out`
