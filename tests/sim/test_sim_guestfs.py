@@ -232,3 +232,11 @@ def test_only_the_demo_has_guest_filesystems_by_default() -> None:
 async def test_guestfs_listing_is_empty_without_guest_filesystems() -> None:
     async with sim_harness(SimConfig(vms=0, sector_of_block=128)) as h:
         assert (await h.client.get("/sim/guestfs")).json() == {"vms": []}
+
+
+def test_fctui_sim_has_a_switch_for_them() -> None:
+    from fctui.cli import build_parser
+    from fctui.cli.sim import config_from_args
+    p = build_parser()
+    assert config_from_args(p.parse_args(["sim", "--guest-filesystems"])).guest_filesystems is True
+    assert config_from_args(p.parse_args(["sim"])).guest_filesystems is False

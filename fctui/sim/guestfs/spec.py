@@ -21,8 +21,11 @@ even (FAT keeps 2-second times, in local time: the images were written with the 
 read them as UTC). Ownership (``uid``/``gid``) is meaningful on ext2/ext4/XFS only; it is 0 elsewhere.
 
 NTFS and FAT have no POSIX modes; following :class:`fctui.files.model.FsEntry`, their directories are
-0o755, files 0o644 and files with the read-only attribute 0o444 (each guest has one read-only file on
-NTFS and on FAT: ``/p1/Windows/System32/drivers/etc/services`` and ``/p1/EFI/ubuntu/BOOTX64.CSV``).
+0o755, files 0o644 and files with the read-only attribute 0o444 (one read-only file on the NTFS,
+``/p1/Windows/System32/drivers/etc/services`` of ``ntfs``, and one on the FAT, ``/p1/EFI/ubuntu/BOOTX64.CSV``
+of ``ext4``). The FAT's label is ``EFI``, the name of its one top directory too: its root directory holds
+a volume-label entry named ``EFI`` besides the directory ``EFI`` (a reader must not take the one for the
+other).
 
 Version 2 is version 1 with one configuration file rewritten (new content and mtime), one file added and
 one file removed (and the mtimes of the directories that changed). The images of version 2 were made by
