@@ -266,7 +266,8 @@ class PointFiles:
 
     def walk(self, path: str = "/", *, disk: int = 0) -> Iterator[FsEntry]:
         """``path`` itself, then everything below it, depth first, a directory before its contents.
-        Symlinks are yielded, never followed."""
+        Symlinks are yielded, never followed. A directory is walked once even if a damaged filesystem
+        links it twice; one whose name holds '/' is yielded but not entered."""
         top = self.stat(path, disk=disk)
         yield top
         if not top.is_dir:
@@ -279,7 +280,8 @@ class PointFiles:
                 stack.pop()
                 continue
             yield entry
-            if entry.is_dir:
+            if entry.is_dir and "/" not in entry.name and "\x00" not in entry.name:
+                # (a directory whose guest name holds '/' has no path to reach it by: not descended)
                 stack.append(iter(self._list_for_walk(entry, seen)))
 
     def _list_for_walk(self, entry: FsEntry, seen: set[tuple[str, Any]]) -> list[FsEntry]:

@@ -36,7 +36,12 @@ class FsEntry:
 
     ``path`` is absolute in the disk's tree, volume first: ``/p2/etc/nginx/nginx.conf``; ``/`` is the disk.
     ``mode`` holds the permission bits (``& 0o7777``). NTFS has no POSIX modes: directories are 0o755,
-    files 0o644, read-only files 0o444. ``mtime_ns`` is nanoseconds since the epoch (UTC)."""
+    files 0o644, read-only files 0o444 (FAT the same). ``mtime_ns`` is nanoseconds since the epoch (UTC);
+    FAT stores local time with no zone, taken as UTC (2-second resolution). NTFS times come from
+    $STANDARD_INFORMATION. ``name`` is the guest's name as stored (it may hold '/', NUL or control
+    characters: consumers writing files must refuse unsafe names); in ``path`` a '/' inside a name is
+    shown as U+2215 and NUL as U+2400, so a path never names another entry (such an entry cannot be
+    looked up by path)."""
 
     disk: int
     path: str

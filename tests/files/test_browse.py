@@ -37,6 +37,7 @@ TREE: dict[str, tuple] = {
     "empty": ("file", b"", 0o644, T0 + 7),
     "slash/name": ("file", b"the real slash/name\n", 0o644, T0 + 8),
     "slashXname": ("file", b"a name that will hold a slash\n", 0o644, T0 + 9),
+    "dirXslash/inner": ("file", b"below a directory whose name will hold a slash\n", 0o644, T0 + 9),
     "etc/link": ("symlink", "nginx/nginx.conf"),
     "etc/longlink": ("symlink", "/very/long/target/" + "t" * 100),
     "etc/nginx": ("dir", 0o750, T0 + 20),
@@ -67,8 +68,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     fs_path = tmp / "root.ext4"
     fs = mke2fs(tree, 24 * MiB, fs_path, label="rootfs")
     # the guest name with a slash, written into the directory entry as a damaged/hostile fs would have it
-    assert fs.count(b"slashXname") == 1
-    fs = fs.replace(b"slashXname", b"slash/name")  # (debugfs keeps reading the unpatched fs_path)
+    assert fs.count(b"slashXname") == 1 and fs.count(b"dirXslash") == 1
+    fs = fs.replace(b"slashXname", b"slash/name").replace(b"dirXslash", b"dir/slash")  # (debugfs keeps reading the unpatched fs_path)
     p2_first = 2 * MiB // SECTOR
     p2_last = p2_first + len(fs) // SECTOR - 1
     disk = gpt_disk(len(fs) + 3 * MiB, [(1, GPT_BIOS_BOOT, 2048, 4095, "bios"),
@@ -137,8 +138,8 @@ def test_walk_is_depth_first_and_find_is_case_insensitive(repo: Repository, poin
         everything = [e.path for e in files.walk("/")]
         assert everything[:2] == ["/", "/p2"]
         expected = {f"/p2/{rel}" for rel in TREE} | {"/p2/sparse", "/p2/lost+found"}
-        expected.discard("/p2/slashXname")
-        expected.add("/p2/slash\u2215name")
+        expected -= {"/p2/slashXname", "/p2/dirXslash", "/p2/dirXslash/inner"}
+        expected |= {"/p2/slash\u2215name", "/p2/dir\u2215slash"}  # a directory that cannot be entered
         assert set(everything) - {"/", "/p2"} == expected
         assert len(everything) == len(set(everything))
         found = sorted(e.path for e in files.find("*.CONF"))
@@ -156,7 +157,8 @@ def test_a_big_directory_lists_completely(repo: Repository, point: Any) -> None:
 
 def test_a_guest_name_with_a_slash_never_names_another_path(repo: Repository, point: Any) -> None:
     with PointFiles(repo, point.id) as files:
-        odd = next(e for e in files.listdir("/p2") if "/" in e.name)
+        odd_dir, odd = sorted((e for e in files.listdir("/p2") if "/" in e.name), key=lambda e: e.name)
+        assert (odd_dir.name, odd_dir.kind, odd_dir.path) == ("dir/slash", "dir", "/p2/dir\u2215slash")
         assert odd.name == "slash/name"  # kept as the guest wrote it: the extractor refuses it
         assert odd.path == "/p2/slash\u2215name"
         with pytest.raises(PathNotFoundError):
@@ -302,3 +304,25 @@ def test_listing_takes_big_reads_not_one_per_block(repo: Repository, point: Any)
         data = files.open("/p2/big.bin").read()
         assert hashlib.sha256(data).digest() == hashlib.sha256(BIG).digest()
         assert len(calls) == len(set(calls))
+
+
+def test_lvm_on_a_whole_disk_with_a_logical_volume_in_two_pieces(repo: Repository,
+                                                                   small_fs: dict[str, bytes]) -> None:
+    from .images import LVM_EXTENT, LVM_PE_START, lvm_pv
+
+    ext4 = small_fs["ext4"]  # 8 MiB: two extents, stored in the PV in the opposite order
+    disk = lvm_pv(24 * MiB, "data-vg", {"srv": [(3, 1), (1, 1)], "swap": [(0, 1)]})
+    disk[LVM_PE_START + 3 * LVM_EXTENT:LVM_PE_START + 4 * LVM_EXTENT] = ext4[:LVM_EXTENT]
+    disk[LVM_PE_START + 1 * LVM_EXTENT:LVM_PE_START + 2 * LVM_EXTENT] = ext4[LVM_EXTENT:]
+    disk[LVM_PE_START + 4086:LVM_PE_START + 4096] = b"SWAPSPACE2"
+    point = write_point(repo, [bytes(disk)], block_size=BS)
+    with PointFiles(repo, point.id) as files:
+        vols = [(v.name, v.fs_type, v.offset, v.size, v.what) for v in files.volumes()]
+        assert vols == [
+            ("whole", "", 0, 24 * MiB, "LVM physical volume of data-vg"),
+            ("data--vg-srv", "ext4", LVM_PE_START + 3 * LVM_EXTENT, 2 * LVM_EXTENT,
+             "LVM logical volume srv of data-vg"),
+            ("data--vg-swap", "", LVM_PE_START, LVM_EXTENT, "swap (LVM logical volume swap of data-vg)")]
+        assert [e.name for e in files.listdir("/")] == ["data--vg-srv"]
+        assert files.open("/data--vg-srv/sub/other.conf").read() == b"x=1\n"
+        assert files.open("/data--vg-srv/hello.txt").read() == b"hello\n"
