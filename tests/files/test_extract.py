@@ -56,6 +56,8 @@ NS_DIR, NS_DIR_NS = "etc/nginx", (T0 + 90) * 1_000_000_000 + 987_654_321
 HOSTILE = {"etc/SLASHxNAME": "etc/SLASH/NAME", "etc/NULxxNAME": "etc/NUL\0xNAME", "etc/DIRxSLASH": "etc/DIR/SLASH"}
 HOSTILE_CHILD = "etc/DIRxSLASH/inner.txt"   # below a directory with a hostile name: never reached
 SPECIAL = "etc/fifo"
+# a directory of ~37 blocks (long names, empty files: no data blocks among its own), for a damaged listing
+MANY = [f"{i:03d}-" + "m" * 196 for i in range(700)]
 
 
 def expected_mtime_ns(rel: str) -> int:
@@ -80,6 +82,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     for rel in (*HOSTILE, HOSTILE_CHILD):
         (src / rel).mkdir() if rel == "etc/DIRxSLASH" else (src / rel).write_bytes(b"hostile\n")
     os.mkfifo(src / SPECIAL)
+    (src / "many").mkdir()
+    for name in MANY:
+        (src / "many" / name).touch()
     # modes and times deepest first, so filling a directory does not move its time afterwards
     for rel in sorted(TREE, key=lambda r: -r.count("/")):
         kind, _, mode, mtime = TREE[rel]
@@ -91,12 +96,13 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     set_mtime_ns(image, "/" + NS_FILE, NS_FILE_NS)
     set_mtime_ns(image, "/" + NS_DIR, NS_DIR_NS)
     big_blocks = file_blocks(image, "/etc/big.bin")
+    many_blocks = file_blocks(image, "/many")
     for old, new in HOSTILE.items():
         rename_entry(image, old.split("/")[-1].encode(), new.split("/", 1)[1].encode())
     repo = Repository.open(base / "repo")
     point = store_point(repo, mbr_disk(image))
     return {"base": base, "outside": outside, "image": image, "repo": repo, "point": point, "src": src,
-            "big_blocks": big_blocks}
+            "big_blocks": big_blocks, "many_blocks": many_blocks}
 
 
 @pytest.fixture
@@ -237,6 +243,11 @@ def test_existing_paths_are_refused_and_kept(files: Any, world: dict[str, Any], 
     assert report.files == 1 and not report.ok
     second = extract_to_dir(files, ["/p1/etc/empty"], dest)
     assert second.errors and second.files == 0
+    # the same name twice in one request (the first may still be waiting for its fsync): one is written
+    twice = extract_to_dir(files, ["/p1/etc/nginx/nginx.conf", "/p1/etc/nginx/nginx.conf"], tmp_path / "t")
+    assert (twice.files, twice.errors) == (1, [("/p1/etc/nginx/nginx.conf",
+                                                f"{tmp_path / 't' / 'nginx.conf'} already exists: not overwritten")])
+    assert all_below(tmp_path / "t") == ["nginx.conf"]
 
 
 def test_damaged_file_leaves_nothing_and_the_others_extract(world: dict[str, Any], tmp_path: Path) -> None:
@@ -255,6 +266,22 @@ def test_damaged_file_leaves_nothing_and_the_others_extract(world: dict[str, Any
     [(path, message)] = report.errors
     assert path == "/p1/etc/big.bin" and "/p1/etc/big.bin" in message and "corrupt" in message
     assert not report.ok and report.files == sum(v[0] == "file" for v in TREE.values()) - 1
+
+
+def test_a_damaged_directory_is_named_and_the_rest_extracts(world: dict[str, Any], tmp_path: Path) -> None:
+    repo = Repository.open(tmp_path / "repo")
+    point = store_point(repo, mbr_disk(world["image"]))
+    damage_file(repo, point, world["many_blocks"])
+    dest = tmp_path / "d"
+    with PointFiles(repo, point) as files:
+        report = extract_to_dir(files, ["/p1/many", "/p1/etc/secret"], dest)
+        assert all_below(dest) == ["many", "secret"]   # the directory itself is made; its listing is lost
+        [(path, message)] = report.errors
+        assert path == "/p1/many" and message.startswith("cannot read /p1/many from restore point")
+        assert not report.ok and report.files == 1
+        with pytest.raises(FileDamagedError) as exc:   # a tar cannot be complete: it stops
+            extract_tar(files, ["/p1/etc/secret", "/p1/many"], io.BytesIO())
+        assert exc.value.path == "/p1/many"
 
 
 def test_cancel_stops_and_removes_the_partial_file(files: Any, tmp_path: Path) -> None:
