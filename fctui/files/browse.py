@@ -14,7 +14,7 @@ from .diskview import PointDiskView
 from .errors import FileDamagedError, FilesError, NotADirectoryInPointError, PathNotFoundError
 from .filesystems import BadFilesystem, Filesystem, Info, mount
 from .model import FsEntry, Volume
-from .volumes import DiskLayout, FoundVolume, scan
+from .volumes import DiskLayout, FoundVolume, physical_volumes, scan
 
 # Directories whose children were listed, kept so that opening every file of a big directory (an
 # extraction) does not list the directory again for each file.
@@ -52,6 +52,7 @@ class _Disk:
         self.index = index
         self.view = view
         self.layout: DiskLayout | None = None
+        self.pvs: dict[str, Any] | None = None  # its LVM physical volumes, for volume groups spanning disks
         self.mounts: dict[str, Filesystem | FilesError] = {}
         self.dirs: OrderedDict[str, dict[str, Any]] = OrderedDict()
 
@@ -114,8 +115,24 @@ class PointFiles:
     def _layout(self, d: _Disk) -> DiskLayout:
         if d.layout is None:
             with self._guard(d, "/", what="the partitions and volumes of"):
-                d.layout = scan(d.view, d.view.size, d.index)
+                d.layout = scan(d.view, d.view.size, d.index, lambda vg, pv_id: self._pv_elsewhere(d.index, pv_id))
         return d.layout
+
+    def _pv_elsewhere(self, disk: int, pv_id: str) -> Any:
+        """A physical volume of a volume group that spans disks, found on another disk of the point."""
+        for j in range(len(self.point.disks)):
+            if j == disk:
+                continue
+            other = self._disk(j)
+            if other.pvs is None:
+                try:
+                    with self._guard(other, "/", what="the LVM physical volumes of"):
+                        other.pvs = physical_volumes(other.view, other.view.size)
+                except FilesError:
+                    other.pvs = {}  # that disk's own listing says what is wrong with it
+            if pv_id in other.pvs:
+                return other.pvs[pv_id]
+        return None
 
     def volumes(self, disk: int = 0) -> list[Volume]:
         """Every volume found on the disk, in disk order (LVM volumes after the partitions holding them)."""
@@ -146,10 +163,12 @@ class PointFiles:
         return got
 
     # --- errors ---------------------------------------------------------------------------------
-    def _damaged(self, d: _Disk, path: str, exc: ChunkError, block: int | None) -> FileDamagedError:
+    def _damaged(self, d: _Disk, path: str, exc: ChunkError, block: int | None,
+                 what: str = "") -> FileDamagedError:
         where = f" (disk block {block})" if block is not None else ""
+        subject = f"{what} {path}" if what else path
         return FileDamagedError(
-            f"cannot read {path} from restore point {self.point.id} (disk {d.index}): chunk "
+            f"cannot read {subject} from restore point {self.point.id} (disk {d.index}): chunk "
             f"{exc.digest[:12]} is {exc.problem}{where}",
             point_id=self.point.id, disk=d.index, path=path, digest=exc.digest, problem=exc.problem,
             block=block)
@@ -164,17 +183,18 @@ class PointFiles:
         except FilesError:
             raise
         except ChunkError as exc:
-            raise self._damaged(d, path, exc, d.view.damage_block if d.view.damage is exc else None) from exc
+            raise self._damaged(d, path, exc, d.view.damage_block if d.view.damage is exc else None,
+                                what) from exc
         except Exception as exc:  # noqa: BLE001 - guest metadata makes parsers fail in any way
             if d.view.damage is not None and d.view.damage is not before:
-                raise self._damaged(d, path, d.view.damage, d.view.damage_block) from exc
+                raise self._damaged(d, path, d.view.damage, d.view.damage_block, what) from exc
             subject = f"{what} {path}" if what else path
             why = str(exc) if isinstance(exc, BadFilesystem) else \
                 f"the filesystem's metadata makes no sense ({type(exc).__name__}: {exc})"
             raise FilesError(f"cannot read {subject} from restore point {self.point.id} (disk {d.index}): "
                              f"{why}") from exc
         if d.view.damage is not None and d.view.damage is not before:
-            raise self._damaged(d, path, d.view.damage, d.view.damage_block)
+            raise self._damaged(d, path, d.view.damage, d.view.damage_block, what)
 
     # --- paths ----------------------------------------------------------------------------------
     def _children(self, d: _Disk, fs: Filesystem, dir_path: str, node: Any) -> dict[str, Any]:

@@ -389,7 +389,8 @@ class NtfsAdapter(Filesystem):
             segment = ref & 0xFFFFFFFFFFFF
             if segment < _NTFS_FIRST_USER_RECORD:
                 continue  # the filesystem's own metadata files
-            name = bytes(key[66:66 + 2 * key[64]]).decode("utf-16-le", errors="surrogatepass")
+            # (an unpaired UTF-16 surrogate cannot become a file name anywhere: shown as U+FFFD)
+            name = bytes(key[66:66 + 2 * key[64]]).decode("utf-16-le", errors="replace")
             if (name, segment) not in seen:
                 seen.add((name, segment))
                 out.append((name, _NtfsNode(self.fs, segment)))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import struct
 from dataclasses import dataclass, field
-from typing import BinaryIO, Callable
+from typing import Any, BinaryIO, Callable
 
 from dissect.util.stream import RangeStream
 
@@ -169,8 +169,36 @@ def _partitions(fh: BinaryIO) -> tuple[str, list[tuple[int, int, int, str]]]:
     return "", []
 
 
-def scan(fh: BinaryIO, size: int, disk: int) -> DiskLayout:
-    """Every volume of a disk (``fh`` a seekable view of it), in disk order, LVM volumes after their PVs."""
+# (vg name, PV uuid without dashes) -> that PV on another disk of the point, or None
+PvLookup = Callable[[str, str], Any]
+
+
+def scan(fh: BinaryIO, size: int, disk: int, pv_lookup: PvLookup | None = None) -> DiskLayout:
+    """Every volume of a disk (``fh`` a seekable view of it), in disk order, LVM volumes after their PVs.
+    A volume group with physical volumes on other disks of the point gets them from ``pv_lookup``; its
+    logical volumes are listed on the disk holding their first extent."""
+    layout = _plain(fh, size, disk)
+    _add_lvm(layout, disk, pv_lookup)
+    return layout
+
+
+def physical_volumes(fh: BinaryIO, size: int) -> dict[str, Any]:
+    """The LVM physical volumes of a disk by PV uuid (without dashes), as dissect devices."""
+    from dissect.volume.lvm.physical import LVM2Device
+
+    out = {}
+    for found in _plain(fh, size, -1).volumes:
+        if found.partition_type == "lvm":
+            try:
+                dev = LVM2Device(found.open())
+            except Exception:  # noqa: BLE001 - guest metadata
+                continue
+            out[dev.id] = dev
+    return out
+
+
+def _plain(fh: BinaryIO, size: int, disk: int) -> DiskLayout:
+    """Partitions (or the whole disk) and what each holds; no LVM logical volumes yet."""
     from dissect.volume.exceptions import DiskError
 
     whole = probe(fh)
@@ -186,16 +214,13 @@ def scan(fh: BinaryIO, size: int, disk: int) -> DiskLayout:
     if not layout.scheme:
         if whole.kind:
             layout.volumes.append(_found(fh, disk, "whole", 0, size, whole, "whole disk"))
-        _add_lvm(layout, disk)
         return layout
     for number, offset, psize, words in parts:
         if offset >= size or psize <= 0:
             continue
         psize = min(psize, size - offset)
         stream = RangeStream(fh, offset, psize, align=_ALIGN)
-        found = _found(fh, disk, f"p{number}", offset, psize, probe(stream), words)
-        layout.volumes.append(found)
-    _add_lvm(layout, disk)
+        layout.volumes.append(_found(fh, disk, f"p{number}", offset, psize, probe(stream), words))
     return layout
 
 
@@ -217,18 +242,20 @@ def _found(fh: BinaryIO, disk: int, name: str, offset: int, size: int, pr: Probe
                        partition_type="lvm" if pr.kind == "lvm" else "")
 
 
-def _add_lvm(layout: DiskLayout, disk: int) -> None:
+def _add_lvm(layout: DiskLayout, disk: int, pv_lookup: PvLookup | None) -> None:
     """Logical volumes of the volume groups whose physical volumes are on this disk."""
     from dissect.volume.lvm import LVM2
     from dissect.volume.lvm.physical import LVM2Device
 
-    groups: dict[str, list[tuple[int, LVM2Device]]] = {}
+    groups: dict[str, list[tuple[int, Any]]] = {}
+    metadata: dict[str, dict] = {}
     for i, found in enumerate(layout.volumes):
         if found.partition_type != "lvm":
             continue
         try:
             dev = LVM2Device(found.open())
-            vg_name = next((k for k, v in (dev.metadata or {}).items() if isinstance(v, dict)), None)
+            meta = dev.metadata or {}
+            vg_name = next((k for k, v in meta.items() if isinstance(v, dict)), None)
         except Exception:  # noqa: BLE001 - guest metadata; the PV stays listed as a PV without its LVs
             continue
         if vg_name is None:
@@ -238,22 +265,44 @@ def _add_lvm(layout: DiskLayout, disk: int) -> None:
             Volume(disk=v.disk, name=v.name, fs_type="", offset=v.offset, size=v.size, label=v.label,
                    what=f"LVM physical volume of {vg_name}"), found.open, "lvm")
         groups.setdefault(vg_name, []).append((i, dev))
+        # the newest metadata (highest seqno) of any PV describes the group
+        if vg_name not in metadata or meta[vg_name].get("seqno", 0) > metadata[vg_name][vg_name].get("seqno", 0):
+            metadata[vg_name] = meta
     taken = {f.volume.name for f in layout.volumes}
     for vg_name, members in groups.items():
+        local = {dev.id: (idx, dev) for idx, dev in members}
+        devices = [dev for _, dev in members]
+        pv_ids = [str(pv.get("id", "")).replace("-", "") for pv in
+                  metadata[vg_name][vg_name].get("physical_volumes", {}).values() if isinstance(pv, dict)]
+        elsewhere = set()
+        for pv_id in pv_ids:
+            if pv_id not in local and pv_lookup is not None:
+                other = pv_lookup(vg_name, pv_id)
+                if other is not None:
+                    devices.append(other)
+                    elsewhere.add(pv_id)
+        # dissect takes the group's description from the first device
+        first = next((dev for dev in devices if dev.metadata is metadata[vg_name]), devices[0])
+        devices.remove(first)
         try:
-            lvm = LVM2([dev for _, dev in members])
+            lvm = LVM2([first, *devices])
         except Exception:  # noqa: BLE001
             continue
         vg = lvm.volume_group
         extent = vg.extent_size * 512
         pv_offsets = {}
-        for idx, dev in members:
-            pv = next((p for p in vg.pv if p.id.replace("-", "") == dev.id), None)
-            if pv is not None:
-                pv_offsets[pv.name] = layout.volumes[idx].volume.offset + pv.pe_start * 512
+        for pv in vg.pv:
+            here = local.get(pv.id.replace("-", ""))
+            if here is not None:
+                pv_offsets[pv.name] = layout.volumes[here[0]].volume.offset + pv.pe_start * 512
         for lv in vg.lv:
             if not lv.is_visible:
                 continue
+            first_seg = lv.segments[0] if lv.segments else None
+            stripes = getattr(first_seg, "stripes", None)
+            first_pv = vg.physical_volumes.get(stripes[0][0]) if stripes else None
+            if first_pv is not None and first_pv.id.replace("-", "") in elsewhere:
+                continue  # listed on the disk that holds its first extent
             name = _safe(vg_name.replace("-", "--")) + "-" + _safe(lv.name.replace("-", "--"))
             while name in taken:
                 name += "_"
@@ -261,15 +310,13 @@ def _add_lvm(layout: DiskLayout, disk: int) -> None:
             offset, size = 0, 0
             try:
                 size = sum(s.extent_count for s in lv.segments) * extent
-                first = lv.segments[0] if lv.segments else None
-                stripes = getattr(first, "stripes", None)
                 if stripes and stripes[0][0] in pv_offsets:
                     offset = pv_offsets[stripes[0][0]] + stripes[0][1] * extent
                 stream = lv.open()
                 pr = probe(stream)
                 opener = _lv_opener(lv)
                 what = f"LVM logical volume {lv.name} of {vg_name}"
-            except Exception as exc:  # noqa: BLE001 - thin/raid/cache LVs, PVs on another disk
+            except Exception as exc:  # noqa: BLE001 - thin/raid/cache LVs, a PV on no disk of the point
                 pr, opener = Probe(""), _no_stream(str(exc))
                 what = f"LVM logical volume {lv.name} of {vg_name} (cannot be read here: {exc})"
             fs_type = pr.kind if pr.kind in ("ext2", "ext3", "ext4", "xfs", "ntfs", "fat") else ""

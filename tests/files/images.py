@@ -136,32 +136,44 @@ def lvm_pv(size: int, vg: str, lvs: dict[str, list[tuple[int, int]]]) -> bytearr
     from the on-disk format: volume group ``vg`` with logical volumes ``lvs`` = name -> [(PV extent,
     extent count)] in LV order (one linear segment each). Contents are written by the caller at
     ``LVM_PE_START + pv_extent * LVM_EXTENT``."""
-    disk = bytearray(size)
-    pv_uuid = "Pv0000Aa1111Bb2222Cc3333Dd4444Ee"
-    label = struct.pack("<8sQII8s", b"LABELONE", 1, 0, 32, b"LVM2 001")
-    pv_header = struct.pack("<32sQ", pv_uuid.encode(), size)
-    locations = struct.pack("<QQQQ", LVM_PE_START, 0, 0, 0) + struct.pack("<QQQQ", 4096, LVM_PE_START - 4096, 0, 0)
-    disk[512:512 + len(label) + len(pv_header) + len(locations)] = label + pv_header + locations
+    return lvm_pvs([size], vg, {lv: [(0, e, n) for e, n in runs] for lv, runs in lvs.items()})[0]
+
+
+def lvm_pvs(sizes: list[int], vg: str, lvs: dict[str, list[tuple[int, int, int]]]) -> list[bytearray]:
+    """Disks that are the physical volumes of one volume group (as :func:`lvm_pv`); ``lvs`` = name ->
+    [(PV index, PV extent, extent count)]: a logical volume may span the disks."""
+    uuids = [f"Pv{n:04d}Aa1111Bb2222Cc3333Dd4444Ee" for n in range(len(sizes))]  # 32 characters
     segments = []
     for lv, runs in lvs.items():
         segs, at = [], 0
-        for n, (pv_extent, count) in enumerate(runs, 1):
+        for n, (pv, pv_extent, count) in enumerate(runs, 1):
             segs.append(f'segment{n} {{\nstart_extent = {at}\nextent_count = {count}\ntype = "striped"\n'
-                        f'stripe_count = 1\nstripes = [\n"pv0", {pv_extent}\n]\n}}\n')
+                        f'stripe_count = 1\nstripes = [\n"pv{pv}", {pv_extent}\n]\n}}\n')
             at += count
         segments.append(f'{lv} {{\nid = "lv-{lv}"\nstatus = ["READ", "WRITE", "VISIBLE"]\nflags = []\n'
                         f'segment_count = {len(segs)}\n' + "".join(segs) + "}\n")
-    pv_id = "-".join((pv_uuid[:6], pv_uuid[6:10], pv_uuid[10:14], pv_uuid[14:18], pv_uuid[18:22],
-                      pv_uuid[22:26], pv_uuid[26:]))
+    pvs_text = ""
+    for n, (size, pv_uuid) in enumerate(zip(sizes, uuids)):
+        pv_id = "-".join((pv_uuid[:6], pv_uuid[6:10], pv_uuid[10:14], pv_uuid[14:18], pv_uuid[18:22],
+                          pv_uuid[22:26], pv_uuid[26:]))
+        pvs_text += (f'pv{n} {{\nid = "{pv_id}"\nstatus = ["ALLOCATABLE"]\nflags = []\n'
+                     f'dev_size = {size // SECTOR}\npe_start = {LVM_PE_START // SECTOR}\n'
+                     f'pe_count = {(size - LVM_PE_START) // LVM_EXTENT}\n}}\n')
     text = (f'{vg} {{\nid = "vg-{vg}"\nseqno = 1\nformat = "lvm2"\nstatus = ["RESIZEABLE", "READ", "WRITE"]\n'
             f'flags = []\nextent_size = {LVM_EXTENT // SECTOR}\nmax_lv = 0\nmax_pv = 0\n'
-            f'physical_volumes {{\npv0 {{\nid = "{pv_id}"\nstatus = ["ALLOCATABLE"]\nflags = []\n'
-            f'dev_size = {size // SECTOR}\npe_start = {LVM_PE_START // SECTOR}\n'
-            f'pe_count = {(size - LVM_PE_START) // LVM_EXTENT}\n}}\n}}\n'
+            f'physical_volumes {{\n{pvs_text}}}\n'
             f'logical_volumes {{\n' + "".join(segments) + "}\n}\n"
             'contents = "Text Format Volume Group"\nversion = 1\ndescription = ""\n').encode() + b"\x00"
-    mda = struct.pack("<I16sIQQ", 0, b" LVM2 x[5A%r0N*>", 1, 4096, LVM_PE_START - 4096)
-    mda += struct.pack("<QQII", 512, len(text), 0, 0) + bytes(24)
-    disk[4096:4096 + len(mda)] = mda
-    disk[4096 + 512:4096 + 512 + len(text)] = text
-    return disk
+    disks = []
+    for size, pv_uuid in zip(sizes, uuids):
+        disk = bytearray(size)
+        label = struct.pack("<8sQII8s", b"LABELONE", 1, 0, 32, b"LVM2 001")
+        pv_header = struct.pack("<32sQ", pv_uuid.encode(), size)
+        locations = struct.pack("<QQQQ", LVM_PE_START, 0, 0, 0) + struct.pack("<QQQQ", 4096, LVM_PE_START - 4096, 0, 0)
+        disk[512:512 + len(label) + len(pv_header) + len(locations)] = label + pv_header + locations
+        mda = struct.pack("<I16sIQQ", 0, b" LVM2 x[5A%r0N*>", 1, 4096, LVM_PE_START - 4096)
+        mda += struct.pack("<QQII", 512, len(text), 0, 0) + bytes(24)
+        disk[4096:4096 + len(mda)] = mda
+        disk[4096 + 512:4096 + 512 + len(text)] = text
+        disks.append(disk)
+    return disks

@@ -67,9 +67,10 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     os.utime(tree / "sparse", (T0 + 10, T0 + 10))
     fs_path = tmp / "root.ext4"
     fs = mke2fs(tree, 24 * MiB, fs_path, label="rootfs")
-    # the guest name with a slash, written into the directory entry as a damaged/hostile fs would have it
+    # guest names with a slash, written into the directory entries as a damaged/hostile fs would have them
+    # (debugfs keeps reading the unpatched fs_path)
     assert fs.count(b"slashXname") == 1 and fs.count(b"dirXslash") == 1
-    fs = fs.replace(b"slashXname", b"slash/name").replace(b"dirXslash", b"dir/slash")  # (debugfs keeps reading the unpatched fs_path)
+    fs = fs.replace(b"slashXname", b"slash/name").replace(b"dirXslash", b"dir/slash")
     p2_first = 2 * MiB // SECTOR
     p2_last = p2_first + len(fs) // SECTOR - 1
     disk = gpt_disk(len(fs) + 3 * MiB, [(1, GPT_BIOS_BOOT, 2048, 4095, "bios"),
@@ -326,3 +327,47 @@ def test_lvm_on_a_whole_disk_with_a_logical_volume_in_two_pieces(repo: Repositor
         assert [e.name for e in files.listdir("/")] == ["data--vg-srv"]
         assert files.open("/data--vg-srv/sub/other.conf").read() == b"x=1\n"
         assert files.open("/data--vg-srv/hello.txt").read() == b"hello\n"
+
+
+def test_a_damaged_partition_table_is_named(repo: Repository, point: Any) -> None:
+    digest = _damage_chunk(repo, point, 0)
+    with PointFiles(repo, point.id) as files:
+        with pytest.raises(FileDamagedError) as err:
+            files.volumes()
+        assert (err.value.path, err.value.digest, err.value.block) == ("/", digest, 0)
+        assert str(err.value) == (f"cannot read the partitions and volumes of / from restore point {point.id} "
+                                  f"(disk 0): chunk {digest[:12]} is corrupt (disk block 0)")
+        with pytest.raises(FileDamagedError):
+            files.listdir("/")
+
+
+def test_a_volume_group_spanning_two_disks(repo: Repository, small_fs: dict[str, bytes]) -> None:
+    """The LV starts on disk 1 and continues on disk 0: listed on disk 1, read from both."""
+    from .images import LVM_EXTENT, LVM_PE_START, lvm_pvs
+
+    ext4 = small_fs["ext4"]
+    d0, d1 = lvm_pvs([12 * MiB, 12 * MiB], "vg", {"home": [(1, 1, 1), (0, 0, 1)]})
+    d1[LVM_PE_START + LVM_EXTENT:LVM_PE_START + 2 * LVM_EXTENT] = ext4[:LVM_EXTENT]
+    d0[LVM_PE_START:LVM_PE_START + LVM_EXTENT] = ext4[LVM_EXTENT:]
+    point = write_point(repo, [bytes(d0), bytes(d1)], block_size=BS)
+    with PointFiles(repo, point.id) as files:
+        assert [(v.name, v.fs_type, v.what) for v in files.volumes(0)] == [
+            ("whole", "", "LVM physical volume of vg")]
+        assert [(v.name, v.fs_type, v.offset, v.size) for v in files.volumes(1)] == [
+            ("whole", "", 0, 12 * MiB), ("vg-home", "ext4", LVM_PE_START + LVM_EXTENT, 2 * LVM_EXTENT)]
+        assert files.open("/vg-home/hello.txt", disk=1).read() == b"hello\n"
+        assert [e.path for e in files.find("*.conf")] == ["/vg-home/sub/other.conf"]
+
+
+def test_a_logical_volume_whose_disk_is_not_in_the_point_says_so(repo: Repository,
+                                                                   small_fs: dict[str, bytes]) -> None:
+    from .images import LVM_EXTENT, LVM_PE_START, lvm_pvs
+
+    d0, _ = lvm_pvs([12 * MiB, 12 * MiB], "vg", {"home": [(1, 1, 1), (0, 0, 1)], "tmp": [(0, 1, 1)]})
+    d0[LVM_PE_START + LVM_EXTENT:LVM_PE_START + 2 * LVM_EXTENT] = small_fs["ext4"][:LVM_EXTENT]
+    point = write_point(repo, [bytes(d0)], block_size=BS)
+    with PointFiles(repo, point.id) as files:
+        vols = {v.name: v for v in files.volumes()}
+        assert vols["vg-home"].fs_type == "" and "cannot be read here" in vols["vg-home"].what
+        assert vols["vg-tmp"].fs_type == "ext4"  # (its first half: enough to be recognised)
+        assert [e.name for e in files.listdir("/")] == ["vg-tmp"]
