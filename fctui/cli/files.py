@@ -231,6 +231,9 @@ def _open(ns: argparse.Namespace) -> "PointFiles":
 def _list(ns: argparse.Namespace, files: "PointFiles", out: TextIO) -> int:
     disk = ns.disk or 0
     path = ns.path
+    if path.strip().rstrip("/") == "" and not ns.recursive and not ns.json:
+        _print_volumes(files, disk, out)   # every volume, also those without a readable filesystem
+        return EXIT_OK
     if ns.recursive:
         walk = files.walk(path, disk=disk)
         next(walk, None)   # the path itself
@@ -240,9 +243,6 @@ def _list(ns: argparse.Namespace, files: "PointFiles", out: TextIO) -> int:
         entries = files.listdir(path, disk=disk) if entry.is_dir else [entry]
     if ns.json:
         print(json.dumps([e.to_dict() for e in entries], indent=2), file=out)
-        return EXIT_OK
-    if path.strip().rstrip("/") == "" and not ns.recursive:
-        _print_volumes(files, disk, out)
         return EXIT_OK
     _print_rows(_entry_rows(entries, full_path=ns.recursive, disk_column=False), out, right=(1,))
     return EXIT_OK
@@ -318,8 +318,9 @@ def _get(ns: argparse.Namespace, files: "PointFiles", out: TextIO, errout: TextI
             with fobj:
                 try:
                     report = extract_tar(files, ns.paths, fobj, disk=disk, progress=live)
-                except FilesError as e:
-                    raise FilesError(f"{e}; {ns.tar} stops before it (a truncated tar)") from e
+                except FilesError as e:   # same error (a FileDamagedError keeps its fields), told more
+                    e.message = f"{e.message}; {ns.tar} stops before it (a truncated tar)"
+                    raise
                 os.fsync(fobj.fileno())
             where = ns.tar
     finally:

@@ -26,7 +26,7 @@ from typing import BinaryIO, Callable, Iterator
 from .browse import PointFiles
 from .errors import FilesError
 from .model import FsEntry
-from .names import unsafe_name
+from .names import encodable, unsafe_name
 
 READ_SIZE = 1 << 20            # bytes per read of a file's content
 PROGRESS_EVERY_S = 0.2         # the progress callback runs at most this often (and once at the end)
@@ -39,6 +39,7 @@ SEAL_IN_FLIGHT = 64            # complete files waiting for their fsync at most 
 # at the end (and a 1 GiB extraction does not fill the page cache with pages nobody reads again).
 WRITEBACK_EVERY = 16 << 20
 SPECIAL = "special file (device, fifo or socket): not extracted"
+BAD_TARGET = "symlink whose target is empty, holds NUL or cannot be written here"
 # the local filesystem cannot take more: stop instead of failing every remaining file the same way
 _FATAL_ERRNO = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
 _DROP_BITS = statmod.S_ISUID | statmod.S_ISGID   # never hand out a set-id file or directory
@@ -90,29 +91,45 @@ def _top_entries(files: PointFiles, path: str, disk: int) -> list[FsEntry]:
 
 
 def _walk(files: PointFiles, top: FsEntry, disk: int) -> Iterator[_Item]:
-    """``top`` and everything below it, depth first, a directory before its contents; names checked."""
+    """``top`` and everything below it, depth first, a directory before its contents; names checked.
+
+    A damaged filesystem can hold a directory entry that leads back to a directory above it; FsEntry has
+    no inode number, so such a loop is told by what it is: a directory with the same own fields and the
+    same listing (names and their fields) as one of its ancestors. It is skipped (its contents are written
+    once, where the ancestor is); any real tree changes a field somewhere down a chain of lookalikes."""
     why = unsafe_name(top.name)
     if why is not None:
         yield _Item(top, (), skip=why)
         return
     stack: list[Iterator[tuple[FsEntry, tuple[str, ...]]]] = [iter([(top, (top.name,))])]
+    chain: list[tuple[tuple[object, ...], tuple[object, ...], str]] = []   # the open directories below top
     while stack:
         step = next(stack[-1], None)
         if step is None:
             stack.pop()
+            del chain[max(0, len(stack) - 1):]
             continue
         entry, parts = step
         if entry.kind == "other":
             yield _Item(entry, parts, skip=SPECIAL)
             continue
-        yield _Item(entry, parts)
         if entry.kind != "dir":
+            yield _Item(entry, parts)
             continue
         try:
             children = files.listdir(entry.path, disk=disk)
-        except FilesError as exc:   # a damaged directory: say so, extract the rest
+        except FilesError as exc:   # a damaged directory: made (empty), said so, the rest goes on
+            yield _Item(entry, parts)
             yield _Item(entry, parts, error=exc)
             continue
+        own = (entry.mtime_ns, entry.mode, entry.uid, entry.gid)
+        listing = tuple((c.name, c.kind, c.size, c.mtime_ns, c.mode, c.uid, c.gid, c.target) for c in children)
+        above = next((path for o, li, path in chain if o == own and li == listing), None) if listing else None
+        if above is not None:
+            yield _Item(entry, parts, skip=f"the same directory as {above} above it (a directory loop in a "
+                                           "damaged filesystem): its contents are written there")
+            continue
+        yield _Item(entry, parts)
         ok: list[tuple[FsEntry, tuple[str, ...]]] = []
         for child in children:
             why = unsafe_name(child.name)
@@ -121,6 +138,7 @@ def _walk(files: PointFiles, top: FsEntry, disk: int) -> Iterator[_Item]:
             else:
                 ok.append((child, parts + (child.name,)))
         stack.append(iter(ok))
+        chain.append((own, listing, entry.path))
 
 
 def _plan(files: PointFiles, paths: list[str], disk: int) -> list[_Item]:
@@ -166,6 +184,10 @@ class _Cancelled(Exception):
     pass
 
 
+def _writable_target(target: str) -> bool:
+    return bool(target) and "\0" not in target and encodable(target)
+
+
 def _check_cancel(cancel: threading.Event | None) -> None:
     if cancel is not None and cancel.is_set():
         raise _Cancelled
@@ -198,7 +220,8 @@ class _DirWriter:
     def parent_fd(self, parts: tuple[str, ...]) -> int | None:
         while len(self.stack) > 1 and not (len(self.stack[-1].parts) < len(parts)
                                            and parts[:len(self.stack[-1].parts)] == self.stack[-1].parts):
-            self.finish(self.stack.pop())
+            self.finish(self.stack[-1])
+            self.stack.pop()
         top = self.stack[-1]
         return top.fd if top.parts == parts[:-1] else None
 
@@ -220,11 +243,17 @@ class _DirWriter:
     def close_all(self) -> None:
         try:
             while self.stack:
-                self.finish(self.stack.pop())
-        finally:
-            self.collect()
-            if self.pool is not None:
-                self.pool.shutdown(wait=True)
+                self.finish(self.stack[-1])
+                self.stack.pop()
+        finally:   # interrupted (Ctrl-C): what is sealing still gets its name, no descriptor stays open
+            try:
+                self.collect()
+            finally:
+                for d in self.stack:
+                    os.close(d.fd)
+                self.stack.clear()
+                if self.pool is not None:
+                    self.pool.shutdown(wait=True)
 
     def seal(self, item: _Item, written: int, fd: int, tmp: str, parent: int) -> None:
         if self.pool is None:
@@ -306,8 +335,8 @@ class _DirWriter:
     def make_link(self, item: _Item, parent: int, name: str) -> None:
         e = item.entry
         target = e.target or ""
-        if not target or "\0" in target:
-            self.report.skipped.append((e.path, "symlink with an empty target or one holding NUL"))
+        if not _writable_target(target):
+            self.report.skipped.append((e.path, BAD_TARGET))
             return
         os.symlink(target, name, dir_fd=parent)
         if os.utime in os.supports_follow_symlinks and os.utime in os.supports_dir_fd:
@@ -515,8 +544,8 @@ def extract_tar(files: PointFiles, paths: list[str], out: BinaryIO, *, disk: int
                 continue
             if item.error is not None:
                 raise item.error
-            if e.kind == "symlink" and (not e.target or "\0" in e.target):
-                report.skipped.append((e.path, "symlink with an empty target or one holding NUL"))
+            if e.kind == "symlink" and not _writable_target(e.target or ""):
+                report.skipped.append((e.path, BAD_TARGET))
                 continue
             _check_cancel(cancel)
             info = _tar_info(item)

@@ -7,6 +7,7 @@ character (an escape sequence that rewrites the operator's terminal). Names that
 
 from __future__ import annotations
 
+import os
 import unicodedata
 
 
@@ -20,7 +21,19 @@ def unsafe_name(name: str) -> str | None:
         return "name holds '/'"
     if "\0" in name:
         return "name holds NUL"
+    if not encodable(name):
+        return "name holds characters this system cannot write (an unpaired UTF-16 surrogate)"
     return None
+
+
+def encodable(text: str) -> bool:
+    """Whether ``text`` can be a local name or link text: a guest's bytes that were not UTF-8 come back
+    exactly (surrogateescape), but an NTFS name may hold an unpaired UTF-16 surrogate, which has none."""
+    try:
+        os.fsencode(text)
+    except UnicodeError:
+        return False
+    return True
 
 
 def printable(text: str) -> str:

@@ -202,6 +202,10 @@ def test_get_tar_file(world: dict[str, Any], tmp_path: Path) -> None:
     code, _, err = run("files", "get", world["bad"], "/p1/etc", "--tar", str(tmp_path / "bad.tar"),
                        "--repo", world["bad_repo"])
     assert code == 1 and "cannot read /p1/etc/big.bin" in err and "truncated" in err
+    code, out, _ = run("files", "get", world["bad"], "/p1/etc", "--tar", str(tmp_path / "bad2.tar"), "--json",
+                       "--repo", world["bad_repo"])
+    doc = json.loads(out)
+    assert code == 1 and doc["path"] == "/p1/etc/big.bin" and doc["problem"] == "corrupt" and "truncated" in doc["error"]
 
 
 def test_get_tar_to_stdout(world: dict[str, Any]) -> None:
@@ -255,3 +259,35 @@ def test_the_command_line_end_to_end(world: dict[str, Any], tmp_path: Path) -> N
     assert piped.returncode == 0, piped.stderr
     with tarfile.open(fileobj=io.BytesIO(piped.stdout)) as tar:
         assert sorted(tar.getnames()) == ["nginx", "nginx/nginx.conf"]
+
+
+def test_a_known_guest_with_lvm_and_xfs(tmp_path: Path) -> None:
+    """The simulator's EulerOS-like guest (MBR: ext2 /boot, an LVM physical volume holding an XFS root):
+    the volume table, and a directory of the XFS volume got as a tar, checked against the guest's spec."""
+    from fctui.sim.guestfs import image, spec
+    from tests.files.images import write_point
+    repo_dir = tmp_path / "repo"
+    point = write_point(Repository.open(repo_dir), [image("xfs", 1)], block_size=256 * 1024).id
+    sp = spec("xfs", 1)
+    code, out, _ = run("files", point, "--repo", str(repo_dir))
+    assert code == 0
+    table = {line.split()[0]: line.split() for line in out.splitlines()[2:]}
+    assert set(table) == {f"/{v.name}" for v in sp.volumes}
+    for v in sp.volumes:
+        assert table[f"/{v.name}"][1] == (v.fs_type or "-")
+    etc = [e for e in sp.entries if e.path.startswith("/euleros-root/etc/")]
+    assert etc, "the spec has files under /euleros-root/etc"
+    raw = io.BytesIO()
+    out_stream = io.TextIOWrapper(raw, encoding="utf-8")
+    code, _, _ = run("files", "get", point, "/euleros-root/etc", "--tar", "-", "--repo", str(repo_dir),
+                     out=out_stream)
+    assert code == 0
+    out_stream.flush()
+    with tarfile.open(fileobj=io.BytesIO(raw.getvalue())) as tar:
+        for e in etc:
+            m = tar.getmember(e.path[len("/euleros-root/"):])
+            assert (m.mode, m.mtime, m.uid, m.gid) == (e.mode, e.mtime, e.uid, e.gid), e.path
+            if e.kind == "file":
+                assert tar.extractfile(m).read() == e.data, e.path
+            elif e.kind == "symlink":
+                assert m.issym() and m.linkname == e.target, e.path

@@ -23,7 +23,7 @@ from fctui.files.extract import ExtractProgress, extract_tar, extract_to_dir, pl
 from fctui.files.names import printable, unsafe_name
 from fctui.repo import Repository
 
-from .ext4_points import damage_file, file_blocks, make_ext4, mbr_disk, rename_entry, set_mtime_ns, store_point
+from .ext4_points import damage_file, debugfs, file_blocks, make_ext4, mbr_disk, rename_entry, set_mtime_ns, store_point
 
 T0 = 1_600_000_000  # 2020-09-13, seconds
 BIG = bytes((i * 7 + i // 251) % 256 for i in range(300_000))   # spans several whole 64 KiB chunks
@@ -49,6 +49,7 @@ TREE: dict[str, tuple[str, Any, int, int]] = {
     "etc/b/evil": ("dir", None, 0o755, T0 + 40),
     "etc/b/evil/payload": ("file", b"must not leave DEST\n", 0o644, T0 + 20),
     "etc/ctl\x1b[31m": ("file", b"escape in the name\n", 0o644, T0 + 21),
+    "etc/caf\udce9": ("file", b"a Latin-1 name: bytes 63 61 66 e9\n", 0o644, T0 + 22),   # not UTF-8
 }
 NS_FILE, NS_FILE_NS = "etc/nginx/nginx.conf", (T0 + 10) * 1_000_000_000 + 123_456_789
 NS_DIR, NS_DIR_NS = "etc/nginx", (T0 + 90) * 1_000_000_000 + 987_654_321
@@ -82,6 +83,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     for rel in (*HOSTILE, HOSTILE_CHILD):
         (src / rel).mkdir() if rel == "etc/DIRxSLASH" else (src / rel).write_bytes(b"hostile\n")
     os.mkfifo(src / SPECIAL)
+    (src / "loop").mkdir()
+    (src / "loop" / "f").write_bytes(b"in the loop\n")
+    (src / "loop" / "LOOPxDIR1").mkdir()   # patched below into an entry that leads back to /loop
     (src / "many").mkdir()
     for name in MANY:
         (src / "many" / name).touch()
@@ -97,6 +101,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     set_mtime_ns(image, "/" + NS_DIR, NS_DIR_NS)
     big_blocks = file_blocks(image, "/etc/big.bin")
     many_blocks = file_blocks(image, "/many")
+    loop_inode = int(debugfs(image, "stat /loop").split("Inode:")[1].split()[0])
+    raw = bytearray(image.read_bytes())
+    at = raw.find(b"LOOPxDIR1")
+    assert at > 0 and raw.find(b"LOOPxDIR1", at + 1) < 0
+    raw[at - 8:at - 4] = loop_inode.to_bytes(4, "little")   # the entry's inode field
+    image.write_bytes(bytes(raw))
     for old, new in HOSTILE.items():
         rename_entry(image, old.split("/")[-1].encode(), new.split("/", 1)[1].encode())
     repo = Repository.open(base / "repo")
@@ -137,6 +147,7 @@ def check_written(dest: Path, rel_under_dest: str, rel: str, *, strip_setid: boo
     ("", "empty name"), (".", "name is '.'"), ("..", "name is '..'"), ("a/b", "name holds '/'"),
     ("/", "name holds '/'"), ("../x", "name holds '/'"), ("a\0b", "name holds NUL"),
     ("...", None), ("..a", None), (" ", None), ("nginx.conf", None), ("ctl\x1b[31m", None), ("\udcff", None),
+    ("half\ud800pair", "name holds characters this system cannot write (an unpaired UTF-16 surrogate)"),
 ])
 def test_unsafe_names(name: str, why: str | None) -> None:
     assert unsafe_name(name) == why
@@ -146,7 +157,7 @@ def test_unsafe_names(name: str, why: str | None) -> None:
     ("nginx.conf", "nginx.conf"), ("a\x1b[31mb", "a\\x1b[31mb"), ("line\nfeed", "line\\nfeed"),
     ("tab\there", "tab\\there"), ("back\\slash", "back\\\\slash"), ("bell\x07", "bell\\x07"),
     ("c1\x9b", "c1\\x9b"), ("bidi\u202eevil", "bidi\\u202eevil"), ("not-utf8-\udcff", "not-utf8-\\xff"),
-    ("héllo wörld", "héllo wörld"), ("del\x7f", "del\\x7f"),
+    ("héllo wörld", "héllo wörld"), ("del\x7f", "del\\x7f"), ("half\ud800pair", "half\\ud800pair"),
 ])
 def test_printable(text: str, shown: str) -> None:
     assert printable(text) == shown
@@ -178,6 +189,7 @@ def test_extract_dir_modes_times_links_and_skips(files: Any, world: dict[str, An
     assert report.symlinks == sum(v[0] == "symlink" for v in TREE.values())
     assert sorted(report.written) == sorted(str(dest / r) for r in TREE)
     assert list(world["outside"].iterdir()) == []
+    assert b"caf\xe9" in os.listdir(os.fsencode(dest / "etc"))   # a name that is not UTF-8: the same bytes
 
 
 def test_extract_like_cp_rp_names(files: Any, tmp_path: Path) -> None:
@@ -282,6 +294,36 @@ def test_a_damaged_directory_is_named_and_the_rest_extracts(world: dict[str, Any
         with pytest.raises(FileDamagedError) as exc:   # a tar cannot be complete: it stops
             extract_tar(files, ["/p1/etc/secret", "/p1/many"], io.BytesIO())
         assert exc.value.path == "/p1/many"
+
+
+def test_a_local_write_error_names_the_file_and_the_rest_extracts(files: Any, tmp_path: Path) -> None:
+    """The destination refuses big.bin (a file size limit: EFBIG, as a full quota would): it is named,
+    its temporary file is gone, the other files are written."""
+    import resource
+    dest = tmp_path / "d"
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, hard))   # Python ignores SIGXFSZ: write fails
+    try:
+        report = extract_to_dir(files, ["/p1/etc"], dest)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    [(path, message)] = report.errors
+    assert path == "/p1/etc/big.bin" and message == f"cannot write {dest / 'etc' / 'big.bin'}: File too large"
+    assert all_below(dest) == sorted(r for r in TREE if r != "etc/big.bin")
+    check_written(dest, "etc/nginx/nginx.conf", "etc/nginx/nginx.conf")
+
+
+def test_a_directory_loop_ends(files: Any, tmp_path: Path) -> None:
+    """/p1/loop/LOOPxDIR1 is an entry of a damaged filesystem that leads back to /p1/loop itself: written
+    once, the loop skipped with its reason (not an endless tree), in a directory and in a tar."""
+    dest = tmp_path / "d"
+    report = extract_to_dir(files, ["/p1/loop"], dest)
+    assert all_below(dest) == ["loop", "loop/f"] and (dest / "loop" / "f").read_bytes() == b"in the loop\n"
+    assert report.skipped == [("/p1/loop/LOOPxDIR1", "the same directory as /p1/loop above it (a directory "
+                                                      "loop in a damaged filesystem): its contents are written there")]
+    assert report.ok
+    buf = io.BytesIO()
+    assert extract_tar(files, ["/p1/loop"], buf).written == ["loop", "loop/f"]
 
 
 def test_cancel_stops_and_removes_the_partial_file(files: Any, tmp_path: Path) -> None:
