@@ -40,6 +40,8 @@ from fctui.repo import Repository, RestorePoint
 from fctui.sim.guestfs import CHANGES, GuestSpec, spec
 from fctui.vrm import VrmClient
 
+from .damage import chunk_under, damage
+
 BLOCK = 128 * 512   # 64 KiB CBT blocks (sector_of_block=128): the repository's chunks
 # written down here, not read from the simulator: the guest VMs and their volumes holding filesystems
 VMS = {"ext4": "web-ubuntu-ext4", "xfs": "db-euleros-xfs", "ntfs": "win-fileserver-ntfs"}
@@ -155,31 +157,6 @@ async def test_every_file_of_a_backed_up_guest_then_before_and_after(
 # --- 2. a damaged chunk under a known file ---------------------------------------------------------------
 
 BIG = "/p2/var/www/html/downloads/catalogue-2025.bin"   # 7 MiB + 12345 bytes on ext4: ~113 chunks
-
-
-def chunk_under(repo: Repository, point: RestorePoint, data: bytes) -> tuple[int, str]:
-    """The disk block (and its chunk) that holds the middle of ``data``, found by searching every stored
-    block for a piece of it; the whole block must be ``data``'s own bytes (no other file shares it)."""
-    page = len(data) // 2 // 4096 * 4096   # a filesystem block of the file: never split between chunks
-    needle = data[page:page + 64]
-    assert data.count(needle) == 1
-    reader = repo.open_disk(point.id, point.disks[0].volume_urn)
-    hits = [(i, d) for i, d in sorted(reader.block_digests().items()) if needle in reader.read_block(i)]
-    assert len(hits) == 1, hits
-    index, digest = hits[0]
-    assert reader.read_block(index) in data   # only this file's bytes: the damage touches no other file
-    return index, digest
-
-
-def damage(repo: Repository, digest: str, how: str) -> None:
-    path = repo.chunk_path(digest)
-    if how == "deleted":
-        path.unlink()
-        return
-    raw = bytearray(path.read_bytes())
-    raw[len(raw) // 2] ^= 0x5A
-    os.chmod(path, 0o600)
-    path.write_bytes(bytes(raw))
 
 
 @pytest.mark.parametrize("how", ["corrupt", "deleted"])

@@ -25,9 +25,10 @@ from fctui.repo import Repository
 from fctui.sim.guestfs import image, spec
 
 from .images import write_point
-from .test_acceptance_files import BIG, chunk_under, damage
+from .damage import chunk_under, damage
 
 BS = 64 * 1024
+BIG = "/p2/var/www/html/downloads/catalogue-2025.bin"   # 7 MiB on ext4: its middle chunk is damaged
 
 
 def fuse_missing() -> str | None:
