@@ -385,14 +385,14 @@ class RestoreWizard(Screen[None]):
         out = [Option(Text.assemble(("New VM", "bold"), f" — a new VM from the {len(p.disks)} disk(s); "
                                     f"{p.vm_name} is left untouched"), id="new"),
                Option(Text.assemble(("Original VM", "bold red"), f" — overwrite the disks of {p.vm_name} "
-                                    "(it must be stopped)"), id="original")]
+                                    "(it must be stopped)"), id="original"),
+               # third, above the per-disk options: with many disks it stays in view at 80x24
+               Option(Text.assemble(("Files", "bold"), " — browse this point and copy files to this machine"),
+                      id="files")]
         for d in p.disks:
             out.append(Option(Text.assemble(("Single disk", "bold"),
                                             f" {d.disk_name} ({human_bytes(d.size_bytes)}) — to a new volume, "
                                             "left detached"), id=f"disk:{d.volume_urn}"))
-        # last: the restore options keep their places (and keys in people's fingers)
-        out.append(Option(Text.assemble(("Files", "bold"), " — browse this point and copy files to this machine"),
-                          id="files"))
         return out
 
     # --- step 3: datastores per disk ----------------------------------------------------------------

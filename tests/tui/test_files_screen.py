@@ -333,7 +333,7 @@ async def test_restore_walkthrough_files_target_opens_the_browser(guest: Guest, 
         await pilot.press("enter")                              # the point
         await until(pilot, lambda: app.screen.step == "target")
         assert "Files — browse this point and copy files to this machine" in text(app)
-        await pilot.press("end", "enter")
+        await pilot.press("down", "down", "enter")              # the third option, above the single disks
         s = await at(pilot, app, "/")
         assert s.point.id == guest.point.id and "p1/" in text(app)
         await pilot.press("escape")                             # back to the walkthrough's target step
