@@ -123,13 +123,13 @@ class PointFiles:
         for j in range(len(self.point.disks)):
             if j == disk:
                 continue
-            other = self._disk(j)
-            if other.pvs is None:
-                try:
+            try:
+                other = self._disk(j)
+                if other.pvs is None:
                     with self._guard(other, "/", what="the LVM physical volumes of"):
                         other.pvs = physical_volumes(other.view, other.view.size)
-                except FilesError:
-                    other.pvs = {}  # that disk's own listing says what is wrong with it
+            except FilesError:
+                continue  # that disk's own listing says what is wrong with it (and is asked again later)
             if pv_id in other.pvs:
                 return other.pvs[pv_id]
         return None
