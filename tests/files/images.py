@@ -177,3 +177,65 @@ def lvm_pvs(sizes: list[int], vg: str, lvs: dict[str, list[tuple[int, int, int]]
         disk[4096 + 512:4096 + 512 + len(text)] = text
         disks.append(disk)
     return disks
+
+
+def _lfn_checksum(short: bytes) -> int:
+    total = 0
+    for c in short:
+        total = (((total & 1) << 7) + (total >> 1) + c) & 0xFF
+    return total
+
+
+def fat_dirents(entries: list[tuple]) -> bytes:
+    """32-byte FAT directory entries from (long name | None, 11-byte short name, attr, cluster, size,
+    (year, month, day, hour, minute, second)), long names as VFAT slots before their short entry; a
+    ("raw", bytes) item is copied as it is (deleted entries, labels, bad slots)."""
+    out = bytearray()
+    for e in entries:
+        if e[0] == "raw":
+            out += e[1]
+            continue
+        long_name, short, attr, cluster, size, (y, mo, d, h, mi, s) = e
+        if long_name:
+            units = long_name.encode("utf-16-le") + b"\x00\x00"
+            units += b"\xff" * (-len(units) % 26)
+            slots = [units[i:i + 26] for i in range(0, len(units), 26)]
+            for n in range(len(slots), 0, -1):
+                part = slots[n - 1]
+                out += (bytes([n | (0x40 if n == len(slots) else 0)]) + part[:10] + bytes([0x0F, 0,
+                        _lfn_checksum(short)]) + part[10:22] + b"\x00\x00" + part[22:26])
+        date = (y - 1980) << 9 | mo << 5 | d
+        time_ = h << 11 | mi << 5 | s // 2
+        out += struct.pack("<11sBBBHHHHHHHI", short, attr, 0, 0, time_, date, date, cluster >> 16, time_, date,
+                           cluster & 0xFFFF, size)
+    return bytes(out)
+
+
+def fat16(files: dict[int, bytes], root: bytes, fat_chain: dict[int, int], *, label: bytes = b"TESTFAT    ",
+          size: int = 16 * MiB) -> bytearray:
+    """A FAT16 filesystem (512-byte sectors, 2 KiB clusters, 2 FATs, 512 root entries), written here from
+    the on-disk format: ``root`` the root directory's entries, ``files`` cluster -> bytes (<= one
+    cluster each), ``fat_chain`` cluster -> next cluster (0xFFFF ends a chain)."""
+    sectors, spc, reserved, nfats, root_entries = size // SECTOR, 4, 1, 2, 512
+    fat_sectors = 32
+    fs = bytearray(size)
+    fs[0:3] = b"\xeb\x3c\x90"
+    fs[3:11] = b"MSWIN4.1"
+    struct.pack_into("<HBHBHHBHHHII", fs, 11, SECTOR, spc, reserved, nfats, root_entries, 0, 0xF8, fat_sectors,
+                     32, 64, 0, sectors)
+    struct.pack_into("<BBBI11s8s", fs, 36, 0x80, 0, 0x29, 0x12345678, label, b"FAT16   ")
+    fs[510:512] = b"\x55\xaa"
+    fat = bytearray(fat_sectors * SECTOR)
+    struct.pack_into("<HH", fat, 0, 0xFFF8, 0xFFFF)
+    for cluster, nxt in fat_chain.items():
+        struct.pack_into("<H", fat, cluster * 2, nxt)
+    for n in range(nfats):
+        at = (reserved + n * fat_sectors) * SECTOR
+        fs[at:at + len(fat)] = fat
+    root_at = (reserved + nfats * fat_sectors) * SECTOR
+    fs[root_at:root_at + len(root)] = root
+    data_at = root_at + root_entries * 32
+    for cluster, data in files.items():
+        at = data_at + (cluster - 2) * spc * SECTOR
+        fs[at:at + len(data)] = data
+    return fs

@@ -371,3 +371,51 @@ def test_a_logical_volume_whose_disk_is_not_in_the_point_says_so(repo: Repositor
         assert vols["vg-home"].fs_type == "" and "cannot be read here" in vols["vg-home"].what
         assert vols["vg-tmp"].fs_type == "ext4"  # (its first half: enough to be recognised)
         assert [e.name for e in files.listdir("/")] == ["vg-tmp"]
+
+
+def test_fat_long_names_fragmented_chains_and_broken_ones(repo: Repository) -> None:
+    """A FAT16 written byte by byte (tests/files/images.py): long names, an orphan long-name slot, a
+    deleted entry, a read-only file, a subdirectory, a file in three clusters out of order, a loop."""
+    import calendar
+
+    from .images import fat16, fat_dirents
+
+    notes = random.Random(5).randbytes(5000)
+    label = b"TESTFAT    " + bytes([0x08]) + bytes(20)
+    deleted = b"\xe5OLD    TXT" + bytes([0x20]) + bytes(20)
+    orphan = fat_dirents([("Not mine.txt", b"OTHER   TXT", 0x20, 0, 0, (2020, 1, 1, 0, 0, 0))])[:-32]
+    root = b"".join([
+        label,
+        fat_dirents([("A Long File Name.txt", b"ALONGF~1TXT", 0x20, 4, 11, (2024, 5, 6, 7, 8, 10))]),
+        deleted,
+        fat_dirents([(None, b"README  TXT", 0x21, 5, 3, (2023, 1, 2, 3, 4, 6))]),
+        fat_dirents([("Sub Dir", b"SUBDIR     ", 0x10, 3, 0, (2022, 2, 2, 2, 2, 2))]),
+        orphan + fat_dirents([(None, b"ORPHAN  TXT", 0x20, 6, 2, (2021, 1, 1, 0, 0, 0))]),
+        fat_dirents([(None, b"LOOP    BIN", 0x20, 20, 10_000, (2021, 1, 1, 0, 0, 0))]),
+    ])
+    sub = fat_dirents([(None, b".          ", 0x10, 3, 0, (2022, 2, 2, 2, 2, 2)),
+                       (None, b"..         ", 0x10, 0, 0, (2022, 2, 2, 2, 2, 2)),
+                       ("Notes for 2025.txt", b"NOTESF~1TXT", 0x20, 10, 5000, (2025, 1, 1, 0, 0, 0))])
+    files = {3: sub, 4: b"long name!\n", 5: b"ro\n", 6: b"o\n",
+             10: notes[:2048], 12: notes[2048:4096], 11: notes[4096:]}
+    chain = {3: 0xFFFF, 4: 0xFFFF, 5: 0xFFFF, 6: 0xFFFF, 10: 12, 12: 11, 11: 0xFFFF, 20: 21, 21: 20}
+    fs = fat16(files, root, chain)
+    disk = bytearray(18 * MiB)
+    disk[0:SECTOR] = mbr([(0x0E, 2048, len(fs) // SECTOR)])
+    disk[MiB:MiB + len(fs)] = fs
+    point = write_point(repo, [bytes(disk)], block_size=BS)
+    with PointFiles(repo, point.id) as pf:
+        assert [(v.name, v.fs_type, v.label) for v in pf.volumes()] == [("p1", "fat", "TESTFAT")]
+        top = {e.name: e for e in pf.listdir("/p1")}
+        assert sorted(top) == ["A Long File Name.txt", "LOOP.BIN", "ORPHAN.TXT", "README.TXT", "Sub Dir"]
+        ro = top["README.TXT"]
+        assert (ro.kind, ro.size, ro.mode, ro.mtime_ns) == (
+            "file", 3, 0o444, calendar.timegm((2023, 1, 2, 3, 4, 6)) * 10**9)
+        assert top["A Long File Name.txt"].mode == 0o644
+        assert (top["Sub Dir"].kind, top["Sub Dir"].mode) == ("dir", 0o755)
+        assert pf.open("/p1/A Long File Name.txt").read() == b"long name!\n"
+        assert pf.open("/p1/ORPHAN.TXT").read() == b"o\n"
+        assert [e.name for e in pf.listdir("/p1/Sub Dir")] == ["Notes for 2025.txt"]
+        assert pf.open("/p1/Sub Dir/Notes for 2025.txt").read() == notes
+        with pytest.raises(FilesError, match="loops"):
+            pf.open("/p1/LOOP.BIN").read()
