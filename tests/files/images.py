@@ -48,12 +48,13 @@ def write_tree(root: Path, spec: dict[str, tuple]) -> None:
         os.utime(p, (what[2], what[2]))
 
 
-def mke2fs(tree: Path, size: int, out: Path, *, fs_type: str = "ext4", label: str = "") -> bytes:
+def mke2fs(tree: Path, size: int, out: Path, *, fs_type: str = "ext4", label: str = "",
+           block_size: int = 4096) -> bytes:
     """An ext2/3/4 filesystem of ``size`` bytes holding ``tree`` (4 KiB blocks, 256-byte inodes)."""
     out.unlink(missing_ok=True)
     with open(out, "wb") as f:
         f.truncate(size)
-    cmd = [tool("mke2fs"), "-q", "-F", "-t", fs_type, "-b", "4096", "-I", "256", "-d", str(tree)]
+    cmd = [tool("mke2fs"), "-q", "-F", "-t", fs_type, "-b", str(block_size), "-I", "256", "-d", str(tree)]
     if label:
         cmd += ["-L", label]
     subprocess.run(cmd + [str(out)], check=True, capture_output=True,

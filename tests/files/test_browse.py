@@ -419,3 +419,29 @@ def test_fat_long_names_fragmented_chains_and_broken_ones(repo: Repository) -> N
         assert pf.open("/p1/Sub Dir/Notes for 2025.txt").read() == notes
         with pytest.raises(FilesError, match="loops"):
             pf.open("/p1/LOOP.BIN").read()
+
+
+def test_ext4_preallocated_extent_after_a_hole_reads_as_zeros_in_place(repo: Repository, tmp_path: Path) -> None:
+    import subprocess
+
+    from .images import tool
+
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    with open(tree / "pre", "wb") as f:  # data, a hole, data, a hole, one byte
+        f.write(b"A" * FS_BLOCK)
+        f.seek(20 * FS_BLOCK)
+        f.write(b"B" * FS_BLOCK)
+        f.seek(60 * FS_BLOCK - 1)
+        f.write(b"C")
+    expected = (tree / "pre").read_bytes()
+    img = tmp_path / "fs.img"
+    mke2fs(tree, 8 * MiB, img, block_size=1024)
+    # 1 KiB blocks 30-40 preallocated (unwritten) inside the first hole
+    subprocess.run([tool("debugfs"), "-w", "-R", "fallocate /pre 30 40", str(img)], check=True, capture_output=True)
+    extents = subprocess.run([tool("debugfs"), "-R", "ex /pre", str(img)], check=True, capture_output=True,
+                             text=True).stdout
+    assert "Uninit" in extents, "test precondition: an unwritten extent"
+    point = write_point(repo, [img.read_bytes()], block_size=BS)
+    with PointFiles(repo, point.id) as files:
+        assert files.open("/whole/pre").read() == expected
