@@ -152,19 +152,29 @@ class ExtAdapter(Filesystem):
         return info
 
     def children(self, node: Any) -> list[tuple[str, Any]]:
-        from dissect.extfs.extfs import INode
-
-        if node.inode.i_flags & _EXT_INLINE_DATA_FL:
-            raise BadFilesystem("inline-data directories are not supported")
         if stat.S_IFMT(node.inode.i_mode) != stat.S_IFDIR:
             raise BadFilesystem(f"inode {node.inum} is not a directory")
+        out: list[tuple[str, Any]] = []
+        if node.inode.i_flags & _EXT_INLINE_DATA_FL:
+            # the parent's number, then entries in the rest of the inode, more in "system.data"
+            self._dirents(node, bytes(node.inode.i_block)[4:60], out)
+            extra = next((x.value for x in node.xattr if x.name == "system.data"), b"")
+            if extra:
+                self._dirents(node, bytes(extra), out)
+            return out
         size = node.size
         data = node.open().read(size)
         if len(data) != size:
             raise BadFilesystem(f"directory inode {node.inum} is shorter than its size")
+        self._dirents(node, data, out)
+        return out
+
+    def _dirents(self, node: Any, data: bytes, out: list[tuple[str, Any]]) -> None:
+        from dissect.extfs.extfs import INode
+
         head = _EXT_DIRENT_HEAD if self._filetype else _EXT_DIRENT_HEAD_OLD
         limit = self.fs.sb.s_inodes_count
-        out = []
+        size = len(data)
         at = 0
         while at + 8 <= size:
             if self._filetype:
@@ -180,7 +190,6 @@ class ExtAdapter(Filesystem):
                 if name not in (".", "..", ""):
                     out.append((name, INode(self.fs, inum, name)))
             at += rec_len
-        return out
 
     def info(self, node: Any) -> Info:
         info = self._info(node.inum)

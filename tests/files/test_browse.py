@@ -445,3 +445,33 @@ def test_ext4_preallocated_extent_after_a_hole_reads_as_zeros_in_place(repo: Rep
     point = write_point(repo, [img.read_bytes()], block_size=BS)
     with PointFiles(repo, point.id) as files:
         assert files.open("/whole/pre").read() == expected
+
+
+def test_ext4_inline_data_files_and_directories(repo: Repository, tmp_path: Path) -> None:
+    import subprocess
+
+    from .images import tool
+
+    # four short names: what mke2fs keeps in the directory's inode (a fifth makes it a block)
+    spec = {"small/one": ("file", b"30 bytes in the inode itself\n!", 0o644, T0),
+            "small/two": ("file", b"y" * 100, 0o644, T0),  # 60 in the inode, 40 in an attribute
+            "small/ten": ("file", random.Random(3).randbytes(5000), 0o600, T0),
+            "small/six": ("file", b"", 0o644, T0),
+            "small": ("dir", 0o755, T0)}
+    tree = tmp_path / "tree"
+    write_tree(tree, spec)
+    img = tmp_path / "fs.img"
+    subprocess.run([tool("mke2fs"), "-q", "-F", "-t", "ext4", "-O", "inline_data", "-I", "256", "-d", str(tree),
+                    str(img), "8M"], check=True, capture_output=True)
+    for path in ("/small", "/small/two"):
+        flags = subprocess.run([tool("debugfs"), "-R", f"stat {path}", str(img)], check=True, capture_output=True,
+                               text=True).stdout
+        assert "Flags: 0x10000000" in flags, f"test precondition: {path} is inline"
+    point = write_point(repo, [img.read_bytes()], block_size=BS)
+    with PointFiles(repo, point.id) as files:
+        listed = {e.name: e for e in files.listdir("/whole/small")}
+        assert sorted(listed) == sorted(p.split("/")[1] for p in spec if p != "small")
+        for rel, what in spec.items():
+            if what[0] == "file":
+                assert files.open(f"/whole/{rel}").read() == what[1], rel
+                assert (listed[rel.split("/")[1]].size, listed[rel.split("/")[1]].mode) == (len(what[1]), what[2])
