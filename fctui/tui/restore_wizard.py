@@ -390,6 +390,9 @@ class RestoreWizard(Screen[None]):
             out.append(Option(Text.assemble(("Single disk", "bold"),
                                             f" {d.disk_name} ({human_bytes(d.size_bytes)}) — to a new volume, "
                                             "left detached"), id=f"disk:{d.volume_urn}"))
+        # last: the restore options keep their places (and keys in people's fingers)
+        out.append(Option(Text.assemble(("Files", "bold"), " — browse this point and copy files to this machine"),
+                          id="files"))
         return out
 
     # --- step 3: datastores per disk ----------------------------------------------------------------
@@ -696,6 +699,11 @@ class RestoreWizard(Screen[None]):
         elif self.step == "target":
             self.plan = None
             self.datastores = {}
+            if oid == "files":
+                # nothing is restored: the browser opens over this step, Esc there comes back here
+                from .files_screen import FilesScreen
+                self.app.push_screen(FilesScreen(self.ctx.repo, self.point))
+                return
             if oid.startswith("disk:"):
                 self.target, self.disk_volume = "disk", oid[5:]
             else:

@@ -22,7 +22,7 @@ from fctui.sim.guestfs.spec import guest as spec
 IMAGES = Path(__file__).resolve().parent / "images"
 
 __all__ = ["CHANGES", "GUESTS", "VERSIONS", "Change", "GuestSpec", "SpecEntry", "SpecVolume", "image",
-           "image_path", "spec"]
+           "image_path", "read_image", "spec"]
 
 
 def image_path(guest: str, version: int) -> Path:
@@ -32,11 +32,16 @@ def image_path(guest: str, version: int) -> Path:
     return IMAGES / f"{guest}-v{version}.img.zst"
 
 
-@lru_cache(maxsize=None)
-def image(guest: str, version: int) -> bytes:
-    """The raw disk image of one guest version (decompressed once, then cached: 64-128 MiB each)."""
+def read_image(guest: str, version: int) -> bytes:
+    """The raw disk image of one guest version, decompressed now (64-128 MiB; not kept)."""
     raw = zstandard.ZstdDecompressor().decompress(image_path(guest, version).read_bytes())
     expected = spec(guest, version).disk_size
     if len(raw) != expected:
         raise ValueError(f"{image_path(guest, version).name}: {len(raw)} bytes, its spec says {expected}")
     return raw
+
+
+@lru_cache(maxsize=None)
+def image(guest: str, version: int) -> bytes:
+    """:func:`read_image`, decompressed once and then cached (tests compare with it)."""
+    return read_image(guest, version)

@@ -21,8 +21,11 @@ even (FAT keeps 2-second times, in local time: the images were written with the 
 read them as UTC). Ownership (``uid``/``gid``) is meaningful on ext2/ext4/XFS only; it is 0 elsewhere.
 
 NTFS and FAT have no POSIX modes; following :class:`fctui.files.model.FsEntry`, their directories are
-0o755, files 0o644 and files with the read-only attribute 0o444 (each guest has one read-only file on
-NTFS and on FAT: ``/p1/Windows/System32/drivers/etc/services`` and ``/p1/EFI/ubuntu/BOOTX64.CSV``).
+0o755, files 0o644 and files with the read-only attribute 0o444 (one read-only file on the NTFS,
+``/p1/Windows/System32/drivers/etc/services`` of ``ntfs``, and one on the FAT, ``/p1/EFI/ubuntu/BOOTX64.CSV``
+of ``ext4``). The FAT's label is ``EFI``, the name of its one top directory too: its root directory holds
+a volume-label entry named ``EFI`` besides the directory ``EFI`` (a reader must not take the one for the
+other).
 
 Version 2 is version 1 with one configuration file rewritten (new content and mtime), one file added and
 one file removed (and the mtimes of the directories that changed). The images of version 2 were made by
@@ -425,7 +428,7 @@ def _ext4(version: int) -> GuestSpec:
                             uid=www, gid=www),
                    removed="/p2/var/www/html/old-index.html",
                    dirs={"/p2/var/www/html": "2026-02-13 22:43:53"})
-    return GuestSpec("ext4", version, "Ubuntu 24.04 web server (nginx)", 64 * MiB, "gpt",
+    return GuestSpec("ext4", version, "Ubuntu 20.04 web server (nginx)", 64 * MiB, "gpt",
                      (SpecVolume("p1", "fat", 1 * MiB, 16 * MiB, "EFI"),
                       SpecVolume("p2", "ext4", 17 * MiB, 46 * MiB, "cloudimg-rootfs")),
                      tuple(e))
@@ -663,7 +666,7 @@ def _ntfs(version: int) -> GuestSpec:
                             b"PK\x03\x04" + _random(305, 21_000)),
                    removed="/p1/Shares/Finance/draft.tmp",
                    dirs={"/p1/Shares/Finance": "2026-02-13 20:25:07"})
-    return GuestSpec("ntfs", version, "Windows Server 2022 file server", 64 * MiB, "mbr",
+    return GuestSpec("ntfs", version, "Windows Server 2019 file server", 64 * MiB, "mbr",
                      (SpecVolume("p1", "ntfs", 1 * MiB, 63 * MiB, "Data"),),
                      tuple(e))
 
