@@ -1,11 +1,11 @@
 """The filesystems of one restore point as trees, one per disk.
 
 What is read: GPT and MBR partition tables (logical partitions numbered 5, 6, ... as Linux does), LVM2
-linear/striped logical volumes (also of volume groups spanning several disks of the point), a filesystem
+linear logical volumes (also of volume groups spanning several disks of the point), a filesystem
 on a whole disk; ext2/3/4 (including inline data), XFS (v4/v5), NTFS, FAT12/16/32. Each volume's kind is
 told by its own superblock, never by the partition type.
 
-Not read (listed, with a reason, instead of wrong bytes): LVM thin, RAID, cache and snapshot volumes;
+Not read (listed, with a reason, instead of wrong bytes): LVM striped, thin, RAID, cache and snapshot volumes;
 NTFS encrypted (EFS) files and files behind reparse points other than symlinks and junctions (shown as
 kind "other": WOF-compressed, deduplicated); NTFS alternate data streams are left out; ext4 encrypted
 directories show their encrypted names. FAT times have no zone and are taken as UTC."""

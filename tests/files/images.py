@@ -142,14 +142,22 @@ def lvm_pv(size: int, vg: str, lvs: dict[str, list[tuple[int, int]]]) -> bytearr
 
 def lvm_pvs(sizes: list[int], vg: str, lvs: dict[str, list[tuple[int, int, int]]]) -> list[bytearray]:
     """Disks that are the physical volumes of one volume group (as :func:`lvm_pv`); ``lvs`` = name ->
-    [(PV index, PV extent, extent count)]: a logical volume may span the disks."""
+    [(PV index, PV extent, extent count)]: a logical volume may span the disks. A segment given as
+    (((PV index, PV extent), ...), extent count) is striped over those PVs (64 KiB stripes)."""
     uuids = [f"Pv{n:04d}Aa1111Bb2222Cc3333Dd4444Ee" for n in range(len(sizes))]  # 32 characters
     segments = []
     for lv, runs in lvs.items():
         segs, at = [], 0
-        for n, (pv, pv_extent, count) in enumerate(runs, 1):
-            segs.append(f'segment{n} {{\nstart_extent = {at}\nextent_count = {count}\ntype = "striped"\n'
-                        f'stripe_count = 1\nstripes = [\n"pv{pv}", {pv_extent}\n]\n}}\n')
+        for n, run in enumerate(runs, 1):
+            if isinstance(run[0], tuple):  # ((pv, pv_extent), (pv, pv_extent), ...), count: striped
+                stripes, count = run
+                listed = ", ".join(f'"pv{pv}", {e}' for pv, e in stripes)
+                segs.append(f'segment{n} {{\nstart_extent = {at}\nextent_count = {count}\ntype = "striped"\n'
+                            f'stripe_count = {len(stripes)}\nstripe_size = 128\nstripes = [\n{listed}\n]\n}}\n')
+            else:
+                pv, pv_extent, count = run
+                segs.append(f'segment{n} {{\nstart_extent = {at}\nextent_count = {count}\ntype = "striped"\n'
+                            f'stripe_count = 1\nstripes = [\n"pv{pv}", {pv_extent}\n]\n}}\n')
             at += count
         segments.append(f'{lv} {{\nid = "lv-{lv}"\nstatus = ["READ", "WRITE", "VISIBLE"]\nflags = []\n'
                         f'segment_count = {len(segs)}\n' + "".join(segs) + "}\n")

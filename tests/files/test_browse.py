@@ -475,3 +475,14 @@ def test_ext4_inline_data_files_and_directories(repo: Repository, tmp_path: Path
             if what[0] == "file":
                 assert files.open(f"/whole/{rel}").read() == what[1], rel
                 assert (listed[rel.split("/")[1]].size, listed[rel.split("/")[1]].mode) == (len(what[1]), what[2])
+
+
+def test_a_striped_logical_volume_is_listed_as_not_readable(repo: Repository) -> None:
+    from .images import lvm_pvs
+
+    d0, d1 = lvm_pvs([12 * MiB, 12 * MiB], "vg", {"fast": [(((0, 0), (1, 0)), 2)], "plain": [(0, 1, 1)]})
+    point = write_point(repo, [bytes(d0), bytes(d1)], block_size=BS)
+    with PointFiles(repo, point.id) as files:
+        vols = {v.name: v for v in files.volumes(0)}
+        assert vols["vg-fast"].fs_type == "" and "not supported" in vols["vg-fast"].what
+        assert "cannot be read here" not in vols["vg-plain"].what
