@@ -1,4 +1,14 @@
-"""The filesystems of one restore point as trees, one per disk."""
+"""The filesystems of one restore point as trees, one per disk.
+
+What is read: GPT and MBR partition tables (logical partitions numbered 5, 6, ... as Linux does), LVM2
+linear logical volumes (also of volume groups spanning several disks of the point), a filesystem
+on a whole disk; ext2/3/4 (including inline data), XFS (v4/v5), NTFS, FAT12/16/32. Each volume's kind is
+told by its own superblock, never by the partition type.
+
+Not read (listed, with a reason, instead of wrong bytes): LVM striped, thin, RAID, cache and snapshot volumes;
+NTFS encrypted (EFS) files and files behind reparse points other than symlinks and junctions (shown as
+kind "other": WOF-compressed, deduplicated); NTFS alternate data streams are left out; ext4 encrypted
+directories show their encrypted names. FAT times have no zone and are taken as UTC."""
 
 from __future__ import annotations
 
@@ -123,13 +133,13 @@ class PointFiles:
         for j in range(len(self.point.disks)):
             if j == disk:
                 continue
-            other = self._disk(j)
-            if other.pvs is None:
-                try:
+            try:
+                other = self._disk(j)
+                if other.pvs is None:
                     with self._guard(other, "/", what="the LVM physical volumes of"):
                         other.pvs = physical_volumes(other.view, other.view.size)
-                except FilesError:
-                    other.pvs = {}  # that disk's own listing says what is wrong with it
+            except FilesError:
+                continue  # that disk's own listing says what is wrong with it (and is asked again later)
             if pv_id in other.pvs:
                 return other.pvs[pv_id]
         return None

@@ -8,6 +8,7 @@ raises :class:`BadFilesystem` (a message for the user, never a traceback)."""
 from __future__ import annotations
 
 import calendar
+import datetime
 import io
 import stat
 import struct
@@ -151,19 +152,29 @@ class ExtAdapter(Filesystem):
         return info
 
     def children(self, node: Any) -> list[tuple[str, Any]]:
-        from dissect.extfs.extfs import INode
-
-        if node.inode.i_flags & _EXT_INLINE_DATA_FL:
-            raise BadFilesystem("inline-data directories are not supported")
         if stat.S_IFMT(node.inode.i_mode) != stat.S_IFDIR:
             raise BadFilesystem(f"inode {node.inum} is not a directory")
+        out: list[tuple[str, Any]] = []
+        if node.inode.i_flags & _EXT_INLINE_DATA_FL:
+            # the parent's number, then entries in the rest of the inode, more in "system.data"
+            self._dirents(node, bytes(node.inode.i_block)[4:60], out)
+            extra = next((x.value for x in node.xattr if x.name == "system.data"), b"")
+            if extra:
+                self._dirents(node, bytes(extra), out)
+            return out
         size = node.size
         data = node.open().read(size)
         if len(data) != size:
             raise BadFilesystem(f"directory inode {node.inum} is shorter than its size")
+        self._dirents(node, data, out)
+        return out
+
+    def _dirents(self, node: Any, data: bytes, out: list[tuple[str, Any]]) -> None:
+        from dissect.extfs.extfs import INode
+
         head = _EXT_DIRENT_HEAD if self._filetype else _EXT_DIRENT_HEAD_OLD
         limit = self.fs.sb.s_inodes_count
-        out = []
+        size = len(data)
         at = 0
         while at + 8 <= size:
             if self._filetype:
@@ -179,7 +190,6 @@ class ExtAdapter(Filesystem):
                 if name not in (".", "..", ""):
                     out.append((name, INode(self.fs, inum, name)))
             at += rec_len
-        return out
 
     def info(self, node: Any) -> Info:
         info = self._info(node.inum)
@@ -516,90 +526,165 @@ class _NtfsNode:
 
 
 # --- FAT -------------------------------------------------------------------------------------------
+# name attr ntres tenth ctime cdate adate clus_hi wtime wdate clus_lo size
+_FAT_DIRENT = struct.Struct("<11sBBBHHHHHHHI")
+_FAT_ATTR_RO, _FAT_ATTR_VOLUME, _FAT_ATTR_DIR, _FAT_ATTR_LFN = 0x01, 0x08, 0x10, 0x0F
+_FAT_MAX_DIR = 4 << 20  # FAT allows 65,536 entries of 32 bytes in a directory
+
+
+class _FatNode:
+    __slots__ = ("name", "attr", "cluster", "size", "mtime_ns", "root")
+
+    def __init__(self, name: str, attr: int, cluster: int, size: int, mtime_ns: int, root: bool = False) -> None:
+        self.name, self.attr, self.cluster, self.size, self.mtime_ns, self.root = \
+            name, attr, cluster, size, mtime_ns, root
+
+
+def _dos_time_ns(date: int, time_: int) -> int:
+    """A FAT date and time (no zone: taken as UTC); 0 for an impossible one."""
+    try:
+        when = (1980 + (date >> 9), (date >> 5) & 0xF, date & 0x1F, time_ >> 11, (time_ >> 5) & 0x3F,
+                (time_ & 0x1F) * 2)
+        datetime.datetime(*when)  # validates
+        return calendar.timegm(when + (0, 0, 0)) * 1_000_000_000
+    except ValueError:
+        return 0
+
+
+def _short_checksum(name: bytes) -> int:
+    total = 0
+    for c in name:
+        total = (((total & 1) << 7) + (total >> 1) + c) & 0xFF
+    return total
+
+
 class FatAdapter(Filesystem):
-    """FAT12/16/32. FAT stores local time with no zone: timestamps are taken as UTC (the guest's zone is
-    unknown here). No owners or modes: directories 0o755, files 0o644, read-only files 0o444."""
+    """FAT12/16/32: the boot sector and the FAT through dissect.fat, directories read here with
+    ``struct`` (long names checked against their short entry's checksum, lower-case short names as their
+    NT flags say, cluster chains walked with a limit so a looping FAT cannot hang). FAT stores local time
+    with no zone: timestamps are taken as UTC. No owners or modes: directories 0o755, files 0o644,
+    read-only files 0o444."""
 
     fs_type = "fat"
 
     def __init__(self, fh: BinaryIO) -> None:
         from dissect.fat import FATFS
+        from dissect.fat.c_fat import Fattype
 
         self.fs = FATFS(fh)
+        self._fat32 = self.fs.type == Fattype.FAT32
+        bits = self.fs.fat.bits_per_entry
+        self._end = {12: 0xFF8, 16: 0xFFF8, 32: 0x0FFFFFF8}[bits]
+        self._bad = self._end - 1
+        cluster = self.fs.bpb_ext.BPB_RootClus if self._fat32 else 0
+        self._root = _FatNode("", _FAT_ATTR_DIR, cluster, 0, 0, root=True)
 
     def root(self) -> Any:
-        self._bound(self.fs.root)
-        return self.fs.root
+        return self._root
 
     def key(self, node: Any) -> Any:
         return node.cluster
 
-    def _bound(self, node: Any) -> None:
-        """The cluster chain, walked with a limit: a looping FAT must not hang the reader."""
-        if node._runlist is not None or node.cluster in (None, 0):
-            return
+    def _runs(self, node: _FatNode, need: int | None) -> list[tuple[int, int]]:
+        """The cluster runs of a chain (``need`` clusters at most), walked with a limit."""
         fat = self.fs.fat
-        limit = fat.entry_count
         runs: list[tuple[int, int]] = []
-        cluster = node.cluster
-        for _ in range(limit + 1):
+        cluster, seen = node.cluster, set()
+        while need is None or len(seen) < need:
             if not 2 <= cluster < fat.entry_count:
-                raise BadFilesystem(f"cluster chain of {node.name!r} leaves the filesystem")
+                raise BadFilesystem(f"the cluster chain of {node.name or 'the root directory'!r} leaves the "
+                                    "filesystem")
+            if cluster in seen:
+                raise BadFilesystem(f"the cluster chain of {node.name or 'the root directory'!r} loops")
+            seen.add(cluster)
             if runs and runs[-1][0] + runs[-1][1] == cluster - 2:
                 runs[-1] = (runs[-1][0], runs[-1][1] + 1)
             else:
                 runs.append((cluster - 2, 1))
             value = fat.get(cluster)
-            end = {12: 0xFF8, 16: 0xFFF8, 32: 0x0FFFFFF8}[fat.bits_per_entry]
-            if value >= end:
+            if value >= self._end:
                 break
-            if value in (0, end - 1) or value < 2:
-                raise BadFilesystem(f"cluster chain of {node.name!r} is broken (free or bad cluster)")
+            if value < 2 or value == self._bad:
+                raise BadFilesystem(f"the cluster chain of {node.name!r} is broken (free or bad cluster)")
             cluster = value
-        else:
-            raise BadFilesystem(f"cluster chain of {node.name!r} loops")
-        node._runlist = runs
+        return runs
+
+    def _dir_bytes(self, node: _FatNode) -> bytes:
+        fs = self.fs
+        if node.root and not self._fat32:
+            bpb = fs.bpb
+            fs.fh.seek((bpb.BPB_RsvdSecCnt + bpb.BPB_NumFATs * fs.fat_size) * fs.sector_size)
+            return fs.fh.read(bpb.BPB_RootEntCnt * 32)
+        if node.cluster == 0:
+            return b""
+        runs = self._runs(node, _FAT_MAX_DIR // fs.cluster_size + 1)
+        total = sum(n for _, n in runs) * fs.cluster_size
+        if total > _FAT_MAX_DIR:
+            raise BadFilesystem(f"directory {node.name!r} is larger than FAT allows")
+        return RunlistStream(fs.data_stream, runs, total, fs.cluster_size).read(total)
 
     def children(self, node: Any) -> list[tuple[str, Any]]:
-        self._bound(node)
-        out = []
-        for child in node.iterdir():
-            if child.is_volume_id() or child.name in (".", "..", ""):
+        data = self._dir_bytes(node)
+        out: list[tuple[str, Any]] = []
+        lfn: dict[int, bytes] = {}
+        lfn_sum = lfn_count = -1
+        for at in range(0, len(data) - 31, 32):
+            first = data[at]
+            if first == 0x00:
+                break
+            if first == 0xE5:
+                lfn, lfn_count = {}, -1
                 continue
-            out.append((_fat_name(child), child))
+            (raw_name, attr, ntres, _tenth, _ct, _cd, _ad, hi, wtime, wdate, lo, size) = \
+                _FAT_DIRENT.unpack_from(data, at)
+            if attr & 0x3F == _FAT_ATTR_LFN:
+                order = first & 0x3F
+                if first & 0x40:
+                    lfn, lfn_count, lfn_sum = {}, order, data[at + 13]
+                if lfn_count > 0 and data[at + 13] == lfn_sum and 1 <= order <= lfn_count:
+                    lfn[order] = data[at + 1:at + 11] + data[at + 14:at + 26] + data[at + 28:at + 32]
+                continue
+            long_name = None
+            if lfn and len(lfn) == lfn_count and _short_checksum(raw_name) == lfn_sum:
+                units = b"".join(lfn[i] for i in range(1, lfn_count + 1))
+                text = units.decode("utf-16-le", errors="replace")
+                long_name = text.split("\x00", 1)[0]
+            lfn, lfn_count = {}, -1
+            if attr & _FAT_ATTR_VOLUME:
+                continue
+            name = long_name or self._short_name(raw_name, ntres)
+            if name in (".", "..", ""):
+                continue
+            cluster = (hi << 16 | lo) if self._fat32 else lo
+            out.append((name, _FatNode(name, attr, cluster, size, _dos_time_ns(wdate, wtime))))
         return out
 
+    @staticmethod
+    def _short_name(raw: bytes, ntres: int) -> str:
+        """An 8.3 name; shown in lower case where the NT flags say so (mtools and Windows write those
+        instead of a long name)."""
+        raw = (b"\xe5" + raw[1:]) if raw[:1] == b"\x05" else raw
+        base = raw[:8].rstrip(b" ").decode("cp437")
+        ext = raw[8:].rstrip(b" ").decode("cp437")
+        if ntres & 0x08:
+            base = base.lower()
+        if ntres & 0x10:
+            ext = ext.lower()
+        return f"{base}.{ext}" if ext else base
+
     def info(self, node: Any) -> Info:
-        if node is self.fs.root:
-            return Info("dir", 0, 0, 0o755)
-        mtime = node.mtime
-        mtime_ns = calendar.timegm(mtime.timetuple()) * 1_000_000_000
-        if node.is_directory():
-            return Info("dir", 0, mtime_ns, 0o755)
-        return Info("file", node.dirent.DIR_FileSize, mtime_ns, 0o444 if node.is_readonly() else 0o644)
+        if node.attr & _FAT_ATTR_DIR:
+            return Info("dir", 0, node.mtime_ns, 0o755)
+        return Info("file", node.size, node.mtime_ns, 0o444 if node.attr & _FAT_ATTR_RO else 0o644)
 
     def open(self, node: Any) -> BinaryIO:
-        size = node.dirent.DIR_FileSize
-        if size == 0:
+        if node.size == 0:
             buf = io.BytesIO(b"")
             buf.size = 0  # type: ignore[attr-defined]
             return buf
-        self._bound(node)
-        return RunlistStream(self.fs.data_stream, node._runlist, size, self.fs.cluster_size)
-
-
-def _fat_name(entry: Any) -> str:
-    """A short name without a long one is shown in the case Windows and Linux show it: the NT flags say
-    when its base or extension is lower case (mtools and Windows write those instead of a long name)."""
-    if entry.ldirents:
-        return entry.name
-    flags = entry.dirent.DIR_NTRes
-    base, dot, ext = entry.short_name.partition(".")
-    if flags & 0x08:
-        base = base.lower()
-    if flags & 0x10:
-        ext = ext.lower()
-    return base + dot + ext
+        cs = self.fs.cluster_size
+        runs = self._runs(node, (node.size + cs - 1) // cs)
+        return RunlistStream(self.fs.data_stream, runs, node.size, cs)
 
 
 def mount(fh: BinaryIO, fs_type: str) -> Filesystem:

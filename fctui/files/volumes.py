@@ -244,6 +244,7 @@ def _found(fh: BinaryIO, disk: int, name: str, offset: int, size: int, pr: Probe
 
 def _add_lvm(layout: DiskLayout, disk: int, pv_lookup: PvLookup | None) -> None:
     """Logical volumes of the volume groups whose physical volumes are on this disk."""
+    from dissect.volume.exceptions import LVM2Error
     from dissect.volume.lvm import LVM2
     from dissect.volume.lvm.physical import LVM2Device
 
@@ -312,6 +313,11 @@ def _add_lvm(layout: DiskLayout, disk: int, pv_lookup: PvLookup | None) -> None:
                 size = sum(s.extent_count for s in lv.segments) * extent
                 if stripes and stripes[0][0] in pv_offsets:
                     offset = pv_offsets[stripes[0][0]] + stripes[0][1] * extent
+                for seg in lv.segments:
+                    # dissect lays several stripes end to end instead of interleaving them: wrong bytes
+                    if seg.type not in ("striped", "linear") or getattr(seg, "stripe_count", 1) != 1:
+                        raise LVM2Error(f"{seg.type} segments over {getattr(seg, 'stripe_count', 1)} "
+                                        "devices are not supported")
                 stream = lv.open()
                 pr = probe(stream)
                 opener = _lv_opener(lv)

@@ -48,12 +48,13 @@ def write_tree(root: Path, spec: dict[str, tuple]) -> None:
         os.utime(p, (what[2], what[2]))
 
 
-def mke2fs(tree: Path, size: int, out: Path, *, fs_type: str = "ext4", label: str = "") -> bytes:
+def mke2fs(tree: Path, size: int, out: Path, *, fs_type: str = "ext4", label: str = "",
+           block_size: int = 4096) -> bytes:
     """An ext2/3/4 filesystem of ``size`` bytes holding ``tree`` (4 KiB blocks, 256-byte inodes)."""
     out.unlink(missing_ok=True)
     with open(out, "wb") as f:
         f.truncate(size)
-    cmd = [tool("mke2fs"), "-q", "-F", "-t", fs_type, "-b", "4096", "-I", "256", "-d", str(tree)]
+    cmd = [tool("mke2fs"), "-q", "-F", "-t", fs_type, "-b", str(block_size), "-I", "256", "-d", str(tree)]
     if label:
         cmd += ["-L", label]
     subprocess.run(cmd + [str(out)], check=True, capture_output=True,
@@ -141,14 +142,22 @@ def lvm_pv(size: int, vg: str, lvs: dict[str, list[tuple[int, int]]]) -> bytearr
 
 def lvm_pvs(sizes: list[int], vg: str, lvs: dict[str, list[tuple[int, int, int]]]) -> list[bytearray]:
     """Disks that are the physical volumes of one volume group (as :func:`lvm_pv`); ``lvs`` = name ->
-    [(PV index, PV extent, extent count)]: a logical volume may span the disks."""
+    [(PV index, PV extent, extent count)]: a logical volume may span the disks. A segment given as
+    (((PV index, PV extent), ...), extent count) is striped over those PVs (64 KiB stripes)."""
     uuids = [f"Pv{n:04d}Aa1111Bb2222Cc3333Dd4444Ee" for n in range(len(sizes))]  # 32 characters
     segments = []
     for lv, runs in lvs.items():
         segs, at = [], 0
-        for n, (pv, pv_extent, count) in enumerate(runs, 1):
-            segs.append(f'segment{n} {{\nstart_extent = {at}\nextent_count = {count}\ntype = "striped"\n'
-                        f'stripe_count = 1\nstripes = [\n"pv{pv}", {pv_extent}\n]\n}}\n')
+        for n, run in enumerate(runs, 1):
+            if isinstance(run[0], tuple):  # ((pv, pv_extent), (pv, pv_extent), ...), count: striped
+                stripes, count = run
+                listed = ", ".join(f'"pv{pv}", {e}' for pv, e in stripes)
+                segs.append(f'segment{n} {{\nstart_extent = {at}\nextent_count = {count}\ntype = "striped"\n'
+                            f'stripe_count = {len(stripes)}\nstripe_size = 128\nstripes = [\n{listed}\n]\n}}\n')
+            else:
+                pv, pv_extent, count = run
+                segs.append(f'segment{n} {{\nstart_extent = {at}\nextent_count = {count}\ntype = "striped"\n'
+                            f'stripe_count = 1\nstripes = [\n"pv{pv}", {pv_extent}\n]\n}}\n')
             at += count
         segments.append(f'{lv} {{\nid = "lv-{lv}"\nstatus = ["READ", "WRITE", "VISIBLE"]\nflags = []\n'
                         f'segment_count = {len(segs)}\n' + "".join(segs) + "}\n")
@@ -177,3 +186,65 @@ def lvm_pvs(sizes: list[int], vg: str, lvs: dict[str, list[tuple[int, int, int]]
         disk[4096 + 512:4096 + 512 + len(text)] = text
         disks.append(disk)
     return disks
+
+
+def _lfn_checksum(short: bytes) -> int:
+    total = 0
+    for c in short:
+        total = (((total & 1) << 7) + (total >> 1) + c) & 0xFF
+    return total
+
+
+def fat_dirents(entries: list[tuple]) -> bytes:
+    """32-byte FAT directory entries from (long name | None, 11-byte short name, attr, cluster, size,
+    (year, month, day, hour, minute, second)), long names as VFAT slots before their short entry; a
+    ("raw", bytes) item is copied as it is (deleted entries, labels, bad slots)."""
+    out = bytearray()
+    for e in entries:
+        if e[0] == "raw":
+            out += e[1]
+            continue
+        long_name, short, attr, cluster, size, (y, mo, d, h, mi, s) = e
+        if long_name:
+            units = long_name.encode("utf-16-le") + b"\x00\x00"
+            units += b"\xff" * (-len(units) % 26)
+            slots = [units[i:i + 26] for i in range(0, len(units), 26)]
+            for n in range(len(slots), 0, -1):
+                part = slots[n - 1]
+                out += (bytes([n | (0x40 if n == len(slots) else 0)]) + part[:10] + bytes([0x0F, 0,
+                        _lfn_checksum(short)]) + part[10:22] + b"\x00\x00" + part[22:26])
+        date = (y - 1980) << 9 | mo << 5 | d
+        time_ = h << 11 | mi << 5 | s // 2
+        out += struct.pack("<11sBBBHHHHHHHI", short, attr, 0, 0, time_, date, date, cluster >> 16, time_, date,
+                           cluster & 0xFFFF, size)
+    return bytes(out)
+
+
+def fat16(files: dict[int, bytes], root: bytes, fat_chain: dict[int, int], *, label: bytes = b"TESTFAT    ",
+          size: int = 16 * MiB) -> bytearray:
+    """A FAT16 filesystem (512-byte sectors, 2 KiB clusters, 2 FATs, 512 root entries), written here from
+    the on-disk format: ``root`` the root directory's entries, ``files`` cluster -> bytes (<= one
+    cluster each), ``fat_chain`` cluster -> next cluster (0xFFFF ends a chain)."""
+    sectors, spc, reserved, nfats, root_entries = size // SECTOR, 4, 1, 2, 512
+    fat_sectors = 32
+    fs = bytearray(size)
+    fs[0:3] = b"\xeb\x3c\x90"
+    fs[3:11] = b"MSWIN4.1"
+    struct.pack_into("<HBHBHHBHHHII", fs, 11, SECTOR, spc, reserved, nfats, root_entries, 0, 0xF8, fat_sectors,
+                     32, 64, 0, sectors)
+    struct.pack_into("<BBBI11s8s", fs, 36, 0x80, 0, 0x29, 0x12345678, label, b"FAT16   ")
+    fs[510:512] = b"\x55\xaa"
+    fat = bytearray(fat_sectors * SECTOR)
+    struct.pack_into("<HH", fat, 0, 0xFFF8, 0xFFFF)
+    for cluster, nxt in fat_chain.items():
+        struct.pack_into("<H", fat, cluster * 2, nxt)
+    for n in range(nfats):
+        at = (reserved + n * fat_sectors) * SECTOR
+        fs[at:at + len(fat)] = fat
+    root_at = (reserved + nfats * fat_sectors) * SECTOR
+    fs[root_at:root_at + len(root)] = root
+    data_at = root_at + root_entries * 32
+    for cluster, data in files.items():
+        at = data_at + (cluster - 2) * spc * SECTOR
+        fs[at:at + len(data)] = data
+    return fs

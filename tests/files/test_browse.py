@@ -371,3 +371,118 @@ def test_a_logical_volume_whose_disk_is_not_in_the_point_says_so(repo: Repositor
         assert vols["vg-home"].fs_type == "" and "cannot be read here" in vols["vg-home"].what
         assert vols["vg-tmp"].fs_type == "ext4"  # (its first half: enough to be recognised)
         assert [e.name for e in files.listdir("/")] == ["vg-tmp"]
+
+
+def test_fat_long_names_fragmented_chains_and_broken_ones(repo: Repository) -> None:
+    """A FAT16 written byte by byte (tests/files/images.py): long names, an orphan long-name slot, a
+    deleted entry, a read-only file, a subdirectory, a file in three clusters out of order, a loop."""
+    import calendar
+
+    from .images import fat16, fat_dirents
+
+    notes = random.Random(5).randbytes(5000)
+    label = b"TESTFAT    " + bytes([0x08]) + bytes(20)
+    deleted = b"\xe5OLD    TXT" + bytes([0x20]) + bytes(20)
+    orphan = fat_dirents([("Not mine.txt", b"OTHER   TXT", 0x20, 0, 0, (2020, 1, 1, 0, 0, 0))])[:-32]
+    root = b"".join([
+        label,
+        fat_dirents([("A Long File Name.txt", b"ALONGF~1TXT", 0x20, 4, 11, (2024, 5, 6, 7, 8, 10))]),
+        deleted,
+        fat_dirents([(None, b"README  TXT", 0x21, 5, 3, (2023, 1, 2, 3, 4, 6))]),
+        fat_dirents([("Sub Dir", b"SUBDIR     ", 0x10, 3, 0, (2022, 2, 2, 2, 2, 2))]),
+        orphan + fat_dirents([(None, b"ORPHAN  TXT", 0x20, 6, 2, (2021, 1, 1, 0, 0, 0))]),
+        fat_dirents([(None, b"LOOP    BIN", 0x20, 20, 10_000, (2021, 1, 1, 0, 0, 0))]),
+    ])
+    sub = fat_dirents([(None, b".          ", 0x10, 3, 0, (2022, 2, 2, 2, 2, 2)),
+                       (None, b"..         ", 0x10, 0, 0, (2022, 2, 2, 2, 2, 2)),
+                       ("Notes for 2025.txt", b"NOTESF~1TXT", 0x20, 10, 5000, (2025, 1, 1, 0, 0, 0))])
+    files = {3: sub, 4: b"long name!\n", 5: b"ro\n", 6: b"o\n",
+             10: notes[:2048], 12: notes[2048:4096], 11: notes[4096:]}
+    chain = {3: 0xFFFF, 4: 0xFFFF, 5: 0xFFFF, 6: 0xFFFF, 10: 12, 12: 11, 11: 0xFFFF, 20: 21, 21: 20}
+    fs = fat16(files, root, chain)
+    disk = bytearray(18 * MiB)
+    disk[0:SECTOR] = mbr([(0x0E, 2048, len(fs) // SECTOR)])
+    disk[MiB:MiB + len(fs)] = fs
+    point = write_point(repo, [bytes(disk)], block_size=BS)
+    with PointFiles(repo, point.id) as pf:
+        assert [(v.name, v.fs_type, v.label) for v in pf.volumes()] == [("p1", "fat", "TESTFAT")]
+        top = {e.name: e for e in pf.listdir("/p1")}
+        assert sorted(top) == ["A Long File Name.txt", "LOOP.BIN", "ORPHAN.TXT", "README.TXT", "Sub Dir"]
+        ro = top["README.TXT"]
+        assert (ro.kind, ro.size, ro.mode, ro.mtime_ns) == (
+            "file", 3, 0o444, calendar.timegm((2023, 1, 2, 3, 4, 6)) * 10**9)
+        assert top["A Long File Name.txt"].mode == 0o644
+        assert (top["Sub Dir"].kind, top["Sub Dir"].mode) == ("dir", 0o755)
+        assert pf.open("/p1/A Long File Name.txt").read() == b"long name!\n"
+        assert pf.open("/p1/ORPHAN.TXT").read() == b"o\n"
+        assert [e.name for e in pf.listdir("/p1/Sub Dir")] == ["Notes for 2025.txt"]
+        assert pf.open("/p1/Sub Dir/Notes for 2025.txt").read() == notes
+        with pytest.raises(FilesError, match="loops"):
+            pf.open("/p1/LOOP.BIN").read()
+
+
+def test_ext4_preallocated_extent_after_a_hole_reads_as_zeros_in_place(repo: Repository, tmp_path: Path) -> None:
+    import subprocess
+
+    from .images import tool
+
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    with open(tree / "pre", "wb") as f:  # data, a hole, data, a hole, one byte
+        f.write(b"A" * FS_BLOCK)
+        f.seek(20 * FS_BLOCK)
+        f.write(b"B" * FS_BLOCK)
+        f.seek(60 * FS_BLOCK - 1)
+        f.write(b"C")
+    expected = (tree / "pre").read_bytes()
+    img = tmp_path / "fs.img"
+    mke2fs(tree, 8 * MiB, img, block_size=1024)
+    # 1 KiB blocks 30-40 preallocated (unwritten) inside the first hole
+    subprocess.run([tool("debugfs"), "-w", "-R", "fallocate /pre 30 40", str(img)], check=True, capture_output=True)
+    extents = subprocess.run([tool("debugfs"), "-R", "ex /pre", str(img)], check=True, capture_output=True,
+                             text=True).stdout
+    assert "Uninit" in extents, "test precondition: an unwritten extent"
+    point = write_point(repo, [img.read_bytes()], block_size=BS)
+    with PointFiles(repo, point.id) as files:
+        assert files.open("/whole/pre").read() == expected
+
+
+def test_ext4_inline_data_files_and_directories(repo: Repository, tmp_path: Path) -> None:
+    import subprocess
+
+    from .images import tool
+
+    # four short names: what mke2fs keeps in the directory's inode (a fifth makes it a block)
+    spec = {"small/one": ("file", b"30 bytes in the inode itself\n!", 0o644, T0),
+            "small/two": ("file", b"y" * 100, 0o644, T0),  # 60 in the inode, 40 in an attribute
+            "small/ten": ("file", random.Random(3).randbytes(5000), 0o600, T0),
+            "small/six": ("file", b"", 0o644, T0),
+            "small": ("dir", 0o755, T0)}
+    tree = tmp_path / "tree"
+    write_tree(tree, spec)
+    img = tmp_path / "fs.img"
+    subprocess.run([tool("mke2fs"), "-q", "-F", "-t", "ext4", "-O", "inline_data", "-I", "256", "-d", str(tree),
+                    str(img), "8M"], check=True, capture_output=True)
+    for path in ("/small", "/small/two"):
+        flags = subprocess.run([tool("debugfs"), "-R", f"stat {path}", str(img)], check=True, capture_output=True,
+                               text=True).stdout
+        assert "Flags: 0x10000000" in flags, f"test precondition: {path} is inline"
+    point = write_point(repo, [img.read_bytes()], block_size=BS)
+    with PointFiles(repo, point.id) as files:
+        listed = {e.name: e for e in files.listdir("/whole/small")}
+        assert sorted(listed) == sorted(p.split("/")[1] for p in spec if p != "small")
+        for rel, what in spec.items():
+            if what[0] == "file":
+                assert files.open(f"/whole/{rel}").read() == what[1], rel
+                assert (listed[rel.split("/")[1]].size, listed[rel.split("/")[1]].mode) == (len(what[1]), what[2])
+
+
+def test_a_striped_logical_volume_is_listed_as_not_readable(repo: Repository) -> None:
+    from .images import lvm_pvs
+
+    d0, d1 = lvm_pvs([12 * MiB, 12 * MiB], "vg", {"fast": [(((0, 0), (1, 0)), 2)], "plain": [(0, 1, 1)]})
+    point = write_point(repo, [bytes(d0), bytes(d1)], block_size=BS)
+    with PointFiles(repo, point.id) as files:
+        vols = {v.name: v for v in files.volumes(0)}
+        assert vols["vg-fast"].fs_type == "" and "not supported" in vols["vg-fast"].what
+        assert "cannot be read here" not in vols["vg-plain"].what
