@@ -16,7 +16,7 @@ class PointDiskView(io.RawIOBase):
     Chunks are read through :meth:`DiskReader.read_block` (checked against their SHA-256, zeros for blocks
     the point does not store) and kept in a small LRU cache of ``cache_chunks`` blocks, because
     filesystem metadata reads hit the same few blocks again and again. When reads run forward through
-    the disk (a large file's extents), the next ``readahead`` blocks are read in parallel threads:
+    the disk (a large file's extents), the next blocks are read by ``readahead`` parallel threads:
     decompression and hashing release the GIL, so a file extracts at close to the repository's raw rate.
 
     A damaged chunk raises :class:`fctui.repo.ChunkError` from :meth:`read`; the view also keeps it in
@@ -132,7 +132,9 @@ class PointDiskView(io.RawIOBase):
     def _prefetch(self, start: int) -> None:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=self._readahead, thread_name_prefix="fctui-files")
-        stop = min(start + self._readahead, self.reader.block_count)
+        # twice as many blocks in flight as threads, as DiskReader.iter_blocks keeps: a thread that
+        # finishes finds the next block queued instead of waiting for the reader to ask
+        stop = min(start + 2 * self._readahead, self.reader.block_count)
         with self._lock:
             for b in range(start, stop):
                 if b not in self._cache and b not in self._pending:
