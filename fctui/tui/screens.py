@@ -45,7 +45,7 @@ class MainScreen(Screen[None]):
         Binding("P", "start_vm", "Power on", show=False, id="vm.start"),
         Binding("b", "backup", "Backup", show=False, id="vm.backup"),
         Binding("r", "restore", "Restore", show=False, id="vm.restore"),
-        Binding("f", "browse_files", "Browse files of the last backup", show=False, id="vm.files"),
+        Binding("f", "browse_files", "Files of last backup", show=False, id="vm.files"),
         Binding("J", "jobs", "Jobs", show=False, id="view.jobs"),
         Binding("O", "policies", "Policies", show=False, id="view.policies"),
         Binding("D", "datastores", "Datastores", id="view.datastores"),
