@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,mount]'   # mount: fctui mount's FUSE bindings, so its test runs where libfuse is
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -129,6 +129,9 @@ GOLDEN = {
     "policies-160x48.svg": "test_tui_policies/test_policies_screen_snapshot[160x48].svg",
     "policies-80x24.svg": "test_tui_policies/test_policies_screen_snapshot[80x24].svg",
     "policy-form-80x24.svg": "test_tui_policies/test_policy_form_snapshot[80x24].svg",
+    "files-browser-80x24.svg": "test_files_screen/test_files_browser_snapshot[80x24].svg",
+    "files-browser-160x48.svg": "test_files_screen/test_files_browser_snapshot[160x48].svg",
+    "files-extract-80x24.svg": "test_files_screen/test_files_extract_result_snapshot.svg",
 }
 
 

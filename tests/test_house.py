@@ -28,12 +28,13 @@ MAY_IMPORT: dict[str, set[str]] = {
     "vrm": {"units"},
     "sim": set(),            # the simulator follows the public facts, never our client
     "repo": {"store", "units"},
+    "files": {"repo", "units"},   # file-level restore reads points in place: the repository, nothing above it
     "rules": {"vrm", "units"},
     "inventory": {"rules", "vrm", "units"},
     "jobs": {"inventory", "repo", "rules", "store", "vrm", "units"},   # the engine: never the agent, the CLI, the console
     "agent": {"jobs", "repo", "rules", "sim", "store", "vrm", "units"},
-    "tui": {"agent", "config", "inventory", "jobs", "repo", "rules", "sim", "store", "vrm", "units"},
-    "cli": {"fctui", "agent", "config", "inventory", "jobs", "repo", "rules", "sim", "store", "tui", "vrm", "units"},
+    "tui": {"agent", "config", "files", "inventory", "jobs", "repo", "rules", "sim", "store", "vrm", "units"},
+    "cli": {"fctui", "agent", "config", "files", "inventory", "jobs", "repo", "rules", "sim", "store", "tui", "vrm", "units"},
 }
 
 

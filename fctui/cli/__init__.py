@@ -4,6 +4,8 @@
 * check.py   -- ``fctui check``
 * jobs.py    -- ``fctui backup``, ``fctui jobs [cancel ID | cleanup]``
 * restore.py -- ``fctui points [VM | verify ID]``, ``fctui restore POINT``
+* files.py   -- ``fctui files POINT [PATH]``, ``fctui files get|find POINT ...`` (file-level restore)
+* mount.py   -- ``fctui mount POINT MOUNTPOINT`` (read-only FUSE, optional)
 * repo.py    -- ``fctui repo verify|prune|gc|forget``
 * policy.py  -- ``fctui policy list|show|add|edit|remove|export|import|run``
 * status.py  -- ``fctui status`` (protection, for monitoring: Nagios exit codes, --json, --prometheus)
@@ -23,9 +25,9 @@ import argparse
 import sys
 from typing import Callable
 
-from . import agent, check, common, console, jobs, policy, repo, restore, sim, status
+from . import agent, check, common, console, files, jobs, mount, policy, repo, restore, sim, status
 
-_GROUPS = (console, check, jobs, restore, repo, policy, status, sim, agent)
+_GROUPS = (console, check, jobs, restore, files, mount, repo, policy, status, sim, agent)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -34,6 +34,8 @@ def add_sim_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--jumpable-clock", action="store_true",
                    help="real time plus an offset that POST /sim/clock/advance moves ahead (schedule drills)")
     p.add_argument("--sector-of-block", type=int, default=4096, help="CBT block size in 512-byte sectors")
+    p.add_argument("--guest-filesystems", action="store_true",
+                   help="add 3 VMs whose disks hold real ext4/XFS/NTFS filesystems (POST /sim/vms/{vm}/guestfs)")
 
 
 def config_from_args(ns: argparse.Namespace) -> "SimConfig":
@@ -41,7 +43,7 @@ def config_from_args(ns: argparse.Namespace) -> "SimConfig":
     from ..sim import SimConfig
     return SimConfig(vms=ns.vms, seed=ns.seed, latency_ms=ns.latency_ms, time_scale=ns.time_scale,
                      user=ns.sim_user, password=ns.sim_password, guest_write_rate=ns.guest_write_rate,
-                     sector_of_block=ns.sector_of_block)
+                     sector_of_block=ns.sector_of_block, guest_filesystems=ns.guest_filesystems)
 
 
 def _announce(url: str, sim: "Simulator", generated_s: float, ca_file: str | None) -> None:

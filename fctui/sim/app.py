@@ -28,7 +28,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from fctui.sim import ops, views
+from fctui.sim import guestdisks, guestfs, ops, views
 from fctui.sim.generator import Simulator
 from fctui.sim.state import C, Fault, ManualClock, OffsetClock, VrmError, bad, not_found
 
@@ -931,6 +931,25 @@ def stats(sim: Simulator) -> dict[str, Any]:
     }
 
 
+def _guest_fs_view(sim: Simulator, vm: Any, vol: Any) -> dict[str, Any]:
+    return {"vm": sim.vm_urn(vm), "name": vm.name, "volume": sim.urn("volumes", vol.id),
+            "guest": vol.guest_fs, "version": vol.guest_fs_version,
+            "imageBytes": guestfs.spec(vol.guest_fs, vol.guest_fs_version).disk_size}
+
+
+def _move_guest_fs(sim: Simulator, vm: Any, body: dict[str, Any]) -> dict[str, Any]:
+    """POST /sim/vms/{vm}/guestfs {"version": N}: the VM's guest filesystem becomes version N."""
+    version = body.get("version")
+    if type(version) is not int:
+        raise bad("version must be an integer.")
+    vol = next((d.volume for d in vm.disks if d.volume.guest_fs), None)
+    if vol is None:
+        raise bad(f"The VM {vm.name} has no disk with a guest filesystem.")
+    blocks = guestdisks.move_guest_fs(vol, version)
+    return {**_guest_fs_view(sim, vm, vol), "written": len(blocks), "writtenBlocks": blocks,
+            **ops.cbt_state(sim, vol)}
+
+
 async def control(request: Request, sim: Simulator, path: str) -> Response:
     method = request.method
     parts = [p for p in path.split("/") if p]  # after "sim"
@@ -1035,6 +1054,11 @@ async def control(request: Request, sim: Simulator, path: str) -> Response:
             return jresp(ops.storage_migration(sim, vm, str(body.get("action", ""))))
         if parts[2] == "operations":
             return jresp(ops.other_operation(sim, vm, str(body.get("op", ""))))
+        if parts[2] == "guestfs":
+            return jresp(_move_guest_fs(sim, vm, body))
+    if method == "GET" and parts == ["guestfs"]:
+        return jresp({"vms": [_guest_fs_view(sim, vm, d.volume) for vm in sim.vms.values() if not vm.gone
+                              for d in vm.disks if d.volume.guest_fs]})
     raise not_found(f"Unknown control path /sim/{path}.")
 
 

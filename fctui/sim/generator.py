@@ -12,7 +12,7 @@ import math
 import random
 from typing import Any
 
-from fctui.sim import ops
+from fctui.sim import guestdisks, ops
 from fctui.sim.content import DiskContent, mix64
 from fctui.sim.state import (
     OS_TYPE,
@@ -301,6 +301,18 @@ class _Gen:
         sim.edge_cases = edge
 
 
+    def guest_filesystem_vms(self) -> None:
+        """The VMs of guestdisks.GUEST_VMS: running, Tools running, one VIRTIO disk on cluster-01's NAS
+        datastore holding a guest image (version 1)."""
+        c1 = self.x86_clusters[0]
+        host = next(h for h in self.cluster_hosts[c1.id] if h.perf_class == "ordinary")
+        nas = self.cluster_ds[c1.id][0]
+        for g in guestdisks.GUEST_VMS:
+            vm = self.vm(g.name, host, g.os_version, "running", tools=True, fill=0.0, cpu=g.cpu, mem_gb=g.mem_gb,
+                         disks=[{"gb": guestdisks.GUEST_DISK_GB, "ds": nas}])
+            vm.boot_firmware = g.boot_firmware
+            guestdisks.install_guest_fs(vm.disks[0].volume, g.guest, 1)
+
     # --- capacity ------------------------------------------------------------------------------
     def size_datastores(self) -> None:
         """Give every datastore a capacity its volumes fit in, the way an administrator sizes
@@ -340,6 +352,8 @@ def populate(sim: VrmState) -> None:
     g.edges(tpls[0] if tpls else None)
     already = len(sim.vms)
     g.regular(max(0, n - already))
+    if sim.config.guest_filesystems:  # after every other VM: the others keep their ids and names
+        g.guest_filesystem_vms()
     g.size_datastores()
 
 

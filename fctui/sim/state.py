@@ -132,7 +132,9 @@ class SimConfig:
     token_idle_s: float = 600.0
     sector_of_block: int = 4096  # 2 MiB CBT blocks; tests may use 128 (64 KiB)
     unsupported_versions: tuple[str, ...] = ()
-    guest_write_rate: float = 0.0  # blocks/s per running VM (demos)
+    guest_write_rate: float = 0.0  # blocks/s per running VM (demos); never to a guest filesystem's disk
+    # three more VMs whose disks hold real partitions and filesystems (guestdisks.py; on in demo_config)
+    guest_filesystems: bool = False
     task_seconds: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_TASK_SECONDS))
     api_version: str = "8.1"
     versions: tuple[str, ...] = DEFAULT_VERSIONS
@@ -184,8 +186,10 @@ DEMO_FILL_SCALE = 0.001
 
 
 def demo_config(**kw: Any) -> SimConfig:
-    """The simulator configuration of ``fctui demo`` (``kw`` as for :class:`SimConfig`)."""
+    """The simulator configuration of ``fctui demo`` (``kw`` as for :class:`SimConfig`): small data, and
+    the three VMs whose disks hold real filesystems (their files can be browsed in a backup)."""
     kw.setdefault("fill_scale", DEMO_FILL_SCALE)
+    kw.setdefault("guest_filesystems", True)
     return SimConfig(**kw)
 
 
@@ -374,6 +378,8 @@ class Volume:
     resource: "BackupResource | None" = None
     busy_task: "Task | None" = None
     gone: bool = False
+    guest_fs: str = ""  # a guest of fctui.sim.guestfs whose image the volume holds (guestdisks.py)
+    guest_fs_version: int = 0  # the version it was last moved to
 
     @property
     def quantity_gb(self) -> int:
@@ -627,7 +633,7 @@ class VrmState:
                 for vm in self.vms.values():
                     if vm.status == "running" and not vm.is_template:
                         for d in vm.disks:
-                            if not d.volume.indep:
+                            if not d.volume.indep and not d.volume.guest_fs:
                                 self.guest_write(d.volume, n)
                                 break
         elif rate <= 0:

@@ -290,9 +290,12 @@ class FctuiApp(App[int]):
         from .review_screen import ReviewScreen
         from .dialogs import ConfirmScreen
         from .policies_screen import PoliciesScreen, PolicyForm
+        from .files_screen import DestinationDialog, DiskChooser, ExtractScreen, FilesScreen
+        from .widgets.linelist import LineList
         known = {b.id for cls in (FctuiApp, MainScreen, VmTable, SummaryBar, DetailScreen, DatastoresScreen,
                                    TreeScreen, HelpScreen, JobsScreen, JobList, ReviewScreen, RestoreWizard,
-                                   DrillScreen, ConfirmScreen, PoliciesScreen, PolicyForm)
+                                   DrillScreen, ConfirmScreen, PoliciesScreen, PolicyForm, FilesScreen,
+                                   DiskChooser, DestinationDialog, ExtractScreen, LineList)
                  for b in cls.BINDINGS if isinstance(b, Binding) and b.id}
         unknown = sorted(set(self.config.keymap) - known)
         if unknown:

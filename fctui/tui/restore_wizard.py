@@ -385,7 +385,10 @@ class RestoreWizard(Screen[None]):
         out = [Option(Text.assemble(("New VM", "bold"), f" — a new VM from the {len(p.disks)} disk(s); "
                                     f"{p.vm_name} is left untouched"), id="new"),
                Option(Text.assemble(("Original VM", "bold red"), f" — overwrite the disks of {p.vm_name} "
-                                    "(it must be stopped)"), id="original")]
+                                    "(it must be stopped)"), id="original"),
+               # third, above the per-disk options: with many disks it stays in view at 80x24
+               Option(Text.assemble(("Files", "bold"), " — browse this point and copy files to this machine"),
+                      id="files")]
         for d in p.disks:
             out.append(Option(Text.assemble(("Single disk", "bold"),
                                             f" {d.disk_name} ({human_bytes(d.size_bytes)}) — to a new volume, "
@@ -696,6 +699,11 @@ class RestoreWizard(Screen[None]):
         elif self.step == "target":
             self.plan = None
             self.datastores = {}
+            if oid == "files":
+                # nothing is restored: the browser opens over this step, Esc there comes back here
+                from .files_screen import FilesScreen
+                self.app.push_screen(FilesScreen(self.ctx.repo, self.point))
+                return
             if oid.startswith("disk:"):
                 self.target, self.disk_volume = "disk", oid[5:]
             else:

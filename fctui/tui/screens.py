@@ -45,6 +45,7 @@ class MainScreen(Screen[None]):
         Binding("P", "start_vm", "Power on", show=False, id="vm.start"),
         Binding("b", "backup", "Backup", show=False, id="vm.backup"),
         Binding("r", "restore", "Restore", show=False, id="vm.restore"),
+        Binding("f", "browse_files", "Files of last backup", show=False, id="vm.files"),
         Binding("J", "jobs", "Jobs", show=False, id="view.jobs"),
         Binding("O", "policies", "Policies", show=False, id="view.policies"),
         Binding("D", "datastores", "Datastores", id="view.datastores"),
@@ -203,6 +204,13 @@ class MainScreen(Screen[None]):
         if key:
             start_restore_wizard(self.app, key, vm.name if vm is not None else "")
 
+    def action_browse_files(self) -> None:
+        from .files_screen import browse_latest_point
+        key = self.query_one(VmTable).cursor_key
+        vm = self.console.vms.get(key) if key else None
+        if key:
+            browse_latest_point(self.app, key, vm.name if vm is not None else "")
+
     def action_jobs(self) -> None:
         from .jobs_screen import JobsScreen, jobs_service
         self.app.push_screen(JobsScreen(jobs_service(self.app)))
@@ -242,6 +250,7 @@ class DetailScreen(ModalScreen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,q,enter", "dismiss", "Close", id="detail.close"),
         Binding("y", "copy_urn", "Copy URN", id="detail.copy_urn"),
+        Binding("f", "browse_files", "Files of last backup", id="detail.files"),
     ]
 
     def __init__(self, key: str) -> None:
@@ -263,6 +272,11 @@ class DetailScreen(ModalScreen[None]):
     def action_copy_urn(self) -> None:
         self.app.copy_to_clipboard(self.key)
         self.app.notify(f"Copied {self.key}", title="URN copied (OSC 52)")
+
+    def action_browse_files(self) -> None:
+        from .files_screen import browse_latest_point
+        vm = console_of(self).vms.get(self.key)
+        browse_latest_point(self.app, self.key, vm.name if vm is not None else "")
 
 
 class DatastoresScreen(Screen[None]):

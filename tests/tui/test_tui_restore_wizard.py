@@ -191,7 +191,7 @@ async def to_step(pilot: Any, app: App, step: str, target: str = "new") -> None:
         if w.step == "point":
             await pilot.press("enter")
         elif w.step == "target":
-            downs = {"new": 0, "original": 1, "disk": 2}[target]
+            downs = {"new": 0, "original": 1, "files": 2, "disk": 3}[target]
             await pilot.press(*["down"] * downs, "enter")
         elif w.step == "map":
             await pilot.press("enter")
