@@ -109,6 +109,25 @@ def store_point(repo: Repository, image: Path, name: str) -> str:
         return pw.commit().id
 
 
+def timed_extract(repo: Repository, pid: str, out: Path, nbytes: int, digest: str | None) -> float:
+    """MB/s of one extract_to_dir of /p1/big.bin into ``out`` (made and removed here); with ``digest`` the
+    written file is checked against it."""
+    out.mkdir()
+    try:
+        with PointFiles(repo, pid) as pf:
+            pf.stat("/p1/big.bin")   # volumes and filesystem opened outside the timing
+            t0 = time.perf_counter()
+            report = extract_to_dir(pf, ["/p1/big.bin"], out)
+            mbs = rate(nbytes, time.perf_counter() - t0)
+        if not report.ok:
+            raise SystemExit(f"extraction into {out} failed: {report.errors}")
+        if digest is not None and file_sha256(out / "big.bin") != digest:
+            raise SystemExit(f"the file extracted into {out} differs from the one put in the image")
+        return mbs
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
 def evict(repo: Repository) -> None:
     """Drop the repository's chunk files from the page cache (POSIX_FADV_DONTNEED on clean pages, no root
     needed): the next read comes from the disk, as in a repository larger than this machine's memory."""
@@ -223,30 +242,10 @@ def bench_big(scratch: Path, mib: int, rounds: int, content: str = "random") -> 
         raw_bytes = sum(len(data) for _, data in reader.iter_blocks(readahead=4) if data is not None)
         raw.append(rate(raw_bytes, time.perf_counter() - t0))
 
-        out.mkdir()
-        with PointFiles(repo, pid) as pf:
-            pf.stat("/p1/big.bin")   # volumes and filesystem opened outside the timing
-            t0 = time.perf_counter()
-            report = extract_to_dir(pf, ["/p1/big.bin"], out)
-            ext.append(rate(nbytes, time.perf_counter() - t0))
-        if not report.ok:
-            raise SystemExit(f"extraction failed: {report.errors}")
-        if r == 0 and file_sha256(out / "big.bin") != digest:
-            raise SystemExit("the extracted file differs from the one put in the image")
-        shutil.rmtree(out)
-
+        check = digest if r == 0 else None
+        ext.append(timed_extract(repo, pid, out, nbytes, check))
         if ram_out is not None:
-            ram_out.mkdir()
-            try:
-                with PointFiles(repo, pid) as pf:
-                    pf.stat("/p1/big.bin")
-                    t0 = time.perf_counter()
-                    report = extract_to_dir(pf, ["/p1/big.bin"], ram_out)
-                    ram.append(rate(nbytes, time.perf_counter() - t0))
-                if not report.ok or (r == 0 and file_sha256(ram_out / "big.bin") != digest):
-                    raise SystemExit(f"extraction to RAM failed or differs: {report.errors}")
-            finally:
-                shutil.rmtree(ram_out)
+            ram.append(timed_extract(repo, pid, ram_out, nbytes, check))
 
         with PointFiles(repo, pid) as pf:
             pf.stat("/p1/big.bin")
@@ -279,17 +278,7 @@ def bench_big(scratch: Path, mib: int, rounds: int, content: str = "random") -> 
         cold_raw.append(rate(got, time.perf_counter() - t0))
         evict(repo)
         assert ram_out is not None
-        ram_out.mkdir()
-        try:
-            with PointFiles(repo, pid) as pf:
-                pf.stat("/p1/big.bin")
-                t0 = time.perf_counter()
-                report = extract_to_dir(pf, ["/p1/big.bin"], ram_out)
-                cold_ram.append(rate(nbytes, time.perf_counter() - t0))
-            if not report.ok:
-                raise SystemExit(f"extraction failed: {report.errors}")
-        finally:
-            shutil.rmtree(ram_out)
+        cold_ram.append(timed_extract(repo, pid, ram_out, nbytes, None))
     print(f"    the destination's own write rate (the same bytes from memory, written and fsynced): median "
           f"{dest_m:.0f} MB/s; extraction = {ext_m / dest_m:.0%} of it  [{' '.join(f'{x:.0f}' for x in dest)}]")
     if cold_raw:

@@ -7,7 +7,6 @@ and the VM detail's ``f``. SVG snapshots at 80x24 and 160x48.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 from datetime import timezone
@@ -22,7 +21,7 @@ from fctui.repo import Repository
 from fctui.tui.files_screen import (DestinationDialog, DiskChooser, ExtractScreen, FilesScreen, default_destination,
                                      shown_name)
 from fctui.tui.restore_wizard import RestoreContext, RestoreWizard
-from fctui.tui.testing import make_app, wait_loaded
+from fctui.tui.testing import make_app, screen_text, wait_loaded, wait_until
 from fctui.tui.widgets.linelist import LineList
 from fctui.units import human_bytes
 from tests.tui.files_guest import ETC_BYTES, ETC_FILES, GUEST, SPOOL, T0, VM_URN, Guest, make_guest, sim_guest
@@ -72,17 +71,11 @@ def browser_app(guest: Guest, tmp_path: Path) -> FilesApp:
     return FilesApp(lambda: FilesScreen(guest.repo, guest.point, tz=timezone.utc, dest_root=str(tmp_path / "out")))
 
 
-def text(app: App) -> str:
-    return "\n".join(s.text for s in app.screen._compositor.render_strips())
+text = screen_text
 
 
 async def until(pilot: Any, cond: Callable[[], bool], timeout: float = 20.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not cond():
-        if loop.time() > end:
-            raise TimeoutError("condition not reached")
-        await pilot.pause(0.02)
+    await wait_until(pilot, cond, timeout)  # extraction and listing run in workers: a generous deadline
 
 
 def files(app: App) -> FilesScreen:
