@@ -103,7 +103,9 @@ def under(path: str, ancestor: str) -> bool:
 
 def disk_label(point: Any, disk: int) -> str:
     d = point.disks[disk]
-    return f"disk {disk + 1}/{len(point.disks)} {d.disk_name or d.volume_urn} · {human_bytes(d.size_bytes)}"
+    # numbered from 0, as `fctui files --disk N` and the error messages number them
+    many = f" ({len(point.disks)} disks)" if len(point.disks) > 1 else ""
+    return f"disk {disk}{many}: {d.disk_name or d.volume_urn} · {human_bytes(d.size_bytes)}"
 
 
 @dataclass(frozen=True)
@@ -614,7 +616,7 @@ class FilesScreen(Screen[None]):
             if disk is None or disk == self.disk:
                 return
             if self.marks:
-                self.app.notify(f"{len(self.marks)} mark(s) of disk {self.disk + 1} cleared: "
+                self.app.notify(f"{len(self.marks)} mark(s) of disk {self.disk} cleared: "
                                 "one extraction reads one disk", timeout=6)
             self.marks.clear()
             self.go(disk, "/")
@@ -665,7 +667,7 @@ class DiskChooser(ModalScreen["int | None"]):
     def _label(self, i: int) -> Text:
         d = self.point.disks[i]
         t = Text(no_wrap=True, overflow="ellipsis")
-        t.append(f"{i + 1}  {d.disk_name or d.volume_urn}", style="bold" if i == self.current else "")
+        t.append(f"{i}  {d.disk_name or d.volume_urn}", style="bold" if i == self.current else "")
         t.append(f"  {human_bytes(d.size_bytes)}")
         t.append(f"  {d.pci_type}", style="dim")
         return t

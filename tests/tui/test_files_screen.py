@@ -143,7 +143,7 @@ async def test_volumes_directories_and_back_up(guest: Guest, tmp_path: Path):
         shown = text(app)
         assert "p1/" in shown and "ext4" in shown and "rootfs" in shown
         assert "p2" in shown and "no filesystem" in shown       # the swap partition: listed, not entered
-        assert "disk 1/2 web-01-disk1" in shown
+        assert "disk 0 (2 disks): web-01-disk1" in shown  # numbered as --disk numbers them
         await to_row(pilot, app, "/p2")
         await pilot.press("enter")
         assert files(app).path == "/" and "no filesystem" in text(app)
@@ -169,7 +169,7 @@ async def test_volumes_directories_and_back_up(guest: Guest, tmp_path: Path):
         assert "web-01-disk2" in text(app) and "4.0 MiB" in text(app)
         await pilot.press("down", "enter")
         await at(pilot, app, "/", disk=1)
-        assert "disk 2/2 web-01-disk2" in text(app)
+        assert "disk 1 (2 disks): web-01-disk2" in text(app)
         await pilot.press("enter")
         await at(pilot, app, "/whole", disk=1)
         assert "data/" in text(app)
