@@ -17,7 +17,8 @@ import pytest
 
 from fctui.cli import build_parser
 from fctui.repo import Repository
-from tests.files.ext4_points import damage_file, file_blocks, make_ext4, mbr_disk, store_point
+from tests.files.ext4_points import (damage_file, file_blocks, make_ext4, mbr_disk, set_modes_and_times,
+                                     store_point)
 
 T0 = 1_700_000_000
 HOSTILE = "ctl\x1b]0;pwned\x07"   # a name that would retitle the terminal if printed as it is
@@ -45,11 +46,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             (src / rel).write_bytes(content)
         else:
             os.symlink(content, src / rel)
-    for rel in sorted(TREE, key=lambda r: -r.count("/")):
-        kind, _, mode, mtime = TREE[rel]
-        if kind != "symlink":
-            os.chmod(src / rel, mode)
-        os.utime(src / rel, (mtime, mtime), follow_symlinks=False)
+    set_modes_and_times(src, TREE)
     image = base / "fs.img"
     make_ext4(src, image)
     disk = mbr_disk(image)

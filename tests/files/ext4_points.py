@@ -8,6 +8,7 @@ The disk is an MBR with one partition at 1 MiB (``/p1``), stored in 64 KiB chunk
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -22,6 +23,16 @@ FS_OFFSET = MiB         # partition 1 starts at LBA 2048
 def make_ext4(src: Path, image: Path, size_mib: int = 8) -> None:
     """An ext4 filesystem holding ``src``'s tree (modes, mtimes in whole seconds, owners, links, fifos)."""
     mke2fs(src, size_mib * MiB, image, label="files-test")
+
+
+def set_modes_and_times(src: Path, tree: dict[str, tuple]) -> None:
+    """``tree``: path -> (kind, content, mode, mtime). Modes and times deepest first, so filling a directory
+    does not move its time afterwards; a symlink keeps its own mode and gets only its time."""
+    for rel in sorted(tree, key=lambda r: -r.count("/")):
+        kind, _, mode, mtime = tree[rel]
+        if kind != "symlink":
+            os.chmod(src / rel, mode)
+        os.utime(src / rel, (mtime, mtime), follow_symlinks=False)
 
 
 def debugfs(image: Path, *requests: str, write: bool = False) -> str:

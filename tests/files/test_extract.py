@@ -23,7 +23,8 @@ from fctui.files.extract import ExtractProgress, extract_tar, extract_to_dir, pl
 from fctui.files.names import printable, unsafe_name
 from fctui.repo import Repository
 
-from .ext4_points import damage_file, debugfs, file_blocks, make_ext4, mbr_disk, rename_entry, set_mtime_ns, store_point
+from .ext4_points import (damage_file, debugfs, file_blocks, make_ext4, mbr_disk, rename_entry, set_modes_and_times,
+                          set_mtime_ns, store_point)
 
 T0 = 1_600_000_000  # 2020-09-13, seconds
 BIG = bytes((i * 7 + i // 251) % 256 for i in range(300_000))   # spans several whole 64 KiB chunks
@@ -89,12 +90,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     (src / "many").mkdir()
     for name in MANY:
         (src / "many" / name).touch()
-    # modes and times deepest first, so filling a directory does not move its time afterwards
-    for rel in sorted(TREE, key=lambda r: -r.count("/")):
-        kind, _, mode, mtime = TREE[rel]
-        if kind != "symlink":
-            os.chmod(src / rel, mode)
-        os.utime(src / rel, (mtime, mtime), follow_symlinks=False)
+    set_modes_and_times(src, TREE)
     image = base / "fs.img"
     make_ext4(src, image)
     set_mtime_ns(image, "/" + NS_FILE, NS_FILE_NS)
