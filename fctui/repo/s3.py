@@ -99,6 +99,7 @@ class _Lease:
         self.touched: set[str] = set()
         self.condemned: frozenset[str] = frozenset()
         self.honour_id: str | None = None    # the gc whose condemned set this writer honours
+        self.waiting = 0                     # put_blocks waiting for that gc to end
         self._gc_etag: str | None = None
         self.lost: str | None = None
         self._stop = threading.Event()
@@ -223,7 +224,11 @@ class _Lease:
                     raise RepoError(f"chunk {digest[:12]} stayed condemned by gc {self.honour_id} for "
                                     f"{self.repo.honour_wait_s:g} s; is a gc stuck? (its gc.json is replaced "
                                     f"once older than {self.repo.lease_ttl_s:g} s)")
-                self._cond.wait(min(left, self.repo.gc_poll_s))
+                self.waiting += 1
+                try:
+                    self._cond.wait(min(left, self.repo.gc_poll_s))
+                finally:
+                    self.waiting -= 1
             if self.lost:
                 raise RepoError(self.lost)
             self.touched.add(digest)
