@@ -143,7 +143,7 @@ class _Lease:
                 self._check_gc()
                 if time.monotonic() - self._renewed >= repo.lease_renew_s:
                     self._put()
-            except RepoError as exc:
+            except Exception as exc:  # noqa: BLE001 - keep renewing; a lease left to expire gets fenced
                 log.warning("lease %s: %s", self.id, exc)
             if self.lost:
                 with self._cond:
