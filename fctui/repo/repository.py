@@ -76,6 +76,10 @@ KINDS = ("cbt", "standard")
 SPACE_MARGIN_MIN = 1 << 30        # kept free: manifests, catalog, job state, and the estimate's error
 SPACE_MARGIN_FRACTION = 0.02      # ... or this share of the filesystem, whichever is more
 
+# Repositories that are not a local directory, by URL prefix ("s3://" -> S3Repository). Each backend's
+# module registers itself (fctui/repo/__init__.py imports them), so this module imports none of them.
+REMOTE_BACKENDS: dict[str, Any] = {}
+
 _tls = threading.local()
 log = logging.getLogger("fctui.repo")
 
@@ -553,9 +557,10 @@ class Repository(RepositoryBase):
     def open(cls, path: Path | str | None = None, *, create: bool = True) -> Any:
         """Open (and by default create) the repository at ``path`` (None: the XDG data dir);
         ``s3://bucket/prefix`` opens an :class:`~fctui.repo.s3.S3Repository` there."""
-        if isinstance(path, str) and path.startswith("s3://"):
-            from .s3 import S3Repository  # obstore only when a repository is on S3
-            return S3Repository.open(path, create=create)
+        if isinstance(path, str):
+            for scheme, backend in REMOTE_BACKENDS.items():
+                if path.startswith(scheme):
+                    return backend.open(path, create=create)
         if path is None:
             try:
                 root = store_paths.repo_dir(create=False)

@@ -44,7 +44,8 @@ from obstore.exceptions import AlreadyExistsError, BaseError, PreconditionError
 from .errors import ChunkError, NoRepositoryError, PointNotFoundError, RepoBusyError, RepoError
 from .model import GcReport, point_problem
 from .repository import (
-    _HOST, CHUNK_RAW, CHUNK_ZSTD, DIGEST_RE, FORMAT_NAME, FORMAT_VERSION, ZSTD_LEVEL, PointWriter, RepositoryBase, _compressor, _looks_incompressible, decode_chunk,
+    _HOST, CHUNK_RAW, CHUNK_ZSTD, DIGEST_RE, FORMAT_NAME, FORMAT_VERSION, REMOTE_BACKENDS, ZSTD_LEVEL, PointWriter,
+    RepositoryBase, _compressor, _looks_incompressible, decode_chunk,
 )
 
 log = logging.getLogger("fctui.repo.s3")
@@ -775,3 +776,6 @@ class S3Repository(RepositoryBase):
                 doomed_manifests.append(meta["path"])
         self._delete(doomed_manifests)
         report.manifests_removed = len(doomed_manifests)
+
+
+REMOTE_BACKENDS["s3://"] = S3Repository
