@@ -117,12 +117,16 @@ class _Lease:
         except BaseError as exc:
             raise repo._error("cannot create the writer lease", exc) from exc
         self._etag = res["e_tag"]
-        meta = repo._head(self.key)
-        self.data["started"] = _stamp(meta) if meta else 0.0  # the store's clock: gc compares chunks with it
-        self._put()
-        # Right after creating the lease, before any chunk is touched: a gc that condemned a set before
-        # it could see this lease is honoured at once (it will not wait for this lease's answer).
-        self._check_gc(initial=True)
+        try:
+            meta = repo._head(self.key)
+            self.data["started"] = _stamp(meta) if meta else 0.0  # the store's clock: gc compares chunks with it
+            self._put()
+            # Right after creating the lease, before any chunk is touched: a gc that condemned a set before
+            # it could see this lease is honoured at once (it will not wait for this lease's answer).
+            self._check_gc(initial=True)
+        except BaseException:
+            self.stop(delete=True)
+            raise
         self._thread = threading.Thread(target=self._run, name=f"fctui-lease-{self.id}", daemon=True)
         self._thread.start()
 
@@ -680,16 +684,17 @@ class S3Repository(RepositoryBase):
                 self._delete([GC_KEY])
         return report
 
-    def _gc_renew(self, gc_id: str, state: dict[str, Any], doc: dict[str, Any]) -> float:
-        """CAS gc.json (a gc that lost it stops); the store's clock now."""
+    def _gc_renew(self, gc_id: str, state: dict[str, Any], doc: dict[str, Any], *, every: float = 0.0) -> None:
+        """CAS gc.json, unless this gc did less than ``every`` seconds ago; a gc that lost it stops.
+        (The same content keeps its e_tag: writers do not read the candidates again.)"""
+        if time.monotonic() - state.get("renewed", 0.0) < every:
+            return
         try:
             res = self._put_raw(GC_KEY, json.dumps(doc).encode(), mode={"e_tag": state["etag"]})
         except PreconditionError:
             raise RepoError(f"gc {gc_id} lost {GC_KEY} (it stalled longer than {self.lease_ttl_s:g} s and "
                             f"another gc replaced it); stopped") from None
-        state["etag"] = res["e_tag"]
-        meta = self._head(GC_KEY)
-        return _stamp(meta) if meta else 0.0
+        state["etag"], state["renewed"] = res["e_tag"], time.monotonic()
 
     def _gc(self, report: GcReport, gc_id: str, t0: float, state: dict[str, Any]) -> None:
         ttl = self.lease_ttl_s
@@ -728,7 +733,8 @@ class S3Repository(RepositoryBase):
             # (5) condemn
             doc = {"id": gc_id, "host": _HOST, "pid": os.getpid(), "state": "condemned",
                    "candidates": sorted(candidates)}
-            now = self._gc_renew(gc_id, state, doc)
+            self._gc_renew(gc_id, state, doc)
+            now = self._store_now()
             # (6) every live lease acknowledges, or dies (fenced)
             deadline = time.monotonic() + 2 * ttl + 10 * self.gc_poll_s
             acked: set[str] = set()
@@ -751,14 +757,15 @@ class S3Repository(RepositoryBase):
                     raise RepoError(f"gc: lease(s) {', '.join(pending)} neither answered nor expired within "
                                     f"{2 * ttl:g} s; nothing deleted")
                 time.sleep(self.gc_poll_s / 2)
-                now = self._gc_renew(gc_id, state, doc)
+                self._gc_renew(gc_id, state, doc, every=ttl / 4)
+                now = self._store_now()
             # (7) what is still unreferenced after the acknowledgements
             referenced, _, _ = self._referenced()
             doomed = sorted(set(candidates) - keep - referenced)
             report.chunks_kept_recent += len(candidates) - len(doomed)
             for i in range(0, len(doomed), DELETE_BATCH):
                 batch = doomed[i:i + DELETE_BATCH]
-                self._gc_renew(gc_id, state, doc)
+                self._gc_renew(gc_id, state, doc, every=ttl / 4)
                 self._delete([self._chunk_key(d) for d in batch])
                 report.chunks_removed += len(batch)
                 report.bytes_removed += sum(candidates[d] for d in batch)
