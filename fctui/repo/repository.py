@@ -18,6 +18,11 @@ referenced by a catalog point, by the base point of a live lease, or written/reu
 oldest live lease began (writers refresh the mtime of every chunk they reuse). The last race --
 a writer reusing a chunk while gc unlinks it -- is closed by renaming the chunk aside first and
 re-checking its mtime after the rename.
+
+:class:`RepositoryBase` holds what does not depend on where the repository is (the catalog read as
+points, manifests, writers and readers, verify, prune's planning); :class:`Repository` is the local
+directory above, :class:`fctui.repo.s3.S3Repository` the same model on S3 (``s3://bucket/prefix``,
+which :meth:`Repository.open` dispatches to).
 """
 
 from __future__ import annotations
