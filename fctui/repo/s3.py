@@ -106,6 +106,7 @@ class _Lease:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._renewed = 0.0
+        self.store_now = 0.0
 
     # --- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
@@ -171,6 +172,9 @@ class _Lease:
                 raise self.repo._error("cannot renew the writer lease", exc) from exc
             self._etag = res["e_tag"]
             self._renewed = time.monotonic()
+        meta = self.repo._head(self.key)
+        if meta is not None:
+            self.store_now = max(self.store_now, _stamp(meta))  # the store's clock, as of this renewal
 
     def add_base(self, point_id: str) -> None:
         with self._io:
@@ -186,6 +190,8 @@ class _Lease:
     def _check_gc(self, initial: bool = False) -> None:
         repo = self.repo
         meta = repo._head(GC_KEY)
+        if meta is not None and self.store_now - _stamp(meta) > repo.lease_ttl_s:
+            meta = None  # a gc that has not renewed its gc.json for a TTL is dead, or stops before deleting
         if meta is None:
             if self.honour_id is not None:
                 with self._cond:
@@ -237,6 +243,61 @@ class _Lease:
             if self.lost:
                 raise RepoError(self.lost)
             self.touched.add(digest)
+
+
+class _GcHeartbeat:
+    """Renews a running gc's gc.json every TTL/4 from a thread of its own, so writers see it alive
+    however long a step takes. ``check()`` before each deletion: the gc stops when it lost gc.json
+    (another gc replaced it as stale) or when it was itself paused past TTL/2 -- writers stop honouring
+    a gc.json older than TTL, so a gc that woke up after that must not delete what it condemned."""
+
+    def __init__(self, repo: "S3Repository", gc_id: str, etag: str) -> None:
+        self.repo, self.gc_id, self.etag = repo, gc_id, etag
+        self._doc = json.dumps({"id": gc_id, "host": _HOST, "pid": os.getpid(), "state": "collecting"})
+        self._mu = threading.Lock()
+        self._ok = time.monotonic()
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"fctui-gc-{gc_id}", daemon=True)
+        self._thread.start()
+
+    def put(self, doc: dict[str, Any]) -> None:
+        """Write ``doc`` as gc.json now, and from now on."""
+        with self._mu:
+            self._doc = json.dumps(doc)
+            self._renew()
+        self.check()
+
+    def _renew(self) -> None:
+        if self.lost:
+            return
+        try:
+            res = self.repo._put_raw(GC_KEY, self._doc.encode(), mode={"e_tag": self.etag})
+        except PreconditionError:
+            self.lost = True
+            return
+        except RepoError as exc:
+            log.warning("gc %s: %s", self.gc_id, exc)
+            return
+        self.etag, self._ok = res["e_tag"], time.monotonic()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.repo.lease_ttl_s / 4):
+            with self._mu:
+                self._renew()
+
+    def check(self) -> None:
+        ttl = self.repo.lease_ttl_s
+        if self.lost:
+            raise RepoError(f"gc {self.gc_id} lost {GC_KEY} (another gc replaced it as stale); stopped")
+        gap = time.monotonic() - self._ok
+        if gap > ttl / 2:
+            raise RepoError(f"gc {self.gc_id} could not renew {GC_KEY} for {gap:.0f} s (over half the lease "
+                            f"TTL of {ttl:g} s); stopped before deleting anything more")
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 class S3Repository(RepositoryBase):
@@ -670,33 +731,22 @@ class S3Repository(RepositoryBase):
         (1) create gc.json, its last_modified is T0; (2) fence dead leases; (3) catalog, then leases ->
         referenced; (4) candidates = unreferenced chunks modified before min(T0, oldest live lease's
         start) - slack; (5) condemn them in gc.json; (6) wait until every live lease acknowledged (or
-        died: fenced); (7) delete candidates - acknowledged gc_keep - referenced (read again), renewing
-        gc.json between batches; (8) delete gc.json."""
+        died: fenced); (7) delete candidates - acknowledged gc_keep - referenced (read again), with
+        gc.json renewed all along; (8) delete gc.json."""
         report = GcReport()
         gc_id = secrets.token_hex(8)
         t0, etag = self._gc_begin(gc_id)
-        state = {"etag": etag}
+        beat = _GcHeartbeat(self, gc_id, etag)
         try:
-            self._gc(report, gc_id, t0, state)
+            self._gc(report, gc_id, t0, beat)
         finally:
+            beat.stop()
             meta = self._head(GC_KEY)
-            if meta is not None and meta["e_tag"] == state["etag"]:
+            if meta is not None and meta["e_tag"] == beat.etag:
                 self._delete([GC_KEY])
         return report
 
-    def _gc_renew(self, gc_id: str, state: dict[str, Any], doc: dict[str, Any], *, every: float = 0.0) -> None:
-        """CAS gc.json, unless this gc did less than ``every`` seconds ago; a gc that lost it stops.
-        (The same content keeps its e_tag: writers do not read the candidates again.)"""
-        if time.monotonic() - state.get("renewed", 0.0) < every:
-            return
-        try:
-            res = self._put_raw(GC_KEY, json.dumps(doc).encode(), mode={"e_tag": state["etag"]})
-        except PreconditionError:
-            raise RepoError(f"gc {gc_id} lost {GC_KEY} (it stalled longer than {self.lease_ttl_s:g} s and "
-                            f"another gc replaced it); stopped") from None
-        state["etag"], state["renewed"] = res["e_tag"], time.monotonic()
-
-    def _gc(self, report: GcReport, gc_id: str, t0: float, state: dict[str, Any]) -> None:
+    def _gc(self, report: GcReport, gc_id: str, t0: float, beat: "_GcHeartbeat") -> None:
         ttl = self.lease_ttl_s
         # (2) dead leases: fenced before anything treats them as gone
         live: dict[str, float] = {}
@@ -733,7 +783,7 @@ class S3Repository(RepositoryBase):
             # (5) condemn
             doc = {"id": gc_id, "host": _HOST, "pid": os.getpid(), "state": "condemned",
                    "candidates": sorted(candidates)}
-            self._gc_renew(gc_id, state, doc)
+            beat.put(doc)
             now = self._store_now()
             # (6) every live lease acknowledges, or dies (fenced)
             deadline = time.monotonic() + 2 * ttl + 10 * self.gc_poll_s
@@ -757,7 +807,7 @@ class S3Repository(RepositoryBase):
                     raise RepoError(f"gc: lease(s) {', '.join(pending)} neither answered nor expired within "
                                     f"{2 * ttl:g} s; nothing deleted")
                 time.sleep(self.gc_poll_s / 2)
-                self._gc_renew(gc_id, state, doc, every=ttl / 4)
+                beat.check()
                 now = self._store_now()
             # (7) what is still unreferenced after the acknowledgements
             referenced, _, _ = self._referenced()
@@ -765,7 +815,7 @@ class S3Repository(RepositoryBase):
             report.chunks_kept_recent += len(candidates) - len(doomed)
             for i in range(0, len(doomed), DELETE_BATCH):
                 batch = doomed[i:i + DELETE_BATCH]
-                self._gc_renew(gc_id, state, doc, every=ttl / 4)
+                beat.check()  # right before deleting: this gc still holds gc.json, and did not stall
                 self._delete([self._chunk_key(d) for d in batch])
                 report.chunks_removed += len(batch)
                 report.bytes_removed += sum(candidates[d] for d in batch)

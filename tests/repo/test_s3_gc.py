@@ -5,6 +5,7 @@ timings (the store's clock has 1 s resolution, so a test waits a few seconds for
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -287,3 +288,24 @@ def test_an_incremental_keeps_its_base_through_prune_and_gc(s3_repo_url: str) ->
     report = other.gc()  # the base is gone now: its manifest and its one unshared chunk
     assert report.chunks_removed == 1 and report.manifests_removed == 1
     assert read_point(other, incr.id) == b"".join(pool_block(5, i) for i in (0, 1, 9, 3))
+
+
+def test_a_dead_gc_binds_nobody_after_the_ttl(s3_repo_url: str) -> None:
+    """gc.json left by a gc that was killed (it condemned a chunk and never renewed): a writer that needs
+    that chunk waits only until the store says gc.json is a TTL old, and the next gc replaces it."""
+    url, seed = s3_repo_url, 13
+    make_old_pool(url, seed, [0])
+    repo = open_quick(url)
+    digest = __import__("hashlib").sha256(pool_block(seed, 0)).hexdigest()
+    repo._put_raw(GC_KEY, json.dumps({"id": "killed", "state": "condemned", "candidates": [digest]}).encode())
+    left = repo._head(GC_KEY)["last_modified"].timestamp()
+    with pytest.raises(RepoBusyError):
+        open_quick(url).gc()
+    pw, dw = start_point(repo, 1)
+    assert repo._lease(pw.point_id).honour_id == "killed"  # honoured at once, at the lease's start
+    assert dw.put_block(0, pool_block(seed, 0)) == "reused"  # after the wait: the chunk is still there
+    assert repo._store_now() - left > TTL
+    point = pw.commit()
+    report = open_quick(url).gc()  # replaces the stale gc.json
+    assert report.chunks_referenced == 1 and repo._head(GC_KEY) is None
+    assert read_point(repo, point.id) == pool_block(seed, 0)
