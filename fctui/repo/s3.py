@@ -41,7 +41,7 @@ from typing import Any, Iterator
 import obstore
 from obstore.exceptions import AlreadyExistsError, BaseError, PreconditionError
 
-from .errors import ChunkError, NoRepositoryError, PointNotFoundError, RepoBusyError, RepoError
+from .errors import ChunkError, ManifestError, NoRepositoryError, PointNotFoundError, RepoBusyError, RepoError
 from .model import GcReport, point_problem
 from .repository import (
     _HOST, CHUNK_RAW, CHUNK_ZSTD, DIGEST_RE, FORMAT_NAME, FORMAT_VERSION, REMOTE_BACKENDS, ZSTD_LEVEL, PointWriter,
@@ -675,7 +675,7 @@ class S3Repository(RepositoryBase):
         pass  # the store holds no handle to release
 
     # --- gc ------------------------------------------------------------------------------
-    def _fence(self, lease_id: str, catalog_ids: set[str] | None = None) -> None:
+    def _fence(self, lease_id: str) -> None:
         """Make a dead lease's writer unable to commit (catalog CAS), then remove the lease and its
         uncommitted manifest."""
         def change(doc: dict[str, Any]) -> None:
@@ -689,7 +689,7 @@ class S3Repository(RepositoryBase):
         if not found[-1]:
             self._delete([self._manifest_key(lease_id)])
 
-    def _referenced(self, report: GcReport | None = None) -> tuple[set[str], set[str], set[str]]:
+    def _referenced(self) -> tuple[set[str], set[str], set[str]]:
         """(chunks referenced, catalog point ids, point ids leases name): the catalog first, then the
         leases (so a writer that named its base before reading the catalog is seen)."""
         maps = self.sweep_check()
@@ -699,8 +699,8 @@ class S3Repository(RepositoryBase):
         for pid in sorted(named - set(maps)):
             try:
                 pmaps = self._load_manifest(pid, fresh=True)["maps"]
-            except Exception:  # noqa: BLE001 - a live writer's manifest is usually not written yet
-                continue
+            except ManifestError:
+                continue  # a live writer's own manifest is usually not written yet (an S3 error stops gc)
             referenced.update(h for m in pmaps.values() for h in m.values())
         return referenced, set(maps), named
 
