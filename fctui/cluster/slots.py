@@ -35,6 +35,7 @@ from .layout import datastore_slot_key, host_slot_key, vm_key
 log = logging.getLogger(__name__)
 
 _Wrong = nats.js.errors.KeyWrongLastSequenceError
+WRONG_LAST = (10071, 10164)   # JetStream's "wrong last sequence" error codes
 
 
 @dataclass
@@ -43,6 +44,7 @@ class ClusterTicket(Ticket):
     slot: str = ""
     revision: int = 0
     since: float = 0.0
+    renewals: int = 0
     lost: bool = False   # the key expired and another proxy took it (this one stalled past slot_ttl)
 
 
@@ -360,17 +362,21 @@ class ClusterScheduler:
             try:
                 await self.kv.delete(key, last=revision)
                 return
-            except _Wrong:
-                try:
-                    entry = await self.kv.get(key)
-                except nats.js.errors.KeyNotFoundError:
+            except (nats.errors.Error, asyncio.TimeoutError) as e:
+                # delete reports a stale revision as a plain API error (update has its own type)
+                if not (isinstance(e, nats.js.errors.APIError) and e.err_code in WRONG_LAST):
+                    log.warning("could not release slot %s (it expires by itself): %s", key, e)
                     return
-                if _load(entry.value).get("agent") != self.agent_id:
-                    return
-                revision = entry.revision
+            try:
+                entry = await self.kv.get(key)
+            except nats.js.errors.KeyNotFoundError:
+                return
             except (nats.errors.Error, asyncio.TimeoutError) as e:
                 log.warning("could not release slot %s (it expires by itself): %s", key, e)
                 return
+            if _load(entry.value).get("agent") != self.agent_id:
+                return
+            revision = entry.revision
 
     async def _renew_loop(self) -> None:
         while True:
@@ -399,6 +405,7 @@ class ClusterScheduler:
                 return
         if t.granted:
             t.revision = rev
+            t.renewals += 1
         else:   # released while renewing: the delete used the old revision and may have missed
             await self._delete_key(t.slot, rev)
 
@@ -422,7 +429,10 @@ class ClusterScheduler:
                     self._present.add(entry.key)
                 self._notify()
         finally:
-            await watcher.stop()
+            try:
+                await watcher.stop()
+            except Exception:   # the connection is closed already
+                pass
 
 
 def _dump(value: dict[str, Any]) -> bytes:
