@@ -38,6 +38,10 @@ _Wrong = nats.js.errors.KeyWrongLastSequenceError
 WRONG_LAST = (10071, 10164)   # JetStream's "wrong last sequence" error codes
 
 
+class _Unanswered(Exception):
+    """NATS did not answer a slot request."""
+
+
 @dataclass
 class ClusterTicket(Ticket):
     """A :class:`~fctui.jobs.scheduler.Ticket` backed by a slot key (``slot``) at ``revision``."""
@@ -293,6 +297,7 @@ class ClusterScheduler:
         queue.append(t)
         told = ""
         ask_all = True   # ask for every slot, not only those the watch says are free
+        unanswered_since: float | None = None
         try:
             while True:
                 if queue[0] is t:
@@ -303,6 +308,16 @@ class ClusterScheduler:
                             self.pool.vms_running += 1   # reserved while asking: the global limit counts it
                         try:
                             taken = await self._try_take(t, ask_all)
+                            unanswered_since = None
+                        except _Unanswered as e:
+                            # A blip waits; an outage as long as ack_wait fails the work (by then its
+                            # item may be another proxy's anyway).
+                            taken = False
+                            now = time.monotonic()
+                            unanswered_since = unanswered_since or now
+                            if now - unanswered_since > self.cluster.settings.ack_wait_s:
+                                raise ClusterError(f"the cluster at {self.cluster.url} does not answer: {e}") from None
+                            log.warning("the cluster did not answer a slot request: %s", e)
                         finally:
                             if kind == "vm":
                                 self.pool.vms_running -= 1
@@ -340,6 +355,9 @@ class ClusterScheduler:
             except _Wrong:
                 self._present.add(key)
                 continue
+            except (nats.errors.Error, asyncio.TimeoutError) as e:
+                # NATS away (a create whose answer was lost leaves a key that simply expires)
+                raise _Unanswered(str(e) or type(e).__name__) from None
             except asyncio.CancelledError:
                 # The create may still succeed: give such a slot back at once rather than at expiry.
                 create.add_done_callback(lambda f, key=key: self._abandon(f, key))

@@ -121,3 +121,17 @@ async def test_many_changes_are_coalesced_and_none_is_lost(connect: Any) -> None
     assert sorted(int(k) for k in stored["intents"]) == keys[1::2]  # type: ignore[index]
     assert writer.revision is not None and first_revision is not None
     assert writer.revision - first_revision < 20   # coalesced: not one write per change
+
+
+async def test_leftovers_are_the_intents_of_final_vms(connect: Any) -> None:
+    jobs = ClusterJobs(await connect())
+    vm = await a_job_with_a_vm(jobs)
+    journal = KvJournal(jobs, "J1", VM, writer=await VmRecordWriter.open(jobs, "J1", VM))
+    key = intend_snapshot(journal)
+    await journal.flush()
+    assert await jobs.leftovers() == []            # a running VM's intents are its own business
+    vm.state, vm.reason = "failed", "the VRM went away"
+    journal.writer.set_progress(vm)
+    await journal.flush()
+    [left] = await jobs.leftovers()
+    assert left["key"] == key and left["job"] == "J1" and left["vm"] == VM and left["what"] == "snapshot"

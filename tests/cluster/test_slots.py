@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from fctui.cluster.connect import entries
+from fctui.cluster.connect import ClusterError, entries
 from fctui.cluster.layout import vm_key
 from fctui.cluster.slots import ClusterScheduler
 from fctui.jobs.scheduler import GLOBAL_LIMIT, HOST_SOCKETS_BUSY, TARGET_VOLUMES_BUSY, SchedulerError
@@ -201,3 +201,22 @@ async def test_vm_claims(connect: Any) -> None:
 def test_limits_are_checked_as_the_local_schedulers() -> None:
     with pytest.raises(SchedulerError):
         ClusterScheduler(None, "x", per_host=9)  # type: ignore[arg-type]
+
+
+async def test_a_lost_connection_fails_a_waiter_after_ack_wait(connect: Any) -> None:
+    cluster = await connect()
+    a = ClusterScheduler(cluster, "agent-a", per_host=1)
+    b = ClusterScheduler(await connect(), "agent-b", per_host=1)
+    t = await a.acquire_vm("urn:host:other", "J/zero")
+    held = await b.acquire_vm(HOST, "J/one")
+    waits: list[str] = []
+    waiting = asyncio.create_task(a.acquire_vm(HOST, "J/two", waits.append))
+    assert await still_waiting(waiting)
+    await cluster.nc.close()   # NATS gone for good: the waiter keeps asking, then gives up with one line
+    with pytest.raises(ClusterError, match=r"^the cluster at nats://127\.0\.0\.1:\d+ does not answer: "):
+        await asyncio.wait_for(waiting, 10)
+    assert waits == [HOST_SOCKETS_BUSY] and a.pool.vms_running == 1 and a.waiting() == []
+    a.release(t)
+    await a.close()
+    b.release(held)
+    await b.close()
