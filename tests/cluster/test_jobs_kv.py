@@ -207,3 +207,10 @@ async def test_watch_of_one_job(connect: Any) -> None:
     assert seen[-1] == {"event": "end", "job": "J1", "state": "failed"}
     again = [e async for e in watcher.watch("J1")]   # final already: its state, then its end
     assert [e["event"] for e in again] == ["job", "end"] and again[0]["job"]["error"] == "web-01: boom"
+
+
+async def test_a_proxy_takes_the_timings_the_cluster_has(connect: Any) -> None:
+    first = await connect(SHORT)
+    later = await connect()   # production defaults: the cluster keeps the first proxy's timings
+    assert later.settings.slot_ttl_s == SHORT.slot_ttl_s and later.settings.ack_wait_s == SHORT.ack_wait_s
+    assert later.settings.agent_ttl_s == SHORT.agent_ttl_s and first.settings == SHORT
