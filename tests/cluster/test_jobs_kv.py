@@ -11,7 +11,7 @@ import pytest
 
 from fctui.cluster.connect import Cluster, ClusterError
 from fctui.cluster.jobs import ClusterJobs, VmRecordWriter, record_of
-from fctui.cluster.layout import WORK_CONSUMER, WORK_STREAM, WORK_SUBJECT_JOB, WORK_SUBJECT_VM
+from fctui.cluster.layout import WORK_CONSUMER, WORK_STREAM, WORK_SUBJECT_JOB, WORK_SUBJECT_VM, vm_key
 from fctui.jobs.model import DiskProgress, JobRecord, VmProgress
 
 from .conftest import SHORT, until
@@ -214,3 +214,16 @@ async def test_a_proxy_takes_the_timings_the_cluster_has(connect: Any) -> None:
     later = await connect()   # production defaults: the cluster keeps the first proxy's timings
     assert later.settings.slot_ttl_s == SHORT.slot_ttl_s and later.settings.ack_wait_s == SHORT.ack_wait_s
     assert later.settings.agent_ttl_s == SHORT.agent_ttl_s and first.settings == SHORT
+
+
+async def test_prune_history_keeps_the_newest_final_jobs(connect: Any) -> None:
+    jobs = ClusterJobs(await connect())
+    for n in range(4):
+        await jobs.create_job(a_job(f"J{n}", created=1000.0 + n))
+        await jobs.add_vms(f"J{n}", vms("web-01"))
+    for n in range(3):   # J3 still runs: never pruned
+        await jobs.update_header(f"J{n}", lambda h: h.update(state="succeeded"))
+    assert await jobs.prune_history(keep=1) == 2
+    assert [j.id for j in await jobs.jobs()] == ["J2", "J3"]
+    assert await jobs.vm_records("J0") == {}
+    assert list(await jobs.vm_records("J2")) == [vm_key("urn:sites:1:vms:web-01")]
