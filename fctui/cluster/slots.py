@@ -415,9 +415,8 @@ class ClusterScheduler:
         try:
             rev = await self.kv.update(t.slot, _dump(value), last=t.revision)
         except _Wrong:
-            try:   # it expired (this agent stalled): take it again if nobody else did
-                rev = await self.kv.create(t.slot, _dump(value))
-            except _Wrong:
+            rev = await self._retake(t, value)
+            if rev is None:
                 t.lost = True
                 log.warning("slot %s (%s) expired and was taken by another proxy", t.slot, t.owner)
                 return
@@ -426,6 +425,22 @@ class ClusterScheduler:
             t.renewals += 1
         else:   # released while renewing: the delete used the old revision and may have missed
             await self._delete_key(t.slot, rev)
+
+    async def _retake(self, t: ClusterTicket, value: dict[str, Any]) -> int | None:
+        """The slot moved from the revision ``t`` knows: the revision it has when it is still (or again)
+        mine, None when another proxy holds it."""
+        try:
+            entry = await self.kv.get(t.slot)
+        except nats.js.errors.KeyNotFoundError:
+            entry = None
+        if entry is not None:
+            stored = _load(entry.value)
+            # a renewal whose answer was lost went through: the key is as this agent wrote it
+            return entry.revision if stored == value else None
+        try:   # it expired (this agent stalled): take it again if nobody else did
+            return await self.kv.create(t.slot, _dump(value))
+        except _Wrong:
+            return None
 
     async def _watch_loop(self) -> None:
         try:
