@@ -94,6 +94,7 @@ class ClusterScheduler:
         self._queues: dict[tuple[str, str], list[ClusterTicket]] = {}
         self._present: set[str] = set()                    # keys the watch saw written and not deleted
         self._event: asyncio.Event | None = None
+        self._changes = 0                                  # changes seen (a waiter missed none while asking)
         self._tasks: set[asyncio.Task] = set()             # deletes under way (release, release_vm)
         self._renewer: asyncio.Task | None = None
         self._watcher: asyncio.Task | None = None
@@ -116,6 +117,13 @@ class ClusterScheduler:
                 await asyncio.wait_for(self._watch_ready.wait(), 5.0)
             except asyncio.TimeoutError:
                 log.warning("the slot watch did not start; waiting slots poll every %.1f s", self.poll)
+                return
+            try:
+                announced = (await self.kv.status()).stream_info.config.subject_delete_marker_ttl
+            except (nats.errors.Error, asyncio.TimeoutError):
+                announced = None
+            if announced:   # the server tells the watch when a slot expires: polling is only a safety net
+                self.poll = min(5.0, max(self.poll, self.cluster.settings.slot_ttl_s / 3))
 
     async def drain(self) -> None:
         """Wait until every release so far is done in NATS."""
@@ -256,6 +264,7 @@ class ClusterScheduler:
             _count(self.pool.datastores, t.key, -1)
 
     def _notify(self) -> None:
+        self._changes += 1
         ev, self._event = self._event, None
         if ev is not None:
             ev.set()
@@ -300,6 +309,7 @@ class ClusterScheduler:
         unanswered_since: float | None = None
         try:
             while True:
+                seen = self._changes
                 if queue[0] is t:
                     if kind == "vm" and self.pool.vms_running >= self.pool.global_limit:
                         reason = GLOBAL_LIMIT
@@ -330,6 +340,9 @@ class ClusterScheduler:
                 if reason != told and on_wait is not None:
                     on_wait(reason)
                 told = reason
+                if self._changes != seen:   # a slot may have come free while this one asked
+                    ask_all = False
+                    continue
                 ask_all = not await self._changed(self.poll)
         finally:
             queue.remove(t)
