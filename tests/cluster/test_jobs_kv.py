@@ -227,3 +227,21 @@ async def test_prune_history_keeps_the_newest_final_jobs(connect: Any) -> None:
     assert [j.id for j in await jobs.jobs()] == ["J2", "J3"]
     assert await jobs.vm_records("J0") == {}
     assert list(await jobs.vm_records("J2")) == [vm_key("urn:sites:1:vms:web-01")]
+
+
+async def test_a_nats_without_jetstream_is_told() -> None:
+    from tests.servers import NatsServer, ServerUnavailable, _binary
+
+    class PlainNats(NatsServer):
+        def _args(self) -> list[str]:
+            return [_binary("nats-server"), "-a", "127.0.0.1", "-p", str(self.port)]
+
+    try:
+        server = PlainNats().start()
+    except ServerUnavailable as e:
+        pytest.skip(f"no NATS server: {e}")
+    try:
+        with pytest.raises(ClusterError, match=r"has no JetStream: start nats-server with -js$"):
+            await Cluster.connect(server.url)
+    finally:
+        server.stop()
