@@ -201,9 +201,15 @@ async def entries(kv: KeyValue, keys: str = ">") -> dict[str, KeyValue.Entry]:
     out: dict[str, KeyValue.Entry] = {}
     try:
         while True:
-            entry = await watcher.updates(timeout=10.0)
+            try:
+                entry = await watcher.updates(timeout=10.0)
+            except nats.errors.TimeoutError:
+                raise ClusterError("the cluster stopped answering while listing its records") from None
             if entry is None:
                 return out
             out[entry.key] = entry
     finally:
-        await watcher.stop()
+        try:
+            await watcher.stop()
+        except nats.errors.Error:   # the connection is gone: nothing to stop
+            pass

@@ -356,12 +356,14 @@ class ClusterJobs:
                         yield {"event": "end", "job": headers[jk].get("id", jk), "state": headers[jk]["state"]}
                         if want is not None:
                             return
-                timeout = 3600.0
+                timeout = 1.0   # at most this long before looking whether the connection is gone for good
                 if dirty:
                     timeout = max(0.0, min(sent.get(jk, 0.0) + WATCH_INTERVAL_S for jk in dirty) - time.monotonic())
                 try:
                     entry = await watcher.updates(timeout=timeout)
                 except nats.errors.TimeoutError:
+                    if self.cluster.nc.is_closed:   # (a reconnecting one resumes by itself)
+                        raise ClusterError(f"lost the cluster at {self.cluster.url}") from None
                     continue
                 if entry is watcher.STOP_ITER:
                     raise ClusterError("the cluster watch stopped")

@@ -245,3 +245,20 @@ async def test_a_nats_without_jetstream_is_told() -> None:
             await Cluster.connect(server.url)
     finally:
         server.stop()
+
+
+async def test_a_watch_ends_with_one_line_when_the_connection_is_gone(connect: Any) -> None:
+    cluster = await connect()
+    jobs = ClusterJobs(cluster)
+    await jobs.create_job(a_job())
+    events: list[dict[str, Any]] = []
+
+    async def follow() -> None:
+        async for ev in jobs.watch():
+            events.append(ev)
+
+    task = asyncio.create_task(follow())
+    await until(lambda: events, 10, "the first event")
+    await cluster.nc.close()
+    with pytest.raises(ClusterError, match=r"^lost the cluster at nats://"):
+        await asyncio.wait_for(task, 10)
