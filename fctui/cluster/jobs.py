@@ -288,7 +288,9 @@ class ClusterJobs:
         one per job per :data:`WATCH_INTERVAL_S`), and ``{"event": "end", "job": id, "state": s}`` when a
         job turns final. Watching one job ends after its end (at once when it is final already);
         an unknown job gives ``{"event": "error", "error": ...}``. Jobs are sent without their log."""
-        watcher = await self.kv.watch(">")
+        # One job: only its header and its VM records travel (not every other job's progress).
+        watcher = await _Watch.open(self.kv, [f"job.{key_part(job_id)}", f"vm.{key_part(job_id)}.*"]
+                                    if job_id else [">"])
         headers: dict[str, dict[str, Any]] = {}
         records: dict[str, dict[str, dict[str, Any]]] = {}
         want = key_part(job_id) if job_id else None
@@ -326,9 +328,11 @@ class ClusterJobs:
 
         try:
             while True:   # the current entries, up to the marker
-                entry = await watcher.updates(timeout=30.0)
+                entry = await watcher.next(30.0)
                 if entry is None:
                     break
+                if entry is _Watch.STOP:
+                    raise ClusterError(f"lost the cluster at {self.cluster.url}")
                 apply(entry)
             if want is not None:
                 if want not in headers:
@@ -360,23 +364,73 @@ class ClusterJobs:
                 if dirty:
                     timeout = max(0.0, min(sent.get(jk, 0.0) + WATCH_INTERVAL_S for jk in dirty) - time.monotonic())
                 try:
-                    entry = await watcher.updates(timeout=timeout)
-                except nats.errors.TimeoutError:
+                    entry = await watcher.next(timeout)
+                except asyncio.TimeoutError:
                     if self.cluster.nc.is_closed:   # (a reconnecting one resumes by itself)
                         raise ClusterError(f"lost the cluster at {self.cluster.url}") from None
                     continue
-                if entry is watcher.STOP_ITER:
-                    raise ClusterError("the cluster watch stopped")
+                if entry is _Watch.STOP:
+                    raise ClusterError(f"lost the cluster at {self.cluster.url}")
                 if entry is None:
                     continue
                 jk = apply(entry)
                 if jk is not None:
                     dirty.add(jk)
         finally:
-            try:
-                await watcher.stop()
-            except Exception:   # the connection is gone already
-                pass
+            await watcher.stop()
+
+
+class _Watch:
+    """KV watchers of several key patterns read as one: entries as they come, and one None once every
+    watcher has delivered the entries that existed when it started."""
+
+    STOP = object()   # a watcher ended (its connection was closed)
+
+    def __init__(self, watchers: list[Any]) -> None:
+        self.watchers = watchers
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.starting = len(watchers)
+        self.pumps = [asyncio.get_running_loop().create_task(self._pump(w)) for w in watchers]
+
+    @classmethod
+    async def open(cls, kv: Any, patterns: list[str]) -> "_Watch":
+        watchers = []
+        try:
+            for pattern in patterns:
+                watchers.append(await kv.watch(pattern))
+        except BaseException:
+            for w in watchers:
+                await _stop(w)
+            raise
+        return cls(watchers)
+
+    async def _pump(self, watcher: Any) -> None:
+        async for entry in watcher:
+            await self.queue.put(entry)
+        await self.queue.put(self.STOP)
+
+    async def next(self, timeout: float) -> Any:
+        """The next entry (None: all initial entries are in; :attr:`STOP`); asyncio.TimeoutError."""
+        while True:
+            entry = await asyncio.wait_for(self.queue.get(), timeout)
+            if entry is None:
+                self.starting -= 1
+                if self.starting:
+                    continue
+            return entry
+
+    async def stop(self) -> None:
+        for pump in self.pumps:
+            pump.cancel()
+        for w in self.watchers:
+            await _stop(w)
+
+
+async def _stop(watcher: Any) -> None:
+    try:
+        await watcher.stop()
+    except Exception:   # the connection is gone already
+        pass
 
 
 def _final(record: dict[str, Any]) -> bool:
