@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -243,3 +244,45 @@ async def test_a_stalled_holder_never_takes_back_a_slot_another_agent_got(connec
     b.release(got)
     await a.close()
     await b.close()
+
+
+HOLDER = """
+import asyncio, sys
+from fctui.cluster.connect import Cluster
+from fctui.cluster.layout import ClusterSettings
+from fctui.cluster.slots import ClusterScheduler
+
+async def main(url):
+    cluster = await Cluster.connect(url, ClusterSettings(ack_wait_s=1.0, slot_ttl_s=1.5))
+    sched = ClusterScheduler(cluster, "doomed", per_host=2)
+    for n in range(2):
+        await sched.acquire_vm(sys.argv[2], f"J/vm{n}")
+    print("held", flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+async def test_a_killed_agents_slots_come_back(connect: Any, nats_server: Any) -> None:
+    import os
+    import signal
+    import sys
+    child = await asyncio.create_subprocess_exec(sys.executable, "-c", HOLDER, nats_server.url, HOST,
+                                                 stdout=asyncio.subprocess.PIPE,
+                                                 env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
+    try:
+        assert await asyncio.wait_for(child.stdout.readline(), 20) == b"held\n"  # type: ignore[union-attr]
+        b = ClusterScheduler(await connect(), "agent-b", per_host=2)
+        waiting = asyncio.create_task(b.acquire_vm(HOST, "J2/vm"))
+        assert await still_waiting(waiting)   # both slots are the live holder's
+        child.send_signal(signal.SIGKILL)
+        await child.wait()
+        got = await asyncio.wait_for(waiting, 10)   # expired: nobody cleaned up
+        assert got.granted
+        b.release(got)
+        await b.close()
+    finally:
+        if child.returncode is None:
+            child.kill()
+            await child.wait()
