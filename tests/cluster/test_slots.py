@@ -7,9 +7,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+import nats.js.errors
 import pytest
 
-from fctui.cluster.connect import ClusterError, entries
+from fctui.cluster.connect import ClusterError, create, current, entries
 from fctui.cluster.layout import vm_key
 from fctui.cluster.slots import ClusterScheduler
 from fctui.jobs.scheduler import GLOBAL_LIMIT, HOST_SOCKETS_BUSY, TARGET_VOLUMES_BUSY, SchedulerError
@@ -286,3 +287,22 @@ async def test_a_killed_agents_slots_come_back(connect: Any, nats_server: Any) -
         if child.returncode is None:
             child.kill()
             await child.wait()
+
+
+async def test_an_expired_slot_is_free_at_once_not_after_its_marker(connect: Any) -> None:
+    a = ClusterScheduler(await connect(), "agent-a", per_host=1)
+    b = ClusterScheduler(await connect(), "agent-b", per_host=1)
+    t = await a.acquire_vm(HOST, "J/one")
+    a._renewer.cancel()   # agent-a stalls
+    await b.start()
+    await until(lambda: t.slot not in b._present, 10, "the expiry seen by the watch")  # type: ignore[attr-defined]
+    marker = await b.kv.get(t.slot)  # type: ignore[attr-defined]
+    assert marker.value is None      # the server's expiry marker (it lives slot_ttl too), no KV delete:
+    with pytest.raises(nats.js.errors.KeyWrongLastSequenceError):
+        await b.kv.create(t.slot, b"{}")   # nats-py's create refuses to take its place  # type: ignore[attr-defined]
+    assert await current(b.kv, t.slot) is None  # type: ignore[attr-defined]
+    assert await create(b.kv, t.slot, b'{"owner": "J/two"}')  # type: ignore[attr-defined]
+    with pytest.raises(nats.js.errors.KeyWrongLastSequenceError):
+        await create(b.kv, t.slot, b'{"owner": "J/three"}')  # type: ignore[attr-defined]
+    await a.close()
+    await b.close()
