@@ -52,6 +52,7 @@ class _Work:
     """A VM this proxy runs (for cancel and stop)."""
     job_id: str
     vm_urn: str
+    item: int       # the work item's stream sequence
     task: asyncio.Task
     why: str = ""   # why it was cancelled: "cancel" (the user) or "stop" (this proxy stops)
 
@@ -231,11 +232,16 @@ class ClusterAgent:
         elif msg.subject == WORK_SUBJECT_VM and job_id and data.get("vm"):
             vm_urn = str(data["vm"])
             key = (job_id, vm_urn)
-            if key in self.working:   # a duplicate of an item this proxy runs: that one answers for the VM
-                asyncio.ensure_future(msg.ack())
+            seq = int(msg.metadata.sequence.stream)
+            running = self.working.get(key)
+            if running is not None:
+                # the item we run, delivered again (a late in-progress): ours answers; or a duplicate of
+                # it (a replanned job): the one we run answers for the VM
+                if running.item != seq:
+                    asyncio.ensure_future(msg.ack())
                 return
             task = asyncio.create_task(self._work_vm(msg, job_id, vm_urn), name=f"vm-{job_id}-{vm_key(vm_urn)}")
-            self.working[key] = _Work(job_id, vm_urn, task)
+            self.working[key] = _Work(job_id, vm_urn, seq, task)
             task.add_done_callback(lambda t, key=key: self._worked(key, t))
         else:
             log.warning("dropping a malformed work item on %s: %r", msg.subject, msg.data[:200])
@@ -302,8 +308,10 @@ class ClusterAgent:
         keep = asyncio.create_task(self._keep_in_progress(msg))
         try:
             header = await self._header(job_id)
+            if header is not None and header.get("state") == "running":
+                # planned already: a planner that died before its ack may not have published every VM item
+                await self._republish(job_id, header)
             if header is None or header.get("state") not in ("queued", None):
-                # gone, or planned already (this is a redelivery after the planner's ack was lost)
                 await msg.ack()
                 return
             if header.get("cancel"):
@@ -359,6 +367,24 @@ class ClusterAgent:
             h.setdefault("log", []).append({"time": time.time(), "level": "warning", "message": "job cancelled"})
         return h
 
+    async def _republish(self, job_id: str, header: dict[str, Any]) -> None:
+        """VM items for the records no item has taken yet (a VM record is bound to the first item that
+        takes it: duplicates are dropped, see :meth:`_take_vm`)."""
+        import nats.js.errors
+
+        from ..cluster.layout import key_part
+        urns = []
+        for key in header.get("vm_keys") or []:
+            try:
+                entry = await self.cluster.jobs_kv.get(f"vm.{key_part(job_id)}.{key}")
+            except nats.js.errors.KeyNotFoundError:
+                continue
+            record = _loads(entry.value) or {}
+            if record.get("state") not in FINAL_VM_STATES and record.get("item") is None and record.get("urn"):
+                urns.append(str(record["urn"]))
+        if urns:
+            await self.jobs.publish_vm_items(job_id, urns)
+
     async def _plan(self, job_id: str, header: dict[str, Any]) -> None:
         from ..jobs.planner import add_launch_findings, build_plan
         from ..jobs.runner import BackupRunner
@@ -380,7 +406,7 @@ class ClusterAgent:
         for target, why in plan.unresolved:
             lines.setdefault(target, []).append((f"{target}: {why}", "warning"))
         for vm in job.vms:
-            record = {**vm.to_dict(), "agent": "", "attempt": 0, "intents": {}, "log": []}
+            record = {**dataclasses.asdict(vm), "agent": "", "attempt": 0, "intents": {}, "log": []}
             for message, level in lines.get(vm.urn, []):
                 self._add_log(record, message, level)
             await self.jobs.put_vm(job_id, record)
@@ -408,9 +434,9 @@ class ClusterAgent:
             outcome = await self._take_vm(msg, job_id, vm_urn)
             if outcome is None:
                 return   # answered already (ack'd a duplicate, a final record, ...)
-            claimed, record, revision = True, *outcome
-            job_over = await self._vm_run(msg, job_id, vm_urn, record)
-            if job_over == "nak":
+            claimed, (record, _) = True, outcome
+            answer = await self._vm_run(msg, job_id, vm_urn, record)
+            if answer == "nak":
                 with contextlib.suppress(Exception):
                     await msg.nak()
                 return
@@ -470,7 +496,11 @@ class ClusterAgent:
         header = await self._header(job_id) or {}
         try:
             if record.get("intents"):
-                await self._take_over(job_id, vm_urn, record, journal)
+                left = await self._take_over(job_id, vm_urn, record, journal)
+                if left:
+                    return await self._final(job_id, vm_urn, journal, "failed",
+                                             f"leftovers of the proxy that died could not be removed ({left}); "
+                                             "the proxies keep trying", "error")
             attempt = int(record.get("attempt") or 1)
             if attempt > self.cluster_settings.max_attempts:
                 why = f"{attempt - 1} proxies died while backing it up"
@@ -479,18 +509,27 @@ class ClusterAgent:
                 return await self._final(job_id, vm_urn, journal, "cancelled", "cancelled by the user", "warning")
             return await self._backup(job_id, vm_urn, header, journal)
         except asyncio.CancelledError:
-            work = self.working.get((job_id, vm_urn))
-            if work is not None and work.why == "cancel":
+            if self._why(job_id, vm_urn) == "cancel":
                 await asyncio.shield(self._final(job_id, vm_urn, journal, "cancelled", "cancelled by the user",
                                                  "warning"))
                 return "ack"
             await asyncio.shield(self._requeue(job_id, vm_urn, journal, name))
             return "nak"
+        except Exception as e:   # planning it, or the VRM: the VM fails with one line, the item is answered
+            why = str(e) if isinstance(e, JobError) else f"{type(e).__name__}: {e}"
+            if not isinstance(e, JobError):
+                log.exception("backing up %s in job %s failed", name, job_id)
+            return await self._final(job_id, vm_urn, journal, "failed", why, "error")
 
-    async def _take_over(self, job_id: str, vm_urn: str, record: dict[str, Any], journal: Any) -> None:
+    def _why(self, job_id: str, vm_urn: str) -> str:
+        """Why this proxy cancelled the VM's task: "cancel" (the user), "stop" (the proxy stops), ""."""
+        work = self.working.get((job_id, vm_urn))
+        return work.why if work is not None else ""
+
+    async def _take_over(self, job_id: str, vm_urn: str, record: dict[str, Any], journal: Any) -> str:
         """A proxy died while it backed this VM up: its slots become ours until its leftovers on the VRM
         are gone (they still count against the host's 8), then those leftovers are removed, and a CBT
-        snapshot it took broke the chain of the VM's disks."""
+        snapshot it took broke the chain of the VM's disks. Returns why a leftover is still there ("": none)."""
         from ..jobs.cleanup import cleanup_intents
         name = str(record.get("name") or vm_urn)
         owners = [f"{job_id}/{name}"] + [f"{job_id}/{d.get('volume')}" for d in record.get("disks") or []]
@@ -514,12 +553,12 @@ class ClusterAgent:
                 await flush()
             done = len(pending) - len(failed)
             message = (f"{name}: removed {done} leftover(s) of the proxy that died"
+                       + (f" (its {len(tickets)} slot(s) adopted meanwhile)" if tickets else "")
                        + (f"; {len(failed)} could not be removed yet: {failed[0][1]}" if failed else "")
                        + ("; its CBT chain is broken: this backup is full" if cbt else ""))
             log.info("job %s: %s", job_id, message)
             await self._log_vm(job_id, vm_urn, journal, message, "warning" if failed else "info")
-            if failed:
-                raise JobError(f"leftovers of the proxy that died could not be removed: {failed[0][1]}")
+            return failed[0][1] if failed else ""
         finally:
             for t in tickets:
                 self.scheduler.release(t)
@@ -557,8 +596,6 @@ class ClusterAgent:
             await runner.run_vm(job, vp, vm, reporter)
         finally:
             runner.close()
-            if vm.state == "cancelled" and (self.working.get((job_id, vm_urn)) or _Work("", "", None)).why == "stop":  # type: ignore[arg-type]
-                vm.state, vm.reason = "queued", ""
             await asyncio.shield(writer.close())
         if job.restore_points or job.warnings:
             points, warnings = list(job.restore_points), list(job.warnings)
@@ -704,7 +741,11 @@ class _RecordWriter:
         self._dirty.set()
 
     def record(self) -> dict[str, Any]:
-        return {**self.vm.to_dict(), "agent": self.agent.agent_id,
+        progress = dataclasses.asdict(self.vm)
+        if self.agent._why(self.job_id, self.vm_urn) == "stop" and progress["state"] == "cancelled":
+            # this proxy stops, the user did not cancel: the VM goes back to the queue, never "cancelled"
+            progress.update(state="queued", reason="")
+        return {**progress, "agent": self.agent.agent_id,
                 "intents": _intents_of(self.journal, {}),
                 "log": self.job.log[-VM_LOG_LIMIT:]}
 
