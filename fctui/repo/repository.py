@@ -1122,6 +1122,9 @@ class PointWriter:
                                         f"restore point {self.point_id}", path=str(repo.path)) from exc
                 raise RepoError(f"cannot write manifest: {exc}") from exc
             with repo._txn(), repo._catalog_io():
+                # tinydb counts entry ids per object: another process (or Repository object) may have
+                # added entries since, so the next id is read from the file, under the lock
+                repo._points._next_id = None
                 repo._points.insert(self.point.to_dict())
                 with contextlib.suppress(FileNotFoundError):
                     (repo.pending_dir / f"{self.point_id}.json").unlink()

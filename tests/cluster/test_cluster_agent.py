@@ -133,9 +133,12 @@ async def proxies(nats_server: Any, es: Any, tmp_path: Path) -> AsyncIterator[Pr
         await p.close()
 
 
-async def no_leftovers(es: Any) -> bool:
+async def no_leftovers(es: Any, *job_ids: str) -> bool:
+    """No backup resource on any host, and no snapshot of these jobs (named fctui-<job>-...) on any VM."""
     s = await sim_stats(es)
-    return not any(s["resourcesPerHost"].values()) and not any(s["liveSnapshotsPerVm"].values())
+    ours = [snap.name for vm in list(es.sim.vms.values()) for snap in list(vm.snapshots.values())
+            if any(snap.name.startswith(f"fctui-{j}-") for j in job_ids)]
+    return not any(s["resourcesPerHost"].values()) and not ours
 
 
 async def test_a_job_spreads_over_proxies_and_every_vm_is_backed_up_once(proxies: Proxies, es: Any) -> None:
@@ -155,7 +158,7 @@ async def test_a_job_spreads_over_proxies_and_every_vm_is_backed_up_once(proxies
     points = repo.points()
     assert sorted(p.vm_urn for p in points) == sorted(urns)       # once each
     assert sorted(job.restore_points) == sorted(p.id for p in points)
-    assert await no_leftovers(es)
+    assert await no_leftovers(es, job_id)
     # every record's journal is empty: nothing left for anyone to clean
     assert all(not _field(r, "intents") for r in records)
 
@@ -175,7 +178,7 @@ async def test_cancel_stops_the_vms_and_leaves_nothing_on_the_vrm(proxies: Proxi
     assert job.state == "cancelled"
     assert all(vm.state == "cancelled" for vm in job.vms), [(v.name, v.state) for v in job.vms]
     await sim_faults(es)
-    assert await no_leftovers(es)
+    assert await no_leftovers(es, job_id)
     assert Repository.open(proxies.repo_dir).points() == []
 
 
@@ -258,7 +261,7 @@ async def test_a_dead_proxys_vm_is_cleaned_up_and_backed_up_by_another(proxies: 
     assert any("removed 2 leftover(s) of the proxy that died" in m for m in messages), messages
     # the dead proxy's CBT snapshot consumed a chgID: the heir read the disks fully
     assert all(d.mode == "full" for d in job.vms[0].disks if d.mode != "excluded")
-    assert await no_leftovers(es)
+    assert await no_leftovers(es, job_id)
     points = Repository.open(proxies.repo_dir).points()
     assert [p.job_id for p in points] == [job_id]
     # the dead proxy's slots were adopted and released: none is held any more
