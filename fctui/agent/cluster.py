@@ -459,14 +459,24 @@ class ClusterAgent:
     async def _vm_run(self, job_id: str, vm_urn: str, writer: Any, attempt: int) -> str:
         """Take over what a dead proxy left, then back the VM up; "ack", or "nak" when this proxy stops."""
         from ..cluster.journal import KvJournal
-        name = str(writer.record.get("name") or vm_urn)
         journal = KvJournal(self.jobs, job_id, vm_urn, writer=writer)
         found = await self.jobs.header(job_id)
         header = found[0] if found is not None else {}
         adopted: list[Any] = []
         try:
+            return await self._vm_steps(job_id, vm_urn, writer, journal, header, attempt, adopted)
+        finally:
+            for t in adopted:   # those the run took and released are ignored
+                self.scheduler.release(t)
+            with contextlib.suppress(Exception):   # the chain marks it made are in the cluster before we answer
+                await asyncio.shield(journal.flush())
+
+    async def _vm_steps(self, job_id: str, vm_urn: str, writer: Any, journal: Any, header: dict[str, Any],
+                        attempt: int, adopted: list[Any]) -> str:
+        name = str(writer.record.get("name") or vm_urn)
+        try:
             if attempt > 1:   # a redelivery: the proxy before us died (or stopped) with the VM
-                adopted = await self.scheduler.adopt(self._owners(job_id, writer.record))
+                adopted += await self.scheduler.adopt(self._owners(job_id, writer.record))
             if journal.pending():
                 left = await self._take_over(job_id, name, writer, journal, len(adopted))
                 if left:
@@ -491,9 +501,6 @@ class ClusterAgent:
             if not isinstance(e, JobError):
                 log.exception("backing up %s in job %s failed", name, job_id)
             return await self._final(writer, "failed", why, "error")
-        finally:
-            for t in adopted:   # those the run took and released are ignored
-                self.scheduler.release(t)
 
     @staticmethod
     def _owners(job_id: str, record: dict[str, Any]) -> list[str]:
