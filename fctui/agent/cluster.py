@@ -26,26 +26,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 import logging
 import os
+import signal
 import socket
 import time
 from typing import Any
 
+from ..cluster.connect import ClusterError
+from ..cluster.jobs import VM_LOG_LIMIT, dump, load
 from ..cluster.layout import (WORK_CONSUMER, WORK_STREAM, WORK_SUBJECT_JOB, WORK_SUBJECT_VM, ClusterSettings,
                               agent_key, vm_key)
-from ..cluster.connect import ClusterError
 from ..jobs.model import FINAL_VM_STATES, JobError, JobRecord, VmProgress
-from ..cluster.jobs import VM_LOG_LIMIT
 from ..jobs.runner import RunnerSettings
 
 log = logging.getLogger("fctui.agent.cluster")
-
-
-
-class _Stopping(Exception):
-    """The proxy stops: its VM goes back to the queue for another proxy."""
 
 
 @dataclasses.dataclass
@@ -56,20 +51,6 @@ class _Work:
     item: int       # the work item's stream sequence
     task: asyncio.Task
     why: str = ""   # why it was cancelled: "cancel" (the user) or "stop" (this proxy stops)
-
-
-def _loads(data: bytes | None) -> dict[str, Any] | None:
-    if not data:
-        return None
-    try:
-        d = json.loads(data)
-    except ValueError:
-        return None
-    return d if isinstance(d, dict) else None
-
-
-def _dumps(d: dict[str, Any]) -> bytes:
-    return json.dumps(d, separators=(",", ":")).encode()
 
 
 class ClusterAgent:
@@ -107,12 +88,11 @@ class ClusterAgent:
         """Serve until stopped (SIGTERM/SIGINT with ``signals``, or :meth:`stop`)."""
         if signals:
             loop = asyncio.get_running_loop()
-            for sig in ("SIGTERM", "SIGINT"):
-                import signal
+            for sig in (signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(NotImplementedError):
-                    loop.add_signal_handler(getattr(signal, sig), self.stop)
-        await self.start()
+                    loop.add_signal_handler(sig, self.stop)
         try:
+            await self.start()
             await self.stopping.wait()
         finally:
             await self.shutdown()
@@ -193,7 +173,7 @@ class ClusterAgent:
         value = {"id": self.agent_id, "host": socket.gethostname(), "pid": os.getpid(), "started": self.started,
                  "vrm": self.vrm, "user": self.user, "capacity": self.global_limit,
                  "running": sorted(f"{j}/{v}" for j, v in self.working)}
-        await self.cluster.agents_kv.put(agent_key(self.agent_id), _dumps(value))
+        await self.cluster.agents_kv.put(agent_key(self.agent_id), dump(value))
 
     async def _heartbeat(self) -> None:
         while True:
@@ -227,7 +207,7 @@ class ClusterAgent:
                 self._dispatch(msg)
 
     def _dispatch(self, msg: Any) -> None:
-        data = _loads(msg.data) or {}
+        data = load(msg.data)
         job_id = str(data.get("job") or "")
         if msg.subject == WORK_SUBJECT_JOB and job_id:
             task = asyncio.create_task(self._plan_job(msg, job_id), name=f"plan-{job_id}")
@@ -631,7 +611,7 @@ class ClusterAgent:
         from ..jobs.cleanup import cleanup_intents
         removed = 0
         for key, entry in (await entries(self.cluster.jobs_kv, "vm.>")).items():
-            record = _loads(entry.value)
+            record = load(entry.value)
             if not record or record.get("state") not in FINAL_VM_STATES or not record.get("intents"):
                 continue
             intents = record["intents"]
@@ -650,7 +630,7 @@ class ClusterAgent:
                 _log_to(record, f"{record.get('name') or record.get('urn')}: removed {len(cleaned)} "
                                 f"leftover(s) on the VRM (proxy {self.agent_id})", limit=VM_LOG_LIMIT)
             with contextlib.suppress(nats.js.errors.KeyWrongLastSequenceError):
-                await self.cluster.jobs_kv.update(key, _dumps(record), last=entry.revision)
+                await self.cluster.jobs_kv.update(key, dump(record), last=entry.revision)
         return removed
 
 

@@ -168,6 +168,32 @@ async def test_a_job_spreads_over_proxies_and_every_vm_is_backed_up_once(proxies
     assert all(not _field(r, "intents") for r in records)
 
 
+async def test_a_duplicated_vm_item_never_runs_the_vm_twice(proxies: Proxies, es: Any) -> None:
+    await proxies.start("p1")
+    await proxies.start("p2")
+    await sim_faults(es, path="^/sim-data/", latency_ms=100)
+    urn = urn_of(es, VM_NAMES[0])
+    job_id = await proxies.submit(urn)
+
+    async def reading() -> Any:
+        record = await proxies.jobs.vm_record(job_id, urn)
+        return record if record is not None and record["state"] == "reading" else None
+    record = await wait_until("the VM to read", reading)
+    # as a planner that died after publishing and was replanned would: the same VM item again
+    await proxies.jobs.publish_vm_items(job_id, [urn])
+    await sim_faults(es)
+    job = await proxies.final(job_id)
+    assert job.state == "succeeded", job.error
+    after = await proxies.jobs.vm_record(job_id, urn)
+    assert (after["item"], after["agent"], after["attempt"]) == (record["item"], record["agent"], 1)
+    assert [p.job_id for p in Repository.open(proxies.repo_dir).points()] == [job_id]
+
+    async def queue_empty() -> bool:   # the duplicate was answered (acked), not left to go round
+        info = await proxies.cluster.js.consumer_info("FCTUI_WORK", "proxies")
+        return info.num_pending == 0 and info.num_ack_pending == 0
+    await wait_until("the work queue to empty", queue_empty, within=10)
+
+
 async def test_cancel_stops_the_vms_and_leaves_nothing_on_the_vrm(proxies: Proxies, es: Any) -> None:
     await proxies.start("p1")
     await sim_faults(es, path="^/sim-data/", latency_ms=300)
