@@ -75,8 +75,8 @@ class Proxies:
     """In-process proxies (each its own NATS connection, repository object and VRM session) and a
     submitter's connection to the cluster (ClusterJobs)."""
 
-    def __init__(self, nats_url: str, es: Any, repo_dir: Path) -> None:
-        self.url, self.es, self.repo_dir = nats_url, es, repo_dir
+    def __init__(self, nats_url: str, es: Any, repo_dir: Path | str) -> None:
+        self.url, self.es, self.repo_dir = nats_url, es, repo_dir   # a directory, or s3://bucket/prefix
         self.agents: list[ClusterAgent] = []
         self.tasks: list[asyncio.Task] = []
         self.cluster: Any = None
@@ -129,8 +129,16 @@ class Proxies:
 
 
 @pytest.fixture
-async def proxies(nats_server: Any, es: Any, tmp_path: Path) -> AsyncIterator[Proxies]:
-    p = Proxies(nats_server.url, es, tmp_path / "repo")
+def repo_kind() -> str:
+    return "dir"
+
+
+@pytest.fixture
+async def proxies(nats_server: Any, es: Any, tmp_path: Path, repo_kind: str,
+                  request: pytest.FixtureRequest) -> AsyncIterator[Proxies]:
+    """The proxies share one repository: a directory, or (``repo_kind`` "s3") a prefix on SeaweedFS."""
+    spec = request.getfixturevalue("s3_repo_url") if repo_kind == "s3" else tmp_path / "repo"
+    p = Proxies(nats_server.url, es, spec)
     await p.connect()
     try:
         yield p
@@ -146,6 +154,7 @@ async def no_leftovers(es: Any, *job_ids: str) -> bool:
     return not any(s["resourcesPerHost"].values()) and not ours
 
 
+@pytest.mark.parametrize("repo_kind", ["dir", "s3"])
 async def test_a_job_spreads_over_proxies_and_every_vm_is_backed_up_once(proxies: Proxies, es: Any) -> None:
     # two VMs at a time per proxy: the job's four must go to both
     await proxies.start("p1", global_limit=2)
@@ -302,7 +311,7 @@ def proxy_process(nats_url: str, es: Any, repo_dir: Path, tmp_path: Path, agent_
     return subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-@pytest.mark.parametrize("max_attempts", [4, 1])
+@pytest.mark.parametrize(("repo_kind", "max_attempts"), [("dir", 4), ("dir", 1), ("s3", 4)])
 async def test_a_dead_proxys_vm_is_cleaned_up_and_backed_up_by_another(proxies: Proxies, es: Any, nats_server: Any,
                                                                         tmp_path: Path, max_attempts: int) -> None:
     """kill -9 of a proxy mid-read: the heir removes its snapshot and resource (from the VM record's
