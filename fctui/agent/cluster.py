@@ -462,6 +462,13 @@ class ClusterAgent:
                 if left:
                     return await self._final(writer, "failed", f"leftovers of the proxy that died could not be "
                                                                f"removed ({left}); the proxies keep trying", "error")
+            if attempt > 1:   # the proxy that died may have committed the VM's point before it could say so
+                committed = [p for p in await asyncio.to_thread(self.repo.points, vm_urn) if p.job_id == job_id]
+                if committed:
+                    writer.record.update(point_id=committed[-1].id)
+                    return await self._final(writer, "done", "", "info",
+                                             f"{name}: restore point {committed[-1].id} was committed by the "
+                                             "proxy that died")
             if attempt > self.cluster_settings.max_attempts:
                 dead = attempt - 1
                 return await self._final(writer, "failed", f"{dead} {'proxy' if dead == 1 else 'proxies'} died "
@@ -555,13 +562,14 @@ class ClusterAgent:
             await asyncio.shield(writer.flush())
         return "ack"
 
-    async def _final(self, writer: Any, state: str, reason: str, level: str) -> str:
+    async def _final(self, writer: Any, state: str, reason: str, level: str, message: str = "") -> str:
+        """The VM's record final (its disks' states with it) and stored."""
         record = writer.record
         record.update(state=state, reason=reason)
         for d in record.get("disks") or []:
             if d.get("state") in ("waiting", "reading"):
-                d["state"] = "cancelled" if state == "cancelled" else "failed"
-        writer.log(f"{record.get('name') or record.get('urn')}: {state}: {reason}", level)
+                d["state"] = "done" if state == "done" else "cancelled" if state == "cancelled" else "failed"
+        writer.log(message or f"{record.get('name') or record.get('urn')}: {state}: {reason}", level)
         await writer.flush()
         return "ack"
 
