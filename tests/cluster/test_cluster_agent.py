@@ -395,6 +395,17 @@ def test_cli_with_an_unreachable_cluster_exits_3(es: Any, tmp_path: Path) -> Non
     assert es.sim.config.password not in r.stderr
 
 
+def test_cli_with_a_password_the_vrm_refuses_exits_2(es: Any, nats_server: Any, tmp_path: Path) -> None:
+    pw = tmp_path / "pw"
+    pw.write_text("not-the-password")
+    pw.chmod(0o600)
+    r = run_cli("--cluster", nats_server.url, "--vrm", es.url, "--user", es.sim.config.user,
+                "--repo", str(tmp_path / "repo"), env={**os.environ, "FCTUI_PASSWORD_FILE": str(pw)})
+    assert r.returncode == 2, r.stderr
+    assert f"the VRM {es.url} refused {es.sim.config.user}" in r.stderr
+    assert "not-the-password" not in r.stderr
+
+
 def test_cluster_and_service_do_not_go_together(nats_server: Any) -> None:
     r = run_cli("--cluster", nats_server.url, "--service")
     assert r.returncode == 2 and "choose one" in r.stderr
