@@ -342,7 +342,8 @@ class ClusterAgent:
         await self.scheduler.refresh_counts()
         pool = self.scheduler.pool
         add_launch_findings(plan, host_connections=pool.hosts, datastore_volumes=pool.datastores,
-                            per_host=pool.per_host, per_datastore=pool.per_datastore, repo=self.repo)
+                            per_host=pool.per_host, per_datastore=pool.per_datastore, repo=self.repo,
+                            business_hours=_business_hours(header))
         BackupRunner.progress_from_plan(job, plan)
         lines: dict[str, list[dict[str, Any]]] = {}
         for vp in plan.vms:
@@ -531,13 +532,14 @@ class ClusterAgent:
         from ..jobs.runner import BackupRunner, Reporter
         job = JobRecord.from_dict({k: v for k, v in header.items() if k not in HEADER_EXTRAS and k not in ("vms", "log")})
         settings = (dataclasses.replace(self.settings, host_snapshot_gate=True)
-                    if header.get("host_snapshot_gate") else self.settings)
+                    if _access(header).get("host_snapshot_gate") else self.settings)
         plan = await build_plan(self.client, [vm_urn], self.repo, full=job.full,
                                 chain_marks=await self.jobs.chain_marks(), full_vms=job.full_vms)
         await self.scheduler.refresh_counts()
         pool = self.scheduler.pool
         add_launch_findings(plan, host_connections=pool.hosts, datastore_volumes=pool.datastores,
-                            per_host=pool.per_host, per_datastore=pool.per_datastore, repo=self.repo)
+                            per_host=pool.per_host, per_datastore=pool.per_datastore, repo=self.repo,
+                            business_hours=_business_hours(header))
         BackupRunner.progress_from_plan(job, plan)
         vm = job.vm(vm_urn)
         if vm is None:   # the VRM no longer knows it by that URN
@@ -640,6 +642,24 @@ class ClusterAgent:
             with contextlib.suppress(nats.js.errors.KeyWrongLastSequenceError):
                 await self.cluster.jobs_kv.update(key, dump(record), last=entry.revision)
         return removed
+
+
+def _access(header: dict[str, Any]) -> dict[str, Any]:
+    """What the submitter asked of the proxies besides the targets (ClusterClient puts it in ``access``)."""
+    access = header.get("access")
+    return access if isinstance(access, dict) else {}
+
+
+def _business_hours(header: dict[str, Any]) -> Any:
+    """The job's business-hours window (a launch warning when a VM starts inside it), None without one."""
+    text = _access(header).get("business_hours")
+    if not text:
+        return None
+    from ..rules.launch import BusinessHours, BusinessHoursError
+    try:
+        return BusinessHours.parse(str(text))
+    except BusinessHoursError:
+        return None   # checked when it was submitted
 
 
 def _log_to(target: dict[str, Any] | list[dict[str, Any]], message: str, level: str = "info",
