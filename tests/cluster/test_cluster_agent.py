@@ -102,9 +102,9 @@ class Proxies:
         assert agent.ready.is_set(), f"proxy {agent_id} did not start"
         return agent
 
-    async def submit(self, *targets: str, full: bool = False) -> str:
-        job = JobRecord(id=new_job_id(), vrm=self.es.url, user=self.es.sim.config.user, targets=list(targets),
-                        full=full)
+    async def submit(self, *targets: str, full: bool = False, vrm: str | None = None) -> str:
+        job = JobRecord(id=new_job_id(), vrm=self.es.url if vrm is None else vrm, user=self.es.sim.config.user,
+                        targets=list(targets), full=full)
         job.add_log(f"backup submitted: {', '.join(targets)}")
         await self.jobs.create_job(job, {"verify": True})
         return job.id
@@ -220,6 +220,24 @@ async def test_cancel_stops_the_vms_and_leaves_nothing_on_the_vrm(proxies: Proxi
     await sim_faults(es)
     assert await no_leftovers(es, job_id)
     assert Repository.open(proxies.repo_dir).points() == []
+
+
+async def test_a_job_cancelled_before_any_proxy_took_it_ends_cancelled(proxies: Proxies, es: Any) -> None:
+    job_id = await proxies.submit(urn_of(es, VM_NAMES[0]))
+    await proxies.jobs.request_cancel(job_id)
+    await proxies.start("p1")
+    job = await proxies.final(job_id, within=30)
+    assert job.state == "cancelled" and job.vms == []
+    assert Repository.open(proxies.repo_dir).points() == []
+
+
+async def test_a_job_for_a_vrm_no_proxy_serves_fails_saying_so(proxies: Proxies, es: Any) -> None:
+    await proxies.start("p1", settings=dataclasses.replace(FAST, max_attempts=1))
+    job_id = await proxies.submit(urn_of(es, VM_NAMES[0]), vrm="https://other-vrm.example:7443")
+    job = await proxies.final(job_id, within=30)
+    assert job.state == "failed"
+    assert job.error == (f"no proxy of the cluster serves the VRM https://other-vrm.example:7443 "
+                         f"(this one serves {es.url})")
 
 
 async def test_a_vm_busy_in_another_job_is_refused(proxies: Proxies, es: Any) -> None:
