@@ -108,6 +108,8 @@ class ClusterAgent:
         self.repo = await asyncio.to_thread(Repository.open, self.repo_spec)
         self.client = await self._login()
         self.cluster = await Cluster.connect(self.cluster_url, settings=self.cluster_settings)
+        # the cluster's timings when it has others already (the first proxy's): in-progress and heartbeats follow them
+        self.cluster_settings = self.cluster.settings
         self.jobs = ClusterJobs(self.cluster)
         self.scheduler = ClusterScheduler(self.cluster, self.agent_id, per_host=self.per_host,
                                           per_datastore=self.per_datastore, global_limit=self.global_limit)
