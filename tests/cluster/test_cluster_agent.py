@@ -166,7 +166,7 @@ async def test_a_job_spreads_over_proxies_and_every_vm_is_backed_up_once(proxies
     assert job.state == "succeeded", job.error
     assert [vm.urn for vm in job.vms] == urns and all(vm.state == "done" for vm in job.vms)
     records = [await proxies.jobs.vm_record(job_id, u) for u in urns]
-    agents = {_field(r, "agent") for r in records}
+    agents = {r["agent"] for r in records}
     assert agents == {"p1", "p2"}
     repo = Repository.open(proxies.repo_dir)
     points = repo.points()
@@ -174,7 +174,7 @@ async def test_a_job_spreads_over_proxies_and_every_vm_is_backed_up_once(proxies
     assert sorted(job.restore_points) == sorted(p.id for p in points)
     assert await no_leftovers(es, job_id)
     # every record's journal is empty: nothing left for anyone to clean
-    assert all(not _field(r, "intents") for r in records)
+    assert all(not r["intents"] for r in records)
 
 
 async def test_a_duplicated_vm_item_never_runs_the_vm_twice(proxies: Proxies, es: Any) -> None:
@@ -310,10 +310,6 @@ async def test_a_leftover_the_vrm_refused_is_removed_by_the_sweep(proxies: Proxi
     assert any("removed 1 leftover(s) on the VRM (proxy p1)" in e["message"] for e in record["log"])
 
 
-def _field(record: Any, name: str) -> Any:
-    return record.get(name) if isinstance(record, dict) else getattr(record, name)
-
-
 # --- a proxy that dies mid-VM ------------------------------------------------------------------------------
 
 def proxy_process(nats_url: str, es: Any, repo_dir: Path, tmp_path: Path, agent_id: str) -> subprocess.Popen:
@@ -345,13 +341,13 @@ async def test_a_dead_proxys_vm_is_cleaned_up_and_backed_up_by_another(proxies: 
             if doomed.poll() is not None:
                 raise AssertionError(doomed.stderr.read().decode() if doomed.stderr else "the proxy died")
             record = await proxies.jobs.vm_record(job_id, urn)
-            if record is None or _field(record, "state") != "reading":
+            if record is None or record["state"] != "reading":
                 return None
             s = await sim_stats(es)
             return record if any(s["resourcesPerHost"].values()) else None
         record = await wait_until("the doomed proxy to read", reading)
-        assert _field(record, "agent") == "doomed"
-        assert {i["what"] for i in _field(record, "intents").values()} == {"snapshot", "resource"}
+        assert record["agent"] == "doomed"
+        assert {i["what"] for i in record["intents"].values()} == {"snapshot", "resource"}
         doomed.kill()   # SIGKILL: no cleanup, no nak, its slots and claims simply stop being renewed
         doomed.wait(10)
     finally:
@@ -365,9 +361,9 @@ async def test_a_dead_proxys_vm_is_cleaned_up_and_backed_up_by_another(proxies: 
     heir = await proxies.start("heir", settings=dataclasses.replace(FAST, max_attempts=max_attempts))
     job = await proxies.final(job_id)
     record = await proxies.jobs.vm_record(job_id, urn)
-    assert _field(record, "agent") == "heir" and _field(record, "attempt") == 2
-    assert not _field(record, "intents")
-    messages = [e["message"] for e in _field(record, "log")]
+    assert record["agent"] == "heir" and record["attempt"] == 2
+    assert not record["intents"]
+    messages = [e["message"] for e in record["log"]]
     assert any("proxy doomed stopped answering" in m for m in messages), messages
     assert any("removed 2 leftover(s) of the proxy that died" in m for m in messages), messages
     assert await no_leftovers(es, job_id)
