@@ -434,3 +434,35 @@ def test_cluster_settings_follow_the_hidden_options() -> None:
     assert (s.ack_wait_s, s.slot_ttl_s) == (2.0, 4.0)
     assert dataclasses.asdict(cluster_settings(argparse.Namespace(ack_wait=None, slot_ttl=None))) == \
         dataclasses.asdict(ClusterSettings())
+
+
+async def test_sigterm_stops_a_proxy_process_cleanly(proxies: Proxies, es: Any, nats_server: Any,
+                                                     tmp_path: Path) -> None:
+    """SIGTERM (systemd's stop): the proxy cleans up on the VRM, puts its VM back in the queue and exits 0."""
+    import signal
+    urn = urn_of(es, VM_NAMES[0])
+    await sim_faults(es, path="^/sim-data/", latency_ms=300)
+    proc = proxy_process(nats_server.url, es, proxies.repo_dir, tmp_path, "termed")
+    try:
+        job_id = await proxies.submit(urn)
+
+        async def reading() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(proc.stderr.read().decode() if proc.stderr else "the proxy died")
+            record = await proxies.jobs.vm_record(job_id, urn)
+            return record is not None and record["state"] == "reading"
+        await wait_until("the proxy to read", reading)
+        proc.send_signal(signal.SIGTERM)
+        _, err = await asyncio.to_thread(proc.communicate, timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert proc.returncode == 0, err.decode()
+    assert "proxy termed stopped" in err.decode()
+    record = await proxies.jobs.vm_record(job_id, urn)
+    assert record["state"] == "queued" and not record["intents"]
+    assert await no_leftovers(es, job_id)
+    await sim_faults(es)
+    await proxies.start("heir")
+    assert (await proxies.final(job_id)).state == "succeeded"
