@@ -385,8 +385,8 @@ class ClusterAgent:
             holder = await self.scheduler.claim_vm(vm_urn, job_id)
             if holder is not None:
                 await self._final(writer, "refused", f"already being backed up by job {holder}", "warning")
-                await msg.ack()
                 await self.jobs.finish_if_done(job_id)
+                await msg.ack()
                 return
             claimed = True
             answer = await self._vm_run(job_id, vm_urn, writer, int(writer.record.get("attempt") or 1))
@@ -394,8 +394,9 @@ class ClusterAgent:
                 with contextlib.suppress(Exception):
                     await msg.nak()
                 return
-            await msg.ack()
+            # the job's end before the ack: a proxy that dies in between leaves the item, not an unended job
             await self.jobs.finish_if_done(job_id)
+            await msg.ack()
         except ClusterError as e:
             # another proxy took the VM over (this one stalled past ack_wait), or NATS is gone: the item
             # is not ours to answer any more
@@ -419,8 +420,8 @@ class ClusterAgent:
                 return None
             record, revision = found
             if record.get("state") in FINAL_VM_STATES:
-                await msg.ack()
                 await self.jobs.finish_if_done(job_id)
+                await msg.ack()
                 return None
             if record.get("item") not in (None, seq):
                 await msg.ack()   # a duplicate of the item that runs this VM (a replanned job)
@@ -605,15 +606,26 @@ class ClusterAgent:
 
     async def _sweep(self) -> None:
         """Leftovers of final VMs (a release or delete the VRM refused at the time) are tried again
-        every hunt interval, as the local agent's snapshot hunter does."""
+        every hunt interval, as the local agent's snapshot hunter does; jobs left running with every VM
+        final are ended."""
         while True:
             await asyncio.sleep(self.settings.hunt_interval_s)
             try:
+                await self.settle_jobs()
                 await self.sweep_once()
             except asyncio.CancelledError:
                 raise
             except Exception as e:
                 log.warning("leftover sweep failed: %s", e)
+
+    async def settle_jobs(self) -> None:
+        """End the running jobs whose VMs are all final (their last proxy died between its VM's end and
+        the job's, or its look at the records missed one): any proxy may, the header's CAS picks one."""
+        from ..cluster.connect import entries
+        for entry in (await entries(self.cluster.jobs_kv, "job.*")).values():
+            header = load(entry.value)
+            if header.get("state") == "running" and header.get("vm_keys") and header.get("id"):
+                await self.jobs.finish_if_done(str(header["id"]))
 
     async def sweep_once(self) -> int:
         """One round: returns how many leftovers were removed."""
