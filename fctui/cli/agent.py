@@ -17,8 +17,9 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
-from .common import (EXIT_FAILED, EXIT_OK, EXIT_USAGE, EXIT_VRM, UsageError, add_connection_options, command, err,
-                     given_connection_options, require_connection, warn_insecure)
+from .common import (EXIT_FAILED, EXIT_OK, EXIT_USAGE, EXIT_VRM, REPO_HELP, REPO_METAVAR, UsageError,
+                     add_connection_options, command, err, given_connection_options, require_connection,
+                     warn_insecure)
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..jobs.runner import RunnerSettings
@@ -43,14 +44,15 @@ def register(sub: Any) -> None:
                    help="the account the service runs as (default: you, or $SUDO_USER under sudo)")
     i.add_argument("--profile", metavar="NAME", default=argparse.SUPPRESS,
                    help="the profile whose VRM the service protects (default: the config's default profile)")
-    i.add_argument("--repo", default=None, help="repository directory (default: the service user's data dir)")
+    i.add_argument("--repo", metavar=REPO_METAVAR, default=None,
+                   help="a directory or s3://BUCKET/PREFIX (default: the service user's data dir)")
     i.set_defaults(func=run_install)
 
 
 def add_agent_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--demo", action="store_true", help="host the embedded VRM simulator for the demo")
     p.add_argument("--foreground", action="store_true", help="do not detach from the terminal")
-    p.add_argument("--repo", default=None, help="repository directory (default: XDG data dir)")
+    p.add_argument("--repo", metavar=REPO_METAVAR, default=None, help=REPO_HELP)
     p.add_argument("--per-host", type=int, default=8, help="backup resources per host (1-8)")
     p.add_argument("--per-datastore", type=int, default=8, help="volumes per target datastore (1-8)")
     p.add_argument("--global-limit", type=int, default=16, help="VMs backed up at once")
@@ -63,6 +65,24 @@ def add_agent_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hunt-interval", type=float, default=None, metavar="S",
                    help="seconds between the snapshot hunter's tries to remove leftovers (default 30)")
     p.add_argument("--cleanup-budget", type=float, default=None, help=argparse.SUPPRESS)
+
+
+def agent_repo(ns: argparse.Namespace, *, reach: bool = False) -> str | None:
+    """The repository the agent writes (--repo, $FCTUI_REPO, the config's repo; None: the data dir's).
+    An S3 one is checked before the agent starts: its URL and credentials, and with ``reach`` the bucket
+    (one LIST). UsageError (exit 2) says what is wrong in one line."""
+    from ..config import repository_spec
+    from ..repo import RepoError
+    from ..repo.s3config import check_bucket, is_s3_url, parse_s3_url, s3_settings
+    spec = repository_spec(ns.repo)
+    if is_s3_url(spec):
+        try:
+            location, settings = parse_s3_url(spec), s3_settings()
+            if reach:
+                check_bucket(location, settings)
+        except RepoError as e:
+            raise UsageError(str(e)) from None
+    return spec
 
 
 def agent_settings(ns: argparse.Namespace) -> "RunnerSettings":
@@ -81,6 +101,7 @@ def run_agent(ns: argparse.Namespace) -> int:
     given = given_connection_options(ns)
     if given:
         raise UsageError(f"the agent connects to a VRM only with --service; drop {', '.join(given)}")
+    repo = agent_repo(ns)
     from ..agent import AgentClient, AgentError, socket_path
     from ..agent.server import Agent, daemonize
     from ..store import LockedError, StoreError
@@ -98,7 +119,7 @@ def run_agent(ns: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
-        agent = Agent(repo_path=ns.repo, demo=ns.demo, per_host=ns.per_host, per_datastore=ns.per_datastore,
+        agent = Agent(repo_path=repo, demo=ns.demo, per_host=ns.per_host, per_datastore=ns.per_datastore,
                       global_limit=ns.global_limit, demo_vms=ns.demo_vms, demo_time_scale=ns.demo_time_scale,
                       settings=agent_settings(ns),
                       idle_exit_s=ns.idle_exit or None)
@@ -130,6 +151,7 @@ def run_service(ns: argparse.Namespace) -> int:
         raise UsageError("--service protects the VRM of a profile; --demo does not go with it")
     conn = require_connection(ns, prog)
     warn_insecure(conn)
+    repo = agent_repo(ns, reach=True)
     try:
         password = service_password()
     except CredentialsError as e:
@@ -161,7 +183,7 @@ def run_service(ns: argparse.Namespace) -> int:
         import dataclasses
         settings = dataclasses.replace(settings, host_snapshot_gate=True)
     try:
-        agent = Agent(repo_path=ns.repo, per_host=ns.per_host, per_datastore=ns.per_datastore,
+        agent = Agent(repo_path=repo, per_host=ns.per_host, per_datastore=ns.per_datastore,
                       global_limit=ns.global_limit, settings=settings, idle_exit_s=None)
     except LockedError as e:
         err(_ALREADY_RUNNING.format(pid=e.holder_pid or "?"), prog)
@@ -229,11 +251,25 @@ def run_install(ns: argparse.Namespace) -> int:
     try:
         text = service_unit(ServiceUnit(fctui=_fctui_command(), user=user, profile=profile,
                                         config_dir=dirs["config"], data_dir=dirs["data"], state_dir=dirs["state"],
-                                        repo=os.path.abspath(ns.repo) if ns.repo else None))
+                                        repo=_unit_repo(ns.repo)))
     except UnitError as e:
         raise UsageError(str(e)) from None
     sys.stdout.write(text)
     return EXIT_OK
+
+
+def _unit_repo(repo: str | None) -> str | None:
+    """--repo as the unit names it: an S3 URL as given (checked), a directory made absolute."""
+    from ..repo import RepoError
+    from ..repo.s3config import is_s3_url, parse_s3_url
+    if not repo:
+        return None
+    if is_s3_url(repo):
+        try:
+            return parse_s3_url(repo).url
+        except RepoError as e:
+            raise UsageError(str(e)) from None
+    return os.path.abspath(repo)
 
 
 def _invoking_user() -> str:
