@@ -70,17 +70,17 @@ def add_agent_options(p: argparse.ArgumentParser) -> None:
 def agent_repo(ns: argparse.Namespace, *, reach: bool = False) -> str | None:
     """The repository the agent writes (--repo, $FCTUI_REPO, the config's repo; None: the data dir's).
     An S3 one is checked before the agent starts: its URL and credentials, and with ``reach`` the bucket
-    (one LIST). UsageError (exit 2) says what is wrong in one line."""
+    (one LIST). UsageError (exit 2, not restarted) when they are wrong; RepoError when the endpoint
+    does not answer (the service exits 1 and systemd retries)."""
     from ..config import repository_spec
-    from ..repo import RepoError
-    from ..repo.s3config import check_bucket, is_s3_url, parse_s3_url, s3_settings
+    from ..repo.s3config import S3ConfigError, check_bucket, is_s3_url, parse_s3_url, s3_settings
     spec = repository_spec(ns.repo)
     if is_s3_url(spec):
         try:
             location, settings = parse_s3_url(spec), s3_settings()
             if reach:
                 check_bucket(location, settings)
-        except RepoError as e:
+        except S3ConfigError as e:
             raise UsageError(str(e)) from None
     return spec
 
@@ -151,7 +151,12 @@ def run_service(ns: argparse.Namespace) -> int:
         raise UsageError("--service protects the VRM of a profile; --demo does not go with it")
     conn = require_connection(ns, prog)
     warn_insecure(conn)
-    repo = agent_repo(ns, reach=True)
+    from ..repo import RepoError
+    try:
+        repo = agent_repo(ns, reach=True)
+    except RepoError as e:
+        err(str(e), prog)
+        return EXIT_FAILED
     try:
         password = service_password()
     except CredentialsError as e:
@@ -251,7 +256,7 @@ def run_install(ns: argparse.Namespace) -> int:
     try:
         text = service_unit(ServiceUnit(fctui=_fctui_command(), user=user, profile=profile,
                                         config_dir=dirs["config"], data_dir=dirs["data"], state_dir=dirs["state"],
-                                        repo=_unit_repo(ns.repo)))
+                                        repo=_unit_repo(ns.repo or _config_repo(user, dirs["config"]))))
     except UnitError as e:
         raise UsageError(str(e)) from None
     sys.stdout.write(text)
@@ -298,6 +303,16 @@ def _service_dirs(user: str) -> dict[str, str]:
         found = {"config": home / ".config/fctui", "data": home / ".local/share/fctui",
                  "state": home / ".local/state/fctui"}
     return {k: os.path.abspath(v) for k, v in found.items()}
+
+
+def _config_repo(user: str, config: str) -> str | None:
+    """The repository the service user's config names (readable when that user runs this), so that the
+    unit hands an S3 repository its keys even without --repo."""
+    import getpass
+    from pathlib import Path
+
+    from ..config import load_config
+    return load_config(Path(config) / "config.toml").repo if user == getpass.getuser() else None
 
 
 def _default_profile(user: str, config: str) -> str:
