@@ -108,7 +108,8 @@ def measure(client: Client, chunks: list[bytes], n: int, threads: int, heads: in
 
 
 def print_table(results: list[Result], n: int, chunk: int, threads: int, where: str) -> None:
-    print(f"{n} chunks of {chunk // 2**20} MiB ({n * chunk / 2**20:.0f} MiB) from {threads} threads, {where}")
+    print(f"{n} chunks of {chunk // 2**20} MiB ({n * chunk / 2**20:.0f} MiB) from {threads} threads, {where}, "
+          f"load average {os.getloadavg()[0]:.1f}")
     print(f"{'client':<16} {'PUT MB/s':>9} {'PUT CPU s/GiB':>14} {'GET MB/s':>9} {'GET CPU s/GiB':>14} "
           f"{'HEAD ms (median/p95)':>21}")
     for r in results:
