@@ -67,19 +67,17 @@ def add_agent_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cleanup-budget", type=float, default=None, help=argparse.SUPPRESS)
 
 
-def agent_repo(ns: argparse.Namespace, *, reach: bool = False) -> str | None:
+def agent_repo(ns: argparse.Namespace) -> str | None:
     """The repository the agent writes (--repo, $FCTUI_REPO, the config's repo; None: the data dir's).
-    An S3 one is checked before the agent starts: its URL and credentials, and with ``reach`` the bucket
-    (one LIST). UsageError (exit 2, not restarted) when they are wrong; RepoError when the endpoint
-    does not answer (the service exits 1 and systemd retries)."""
+    An S3 one is checked before the agent starts (URL, credentials, one LIST of the bucket): UsageError
+    (exit 2; the service is not restarted) when they are wrong; RepoError when the endpoint does not
+    answer (exit 1; systemd retries the service)."""
     from ..config import repository_spec
-    from ..repo.s3config import S3ConfigError, check_bucket, is_s3_url, parse_s3_url, s3_settings
+    from ..repo.s3config import S3ConfigError, is_s3_url, preflight
     spec = repository_spec(ns.repo)
     if is_s3_url(spec):
         try:
-            location, settings = parse_s3_url(spec), s3_settings()
-            if reach:
-                check_bucket(location, settings)
+            preflight(spec)
         except S3ConfigError as e:
             raise UsageError(str(e)) from None
     return spec
@@ -101,7 +99,12 @@ def run_agent(ns: argparse.Namespace) -> int:
     given = given_connection_options(ns)
     if given:
         raise UsageError(f"the agent connects to a VRM only with --service; drop {', '.join(given)}")
-    repo = agent_repo(ns)
+    from ..repo import RepoError
+    try:
+        repo = agent_repo(ns)
+    except RepoError as e:
+        err(str(e), "fctui agent")
+        return EXIT_FAILED
     from ..agent import AgentClient, AgentError, socket_path
     from ..agent.server import Agent, daemonize
     from ..store import LockedError, StoreError
@@ -153,7 +156,7 @@ def run_service(ns: argparse.Namespace) -> int:
     warn_insecure(conn)
     from ..repo import RepoError
     try:
-        repo = agent_repo(ns, reach=True)
+        repo = agent_repo(ns)
     except RepoError as e:
         err(str(e), prog)
         return EXIT_FAILED

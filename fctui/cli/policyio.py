@@ -150,11 +150,14 @@ def open_repository(path: str | None) -> "Repository | None":
     from ..config import ConfigError, repository_spec
     from ..repo import Repository
     from ..repo.errors import NoRepositoryError, RepoError
+    from ..repo.s3config import is_s3_url, preflight
     try:
         spec = repository_spec(path)
     except ConfigError as e:
         raise Unreadable(str(e)) from None
     try:
+        if is_s3_url(spec):
+            preflight(spec)
         return Repository.open(spec, create=False)
     except NoRepositoryError:
         return None

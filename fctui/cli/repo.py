@@ -81,13 +81,18 @@ def register(subparsers: Any) -> None:
 
 # --- helpers ---------------------------------------------------------------------------------
 def repo_spec(args: argparse.Namespace) -> str | None:
-    """The repository the command names (--repo, $FCTUI_REPO, the config's repo), None: the data dir's."""
+    """The repository the command names (--repo, $FCTUI_REPO, the config's repo), None: the data dir's.
+    An S3 one is checked first (URL, credentials, bucket): RepoError says what is wrong."""
     from ..config import ConfigError, repository_spec
     from ..repo import RepoError
+    from ..repo.s3config import is_s3_url, preflight
     try:
-        return repository_spec(getattr(args, "repo", None))
+        spec = repository_spec(getattr(args, "repo", None))
     except ConfigError as e:
         raise RepoError(str(e)) from None
+    if is_s3_url(spec):
+        preflight(spec)
+    return spec
 
 
 def open_repo(args: argparse.Namespace) -> "Repository":

@@ -236,3 +236,12 @@ def check_bucket(location: S3Location, settings: S3Settings | None = None) -> No
         next(iter(obstore.list(store, chunk_size=1)), None)
     except Exception as e:
         raise describe_error(e, location, settings) from None
+
+
+def preflight(spec: str) -> S3Location:
+    """Before a command opens the repository at ``spec`` (an s3:// URL): the URL, the credentials, and
+    one short LIST (endpoint, keys, bucket), so that each of those problems is its own clear line within
+    seconds rather than an S3 error after the store's retries."""
+    location = parse_s3_url(spec)
+    check_bucket(location, s3_settings())
+    return location

@@ -61,6 +61,18 @@ def fill(spec: str, vms: tuple[tuple[str, str], ...] = (("urn:vm:1", "web01"), (
     return ids
 
 
+def keys_under(url: str) -> set[str]:
+    """The object keys below the repository URL's prefix, read from the store (the environment's AWS_*)."""
+    import obstore
+    from obstore.store import S3Store
+
+    from fctui.repo.s3config import parse_s3_url, s3_settings
+    loc = parse_s3_url(url)
+    store = S3Store(loc.bucket, **s3_settings().store_config())
+    return {m["path"].removeprefix(loc.prefix + "/") for batch in obstore.list(store, prefix=loc.prefix)
+            for m in batch}
+
+
 def point_ids(r: subprocess.CompletedProcess[str]) -> list[str]:
     assert r.returncode == 0, r.stdout + r.stderr
     return [p["id"] for p in json.loads(r.stdout)]
@@ -154,6 +166,9 @@ def test_no_repository_under_the_prefix_yet(s3_repo_url: str) -> None:
 
 def test_the_repo_commands_on_s3(s3_repo_url: str, s3_server: Any, dirs: dict[str, str]) -> None:
     ids = fill(s3_repo_url)
+    # on the store, not in a directory named "s3:"
+    assert not Path("s3:").exists()
+    assert {"repo.json", "catalog.json", *(f"points/{i}.json" for i in ids)} <= keys_under(s3_repo_url)
     secret = os.environ["AWS_SECRET_ACCESS_KEY"]
     outputs = []
 
@@ -174,4 +189,5 @@ def test_the_repo_commands_on_s3(s3_repo_url: str, s3_server: Any, dirs: dict[st
     assert json.loads(ok("repo", "gc", "--json"))["chunks_removed"] == 0   # prune collected them already
     ok("repo", "forget", ids[1])
     assert [p["id"] for p in json.loads(ok("points", "--json"))] == [ids[2]]
+    assert f"points/{ids[0]}.json" not in keys_under(s3_repo_url)
     assert all(secret not in o for o in outputs)
