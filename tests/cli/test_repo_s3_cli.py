@@ -191,3 +191,26 @@ def test_the_repo_commands_on_s3(s3_repo_url: str, s3_server: Any, dirs: dict[st
     assert [p["id"] for p in json.loads(ok("points", "--json"))] == [ids[2]]
     assert f"points/{ids[0]}.json" not in keys_under(s3_repo_url)
     assert all(secret not in o for o in outputs)
+
+
+def test_keys_from_an_aws_profile(s3_repo_url: str, s3_server: Any, tmp_path: Path) -> None:
+    """No AWS_* keys in the environment: AWS_PROFILE names a section of ~/.aws/credentials (with the
+    endpoint and region, which fctui also reads there) and every request of the command uses it."""
+    ids = fill(s3_repo_url, (("urn:vm:1", "web01"),))
+    assert "repo.json" in keys_under(s3_repo_url)
+    home = tmp_path / "home"
+    (home / ".aws").mkdir(parents=True)
+    (home / ".aws" / "credentials").write_text(
+        f"[default]\naws_access_key_id = wrong\naws_secret_access_key = wrong\nendpoint_url = {s3_server.endpoint}\n\n"
+        f"[backup]\naws_access_key_id = {s3_server.env['AWS_ACCESS_KEY_ID']}\n"
+        f"aws_secret_access_key = {s3_server.env['AWS_SECRET_ACCESS_KEY']}\n"
+        f"endpoint_url = {s3_server.endpoint}\nregion = us-east-1\n")
+    drop = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_REGION", "AWS_ALLOW_HTTP")
+    env = {"HOME": str(home), "AWS_PROFILE": "backup"}
+    assert point_ids(run("points", "--json", "--repo", s3_repo_url, env=env, drop=drop)) == ids
+    r = run("repo", "verify", "--repo", s3_repo_url, env=env, drop=drop)
+    assert r.returncode == 0 and "no damage found" in r.stdout, r.stdout + r.stderr
+    # the default profile's keys are wrong: without AWS_PROFILE they are used, and refused
+    line = one_error(run("points", "--repo", s3_repo_url, env={"HOME": str(home)}, drop=drop))
+    assert line.startswith(f"{s3_server.endpoint} refused access to bucket 'fctui' with the credentials from "
+                           f"profile 'default' ({home / '.aws' / 'credentials'})")
