@@ -189,7 +189,7 @@ def parse_config(data: dict[str, Any], path: Path | None = None) -> Config:
 def check_repo(v: str, where: str) -> str:
     """A repository setting: an absolute (or ~) directory, or an s3:// URL without credentials in it."""
     v = v.strip()
-    if v.lower().startswith("s3://"):
+    if v.startswith("s3://"):
         if "@" in v.split("/")[2]:
             raise ConfigError(f"{where}: repo must not hold credentials; S3 keys come from AWS_ACCESS_KEY_ID "
                               "and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE")

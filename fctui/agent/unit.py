@@ -43,7 +43,7 @@ class ServiceUnit:
 
     @property
     def s3(self) -> bool:
-        return bool(self.repo) and self.repo.lower().startswith("s3://")   # type: ignore[union-attr]
+        return bool(self.repo) and self.repo.startswith("s3://")   # type: ignore[union-attr]
 
     def writable(self) -> list[str]:
         """ReadWritePaths: the data, state and repository directories, none listed twice or inside another."""

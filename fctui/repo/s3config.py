@@ -83,7 +83,8 @@ class S3Settings:
 
 
 def is_s3_url(spec: object) -> bool:
-    return isinstance(spec, str) and spec[:len(S3_SCHEME)].lower() == S3_SCHEME
+    # Lowercase only, as the AWS CLI and Repository.open read it ("S3://x" would be a directory there)
+    return isinstance(spec, str) and spec.startswith(S3_SCHEME)
 
 
 def parse_s3_url(spec: str) -> S3Location:

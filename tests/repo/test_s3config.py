@@ -23,7 +23,7 @@ SECRET = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY"
     ("s3://backups/", "backups", ""),
     ("s3://backups/site-a", "backups", "site-a"),
     ("s3://backups/site-a/fctui/", "backups", "site-a/fctui"),
-    ("S3://my.bucket-1/x", "my.bucket-1", "x"),
+    ("s3://my.bucket-1/x", "my.bucket-1", "x"),
 ])
 def test_url_parts(url: str, bucket: str, prefix: str) -> None:
     assert is_s3_url(url)
@@ -57,6 +57,7 @@ def test_credentials_in_the_url_are_refused_without_repeating_them() -> None:
 def test_directories_are_not_s3_urls() -> None:
     assert not is_s3_url("/srv/backups")
     assert not is_s3_url("s3-archive/x")   # a relative directory whose name starts with s3
+    assert not is_s3_url("S3://backups")   # as Repository.open reads it: a directory named "S3:"
     assert not is_s3_url(None)
 
 
