@@ -214,3 +214,37 @@ def test_keys_from_an_aws_profile(s3_repo_url: str, s3_server: Any, tmp_path: Pa
     line = one_error(run("points", "--repo", s3_repo_url, env={"HOME": str(home)}, drop=drop))
     assert line.startswith(f"{s3_server.endpoint} refused access to bucket 'fctui' with the credentials from "
                            f"profile 'default' ({home / '.aws' / 'credentials'})")
+
+
+# --- the agent writes to S3 ----------------------------------------------------------------------------
+
+async def test_backup_through_the_agent_lands_on_s3(es: Any, s3_repo_url: str, dirs: dict[str, str],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """$FCTUI_REPO names the S3 repository; the on-demand agent started with it backs a VM up there, and the
+    CLI reads the point back from the store (listed, verified)."""
+    import asyncio
+
+    import httpx
+
+    from fctui.cli import main
+    from tests.cli.test_job_results import one_disk_vm
+    from tests.conftest import AgentProc
+    monkeypatch.setenv("FCTUI_REPO", s3_repo_url)
+    monkeypatch.setenv("FCTUI_PASSWORD", es.sim.config.password)
+    agent = AgentProc(dirs)   # its environment now holds FCTUI_REPO and the store's AWS_*
+    try:
+        async with httpx.AsyncClient(base_url=es.url) as control:
+            urn = await one_disk_vm(control, es)
+            await agent.start()
+            rc = await asyncio.to_thread(main, ["backup", urn, "--vrm", es.url, "--user", es.sim.config.user,
+                                                "--wait"])
+        assert rc == 0
+    finally:
+        agent.stop()
+    points = json.loads(run("points", "--json").stdout)
+    assert [p["vm_urn"] for p in points] == [urn]
+    keys = keys_under(s3_repo_url)
+    assert f"points/{points[0]['id']}.json" in keys and any(k.startswith("chunks/") for k in keys)
+    assert not Path(dirs["FCTUI_DATA_DIR"], "repo").exists()   # nothing in the local default place
+    r = run("points", "verify", points[0]["id"])
+    assert r.returncode == 0, r.stdout + r.stderr
