@@ -248,3 +248,25 @@ async def test_backup_through_the_agent_lands_on_s3(es: Any, s3_repo_url: str, d
     assert not Path(dirs["FCTUI_DATA_DIR"], "repo").exists()   # nothing in the local default place
     r = run("points", "verify", points[0]["id"])
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+# --- file-level restore from S3 ---------------------------------------------------------------------------
+
+def test_files_list_and_get_from_a_point_on_s3(s3_repo_url: str, tmp_path: Path) -> None:
+    """``fctui files`` reads a point's guest filesystem in place from the store (an ext4 behind an MBR)."""
+    from tests.files.ext4_points import make_ext4, mbr_disk, store_point
+    src = tmp_path / "src"
+    (src / "etc").mkdir(parents=True)
+    (src / "etc" / "hosts").write_bytes(b"127.0.0.1 localhost\n")
+    image = tmp_path / "fs.img"
+    make_ext4(src, image)
+    repo = Repository.open(s3_repo_url)
+    try:
+        point = store_point(repo, mbr_disk(image))
+    finally:
+        repo.close()
+    r = run("files", point, "/p1/etc", "--repo", s3_repo_url)
+    assert r.returncode == 0 and "hosts" in r.stdout, r.stdout + r.stderr
+    r = run("files", "get", point, "/p1/etc/hosts", "--to", str(tmp_path / "out"), "--repo", s3_repo_url)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (tmp_path / "out" / "hosts").read_bytes() == b"127.0.0.1 localhost\n"
