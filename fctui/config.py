@@ -201,13 +201,12 @@ def check_repo(v: str, where: str) -> str:
 
 def repository_spec(given: str | None, cfg: Config | None = None) -> str | None:
     """Which repository a command uses: ``given`` (its --repo), else $FCTUI_REPO, else the config's
-    ``repo`` (``cfg``, else the config file), else None (the data dir's repository)."""
-    if given:
-        return given
-    env = os.environ.get(REPO_ENV, "").strip()
-    if env:
-        return env
-    return (cfg if cfg is not None else load_config()).repo
+    ``repo`` (``cfg``, else the config file), else None (the data dir's repository). A directory comes
+    back absolute: the agent that receives it works in /."""
+    spec = given or os.environ.get(REPO_ENV, "").strip() or (cfg if cfg is not None else load_config()).repo
+    if not spec or spec.startswith("s3://"):
+        return spec
+    return os.path.abspath(os.path.expanduser(spec))
 
 
 def check_user_type(v: Any, where: str) -> int:

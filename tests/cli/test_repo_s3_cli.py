@@ -270,3 +270,16 @@ def test_files_list_and_get_from_a_point_on_s3(s3_repo_url: str, tmp_path: Path)
     r = run("files", "get", point, "/p1/etc/hosts", "--to", str(tmp_path / "out"), "--repo", s3_repo_url)
     assert r.returncode == 0, r.stdout + r.stderr
     assert (tmp_path / "out" / "hosts").read_bytes() == b"127.0.0.1 localhost\n"
+
+
+def test_a_relative_directory_is_made_absolute(dirs: dict[str, str], tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The on-demand agent inherits $FCTUI_REPO and is started in /: a relative directory must not move."""
+    from fctui.config import repository_spec
+    (tmp_path / "work").mkdir()
+    ids = fill(str(tmp_path / "work" / "backups"), (("urn:vm:1", "web01"),))
+    monkeypatch.chdir(tmp_path / "work")
+    assert repository_spec("backups") == str(tmp_path / "work" / "backups")
+    monkeypatch.setenv("FCTUI_REPO", "backups")
+    assert repository_spec(None) == str(tmp_path / "work" / "backups")
+    assert point_ids(run("points", "--json")) == ids
