@@ -99,6 +99,7 @@ class _Lease:
         self.touched: set[str] = set()
         self.condemned: frozenset[str] = frozenset()
         self.honour_id: str | None = None    # the gc whose condemned set this writer honours
+        self.waiting = 0                     # put_blocks waiting for that gc to end
         self._gc_etag: str | None = None
         self.lost: str | None = None
         self._stop = threading.Event()
@@ -142,7 +143,7 @@ class _Lease:
                 self._check_gc()
                 if time.monotonic() - self._renewed >= repo.lease_renew_s:
                     self._put()
-            except RepoError as exc:
+            except Exception as exc:  # noqa: BLE001 - keep renewing; a lease left to expire gets fenced
                 log.warning("lease %s: %s", self.id, exc)
             if self.lost:
                 with self._cond:
@@ -223,7 +224,11 @@ class _Lease:
                     raise RepoError(f"chunk {digest[:12]} stayed condemned by gc {self.honour_id} for "
                                     f"{self.repo.honour_wait_s:g} s; is a gc stuck? (its gc.json is replaced "
                                     f"once older than {self.repo.lease_ttl_s:g} s)")
-                self._cond.wait(min(left, self.repo.gc_poll_s))
+                self.waiting += 1
+                try:
+                    self._cond.wait(min(left, self.repo.gc_poll_s))
+                finally:
+                    self.waiting -= 1
             if self.lost:
                 raise RepoError(self.lost)
             self.touched.add(digest)
