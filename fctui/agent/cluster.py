@@ -389,7 +389,8 @@ class ClusterAgent:
                 await msg.ack()
                 return
             claimed = True
-            answer = await self._vm_run(job_id, vm_urn, writer, int(writer.record.get("attempt") or 1))
+            answer = await self._vm_run(job_id, vm_urn, writer, int(writer.record.get("attempt") or 1),
+                                        int(writer.record.get("died") or 0))
             if answer == "nak":
                 with contextlib.suppress(Exception):
                     await msg.nak()
@@ -427,7 +428,9 @@ class ClusterAgent:
                 await msg.ack()   # a duplicate of the item that runs this VM (a replanned job)
                 return None
             previous = str(record.get("agent") or "")
-            record.update(agent=self.agent_id, attempt=attempt, item=seq)
+            # a proxy that stops hands its VM back (agent ""): only one that stopped answering counts as died
+            died = int(record.get("died") or 0) + (1 if previous else 0)
+            record.update(agent=self.agent_id, attempt=attempt, item=seq, died=died)
             writer = VmRecordWriter(self.jobs, job_id, record, revision)
             if previous and previous != self.agent_id:
                 writer.log(f"{record.get('name') or vm_urn}: proxy {previous} stopped answering: proxy "
@@ -440,7 +443,7 @@ class ClusterAgent:
                 continue   # another delivery bound it first: look again
         raise ClusterError(f"the record of {vm_urn} in job {job_id} keeps changing")
 
-    async def _vm_run(self, job_id: str, vm_urn: str, writer: Any, attempt: int) -> str:
+    async def _vm_run(self, job_id: str, vm_urn: str, writer: Any, attempt: int, died: int) -> str:
         """Take over what a dead proxy left, then back the VM up; "ack", or "nak" when this proxy stops."""
         from ..cluster.journal import KvJournal
         journal = KvJournal(self.jobs, job_id, vm_urn, writer=writer)
@@ -448,7 +451,7 @@ class ClusterAgent:
         header = found[0] if found is not None else {}
         adopted: list[Any] = []
         try:
-            return await self._vm_steps(job_id, vm_urn, writer, journal, header, attempt, adopted)
+            return await self._vm_steps(job_id, vm_urn, writer, journal, header, attempt, died, adopted)
         finally:
             for t in adopted:   # those the run took and released are ignored
                 self.scheduler.release(t)
@@ -456,7 +459,7 @@ class ClusterAgent:
                 await asyncio.shield(journal.flush())
 
     async def _vm_steps(self, job_id: str, vm_urn: str, writer: Any, journal: Any, header: dict[str, Any],
-                        attempt: int, adopted: list[Any]) -> str:
+                        attempt: int, died: int, adopted: list[Any]) -> str:
         name = str(writer.record.get("name") or vm_urn)
         try:
             if attempt > 1:   # a redelivery: the proxy before us died (or stopped) with the VM
@@ -473,9 +476,8 @@ class ClusterAgent:
                     return await self._final(writer, "done", "", "info",
                                              f"{name}: restore point {committed[-1].id} was committed by the "
                                              "proxy that died")
-            if attempt > self.cluster_settings.max_attempts:
-                dead = attempt - 1
-                return await self._final(writer, "failed", f"{dead} {'proxy' if dead == 1 else 'proxies'} died "
+            if died >= self.cluster_settings.max_attempts:   # the VM itself may be what kills them
+                return await self._final(writer, "failed", f"{died} {'proxy' if died == 1 else 'proxies'} died "
                                                            "while backing it up", "error")
             if header.get("cancel"):
                 return await self._final(writer, "cancelled", "cancelled by the user", "warning")
