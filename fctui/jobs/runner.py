@@ -466,6 +466,7 @@ class BackupRunner:
             await self._begin_snapshot_gate(run, reporter)
         run.snapshot_key = self.journal.intend(job_id=job.id, vrm=self.vrm, user=self.user, what="snapshot",
                                                vm_urn=vp.vm_urn, name=name, snapshot_type=snap_type)
+        await self._journal_flush()
         ref = await cleanup.retry(
             lambda: cleanup.create_checked(
                 lambda: c.create_snapshot(vp.vm_uri, name, type=snap_type, description=f"fctui backup job {job.id}"),
@@ -609,6 +610,7 @@ class BackupRunner:
                                       vm_urn=vp.vm_urn, volume_urn=dp.volume_urn, volume_uri=dp.volume_uri,
                                       snapshot_urn=run.snapshot_urn)
             run.resource_key = key
+            await self._journal_flush()
 
             def host_busy(reason: str) -> None:
                 d.wait_reason = reason
@@ -767,6 +769,13 @@ class BackupRunner:
         stats = getattr(writer, "stats", None)
         if stats is not None:
             d.bytes_stored = int(getattr(stats, "bytes_stored", 0) or 0)
+
+    async def _journal_flush(self) -> None:
+        """Write-ahead across machines: a journal kept elsewhere (the cluster's KV) holds an intent before
+        the VRM is asked to create it, so whoever takes over a dead proxy's VM knows what to remove."""
+        flush = getattr(self.journal, "flush", None)
+        if flush is not None:
+            await flush()
 
     # --- cleanup ------------------------------------------------------------------------------------
 

@@ -801,6 +801,9 @@ class Repository(RepositoryBase):
 
     def _commit_entry(self, writer: "PointWriter") -> None:
         with self._txn(), self._catalog_io():
+            # tinydb counts entry ids per object: another process (or Repository object) may have added
+            # entries since, so the next id is read from the file, under the lock
+            self._points._next_id = None
             self._points.insert(writer.point.to_dict())
             with contextlib.suppress(FileNotFoundError):
                 (self.pending_dir / f"{writer.point_id}.json").unlink()
