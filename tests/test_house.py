@@ -32,7 +32,8 @@ MAY_IMPORT: dict[str, set[str]] = {
     "rules": {"vrm", "units"},
     "inventory": {"rules", "vrm", "units"},
     "jobs": {"inventory", "repo", "rules", "store", "vrm", "units"},   # the engine: never the agent, the CLI, the console
-    "agent": {"jobs", "repo", "rules", "sim", "store", "vrm", "units"},
+    "cluster": {"jobs", "vrm", "units"},   # the cluster's NATS side: the engine's models, never the agent above it
+    "agent": {"cluster", "jobs", "repo", "rules", "sim", "store", "vrm", "units"},
     "tui": {"agent", "config", "files", "inventory", "jobs", "repo", "rules", "sim", "store", "vrm", "units"},
     "cli": {"fctui", "agent", "config", "files", "inventory", "jobs", "repo", "rules", "sim", "store", "tui", "vrm", "units"},
 }
