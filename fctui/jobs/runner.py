@@ -316,19 +316,8 @@ class BackupRunner:
             for t in tasks:
                 t.cancel()
             await uncancellable(asyncio.gather(*tasks, return_exceptions=True))
-        states = [v.state for v in job.vms]
-        if cancelled or any(s == "cancelled" for s in states):
-            job.state = "cancelled"
-        elif states and all(s == "done" for s in states):
-            job.state = "succeeded"
-        else:
-            job.state = "failed"
-            bad = [v for v in job.vms if v.state != "done"]
-            job.error = "; ".join(f"{v.name or v.urn}: {v.reason or v.state}" for v in bad)[:2000]
-        job.finished = time.time()
-        reporter.log(f"job {job.outcome}" + (f": {job.error}" if job.error else "")
-                     + (f": {'; '.join(job.warnings)}" if job.outcome != job.state else ""),
-                     "info" if job.outcome == "succeeded" else "warning" if job.state == "succeeded" else "error")
+        job.settle(cancelled)
+        reporter.log(*job.end_message())
         reporter.state()
         if cancelled:
             raise asyncio.CancelledError
