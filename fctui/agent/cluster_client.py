@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
@@ -99,7 +98,7 @@ class ClusterClient:
             await jobs.request_cancel(job.id)
             return {"ok": True, "job": job.id}
         if op == "cleanup-status":
-            pending = await self._leftovers(jobs)
+            pending = await self._leftovers()
             return {"ok": True, "pending": pending, "vrms": sorted({(p["vrm"], p["user"]) for p in pending})}
         if op == "policy_runs":
             return {"ok": True, "runs": [], "service": None}
@@ -122,13 +121,9 @@ class ClusterClient:
 
     async def _agents(self) -> list[str]:
         """The live proxies' ids (their heartbeats in the AGENTS bucket)."""
-        from nats.js.errors import NoKeysError
+        from ..cluster.connect import entries
         assert self._cluster is not None
-        try:
-            keys = await self._cluster.agents_kv.keys()
-        except NoKeysError:
-            return []
-        return sorted(k.split(".", 1)[1] for k in keys if k.startswith("agent."))
+        return sorted(k.split(".", 1)[1] for k in await entries(self._cluster.agents_kv) if k.startswith("agent."))
 
     async def _submit(self, jobs: "ClusterJobs", req: dict[str, Any]) -> str:
         from .server import client_access, new_job_id
@@ -162,66 +157,77 @@ class ClusterClient:
         await jobs.create_job(job, access)
         return job.id
 
-    async def _leftovers(self, jobs: "ClusterJobs") -> list[dict[str, Any]]:
+    async def _leftovers(self) -> list[dict[str, Any]]:
         """The journal intents of VMs that are final (a running VM's intents are its proxy's business):
         what a proxy created on the VRM and could not remove; the proxies' sweep retries them."""
+        from ..cluster.connect import entries
+        from ..cluster.jobs import load
         assert self._cluster is not None
-        return leftovers_of(await _vm_records(self._cluster))
+        found = await entries(self._cluster.jobs_kv, "vm.>")
+        return leftovers_of({k: load(e.value) for k, e in found.items()})
 
     # --- events ---------------------------------------------------------------------------------------
 
     async def watch(self, job: str | None = None) -> AsyncIterator[dict[str, Any]]:
-        """The local agent's event stream (fctui.agent.protocol ``watch``): ``job`` events (full job
-        records), ``log`` events (each new log line), ``end``; watching all jobs also ``cleanup``."""
+        """The local agent's event stream (fctui.agent.protocol ``watch``) from ClusterJobs.watch: ``job``
+        events (whole records; the one job followed with its log first), ``end``; added here: ``log``
+        events (the lines new since the last look, for the jobs that run: the console and ``--wait``
+        show them as they come) and, watching every job, ``cleanup`` (the leftovers, at the start and
+        whenever a VM ends)."""
         jobs = await self._open()
         want = str(job) if job else None
-        # subscribed before the first look, so no change falls between the two (a change seen twice is
-        # harmless: job events carry the whole record)
-        changes = jobs.watch()
-        source = aiter(changes)
+        since = time.time()
         logs = _LogLines()
-        final_vms: dict[str, int] = {}
-        pending: list[dict[str, Any]] = []
+        final_vms: dict[str, int] = {}   # job id -> how many of its VMs were final at the last event
+        if not want:
+            pending = await self._leftovers()
+            yield {"event": "cleanup", "pending": pending}
+        changes = jobs.watch(want)
         try:
-            if want:
-                rec = await self._job(jobs, want)
-                logs.seen(rec)
-                yield {"event": "job", "job": rec.to_dict()}
-                if rec.is_final:
-                    yield {"event": "end", "job": rec.id, "state": rec.state}
-                    return
-            else:
-                for rec in await jobs.jobs():
-                    logs.seen(rec)
-                    final_vms[rec.id] = _final_count(rec.vms)
-                    yield {"event": "job", "job": _without_log(rec)}
-                pending = await self._leftovers(jobs)
-                yield {"event": "cleanup", "pending": pending}
-            async for ev in source:
-                job_id = _job_id_of(ev)
-                if want and job_id != want:
-                    continue
-                if ev.get("event") == "job":
+            async for ev in changes:
+                kind = ev.get("event")
+                if kind == "error":
+                    raise AgentError(str(ev.get("error") or "watch failed"))
+                if kind != "job" or not isinstance(ev.get("job"), dict):
                     yield ev
-                    rec = await jobs.job(job_id) if job_id else None
-                    if rec is not None:   # the lines logged since the last look (a job event carries none)
-                        for line in logs.new(rec):
-                            yield {"event": "log", "job": rec.id, **line}
-                        if not want and _final_count(rec.vms) != final_vms.get(rec.id):
-                            final_vms[rec.id] = _final_count(rec.vms)
-                            now = await self._leftovers(jobs)
-                            if now != pending:
-                                pending = now
-                                yield {"event": "cleanup", "pending": pending}
                     continue
-                yield ev
-                if want and ev.get("event") == "end":
-                    return
+                rec = JobRecord.from_dict(ev["job"])
+                if not logs.known(rec.id):
+                    # first sight: a job followed comes with its log, as from the local agent; a job
+                    # submitted since the watch began has only new lines; an older one's are history
+                    full = await jobs.job(rec.id) if want or not rec.is_final else None
+                    if want and full is not None:
+                        logs.seen(full)
+                        yield {"event": "job", "job": full.to_dict()}
+                    else:
+                        if full is None:
+                            logs.stop(rec.id)
+                        else:
+                            logs.seen(full if rec.created < since else None, rec.id)
+                        yield ev
+                        for line in logs.new(full) if full is not None else []:
+                            yield {"event": "log", "job": rec.id, **line}
+                else:
+                    yield ev
+                    full = await jobs.job(rec.id) if logs.following(rec.id) else None
+                    for line in logs.new(full) if full is not None else []:
+                        yield {"event": "log", "job": rec.id, **line}
+                    if rec.is_final:
+                        logs.stop(rec.id)
+                done = _final_count(rec.vms)
+                if not want and rec.id in final_vms and final_vms[rec.id] != done:
+                    now = await self._leftovers()
+                    if now != pending:
+                        pending = now
+                        yield {"event": "cleanup", "pending": pending}
+                final_vms[rec.id] = done
+        except AgentError:
+            raise
+        except JobError as e:   # the cluster's watch stopped (NATS lost)
+            raise AgentError(e.message) from None
         finally:
-            closing = getattr(changes, "aclose", None)
-            if closing is not None:
-                with contextlib.suppress(Exception):
-                    await closing()
+            with contextlib.suppress(Exception):
+                await changes.aclose()  # type: ignore[attr-defined]
 
     async def policy_runs(self, policy: str | None = None, limit: int | None = None) -> dict[str, Any]:
         """No policy service runs in a cluster: no runs (the same answer as AgentClient.policy_runs's)."""
@@ -237,16 +243,32 @@ class ClusterClient:
 
 
 class _LogLines:
-    """The log lines of each job already told, so only new ones become ``log`` events."""
+    """The log lines of each job already told, so only new ones become ``log`` events; a job no
+    longer followed (final when first seen, or ended) costs no more reads."""
 
     def __init__(self) -> None:
-        self._told: dict[str, set[tuple[Any, ...]]] = {}
+        self._told: dict[str, set[tuple[Any, ...]] | None] = {}
 
-    def seen(self, job: JobRecord) -> None:
-        self._told[job.id] = {_line_key(e) for e in job.log}
+    def known(self, job_id: str) -> bool:
+        return job_id in self._told
+
+    def following(self, job_id: str) -> bool:
+        return self._told.get(job_id) is not None
+
+    def seen(self, job: JobRecord | None, job_id: str | None = None) -> None:
+        """``job``'s lines are told (None: none of ``job_id``'s are)."""
+        if job is not None:
+            self._told[job.id] = {_line_key(e) for e in job.log}
+        elif job_id is not None:
+            self._told[job_id] = set()
+
+    def stop(self, job_id: str) -> None:
+        self._told[job_id] = None
 
     def new(self, job: JobRecord) -> list[dict[str, Any]]:
-        told = self._told.setdefault(job.id, set())
+        told = self._told.get(job.id)
+        if told is None:
+            return []
         fresh = [e for e in job.log if _line_key(e) not in told]
         told.update(_line_key(e) for e in fresh)
         return sorted(fresh, key=lambda e: e.get("time") or 0)
@@ -269,26 +291,6 @@ def _without_log(job: JobRecord) -> dict[str, Any]:
     d = job.to_dict()
     d.pop("log", None)
     return d
-
-
-async def _vm_records(cluster: "Cluster") -> dict[str, dict[str, Any]]:
-    """Every VM record of the JOBS bucket (key -> value), read with one watch of ``vm.>`` up to the
-    end of its initial values."""
-    out: dict[str, dict[str, Any]] = {}
-    watcher = await cluster.jobs_kv.watch("vm.>")
-    try:
-        async for entry in watcher:
-            if entry is None:   # the initial values are all in
-                break
-            if entry.operation is None and entry.value:
-                with contextlib.suppress(ValueError):
-                    out[entry.key] = json.loads(entry.value)
-            else:
-                out.pop(entry.key, None)
-    finally:
-        with contextlib.suppress(Exception):
-            await watcher.stop()
-    return out
 
 
 def leftovers_of(records: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:

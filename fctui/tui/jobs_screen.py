@@ -358,7 +358,7 @@ def start_backup_flow(app: Any, targets: list[str], *, full: bool = False, polic
                 app.notify(f"Could not submit the backup: {e}", severity="error", timeout=10)
                 return
             what = f"Backup job {job_id} of policy {policy}" if policy else f"Backup job {job_id}"
-            app.notify(f"{what} submitted to the agent", title="Backup started")
+            app.notify(f"{what} submitted to the {'cluster' if svc.cluster else 'agent'}", title="Backup started")
             app.push_screen(JobsScreen(svc, select=job_id))
 
         def done(ok: bool | None) -> None:
@@ -768,10 +768,11 @@ class JobsScreen(Screen[None]):
         t.append(f" {running} running · {len(board.jobs) - running} finished · ")
         if self.service.cleanup:
             t.append(f"{len(self.service.cleanup)} leftover(s) queued for cleanup · ", style="yellow")
+        who = f"cluster {self.service.cluster}" if self.service.cluster else "agent"
         if self.service.connected:
-            t.append("agent connected", style="green")
+            t.append(f"{who} connected", style="green")
         else:
-            t.append(f"agent: {self.service.error or 'connecting…'}", style="yellow")
+            t.append(f"{who}: {self.service.error or 'connecting…'}", style="yellow")
         if getattr(self.app, "read_only", False):
             t.append(" · READ-ONLY", style="bold")
         self.query_one("#jobs-status", Static).update(t)
