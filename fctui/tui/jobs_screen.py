@@ -106,6 +106,12 @@ class JobsService:
                 log.debug("jobs listener failed", exc_info=True)
 
     async def _watch_loop(self) -> None:
+        try:
+            await self._follow()
+        finally:   # the app is closing: a cluster's connection is closed with it (the local agent's: none held)
+            await self.agent.close()
+
+    async def _follow(self) -> None:
         delay = 0.5
         while True:
             try:
