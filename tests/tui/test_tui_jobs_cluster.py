@@ -67,3 +67,14 @@ async def test_the_jobs_screen_shows_a_cluster_jobs_vms_and_progress_live(nats_s
                          timeout=15)
         assert jobs_service(app).board.get(job.id).state == "succeeded"
         await wait_until(pilot, lambda: "succeeded" in screen_text(app), timeout=5)
+
+        # closing the console while a proxy runs a job: it goes on in the cluster, and the line says so
+        later = JobRecord(id="20261203-130000-bb0002", targets=["db01"])
+        await proxy.create_job(later)
+        await wait_until(pilot, lambda: app.running_jobs() == 1, timeout=15)
+        said: list[Any] = []
+        exit_ = app.exit
+        app.exit = lambda *a, **kw: (said.append(kw.get("message")), exit_(*a, **kw))[1]  # type: ignore
+        await pilot.press("escape", "q")
+        await pilot.pause()
+    assert said and f"1 job is still running in the cluster at {nats_server.url}" in str(said[0])
