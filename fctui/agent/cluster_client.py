@@ -53,7 +53,8 @@ class ClusterClient:
         # a connection belongs to the loop that opened it (each asyncio.run of the CLI has its own)
         self._cluster = self._jobs = None
         try:
-            cluster = await Cluster.connect(self.url, self.settings or ClusterSettings())
+            # a client: the consumer's and the expiring buckets' timings are the proxies' to set
+            cluster = await Cluster.connect(self.url, self.settings or ClusterSettings(), proxy=False)
         except JobError as e:
             raise AgentError(e.message) from None
         self._cluster, self._jobs, self._loop = cluster, ClusterJobs(cluster), loop
@@ -123,6 +124,12 @@ class ClusterClient:
         """The live proxies' ids (their heartbeats in the AGENTS bucket)."""
         from ..cluster.connect import entries
         assert self._cluster is not None
+        if self._cluster.agents_kv is None:   # no proxy had started when this client connected
+            from ..cluster.connect import existing_bucket
+            from ..cluster.layout import AGENTS_BUCKET
+            self._cluster.agents_kv = await existing_bucket(self._cluster.js, AGENTS_BUCKET)
+            if self._cluster.agents_kv is None:
+                return []
         return sorted(k.split(".", 1)[1] for k in await entries(self._cluster.agents_kv) if k.startswith("agent."))
 
     async def _submit(self, jobs: "ClusterJobs", req: dict[str, Any]) -> str:

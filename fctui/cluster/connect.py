@@ -35,7 +35,8 @@ class Cluster:
     """A connection to the cluster: ``nc`` (NATS), ``js`` (JetStream), the three buckets, the settings."""
 
     def __init__(self, url: str, settings: ClusterSettings, nc: Client, js: Any,
-                 jobs_kv: KeyValue, slots_kv: KeyValue, agents_kv: KeyValue) -> None:
+                 jobs_kv: KeyValue, slots_kv: KeyValue | None, agents_kv: KeyValue | None) -> None:
+        # slots_kv and agents_kv are None only on a client's connection (``connect(proxy=False)``)
         self.url = url
         self.settings = settings
         self.nc = nc
@@ -46,9 +47,14 @@ class Cluster:
 
     @classmethod
     async def connect(cls, url: str, settings: ClusterSettings | None = None, *,
-                      timeout: float = CONNECT_TIMEOUT_S) -> "Cluster":
+                      timeout: float = CONNECT_TIMEOUT_S, proxy: bool = True) -> "Cluster":
         """Connect and make sure the stream, the consumer and the buckets exist. Raises
-        :class:`ClusterError` "cannot reach the cluster at URL: ..." when no server answers in ``timeout``."""
+        :class:`ClusterError` "cannot reach the cluster at URL: ..." when no server answers in ``timeout``.
+
+        ``proxy`` False (a client: the CLI, a console): only what a client writes is created (the stream
+        for its job items, the JOBS bucket); the consumer and the expiring buckets carry the proxies'
+        timings, so a client that comes first must not fix them with its defaults. Its ``slots_kv`` and
+        ``agents_kv`` are None until a proxy has created them."""
         settings = settings or ClusterSettings()
         last_error: list[BaseException] = []
 
@@ -73,8 +79,11 @@ class Cluster:
         try:
             js = nc.jetstream()
             await _ensure_stream(js, settings)
-            await _ensure_consumer(js, settings)
             jobs_kv = await _ensure_bucket(js, api.KeyValueConfig(bucket=JOBS_BUCKET, history=1))
+            if not proxy:
+                return cls(url, settings, nc, js, jobs_kv, await existing_bucket(js, SLOTS_BUCKET),
+                           await existing_bucket(js, AGENTS_BUCKET))
+            await _ensure_consumer(js, settings)
             slots_kv = await _ensure_bucket(js, api.KeyValueConfig(bucket=SLOTS_BUCKET, history=1,
                                                                    ttl=settings.slot_ttl_s),
                                             expiry_markers=settings.slot_ttl_s)
@@ -140,6 +149,14 @@ async def _ensure_consumer(js: Any, settings: ClusterSettings) -> None:
         if info.config.ack_wait and abs(info.config.ack_wait - settings.ack_wait_s) > 0.001:
             log.warning("the cluster's work consumer has ack_wait %.1f s (this agent was given %.1f s)",
                         info.config.ack_wait, settings.ack_wait_s)
+
+
+async def existing_bucket(js: Any, name: str) -> KeyValue | None:
+    """The bucket ``name`` if it exists (never created: see ``Cluster.connect(proxy=False)``)."""
+    try:
+        return await js.key_value(name)
+    except nats.js.errors.BucketNotFoundError:
+        return None
 
 
 async def _ensure_bucket(js: Any, config: api.KeyValueConfig, expiry_markers: float | None = None) -> KeyValue:
