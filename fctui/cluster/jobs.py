@@ -218,6 +218,19 @@ class ClusterJobs:
         found = await entries(self.kv, f"vm.{key_part(job_id)}.*")
         return {k.split(".", 2)[2]: load(e.value) for k, e in found.items()}
 
+    async def leftovers(self) -> list[dict[str, Any]]:
+        """The intents left in the records of final VMs (what a proxy could not clean up on the VRM),
+        each with its ``key`` and ``job``: the cluster's cleanup status."""
+        out = []
+        for entry in (await entries(self.kv, "vm.>")).values():
+            record = load(entry.value)
+            if not _final(record):
+                continue
+            for k, intent in (record.get("intents") or {}).items():
+                if str(k).isdigit() and isinstance(intent, dict):
+                    out.append(dict(intent, key=int(k), vm=intent.get("vm") or record.get("urn")))
+        return sorted(out, key=lambda i: i.get("time") or 0)
+
     async def job(self, job_id: str) -> JobRecord | None:
         found = await self.header(job_id)
         if found is None:

@@ -35,6 +35,11 @@ from .layout import datastore_slot_key, host_slot_key, vm_key
 log = logging.getLogger(__name__)
 
 _Wrong = nats.js.errors.KeyWrongLastSequenceError
+WRONG_LAST = (10071, 10164)   # JetStream's "wrong last sequence" error codes
+
+
+class _Unanswered(Exception):
+    """NATS did not answer a slot request."""
 
 
 @dataclass
@@ -43,6 +48,7 @@ class ClusterTicket(Ticket):
     slot: str = ""
     revision: int = 0
     since: float = 0.0
+    renewals: int = 0
     lost: bool = False   # the key expired and another proxy took it (this one stalled past slot_ttl)
 
 
@@ -291,6 +297,7 @@ class ClusterScheduler:
         queue.append(t)
         told = ""
         ask_all = True   # ask for every slot, not only those the watch says are free
+        unanswered_since: float | None = None
         try:
             while True:
                 if queue[0] is t:
@@ -301,6 +308,16 @@ class ClusterScheduler:
                             self.pool.vms_running += 1   # reserved while asking: the global limit counts it
                         try:
                             taken = await self._try_take(t, ask_all)
+                            unanswered_since = None
+                        except _Unanswered as e:
+                            # A blip waits; an outage as long as ack_wait fails the work (by then its
+                            # item may be another proxy's anyway).
+                            taken = False
+                            now = time.monotonic()
+                            unanswered_since = unanswered_since or now
+                            if now - unanswered_since > self.cluster.settings.ack_wait_s:
+                                raise ClusterError(f"the cluster at {self.cluster.url} does not answer: {e}") from None
+                            log.warning("the cluster did not answer a slot request: %s", e)
                         finally:
                             if kind == "vm":
                                 self.pool.vms_running -= 1
@@ -338,6 +355,9 @@ class ClusterScheduler:
             except _Wrong:
                 self._present.add(key)
                 continue
+            except (nats.errors.Error, asyncio.TimeoutError) as e:
+                # NATS away (a create whose answer was lost leaves a key that simply expires)
+                raise _Unanswered(str(e) or type(e).__name__) from None
             except asyncio.CancelledError:
                 # The create may still succeed: give such a slot back at once rather than at expiry.
                 create.add_done_callback(lambda f, key=key: self._abandon(f, key))
@@ -360,17 +380,21 @@ class ClusterScheduler:
             try:
                 await self.kv.delete(key, last=revision)
                 return
-            except _Wrong:
-                try:
-                    entry = await self.kv.get(key)
-                except nats.js.errors.KeyNotFoundError:
+            except (nats.errors.Error, asyncio.TimeoutError) as e:
+                # delete reports a stale revision as a plain API error (update has its own type)
+                if not (isinstance(e, nats.js.errors.APIError) and e.err_code in WRONG_LAST):
+                    log.warning("could not release slot %s (it expires by itself): %s", key, e)
                     return
-                if _load(entry.value).get("agent") != self.agent_id:
-                    return
-                revision = entry.revision
+            try:
+                entry = await self.kv.get(key)
+            except nats.js.errors.KeyNotFoundError:
+                return
             except (nats.errors.Error, asyncio.TimeoutError) as e:
                 log.warning("could not release slot %s (it expires by itself): %s", key, e)
                 return
+            if _load(entry.value).get("agent") != self.agent_id:
+                return
+            revision = entry.revision
 
     async def _renew_loop(self) -> None:
         while True:
@@ -399,6 +423,7 @@ class ClusterScheduler:
                 return
         if t.granted:
             t.revision = rev
+            t.renewals += 1
         else:   # released while renewing: the delete used the old revision and may have missed
             await self._delete_key(t.slot, rev)
 
@@ -422,7 +447,10 @@ class ClusterScheduler:
                     self._present.add(entry.key)
                 self._notify()
         finally:
-            await watcher.stop()
+            try:
+                await watcher.stop()
+            except Exception:   # the connection is closed already
+                pass
 
 
 def _dump(value: dict[str, Any]) -> bytes:
