@@ -15,6 +15,7 @@ import pytest
 
 from fctui.cluster.connect import Cluster
 from fctui.cluster.jobs import ClusterJobs, record_of
+from fctui.cluster.layout import agent_key
 from fctui.jobs.model import DiskProgress, JobRecord, VmProgress
 
 MIB = 1 << 20
@@ -63,12 +64,17 @@ async def test_jobs_lists_and_cancels_a_proxys_job(nats_server: Any, proxy: Clus
 
     code, out, err = await run(machine, "jobs", "--cluster", nats_server.url)
     assert code == 0, err
-    assert out.startswith(job.id) and "running" in out and "1 VM(s) (web01)" in out and "read 16.0 MiB of 64.0 MiB" in out
+    head, line = out.splitlines()
+    assert head == f"cluster {nats_server.url}: no proxy alive (start `fctui agent --cluster URL` on one)"
+    assert line.startswith(job.id) and "running" in line and "1 VM(s) (web01)" in line
+    assert "read 16.0 MiB of 64.0 MiB" in line
 
+    await proxy.cluster.agents_kv.put(agent_key("proxy-1"), b"{}")   # a proxy's heartbeat
     code, out, err = await run(machine | {"FCTUI_CLUSTER": nats_server.url}, "jobs", "--json")
     assert code == 0, err
     listing = json.loads(out)
     assert [j["job"] for j in listing["jobs"]] == [job.id] and listing["cleanup_pending"] == []
+    assert listing["cluster"] == {"url": nats_server.url, "proxies": ["proxy-1"]}
 
     code, out, err = await run(machine, "jobs", "cancel", job.id, "--cluster", nats_server.url)
     assert code == 0 and "cancel requested" in out, err
