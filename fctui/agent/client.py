@@ -101,10 +101,19 @@ class AgentClient:
         return (await self.request("get", job=job))["job"]
 
 
-async def running_agent() -> AgentClient | None:
+async def running_agent(cluster: str | None = None) -> JobAgent | None:
     """The agent if one runs for this user, else None; never starts one (a command that only looks,
-    e.g. ``fctui check``, must not leave an agent behind) and never creates the runtime directory."""
+    e.g. ``fctui check``, must not leave an agent behind) and never creates the runtime directory.
+    ``cluster``: that cluster's client instead, if it answers (close it when done)."""
     from ..store import StoreError, runtime_dir
+    if cluster:
+        remote = job_client(cluster)
+        try:
+            await remote.request("hello")
+            return remote
+        except AgentError:
+            await remote.close()
+            return None
     if not runtime_dir(create=False).is_dir():
         return None
     try:

@@ -112,3 +112,35 @@ async def test_backup_needs_no_password_and_follows_the_job_to_its_end(nats_serv
     assert out.decode().startswith(f"job {job.id}: succeeded\n") and "-> restore point P1" in out.decode()
     assert "web01: restore point P1 committed" in err.decode()   # the proxy's log line, as it came
     assert not (Path(machine["FCTUI_RUNTIME_DIR"]) / "agent.sock").exists()
+
+
+async def test_check_counts_a_cluster_jobs_snapshot_as_owned(es: Any, nats_server: Any, proxy: ClusterJobs,
+                                                              dirs: dict[str, str], monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """``fctui check`` with a cluster named ($FCTUI_CLUSTER) does not call a proxy's running backup
+    snapshot a leftover: it asks the cluster for its unfinished jobs, as it asks the local agent."""
+    from fctui.cli import main
+    from fctui.vrm import VrmClient
+    from fctui.vrm.urn import urn_to_uri
+    monkeypatch.setenv("FCTUI_PASSWORD", es.sim.config.password)
+    monkeypatch.delenv("FCTUI_CLUSTER", raising=False)
+    urn = next(iter(es.sim.edge_cases["ready"]))
+    job = JobRecord(id="20261203-120000-aa0001", vrm=es.url, user=es.sim.config.user, targets=[urn])
+    name = f"fctui-{job.id}-{urn.rsplit(':', 1)[-1]}"
+    async with VrmClient(es.url, es.sim.config.user, es.sim.config.password) as c:
+        await c.wait_task(await c.create_snapshot(urn_to_uri(urn), name, type="CBTbackup"), interval=0.05)
+        snapshot_urn = next(n.urn for n in (await c.snapshot_tree(urn_to_uri(urn))).walk() if n.name == name)
+
+    def leftover() -> bool:
+        assert main(["check", "--vrm", es.url, "--user", es.sim.config.user, "--json"]) == 0
+        report = json.loads(capsys.readouterr().out)
+        vm = next(v for v in report["vms"] if v["urn"] == urn)
+        return "leftover-backup-snapshot" in {f["rule"] for f in vm["findings"]}
+
+    assert await asyncio.to_thread(leftover)             # nobody owns it: a leftover
+    await proxy.create_job(job)
+    await proxy.add_vms(job.id, [VmProgress(urn=urn, name="web01", kind="cbt", state="reading",
+                                            snapshot_urn=snapshot_urn)], agent="proxy-1")
+    await proxy.update_header(job.id, lambda h: h.update(state="running"))
+    monkeypatch.setenv("FCTUI_CLUSTER", nats_server.url)
+    assert not await asyncio.to_thread(leftover)         # a proxy's running job owns it
