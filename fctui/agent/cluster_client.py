@@ -71,14 +71,15 @@ class ClusterClient:
     async def request(self, op: str, **fields: Any) -> dict[str, Any]:
         """One request of the agent's protocol (fctui.agent.protocol), answered from the cluster; raises
         AgentError as the local agent's client does when it is refused or the cluster cannot be reached."""
+        from nats.errors import Error as NatsError
         try:
             return await self._dispatch(op, fields)
         except AgentError:
             raise
         except JobError as e:
             raise AgentError(e.message) from None
-        except (OSError, asyncio.TimeoutError) as e:
-            raise AgentError(f"the cluster at {self.url} did not answer: {e or type(e).__name__}") from None
+        except (NatsError, OSError, asyncio.TimeoutError) as e:   # NATS lost mid-request
+            raise AgentError(f"the cluster at {self.url} did not answer: {str(e) or type(e).__name__}") from None
 
     async def _dispatch(self, op: str, req: dict[str, Any]) -> dict[str, Any]:
         jobs = await self._open()
