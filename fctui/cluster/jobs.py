@@ -183,7 +183,7 @@ class ClusterJobs:
         header = found[0]
         if header.get("state") in ("succeeded", "failed", "cancelled", "interrupted"):
             return await self.job(job_id)
-        records = await self._records(job_id)
+        records = await self.vm_records(job_id)
         keys = header.get("vm_keys") or []
         if not keys or any(k not in records or not _final(records[k]) for k in keys):
             return None
@@ -214,7 +214,8 @@ class ClusterJobs:
         found = await self.vm_entry(job_id, vm_urn)
         return found[0] if found else None
 
-    async def _records(self, job_id: str) -> dict[str, dict[str, Any]]:
+    async def vm_records(self, job_id: str) -> dict[str, dict[str, Any]]:
+        """A job's VM records by vm key (one ordered consumer, not one request per VM)."""
         found = await entries(self.kv, f"vm.{key_part(job_id)}.*")
         return {k.split(".", 2)[2]: load(e.value) for k, e in found.items()}
 
@@ -235,13 +236,26 @@ class ClusterJobs:
         found = await self.header(job_id)
         if found is None:
             return None
-        return assemble(found[0], await self._records(job_id))
+        return assemble(found[0], await self.vm_records(job_id))
 
     async def jobs(self) -> list[JobRecord]:
         """Every job, oldest first."""
         headers, records = _split(await entries(self.kv))
         out = [assemble(h, records.get(jk, {})) for jk, h in headers.items()]
         return sorted(out, key=lambda j: j.created)
+
+    async def prune_history(self, keep: int = 500) -> int:
+        """Drop the oldest final jobs beyond ``keep`` (their headers and VM records), as the local
+        agent's store does; returns how many."""
+        headers, records = _split(await entries(self.kv))
+        final = sorted((h.get("created") or 0, jk) for jk, h in headers.items()
+                       if h.get("state") in ("succeeded", "failed", "cancelled", "interrupted"))
+        drop = [jk for _, jk in final[:-keep]] if len(final) > keep else []
+        for jk in drop:
+            for vk in records.get(jk, {}):
+                await self.kv.purge(f"vm.{jk}.{vk}")
+            await self.kv.purge(f"job.{jk}")
+        return len(drop)
 
     # --- CBT chain marks --------------------------------------------------------------------------
 
@@ -342,12 +356,14 @@ class ClusterJobs:
                         yield {"event": "end", "job": headers[jk].get("id", jk), "state": headers[jk]["state"]}
                         if want is not None:
                             return
-                timeout = 3600.0
+                timeout = 1.0   # at most this long before looking whether the connection is gone for good
                 if dirty:
                     timeout = max(0.0, min(sent.get(jk, 0.0) + WATCH_INTERVAL_S for jk in dirty) - time.monotonic())
                 try:
                     entry = await watcher.updates(timeout=timeout)
                 except nats.errors.TimeoutError:
+                    if self.cluster.nc.is_closed:   # (a reconnecting one resumes by itself)
+                        raise ClusterError(f"lost the cluster at {self.cluster.url}") from None
                     continue
                 if entry is watcher.STOP_ITER:
                     raise ClusterError("the cluster watch stopped")

@@ -94,6 +94,7 @@ class ClusterScheduler:
         self._queues: dict[tuple[str, str], list[ClusterTicket]] = {}
         self._present: set[str] = set()                    # keys the watch saw written and not deleted
         self._event: asyncio.Event | None = None
+        self._changes = 0                                  # changes seen (a waiter missed none while asking)
         self._tasks: set[asyncio.Task] = set()             # deletes under way (release, release_vm)
         self._renewer: asyncio.Task | None = None
         self._watcher: asyncio.Task | None = None
@@ -116,6 +117,13 @@ class ClusterScheduler:
                 await asyncio.wait_for(self._watch_ready.wait(), 5.0)
             except asyncio.TimeoutError:
                 log.warning("the slot watch did not start; waiting slots poll every %.1f s", self.poll)
+                return
+            try:
+                announced = (await self.kv.status()).stream_info.config.subject_delete_marker_ttl
+            except (nats.errors.Error, asyncio.TimeoutError):
+                announced = None
+            if announced:   # the server tells the watch when a slot expires: polling is only a safety net
+                self.poll = min(5.0, max(self.poll, self.cluster.settings.slot_ttl_s / 3))
 
     async def drain(self) -> None:
         """Wait until every release so far is done in NATS."""
@@ -256,6 +264,7 @@ class ClusterScheduler:
             _count(self.pool.datastores, t.key, -1)
 
     def _notify(self) -> None:
+        self._changes += 1
         ev, self._event = self._event, None
         if ev is not None:
             ev.set()
@@ -300,6 +309,7 @@ class ClusterScheduler:
         unanswered_since: float | None = None
         try:
             while True:
+                seen = self._changes
                 if queue[0] is t:
                     if kind == "vm" and self.pool.vms_running >= self.pool.global_limit:
                         reason = GLOBAL_LIMIT
@@ -330,6 +340,9 @@ class ClusterScheduler:
                 if reason != told and on_wait is not None:
                     on_wait(reason)
                 told = reason
+                if self._changes != seen:   # a slot may have come free while this one asked
+                    ask_all = False
+                    continue
                 ask_all = not await self._changed(self.poll)
         finally:
             queue.remove(t)
@@ -415,9 +428,8 @@ class ClusterScheduler:
         try:
             rev = await self.kv.update(t.slot, _dump(value), last=t.revision)
         except _Wrong:
-            try:   # it expired (this agent stalled): take it again if nobody else did
-                rev = await self.kv.create(t.slot, _dump(value))
-            except _Wrong:
+            rev = await self._retake(t, value)
+            if rev is None:
                 t.lost = True
                 log.warning("slot %s (%s) expired and was taken by another proxy", t.slot, t.owner)
                 return
@@ -426,6 +438,22 @@ class ClusterScheduler:
             t.renewals += 1
         else:   # released while renewing: the delete used the old revision and may have missed
             await self._delete_key(t.slot, rev)
+
+    async def _retake(self, t: ClusterTicket, value: dict[str, Any]) -> int | None:
+        """The slot moved from the revision ``t`` knows: the revision it has when it is still (or again)
+        mine, None when another proxy holds it."""
+        try:
+            entry = await self.kv.get(t.slot)
+        except nats.js.errors.KeyNotFoundError:
+            entry = None
+        if entry is not None:
+            stored = _load(entry.value)
+            # a renewal whose answer was lost went through: the key is as this agent wrote it
+            return entry.revision if stored == value else None
+        try:   # it expired (this agent stalled): take it again if nobody else did
+            return await self.kv.create(t.slot, _dump(value))
+        except _Wrong:
+            return None
 
     async def _watch_loop(self) -> None:
         try:

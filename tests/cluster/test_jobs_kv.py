@@ -11,7 +11,7 @@ import pytest
 
 from fctui.cluster.connect import Cluster, ClusterError
 from fctui.cluster.jobs import ClusterJobs, VmRecordWriter, record_of
-from fctui.cluster.layout import WORK_CONSUMER, WORK_STREAM, WORK_SUBJECT_JOB, WORK_SUBJECT_VM
+from fctui.cluster.layout import WORK_CONSUMER, WORK_STREAM, WORK_SUBJECT_JOB, WORK_SUBJECT_VM, vm_key
 from fctui.jobs.model import DiskProgress, JobRecord, VmProgress
 
 from .conftest import SHORT, until
@@ -207,3 +207,58 @@ async def test_watch_of_one_job(connect: Any) -> None:
     assert seen[-1] == {"event": "end", "job": "J1", "state": "failed"}
     again = [e async for e in watcher.watch("J1")]   # final already: its state, then its end
     assert [e["event"] for e in again] == ["job", "end"] and again[0]["job"]["error"] == "web-01: boom"
+
+
+async def test_a_proxy_takes_the_timings_the_cluster_has(connect: Any) -> None:
+    first = await connect(SHORT)
+    later = await connect()   # production defaults: the cluster keeps the first proxy's timings
+    assert later.settings.slot_ttl_s == SHORT.slot_ttl_s and later.settings.ack_wait_s == SHORT.ack_wait_s
+    assert later.settings.agent_ttl_s == SHORT.agent_ttl_s and first.settings == SHORT
+
+
+async def test_prune_history_keeps_the_newest_final_jobs(connect: Any) -> None:
+    jobs = ClusterJobs(await connect())
+    for n in range(4):
+        await jobs.create_job(a_job(f"J{n}", created=1000.0 + n))
+        await jobs.add_vms(f"J{n}", vms("web-01"))
+    for n in range(3):   # J3 still runs: never pruned
+        await jobs.update_header(f"J{n}", lambda h: h.update(state="succeeded"))
+    assert await jobs.prune_history(keep=1) == 2
+    assert [j.id for j in await jobs.jobs()] == ["J2", "J3"]
+    assert await jobs.vm_records("J0") == {}
+    assert list(await jobs.vm_records("J2")) == [vm_key("urn:sites:1:vms:web-01")]
+
+
+async def test_a_nats_without_jetstream_is_told() -> None:
+    from tests.servers import NatsServer, ServerUnavailable, _binary
+
+    class PlainNats(NatsServer):
+        def _args(self) -> list[str]:
+            return [_binary("nats-server"), "-a", "127.0.0.1", "-p", str(self.port)]
+
+    try:
+        server = PlainNats().start()
+    except ServerUnavailable as e:
+        pytest.skip(f"no NATS server: {e}")
+    try:
+        with pytest.raises(ClusterError, match=r"has no JetStream: start nats-server with -js$"):
+            await Cluster.connect(server.url)
+    finally:
+        server.stop()
+
+
+async def test_a_watch_ends_with_one_line_when_the_connection_is_gone(connect: Any) -> None:
+    cluster = await connect()
+    jobs = ClusterJobs(cluster)
+    await jobs.create_job(a_job())
+    events: list[dict[str, Any]] = []
+
+    async def follow() -> None:
+        async for ev in jobs.watch():
+            events.append(ev)
+
+    task = asyncio.create_task(follow())
+    await until(lambda: events, 10, "the first event")
+    await cluster.nc.close()
+    with pytest.raises(ClusterError, match=r"^lost the cluster at nats://"):
+        await asyncio.wait_for(task, 10)

@@ -220,3 +220,26 @@ async def test_a_lost_connection_fails_a_waiter_after_ack_wait(connect: Any) -> 
     await a.close()
     b.release(held)
     await b.close()
+
+
+async def test_a_stalled_holder_never_takes_back_a_slot_another_agent_got(connect: Any) -> None:
+    a = ClusterScheduler(await connect(), "agent-a", per_host=1)
+    b = ClusterScheduler(await connect(), "agent-b", per_host=1)
+    t = await a.acquire_vm(HOST, "J/one")
+    other = await a.acquire_vm("urn:host:other", "J/two")
+    a._renewer.cancel()   # agent-a stalls (a long GC pause, a frozen VM): nothing renews its slots
+    got = await asyncio.wait_for(b.acquire_vm(HOST, "J/three"), 10)
+    assert got.slot == t.slot  # type: ignore[attr-defined]
+    await until(lambda: other.slot not in b._present, 10, "the other slot expired")  # type: ignore[attr-defined]
+    await a._renew(t)       # agent-a wakes up: its first renewal finds the slot taken
+    await a._renew(other)   # and the other one expired but free: taken again
+    assert t.lost and not other.lost  # type: ignore[attr-defined]
+    slots = await host_slots(a.cluster)
+    assert slots[t.slot]["agent"] == "agent-b" and slots[other.slot]["agent"] == "agent-a"  # type: ignore[attr-defined]
+    a.release(t)   # a lost slot's release leaves the new holder's key alone
+    a.release(other)
+    await a.drain()
+    assert list(await host_slots(a.cluster)) == [t.slot]  # type: ignore[attr-defined]
+    b.release(got)
+    await a.close()
+    await b.close()
