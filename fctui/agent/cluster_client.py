@@ -84,9 +84,8 @@ class ClusterClient:
     async def _dispatch(self, op: str, req: dict[str, Any]) -> dict[str, Any]:
         jobs = await self._open()
         if op == "hello":
-            listed = await jobs.jobs()
             return {"ok": True, "cluster": self.url, "agents": await self._agents(), "demo": None,
-                    "running": sorted(j.id for j in listed if not j.is_final)}
+                    "running": await self._running()}
         if op == "list":
             return {"ok": True, "jobs": [_without_log(j) for j in await jobs.jobs()]}
         if op == "get":
@@ -120,6 +119,15 @@ class ClusterClient:
         if job is None:
             raise AgentError(f"no job {job_id!r}")
         return job
+
+    async def _running(self) -> list[str]:
+        """The ids of the jobs not final yet (their headers only: a hello stays cheap)."""
+        from ..cluster.connect import entries
+        from ..cluster.jobs import load
+        from ..jobs.model import FINAL_JOB_STATES
+        assert self._cluster is not None
+        headers = [load(e.value) for e in (await entries(self._cluster.jobs_kv, "job.*")).values()]
+        return sorted(str(h.get("id")) for h in headers if h.get("id") and h.get("state") not in FINAL_JOB_STATES)
 
     async def _agents(self) -> list[str]:
         """The live proxies' ids (their heartbeats in the AGENTS bucket)."""
