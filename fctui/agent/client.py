@@ -107,12 +107,9 @@ async def running_agent(cluster: str | None = None) -> JobAgent | None:
     ``cluster``: that cluster's client instead, if it answers (close it when done)."""
     from ..store import StoreError, runtime_dir
     if cluster:
-        remote = job_client(cluster)
         try:
-            await remote.request("hello")
-            return remote
+            return await job_agent(cluster)
         except AgentError:
-            await remote.close()
             return None
     if not runtime_dir(create=False).is_dir():
         return None
@@ -179,5 +176,9 @@ async def job_agent(cluster: str | None = None, *, demo: bool = False) -> JobAge
     if demo:
         raise AgentError("the demo simulator lives in the local agent, not in a cluster: drop --cluster")
     client = job_client(cluster)
-    await client.request("hello")
+    try:
+        await client.request("hello")
+    except AgentError:
+        await client.close()
+        raise
     return client
