@@ -288,7 +288,9 @@ class ClusterJobs:
         one per job per :data:`WATCH_INTERVAL_S`), and ``{"event": "end", "job": id, "state": s}`` when a
         job turns final. Watching one job ends after its end (at once when it is final already);
         an unknown job gives ``{"event": "error", "error": ...}``. Jobs are sent without their log."""
-        watcher = await self.kv.watch(">")
+        # One job: only its header and its VM records travel (not every other job's progress).
+        watcher = await _Watch.open(self.kv, [f"job.{key_part(job_id)}", f"vm.{key_part(job_id)}.*"]
+                                    if job_id else [">"])
         headers: dict[str, dict[str, Any]] = {}
         records: dict[str, dict[str, dict[str, Any]]] = {}
         want = key_part(job_id) if job_id else None
@@ -326,9 +328,11 @@ class ClusterJobs:
 
         try:
             while True:   # the current entries, up to the marker
-                entry = await watcher.updates(timeout=30.0)
+                entry = await watcher.next(30.0)
                 if entry is None:
                     break
+                if entry is _Watch.STOP:
+                    raise ClusterError(f"lost the cluster at {self.cluster.url}")
                 apply(entry)
             if want is not None:
                 if want not in headers:
@@ -360,23 +364,73 @@ class ClusterJobs:
                 if dirty:
                     timeout = max(0.0, min(sent.get(jk, 0.0) + WATCH_INTERVAL_S for jk in dirty) - time.monotonic())
                 try:
-                    entry = await watcher.updates(timeout=timeout)
-                except nats.errors.TimeoutError:
+                    entry = await watcher.next(timeout)
+                except asyncio.TimeoutError:
                     if self.cluster.nc.is_closed:   # (a reconnecting one resumes by itself)
                         raise ClusterError(f"lost the cluster at {self.cluster.url}") from None
                     continue
-                if entry is watcher.STOP_ITER:
-                    raise ClusterError("the cluster watch stopped")
+                if entry is _Watch.STOP:
+                    raise ClusterError(f"lost the cluster at {self.cluster.url}")
                 if entry is None:
                     continue
                 jk = apply(entry)
                 if jk is not None:
                     dirty.add(jk)
         finally:
-            try:
-                await watcher.stop()
-            except Exception:   # the connection is gone already
-                pass
+            await watcher.stop()
+
+
+class _Watch:
+    """KV watchers of several key patterns read as one: entries as they come, and one None once every
+    watcher has delivered the entries that existed when it started."""
+
+    STOP = object()   # a watcher ended (its connection was closed)
+
+    def __init__(self, watchers: list[Any]) -> None:
+        self.watchers = watchers
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.starting = len(watchers)
+        self.pumps = [asyncio.get_running_loop().create_task(self._pump(w)) for w in watchers]
+
+    @classmethod
+    async def open(cls, kv: Any, patterns: list[str]) -> "_Watch":
+        watchers = []
+        try:
+            for pattern in patterns:
+                watchers.append(await kv.watch(pattern))
+        except BaseException:
+            for w in watchers:
+                await _stop(w)
+            raise
+        return cls(watchers)
+
+    async def _pump(self, watcher: Any) -> None:
+        async for entry in watcher:
+            await self.queue.put(entry)
+        await self.queue.put(self.STOP)
+
+    async def next(self, timeout: float) -> Any:
+        """The next entry (None: all initial entries are in; :attr:`STOP`); asyncio.TimeoutError."""
+        while True:
+            entry = await asyncio.wait_for(self.queue.get(), timeout)
+            if entry is None:
+                self.starting -= 1
+                if self.starting:
+                    continue
+            return entry
+
+    async def stop(self) -> None:
+        for pump in self.pumps:
+            pump.cancel()
+        for w in self.watchers:
+            await _stop(w)
+
+
+async def _stop(watcher: Any) -> None:
+    try:
+        await watcher.stop()
+    except Exception:   # the connection is gone already
+        pass
 
 
 def _final(record: dict[str, Any]) -> bool:
@@ -409,7 +463,11 @@ class VmRecordWriter:
     ``revision``: the stored record's revision when this proxy took it over: every write is then a
     compare-and-set, and a proxy that stalled while another took the VM over stops writing (its
     flush raises :class:`ClusterError`) instead of overwriting the new proxy's record. Without it the
-    first write is unconditional."""
+    first write is unconditional.
+
+    ``merge``: this writer is not the record's only writer; ``record`` holds only what changes here
+    (its fields, its intents, its new log lines), and every write re-reads the stored record and
+    applies them to it by compare-and-set (what others wrote stays; never "taken over")."""
 
     RETRY_S = 30.0   # how long a write keeps trying while NATS is away
 
@@ -421,8 +479,9 @@ class VmRecordWriter:
         record.setdefault("intents", {})
         record.setdefault("log", [])
         self.revision = revision
-        self.merge = merge          # ``record`` is only what changed here: merge it into the stored one first
-        self._forgotten: set[str] = set()
+        self.merge = merge
+        self._forgotten: set[str] = set()   # intents done here (merge: removed from the stored ones)
+        self._new_log: list[dict[str, Any]] = []   # merge: lines not written yet
         self.error: ClusterError | None = None
         self._version = 0      # changes made
         self._written = 0      # changes stored
@@ -451,9 +510,12 @@ class VmRecordWriter:
         self.changed()
 
     def log(self, message: str, level: str = "info", when: float | None = None) -> None:
+        entry = {"time": time.time() if when is None else when, "level": level, "message": message}
         logs = self.record["log"]
-        logs.append({"time": time.time() if when is None else when, "level": level, "message": message})
+        logs.append(entry)
         del logs[:-VM_LOG_LIMIT]
+        if self.merge:
+            self._new_log.append(entry)
         self.changed()
 
     def changed(self) -> None:
@@ -478,11 +540,11 @@ class VmRecordWriter:
     async def _write_all(self) -> None:
         try:
             while self._written < self._version and self.error is None:
-                if self.merge:
-                    await self._merge()
                 version = self._version
-                data = dump(self.record)   # the state now: later changes get the next round
-                await self._write(data)
+                if self.merge:
+                    await self._write_merged()
+                else:
+                    await self._write(dump(self.record))   # the state now: later changes get the next round
                 self._written = max(self._written, version)
                 self._stored.set()
         except ClusterError as e:
@@ -494,17 +556,28 @@ class VmRecordWriter:
         finally:
             self._stored.set()
 
-    async def _merge(self) -> None:
-        found = await self.jobs.vm_entry(self.job_id, self.record["urn"])
-        if found is not None:
-            stored, self.revision = found
+    async def _write_merged(self) -> None:
+        key = vm_record_key(self.job_id, self.record["urn"])
+        for _ in range(1000):
+            found = await self.jobs.vm_entry(self.job_id, self.record["urn"])
+            stored, revision = found if found is not None else ({}, None)
+            record = dict(stored)
+            record.update({k: v for k, v in self.record.items() if k not in ("intents", "log")})
             intents = {k: v for k, v in (stored.get("intents") or {}).items() if k not in self._forgotten}
             intents.update(self.record["intents"])
-            logs = (stored.get("log") or []) + self.record["log"]
-            stored.update({k: v for k, v in self.record.items() if k not in ("intents", "log")})
-            stored["intents"], stored["log"] = intents, logs[-VM_LOG_LIMIT:]
-            self.record = stored
-        self.merge = False
+            lines = list(self._new_log)
+            record["intents"] = intents
+            record["log"] = ((stored.get("log") or []) + lines)[-VM_LOG_LIMIT:]
+            try:
+                if revision is None:
+                    self.revision = await self.jobs.kv.create(key, dump(record))
+                else:
+                    self.revision = await self.jobs.kv.update(key, dump(record), last=revision)
+            except _Wrong:
+                continue   # another writer came first: apply to theirs
+            del self._new_log[:len(lines)]
+            return
+        raise ClusterError(f"could not write the record of {self.record['urn']}: it keeps changing")
 
     async def _write(self, data: bytes) -> None:
         key = vm_record_key(self.job_id, self.record["urn"])

@@ -92,6 +92,15 @@ async def test_without_a_writer_the_intents_merge_into_the_stored_record(connect
     stored = await jobs.vm_record("J1", VM)
     assert stored["state"] == "reading" and stored["agent"] == "agent-a"  # type: ignore[index]
     assert list(stored["intents"]) == [str(key)]  # type: ignore[index]
+    # someone else writes the record meanwhile (the proxy's progress writer): both changes stay
+    other = ClusterJobs(await connect())
+    stored["state"] = "cleanup"  # type: ignore[index]
+    await other.put_vm("J1", stored)  # type: ignore[arg-type]
+    journal.done(key)
+    later = intend_snapshot(journal)
+    await journal.flush()
+    stored = await other.vm_record("J1", VM)
+    assert stored["state"] == "cleanup" and list(stored["intents"]) == [str(later)]  # type: ignore[index]
 
 
 async def test_chain_marks_through_the_journal(connect: Any) -> None:
