@@ -144,3 +144,28 @@ async def test_check_counts_a_cluster_jobs_snapshot_as_owned(es: Any, nats_serve
     await proxy.update_header(job.id, lambda h: h.update(state="running"))
     monkeypatch.setenv("FCTUI_CLUSTER", nats_server.url)
     assert not await asyncio.to_thread(leftover)         # a proxy's running job owns it
+
+
+async def test_status_judges_with_the_cluster_jobs(es: Any, nats_server: Any, proxy: ClusterJobs,
+                                                   dirs: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """``fctui status`` with a cluster named reads the last attempts from the cluster's job records:
+    a VM whose proxy failed it is "at risk" because its last backup failed."""
+    from fctui.cli import main
+    from tests.cli.test_status import A, status_json
+    monkeypatch.setenv("FCTUI_PASSWORD", es.sim.config.password)
+    monkeypatch.delenv("FCTUI_CLUSTER", raising=False)
+    assert main(["policy", "add", "one", "--vms", f"re:^{A}$", "--schedule", "daily 00:00", "--rpo", "1d"]) == 0
+    _, doc = await status_json(es, "--vms", f"re:^{A}$")
+    assert doc["vms"][0]["reason"] == "no restore point yet"
+
+    urn = next(f"urn:sites:{es.sim.site.id}:vms:{v.id}" for v in es.sim.vms.values() if v.name == A)
+    job = JobRecord(id="20261203-120000-aa0001", vrm=es.url, user=es.sim.config.user, targets=[A])
+    await proxy.create_job(job)
+    await proxy.add_vms(job.id, [VmProgress(urn=urn, name=A, kind="cbt", state="failed",
+                                            reason="the VRM refused the snapshot")], agent="proxy-1")
+    assert (await proxy.finish_if_done(job.id)).state == "failed"
+    monkeypatch.setenv("FCTUI_CLUSTER", nats_server.url)
+    rc, doc = await status_json(es, "--vms", f"re:^{A}$")
+    assert rc == 1 and doc["vms"][0]["state"] == "at-risk"
+    assert doc["vms"][0]["reason"].startswith("last backup failed"), doc["vms"][0]
+    assert "the VRM refused the snapshot" in doc["vms"][0]["reason"]
