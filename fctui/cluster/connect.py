@@ -213,3 +213,30 @@ async def entries(kv: KeyValue, keys: str = ">") -> dict[str, KeyValue.Entry]:
             await watcher.stop()
         except nats.errors.Error:   # the connection is gone: nothing to stop
             pass
+
+
+async def current(kv: KeyValue, key: str) -> KeyValue.Entry | None:
+    """The live entry of ``key``: None when it is absent, deleted or expired (the marker an expired entry
+    leaves has no value; the cluster's values never are empty)."""
+    try:
+        entry = await kv.get(key)
+    except nats.js.errors.KeyNotFoundError:
+        return None
+    return entry if entry.value else None
+
+
+async def create(kv: KeyValue, key: str, data: bytes) -> int:
+    """Create ``key`` (KeyWrongLastSequenceError when it has a live value). nats-py's ``create`` takes
+    the place of a deleted key but not of an expired one (the server's marker is no KV delete): without
+    this a dead proxy's slot would stay taken until its marker expires too, twice slot_ttl."""
+    try:
+        return await kv.create(key, data)
+    except nats.js.errors.KeyWrongLastSequenceError:
+        pass
+    try:
+        entry = await kv.get(key)
+    except nats.js.errors.KeyNotFoundError:   # gone meanwhile
+        return await kv.create(key, data)
+    if entry.value:
+        raise nats.js.errors.KeyWrongLastSequenceError(description=f"{key} exists")
+    return await kv.update(key, data, last=entry.revision)

@@ -24,7 +24,7 @@ import nats.errors
 import nats.js.errors
 from nats.js.kv import KV_DEL, KV_PURGE
 
-from ..jobs.model import JobRecord, VmProgress
+from ..jobs.model import FINAL_JOB_STATES, FINAL_VM_STATES, JobRecord, VmProgress
 from .connect import Cluster, ClusterError, entries
 from .layout import (WORK_SUBJECT_JOB, WORK_SUBJECT_VM, chain_key, job_key, key_part, vm_key,
                      vm_record_key)
@@ -142,10 +142,14 @@ class ClusterJobs:
             if found is None:
                 raise ClusterError(f"no job {job_id!r} in the cluster")
             header, revision = found
+            before = dump(header)
             new = mutate(header)
             new = header if new is None else new
+            data = dump(new)
+            if data == before:
+                return new   # nothing to change: no write (watchers are not woken for nothing)
             try:
-                await self.kv.update(job_key(job_id), dump(new), last=revision)
+                await self.kv.update(job_key(job_id), data, last=revision)
                 return new
             except _Wrong:
                 continue
@@ -167,8 +171,7 @@ class ClusterJobs:
     async def request_cancel(self, job_id: str) -> dict[str, Any]:
         """Ask the proxies to cancel a job (they watch ``cancel`` in its header)."""
         def cancel(header: dict[str, Any]) -> None:
-            if not header.get("cancel") and header.get("state") not in ("succeeded", "failed", "cancelled",
-                                                                         "interrupted"):
+            if not header.get("cancel") and header.get("state") not in FINAL_JOB_STATES:
                 header["cancel"] = True
                 _add_log(header, "cancel requested")
         return await self.update_header(job_id, cancel)
@@ -181,14 +184,15 @@ class ClusterJobs:
         if found is None:
             return None
         header = found[0]
-        if header.get("state") in ("succeeded", "failed", "cancelled", "interrupted"):
+        if header.get("state") in FINAL_JOB_STATES:
             return await self.job(job_id)
         records = await self.vm_records(job_id)
         keys = header.get("vm_keys") or []
         if not keys or any(k not in records or not _final(records[k]) for k in keys):
             return None
+
         def settle(current: dict[str, Any]) -> dict[str, Any]:
-            if current.get("state") in ("succeeded", "failed", "cancelled", "interrupted"):
+            if current.get("state") in FINAL_JOB_STATES:
                 return current
             job = assemble(current, records)
             job.settle()
@@ -249,7 +253,7 @@ class ClusterJobs:
         agent's store does; returns how many."""
         headers, records = _split(await entries(self.kv))
         final = sorted((h.get("created") or 0, jk) for jk, h in headers.items()
-                       if h.get("state") in ("succeeded", "failed", "cancelled", "interrupted"))
+                       if h.get("state") in FINAL_JOB_STATES)
         drop = [jk for _, jk in final[:-keep]] if len(final) > keep else []
         for jk in drop:
             for vk in records.get(jk, {}):
@@ -324,7 +328,7 @@ class ClusterJobs:
             return {"event": "job", "job": d}
 
         def is_final(jk: str) -> bool:
-            return headers[jk].get("state") in ("succeeded", "failed", "cancelled", "interrupted")
+            return headers[jk].get("state") in FINAL_JOB_STATES
 
         try:
             while True:   # the current entries, up to the marker
@@ -434,7 +438,7 @@ async def _stop(watcher: Any) -> None:
 
 
 def _final(record: dict[str, Any]) -> bool:
-    return record.get("state") in ("done", "failed", "cancelled", "refused")
+    return record.get("state") in FINAL_VM_STATES
 
 
 def _split(found: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, dict[str, Any]]]]:

@@ -29,7 +29,7 @@ from nats.js.kv import KV_DEL, KV_PURGE
 
 from ..jobs.scheduler import (GLOBAL_LIMIT, HOST_SOCKETS_BUSY, MAX_PER_DATASTORE, MAX_PER_HOST,
                               TARGET_VOLUMES_BUSY, HostSnapshotGate, SlotPool, Ticket)
-from .connect import Cluster, ClusterError, entries
+from .connect import Cluster, ClusterError, create, current, entries
 from .layout import datastore_slot_key, host_slot_key, vm_key
 
 log = logging.getLogger(__name__)
@@ -222,11 +222,10 @@ class ClusterScheduler:
         value = {"job": job_id, "vm": vm_urn, "agent": self.agent_id, "since": time.time()}
         for _ in range(10):   # each round loses only to a concurrent change of the key
             try:
-                rev = await self.kv.create(key, _dump(value))
+                rev = await create(self.kv, key, _dump(value))
             except _Wrong:
-                try:
-                    entry = await self.kv.get(key)
-                except nats.js.errors.KeyNotFoundError:
+                entry = await current(self.kv, key)
+                if entry is None:
                     continue
                 holder = _load(entry.value).get("job")
                 if holder != job_id:
@@ -362,9 +361,9 @@ class ClusterScheduler:
                 continue
             since = time.time()
             value = {"owner": t.owner, "agent": self.agent_id, "since": since, "resource": t.key}
-            create = asyncio.ensure_future(self.kv.create(key, _dump(value)))
+            creating = asyncio.ensure_future(create(self.kv, key, _dump(value)))
             try:
-                rev = await asyncio.shield(create)
+                rev = await asyncio.shield(creating)
             except _Wrong:
                 self._present.add(key)
                 continue
@@ -373,7 +372,7 @@ class ClusterScheduler:
                 raise _Unanswered(str(e) or type(e).__name__) from None
             except asyncio.CancelledError:
                 # The create may still succeed: give such a slot back at once rather than at expiry.
-                create.add_done_callback(lambda f, key=key: self._abandon(f, key))
+                creating.add_done_callback(lambda f, key=key: self._abandon(f, key))
                 raise
             t.slot, t.revision, t.since = key, rev, since
             return True
@@ -399,13 +398,11 @@ class ClusterScheduler:
                     log.warning("could not release slot %s (it expires by itself): %s", key, e)
                     return
             try:
-                entry = await self.kv.get(key)
-            except nats.js.errors.KeyNotFoundError:
-                return
+                entry = await current(self.kv, key)
             except (nats.errors.Error, asyncio.TimeoutError) as e:
                 log.warning("could not release slot %s (it expires by itself): %s", key, e)
                 return
-            if _load(entry.value).get("agent") != self.agent_id:
+            if entry is None or _load(entry.value).get("agent") != self.agent_id:
                 return
             revision = entry.revision
 
@@ -442,16 +439,12 @@ class ClusterScheduler:
     async def _retake(self, t: ClusterTicket, value: dict[str, Any]) -> int | None:
         """The slot moved from the revision ``t`` knows: the revision it has when it is still (or again)
         mine, None when another proxy holds it."""
-        try:
-            entry = await self.kv.get(t.slot)
-        except nats.js.errors.KeyNotFoundError:
-            entry = None
+        entry = await current(self.kv, t.slot)
         if entry is not None:
-            stored = _load(entry.value)
             # a renewal whose answer was lost went through: the key is as this agent wrote it
-            return entry.revision if stored == value else None
+            return entry.revision if _load(entry.value) == value else None
         try:   # it expired (this agent stalled): take it again if nobody else did
-            return await self.kv.create(t.slot, _dump(value))
+            return await create(self.kv, t.slot, _dump(value))
         except _Wrong:
             return None
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
+import nats.js.errors
 import pytest
 
-from fctui.cluster.connect import ClusterError, entries
+from fctui.cluster.connect import ClusterError, create, current, entries
 from fctui.cluster.layout import vm_key
 from fctui.cluster.slots import ClusterScheduler
 from fctui.jobs.scheduler import GLOBAL_LIMIT, HOST_SOCKETS_BUSY, TARGET_VOLUMES_BUSY, SchedulerError
@@ -241,5 +243,66 @@ async def test_a_stalled_holder_never_takes_back_a_slot_another_agent_got(connec
     await a.drain()
     assert list(await host_slots(a.cluster)) == [t.slot]  # type: ignore[attr-defined]
     b.release(got)
+    await a.close()
+    await b.close()
+
+
+HOLDER = """
+import asyncio, sys
+from fctui.cluster.connect import Cluster
+from fctui.cluster.layout import ClusterSettings
+from fctui.cluster.slots import ClusterScheduler
+
+async def main(url):
+    cluster = await Cluster.connect(url, ClusterSettings(ack_wait_s=1.0, slot_ttl_s=1.5))
+    sched = ClusterScheduler(cluster, "doomed", per_host=2)
+    for n in range(2):
+        await sched.acquire_vm(sys.argv[2], f"J/vm{n}")
+    print("held", flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+async def test_a_killed_agents_slots_come_back(connect: Any, nats_server: Any) -> None:
+    import os
+    import signal
+    import sys
+    child = await asyncio.create_subprocess_exec(sys.executable, "-c", HOLDER, nats_server.url, HOST,
+                                                 stdout=asyncio.subprocess.PIPE,
+                                                 env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
+    try:
+        assert await asyncio.wait_for(child.stdout.readline(), 20) == b"held\n"  # type: ignore[union-attr]
+        b = ClusterScheduler(await connect(), "agent-b", per_host=2)
+        waiting = asyncio.create_task(b.acquire_vm(HOST, "J2/vm"))
+        assert await still_waiting(waiting)   # both slots are the live holder's
+        child.send_signal(signal.SIGKILL)
+        await child.wait()
+        got = await asyncio.wait_for(waiting, 10)   # expired: nobody cleaned up
+        assert got.granted
+        b.release(got)
+        await b.close()
+    finally:
+        if child.returncode is None:
+            child.kill()
+            await child.wait()
+
+
+async def test_an_expired_slot_is_free_at_once_not_after_its_marker(connect: Any) -> None:
+    a = ClusterScheduler(await connect(), "agent-a", per_host=1)
+    b = ClusterScheduler(await connect(), "agent-b", per_host=1)
+    t = await a.acquire_vm(HOST, "J/one")
+    a._renewer.cancel()   # agent-a stalls
+    await b.start()
+    await until(lambda: t.slot not in b._present, 10, "the expiry seen by the watch")  # type: ignore[attr-defined]
+    marker = await b.kv.get(t.slot)  # type: ignore[attr-defined]
+    assert marker.value is None      # the server's expiry marker (it lives slot_ttl too), no KV delete:
+    with pytest.raises(nats.js.errors.KeyWrongLastSequenceError):
+        await b.kv.create(t.slot, b"{}")   # nats-py's create refuses to take its place  # type: ignore[attr-defined]
+    assert await current(b.kv, t.slot) is None  # type: ignore[attr-defined]
+    assert await create(b.kv, t.slot, b'{"owner": "J/two"}')  # type: ignore[attr-defined]
+    with pytest.raises(nats.js.errors.KeyWrongLastSequenceError):
+        await create(b.kv, t.slot, b'{"owner": "J/three"}')  # type: ignore[attr-defined]
     await a.close()
     await b.close()
