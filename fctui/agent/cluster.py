@@ -523,8 +523,9 @@ class ClusterAgent:
         from ..jobs.planner import add_launch_findings, build_plan
         from ..jobs.runner import BackupRunner, Reporter
         job = JobRecord.from_dict({k: v for k, v in header.items() if k not in HEADER_EXTRAS and k not in ("vms", "log")})
+        # a submitter's job options travel with its client options (ClusterClient's submit: header access)
         settings = (dataclasses.replace(self.settings, host_snapshot_gate=True)
-                    if header.get("host_snapshot_gate") else self.settings)
+                    if (header.get("access") or {}).get("host_snapshot_gate") else self.settings)
         plan = await build_plan(self.client, [vm_urn], self.repo, full=job.full,
                                 chain_marks=await self.jobs.chain_marks(), full_vms=job.full_vms)
         await self.scheduler.refresh_counts()
