@@ -118,6 +118,11 @@ async def test_submit_writes_the_job_and_its_item_never_the_password(nats_server
     js = proxy.cluster.js
     item = await js.get_last_msg(WORK_STREAM, WORK_SUBJECT_JOB)
     assert item.data == b'{"job":"%s"}' % job_id.encode()
+    gated = (await client.request("submit", targets=["db01"], host_snapshot_gate=True, policy="gold",
+                                  business_hours="mon-fri 08:00-18:00"))["job"]
+    header, _ = await proxy.header(gated)   # the job options go with the client options
+    assert header["access"] == {"verify": True, "host_snapshot_gate": True, "business_hours": "mon-fri 08:00-18:00"}
+    assert header["policy"] == "gold" and header["vrm"] == "" and header["user"] == ""   # the proxies' own VRM
     # the password is nowhere: no key-value entry, no work item
     stored = [e.value for kv in (proxy.cluster.jobs_kv, proxy.cluster.slots_kv, proxy.cluster.agents_kv)
               for e in (await entries(kv)).values()]
