@@ -108,6 +108,8 @@ class ClusterAgent:
         self.repo = await asyncio.to_thread(Repository.open, self.repo_spec)
         self.client = await self._login()
         self.cluster = await Cluster.connect(self.cluster_url, settings=self.cluster_settings)
+        # the cluster's timings when it has others already (the first proxy's): in-progress and heartbeats follow them
+        self.cluster_settings = self.cluster.settings
         self.jobs = ClusterJobs(self.cluster)
         self.scheduler = ClusterScheduler(self.cluster, self.agent_id, per_host=self.per_host,
                                           per_datastore=self.per_datastore, global_limit=self.global_limit)
@@ -342,7 +344,8 @@ class ClusterAgent:
         await self.scheduler.refresh_counts()
         pool = self.scheduler.pool
         add_launch_findings(plan, host_connections=pool.hosts, datastore_volumes=pool.datastores,
-                            per_host=pool.per_host, per_datastore=pool.per_datastore, repo=self.repo)
+                            per_host=pool.per_host, per_datastore=pool.per_datastore, repo=self.repo,
+                            business_hours=_business_hours(header))
         BackupRunner.progress_from_plan(job, plan)
         lines: dict[str, list[dict[str, Any]]] = {}
         for vp in plan.vms:
@@ -462,6 +465,13 @@ class ClusterAgent:
                 if left:
                     return await self._final(writer, "failed", f"leftovers of the proxy that died could not be "
                                                                f"removed ({left}); the proxies keep trying", "error")
+            if attempt > 1:   # the proxy that died may have committed the VM's point before it could say so
+                committed = [p for p in await asyncio.to_thread(self.repo.points, vm_urn) if p.job_id == job_id]
+                if committed:
+                    writer.record.update(point_id=committed[-1].id)
+                    return await self._final(writer, "done", "", "info",
+                                             f"{name}: restore point {committed[-1].id} was committed by the "
+                                             "proxy that died")
             if attempt > self.cluster_settings.max_attempts:
                 dead = attempt - 1
                 return await self._final(writer, "failed", f"{dead} {'proxy' if dead == 1 else 'proxies'} died "
@@ -523,15 +533,15 @@ class ClusterAgent:
         from ..jobs.planner import add_launch_findings, build_plan
         from ..jobs.runner import BackupRunner, Reporter
         job = JobRecord.from_dict({k: v for k, v in header.items() if k not in HEADER_EXTRAS and k not in ("vms", "log")})
-        # a submitter's job options travel with its client options (ClusterClient's submit: header access)
         settings = (dataclasses.replace(self.settings, host_snapshot_gate=True)
-                    if (header.get("access") or {}).get("host_snapshot_gate") else self.settings)
+                    if _access(header).get("host_snapshot_gate") else self.settings)
         plan = await build_plan(self.client, [vm_urn], self.repo, full=job.full,
                                 chain_marks=await self.jobs.chain_marks(), full_vms=job.full_vms)
         await self.scheduler.refresh_counts()
         pool = self.scheduler.pool
         add_launch_findings(plan, host_connections=pool.hosts, datastore_volumes=pool.datastores,
-                            per_host=pool.per_host, per_datastore=pool.per_datastore, repo=self.repo)
+                            per_host=pool.per_host, per_datastore=pool.per_datastore, repo=self.repo,
+                            business_hours=_business_hours(header))
         BackupRunner.progress_from_plan(job, plan)
         vm = job.vm(vm_urn)
         if vm is None:   # the VRM no longer knows it by that URN
@@ -556,13 +566,14 @@ class ClusterAgent:
             await asyncio.shield(writer.flush())
         return "ack"
 
-    async def _final(self, writer: Any, state: str, reason: str, level: str) -> str:
+    async def _final(self, writer: Any, state: str, reason: str, level: str, message: str = "") -> str:
+        """The VM's record final (its disks' states with it) and stored."""
         record = writer.record
         record.update(state=state, reason=reason)
         for d in record.get("disks") or []:
             if d.get("state") in ("waiting", "reading"):
-                d["state"] = "cancelled" if state == "cancelled" else "failed"
-        writer.log(f"{record.get('name') or record.get('urn')}: {state}: {reason}", level)
+                d["state"] = "done" if state == "done" else "cancelled" if state == "cancelled" else "failed"
+        writer.log(message or f"{record.get('name') or record.get('urn')}: {state}: {reason}", level)
         await writer.flush()
         return "ack"
 
@@ -633,6 +644,24 @@ class ClusterAgent:
             with contextlib.suppress(nats.js.errors.KeyWrongLastSequenceError):
                 await self.cluster.jobs_kv.update(key, dump(record), last=entry.revision)
         return removed
+
+
+def _access(header: dict[str, Any]) -> dict[str, Any]:
+    """What the submitter asked of the proxies besides the targets (ClusterClient puts it in ``access``)."""
+    access = header.get("access")
+    return access if isinstance(access, dict) else {}
+
+
+def _business_hours(header: dict[str, Any]) -> Any:
+    """The job's business-hours window (a launch warning when a VM starts inside it), None without one."""
+    text = _access(header).get("business_hours")
+    if not text:
+        return None
+    from ..rules.launch import BusinessHours, BusinessHoursError
+    try:
+        return BusinessHours.parse(str(text))
+    except BusinessHoursError:
+        return None   # checked when it was submitted
 
 
 def _log_to(target: dict[str, Any] | list[dict[str, Any]], message: str, level: str = "info",

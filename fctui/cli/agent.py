@@ -6,6 +6,11 @@ it logs in to the VRM of a profile with the password of a file only its user rea
 ``fctui agent install --print`` prints the systemd unit for that (fctui.agent.unit).
 Exit codes of ``--service``: 2 no usable password file, a refused login, a bad profile (systemd does not
 restart it: RestartPreventExitStatus=2); 3 the VRM cannot be reached (restarted); 1 another agent runs.
+
+``fctui agent --cluster nats://...`` runs one proxy of a cluster (fctui.agent.cluster): the VRM and the
+password as ``--service`` has them, the jobs from the cluster's shared queue; foreground, logs to stderr,
+the same exit codes (3 also when the cluster cannot be reached). Several may run on one machine: it takes
+no lock and no socket.
 """
 
 from __future__ import annotations
