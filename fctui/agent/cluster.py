@@ -385,17 +385,19 @@ class ClusterAgent:
             holder = await self.scheduler.claim_vm(vm_urn, job_id)
             if holder is not None:
                 await self._final(writer, "refused", f"already being backed up by job {holder}", "warning")
-                await msg.ack()
                 await self.jobs.finish_if_done(job_id)
+                await msg.ack()
                 return
             claimed = True
-            answer = await self._vm_run(job_id, vm_urn, writer, int(writer.record.get("attempt") or 1))
+            answer = await self._vm_run(job_id, vm_urn, writer, int(writer.record.get("attempt") or 1),
+                                        int(writer.record.get("died") or 0))
             if answer == "nak":
                 with contextlib.suppress(Exception):
                     await msg.nak()
                 return
-            await msg.ack()
+            # the job's end before the ack: a proxy that dies in between leaves the item, not an unended job
             await self.jobs.finish_if_done(job_id)
+            await msg.ack()
         except ClusterError as e:
             # another proxy took the VM over (this one stalled past ack_wait), or NATS is gone: the item
             # is not ours to answer any more
@@ -419,14 +421,16 @@ class ClusterAgent:
                 return None
             record, revision = found
             if record.get("state") in FINAL_VM_STATES:
-                await msg.ack()
                 await self.jobs.finish_if_done(job_id)
+                await msg.ack()
                 return None
             if record.get("item") not in (None, seq):
                 await msg.ack()   # a duplicate of the item that runs this VM (a replanned job)
                 return None
             previous = str(record.get("agent") or "")
-            record.update(agent=self.agent_id, attempt=attempt, item=seq)
+            # a proxy that stops hands its VM back (agent ""): only one that stopped answering counts as died
+            died = int(record.get("died") or 0) + (1 if previous else 0)
+            record.update(agent=self.agent_id, attempt=attempt, item=seq, died=died)
             writer = VmRecordWriter(self.jobs, job_id, record, revision)
             if previous and previous != self.agent_id:
                 writer.log(f"{record.get('name') or vm_urn}: proxy {previous} stopped answering: proxy "
@@ -439,7 +443,7 @@ class ClusterAgent:
                 continue   # another delivery bound it first: look again
         raise ClusterError(f"the record of {vm_urn} in job {job_id} keeps changing")
 
-    async def _vm_run(self, job_id: str, vm_urn: str, writer: Any, attempt: int) -> str:
+    async def _vm_run(self, job_id: str, vm_urn: str, writer: Any, attempt: int, died: int) -> str:
         """Take over what a dead proxy left, then back the VM up; "ack", or "nak" when this proxy stops."""
         from ..cluster.journal import KvJournal
         journal = KvJournal(self.jobs, job_id, vm_urn, writer=writer)
@@ -447,7 +451,7 @@ class ClusterAgent:
         header = found[0] if found is not None else {}
         adopted: list[Any] = []
         try:
-            return await self._vm_steps(job_id, vm_urn, writer, journal, header, attempt, adopted)
+            return await self._vm_steps(job_id, vm_urn, writer, journal, header, attempt, died, adopted)
         finally:
             for t in adopted:   # those the run took and released are ignored
                 self.scheduler.release(t)
@@ -455,7 +459,7 @@ class ClusterAgent:
                 await asyncio.shield(journal.flush())
 
     async def _vm_steps(self, job_id: str, vm_urn: str, writer: Any, journal: Any, header: dict[str, Any],
-                        attempt: int, adopted: list[Any]) -> str:
+                        attempt: int, died: int, adopted: list[Any]) -> str:
         name = str(writer.record.get("name") or vm_urn)
         try:
             if attempt > 1:   # a redelivery: the proxy before us died (or stopped) with the VM
@@ -472,9 +476,8 @@ class ClusterAgent:
                     return await self._final(writer, "done", "", "info",
                                              f"{name}: restore point {committed[-1].id} was committed by the "
                                              "proxy that died")
-            if attempt > self.cluster_settings.max_attempts:
-                dead = attempt - 1
-                return await self._final(writer, "failed", f"{dead} {'proxy' if dead == 1 else 'proxies'} died "
+            if died >= self.cluster_settings.max_attempts:   # the VM itself may be what kills them
+                return await self._final(writer, "failed", f"{died} {'proxy' if died == 1 else 'proxies'} died "
                                                            "while backing it up", "error")
             if header.get("cancel"):
                 return await self._final(writer, "cancelled", "cancelled by the user", "warning")
@@ -605,15 +608,26 @@ class ClusterAgent:
 
     async def _sweep(self) -> None:
         """Leftovers of final VMs (a release or delete the VRM refused at the time) are tried again
-        every hunt interval, as the local agent's snapshot hunter does."""
+        every hunt interval, as the local agent's snapshot hunter does; jobs left running with every VM
+        final are ended."""
         while True:
             await asyncio.sleep(self.settings.hunt_interval_s)
             try:
+                await self.settle_jobs()
                 await self.sweep_once()
             except asyncio.CancelledError:
                 raise
             except Exception as e:
                 log.warning("leftover sweep failed: %s", e)
+
+    async def settle_jobs(self) -> None:
+        """End the running jobs whose VMs are all final (their last proxy died between its VM's end and
+        the job's, or its look at the records missed one): any proxy may, the header's CAS picks one."""
+        from ..cluster.connect import entries
+        for entry in (await entries(self.cluster.jobs_kv, "job.*")).values():
+            header = load(entry.value)
+            if header.get("state") == "running" and header.get("vm_keys") and header.get("id"):
+                await self.jobs.finish_if_done(str(header["id"]))
 
     async def sweep_once(self) -> int:
         """One round: returns how many leftovers were removed."""

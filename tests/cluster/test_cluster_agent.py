@@ -310,6 +310,19 @@ async def test_a_leftover_the_vrm_refused_is_removed_by_the_sweep(proxies: Proxi
     assert any("removed 1 leftover(s) on the VRM (proxy p1)" in e["message"] for e in record["log"])
 
 
+async def test_a_job_left_running_with_every_vm_final_is_ended_by_a_proxy(proxies: Proxies, es: Any) -> None:
+    """The proxy of a job's last VM died between the VM's end and the job's: another proxy ends it."""
+    await proxies.start("p1")
+    job_id = await proxies.submit(urn_of(es, VM_NAMES[0]))
+    assert (await proxies.final(job_id)).state == "succeeded"
+
+    def unend(h: dict[str, Any]) -> None:
+        h.update(state="running", finished=None)
+    await proxies.jobs.update_header(job_id, unend)
+    job = await proxies.final(job_id, within=30)
+    assert job.state == "succeeded" and job.finished
+
+
 # --- a proxy that dies mid-VM ------------------------------------------------------------------------------
 
 def proxy_process(nats_url: str, es: Any, repo_dir: Path, tmp_path: Path, agent_id: str) -> subprocess.Popen:
