@@ -436,6 +436,7 @@ def prepare_resource(sim: VrmState, vol: Volume, body: dict[str, Any]) -> dict[s
         raise bad("The volume has an unfinished task.", C.VM_TASK_CONFLICT)
     host = resource_host(sim, vol)
     if sim.resources_on_host(host) >= MAX_RESOURCES_PER_HOST:
+        sim.note_resource_refused(host)
         raise bad(f"Host {host.name} already serves 8 backup resources.", C.RESOURCE_HOST_LIMIT)
 
     vol_urn = sim.urn("volumes", vol.id)

@@ -602,7 +602,8 @@ class VrmState:
         self._last_bg = self.clock.now()
         self.version = 0  # bumped on every visible change (list caches key on it)
         self.list_cache: dict[Any, Any] = {}
-        self.stats: dict[str, Any] = {"requests": 0, "by_method": {}, "resource_max_per_host": {}}
+        self.stats: dict[str, Any] = {"requests": 0, "by_method": {}, "resource_max_per_host": {},
+                                      "resource_refused_per_host": {}}
         self.pauses: list[dict[str, Any]] = []  # ground truth of every snapshot pause
 
     # --- time ----------------------------------------------------------------------------------
@@ -1076,3 +1077,10 @@ class VrmState:
         peaks = self.stats["resource_max_per_host"]
         if cur > peaks.get(key, 0):
             peaks[key] = cur
+
+    def note_resource_refused(self, host: Host) -> None:
+        """Count a prepare refused because the host already serves 8 resources (10300412): a client
+        that keeps the per-host limit itself never sees one (GET /sim/stats)."""
+        refused = self.stats["resource_refused_per_host"]
+        key = self.urn("hosts", host.id)
+        refused[key] = refused.get(key, 0) + 1

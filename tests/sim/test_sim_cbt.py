@@ -242,6 +242,7 @@ async def test_15_39_one_per_volume_eight_per_host_expiry_extend_release() -> No
                 assert r.status_code == 400 and r.json()["errorCode"] == "10300412"
         st = (await h.client.get("/sim/stats")).json()
         assert st["resourcesPerHost"][host] == 8 and st["maxResourcesPerHost"][host] == 8
+        assert st["resourcesRefusedPerHost"] == {host: 1}
 
 
 async def test_15_40_resource_blocks_disk_operations() -> None:
