@@ -143,6 +143,10 @@ class SimConfig:
     edge_disk_gb: int = 1  # size of edge-case VM disks (data tests read them)
     edge_fill: float = 0.1  # written fraction of edge-case disks
     fill_scale: float = 1.0  # multiplies the written fraction of regular and template disks (not edge cases)
+    # more VMs ready to back up, (n1, n2, ...) on the first x86 hosts (cna-01, cna-02, ...), each with one
+    # disk like the edge cases' (edge_disk_gb, edge_fill written), on datastores taken in turn from the
+    # host's cluster and its local one: scale tests put many VMs on few hosts without a big inventory
+    ready_vms_per_host: tuple[int, ...] = ()
     # vrm-api.md §16 NOTES: no prepared backup resource may exist when a CBT snapshot is created, scope
     # not stated. "vm" (§15 item 40): a resource on one of the VM's own volumes refuses it; "host": a
     # live resource on any volume served by the VM's host does [I].
@@ -171,6 +175,8 @@ class SimConfig:
         names = [u.name for u in self.users]
         if len(set(names)) != len(names):
             raise ValueError("user names must be unique")
+        if any(n < 0 for n in self.ready_vms_per_host):
+            raise ValueError("ready_vms_per_host must hold counts >= 0")
         if self.cbt_snapshot_resource_scope not in ("vm", "host"):
             raise ValueError("cbt_snapshot_resource_scope must be vm or host")
         merged = dict(DEFAULT_TASK_SECONDS)
