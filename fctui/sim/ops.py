@@ -481,6 +481,8 @@ def resource_status(sim: VrmState, r: BackupResource) -> str:
 def _expire(sim: VrmState, r: BackupResource) -> None:
     if r.released_at is None and r.expires_at <= sim.now():
         r.released_at = sim.now()
+        # a resource its client never released (GET /sim/stats): what a crashed client leaves behind
+        sim.stats["resources_expired"] = sim.stats.get("resources_expired", 0) + 1
         _forget(sim, r)
 
 
