@@ -129,7 +129,8 @@ def run_repo_verify(args: argparse.Namespace, out: TextIO | None = None, errout:
     out, errout = out or sys.stdout, errout or sys.stderr
     from ..repo import RepoError
     try:
-        report = open_repo(args).verify(sample_pct=args.sample)
+        repo = open_repo(args)
+        report = repo.verify(sample_pct=args.sample)
     except RepoError as err:
         return fail(args, err, out, errout)
     if args.json:
@@ -146,8 +147,9 @@ def run_repo_verify(args: argparse.Namespace, out: TextIO | None = None, errout:
             print(f"DAMAGED {pid}: {len(ds)} block(s)", file=out)
             for d in ds[:20]:
                 where = "manifest" if d.block is None else f"block {d.block}"
+                obj = repo.damage_where(d.digest) if d.digest else None  # S3: the object's key
                 print(f"  {d.disk_name or d.volume_urn} {where}: {d.problem}"
-                      + (f" (chunk {d.digest[:16]}…)" if d.digest else ""), file=out)
+                      + (f" (object {obj})" if obj else f" (chunk {d.digest[:16]}…)" if d.digest else ""), file=out)
             if len(ds) > 20:
                 print(f"  … and {len(ds) - 20} more", file=out)
     return EXIT_OK if report.ok else EXIT_DAMAGED

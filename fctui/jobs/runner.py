@@ -395,12 +395,12 @@ class BackupRunner:
     def _repository_full(self, run: _VmRun) -> str:
         """The story of a backup the repository's filesystem could not hold (the point is aborted by
         the cleanup; the chunks it wrote are unreferenced, so ``repo gc`` reclaims them)."""
-        import shutil
         left = sum(max(0, (d.bytes_planned or 0) - d.bytes_read) for d in run.disks.values())
         try:
-            free: int | None = shutil.disk_usage(self.repo.path).free
+            room = self.repo.room()
         except OSError:
-            free = None
+            room = None
+        free = room[0] if room is not None else None
         return self._full_message(free, left, " more (this point was discarded)")
 
     def _check_room(self, vp: VmPlan) -> None:
@@ -408,9 +408,12 @@ class BackupRunner:
         repository bytes (planner.stored_estimate) against the free space less the margin. The launch
         check used estimates; this one uses the planned bytes (another writer may also have filled the
         disk since). A full disk mid-backup is still handled (RepoFullError)."""
-        from .planner import repository_room, stored_estimate
+        from .planner import stored_estimate
         try:
-            free, margin = repository_room(self.repo.path)
+            room = self.repo.room()
+            if room is None:
+                return  # the store knows no limit (S3)
+            free, margin = room
             need, basis = stored_estimate(vp, self.repo.points(vp.vm_urn))
         except (OSError, RepoError, AttributeError):
             return  # the writes themselves will tell
