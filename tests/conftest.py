@@ -55,6 +55,7 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["FCTUI_TEST_HOME"] = base
     for var, sub in (("FCTUI_CONFIG_DIR", "cfg"), ("FCTUI_DATA_DIR", "data"), ("FCTUI_RUNTIME_DIR", "run")):
         os.environ[var] = os.path.join(base, sub)
+    os.environ.pop("FCTUI_CLUSTER", None)   # nor the user's cluster (tests that use one name it)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -84,6 +84,19 @@ def add_connection_options(p: argparse.ArgumentParser, *, top: bool = False) -> 
                         "host: order them per host (slower, never failing; profile: host_snapshot_gate)")
 
 
+def add_cluster_option(p: argparse.ArgumentParser, *, top: bool = False) -> None:
+    """``--cluster URL``: the commands that talk to the job agent talk to a cluster's proxies instead."""
+    p.add_argument("--cluster", metavar="URL", default=None if top else argparse.SUPPRESS,
+                   help="the NATS address of a cluster of proxies (fctui agent --cluster) that runs the jobs "
+                        "(default: $FCTUI_CLUSTER, else cluster in the config file, else the local agent)")
+
+
+def chosen_cluster(ns: argparse.Namespace) -> str | None:
+    """The cluster this command talks to (:func:`fctui.config.cluster_url`); None: the local agent."""
+    from ..config import cluster_url
+    return cluster_url(getattr(ns, "cluster", None))
+
+
 def add_json_option(p: argparse.ArgumentParser, *, top: bool = False, help: str = "print JSON") -> None:
     p.add_argument("--json", action="store_true", default=False if top else argparse.SUPPRESS, help=help)
 
