@@ -26,25 +26,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 import logging
 import os
+import signal
 import socket
 import time
 from typing import Any
 
+from ..cluster.connect import ClusterError
+from ..cluster.jobs import VM_LOG_LIMIT, dump, load
 from ..cluster.layout import (WORK_CONSUMER, WORK_STREAM, WORK_SUBJECT_JOB, WORK_SUBJECT_VM, ClusterSettings,
-                              agent_key, job_key, vm_key, vm_record_key)
+                              agent_key, vm_key)
 from ..jobs.model import FINAL_VM_STATES, JobError, JobRecord, VmProgress
 from ..jobs.runner import RunnerSettings
 
 log = logging.getLogger("fctui.agent.cluster")
-
-VM_LOG_LIMIT = 50
-
-
-class _Stopping(Exception):
-    """The proxy stops: its VM goes back to the queue for another proxy."""
 
 
 @dataclasses.dataclass
@@ -55,20 +51,6 @@ class _Work:
     item: int       # the work item's stream sequence
     task: asyncio.Task
     why: str = ""   # why it was cancelled: "cancel" (the user) or "stop" (this proxy stops)
-
-
-def _loads(data: bytes | None) -> dict[str, Any] | None:
-    if not data:
-        return None
-    try:
-        d = json.loads(data)
-    except ValueError:
-        return None
-    return d if isinstance(d, dict) else None
-
-
-def _dumps(d: dict[str, Any]) -> bytes:
-    return json.dumps(d, separators=(",", ":")).encode()
 
 
 class ClusterAgent:
@@ -106,12 +88,11 @@ class ClusterAgent:
         """Serve until stopped (SIGTERM/SIGINT with ``signals``, or :meth:`stop`)."""
         if signals:
             loop = asyncio.get_running_loop()
-            for sig in ("SIGTERM", "SIGINT"):
-                import signal
+            for sig in (signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(NotImplementedError):
-                    loop.add_signal_handler(getattr(signal, sig), self.stop)
-        await self.start()
+                    loop.add_signal_handler(sig, self.stop)
         try:
+            await self.start()
             await self.stopping.wait()
         finally:
             await self.shutdown()
@@ -147,6 +128,9 @@ class ClusterAgent:
         for t in pull:
             t.cancel()
         await asyncio.gather(*pull, return_exceptions=True)
+        if self._sub is not None:   # no fetch left waiting on the server: the connection drains at once
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
         for w in list(self.working.values()):
             w.why = w.why or "stop"
             w.task.cancel()
@@ -159,7 +143,7 @@ class ClusterAgent:
         await asyncio.gather(*self._loops, return_exceptions=True)
         if self.scheduler is not None:
             with contextlib.suppress(Exception):
-                await self.scheduler.drain()
+                await self.scheduler.close()
         if self.cluster is not None:
             with contextlib.suppress(Exception):
                 await self.cluster.agents_kv.delete(agent_key(self.agent_id))
@@ -189,7 +173,7 @@ class ClusterAgent:
         value = {"id": self.agent_id, "host": socket.gethostname(), "pid": os.getpid(), "started": self.started,
                  "vrm": self.vrm, "user": self.user, "capacity": self.global_limit,
                  "running": sorted(f"{j}/{v}" for j, v in self.working)}
-        await self.cluster.agents_kv.put(agent_key(self.agent_id), _dumps(value))
+        await self.cluster.agents_kv.put(agent_key(self.agent_id), dump(value))
 
     async def _heartbeat(self) -> None:
         while True:
@@ -223,7 +207,7 @@ class ClusterAgent:
                 self._dispatch(msg)
 
     def _dispatch(self, msg: Any) -> None:
-        data = _loads(msg.data) or {}
+        data = load(msg.data)
         job_id = str(data.get("job") or "")
         if msg.subject == WORK_SUBJECT_JOB and job_id:
             task = asyncio.create_task(self._plan_job(msg, job_id), name=f"plan-{job_id}")
@@ -269,45 +253,13 @@ class ClusterAgent:
             with contextlib.suppress(Exception):
                 await msg.in_progress()
 
-    # --- records ------------------------------------------------------------------------------------
-
-    async def _header(self, job_id: str) -> dict[str, Any] | None:
-        import nats.js.errors
-        try:
-            entry = await self.cluster.jobs_kv.get(job_key(job_id))
-        except nats.js.errors.KeyNotFoundError:
-            return None
-        return _loads(entry.value)
-
-    async def _record(self, job_id: str, vm_urn: str) -> tuple[dict[str, Any] | None, int]:
-        """A VM record and its revision (for compare-and-set); (None, 0) when there is none."""
-        import nats.js.errors
-        try:
-            entry = await self.cluster.jobs_kv.get(vm_record_key(job_id, vm_urn))
-        except nats.js.errors.KeyNotFoundError:
-            return None, 0
-        return _loads(entry.value), int(entry.revision or 0)
-
-    async def _cas_record(self, job_id: str, vm_urn: str, record: dict[str, Any], revision: int) -> bool:
-        import nats.js.errors
-        try:
-            await self.cluster.jobs_kv.update(vm_record_key(job_id, vm_urn), _dumps(record), last=revision)
-        except nats.js.errors.KeyWrongLastSequenceError:
-            return False
-        return True
-
-    @staticmethod
-    def _add_log(record: dict[str, Any], message: str, level: str = "info") -> None:
-        lines = record.setdefault("log", [])
-        lines.append({"time": time.time(), "level": level, "message": message})
-        del lines[:-VM_LOG_LIMIT]
-
     # --- a job item: plan it ------------------------------------------------------------------------
 
     async def _plan_job(self, msg: Any, job_id: str) -> None:
         keep = asyncio.create_task(self._keep_in_progress(msg))
         try:
-            header = await self._header(job_id)
+            found = await self.jobs.header(job_id)
+            header = found[0] if found is not None else None
             if header is not None and header.get("state") == "running":
                 # planned already: a planner that died before its ack may not have published every VM item
                 await self._republish(job_id, header)
@@ -315,7 +267,7 @@ class ClusterAgent:
                 await msg.ack()
                 return
             if header.get("cancel"):
-                await self.jobs.update_header(job_id, lambda h: self._cancelled_header(h))
+                await self.jobs.update_header(job_id, self._cancelled_header)
                 await msg.ack()
                 return
             if not self._serves(header):
@@ -323,7 +275,7 @@ class ClusterAgent:
                 return
             try:
                 await self._plan(job_id, header)
-            except asyncio.CancelledError:
+            except ClusterError:
                 raise
             except Exception as e:
                 why = str(e) if isinstance(e, JobError) else f"{type(e).__name__}: {e}"
@@ -357,38 +309,34 @@ class ClusterAgent:
     @staticmethod
     def _failed_header(h: dict[str, Any], why: str) -> dict[str, Any]:
         h.update(state="failed", error=why, finished=time.time())
-        h.setdefault("log", []).append({"time": time.time(), "level": "error", "message": f"job failed: {why}"})
+        _log_to(h, f"job failed: {why}", "error", JobRecord.LOG_LIMIT)
         return h
 
     @staticmethod
     def _cancelled_header(h: dict[str, Any]) -> dict[str, Any]:
         if h.get("state") in ("queued", "running"):
             h.update(state="cancelled", finished=time.time())
-            h.setdefault("log", []).append({"time": time.time(), "level": "warning", "message": "job cancelled"})
+            _log_to(h, "job cancelled", "warning", JobRecord.LOG_LIMIT)
         return h
 
     async def _republish(self, job_id: str, header: dict[str, Any]) -> None:
         """VM items for the records no item has taken yet (a VM record is bound to the first item that
-        takes it: duplicates are dropped, see :meth:`_take_vm`)."""
-        import nats.js.errors
-
+        takes it: duplicates are dropped, see :meth:`_bind`)."""
+        from ..cluster.connect import entries
+        from ..cluster.jobs import load
         from ..cluster.layout import key_part
-        urns = []
-        for key in header.get("vm_keys") or []:
-            try:
-                entry = await self.cluster.jobs_kv.get(f"vm.{key_part(job_id)}.{key}")
-            except nats.js.errors.KeyNotFoundError:
-                continue
-            record = _loads(entry.value) or {}
-            if record.get("state") not in FINAL_VM_STATES and record.get("item") is None and record.get("urn"):
-                urns.append(str(record["urn"]))
+        records = {k.split(".", 2)[2]: load(e.value)
+                   for k, e in (await entries(self.cluster.jobs_kv, f"vm.{key_part(job_id)}.*")).items()}
+        urns = [str(r["urn"]) for k in header.get("vm_keys") or [] if (r := records.get(k)) and r.get("urn")
+                and r.get("state") not in FINAL_VM_STATES and r.get("item") is None]
         if urns:
             await self.jobs.publish_vm_items(job_id, urns)
 
     async def _plan(self, job_id: str, header: dict[str, Any]) -> None:
+        from ..cluster.jobs import HEADER_EXTRAS, record_of
         from ..jobs.planner import add_launch_findings, build_plan
         from ..jobs.runner import BackupRunner
-        job = JobRecord.from_dict({k: v for k, v in header.items() if k != "vms"})
+        job = JobRecord.from_dict({k: v for k, v in header.items() if k not in HEADER_EXTRAS and k != "vms"})
         plan = await build_plan(self.client, job.targets, self.repo, full=job.full,
                                 chain_marks=await self.jobs.chain_marks(), full_vms=job.full_vms)
         await self.scheduler.refresh_counts()
@@ -396,28 +344,25 @@ class ClusterAgent:
         add_launch_findings(plan, host_connections=pool.hosts, datastore_volumes=pool.datastores,
                             per_host=pool.per_host, per_datastore=pool.per_datastore, repo=self.repo)
         BackupRunner.progress_from_plan(job, plan)
-        lines: dict[str, list[tuple[str, str]]] = {}
+        lines: dict[str, list[dict[str, Any]]] = {}
         for vp in plan.vms:
             if vp.refused:
-                lines.setdefault(vp.vm_urn, []).append((f"{vp.vm_name}: refused: {vp.reason}", "warning"))
+                _log_to(lines.setdefault(vp.vm_urn, []), f"{vp.vm_name}: refused: {vp.reason}", "warning")
             for f in vp.launch:
-                lines.setdefault(vp.vm_urn, []).append((f"{vp.vm_name}: {f.rule}: {f.message}",
-                                                        "warning" if f.severity == "warning" else "info"))
+                _log_to(lines.setdefault(vp.vm_urn, []), f"{vp.vm_name}: {f.rule}: {f.message}",
+                        "warning" if f.severity == "warning" else "info")
         for target, why in plan.unresolved:
-            lines.setdefault(target, []).append((f"{target}: {why}", "warning"))
+            _log_to(lines.setdefault(target, []), f"{target}: {why}", "warning")
         for vm in job.vms:
-            record = {**dataclasses.asdict(vm), "agent": "", "attempt": 0, "intents": {}, "log": []}
-            for message, level in lines.get(vm.urn, []):
-                self._add_log(record, message, level)
-            await self.jobs.put_vm(job_id, record)
+            await self.jobs.put_vm(job_id, record_of(vm, log=lines.get(vm.urn, [])))
         runnable = [vp.vm_urn for vp in plan.runnable]
-        summary = (f"job planned by proxy {self.agent_id}: {len(runnable)} VM(s) to back up, "
+        summary = (f"job started by proxy {self.agent_id}: {len(runnable)} VM(s) to back up, "
                    f"{len(plan.refused)} refused, {len(plan.unresolved)} not found")
         keys = [vm_key(vm.urn) for vm in job.vms]
 
         def running(h: dict[str, Any]) -> dict[str, Any]:
             h.update(vm_keys=keys, state="running", started=h.get("started") or time.time())
-            h.setdefault("log", []).append({"time": time.time(), "level": "info", "message": summary})
+            _log_to(h, summary, "info", JobRecord.LOG_LIMIT)
             return h
         await self.jobs.update_header(job_id, running)
         if runnable:
@@ -431,143 +376,153 @@ class ClusterAgent:
         keep = asyncio.create_task(self._keep_in_progress(msg))
         claimed = False
         try:
-            outcome = await self._take_vm(msg, job_id, vm_urn)
-            if outcome is None:
-                return   # answered already (ack'd a duplicate, a final record, ...)
-            claimed, (record, _) = True, outcome
-            answer = await self._vm_run(msg, job_id, vm_urn, record)
+            writer = await self._bind(msg, job_id, vm_urn)
+            if writer is None:
+                return   # answered already (a duplicate, a final record, a job that is gone)
+            holder = await self.scheduler.claim_vm(vm_urn, job_id)
+            if holder is not None:
+                await self._final(writer, "refused", f"already being backed up by job {holder}", "warning")
+                await msg.ack()
+                await self.jobs.finish_if_done(job_id)
+                return
+            claimed = True
+            answer = await self._vm_run(job_id, vm_urn, writer, int(writer.record.get("attempt") or 1))
             if answer == "nak":
                 with contextlib.suppress(Exception):
                     await msg.nak()
                 return
             await msg.ack()
             await self.jobs.finish_if_done(job_id)
+        except ClusterError as e:
+            # another proxy took the VM over (this one stalled past ack_wait), or NATS is gone: the item
+            # is not ours to answer any more
+            log.warning("job %s, VM %s: %s", job_id, vm_urn, e)
         finally:
             keep.cancel()
             if claimed:
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(self.scheduler.release_vm(vm_urn))
+                self.scheduler.release_vm(vm_urn)
 
-    async def _take_vm(self, msg: Any, job_id: str, vm_urn: str) -> tuple[dict[str, Any], int] | None:
-        """Bind the VM's record to this delivery and claim the VM; None when the item is answered here."""
-        meta = msg.metadata
-        seq = int(meta.sequence.stream)
-        attempt = int(meta.num_delivered or 1)
+    async def _bind(self, msg: Any, job_id: str, vm_urn: str) -> Any:
+        """The VM record's writer, bound to this delivery by compare-and-set (the record names the item
+        that runs it: a duplicate item is dropped, a redelivered one takes over); None when the item is
+        answered here."""
+        from ..cluster.jobs import VmRecordWriter
+        seq = int(msg.metadata.sequence.stream)
+        attempt = int(msg.metadata.num_delivered or 1)
         for _ in range(10):
-            record, revision = await self._record(job_id, vm_urn)
-            if record is None:   # the job is gone
+            found = await self.jobs.vm_entry(job_id, vm_urn)
+            if found is None:   # the job is gone
                 await msg.ack()
                 return None
+            record, revision = found
             if record.get("state") in FINAL_VM_STATES:
                 await msg.ack()
                 await self.jobs.finish_if_done(job_id)
                 return None
             if record.get("item") not in (None, seq):
-                # a duplicate of the item that runs this VM (a replanned job): that one answers for it
-                await msg.ack()
+                await msg.ack()   # a duplicate of the item that runs this VM (a replanned job)
                 return None
             previous = str(record.get("agent") or "")
             record.update(agent=self.agent_id, attempt=attempt, item=seq)
+            writer = VmRecordWriter(self.jobs, job_id, record, revision)
             if previous and previous != self.agent_id:
-                self._add_log(record, f"{record.get('name') or vm_urn}: proxy {previous} stopped answering: "
-                                      f"proxy {self.agent_id} takes over (attempt {attempt})", "warning")
-            if await self._cas_record(job_id, vm_urn, record, revision):
-                break
-        else:
-            raise JobError(f"the record of {vm_urn} in job {job_id} keeps changing under us")
-        holder = await self.scheduler.claim_vm(vm_urn, job_id)
-        if holder is not None and holder != job_id:
-            record.update(state="refused", reason=f"already being backed up by job {holder}")
-            self._add_log(record, f"{record.get('name') or vm_urn}: refused: {record['reason']}", "warning")
-            await self.jobs.put_vm(job_id, record)
-            await msg.ack()
-            await self.jobs.finish_if_done(job_id)
-            return None
-        return record, revision
+                writer.log(f"{record.get('name') or vm_urn}: proxy {previous} stopped answering: proxy "
+                           f"{self.agent_id} takes over (attempt {attempt})", "warning")
+            writer.changed()
+            try:
+                await writer.flush()
+                return writer
+            except ClusterError:
+                continue   # another delivery bound it first: look again
+        raise ClusterError(f"the record of {vm_urn} in job {job_id} keeps changing")
 
-    async def _vm_run(self, msg: Any, job_id: str, vm_urn: str, record: dict[str, Any]) -> str:
-        """Take over what a dead proxy left, then back the VM up; "ack" or "nak" (this proxy stops)."""
+    async def _vm_run(self, job_id: str, vm_urn: str, writer: Any, attempt: int) -> str:
+        """Take over what a dead proxy left, then back the VM up; "ack", or "nak" when this proxy stops."""
         from ..cluster.journal import KvJournal
-        name = str(record.get("name") or vm_urn)
-        journal = KvJournal(self.jobs, job_id, vm_urn)
-        load = getattr(journal, "load", None)
-        if load is not None:
-            await load()
-        header = await self._header(job_id) or {}
+        journal = KvJournal(self.jobs, job_id, vm_urn, writer=writer)
+        found = await self.jobs.header(job_id)
+        header = found[0] if found is not None else {}
+        adopted: list[Any] = []
         try:
-            if record.get("intents"):
-                left = await self._take_over(job_id, vm_urn, record, journal)
+            return await self._vm_steps(job_id, vm_urn, writer, journal, header, attempt, adopted)
+        finally:
+            for t in adopted:   # those the run took and released are ignored
+                self.scheduler.release(t)
+            with contextlib.suppress(Exception):   # the chain marks it made are in the cluster before we answer
+                await asyncio.shield(journal.flush())
+
+    async def _vm_steps(self, job_id: str, vm_urn: str, writer: Any, journal: Any, header: dict[str, Any],
+                        attempt: int, adopted: list[Any]) -> str:
+        name = str(writer.record.get("name") or vm_urn)
+        try:
+            if attempt > 1:   # a redelivery: the proxy before us died (or stopped) with the VM
+                adopted += await self.scheduler.adopt(self._owners(job_id, writer.record))
+            if journal.pending():
+                left = await self._take_over(job_id, name, writer, journal, len(adopted))
                 if left:
-                    return await self._final(job_id, vm_urn, journal, "failed",
-                                             f"leftovers of the proxy that died could not be removed ({left}); "
-                                             "the proxies keep trying", "error")
-            attempt = int(record.get("attempt") or 1)
+                    return await self._final(writer, "failed", f"leftovers of the proxy that died could not be "
+                                                               f"removed ({left}); the proxies keep trying", "error")
             if attempt > self.cluster_settings.max_attempts:
-                why = f"{attempt - 1} proxies died while backing it up"
-                return await self._final(job_id, vm_urn, journal, "failed", why, "error")
+                dead = attempt - 1
+                return await self._final(writer, "failed", f"{dead} {'proxy' if dead == 1 else 'proxies'} died "
+                                                           "while backing it up", "error")
             if header.get("cancel"):
-                return await self._final(job_id, vm_urn, journal, "cancelled", "cancelled by the user", "warning")
-            return await self._backup(job_id, vm_urn, header, journal)
+                return await self._final(writer, "cancelled", "cancelled by the user", "warning")
+            return await self._backup(job_id, vm_urn, header, writer, journal)
         except asyncio.CancelledError:
             if self._why(job_id, vm_urn) == "cancel":
-                await asyncio.shield(self._final(job_id, vm_urn, journal, "cancelled", "cancelled by the user",
-                                                 "warning"))
-                return "ack"
-            await asyncio.shield(self._requeue(job_id, vm_urn, journal, name))
+                return await asyncio.shield(self._final(writer, "cancelled", "cancelled by the user", "warning"))
+            await asyncio.shield(self._requeue(writer, name))
             return "nak"
+        except ClusterError:
+            raise
         except Exception as e:   # planning it, or the VRM: the VM fails with one line, the item is answered
             why = str(e) if isinstance(e, JobError) else f"{type(e).__name__}: {e}"
             if not isinstance(e, JobError):
                 log.exception("backing up %s in job %s failed", name, job_id)
-            return await self._final(job_id, vm_urn, journal, "failed", why, "error")
+            return await self._final(writer, "failed", why, "error")
+
+    @staticmethod
+    def _owners(job_id: str, record: dict[str, Any]) -> list[str]:
+        """The owners the runner gives the VM's slots: ``<job>/<VM name>`` and ``<job>/<volume URN>``."""
+        return ([f"{job_id}/{record.get('name') or record.get('urn')}"]
+                + [f"{job_id}/{d.get('volume')}" for d in record.get("disks") or [] if d.get("volume")])
 
     def _why(self, job_id: str, vm_urn: str) -> str:
         """Why this proxy cancelled the VM's task: "cancel" (the user), "stop" (the proxy stops), ""."""
         work = self.working.get((job_id, vm_urn))
         return work.why if work is not None else ""
 
-    async def _take_over(self, job_id: str, vm_urn: str, record: dict[str, Any], journal: Any) -> str:
-        """A proxy died while it backed this VM up: its slots become ours until its leftovers on the VRM
-        are gone (they still count against the host's 8), then those leftovers are removed, and a CBT
-        snapshot it took broke the chain of the VM's disks. Returns why a leftover is still there ("": none)."""
+    async def _take_over(self, job_id: str, name: str, writer: Any, journal: Any, adopted: int) -> str:
+        """A proxy died while it backed this VM up: remove what its journal says it created on the VRM
+        (its slots, adopted, keep counting meanwhile: its resources still count against the host's 8);
+        a CBT snapshot it took consumed a chgID, so the VM's disks are read fully next. Returns why a
+        leftover is still there ("" : none)."""
         from ..jobs.cleanup import cleanup_intents
-        name = str(record.get("name") or vm_urn)
-        owners = [f"{job_id}/{name}"] + [f"{job_id}/{d.get('volume')}" for d in record.get("disks") or []]
-        tickets: list[Any] = []
-        for owner in owners:
-            tickets += await self.scheduler.adopt(owner)
-        try:
-            pending = [dict(i) for i in journal.pending()]
-            cbt = any(i.get("what") == "snapshot" and i.get("snapshot_type") == "CBTbackup" for i in pending)
-            failed = await cleanup_intents(self.client, pending, journal.done,
-                                           within=self.settings.cleanup_budget_s)
-            for intent, why in failed:
-                journal.update(intent["key"], last_error=why)
-            if cbt:
-                reason = f"job {job_id}: the proxy backing up {name} died after its CBT snapshot"
-                for d in record.get("disks") or []:
-                    if d.get("mode") != "excluded":
-                        journal.mark_chain(str(d.get("volume")), reason)
-            flush = getattr(journal, "flush", None)
-            if flush is not None:
-                await flush()
-            done = len(pending) - len(failed)
-            message = (f"{name}: removed {done} leftover(s) of the proxy that died"
-                       + (f" (its {len(tickets)} slot(s) adopted meanwhile)" if tickets else "")
-                       + (f"; {len(failed)} could not be removed yet: {failed[0][1]}" if failed else "")
-                       + ("; its CBT chain is broken: this backup is full" if cbt else ""))
-            log.info("job %s: %s", job_id, message)
-            await self._log_vm(job_id, vm_urn, journal, message, "warning" if failed else "info")
-            return failed[0][1] if failed else ""
-        finally:
-            for t in tickets:
-                self.scheduler.release(t)
+        pending = journal.pending()
+        cbt = any(i.get("what") == "snapshot" and i.get("snapshot_type") == "CBTbackup" for i in pending)
+        failed = await cleanup_intents(self.client, pending, journal.done, within=self.settings.cleanup_budget_s)
+        for intent, why in failed:
+            journal.update(intent["key"], last_error=why)
+        if cbt:
+            reason = f"job {job_id}: the proxy backing up {name} died after its CBT snapshot"
+            for d in writer.record.get("disks") or []:
+                if d.get("mode") != "excluded" and d.get("volume"):
+                    journal.mark_chain(str(d["volume"]), reason)
+        message = (f"{name}: removed {len(pending) - len(failed)} leftover(s) of the proxy that died"
+                   + (f" ({adopted} of its slot(s) adopted)" if adopted else "")
+                   + (f"; {len(failed)} could not be removed yet: {failed[0][1]}" if failed else "")
+                   + ("; its CBT chain is broken: the disks are read fully" if cbt else ""))
+        log.info("job %s: %s", job_id, message)
+        writer.log(message, "warning" if failed else "info")
+        await journal.flush()
+        return failed[0][1] if failed else ""
 
-    async def _backup(self, job_id: str, vm_urn: str, header: dict[str, Any], journal: Any) -> str:
+    async def _backup(self, job_id: str, vm_urn: str, header: dict[str, Any], writer: Any, journal: Any) -> str:
+        from ..cluster.jobs import HEADER_EXTRAS
         from ..jobs.planner import add_launch_findings, build_plan
         from ..jobs.runner import BackupRunner, Reporter
-        job = JobRecord.from_dict({k: v for k, v in header.items() if k not in ("vms", "log")})
-        job.log = []
+        job = JobRecord.from_dict({k: v for k, v in header.items() if k not in HEADER_EXTRAS and k not in ("vms", "log")})
         settings = (dataclasses.replace(self.settings, host_snapshot_gate=True)
                     if header.get("host_snapshot_gate") else self.settings)
         plan = await build_plan(self.client, [vm_urn], self.repo, full=job.full,
@@ -580,15 +535,15 @@ class ClusterAgent:
         vm = job.vm(vm_urn)
         if vm is None:   # the VRM no longer knows it by that URN
             why = plan.unresolved[0][1] if plan.unresolved else "not found"
-            return await self._final(job_id, vm_urn, journal, "refused", why, "warning")
-        writer = _RecordWriter(self, job_id, vm_urn, job, vm, journal)
+            return await self._final(writer, "refused", why, "warning")
+        sync = _ProgressSync(self, job_id, job, vm, writer)
         if not plan.runnable:
+            sync.state(job)
             writer.log(f"{vm.name}: refused: {vm.reason}", "warning")
-            await writer.close()
+            await writer.flush()
             return "ack"
         vp = plan.runnable[0]
-        reporter = Reporter(job, writer.on_event, interval=self.settings.progress_interval,
-                            on_state=writer.on_state)
+        reporter = Reporter(job, sync.event, interval=self.settings.progress_interval, on_state=sync.state)
         runner = BackupRunner(self.client, self.repo, scheduler=self.scheduler, journal=journal, settings=settings,
                               vrm=self.vrm, user=self.user)
         writer.log(f"{vm.name}: backed up by proxy {self.agent_id}")
@@ -596,44 +551,25 @@ class ClusterAgent:
             await runner.run_vm(job, vp, vm, reporter)
         finally:
             runner.close()
-            await asyncio.shield(writer.close())
-        if job.restore_points or job.warnings:
-            points, warnings = list(job.restore_points), list(job.warnings)
-
-            def add(h: dict[str, Any]) -> dict[str, Any]:
-                h["restore_points"] = [*h.get("restore_points", []), *points]
-                h["warnings"] = [*h.get("warnings", []), *warnings]
-                return h
-            await self.jobs.update_header(job_id, add)
+            sync.close()
+            await asyncio.shield(writer.flush())
         return "ack"
 
-    async def _final(self, job_id: str, vm_urn: str, journal: Any, state: str, reason: str, level: str) -> str:
-        record, _ = await self._record(job_id, vm_urn)
-        record = record or {"urn": vm_urn}
-        record.update(state=state, reason=reason, intents=_intents_of(journal, record))
+    async def _final(self, writer: Any, state: str, reason: str, level: str) -> str:
+        record = writer.record
+        record.update(state=state, reason=reason)
         for d in record.get("disks") or []:
             if d.get("state") in ("waiting", "reading"):
                 d["state"] = "cancelled" if state == "cancelled" else "failed"
-        self._add_log(record, f"{record.get('name') or vm_urn}: {state}: {reason}", level)
-        await self.jobs.put_vm(job_id, record)
+        writer.log(f"{record.get('name') or record.get('urn')}: {state}: {reason}", level)
+        await writer.flush()
         return "ack"
 
-    async def _requeue(self, job_id: str, vm_urn: str, journal: Any, name: str) -> None:
-        """This proxy stops: the VM's record back to queued (its cleanup is done), for the next proxy."""
-        record, _ = await self._record(job_id, vm_urn)
-        if record is None or record.get("state") in FINAL_VM_STATES - {"cancelled"}:
-            return
-        record.update(state="queued", reason="", agent="", intents=_intents_of(journal, record))
-        self._add_log(record, f"{name}: proxy {self.agent_id} stopped: back in the queue", "warning")
-        await self.jobs.put_vm(job_id, record)
-
-    async def _log_vm(self, job_id: str, vm_urn: str, journal: Any, message: str, level: str) -> None:
-        record, _ = await self._record(job_id, vm_urn)
-        if record is None:
-            return
-        record["intents"] = _intents_of(journal, record)
-        self._add_log(record, message, level)
-        await self.jobs.put_vm(job_id, record)
+    async def _requeue(self, writer: Any, name: str) -> None:
+        """This proxy stops: the VM's record back to queued (the engine cleaned up), for the next proxy."""
+        writer.record.update(state="queued", reason="", agent="")
+        writer.log(f"{name}: proxy {self.agent_id} stopped: back in the queue", "warning")
+        await writer.flush()
 
     # --- cancel ---------------------------------------------------------------------------------------
 
@@ -643,10 +579,10 @@ class ClusterAgent:
             await asyncio.sleep(0.25)
             for job_id in sorted({w.job_id for w in self.working.values()}):
                 try:
-                    header = await self._header(job_id)
+                    found = await self.jobs.header(job_id)
                 except Exception:
                     continue
-                if header is None or not header.get("cancel"):
+                if found is None or not found[0].get("cancel"):
                     continue
                 for w in list(self.working.values()):
                     if w.job_id == job_id and not w.why:
@@ -670,18 +606,12 @@ class ClusterAgent:
     async def sweep_once(self) -> int:
         """One round: returns how many leftovers were removed."""
         import nats.js.errors
+
+        from ..cluster.connect import entries
         from ..jobs.cleanup import cleanup_intents
-        try:
-            keys = await self.cluster.jobs_kv.keys(filters=["vm.>"])
-        except nats.js.errors.NoKeysError:
-            return 0
         removed = 0
-        for key in keys:
-            try:
-                entry = await self.cluster.jobs_kv.get(key)
-            except nats.js.errors.KeyNotFoundError:
-                continue
-            record = _loads(entry.value)
+        for key, entry in (await entries(self.cluster.jobs_kv, "vm.>")).items():
+            record = load(entry.value)
             if not record or record.get("state") not in FINAL_VM_STATES or not record.get("intents"):
                 continue
             intents = record["intents"]
@@ -697,90 +627,53 @@ class ClusterAgent:
                 intents.pop(k, None)
             removed += len(cleaned)
             if cleaned:
-                self._add_log(record, f"{record.get('name') or record.get('urn')}: removed {len(cleaned)} "
-                                      f"leftover(s) on the VRM (proxy {self.agent_id})")
+                _log_to(record, f"{record.get('name') or record.get('urn')}: removed {len(cleaned)} "
+                                f"leftover(s) on the VRM (proxy {self.agent_id})", limit=VM_LOG_LIMIT)
             with contextlib.suppress(nats.js.errors.KeyWrongLastSequenceError):
-                await self.cluster.jobs_kv.update(key, _dumps(record), last=entry.revision)
+                await self.cluster.jobs_kv.update(key, dump(record), last=entry.revision)
         return removed
 
 
-def _intents_of(journal: Any, record: dict[str, Any]) -> dict[str, Any]:
-    """The journal's pending intents as the record keeps them ({key: intent})."""
-    out: dict[str, Any] = {}
-    for i in journal.pending():
-        i = dict(i)
-        out[str(i.pop("key"))] = i
-    return out
+def _log_to(target: dict[str, Any] | list[dict[str, Any]], message: str, level: str = "info",
+            limit: int = 50) -> None:
+    """A log line appended to a header's ``log`` (a dict) or to a list, the newest ``limit`` kept."""
+    lines = target.setdefault("log", []) if isinstance(target, dict) else target
+    lines.append({"time": time.time(), "level": level, "message": message})
+    del lines[:-limit]
 
 
-class _RecordWriter:
-    """Writes a running VM's record: at once on a state change, at most every progress interval for
-    progress, always with the journal's current intents."""
+class _ProgressSync:
+    """The runner's Reporter -> the VM record's writer: state changes at once, progress at most every
+    ``progress_interval_s``, log lines as they come."""
 
-    def __init__(self, agent: ClusterAgent, job_id: str, vm_urn: str, job: JobRecord, vm: VmProgress,
-                 journal: Any) -> None:
-        self.agent = agent
-        self.job_id, self.vm_urn = job_id, vm_urn
-        self.job, self.vm, self.journal = job, vm, journal
+    def __init__(self, agent: ClusterAgent, job_id: str, job: JobRecord, vm: VmProgress, writer: Any) -> None:
+        self.agent, self.job_id, self.job, self.vm, self.writer = agent, job_id, job, vm, writer
         self.interval = agent.cluster_settings.progress_interval_s
-        self._dirty = asyncio.Event()
-        self._urgent = False
         self._last = 0.0
-        self._task = asyncio.create_task(self._loop())
+        self._later: asyncio.TimerHandle | None = None
 
-    def on_state(self, job: JobRecord) -> None:
-        self._urgent = True
-        self._dirty.set()
-
-    def on_event(self, ev: dict[str, Any]) -> None:
-        if ev.get("event") in ("progress", "log"):
-            self._dirty.set()
-
-    def log(self, message: str, level: str = "info") -> None:
-        self.job.add_log(message, level)
-        self._dirty.set()
-
-    def record(self) -> dict[str, Any]:
-        progress = dataclasses.asdict(self.vm)
-        if self.agent._why(self.job_id, self.vm_urn) == "stop" and progress["state"] == "cancelled":
+    def state(self, job: JobRecord | None = None) -> None:
+        if self._later is not None:
+            self._later.cancel()
+            self._later = None
+        self._last = time.monotonic()
+        self.writer.set_progress(self.vm)
+        record = self.writer.record
+        record["warnings"] = list(self.job.warnings)
+        if self.agent._why(self.job_id, self.vm.urn) == "stop" and record.get("state") == "cancelled":
             # this proxy stops, the user did not cancel: the VM goes back to the queue, never "cancelled"
-            progress.update(state="queued", reason="")
-        return {**progress, "agent": self.agent.agent_id,
-                "intents": _intents_of(self.journal, {}),
-                "log": self.job.log[-VM_LOG_LIMIT:]}
+            record.update(state="queued", reason="")
 
-    async def _write(self) -> None:
-        current, _ = await self.agent._record(self.job_id, self.vm_urn)
-        current = current or {}
-        rec = {**self.record(), **{k: v for k, v in current.items() if k in ("attempt", "item")}}
-        # lines written before this run (planning, a takeover) stay; the run's own follow
-        mine = {(e.get("time"), e.get("message")) for e in rec["log"]}
-        before = [e for e in current.get("log", []) if (e.get("time"), e.get("message")) not in mine]
-        rec["log"] = (before + rec["log"])[-VM_LOG_LIMIT:]
-        await self.agent.jobs.put_vm(self.job_id, rec)
+    def event(self, ev: dict[str, Any]) -> None:
+        kind = ev.get("event")
+        if kind == "log":
+            self.writer.log(str(ev.get("message") or ""), str(ev.get("level") or "info"), when=ev.get("time"))
+        elif kind == "progress" and self._later is None:
+            wait = self._last + self.interval - time.monotonic()
+            if wait <= 0:
+                self.state()
+            else:
+                self._later = asyncio.get_running_loop().call_later(wait, self.state)
 
-    async def _loop(self) -> None:
-        while True:
-            await self._dirty.wait()
-            if not self._urgent:
-                wait = self._last + self.interval - time.monotonic()
-                if wait > 0:
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(self._wait_urgent(), wait)
-            self._dirty.clear()
-            self._urgent = False
-            self._last = time.monotonic()
-            try:
-                await self._write()
-            except Exception as e:
-                log.warning("writing the record of %s failed: %s", self.vm_urn, e)
-
-    async def _wait_urgent(self) -> None:
-        while not self._urgent:
-            self._dirty.clear()
-            await self._dirty.wait()
-
-    async def close(self) -> None:
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
-        await self._write()
+    def close(self) -> None:
+        self.state()

@@ -30,6 +30,12 @@ A proxy that takes over a VM item whose record holds intents (the previous proxy
 cleans them up on the VRM with the journal's rules (fctui.jobs.cleanup), marks the CBT chain of the
 VM's disks broken when a CBT snapshot was taken, then backs the VM up again.
 
+The code: :mod:`~fctui.cluster.connect` (``Cluster.connect``: the connection, and the stream, consumer
+and buckets, created when missing), :mod:`~fctui.cluster.slots` (``ClusterScheduler``: the engine's
+scheduler on slot keys, and VM claims), :mod:`~fctui.cluster.jobs` (``ClusterJobs``: job headers, VM
+records, settling, the watch, chain marks; ``VmRecordWriter``: the one writer of a VM record on a
+proxy), :mod:`~fctui.cluster.journal` (``KvJournal``: the runner's journal in the VM record).
+
 VRM passwords never travel through NATS: each proxy reads its own (``fctui agent --cluster`` takes the
 VRM and user of a profile and the password file of the unattended service, as ``--service`` does).
 """

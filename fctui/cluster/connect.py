@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 from typing import Any
 
 import nats.errors
@@ -35,7 +36,8 @@ class Cluster:
     """A connection to the cluster: ``nc`` (NATS), ``js`` (JetStream), the three buckets, the settings."""
 
     def __init__(self, url: str, settings: ClusterSettings, nc: Client, js: Any,
-                 jobs_kv: KeyValue, slots_kv: KeyValue, agents_kv: KeyValue) -> None:
+                 jobs_kv: KeyValue, slots_kv: KeyValue | None, agents_kv: KeyValue | None) -> None:
+        # slots_kv and agents_kv are None only on a client's connection (``connect(proxy=False)``)
         self.url = url
         self.settings = settings
         self.nc = nc
@@ -46,9 +48,14 @@ class Cluster:
 
     @classmethod
     async def connect(cls, url: str, settings: ClusterSettings | None = None, *,
-                      timeout: float = CONNECT_TIMEOUT_S) -> "Cluster":
+                      timeout: float = CONNECT_TIMEOUT_S, proxy: bool = True) -> "Cluster":
         """Connect and make sure the stream, the consumer and the buckets exist. Raises
-        :class:`ClusterError` "cannot reach the cluster at URL: ..." when no server answers in ``timeout``."""
+        :class:`ClusterError` "cannot reach the cluster at URL: ..." when no server answers in ``timeout``.
+
+        ``proxy`` False (a client: the CLI, a console): only what a client writes is created (the stream
+        for its job items, the JOBS bucket); the consumer and the expiring buckets carry the proxies'
+        timings, so a client that comes first must not fix them with its defaults. Its ``slots_kv`` and
+        ``agents_kv`` are None until a proxy has created them."""
         settings = settings or ClusterSettings()
         last_error: list[BaseException] = []
 
@@ -73,14 +80,19 @@ class Cluster:
         try:
             js = nc.jetstream()
             await _ensure_stream(js, settings)
-            await _ensure_consumer(js, settings)
             jobs_kv = await _ensure_bucket(js, api.KeyValueConfig(bucket=JOBS_BUCKET, history=1))
+            if not proxy:
+                return cls(url, settings, nc, js, jobs_kv, await existing_bucket(js, SLOTS_BUCKET),
+                           await existing_bucket(js, AGENTS_BUCKET))
+            ack_wait = await _ensure_consumer(js, settings)
             slots_kv = await _ensure_bucket(js, api.KeyValueConfig(bucket=SLOTS_BUCKET, history=1,
                                                                    ttl=settings.slot_ttl_s),
                                             expiry_markers=settings.slot_ttl_s)
             agents_kv = await _ensure_bucket(js, api.KeyValueConfig(bucket=AGENTS_BUCKET, history=1,
                                                                     ttl=settings.agent_ttl_s),
                                              expiry_markers=settings.agent_ttl_s)
+            settings = _effective(settings, ack_wait, (await slots_kv.status()).ttl,
+                                  (await agents_kv.status()).ttl)
         except nats.js.errors.ServiceUnavailableError:
             await _quiet_close(nc)
             raise ClusterError(f"the cluster at {url} has no JetStream: start nats-server with -js") from None
@@ -129,17 +141,41 @@ async def _ensure_stream(js: Any, settings: ClusterSettings) -> None:
         await js.stream_info(WORK_STREAM)
 
 
-async def _ensure_consumer(js: Any, settings: ClusterSettings) -> None:
+async def _ensure_consumer(js: Any, settings: ClusterSettings) -> float | None:
+    """Create (or find) the shared consumer; its ack_wait as JetStream has it."""
     config = api.ConsumerConfig(durable_name=WORK_CONSUMER, ack_policy=api.AckPolicy.EXPLICIT,
                                 deliver_policy=api.DeliverPolicy.ALL, ack_wait=settings.ack_wait_s,
                                 max_ack_pending=MAX_ACK_PENDING, max_deliver=-1)
     try:
-        await js.add_consumer(WORK_STREAM, config)
+        info = await js.add_consumer(WORK_STREAM, config)
     except nats.js.errors.BadRequestError:   # exists with other timings (another proxy's): keep them
         info = await js.consumer_info(WORK_STREAM, WORK_CONSUMER)
-        if info.config.ack_wait and abs(info.config.ack_wait - settings.ack_wait_s) > 0.001:
-            log.warning("the cluster's work consumer has ack_wait %.1f s (this agent was given %.1f s)",
-                        info.config.ack_wait, settings.ack_wait_s)
+    return info.config.ack_wait
+
+
+def _effective(settings: ClusterSettings, ack_wait: float | None, slot_ttl: float | None,
+               agent_ttl: float | None) -> ClusterSettings:
+    """The timings the cluster already has (the first proxy's) win over this one's: a slot renewed at a
+    third of *this* agent's slot_ttl in a bucket whose entries live shorter would expire while held."""
+    found = {k: v for k, v in (("ack_wait_s", ack_wait), ("slot_ttl_s", slot_ttl), ("agent_ttl_s", agent_ttl))
+             if v and abs(v - getattr(settings, k)) > 0.001}
+    if not found:
+        return settings
+    log.warning("the cluster at its timings (%s), not this agent's",
+                ", ".join(f"{k} {v:g} s instead of {getattr(settings, k):g}" for k, v in found.items()))
+    try:
+        return replace(settings, **found)
+    except ValueError as e:   # mixed timings left by proxies started differently: keep the safe side
+        raise ClusterError(f"the cluster's timings do not fit together ({e}): recreate its consumer and "
+                           "buckets with one set of timings") from None
+
+
+async def existing_bucket(js: Any, name: str) -> KeyValue | None:
+    """The bucket ``name`` if it exists (never created: see ``Cluster.connect(proxy=False)``)."""
+    try:
+        return await js.key_value(name)
+    except nats.js.errors.BucketNotFoundError:
+        return None
 
 
 async def _ensure_bucket(js: Any, config: api.KeyValueConfig, expiry_markers: float | None = None) -> KeyValue:
@@ -165,9 +201,42 @@ async def entries(kv: KeyValue, keys: str = ">") -> dict[str, KeyValue.Entry]:
     out: dict[str, KeyValue.Entry] = {}
     try:
         while True:
-            entry = await watcher.updates(timeout=10.0)
+            try:
+                entry = await watcher.updates(timeout=10.0)
+            except nats.errors.TimeoutError:
+                raise ClusterError("the cluster stopped answering while listing its records") from None
             if entry is None:
                 return out
             out[entry.key] = entry
     finally:
-        await watcher.stop()
+        try:
+            await watcher.stop()
+        except nats.errors.Error:   # the connection is gone: nothing to stop
+            pass
+
+
+async def current(kv: KeyValue, key: str) -> KeyValue.Entry | None:
+    """The live entry of ``key``: None when it is absent, deleted or expired (the marker an expired entry
+    leaves has no value; the cluster's values never are empty)."""
+    try:
+        entry = await kv.get(key)
+    except nats.js.errors.KeyNotFoundError:
+        return None
+    return entry if entry.value else None
+
+
+async def create(kv: KeyValue, key: str, data: bytes) -> int:
+    """Create ``key`` (KeyWrongLastSequenceError when it has a live value). nats-py's ``create`` takes
+    the place of a deleted key but not of an expired one (the server's marker is no KV delete): without
+    this a dead proxy's slot would stay taken until its marker expires too, twice slot_ttl."""
+    try:
+        return await kv.create(key, data)
+    except nats.js.errors.KeyWrongLastSequenceError:
+        pass
+    try:
+        entry = await kv.get(key)
+    except nats.js.errors.KeyNotFoundError:   # gone meanwhile
+        return await kv.create(key, data)
+    if entry.value:
+        raise nats.js.errors.KeyWrongLastSequenceError(description=f"{key} exists")
+    return await kv.update(key, data, last=entry.revision)

@@ -24,7 +24,7 @@ import nats.errors
 import nats.js.errors
 from nats.js.kv import KV_DEL, KV_PURGE
 
-from ..jobs.model import JobRecord, VmProgress
+from ..jobs.model import FINAL_JOB_STATES, FINAL_VM_STATES, JobRecord, VmProgress
 from .connect import Cluster, ClusterError, entries
 from .layout import (WORK_SUBJECT_JOB, WORK_SUBJECT_VM, chain_key, job_key, key_part, vm_key,
                      vm_record_key)
@@ -142,10 +142,14 @@ class ClusterJobs:
             if found is None:
                 raise ClusterError(f"no job {job_id!r} in the cluster")
             header, revision = found
+            before = dump(header)
             new = mutate(header)
             new = header if new is None else new
+            data = dump(new)
+            if data == before:
+                return new   # nothing to change: no write (watchers are not woken for nothing)
             try:
-                await self.kv.update(job_key(job_id), dump(new), last=revision)
+                await self.kv.update(job_key(job_id), data, last=revision)
                 return new
             except _Wrong:
                 continue
@@ -167,8 +171,7 @@ class ClusterJobs:
     async def request_cancel(self, job_id: str) -> dict[str, Any]:
         """Ask the proxies to cancel a job (they watch ``cancel`` in its header)."""
         def cancel(header: dict[str, Any]) -> None:
-            if not header.get("cancel") and header.get("state") not in ("succeeded", "failed", "cancelled",
-                                                                         "interrupted"):
+            if not header.get("cancel") and header.get("state") not in FINAL_JOB_STATES:
                 header["cancel"] = True
                 _add_log(header, "cancel requested")
         return await self.update_header(job_id, cancel)
@@ -181,14 +184,15 @@ class ClusterJobs:
         if found is None:
             return None
         header = found[0]
-        if header.get("state") in ("succeeded", "failed", "cancelled", "interrupted"):
+        if header.get("state") in FINAL_JOB_STATES:
             return await self.job(job_id)
-        records = await self._records(job_id)
+        records = await self.vm_records(job_id)
         keys = header.get("vm_keys") or []
         if not keys or any(k not in records or not _final(records[k]) for k in keys):
             return None
+
         def settle(current: dict[str, Any]) -> dict[str, Any]:
-            if current.get("state") in ("succeeded", "failed", "cancelled", "interrupted"):
+            if current.get("state") in FINAL_JOB_STATES:
                 return current
             job = assemble(current, records)
             job.settle()
@@ -214,21 +218,48 @@ class ClusterJobs:
         found = await self.vm_entry(job_id, vm_urn)
         return found[0] if found else None
 
-    async def _records(self, job_id: str) -> dict[str, dict[str, Any]]:
+    async def vm_records(self, job_id: str) -> dict[str, dict[str, Any]]:
+        """A job's VM records by vm key (one ordered consumer, not one request per VM)."""
         found = await entries(self.kv, f"vm.{key_part(job_id)}.*")
         return {k.split(".", 2)[2]: load(e.value) for k, e in found.items()}
+
+    async def leftovers(self) -> list[dict[str, Any]]:
+        """The intents left in the records of final VMs (what a proxy could not clean up on the VRM),
+        each with its ``key`` and ``job``: the cluster's cleanup status."""
+        out = []
+        for entry in (await entries(self.kv, "vm.>")).values():
+            record = load(entry.value)
+            if not _final(record):
+                continue
+            for k, intent in (record.get("intents") or {}).items():
+                if str(k).isdigit() and isinstance(intent, dict):
+                    out.append(dict(intent, key=int(k), vm=intent.get("vm") or record.get("urn")))
+        return sorted(out, key=lambda i: i.get("time") or 0)
 
     async def job(self, job_id: str) -> JobRecord | None:
         found = await self.header(job_id)
         if found is None:
             return None
-        return assemble(found[0], await self._records(job_id))
+        return assemble(found[0], await self.vm_records(job_id))
 
     async def jobs(self) -> list[JobRecord]:
         """Every job, oldest first."""
         headers, records = _split(await entries(self.kv))
         out = [assemble(h, records.get(jk, {})) for jk, h in headers.items()]
         return sorted(out, key=lambda j: j.created)
+
+    async def prune_history(self, keep: int = 500) -> int:
+        """Drop the oldest final jobs beyond ``keep`` (their headers and VM records), as the local
+        agent's store does; returns how many."""
+        headers, records = _split(await entries(self.kv))
+        final = sorted((h.get("created") or 0, jk) for jk, h in headers.items()
+                       if h.get("state") in FINAL_JOB_STATES)
+        drop = [jk for _, jk in final[:-keep]] if len(final) > keep else []
+        for jk in drop:
+            for vk in records.get(jk, {}):
+                await self.kv.purge(f"vm.{jk}.{vk}")
+            await self.kv.purge(f"job.{jk}")
+        return len(drop)
 
     # --- CBT chain marks --------------------------------------------------------------------------
 
@@ -261,7 +292,9 @@ class ClusterJobs:
         one per job per :data:`WATCH_INTERVAL_S`), and ``{"event": "end", "job": id, "state": s}`` when a
         job turns final. Watching one job ends after its end (at once when it is final already);
         an unknown job gives ``{"event": "error", "error": ...}``. Jobs are sent without their log."""
-        watcher = await self.kv.watch(">")
+        # One job: only its header and its VM records travel (not every other job's progress).
+        watcher = await _Watch.open(self.kv, [f"job.{key_part(job_id)}", f"vm.{key_part(job_id)}.*"]
+                                    if job_id else [">"])
         headers: dict[str, dict[str, Any]] = {}
         records: dict[str, dict[str, dict[str, Any]]] = {}
         want = key_part(job_id) if job_id else None
@@ -295,13 +328,15 @@ class ClusterJobs:
             return {"event": "job", "job": d}
 
         def is_final(jk: str) -> bool:
-            return headers[jk].get("state") in ("succeeded", "failed", "cancelled", "interrupted")
+            return headers[jk].get("state") in FINAL_JOB_STATES
 
         try:
             while True:   # the current entries, up to the marker
-                entry = await watcher.updates(timeout=30.0)
+                entry = await watcher.next(30.0)
                 if entry is None:
                     break
+                if entry is _Watch.STOP:
+                    raise ClusterError(f"lost the cluster at {self.cluster.url}")
                 apply(entry)
             if want is not None:
                 if want not in headers:
@@ -329,29 +364,81 @@ class ClusterJobs:
                         yield {"event": "end", "job": headers[jk].get("id", jk), "state": headers[jk]["state"]}
                         if want is not None:
                             return
-                timeout = 3600.0
+                timeout = 1.0   # at most this long before looking whether the connection is gone for good
                 if dirty:
                     timeout = max(0.0, min(sent.get(jk, 0.0) + WATCH_INTERVAL_S for jk in dirty) - time.monotonic())
                 try:
-                    entry = await watcher.updates(timeout=timeout)
-                except nats.errors.TimeoutError:
+                    entry = await watcher.next(timeout)
+                except asyncio.TimeoutError:
+                    if self.cluster.nc.is_closed:   # (a reconnecting one resumes by itself)
+                        raise ClusterError(f"lost the cluster at {self.cluster.url}") from None
                     continue
-                if entry is watcher.STOP_ITER:
-                    raise ClusterError("the cluster watch stopped")
+                if entry is _Watch.STOP:
+                    raise ClusterError(f"lost the cluster at {self.cluster.url}")
                 if entry is None:
                     continue
                 jk = apply(entry)
                 if jk is not None:
                     dirty.add(jk)
         finally:
-            try:
-                await watcher.stop()
-            except Exception:   # the connection is gone already
-                pass
+            await watcher.stop()
+
+
+class _Watch:
+    """KV watchers of several key patterns read as one: entries as they come, and one None once every
+    watcher has delivered the entries that existed when it started."""
+
+    STOP = object()   # a watcher ended (its connection was closed)
+
+    def __init__(self, watchers: list[Any]) -> None:
+        self.watchers = watchers
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.starting = len(watchers)
+        self.pumps = [asyncio.get_running_loop().create_task(self._pump(w)) for w in watchers]
+
+    @classmethod
+    async def open(cls, kv: Any, patterns: list[str]) -> "_Watch":
+        watchers = []
+        try:
+            for pattern in patterns:
+                watchers.append(await kv.watch(pattern))
+        except BaseException:
+            for w in watchers:
+                await _stop(w)
+            raise
+        return cls(watchers)
+
+    async def _pump(self, watcher: Any) -> None:
+        async for entry in watcher:
+            await self.queue.put(entry)
+        await self.queue.put(self.STOP)
+
+    async def next(self, timeout: float) -> Any:
+        """The next entry (None: all initial entries are in; :attr:`STOP`); asyncio.TimeoutError."""
+        while True:
+            entry = await asyncio.wait_for(self.queue.get(), timeout)
+            if entry is None:
+                self.starting -= 1
+                if self.starting:
+                    continue
+            return entry
+
+    async def stop(self) -> None:
+        for pump in self.pumps:
+            pump.cancel()
+        for w in self.watchers:
+            await _stop(w)
+
+
+async def _stop(watcher: Any) -> None:
+    try:
+        await watcher.stop()
+    except Exception:   # the connection is gone already
+        pass
 
 
 def _final(record: dict[str, Any]) -> bool:
-    return record.get("state") in ("done", "failed", "cancelled", "refused")
+    return record.get("state") in FINAL_VM_STATES
 
 
 def _split(found: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, dict[str, Any]]]]:
@@ -380,7 +467,11 @@ class VmRecordWriter:
     ``revision``: the stored record's revision when this proxy took it over: every write is then a
     compare-and-set, and a proxy that stalled while another took the VM over stops writing (its
     flush raises :class:`ClusterError`) instead of overwriting the new proxy's record. Without it the
-    first write is unconditional."""
+    first write is unconditional.
+
+    ``merge``: this writer is not the record's only writer; ``record`` holds only what changes here
+    (its fields, its intents, its new log lines), and every write re-reads the stored record and
+    applies them to it by compare-and-set (what others wrote stays; never "taken over")."""
 
     RETRY_S = 30.0   # how long a write keeps trying while NATS is away
 
@@ -392,8 +483,9 @@ class VmRecordWriter:
         record.setdefault("intents", {})
         record.setdefault("log", [])
         self.revision = revision
-        self.merge = merge          # ``record`` is only what changed here: merge it into the stored one first
-        self._forgotten: set[str] = set()
+        self.merge = merge
+        self._forgotten: set[str] = set()   # intents done here (merge: removed from the stored ones)
+        self._new_log: list[dict[str, Any]] = []   # merge: lines not written yet
         self.error: ClusterError | None = None
         self._version = 0      # changes made
         self._written = 0      # changes stored
@@ -422,9 +514,12 @@ class VmRecordWriter:
         self.changed()
 
     def log(self, message: str, level: str = "info", when: float | None = None) -> None:
+        entry = {"time": time.time() if when is None else when, "level": level, "message": message}
         logs = self.record["log"]
-        logs.append({"time": time.time() if when is None else when, "level": level, "message": message})
+        logs.append(entry)
         del logs[:-VM_LOG_LIMIT]
+        if self.merge:
+            self._new_log.append(entry)
         self.changed()
 
     def changed(self) -> None:
@@ -449,11 +544,11 @@ class VmRecordWriter:
     async def _write_all(self) -> None:
         try:
             while self._written < self._version and self.error is None:
-                if self.merge:
-                    await self._merge()
                 version = self._version
-                data = dump(self.record)   # the state now: later changes get the next round
-                await self._write(data)
+                if self.merge:
+                    await self._write_merged()
+                else:
+                    await self._write(dump(self.record))   # the state now: later changes get the next round
                 self._written = max(self._written, version)
                 self._stored.set()
         except ClusterError as e:
@@ -465,17 +560,28 @@ class VmRecordWriter:
         finally:
             self._stored.set()
 
-    async def _merge(self) -> None:
-        found = await self.jobs.vm_entry(self.job_id, self.record["urn"])
-        if found is not None:
-            stored, self.revision = found
+    async def _write_merged(self) -> None:
+        key = vm_record_key(self.job_id, self.record["urn"])
+        for _ in range(1000):
+            found = await self.jobs.vm_entry(self.job_id, self.record["urn"])
+            stored, revision = found if found is not None else ({}, None)
+            record = dict(stored)
+            record.update({k: v for k, v in self.record.items() if k not in ("intents", "log")})
             intents = {k: v for k, v in (stored.get("intents") or {}).items() if k not in self._forgotten}
             intents.update(self.record["intents"])
-            logs = (stored.get("log") or []) + self.record["log"]
-            stored.update({k: v for k, v in self.record.items() if k not in ("intents", "log")})
-            stored["intents"], stored["log"] = intents, logs[-VM_LOG_LIMIT:]
-            self.record = stored
-        self.merge = False
+            lines = list(self._new_log)
+            record["intents"] = intents
+            record["log"] = ((stored.get("log") or []) + lines)[-VM_LOG_LIMIT:]
+            try:
+                if revision is None:
+                    self.revision = await self.jobs.kv.create(key, dump(record))
+                else:
+                    self.revision = await self.jobs.kv.update(key, dump(record), last=revision)
+            except _Wrong:
+                continue   # another writer came first: apply to theirs
+            del self._new_log[:len(lines)]
+            return
+        raise ClusterError(f"could not write the record of {self.record['urn']}: it keeps changing")
 
     async def _write(self, data: bytes) -> None:
         key = vm_record_key(self.job_id, self.record["urn"])

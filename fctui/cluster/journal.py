@@ -17,8 +17,8 @@ from .jobs import ClusterJobs, VmRecordWriter
 
 class KvJournal:
     """The journal of one VM of one job. ``writer``: the VM record's writer shared with the runner's
-    progress (see :class:`VmRecordWriter`); without one the intents are merged into the stored record
-    at the first write (any other field of it kept as it is)."""
+    progress (see :class:`VmRecordWriter`); without one, each write applies this journal's intents to
+    the stored record (whoever else writes it), and :meth:`pending` knows only this journal's."""
 
     def __init__(self, jobs: ClusterJobs, job_id: str, vm_urn: str, writer: VmRecordWriter | None = None) -> None:
         self.jobs = jobs
@@ -26,7 +26,7 @@ class KvJournal:
         self.vm_urn = vm_urn
         self.writer = writer if writer is not None else VmRecordWriter(jobs, job_id, {"urn": vm_urn}, merge=True)
         keys = [int(k) for k in self.writer.record["intents"] if str(k).isdigit()]
-        # Keys stay unique in the record: after its stored intents, or (not read yet) after this moment's.
+        # Keys stay unique in the record: after its intents, or (stored ones unknown) after this moment's.
         self._next = max(keys) + 1 if keys else (int(time.time() * 1000) if self.writer.merge else 1)
         self._chain: set[asyncio.Task] = set()
         self._chain_error: BaseException | None = None
@@ -50,7 +50,7 @@ class KvJournal:
             self.writer.changed()
 
     def done(self, key: int) -> None:
-        if self.intents.pop(str(key), None) is not None or self.writer.merge:
+        if self.intents.pop(str(key), None) is not None or self.writer.merge:   # (merge: maybe a stored one)
             self.writer.forget_intent(str(key))
             self.writer.changed()
 

@@ -29,12 +29,17 @@ from nats.js.kv import KV_DEL, KV_PURGE
 
 from ..jobs.scheduler import (GLOBAL_LIMIT, HOST_SOCKETS_BUSY, MAX_PER_DATASTORE, MAX_PER_HOST,
                               TARGET_VOLUMES_BUSY, HostSnapshotGate, SlotPool, Ticket)
-from .connect import Cluster, ClusterError, entries
+from .connect import Cluster, ClusterError, create, current, entries
 from .layout import datastore_slot_key, host_slot_key, vm_key
 
 log = logging.getLogger(__name__)
 
 _Wrong = nats.js.errors.KeyWrongLastSequenceError
+WRONG_LAST = (10071, 10164)   # JetStream's "wrong last sequence" error codes
+
+
+class _Unanswered(Exception):
+    """NATS did not answer a slot request."""
 
 
 @dataclass
@@ -43,6 +48,7 @@ class ClusterTicket(Ticket):
     slot: str = ""
     revision: int = 0
     since: float = 0.0
+    renewals: int = 0
     lost: bool = False   # the key expired and another proxy took it (this one stalled past slot_ttl)
 
 
@@ -88,6 +94,7 @@ class ClusterScheduler:
         self._queues: dict[tuple[str, str], list[ClusterTicket]] = {}
         self._present: set[str] = set()                    # keys the watch saw written and not deleted
         self._event: asyncio.Event | None = None
+        self._changes = 0                                  # changes seen (a waiter missed none while asking)
         self._tasks: set[asyncio.Task] = set()             # deletes under way (release, release_vm)
         self._renewer: asyncio.Task | None = None
         self._watcher: asyncio.Task | None = None
@@ -110,6 +117,13 @@ class ClusterScheduler:
                 await asyncio.wait_for(self._watch_ready.wait(), 5.0)
             except asyncio.TimeoutError:
                 log.warning("the slot watch did not start; waiting slots poll every %.1f s", self.poll)
+                return
+            try:
+                announced = (await self.kv.status()).stream_info.config.subject_delete_marker_ttl
+            except (nats.errors.Error, asyncio.TimeoutError):
+                announced = None
+            if announced:   # the server tells the watch when a slot expires: polling is only a safety net
+                self.poll = min(5.0, max(self.poll, self.cluster.settings.slot_ttl_s / 3))
 
     async def drain(self) -> None:
         """Wait until every release so far is done in NATS."""
@@ -208,11 +222,10 @@ class ClusterScheduler:
         value = {"job": job_id, "vm": vm_urn, "agent": self.agent_id, "since": time.time()}
         for _ in range(10):   # each round loses only to a concurrent change of the key
             try:
-                rev = await self.kv.create(key, _dump(value))
+                rev = await create(self.kv, key, _dump(value))
             except _Wrong:
-                try:
-                    entry = await self.kv.get(key)
-                except nats.js.errors.KeyNotFoundError:
+                entry = await current(self.kv, key)
+                if entry is None:
                     continue
                 holder = _load(entry.value).get("job")
                 if holder != job_id:
@@ -250,6 +263,7 @@ class ClusterScheduler:
             _count(self.pool.datastores, t.key, -1)
 
     def _notify(self) -> None:
+        self._changes += 1
         ev, self._event = self._event, None
         if ev is not None:
             ev.set()
@@ -291,8 +305,10 @@ class ClusterScheduler:
         queue.append(t)
         told = ""
         ask_all = True   # ask for every slot, not only those the watch says are free
+        unanswered_since: float | None = None
         try:
             while True:
+                seen = self._changes
                 if queue[0] is t:
                     if kind == "vm" and self.pool.vms_running >= self.pool.global_limit:
                         reason = GLOBAL_LIMIT
@@ -301,6 +317,16 @@ class ClusterScheduler:
                             self.pool.vms_running += 1   # reserved while asking: the global limit counts it
                         try:
                             taken = await self._try_take(t, ask_all)
+                            unanswered_since = None
+                        except _Unanswered as e:
+                            # A blip waits; an outage as long as ack_wait fails the work (by then its
+                            # item may be another proxy's anyway).
+                            taken = False
+                            now = time.monotonic()
+                            unanswered_since = unanswered_since or now
+                            if now - unanswered_since > self.cluster.settings.ack_wait_s:
+                                raise ClusterError(f"the cluster at {self.cluster.url} does not answer: {e}") from None
+                            log.warning("the cluster did not answer a slot request: %s", e)
                         finally:
                             if kind == "vm":
                                 self.pool.vms_running -= 1
@@ -313,6 +339,9 @@ class ClusterScheduler:
                 if reason != told and on_wait is not None:
                     on_wait(reason)
                 told = reason
+                if self._changes != seen:   # a slot may have come free while this one asked
+                    ask_all = False
+                    continue
                 ask_all = not await self._changed(self.poll)
         finally:
             queue.remove(t)
@@ -332,15 +361,18 @@ class ClusterScheduler:
                 continue
             since = time.time()
             value = {"owner": t.owner, "agent": self.agent_id, "since": since, "resource": t.key}
-            create = asyncio.ensure_future(self.kv.create(key, _dump(value)))
+            creating = asyncio.ensure_future(create(self.kv, key, _dump(value)))
             try:
-                rev = await asyncio.shield(create)
+                rev = await asyncio.shield(creating)
             except _Wrong:
                 self._present.add(key)
                 continue
+            except (nats.errors.Error, asyncio.TimeoutError) as e:
+                # NATS away (a create whose answer was lost leaves a key that simply expires)
+                raise _Unanswered(str(e) or type(e).__name__) from None
             except asyncio.CancelledError:
                 # The create may still succeed: give such a slot back at once rather than at expiry.
-                create.add_done_callback(lambda f, key=key: self._abandon(f, key))
+                creating.add_done_callback(lambda f, key=key: self._abandon(f, key))
                 raise
             t.slot, t.revision, t.since = key, rev, since
             return True
@@ -360,17 +392,19 @@ class ClusterScheduler:
             try:
                 await self.kv.delete(key, last=revision)
                 return
-            except _Wrong:
-                try:
-                    entry = await self.kv.get(key)
-                except nats.js.errors.KeyNotFoundError:
+            except (nats.errors.Error, asyncio.TimeoutError) as e:
+                # delete reports a stale revision as a plain API error (update has its own type)
+                if not (isinstance(e, nats.js.errors.APIError) and e.err_code in WRONG_LAST):
+                    log.warning("could not release slot %s (it expires by itself): %s", key, e)
                     return
-                if _load(entry.value).get("agent") != self.agent_id:
-                    return
-                revision = entry.revision
+            try:
+                entry = await current(self.kv, key)
             except (nats.errors.Error, asyncio.TimeoutError) as e:
                 log.warning("could not release slot %s (it expires by itself): %s", key, e)
                 return
+            if entry is None or _load(entry.value).get("agent") != self.agent_id:
+                return
+            revision = entry.revision
 
     async def _renew_loop(self) -> None:
         while True:
@@ -391,16 +425,28 @@ class ClusterScheduler:
         try:
             rev = await self.kv.update(t.slot, _dump(value), last=t.revision)
         except _Wrong:
-            try:   # it expired (this agent stalled): take it again if nobody else did
-                rev = await self.kv.create(t.slot, _dump(value))
-            except _Wrong:
+            rev = await self._retake(t, value)
+            if rev is None:
                 t.lost = True
                 log.warning("slot %s (%s) expired and was taken by another proxy", t.slot, t.owner)
                 return
         if t.granted:
             t.revision = rev
+            t.renewals += 1
         else:   # released while renewing: the delete used the old revision and may have missed
             await self._delete_key(t.slot, rev)
+
+    async def _retake(self, t: ClusterTicket, value: dict[str, Any]) -> int | None:
+        """The slot moved from the revision ``t`` knows: the revision it has when it is still (or again)
+        mine, None when another proxy holds it."""
+        entry = await current(self.kv, t.slot)
+        if entry is not None:
+            # a renewal whose answer was lost went through: the key is as this agent wrote it
+            return entry.revision if _load(entry.value) == value else None
+        try:   # it expired (this agent stalled): take it again if nobody else did
+            return await create(self.kv, t.slot, _dump(value))
+        except _Wrong:
+            return None
 
     async def _watch_loop(self) -> None:
         try:
@@ -422,7 +468,10 @@ class ClusterScheduler:
                     self._present.add(entry.key)
                 self._notify()
         finally:
-            await watcher.stop()
+            try:
+                await watcher.stop()
+            except Exception:   # the connection is closed already
+                pass
 
 
 def _dump(value: dict[str, Any]) -> bytes:

@@ -18,6 +18,11 @@ referenced by a catalog point, by the base point of a live lease, or written/reu
 oldest live lease began (writers refresh the mtime of every chunk they reuse). The last race --
 a writer reusing a chunk while gc unlinks it -- is closed by renaming the chunk aside first and
 re-checking its mtime after the rename.
+
+:class:`RepositoryBase` holds what does not depend on where the repository is (the catalog read as
+points, manifests, writers and readers, verify, prune's planning); :class:`Repository` is the local
+directory above, :class:`fctui.repo.s3.S3Repository` the same model on S3 (``s3://bucket/prefix``,
+which :meth:`Repository.open` dispatches to).
 """
 
 from __future__ import annotations
@@ -75,6 +80,10 @@ DIGEST_RE = re.compile(r"^[0-9a-f]{64}$")
 KINDS = ("cbt", "standard")
 SPACE_MARGIN_MIN = 1 << 30        # kept free: manifests, catalog, job state, and the estimate's error
 SPACE_MARGIN_FRACTION = 0.02      # ... or this share of the filesystem, whichever is more
+
+# Repositories that are not a local directory, by URL prefix ("s3://" -> S3Repository). Each backend's
+# module registers itself (fctui/repo/__init__.py imports them), so this module imports none of them.
+REMOTE_BACKENDS: dict[str, Any] = {}
 
 _tls = threading.local()
 log = logging.getLogger("fctui.repo")
@@ -553,9 +562,10 @@ class Repository(RepositoryBase):
     def open(cls, path: Path | str | None = None, *, create: bool = True) -> Any:
         """Open (and by default create) the repository at ``path`` (None: the XDG data dir);
         ``s3://bucket/prefix`` opens an :class:`~fctui.repo.s3.S3Repository` there."""
-        if isinstance(path, str) and path.startswith("s3://"):
-            from .s3 import S3Repository  # obstore only when a repository is on S3
-            return S3Repository.open(path, create=create)
+        if isinstance(path, str):
+            for scheme, backend in REMOTE_BACKENDS.items():
+                if path.startswith(scheme):
+                    return backend.open(path, create=create)
         if path is None:
             try:
                 root = store_paths.repo_dir(create=False)
@@ -791,6 +801,9 @@ class Repository(RepositoryBase):
 
     def _commit_entry(self, writer: "PointWriter") -> None:
         with self._txn(), self._catalog_io():
+            # tinydb counts entry ids per object: another process (or Repository object) may have added
+            # entries since, so the next id is read from the file, under the lock
+            self._points._next_id = None
             self._points.insert(writer.point.to_dict())
             with contextlib.suppress(FileNotFoundError):
                 (self.pending_dir / f"{writer.point_id}.json").unlink()

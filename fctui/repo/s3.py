@@ -41,10 +41,11 @@ from typing import Any, Iterator
 import obstore
 from obstore.exceptions import AlreadyExistsError, BaseError, PreconditionError
 
-from .errors import ChunkError, NoRepositoryError, PointNotFoundError, RepoBusyError, RepoError
+from .errors import ChunkError, ManifestError, NoRepositoryError, PointNotFoundError, RepoBusyError, RepoError
 from .model import GcReport, point_problem
 from .repository import (
-    _HOST, CHUNK_RAW, CHUNK_ZSTD, DIGEST_RE, FORMAT_NAME, FORMAT_VERSION, ZSTD_LEVEL, PointWriter, RepositoryBase, _compressor, _looks_incompressible, decode_chunk,
+    _HOST, CHUNK_RAW, CHUNK_ZSTD, DIGEST_RE, FORMAT_NAME, FORMAT_VERSION, REMOTE_BACKENDS, ZSTD_LEVEL, PointWriter,
+    RepositoryBase, _compressor, _looks_incompressible, decode_chunk,
 )
 
 log = logging.getLogger("fctui.repo.s3")
@@ -99,11 +100,13 @@ class _Lease:
         self.touched: set[str] = set()
         self.condemned: frozenset[str] = frozenset()
         self.honour_id: str | None = None    # the gc whose condemned set this writer honours
+        self.waiting = 0                     # put_blocks waiting for that gc to end
         self._gc_etag: str | None = None
         self.lost: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._renewed = 0.0
+        self.store_now = 0.0
 
     # --- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
@@ -115,12 +118,16 @@ class _Lease:
         except BaseError as exc:
             raise repo._error("cannot create the writer lease", exc) from exc
         self._etag = res["e_tag"]
-        meta = repo._head(self.key)
-        self.data["started"] = _stamp(meta) if meta else 0.0  # the store's clock: gc compares chunks with it
-        self._put()
-        # Right after creating the lease, before any chunk is touched: a gc that condemned a set before
-        # it could see this lease is honoured at once (it will not wait for this lease's answer).
-        self._check_gc(initial=True)
+        try:
+            meta = repo._head(self.key)
+            self.data["started"] = _stamp(meta) if meta else 0.0  # the store's clock: gc compares chunks with it
+            self._put()
+            # Right after creating the lease, before any chunk is touched: a gc that condemned a set before
+            # it could see this lease is honoured at once (it will not wait for this lease's answer).
+            self._check_gc(initial=True)
+        except BaseException:
+            self.stop(delete=True)
+            raise
         self._thread = threading.Thread(target=self._run, name=f"fctui-lease-{self.id}", daemon=True)
         self._thread.start()
 
@@ -142,7 +149,7 @@ class _Lease:
                 self._check_gc()
                 if time.monotonic() - self._renewed >= repo.lease_renew_s:
                     self._put()
-            except RepoError as exc:
+            except Exception as exc:  # noqa: BLE001 - keep renewing; a lease left to expire gets fenced
                 log.warning("lease %s: %s", self.id, exc)
             if self.lost:
                 with self._cond:
@@ -165,6 +172,9 @@ class _Lease:
                 raise self.repo._error("cannot renew the writer lease", exc) from exc
             self._etag = res["e_tag"]
             self._renewed = time.monotonic()
+        meta = self.repo._head(self.key)
+        if meta is not None:
+            self.store_now = max(self.store_now, _stamp(meta))  # the store's clock, as of this renewal
 
     def add_base(self, point_id: str) -> None:
         with self._io:
@@ -180,6 +190,8 @@ class _Lease:
     def _check_gc(self, initial: bool = False) -> None:
         repo = self.repo
         meta = repo._head(GC_KEY)
+        if meta is not None and self.store_now - _stamp(meta) > repo.lease_ttl_s:
+            meta = None  # a gc that has not renewed its gc.json for a TTL is dead, or stops before deleting
         if meta is None:
             if self.honour_id is not None:
                 with self._cond:
@@ -223,10 +235,69 @@ class _Lease:
                     raise RepoError(f"chunk {digest[:12]} stayed condemned by gc {self.honour_id} for "
                                     f"{self.repo.honour_wait_s:g} s; is a gc stuck? (its gc.json is replaced "
                                     f"once older than {self.repo.lease_ttl_s:g} s)")
-                self._cond.wait(min(left, self.repo.gc_poll_s))
+                self.waiting += 1
+                try:
+                    self._cond.wait(min(left, self.repo.gc_poll_s))
+                finally:
+                    self.waiting -= 1
             if self.lost:
                 raise RepoError(self.lost)
             self.touched.add(digest)
+
+
+class _GcHeartbeat:
+    """Renews a running gc's gc.json every TTL/4 from a thread of its own, so writers see it alive
+    however long a step takes. ``check()`` before each deletion: the gc stops when it lost gc.json
+    (another gc replaced it as stale) or when it was itself paused past TTL/2 -- writers stop honouring
+    a gc.json older than TTL, so a gc that woke up after that must not delete what it condemned."""
+
+    def __init__(self, repo: "S3Repository", gc_id: str, etag: str) -> None:
+        self.repo, self.gc_id, self.etag = repo, gc_id, etag
+        self._doc = json.dumps({"id": gc_id, "host": _HOST, "pid": os.getpid(), "state": "collecting"})
+        self._mu = threading.Lock()
+        self._ok = time.monotonic()
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"fctui-gc-{gc_id}", daemon=True)
+        self._thread.start()
+
+    def put(self, doc: dict[str, Any]) -> None:
+        """Write ``doc`` as gc.json now, and from now on."""
+        with self._mu:
+            self._doc = json.dumps(doc)
+            self._renew()
+        self.check()
+
+    def _renew(self) -> None:
+        if self.lost:
+            return
+        try:
+            res = self.repo._put_raw(GC_KEY, self._doc.encode(), mode={"e_tag": self.etag})
+        except PreconditionError:
+            self.lost = True
+            return
+        except RepoError as exc:
+            log.warning("gc %s: %s", self.gc_id, exc)
+            return
+        self.etag, self._ok = res["e_tag"], time.monotonic()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.repo.lease_ttl_s / 4):
+            with self._mu:
+                self._renew()
+
+    def check(self) -> None:
+        ttl = self.repo.lease_ttl_s
+        if self.lost:
+            raise RepoError(f"gc {self.gc_id} lost {GC_KEY} (another gc replaced it as stale); stopped")
+        gap = time.monotonic() - self._ok
+        if gap > ttl / 2:
+            raise RepoError(f"gc {self.gc_id} could not renew {GC_KEY} for {gap:.0f} s (over half the lease "
+                            f"TTL of {ttl:g} s); stopped before deleting anything more")
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 class S3Repository(RepositoryBase):
@@ -604,7 +675,7 @@ class S3Repository(RepositoryBase):
         pass  # the store holds no handle to release
 
     # --- gc ------------------------------------------------------------------------------
-    def _fence(self, lease_id: str, catalog_ids: set[str] | None = None) -> None:
+    def _fence(self, lease_id: str) -> None:
         """Make a dead lease's writer unable to commit (catalog CAS), then remove the lease and its
         uncommitted manifest."""
         def change(doc: dict[str, Any]) -> None:
@@ -618,7 +689,7 @@ class S3Repository(RepositoryBase):
         if not found[-1]:
             self._delete([self._manifest_key(lease_id)])
 
-    def _referenced(self, report: GcReport | None = None) -> tuple[set[str], set[str], set[str]]:
+    def _referenced(self) -> tuple[set[str], set[str], set[str]]:
         """(chunks referenced, catalog point ids, point ids leases name): the catalog first, then the
         leases (so a writer that named its base before reading the catalog is seen)."""
         maps = self.sweep_check()
@@ -628,8 +699,8 @@ class S3Repository(RepositoryBase):
         for pid in sorted(named - set(maps)):
             try:
                 pmaps = self._load_manifest(pid, fresh=True)["maps"]
-            except Exception:  # noqa: BLE001 - a live writer's manifest is usually not written yet
-                continue
+            except ManifestError:
+                continue  # a live writer's own manifest is usually not written yet (an S3 error stops gc)
             referenced.update(h for m in pmaps.values() for h in m.values())
         return referenced, set(maps), named
 
@@ -660,32 +731,22 @@ class S3Repository(RepositoryBase):
         (1) create gc.json, its last_modified is T0; (2) fence dead leases; (3) catalog, then leases ->
         referenced; (4) candidates = unreferenced chunks modified before min(T0, oldest live lease's
         start) - slack; (5) condemn them in gc.json; (6) wait until every live lease acknowledged (or
-        died: fenced); (7) delete candidates - acknowledged gc_keep - referenced (read again), renewing
-        gc.json between batches; (8) delete gc.json."""
+        died: fenced); (7) delete candidates - acknowledged gc_keep - referenced (read again), with
+        gc.json renewed all along; (8) delete gc.json."""
         report = GcReport()
         gc_id = secrets.token_hex(8)
         t0, etag = self._gc_begin(gc_id)
-        state = {"etag": etag}
+        beat = _GcHeartbeat(self, gc_id, etag)
         try:
-            self._gc(report, gc_id, t0, state)
+            self._gc(report, gc_id, t0, beat)
         finally:
+            beat.stop()
             meta = self._head(GC_KEY)
-            if meta is not None and meta["e_tag"] == state["etag"]:
+            if meta is not None and meta["e_tag"] == beat.etag:
                 self._delete([GC_KEY])
         return report
 
-    def _gc_renew(self, gc_id: str, state: dict[str, Any], doc: dict[str, Any]) -> float:
-        """CAS gc.json (a gc that lost it stops); the store's clock now."""
-        try:
-            res = self._put_raw(GC_KEY, json.dumps(doc).encode(), mode={"e_tag": state["etag"]})
-        except PreconditionError:
-            raise RepoError(f"gc {gc_id} lost {GC_KEY} (it stalled longer than {self.lease_ttl_s:g} s and "
-                            f"another gc replaced it); stopped") from None
-        state["etag"] = res["e_tag"]
-        meta = self._head(GC_KEY)
-        return _stamp(meta) if meta else 0.0
-
-    def _gc(self, report: GcReport, gc_id: str, t0: float, state: dict[str, Any]) -> None:
+    def _gc(self, report: GcReport, gc_id: str, t0: float, beat: "_GcHeartbeat") -> None:
         ttl = self.lease_ttl_s
         # (2) dead leases: fenced before anything treats them as gone
         live: dict[str, float] = {}
@@ -722,7 +783,8 @@ class S3Repository(RepositoryBase):
             # (5) condemn
             doc = {"id": gc_id, "host": _HOST, "pid": os.getpid(), "state": "condemned",
                    "candidates": sorted(candidates)}
-            now = self._gc_renew(gc_id, state, doc)
+            beat.put(doc)
+            now = self._store_now()
             # (6) every live lease acknowledges, or dies (fenced)
             deadline = time.monotonic() + 2 * ttl + 10 * self.gc_poll_s
             acked: set[str] = set()
@@ -745,14 +807,15 @@ class S3Repository(RepositoryBase):
                     raise RepoError(f"gc: lease(s) {', '.join(pending)} neither answered nor expired within "
                                     f"{2 * ttl:g} s; nothing deleted")
                 time.sleep(self.gc_poll_s / 2)
-                now = self._gc_renew(gc_id, state, doc)
+                beat.check()
+                now = self._store_now()
             # (7) what is still unreferenced after the acknowledgements
             referenced, _, _ = self._referenced()
             doomed = sorted(set(candidates) - keep - referenced)
             report.chunks_kept_recent += len(candidates) - len(doomed)
             for i in range(0, len(doomed), DELETE_BATCH):
                 batch = doomed[i:i + DELETE_BATCH]
-                self._gc_renew(gc_id, state, doc)
+                beat.check()  # right before deleting: this gc still holds gc.json, and did not stall
                 self._delete([self._chunk_key(d) for d in batch])
                 report.chunks_removed += len(batch)
                 report.bytes_removed += sum(candidates[d] for d in batch)
@@ -770,3 +833,6 @@ class S3Repository(RepositoryBase):
                 doomed_manifests.append(meta["path"])
         self._delete(doomed_manifests)
         report.manifests_removed = len(doomed_manifests)
+
+
+REMOTE_BACKENDS["s3://"] = S3Repository

@@ -7,12 +7,13 @@ import argparse
 import hashlib
 import io
 import random
+import time
 
 import obstore
 import pytest
 
 from fctui.repo import ChunkError, NoRepositoryError, PointNotFoundError, RepoError, Repository
-from fctui.repo.s3 import S3Repository
+from fctui.repo.s3 import CLOCK_SLACK_S, S3Repository
 from tests.repo.test_repo_points import BS, image, rand_block, read_all, write_disk
 
 
@@ -64,10 +65,15 @@ def test_full_and_incremental_read_back_identical(s3_repo_url: str) -> None:
     assert pruned.removed == [full.id]
     with pytest.raises(PointNotFoundError):
         repo.point(full.id)
-    repo.lease_ttl_s = 5.0
+    newest = max(m["last_modified"].timestamp() for m in repo._list("chunks/"))
+    deadline = time.monotonic() + 15
+    while repo._store_now() <= newest + CLOCK_SLACK_S + 1:  # until the store's clock says they are old
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
     gc = repo.gc()
     assert gc.chunks_total == before and gc.live_leases == 0
-    assert repo.disk_usage()[0] == before - gc.chunks_removed
+    assert gc.chunks_removed == 2 and gc.manifests_removed == 0  # the full's blocks 1 and 30
+    assert repo.disk_usage()[0] == before - 2
     assert read_all(repo, incr.id) == image(expected, size)
     assert repo.verify().ok
 
