@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -309,3 +310,70 @@ def test_a_dead_gc_binds_nobody_after_the_ttl(s3_repo_url: str) -> None:
     report = open_quick(url).gc()  # replaces the stale gc.json
     assert report.chunks_referenced == 1 and repo._head(GC_KEY) is None
     assert read_point(repo, point.id) == pool_block(seed, 0)
+
+
+def test_gc_in_a_loop_beside_free_running_writers(s3_repo_url: str) -> None:
+    """Little choreography: writers (threads, and a process) keep writing points that reuse old
+    unreferenced chunks and write new ones while gc runs round after round (every other point stays open
+    over a whole gc round); every committed point reads back."""
+    url, seed = s3_repo_url, 17
+    pool = list(range(200))
+    make_old_pool(url, seed, pool)
+    committed: dict[str, bytes] = {}
+    failures: list[BaseException] = []
+    done = threading.Event()
+    started = threading.Semaphore(0)  # a writer has touched the blocks of a point it keeps open
+
+    def write(w: int) -> None:
+        rng = random.Random(w)
+        repo = open_quick(url)
+        try:
+            for k in range(4):
+                numbers = rng.sample(pool, 6) + [1000 + w * 10 + k]  # reused old ones, and a new one
+                pw, dw = start_point(repo, len(numbers))
+                for i, n in enumerate(numbers):
+                    dw.put_block(i, pool_block(seed, n))
+                if k % 2 == 0:  # keep this point open across a whole gc round before committing it
+                    started.release()
+                    seen = len(rounds)
+                    wait_for(lambda: len(rounds) > seen or failures, 60, "a gc round")
+                point = pw.commit()
+                committed[point.id] = b"".join(pool_block(seed, n) for n in numbers)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            failures.append(exc)
+
+    rounds: list[Any] = []
+
+    def collect() -> None:
+        repo = open_quick(url)
+        while not done.is_set() or len(rounds) < 3:
+            try:
+                rounds.append(repo.gc())
+            except RepoBusyError:
+                pass
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                failures.append(exc)
+                return
+
+    proc, proc_point = spawn_writer(url, seed, pool[:5], pool[30:35])
+    writers = [threading.Thread(target=write, args=(w,)) for w in range(3)]
+    for t in writers:
+        t.start()
+    for _ in writers:  # the first gc finds every writer with a point open
+        assert started.acquire(timeout=30)
+    gc_thread = threading.Thread(target=collect)
+    gc_thread.start()
+    said = finish_writer(proc)
+    for t in writers:
+        t.join(120)
+    done.set()
+    gc_thread.join(120)
+    assert not failures, failures
+    assert said[0] == "COMMITTED", said
+    committed[said[1]] = b"".join(pool_block(seed, n) for n in pool[:5] + pool[30:35])
+    assert len(committed) == 13 and len(rounds) >= 3
+    assert sum(r.chunks_removed for r in rounds) > 0  # the pool blocks nobody took were collected
+    reader = open_quick(url)
+    for pid, image in committed.items():
+        assert read_point(reader, pid) == image, f"point {pid} lost a chunk to gc"
+    assert reader.verify().ok
