@@ -101,10 +101,16 @@ class AgentClient:
         return (await self.request("get", job=job))["job"]
 
 
-async def running_agent() -> AgentClient | None:
+async def running_agent(cluster: str | None = None) -> JobAgent | None:
     """The agent if one runs for this user, else None; never starts one (a command that only looks,
-    e.g. ``fctui check``, must not leave an agent behind) and never creates the runtime directory."""
+    e.g. ``fctui check``, must not leave an agent behind) and never creates the runtime directory.
+    ``cluster``: that cluster's client instead, if it answers (close it when done)."""
     from ..store import StoreError, runtime_dir
+    if cluster:
+        try:
+            return await job_agent(cluster)
+        except AgentError:
+            return None
     if not runtime_dir(create=False).is_dir():
         return None
     try:
@@ -170,5 +176,9 @@ async def job_agent(cluster: str | None = None, *, demo: bool = False) -> JobAge
     if demo:
         raise AgentError("the demo simulator lives in the local agent, not in a cluster: drop --cluster")
     client = job_client(cluster)
-    await client.request("hello")
+    try:
+        await client.request("hello")
+    except AgentError:
+        await client.close()
+        raise
     return client

@@ -53,7 +53,8 @@ class ClusterClient:
         # a connection belongs to the loop that opened it (each asyncio.run of the CLI has its own)
         self._cluster = self._jobs = None
         try:
-            cluster = await Cluster.connect(self.url, self.settings or ClusterSettings())
+            # a client: the consumer's and the expiring buckets' timings are the proxies' to set
+            cluster = await Cluster.connect(self.url, self.settings or ClusterSettings(), proxy=False)
         except JobError as e:
             raise AgentError(e.message) from None
         self._cluster, self._jobs, self._loop = cluster, ClusterJobs(cluster), loop
@@ -70,21 +71,21 @@ class ClusterClient:
     async def request(self, op: str, **fields: Any) -> dict[str, Any]:
         """One request of the agent's protocol (fctui.agent.protocol), answered from the cluster; raises
         AgentError as the local agent's client does when it is refused or the cluster cannot be reached."""
+        from nats.errors import Error as NatsError
         try:
             return await self._dispatch(op, fields)
         except AgentError:
             raise
         except JobError as e:
             raise AgentError(e.message) from None
-        except (OSError, asyncio.TimeoutError) as e:
-            raise AgentError(f"the cluster at {self.url} did not answer: {e or type(e).__name__}") from None
+        except (NatsError, OSError, asyncio.TimeoutError) as e:   # NATS lost mid-request
+            raise AgentError(f"the cluster at {self.url} did not answer: {str(e) or type(e).__name__}") from None
 
     async def _dispatch(self, op: str, req: dict[str, Any]) -> dict[str, Any]:
         jobs = await self._open()
         if op == "hello":
-            listed = await jobs.jobs()
             return {"ok": True, "cluster": self.url, "agents": await self._agents(), "demo": None,
-                    "running": sorted(j.id for j in listed if not j.is_final)}
+                    "running": await self._running()}
         if op == "list":
             return {"ok": True, "jobs": [_without_log(j) for j in await jobs.jobs()]}
         if op == "get":
@@ -119,10 +120,25 @@ class ClusterClient:
             raise AgentError(f"no job {job_id!r}")
         return job
 
+    async def _running(self) -> list[str]:
+        """The ids of the jobs not final yet (their headers only: a hello stays cheap)."""
+        from ..cluster.connect import entries
+        from ..cluster.jobs import load
+        from ..jobs.model import FINAL_JOB_STATES
+        assert self._cluster is not None
+        headers = [load(e.value) for e in (await entries(self._cluster.jobs_kv, "job.*")).values()]
+        return sorted(str(h.get("id")) for h in headers if h.get("id") and h.get("state") not in FINAL_JOB_STATES)
+
     async def _agents(self) -> list[str]:
         """The live proxies' ids (their heartbeats in the AGENTS bucket)."""
         from ..cluster.connect import entries
         assert self._cluster is not None
+        if self._cluster.agents_kv is None:   # no proxy had started when this client connected
+            from ..cluster.connect import existing_bucket
+            from ..cluster.layout import AGENTS_BUCKET
+            self._cluster.agents_kv = await existing_bucket(self._cluster.js, AGENTS_BUCKET)
+            if self._cluster.agents_kv is None:
+                return []
         return sorted(k.split(".", 1)[1] for k in await entries(self._cluster.agents_kv) if k.startswith("agent."))
 
     async def _submit(self, jobs: "ClusterJobs", req: dict[str, Any]) -> str:

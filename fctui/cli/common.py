@@ -355,8 +355,9 @@ def non_negative_int(text: str) -> int:
     return value
 
 
-def stopped_following() -> int:
-    """Ctrl-C while following a job: the job goes on in the agent; say so and how to reach it."""
-    print("\nstopped waiting; the job keeps running in the agent (`fctui jobs`, `fctui jobs cancel ID`)",
+def stopped_following(cluster: str | None = None) -> int:
+    """Ctrl-C while following a job: the job goes on in the agent (or the cluster); say so and how to reach it."""
+    where = f"the cluster at {cluster}" if cluster else "the agent"
+    print(f"\nstopped waiting; the job keeps running in {where} (`fctui jobs`, `fctui jobs cancel ID`)",
           file=sys.stderr)
     return EXIT_INTERRUPTED

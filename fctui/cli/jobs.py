@@ -117,7 +117,7 @@ def run_backup(ns: argparse.Namespace) -> int:
     try:
         return asyncio.run(_backup(ns, conn, password, cluster))
     except KeyboardInterrupt:
-        return stopped_following()
+        return stopped_following(cluster)
     except AgentError as e:
         err(str(e))
         return EXIT_FAILED
@@ -185,12 +185,19 @@ def run_jobs(ns: argparse.Namespace) -> int:
         try:
             jobs = [JobRecord.from_dict(j) for j in (await agent.request("list"))["jobs"]]
             cleanup = await agent.request("cleanup-status")
+            # a cluster: which proxies are alive (their heartbeats) tells whether queued jobs will move
+            proxies = (await agent.request("hello"))["agents"] if cluster else None
         finally:
             await agent.close()
         if ns.json:
-            print(json.dumps({"jobs": [listing_json(j) for j in jobs],
-                              "cleanup_pending": cleanup["pending"]}))
+            doc: dict[str, Any] = {"jobs": [listing_json(j) for j in jobs], "cleanup_pending": cleanup["pending"]}
+            if cluster:
+                doc["cluster"] = {"url": cluster, "proxies": proxies}
+            print(json.dumps(doc))
             return EXIT_OK
+        if cluster:
+            print(f"cluster {cluster}: " + (f"{len(proxies)} proxies alive ({', '.join(proxies)})" if proxies
+                                             else "no proxy alive (start `fctui agent --cluster URL` on one)"))
         if not jobs:
             print("no jobs")
         for j in jobs:

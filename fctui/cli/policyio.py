@@ -129,16 +129,20 @@ def chain_marks(doc: dict[str, Any]) -> dict[str, str]:
 
 
 async def job_records(doc: dict[str, Any] | None = None) -> list["JobRecord"]:
-    """Every job record: asked of the running agent (it knows the live ones), else read from its file."""
+    """Every job record: asked of the running agent (it knows the live ones) or of the cluster when one
+    is named ($FCTUI_CLUSTER, the config's cluster), else read from the local agent's file."""
     from ..agent import AgentError, running_agent
+    from ..config import cluster_url
     from ..jobs.model import JobRecord
-    agent = await running_agent()
+    agent = await running_agent(cluster_url())
     try:
         if agent is not None:
             try:
                 return [JobRecord.from_dict(j) for j in (await agent.request("list"))["jobs"]]
             except AgentError:
                 pass   # it went away meanwhile: its file says the same of finished jobs
+            finally:
+                await agent.close()
         if doc is None:
             doc = read_agent_db()
         return [JobRecord.from_dict(j) for j in _table(doc, "jobs")]

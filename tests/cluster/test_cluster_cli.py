@@ -15,6 +15,7 @@ import pytest
 
 from fctui.cluster.connect import Cluster
 from fctui.cluster.jobs import ClusterJobs, record_of
+from fctui.cluster.layout import agent_key
 from fctui.jobs.model import DiskProgress, JobRecord, VmProgress
 
 MIB = 1 << 20
@@ -63,12 +64,17 @@ async def test_jobs_lists_and_cancels_a_proxys_job(nats_server: Any, proxy: Clus
 
     code, out, err = await run(machine, "jobs", "--cluster", nats_server.url)
     assert code == 0, err
-    assert out.startswith(job.id) and "running" in out and "1 VM(s) (web01)" in out and "read 16.0 MiB of 64.0 MiB" in out
+    head, line = out.splitlines()
+    assert head == f"cluster {nats_server.url}: no proxy alive (start `fctui agent --cluster URL` on one)"
+    assert line.startswith(job.id) and "running" in line and "1 VM(s) (web01)" in line
+    assert "read 16.0 MiB of 64.0 MiB" in line
 
+    await proxy.cluster.agents_kv.put(agent_key("proxy-1"), b"{}")   # a proxy's heartbeat
     code, out, err = await run(machine | {"FCTUI_CLUSTER": nats_server.url}, "jobs", "--json")
     assert code == 0, err
     listing = json.loads(out)
     assert [j["job"] for j in listing["jobs"]] == [job.id] and listing["cleanup_pending"] == []
+    assert listing["cluster"] == {"url": nats_server.url, "proxies": ["proxy-1"]}
 
     code, out, err = await run(machine, "jobs", "cancel", job.id, "--cluster", nats_server.url)
     assert code == 0 and "cancel requested" in out, err
@@ -106,3 +112,60 @@ async def test_backup_needs_no_password_and_follows_the_job_to_its_end(nats_serv
     assert out.decode().startswith(f"job {job.id}: succeeded\n") and "-> restore point P1" in out.decode()
     assert "web01: restore point P1 committed" in err.decode()   # the proxy's log line, as it came
     assert not (Path(machine["FCTUI_RUNTIME_DIR"]) / "agent.sock").exists()
+
+
+async def test_check_counts_a_cluster_jobs_snapshot_as_owned(es: Any, nats_server: Any, proxy: ClusterJobs,
+                                                              dirs: dict[str, str], monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """``fctui check`` with a cluster named ($FCTUI_CLUSTER) does not call a proxy's running backup
+    snapshot a leftover: it asks the cluster for its unfinished jobs, as it asks the local agent."""
+    from fctui.cli import main
+    from fctui.vrm import VrmClient
+    from fctui.vrm.urn import urn_to_uri
+    monkeypatch.setenv("FCTUI_PASSWORD", es.sim.config.password)
+    monkeypatch.delenv("FCTUI_CLUSTER", raising=False)
+    urn = next(iter(es.sim.edge_cases["ready"]))
+    job = JobRecord(id="20261203-120000-aa0001", vrm=es.url, user=es.sim.config.user, targets=[urn])
+    name = f"fctui-{job.id}-{urn.rsplit(':', 1)[-1]}"
+    async with VrmClient(es.url, es.sim.config.user, es.sim.config.password) as c:
+        await c.wait_task(await c.create_snapshot(urn_to_uri(urn), name, type="CBTbackup"), interval=0.05)
+        snapshot_urn = next(n.urn for n in (await c.snapshot_tree(urn_to_uri(urn))).walk() if n.name == name)
+
+    def leftover() -> bool:
+        assert main(["check", "--vrm", es.url, "--user", es.sim.config.user, "--json"]) == 0
+        report = json.loads(capsys.readouterr().out)
+        vm = next(v for v in report["vms"] if v["urn"] == urn)
+        return "leftover-backup-snapshot" in {f["rule"] for f in vm["findings"]}
+
+    assert await asyncio.to_thread(leftover)             # nobody owns it: a leftover
+    await proxy.create_job(job)
+    await proxy.add_vms(job.id, [VmProgress(urn=urn, name="web01", kind="cbt", state="reading",
+                                            snapshot_urn=snapshot_urn)], agent="proxy-1")
+    await proxy.update_header(job.id, lambda h: h.update(state="running"))
+    monkeypatch.setenv("FCTUI_CLUSTER", nats_server.url)
+    assert not await asyncio.to_thread(leftover)         # a proxy's running job owns it
+
+
+async def test_status_judges_with_the_cluster_jobs(es: Any, nats_server: Any, proxy: ClusterJobs,
+                                                   dirs: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """``fctui status`` with a cluster named reads the last attempts from the cluster's job records:
+    a VM whose proxy failed it is "at risk" because its last backup failed."""
+    from fctui.cli import main
+    from tests.cli.test_status import A, status_json
+    monkeypatch.setenv("FCTUI_PASSWORD", es.sim.config.password)
+    monkeypatch.delenv("FCTUI_CLUSTER", raising=False)
+    assert main(["policy", "add", "one", "--vms", f"re:^{A}$", "--schedule", "daily 00:00", "--rpo", "1d"]) == 0
+    _, doc = await status_json(es, "--vms", f"re:^{A}$")
+    assert doc["vms"][0]["reason"] == "no restore point yet"
+
+    urn = next(f"urn:sites:{es.sim.site.id}:vms:{v.id}" for v in es.sim.vms.values() if v.name == A)
+    job = JobRecord(id="20261203-120000-aa0001", vrm=es.url, user=es.sim.config.user, targets=[A])
+    await proxy.create_job(job)
+    await proxy.add_vms(job.id, [VmProgress(urn=urn, name=A, kind="cbt", state="failed",
+                                            reason="the VRM refused the snapshot")], agent="proxy-1")
+    assert (await proxy.finish_if_done(job.id)).state == "failed"
+    monkeypatch.setenv("FCTUI_CLUSTER", nats_server.url)
+    rc, doc = await status_json(es, "--vms", f"re:^{A}$")
+    assert rc == 1 and doc["vms"][0]["state"] == "at-risk"
+    assert doc["vms"][0]["reason"].startswith("last backup failed"), doc["vms"][0]
+    assert "the VRM refused the snapshot" in doc["vms"][0]["reason"]

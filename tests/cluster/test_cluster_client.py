@@ -192,3 +192,26 @@ async def test_leftovers_of_ended_vms_are_listed_and_the_console_watch_sees_them
     finally:
         watching.cancel()
         await asyncio.gather(watching, return_exceptions=True)
+
+
+async def test_a_client_that_comes_first_leaves_the_proxies_timings_to_them(nats_server: Any) -> None:
+    """A console opened before any proxy must not fix the work consumer's ack_wait or the expiring
+    buckets' TTLs with its defaults: the first proxy sets them."""
+    from fctui.cluster.layout import AGENTS_BUCKET, SLOTS_BUCKET, WORK_CONSUMER, ClusterSettings, agent_key
+    client = ClusterClient(nats_server.url)
+    try:
+        hello = await client.request("hello")
+        assert hello["agents"] == [] and hello["running"] == []
+        short = ClusterSettings(ack_wait_s=2.0, slot_ttl_s=3.0, agent_ttl_s=2.0)
+        proxy = await Cluster.connect(nats_server.url, short)
+        try:
+            info = await proxy.js.consumer_info(WORK_STREAM, WORK_CONSUMER)
+            assert info.config.ack_wait == 2.0
+            assert (await proxy.js.stream_info(f"KV_{SLOTS_BUCKET}")).config.max_age == 3.0
+            assert (await proxy.js.stream_info(f"KV_{AGENTS_BUCKET}")).config.max_age == 2.0
+            await proxy.agents_kv.put(agent_key("proxy-1"), b"{}")   # its heartbeat
+            assert (await client.request("hello"))["agents"] == ["proxy-1"]
+        finally:
+            await proxy.close()
+    finally:
+        await client.close()

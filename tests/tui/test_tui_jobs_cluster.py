@@ -67,3 +67,37 @@ async def test_the_jobs_screen_shows_a_cluster_jobs_vms_and_progress_live(nats_s
                          timeout=15)
         assert jobs_service(app).board.get(job.id).state == "succeeded"
         await wait_until(pilot, lambda: "succeeded" in screen_text(app), timeout=5)
+
+        # closing the console while a proxy runs a job: it goes on in the cluster, and the line says so
+        later = JobRecord(id="20261203-130000-bb0002", targets=["db01"])
+        await proxy.create_job(later)
+        await wait_until(pilot, lambda: app.running_jobs() == 1, timeout=15)
+        said: list[Any] = []
+        exit_ = app.exit
+        app.exit = lambda *a, **kw: (said.append(kw.get("message")), exit_(*a, **kw))[1]  # type: ignore
+        await pilot.press("escape", "q")
+        await pilot.pause()
+    assert said and f"1 job is still running in the cluster at {nats_server.url}" in str(said[0])
+
+
+async def test_a_backup_launched_from_the_console_goes_to_the_cluster_without_the_password(
+        nats_server: Any, proxy: ClusterJobs, dirs: dict[str, str]) -> None:
+    from fctui.cluster.connect import entries
+    from fctui.tui.review_screen import ReviewScreen
+    app = make_app(config=Config(cluster=nats_server.url))
+    async with app.run_test(size=(120, 45)) as pilot:
+        await wait_loaded(pilot, app)
+        vm_urn = next(iter(app.sim.edge_cases["ready"]))
+        app.store.marks.clear()
+        app.store.marks.add(vm_urn)
+        await pilot.press("b")
+        await wait_until(pilot, lambda: isinstance(app.screen, ReviewScreen), timeout=15)
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: isinstance(app.screen, JobsScreen) and app.screen.selected() is not None,
+                         timeout=15)
+        job_id = app.screen.selected().id
+        await wait_until(pilot, lambda: "queued" in screen_text(app), timeout=5)   # no proxy runs it here
+    header, _ = await proxy.header(job_id)
+    assert header["targets"] == [vm_urn] and header["vrm"] == app.spec.url and header["user"] == app.spec.user
+    stored = [e.value for e in (await entries(proxy.cluster.jobs_kv)).values()]
+    assert not any(app.spec.password.encode() in v for v in stored)
