@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from tests.proxies import SCALE_VMS_PER_HOST, Proxies, scale_inventory
 
