@@ -47,6 +47,12 @@ def scale_inventory(fill: float = 0.004, **kw: Any) -> "SimConfig":
 _NOT_INHERITED = ("FCTUI_PASSWORD", "FCTUI_PASSWORD_FILE", "CREDENTIALS_DIRECTORY", "FCTUI_CLUSTER")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a running process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Proxy:
     """One ``fctui agent --cluster`` process (see the module's docstring)."""
 
@@ -90,6 +96,10 @@ class Proxy:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def cpu_seconds(self) -> float:
+        assert self.proc is not None
+        return cpu_seconds(self.proc.pid)
 
     def kill9(self) -> None:
         """The machine dies: no clean-up, no goodbye."""
