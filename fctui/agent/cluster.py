@@ -108,6 +108,8 @@ class ClusterAgent:
         self.repo = await asyncio.to_thread(Repository.open, self.repo_spec)
         self.client = await self._login()
         self.cluster = await Cluster.connect(self.cluster_url, settings=self.cluster_settings)
+        # the cluster's timings when it has others already (the first proxy's): in-progress and heartbeats follow them
+        self.cluster_settings = self.cluster.settings
         self.jobs = ClusterJobs(self.cluster)
         self.scheduler = ClusterScheduler(self.cluster, self.agent_id, per_host=self.per_host,
                                           per_datastore=self.per_datastore, global_limit=self.global_limit)
@@ -342,7 +344,8 @@ class ClusterAgent:
         await self.scheduler.refresh_counts()
         pool = self.scheduler.pool
         add_launch_findings(plan, host_connections=pool.hosts, datastore_volumes=pool.datastores,
-                            per_host=pool.per_host, per_datastore=pool.per_datastore, repo=self.repo)
+                            per_host=pool.per_host, per_datastore=pool.per_datastore, repo=self.repo,
+                            business_hours=_business_hours(header))
         BackupRunner.progress_from_plan(job, plan)
         lines: dict[str, list[dict[str, Any]]] = {}
         for vp in plan.vms:
@@ -382,17 +385,19 @@ class ClusterAgent:
             holder = await self.scheduler.claim_vm(vm_urn, job_id)
             if holder is not None:
                 await self._final(writer, "refused", f"already being backed up by job {holder}", "warning")
-                await msg.ack()
                 await self.jobs.finish_if_done(job_id)
+                await msg.ack()
                 return
             claimed = True
-            answer = await self._vm_run(job_id, vm_urn, writer, int(writer.record.get("attempt") or 1))
+            answer = await self._vm_run(job_id, vm_urn, writer, int(writer.record.get("attempt") or 1),
+                                        int(writer.record.get("died") or 0))
             if answer == "nak":
                 with contextlib.suppress(Exception):
                     await msg.nak()
                 return
-            await msg.ack()
+            # the job's end before the ack: a proxy that dies in between leaves the item, not an unended job
             await self.jobs.finish_if_done(job_id)
+            await msg.ack()
         except ClusterError as e:
             # another proxy took the VM over (this one stalled past ack_wait), or NATS is gone: the item
             # is not ours to answer any more
@@ -416,14 +421,16 @@ class ClusterAgent:
                 return None
             record, revision = found
             if record.get("state") in FINAL_VM_STATES:
-                await msg.ack()
                 await self.jobs.finish_if_done(job_id)
+                await msg.ack()
                 return None
             if record.get("item") not in (None, seq):
                 await msg.ack()   # a duplicate of the item that runs this VM (a replanned job)
                 return None
             previous = str(record.get("agent") or "")
-            record.update(agent=self.agent_id, attempt=attempt, item=seq)
+            # a proxy that stops hands its VM back (agent ""): only one that stopped answering counts as died
+            died = int(record.get("died") or 0) + (1 if previous else 0)
+            record.update(agent=self.agent_id, attempt=attempt, item=seq, died=died)
             writer = VmRecordWriter(self.jobs, job_id, record, revision)
             if previous and previous != self.agent_id:
                 writer.log(f"{record.get('name') or vm_urn}: proxy {previous} stopped answering: proxy "
@@ -436,7 +443,7 @@ class ClusterAgent:
                 continue   # another delivery bound it first: look again
         raise ClusterError(f"the record of {vm_urn} in job {job_id} keeps changing")
 
-    async def _vm_run(self, job_id: str, vm_urn: str, writer: Any, attempt: int) -> str:
+    async def _vm_run(self, job_id: str, vm_urn: str, writer: Any, attempt: int, died: int) -> str:
         """Take over what a dead proxy left, then back the VM up; "ack", or "nak" when this proxy stops."""
         from ..cluster.journal import KvJournal
         journal = KvJournal(self.jobs, job_id, vm_urn, writer=writer)
@@ -444,7 +451,7 @@ class ClusterAgent:
         header = found[0] if found is not None else {}
         adopted: list[Any] = []
         try:
-            return await self._vm_steps(job_id, vm_urn, writer, journal, header, attempt, adopted)
+            return await self._vm_steps(job_id, vm_urn, writer, journal, header, attempt, died, adopted)
         finally:
             for t in adopted:   # those the run took and released are ignored
                 self.scheduler.release(t)
@@ -452,7 +459,7 @@ class ClusterAgent:
                 await asyncio.shield(journal.flush())
 
     async def _vm_steps(self, job_id: str, vm_urn: str, writer: Any, journal: Any, header: dict[str, Any],
-                        attempt: int, adopted: list[Any]) -> str:
+                        attempt: int, died: int, adopted: list[Any]) -> str:
         name = str(writer.record.get("name") or vm_urn)
         try:
             if attempt > 1:   # a redelivery: the proxy before us died (or stopped) with the VM
@@ -462,9 +469,15 @@ class ClusterAgent:
                 if left:
                     return await self._final(writer, "failed", f"leftovers of the proxy that died could not be "
                                                                f"removed ({left}); the proxies keep trying", "error")
-            if attempt > self.cluster_settings.max_attempts:
-                dead = attempt - 1
-                return await self._final(writer, "failed", f"{dead} {'proxy' if dead == 1 else 'proxies'} died "
+            if attempt > 1:   # the proxy that died may have committed the VM's point before it could say so
+                committed = [p for p in await asyncio.to_thread(self.repo.points, vm_urn) if p.job_id == job_id]
+                if committed:
+                    writer.record.update(point_id=committed[-1].id)
+                    return await self._final(writer, "done", "", "info",
+                                             f"{name}: restore point {committed[-1].id} was committed by the "
+                                             "proxy that died")
+            if died >= self.cluster_settings.max_attempts:   # the VM itself may be what kills them
+                return await self._final(writer, "failed", f"{died} {'proxy' if died == 1 else 'proxies'} died "
                                                            "while backing it up", "error")
             if header.get("cancel"):
                 return await self._final(writer, "cancelled", "cancelled by the user", "warning")
@@ -524,13 +537,14 @@ class ClusterAgent:
         from ..jobs.runner import BackupRunner, Reporter
         job = JobRecord.from_dict({k: v for k, v in header.items() if k not in HEADER_EXTRAS and k not in ("vms", "log")})
         settings = (dataclasses.replace(self.settings, host_snapshot_gate=True)
-                    if header.get("host_snapshot_gate") else self.settings)
+                    if _access(header).get("host_snapshot_gate") else self.settings)
         plan = await build_plan(self.client, [vm_urn], self.repo, full=job.full,
                                 chain_marks=await self.jobs.chain_marks(), full_vms=job.full_vms)
         await self.scheduler.refresh_counts()
         pool = self.scheduler.pool
         add_launch_findings(plan, host_connections=pool.hosts, datastore_volumes=pool.datastores,
-                            per_host=pool.per_host, per_datastore=pool.per_datastore, repo=self.repo)
+                            per_host=pool.per_host, per_datastore=pool.per_datastore, repo=self.repo,
+                            business_hours=_business_hours(header))
         BackupRunner.progress_from_plan(job, plan)
         vm = job.vm(vm_urn)
         if vm is None:   # the VRM no longer knows it by that URN
@@ -555,13 +569,14 @@ class ClusterAgent:
             await asyncio.shield(writer.flush())
         return "ack"
 
-    async def _final(self, writer: Any, state: str, reason: str, level: str) -> str:
+    async def _final(self, writer: Any, state: str, reason: str, level: str, message: str = "") -> str:
+        """The VM's record final (its disks' states with it) and stored."""
         record = writer.record
         record.update(state=state, reason=reason)
         for d in record.get("disks") or []:
             if d.get("state") in ("waiting", "reading"):
-                d["state"] = "cancelled" if state == "cancelled" else "failed"
-        writer.log(f"{record.get('name') or record.get('urn')}: {state}: {reason}", level)
+                d["state"] = "done" if state == "done" else "cancelled" if state == "cancelled" else "failed"
+        writer.log(message or f"{record.get('name') or record.get('urn')}: {state}: {reason}", level)
         await writer.flush()
         return "ack"
 
@@ -593,15 +608,26 @@ class ClusterAgent:
 
     async def _sweep(self) -> None:
         """Leftovers of final VMs (a release or delete the VRM refused at the time) are tried again
-        every hunt interval, as the local agent's snapshot hunter does."""
+        every hunt interval, as the local agent's snapshot hunter does; jobs left running with every VM
+        final are ended."""
         while True:
             await asyncio.sleep(self.settings.hunt_interval_s)
             try:
+                await self.settle_jobs()
                 await self.sweep_once()
             except asyncio.CancelledError:
                 raise
             except Exception as e:
                 log.warning("leftover sweep failed: %s", e)
+
+    async def settle_jobs(self) -> None:
+        """End the running jobs whose VMs are all final (their last proxy died between its VM's end and
+        the job's, or its look at the records missed one): any proxy may, the header's CAS picks one."""
+        from ..cluster.connect import entries
+        for entry in (await entries(self.cluster.jobs_kv, "job.*")).values():
+            header = load(entry.value)
+            if header.get("state") == "running" and header.get("vm_keys") and header.get("id"):
+                await self.jobs.finish_if_done(str(header["id"]))
 
     async def sweep_once(self) -> int:
         """One round: returns how many leftovers were removed."""
@@ -632,6 +658,24 @@ class ClusterAgent:
             with contextlib.suppress(nats.js.errors.KeyWrongLastSequenceError):
                 await self.cluster.jobs_kv.update(key, dump(record), last=entry.revision)
         return removed
+
+
+def _access(header: dict[str, Any]) -> dict[str, Any]:
+    """What the submitter asked of the proxies besides the targets (ClusterClient puts it in ``access``)."""
+    access = header.get("access")
+    return access if isinstance(access, dict) else {}
+
+
+def _business_hours(header: dict[str, Any]) -> Any:
+    """The job's business-hours window (a launch warning when a VM starts inside it), None without one."""
+    text = _access(header).get("business_hours")
+    if not text:
+        return None
+    from ..rules.launch import BusinessHours, BusinessHoursError
+    try:
+        return BusinessHours.parse(str(text))
+    except BusinessHoursError:
+        return None   # checked when it was submitted
 
 
 def _log_to(target: dict[str, Any] | list[dict[str, Any]], message: str, level: str = "info",

@@ -23,6 +23,7 @@ import contextlib
 import time
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
+from ..cluster.layout import key_part
 from ..jobs.model import FINAL_VM_STATES, JobError, JobRecord
 from .protocol import AgentError
 
@@ -173,13 +174,14 @@ class ClusterClient:
         await jobs.create_job(job, access)
         return job.id
 
-    async def _leftovers(self) -> list[dict[str, Any]]:
+    async def _leftovers(self, job_id: str | None = None) -> list[dict[str, Any]]:
         """The journal intents of VMs that are final (a running VM's intents are its proxy's business):
-        what a proxy created on the VRM and could not remove; the proxies' sweep retries them."""
+        what a proxy created on the VRM and could not remove; the proxies' sweep retries them. Of every
+        job, or of ``job_id`` only."""
         from ..cluster.connect import entries
         from ..cluster.jobs import load
         assert self._cluster is not None
-        found = await entries(self._cluster.jobs_kv, "vm.>")
+        found = await entries(self._cluster.jobs_kv, f"vm.{key_part(job_id)}.*" if job_id else "vm.>")
         return leftovers_of({k: load(e.value) for k, e in found.items()})
 
     # --- events ---------------------------------------------------------------------------------------
@@ -197,6 +199,10 @@ class ClusterClient:
         final_vms: dict[str, int] = {}   # job id -> how many of its VMs were final at the last event
         if not want:
             pending = await self._leftovers()
+            # a job's leftovers by its key (their record keys' second part): one job's are re-read on a change
+            left: dict[str, list[dict[str, Any]]] = {}
+            for row in pending:
+                left.setdefault(row["key"].split(".")[1], []).append(row)
             yield {"event": "cleanup", "pending": pending}
         changes = jobs.watch(want)
         try:
@@ -232,9 +238,10 @@ class ClusterClient:
                         logs.stop(rec.id)
                 done = _final_count(rec.vms)
                 if not want and rec.id in final_vms and final_vms[rec.id] != done:
-                    now = await self._leftovers()
-                    if now != pending:
-                        pending = now
+                    mine, jk = await self._leftovers(rec.id), key_part(rec.id)
+                    if mine != left.get(jk, []):
+                        left[jk] = mine
+                        pending = [row for j in sorted(left) for row in left[j]]
                         yield {"event": "cleanup", "pending": pending}
                 final_vms[rec.id] = done
         except AgentError:

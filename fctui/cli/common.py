@@ -33,6 +33,11 @@ EXIT_VRM = 3           # VRM unreachable or login refused
 EXIT_WARNINGS = 4      # succeeded with warnings (a leftover waits for the snapshot hunter)
 EXIT_INTERRUPTED = 130
 
+# Every command's --repo: a directory or an S3 URL (fctui.config.repository_spec says which wins)
+REPO_METAVAR = "REPO"
+REPO_HELP = ("the repository: a directory or s3://BUCKET/PREFIX (default: $FCTUI_REPO, else the config's repo, "
+             "else the data dir's repo; S3 credentials from AWS_* or AWS_PROFILE)")
+
 CONNECTION_OPTIONS = ("vrm", "user", "profile", "insecure", "ca_file", "user_type", "proxy_ip", "host_snapshot_gate")
 
 

@@ -13,7 +13,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any, TextIO
 
-from .common import EXIT_FAILED, EXIT_OK, add_json_option, non_negative_int, size
+from .common import EXIT_FAILED, EXIT_OK, REPO_HELP, REPO_METAVAR, add_json_option, non_negative_int, size
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..repo import Repository
@@ -37,8 +37,7 @@ def _percent(text: str) -> float:
 
 
 def add_repo_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--repo", metavar="DIR", default=None,
-                   help="repository directory (default: $FCTUI_DATA_DIR or the XDG data dir, /repo)")
+    p.add_argument("--repo", metavar=REPO_METAVAR, default=None, help=REPO_HELP)
     add_json_option(p, help="machine-readable output")
 
 
@@ -81,9 +80,24 @@ def register(subparsers: Any) -> None:
 
 
 # --- helpers ---------------------------------------------------------------------------------
+def repo_spec(args: argparse.Namespace) -> str | None:
+    """The repository the command names (--repo, $FCTUI_REPO, the config's repo), None: the data dir's.
+    An S3 one is checked first (URL, credentials, bucket): RepoError says what is wrong."""
+    from ..config import ConfigError, repository_spec
+    from ..repo import RepoError
+    from ..repo.s3config import is_s3_url, preflight
+    try:
+        spec = repository_spec(getattr(args, "repo", None))
+    except ConfigError as e:
+        raise RepoError(str(e)) from None
+    if is_s3_url(spec):
+        preflight(spec)
+    return spec
+
+
 def open_repo(args: argparse.Namespace) -> "Repository":
     from ..repo import Repository
-    return Repository.open(getattr(args, "repo", None), create=False)
+    return Repository.open(repo_spec(args), create=False)
 
 
 def fail(args: argparse.Namespace, err: Exception, out: TextIO, errout: TextIO) -> int:

@@ -977,11 +977,12 @@ class FctuiApp(App[int]):
 
     @work(group="backup-point", exit_on_error=False)
     async def _read_backup_point(self, key: str) -> None:
-        from ..repo import NoRepositoryError, RepoError, Repository
+        from ..repo import NoRepositoryError, RepoError
+        from .repository import open_repository
 
         def latest() -> Any:
             try:
-                repo = Repository.open(create=False)
+                repo = open_repository()
             except NoRepositoryError:
                 return None
             try:

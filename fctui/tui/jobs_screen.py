@@ -305,8 +305,8 @@ def datastore_counts(board: JobsBoard, inventory: dict[str, Any]) -> dict[str, i
 async def make_plan(app: Any, targets: list[str], *, full: bool = False) -> Plan:
     """Plan a backup of ``targets`` through the console's VRM connection (read-only)."""
     from ..jobs.planner import add_launch_findings, build_plan
-    from ..repo import Repository
     from ..rules.launch import BusinessHours, BusinessHoursError
+    from .repository import open_repository
 
     feed = getattr(app, "feed", None)
     if feed is None or getattr(feed, "client", None) is None:
@@ -319,7 +319,7 @@ async def make_plan(app: Any, targets: list[str], *, full: bool = False) -> Plan
         except BusinessHoursError:
             window = None
     svc = jobs_service(app)
-    repo = await asyncio.to_thread(Repository.open)
+    repo = await asyncio.to_thread(open_repository, create=True)
     try:
         plan = await app.feed_call(build_plan(feed.client, targets, repo, full=full))
         # off the event loop: the space finding reads the catalog and the filesystem

@@ -102,9 +102,9 @@ class Proxies:
         assert agent.ready.is_set(), f"proxy {agent_id} did not start"
         return agent
 
-    async def submit(self, *targets: str, full: bool = False) -> str:
-        job = JobRecord(id=new_job_id(), vrm=self.es.url, user=self.es.sim.config.user, targets=list(targets),
-                        full=full)
+    async def submit(self, *targets: str, full: bool = False, vrm: str | None = None) -> str:
+        job = JobRecord(id=new_job_id(), vrm=self.es.url if vrm is None else vrm, user=self.es.sim.config.user,
+                        targets=list(targets), full=full)
         job.add_log(f"backup submitted: {', '.join(targets)}")
         await self.jobs.create_job(job, {"verify": True})
         return job.id
@@ -166,7 +166,7 @@ async def test_a_job_spreads_over_proxies_and_every_vm_is_backed_up_once(proxies
     assert job.state == "succeeded", job.error
     assert [vm.urn for vm in job.vms] == urns and all(vm.state == "done" for vm in job.vms)
     records = [await proxies.jobs.vm_record(job_id, u) for u in urns]
-    agents = {_field(r, "agent") for r in records}
+    agents = {r["agent"] for r in records}
     assert agents == {"p1", "p2"}
     repo = Repository.open(proxies.repo_dir)
     points = repo.points()
@@ -174,7 +174,7 @@ async def test_a_job_spreads_over_proxies_and_every_vm_is_backed_up_once(proxies
     assert sorted(job.restore_points) == sorted(p.id for p in points)
     assert await no_leftovers(es, job_id)
     # every record's journal is empty: nothing left for anyone to clean
-    assert all(not _field(r, "intents") for r in records)
+    assert all(not r["intents"] for r in records)
 
 
 async def test_a_duplicated_vm_item_never_runs_the_vm_twice(proxies: Proxies, es: Any) -> None:
@@ -220,6 +220,24 @@ async def test_cancel_stops_the_vms_and_leaves_nothing_on_the_vrm(proxies: Proxi
     await sim_faults(es)
     assert await no_leftovers(es, job_id)
     assert Repository.open(proxies.repo_dir).points() == []
+
+
+async def test_a_job_cancelled_before_any_proxy_took_it_ends_cancelled(proxies: Proxies, es: Any) -> None:
+    job_id = await proxies.submit(urn_of(es, VM_NAMES[0]))
+    await proxies.jobs.request_cancel(job_id)
+    await proxies.start("p1")
+    job = await proxies.final(job_id, within=30)
+    assert job.state == "cancelled" and job.vms == []
+    assert Repository.open(proxies.repo_dir).points() == []
+
+
+async def test_a_job_for_a_vrm_no_proxy_serves_fails_saying_so(proxies: Proxies, es: Any) -> None:
+    await proxies.start("p1", settings=dataclasses.replace(FAST, max_attempts=1))
+    job_id = await proxies.submit(urn_of(es, VM_NAMES[0]), vrm="https://other-vrm.example:7443")
+    job = await proxies.final(job_id, within=30)
+    assert job.state == "failed"
+    assert job.error == (f"no proxy of the cluster serves the VRM https://other-vrm.example:7443 "
+                         f"(this one serves {es.url})")
 
 
 async def test_a_vm_busy_in_another_job_is_refused(proxies: Proxies, es: Any) -> None:
@@ -292,8 +310,17 @@ async def test_a_leftover_the_vrm_refused_is_removed_by_the_sweep(proxies: Proxi
     assert any("removed 1 leftover(s) on the VRM (proxy p1)" in e["message"] for e in record["log"])
 
 
-def _field(record: Any, name: str) -> Any:
-    return record.get(name) if isinstance(record, dict) else getattr(record, name)
+async def test_a_job_left_running_with_every_vm_final_is_ended_by_a_proxy(proxies: Proxies, es: Any) -> None:
+    """The proxy of a job's last VM died between the VM's end and the job's: another proxy ends it."""
+    await proxies.start("p1")
+    job_id = await proxies.submit(urn_of(es, VM_NAMES[0]))
+    assert (await proxies.final(job_id)).state == "succeeded"
+
+    def unend(h: dict[str, Any]) -> None:
+        h.update(state="running", finished=None)
+    await proxies.jobs.update_header(job_id, unend)
+    job = await proxies.final(job_id, within=30)
+    assert job.state == "succeeded" and job.finished
 
 
 # --- a proxy that dies mid-VM ------------------------------------------------------------------------------
@@ -327,13 +354,13 @@ async def test_a_dead_proxys_vm_is_cleaned_up_and_backed_up_by_another(proxies: 
             if doomed.poll() is not None:
                 raise AssertionError(doomed.stderr.read().decode() if doomed.stderr else "the proxy died")
             record = await proxies.jobs.vm_record(job_id, urn)
-            if record is None or _field(record, "state") != "reading":
+            if record is None or record["state"] != "reading":
                 return None
             s = await sim_stats(es)
             return record if any(s["resourcesPerHost"].values()) else None
         record = await wait_until("the doomed proxy to read", reading)
-        assert _field(record, "agent") == "doomed"
-        assert {i["what"] for i in _field(record, "intents").values()} == {"snapshot", "resource"}
+        assert record["agent"] == "doomed"
+        assert {i["what"] for i in record["intents"].values()} == {"snapshot", "resource"}
         doomed.kill()   # SIGKILL: no cleanup, no nak, its slots and claims simply stop being renewed
         doomed.wait(10)
     finally:
@@ -347,9 +374,9 @@ async def test_a_dead_proxys_vm_is_cleaned_up_and_backed_up_by_another(proxies: 
     heir = await proxies.start("heir", settings=dataclasses.replace(FAST, max_attempts=max_attempts))
     job = await proxies.final(job_id)
     record = await proxies.jobs.vm_record(job_id, urn)
-    assert _field(record, "agent") == "heir" and _field(record, "attempt") == 2
-    assert not _field(record, "intents")
-    messages = [e["message"] for e in _field(record, "log")]
+    assert record["agent"] == "heir" and record["attempt"] == 2
+    assert not record["intents"]
+    messages = [e["message"] for e in record["log"]]
     assert any("proxy doomed stopped answering" in m for m in messages), messages
     assert any("removed 2 leftover(s) of the proxy that died" in m for m in messages), messages
     assert await no_leftovers(es, job_id)
@@ -395,6 +422,17 @@ def test_cli_with_an_unreachable_cluster_exits_3(es: Any, tmp_path: Path) -> Non
     assert es.sim.config.password not in r.stderr
 
 
+def test_cli_with_a_password_the_vrm_refuses_exits_2(es: Any, nats_server: Any, tmp_path: Path) -> None:
+    pw = tmp_path / "pw"
+    pw.write_text("not-the-password")
+    pw.chmod(0o600)
+    r = run_cli("--cluster", nats_server.url, "--vrm", es.url, "--user", es.sim.config.user,
+                "--repo", str(tmp_path / "repo"), env={**os.environ, "FCTUI_PASSWORD_FILE": str(pw)})
+    assert r.returncode == 2, r.stderr
+    assert f"the VRM {es.url} refused {es.sim.config.user}" in r.stderr
+    assert "not-the-password" not in r.stderr
+
+
 def test_cluster_and_service_do_not_go_together(nats_server: Any) -> None:
     r = run_cli("--cluster", nats_server.url, "--service")
     assert r.returncode == 2 and "choose one" in r.stderr
@@ -409,3 +447,35 @@ def test_cluster_settings_follow_the_hidden_options() -> None:
     assert (s.ack_wait_s, s.slot_ttl_s) == (2.0, 4.0)
     assert dataclasses.asdict(cluster_settings(argparse.Namespace(ack_wait=None, slot_ttl=None))) == \
         dataclasses.asdict(ClusterSettings())
+
+
+async def test_sigterm_stops_a_proxy_process_cleanly(proxies: Proxies, es: Any, nats_server: Any,
+                                                     tmp_path: Path) -> None:
+    """SIGTERM (systemd's stop): the proxy cleans up on the VRM, puts its VM back in the queue and exits 0."""
+    import signal
+    urn = urn_of(es, VM_NAMES[0])
+    await sim_faults(es, path="^/sim-data/", latency_ms=300)
+    proc = proxy_process(nats_server.url, es, proxies.repo_dir, tmp_path, "termed")
+    try:
+        job_id = await proxies.submit(urn)
+
+        async def reading() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(proc.stderr.read().decode() if proc.stderr else "the proxy died")
+            record = await proxies.jobs.vm_record(job_id, urn)
+            return record is not None and record["state"] == "reading"
+        await wait_until("the proxy to read", reading)
+        proc.send_signal(signal.SIGTERM)
+        _, err = await asyncio.to_thread(proc.communicate, timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert proc.returncode == 0, err.decode()
+    assert "proxy termed stopped" in err.decode()
+    record = await proxies.jobs.vm_record(job_id, urn)
+    assert record["state"] == "queued" and not record["intents"]
+    assert await no_leftovers(es, job_id)
+    await sim_faults(es)
+    await proxies.start("heir")
+    assert (await proxies.final(job_id)).state == "succeeded"

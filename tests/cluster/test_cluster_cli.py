@@ -99,6 +99,11 @@ async def test_backup_needs_no_password_and_follows_the_job_to_its_end(nats_serv
         assert (job.vrm, job.user, job.targets, job.state) == ("https://vrm.example:7443", "ops", ["web01"], "queued")
         await proxy.add_vms(job.id, [web01("reading", read=32 * MIB)], agent="proxy-1")
         await proxy.update_header(job.id, lambda h: h.update(state="running", started=h["created"]))
+        # the CLI follows the job: its progress line (stderr is a pipe: one line per 10 %) says so; what
+        # the proxy logs from now on is printed as it comes (earlier lines are the job's history)
+        assert proc.stderr is not None
+        first = await asyncio.wait_for(proc.stderr.readline(), 30)
+        assert b"backup  50 % \xc2\xb7 32.0 MiB of 64.0 MiB" in first, first
         await proxy.put_vm(job.id, record_of(web01("done", read=64 * MIB, point_id="P1"), agent="proxy-1",
                                              log=[{"time": job.created + 1, "level": "info",
                                                    "message": "web01: restore point P1 committed"}]))

@@ -118,6 +118,11 @@ async def test_submit_writes_the_job_and_its_item_never_the_password(nats_server
     js = proxy.cluster.js
     item = await js.get_last_msg(WORK_STREAM, WORK_SUBJECT_JOB)
     assert item.data == b'{"job":"%s"}' % job_id.encode()
+    gated = (await client.request("submit", targets=["db01"], host_snapshot_gate=True, policy="gold",
+                                  business_hours="mon-fri 08:00-18:00"))["job"]
+    header, _ = await proxy.header(gated)   # the job options go with the client options
+    assert header["access"] == {"verify": True, "host_snapshot_gate": True, "business_hours": "mon-fri 08:00-18:00"}
+    assert header["policy"] == "gold" and header["vrm"] == "" and header["user"] == ""   # the proxies' own VRM
     # the password is nowhere: no key-value entry, no work item
     stored = [e.value for kv in (proxy.cluster.jobs_kv, proxy.cluster.slots_kv, proxy.cluster.agents_kv)
               for e in (await entries(kv)).values()]
@@ -162,6 +167,14 @@ async def test_leftovers_of_ended_vms_are_listed_and_the_console_watch_sees_them
     # a running VM's intents belong to the proxy working on it: not leftovers
     await proxy.put_vm(job.id, record_of(vm(WEB, "web01", "reading"), intents={"1": intent}))
     assert (await client.request("cleanup-status")) == {"ok": True, "pending": [], "vrms": []}
+    # an older job's VM ended with a resource its proxy could not remove
+    old = JobRecord(id="20261202-120000-cc0003", vrm=job.vrm, user=job.user, targets=["db01"])
+    await proxy.create_job(old)
+    await proxy.add_vms(old.id, [vm(DB, "db01", "failed", reason="VRM down")], agent="proxy-2")
+    await proxy.put_vm(old.id, record_of(vm(DB, "db01", "failed", reason="VRM down"), intents={"4": {
+        "job": old.id, "vrm": job.vrm, "user": job.user, "what": "resource", "vm": DB, "volume_urn": f"{DB}:vol"}}))
+    (old_row,) = (await client.request("cleanup-status"))["pending"]
+    assert old_row["job"] == old.id and old_row["volume_urn"] == f"{DB}:vol"
 
     events: list[dict[str, Any]] = []
 
@@ -170,17 +183,18 @@ async def test_leftovers_of_ended_vms_are_listed_and_the_console_watch_sees_them
             events.append(ev)
     watching = asyncio.create_task(watch())
     try:
-        await until(lambda: len(job_events(events)) == 1)
-        assert events[0] == {"event": "cleanup", "pending": []}
+        await until(lambda: len(job_events(events)) == 2)
+        assert events[0] == {"event": "cleanup", "pending": [old_row]}
         await proxy.put_vm(job.id, record_of(vm(WEB, "web01", "failed", reason="cleanup failed"),
                                              intents={"1": intent}))
-        await until(lambda: events[-1].get("event") == "cleanup" and events[-1]["pending"])
-        (row,) = events[-1]["pending"]
+        await until(lambda: events[-1].get("event") == "cleanup" and len(events[-1]["pending"]) == 2)
+        assert events[-1]["pending"][0] == old_row   # the older job's, kept, first
+        row = events[-1]["pending"][1]
         assert row["job"] == job.id and row["snapshot_urn"] == intent["snapshot_urn"] and row["error"] == "VRM busy"
         assert describe_leftover(row, 2.0) == (f"snapshot {intent['snapshot_urn']} of job {job.id}: VRM busy "
                                                "(the cluster's proxies retry it)")
         status = await client.request("cleanup-status")
-        assert status["pending"] == [row] and status["vrms"] == [(job.vrm, job.user)]
+        assert status["pending"] == [old_row, row] and status["vrms"] == [(job.vrm, job.user)]
 
         # a job submitted while the console watches: its record and its log lines come as they are written
         other = JobRecord(id="20261203-130000-bb0002", targets=["db01"])
