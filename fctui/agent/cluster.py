@@ -115,6 +115,10 @@ class ClusterAgent:
                                           per_datastore=self.per_datastore, global_limit=self.global_limit)
         self._sub = await self.cluster.js.pull_subscribe_bind(durable=WORK_CONSUMER, stream=WORK_STREAM)
         await self._heartbeat_once()
+        try:   # as the local agent's store: the oldest final jobs beyond 500 go (every proxy may; one wins)
+            await self.jobs.prune_history()
+        except Exception as e:
+            log.warning("pruning the job history failed: %s", e)
         self._loops = [asyncio.create_task(self._heartbeat(), name="cluster-heartbeat"),
                        asyncio.create_task(self._pull(), name="cluster-pull"),
                        asyncio.create_task(self._follow_cancels(), name="cluster-cancels"),
@@ -324,11 +328,7 @@ class ClusterAgent:
     async def _republish(self, job_id: str, header: dict[str, Any]) -> None:
         """VM items for the records no item has taken yet (a VM record is bound to the first item that
         takes it: duplicates are dropped, see :meth:`_bind`)."""
-        from ..cluster.connect import entries
-        from ..cluster.jobs import load
-        from ..cluster.layout import key_part
-        records = {k.split(".", 2)[2]: load(e.value)
-                   for k, e in (await entries(self.cluster.jobs_kv, f"vm.{key_part(job_id)}.*")).items()}
+        records = await self.jobs.vm_records(job_id)
         urns = [str(r["urn"]) for k in header.get("vm_keys") or [] if (r := records.get(k)) and r.get("urn")
                 and r.get("state") not in FINAL_VM_STATES and r.get("item") is None]
         if urns:
