@@ -9,7 +9,8 @@ Layout under ``s3://bucket/prefix``::
     leases/<id>.json          writer/reader lease {point_id, host, pid, started, base_point_ids, reader?,
                               gc_ack, gc_keep}, renewed every LEASE_RENEW_S
     chunks/<2 hex>/<64 hex>   chunk, same encoding as local (FCZ1/FCR1 marker + zstd or raw)
-    gc.json                   the running gc: {id, state, candidates}
+    gc.json                   the running gc: {id, state, candidates}, renewed every LEASE_TTL_S/4
+    clock                     empty; written by gc to read the store's clock
 
 Commit order as local: chunks (a PUT is durable when it returns) -> manifest -> catalog CAS -> lease
 deleted. No clock of this machine is trusted: a lease is dead when the store says it was last modified

@@ -377,3 +377,24 @@ def test_gc_in_a_loop_beside_free_running_writers(s3_repo_url: str) -> None:
     for pid, image in committed.items():
         assert read_point(reader, pid) == image, f"point {pid} lost a chunk to gc"
     assert reader.verify().ok
+
+
+def test_a_restore_keeps_its_point_through_prune_and_gc(s3_repo_url: str) -> None:
+    """protect(): a reader lease names the point before the catalog is checked; a prune and a gc from
+    elsewhere meanwhile leave its manifest and chunks, and the reader reads it whole; afterwards gc frees them."""
+    url = s3_repo_url
+    repo = open_quick(url)
+    pw, dw = start_point(repo, 3)
+    for i in range(3):
+        dw.put_block(i, pool_block(19, i))
+    point = pw.commit()
+    wait_store_clock_past(repo, newest_chunk(repo) + CLOCK_SLACK_S + 1)
+    other = open_quick(url)
+    with repo.protect([point.id]):
+        reader = repo.open_disk(point.id, VOLUME)
+        assert other.prune(0, "urn:sites:1:vms:i-s3").removed == [point.id]
+        report = other.gc()
+        assert report.live_leases == 1 and report.chunks_removed == 0 and report.manifests_removed == 0
+        assert b"".join(reader.read_block(i) for i in range(3)) == b"".join(pool_block(19, i) for i in range(3))
+    report = other.gc()
+    assert report.chunks_removed == 3 and report.manifests_removed == 1 and other.disk_usage() == (0, 0)
