@@ -23,7 +23,6 @@ import contextlib
 import time
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
-from ..cluster.layout import key_part
 from ..jobs.model import FINAL_VM_STATES, JobError, JobRecord
 from .protocol import AgentError
 
@@ -175,14 +174,14 @@ class ClusterClient:
         return job.id
 
     async def _leftovers(self, job_id: str | None = None) -> list[dict[str, Any]]:
-        """The journal intents of VMs that are final (a running VM's intents are its proxy's business):
-        what a proxy created on the VRM and could not remove; the proxies' sweep retries them. Of every
-        job, or of ``job_id`` only."""
-        from ..cluster.connect import entries
-        from ..cluster.jobs import load
-        assert self._cluster is not None
-        found = await entries(self._cluster.jobs_kv, f"vm.{key_part(job_id)}.*" if job_id else "vm.>")
-        return leftovers_of({k: load(e.value) for k, e in found.items()})
+        """``cleanup-status`` rows (as the local agent's) of the intents left by final VMs (a running VM's
+        are its proxy's business): what a proxy created on the VRM and could not remove; the proxies'
+        sweep retries them. Of every job, or of ``job_id``'s only."""
+        assert self._jobs is not None
+        return [{f: i.get(f) for f in ("key", "job", "vrm", "user", "what", "vm", "name", "snapshot_urn",
+                                       "volume_urn", "task_id", "time")}
+                | {"error": str(i.get("last_error") or ""), "next_try": None, "cluster": True}
+                for i in await self._jobs.leftovers(job_id)]
 
     # --- events ---------------------------------------------------------------------------------------
 
@@ -199,10 +198,9 @@ class ClusterClient:
         final_vms: dict[str, int] = {}   # job id -> how many of its VMs were final at the last event
         if not want:
             pending = await self._leftovers()
-            # a job's leftovers by its key (their record keys' second part): one job's are re-read on a change
-            left: dict[str, list[dict[str, Any]]] = {}
+            left: dict[str, list[dict[str, Any]]] = {}   # by job: one job's are re-read when a VM of it ends
             for row in pending:
-                left.setdefault(row["key"].split(".")[1], []).append(row)
+                left.setdefault(str(row["job"]), []).append(row)
             yield {"event": "cleanup", "pending": pending}
         changes = jobs.watch(want)
         try:
@@ -238,10 +236,10 @@ class ClusterClient:
                         logs.stop(rec.id)
                 done = _final_count(rec.vms)
                 if not want and rec.id in final_vms and final_vms[rec.id] != done:
-                    mine, jk = await self._leftovers(rec.id), key_part(rec.id)
-                    if mine != left.get(jk, []):
-                        left[jk] = mine
-                        pending = [row for j in sorted(left) for row in left[j]]
+                    mine = await self._leftovers(rec.id)
+                    if mine != left.get(rec.id, []):
+                        left[rec.id] = mine
+                        pending = sorted((row for rows in left.values() for row in rows), key=lambda r: r["time"] or 0)
                         yield {"event": "cleanup", "pending": pending}
                 final_vms[rec.id] = done
         except AgentError:
@@ -314,19 +312,3 @@ def _without_log(job: JobRecord) -> dict[str, Any]:
     d = job.to_dict()
     d.pop("log", None)
     return d
-
-
-def leftovers_of(records: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """``cleanup-status`` rows (as the local agent's) of the VM records' intents, final VMs only."""
-    rows = []
-    for key, rec in sorted(records.items()):
-        if rec.get("state") not in FINAL_VM_STATES:
-            continue
-        for k, i in sorted((rec.get("intents") or {}).items()):
-            if not isinstance(i, dict):
-                continue
-            rows.append({f: i.get(f) for f in ("job", "vrm", "user", "what", "vm", "name", "snapshot_urn",
-                                               "volume_urn", "task_id", "time")}
-                        | {"key": f"{key}/{k}", "agent": rec.get("agent"),
-                           "error": str(i.get("last_error") or ""), "next_try": None, "cluster": True})
-    return rows

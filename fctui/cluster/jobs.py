@@ -223,11 +223,11 @@ class ClusterJobs:
         found = await entries(self.kv, f"vm.{key_part(job_id)}.*")
         return {k.split(".", 2)[2]: load(e.value) for k, e in found.items()}
 
-    async def leftovers(self) -> list[dict[str, Any]]:
+    async def leftovers(self, job_id: str | None = None) -> list[dict[str, Any]]:
         """The intents left in the records of final VMs (what a proxy could not clean up on the VRM),
-        each with its ``key`` and ``job``: the cluster's cleanup status."""
+        each with its ``key`` and ``job``: the cluster's cleanup status (of ``job_id``'s VMs only, if given)."""
         out = []
-        for entry in (await entries(self.kv, "vm.>")).values():
+        for entry in (await entries(self.kv, f"vm.{key_part(job_id)}.*" if job_id else "vm.>")).values():
             record = load(entry.value)
             if not _final(record):
                 continue
