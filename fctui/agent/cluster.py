@@ -128,40 +128,48 @@ class ClusterAgent:
                  self.vrm, self.user)
 
     async def shutdown(self) -> None:
-        """Stop pulling, give our VMs back (their cleanup on the VRM runs first), leave the cluster."""
+        """Stop pulling, give our VMs back (their cleanup on the VRM runs first), leave the cluster. Every
+        step is bounded: a stop always ends (systemd kills what does not)."""
         self.stopping.set()
         pull = [t for t in self._loops if t.get_name() == "cluster-pull"]
         for t in pull:
             t.cancel()
-        await asyncio.gather(*pull, return_exceptions=True)
+        await self._bounded("the pull loop", asyncio.gather(*pull, return_exceptions=True), 10)
         if self._sub is not None:   # no fetch left waiting on the server: the connection drains at once
-            with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
+            await self._bounded("leaving the work queue", self._sub.unsubscribe(), 10)
         for w in list(self.working.values()):
             w.why = w.why or "stop"
             w.task.cancel()
         for t in self.planning:
             t.cancel()
-        await asyncio.gather(*(w.task for w in list(self.working.values())), *self.planning,
-                             return_exceptions=True)
+        await self._bounded("the VMs' cleanup", asyncio.gather(*(w.task for w in list(self.working.values())),
+                                                               *self.planning, return_exceptions=True),
+                            self.settings.cleanup_budget_s + 30)
         for t in self._loops:
             t.cancel()
-        await asyncio.gather(*self._loops, return_exceptions=True)
+        await self._bounded("the background loops", asyncio.gather(*self._loops, return_exceptions=True), 10)
         if self.scheduler is not None:
-            with contextlib.suppress(Exception):
-                await self.scheduler.close()
+            await self._bounded("releasing the slots", self.scheduler.close(), 10)
         if self.cluster is not None:
-            with contextlib.suppress(Exception):
-                await self.cluster.agents_kv.delete(agent_key(self.agent_id))
-            with contextlib.suppress(Exception):
-                await self.cluster.close()
+            await self._bounded("the heartbeat's removal", self.cluster.agents_kv.delete(agent_key(self.agent_id)), 5)
+            await self._bounded("the cluster connection's close", self.cluster.close(), 10)
+            if not self.cluster.nc.is_closed:
+                await self._bounded("the cluster connection's close", self.cluster.nc.close(), 5)
         if self.client is not None:
-            with contextlib.suppress(Exception):
-                await self.client.close()
+            await self._bounded("the VRM session's close", self.client.close(), 15)
         if self.repo is not None:
             with contextlib.suppress(Exception):
                 self.repo.close()
         log.info("proxy %s stopped", self.agent_id)
+
+    @staticmethod
+    async def _bounded(what: str, aw: Any, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(aw, seconds)
+        except asyncio.TimeoutError:
+            log.warning("stopping: %s took longer than %g s; going on", what, seconds)
+        except Exception as e:
+            log.warning("stopping: %s failed: %s", what, e)
 
     async def _login(self) -> Any:
         from ..vrm import VrmClient

@@ -123,9 +123,17 @@ class Proxies:
     async def close(self) -> None:
         for a in self.agents:
             a.stop()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
-        if self.cluster is not None:
-            await self.cluster.close()
+        try:
+            async with asyncio.timeout(60):
+                await asyncio.gather(*self.tasks, return_exceptions=True)
+                if self.cluster is not None:
+                    await self.cluster.close()
+        except TimeoutError:
+            import io
+            out = io.StringIO()
+            for t in asyncio.all_tasks():
+                t.print_stack(file=out)
+            raise AssertionError(f"the proxies did not stop within 60 s:\n{out.getvalue()}") from None
 
 
 @pytest.fixture
