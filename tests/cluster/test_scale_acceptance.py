@@ -34,14 +34,13 @@ PROXY_ARGS = ["--ack-wait", "3", "--slot-ttl", "6", "--watch-interval", "0.2"]
 JOB_WITHIN_S = 60.0
 
 
-def client_env(base: Path, cluster_url: str) -> dict[str, str]:
+def client_env(base: Path) -> dict[str, str]:
     """The fourth machine: its own empty dirs, no agent, no VRM profile, no password."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("FCTUI_") and k not in ("CREDENTIALS_DIRECTORY",)}
     for var, sub in (("FCTUI_CONFIG_DIR", "cfg"), ("FCTUI_DATA_DIR", "data"), ("FCTUI_RUNTIME_DIR", "run")):
         (base / sub).mkdir(parents=True, exist_ok=True)
         env[var] = str(base / sub)
-    env["FCTUI_CLUSTER"] = cluster_url
     return env
 
 
@@ -79,11 +78,11 @@ async def test_three_proxies_back_up_thirty_vms_within_the_host_limit_and_surviv
         crowded = sim.urn("hosts", next(v.host.id for v in sim.vms.values() if v.name == "ready-cna-01-01"))
         control.post("/sim/faults", json={"path": "^/sim-data/", "method": "GET",
                                           "latencyMs": READ_LATENCY_MS}).raise_for_status()
-        env = client_env(Path(fourth), nats_server.url)
+        env = client_env(Path(fourth))
         with Proxies(3, nats_server.url, es.url, sim.config.user, sim.config.password, s3_repo_url,
                      args=PROXY_ARGS) as proxies:
             await proxies.wait_up()
-            r = fctui(env, "backup", "--json", *sorted(ready.values()))
+            r = fctui(env, "backup", "--cluster", nats_server.url, "--json", *sorted(ready.values()))
             assert r.returncode == 0, r.stderr + proxies.logs()
             job_id = json.loads(r.stdout)["job"]
 
@@ -119,7 +118,7 @@ async def test_three_proxies_back_up_thirty_vms_within_the_host_limit_and_surviv
                 await cluster.close()
 
             # a fourth machine lists it (no agent, no VRM)
-            listed = fctui(env, "jobs", "--json")
+            listed = fctui(env, "jobs", "--cluster", nats_server.url, "--json")
             assert listed.returncode == 0, listed.stderr
 
         assert job.state == "succeeded", (job.error, final)
