@@ -194,24 +194,53 @@ async def _ensure_bucket(js: Any, config: api.KeyValueConfig, expiry_markers: fl
         return await js.key_value(config.bucket)
 
 
+LISTING_IDLE_S = 5.0   # a listing's consumer the server has not deleted goes after this (nats-py: 5 min)
+
+
 async def entries(kv: KeyValue, keys: str = ">") -> dict[str, KeyValue.Entry]:
     """The current entries of ``kv`` under ``keys`` (a NATS subject pattern, e.g. ``vm.J1.*``), deleted
-    and expired ones left out: one ordered consumer, not one request per key."""
-    watcher = await kv.watch(keys, ignore_deletes=True)
+    and expired ones left out: one ordered consumer of each key's last message, not one request per key.
+
+    Not nats-py's ``KeyValue.watch``: its "initial values done" marker can come before values the server
+    has already sent (its consumer then has nothing pending and none received yet), so now and then a
+    listing came back empty; and its consumer outlived the listing by five minutes, so a thousand
+    listings within that time hit the server's consumer limit and every later one failed. Here the end
+    is the message with nothing pending after it, an empty listing is the consumer's word that it has
+    nothing to deliver, and the consumer is deleted at the end."""
+    from nats.js.kv import KV_DEL, KV_MARKER_REASON, KV_OP, KV_PURGE
+    js, stream, prefix = kv._js, kv._stream, kv._pre   # the bucket's stream, as nats-py's own methods use it
+    got: asyncio.Queue[Any] = asyncio.Queue()
+    sub = await js.subscribe(prefix + keys, stream=stream, cb=got.put, ordered_consumer=True,
+                             deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT, inactive_threshold=LISTING_IDLE_S)
     out: dict[str, KeyValue.Entry] = {}
+    name = ""
     try:
+        info = await sub.consumer_info()
+        name = info.name
+        if not info.num_pending and not info.delivered.consumer_seq:
+            return out
         while True:
             try:
-                entry = await watcher.updates(timeout=10.0)
-            except nats.errors.TimeoutError:
+                msg = await asyncio.wait_for(got.get(), 10.0)
+            except asyncio.TimeoutError:
                 raise ClusterError("the cluster stopped answering while listing its records") from None
-            if entry is None:
+            meta = msg.metadata
+            key = msg.subject[len(prefix):]
+            headers = msg.header or {}
+            if headers.get(KV_OP) in (KV_DEL, KV_PURGE) or KV_MARKER_REASON in headers or not msg.data:
+                out.pop(key, None)
+            else:
+                out[key] = KeyValue.Entry(bucket=kv._name, key=key, value=msg.data, revision=meta.sequence.stream,
+                                          delta=meta.num_pending, created=meta.timestamp,
+                                          operation=headers.get(KV_OP))
+            if not meta.num_pending:
                 return out
-            out[entry.key] = entry
     finally:
         try:
-            await watcher.stop()
-        except nats.errors.Error:   # the connection is gone: nothing to stop
+            await sub.unsubscribe()
+            if name:
+                await js.delete_consumer(stream, name)
+        except nats.errors.Error:   # gone already, or the connection is: the idle limit removes it
             pass
 
 
