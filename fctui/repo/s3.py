@@ -66,16 +66,6 @@ CATALOG_KEY = "catalog.json"
 MARKER_KEY = "repo.json"
 
 
-def parse_url(url: str) -> tuple[str, str]:
-    """``s3://bucket/prefix`` -> (bucket, prefix without slashes at either end)."""
-    if not url.startswith("s3://"):
-        raise RepoError(f"{url!r} is not an S3 repository URL (s3://bucket/prefix)")
-    bucket, _, prefix = url[5:].partition("/")
-    if not bucket:
-        raise RepoError(f"{url!r} names no bucket (s3://bucket/prefix)")
-    return bucket, prefix.strip("/")
-
-
 def _stamp(meta: dict[str, Any]) -> float:
     """An object's last_modified as seconds since the epoch (the store's clock)."""
     return float(meta["last_modified"].timestamp())
@@ -324,14 +314,12 @@ class S3Repository(RepositoryBase):
     @classmethod
     def open(cls, url: str, *, create: bool = True, store: Any = None) -> "S3Repository":
         """Open (and by default create) the repository at ``url``. ``store``: an obstore store for the
-        prefix (default: ``S3Store`` configured from the ``AWS_*`` environment)."""
-        bucket, prefix = parse_url(url)
+        prefix (default: one configured as the S3 ecosystem does: ``AWS_*`` variables, else a profile;
+        fctui.repo.s3config)."""
+        from .s3config import open_store, parse_s3_url
+        location = parse_s3_url(url)
         if store is None:
-            from obstore.store import S3Store
-            try:
-                store = S3Store(bucket, prefix=prefix or None, retry_config=RETRY)  # type: ignore[arg-type]
-            except BaseError as exc:
-                raise RepoError(f"cannot use {url}: {exc}") from exc
+            store = open_store(location, retry_config=RETRY)
         repo = cls(url, store)
         meta = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "chunk_hash": "sha256",
                 "compression": f"zstd-{ZSTD_LEVEL} (raw when incompressible)", "created": time.time()}
