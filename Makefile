@@ -24,6 +24,7 @@ screenshots: $(STAMP)
 	$(BIN)/python screenshots/make_screenshots.py
 
 bench: $(STAMP)
+	$(BIN)/pip install -q -e '.[test,mount,bench]'   # bench: boto3, for benchmarks/s3_clients.py's comparison
 	for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean:

@@ -1,4 +1,5 @@
-"""User configuration: connection profiles (never passwords), keymap, theme, refresh, business hours.
+"""User configuration: connection profiles (never passwords), the repository, keymap, theme, refresh,
+business hours, cluster.
 
 File: ``$FCTUI_CONFIG_DIR/config.toml``, else ``$XDG_CONFIG_HOME/fctui/config.toml``, else
 ``~/.config/fctui/config.toml``. ``FCTUI_CONFIG_DIR`` exists so tests and snapshot runs never read
@@ -8,6 +9,9 @@ the user's real settings. Example::
     theme = "textual-light"
     refresh_interval = 15          # seconds between inventory refreshes
     read_only = false
+    repo = "s3://backups/fctui"    # the repository: a directory or s3://BUCKET/PREFIX (default: the data
+                                   # dir's repo). S3 credentials come from AWS_* or ~/.aws, never from here.
+    cluster = "nats://nats.example:4222"   # jobs run by the cluster's proxies (fctui.cluster); else the local agent
 
     [profiles.prod]
     vrm = "https://vrm.example:7443"
@@ -39,7 +43,10 @@ from pathlib import Path
 from typing import Any
 
 CONFIG_ENV = "FCTUI_CONFIG_DIR"
+CLUSTER_ENV = "FCTUI_CLUSTER"
+CLUSTER_SCHEMES = ("nats://", "tls://")
 CONFIG_FILE = "config.toml"
+REPO_ENV = "FCTUI_REPO"
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 WORKDAYS = ("mon", "tue", "wed", "thu", "fri")
 _SECRET_KEYS = {"password", "pass", "passwd", "secret", "token", "key"}
@@ -84,6 +91,8 @@ class Config:
     read_only: bool = False
     keymap: dict[str, str] = field(default_factory=dict)
     business_hours: BusinessHours | None = None
+    repo: str | None = None           # a directory or s3://bucket/prefix; None: the data dir's repo
+    cluster: str | None = None        # NATS URL of the cluster whose proxies run the jobs (None: the local agent)
     path: Path | None = None
 
     def profile(self, name: str | None = None) -> Profile | None:
@@ -160,6 +169,12 @@ def parse_config(data: dict[str, Any], path: Path | None = None) -> Config:
             raise ConfigError(f"{where}: refresh_interval must be a number of seconds >= 1")
         cfg.refresh_interval = float(ri)
     cfg.read_only = bool(_want(data, "read_only", bool, where) or False)
+    repo = _want(data, "repo", str, where)
+    if repo is not None:
+        cfg.repo = check_repo(repo, where)
+    cluster = _want(data, "cluster", str, where)
+    if cluster:
+        cfg.cluster = check_cluster_url(cluster, f"{where}: cluster")
     keymap = _want(data, "keymap", dict, where) or {}
     for bid, keys in keymap.items():
         if not isinstance(keys, str) or not keys.strip():
@@ -176,6 +191,59 @@ def parse_config(data: dict[str, Any], path: Path | None = None) -> Config:
                 raise ConfigError(f"{where} [business_hours]: times are HH:MM (got {v!r})")
         cfg.business_hours = BusinessHours(tuple(str(d).lower()[:3] for d in days), start, end)
     return cfg
+
+
+def check_repo(v: str, where: str) -> str:
+    """A repository setting: an absolute (or ~) directory, or an s3:// URL without credentials in it."""
+    v = v.strip()
+    if v.startswith("s3://"):
+        if "@" in v.split("/")[2]:
+            raise ConfigError(f"{where}: repo must not hold credentials; S3 keys come from AWS_ACCESS_KEY_ID "
+                              "and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE")
+        return v
+    if "://" in v or not (v.startswith("/") or v.startswith("~")):
+        raise ConfigError(f"{where}: repo must be an absolute directory or s3://BUCKET/PREFIX, got {v!r}")
+    return v
+
+
+def repository_spec(given: str | None, cfg: Config | None = None) -> str | None:
+    """Which repository a command uses: ``given`` (its --repo), else $FCTUI_REPO, else the config's
+    ``repo`` (``cfg``, else the config file), else None (the data dir's repository). A directory comes
+    back absolute: the agent that receives it works in /."""
+    spec = given or os.environ.get(REPO_ENV, "").strip() or (cfg if cfg is not None else load_config()).repo
+    if not spec or spec.startswith("s3://"):
+        return spec
+    return os.path.abspath(os.path.expanduser(spec))
+
+
+def check_cluster_url(url: str, where: str) -> str:
+    """A cluster address nats-py can dial: ``nats://host:4222`` or ``tls://host:4222`` (ConfigError if not).
+    Credentials in it are refused: a URL is printed and stored, a secret must not be."""
+    from urllib.parse import urlsplit
+    url = url.strip()
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 -- raises on a port outside 0-65535
+    except ValueError as e:
+        raise ConfigError(f"{where}: {url!r} is not a valid URL: {e}") from None
+    if not url.startswith(CLUSTER_SCHEMES) or not parts.hostname:
+        raise ConfigError(f"{where}: a cluster address looks like nats://host:4222, got {url!r}")
+    if parts.password:
+        raise ConfigError(f"{where}: no password in the cluster address (it is printed and stored)")
+    return url
+
+
+def cluster_url(given: str | None = None, config: Config | None = None) -> str | None:
+    """The cluster the CLI and the console talk to: ``given`` (``--cluster URL``), else ``$FCTUI_CLUSTER``,
+    else the config's ``cluster``; None: the local job agent, as without a cluster."""
+    if given:
+        return check_cluster_url(given, "--cluster")
+    env = os.environ.get(CLUSTER_ENV, "").strip()
+    if env:
+        return check_cluster_url(env, CLUSTER_ENV)
+    if config is None:
+        config = load_config()
+    return config.cluster
 
 
 def check_user_type(v: Any, where: str) -> int:
@@ -261,6 +329,10 @@ def save_profile(profile: Profile, *, make_default: bool = True, path: Path | No
     lines.append(f"refresh_interval = {cfg.refresh_interval:g}")
     if cfg.read_only:
         lines.append("read_only = true")
+    if cfg.repo:
+        lines.append(f"repo = {_toml_str(cfg.repo)}")
+    if cfg.cluster:
+        lines.append(f"cluster = {_toml_str(cfg.cluster)}")
     for p in cfg.profiles.values():
         lines += ["", f"[profiles.{_toml_key(p.name)}]", f"vrm = {_toml_str(p.vrm)}", f"user = {_toml_str(p.user)}"]
         if p.insecure:

@@ -55,6 +55,7 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["FCTUI_TEST_HOME"] = base
     for var, sub in (("FCTUI_CONFIG_DIR", "cfg"), ("FCTUI_DATA_DIR", "data"), ("FCTUI_RUNTIME_DIR", "run")):
         os.environ[var] = os.path.join(base, sub)
+    os.environ.pop("FCTUI_CLUSTER", None)   # nor the user's cluster (tests that use one name it)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -221,3 +222,39 @@ async def agent(dirs: dict[str, str]) -> AsyncIterator[AgentProc]:
     a = AgentProc(dirs)
     yield a
     a.stop()
+
+
+# --- real servers (tests/servers.py) ------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[Any]:
+    """One SeaweedFS S3 store per test process (xdist worker); tests keep apart by prefix (``s3_repo_url``)."""
+    from tests.servers import S3Server, ServerUnavailable
+    try:
+        server = S3Server().start()
+    except ServerUnavailable as e:
+        pytest.skip(f"no S3 store: {e}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_repo_url(s3_server: Any, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> str:
+    """``s3://fctui/<unique prefix>`` for this test, with the store's ``AWS_*`` variables set in the
+    environment (as an operator would; subprocesses inherit them)."""
+    import secrets
+    for k, v in s3_server.env.items():
+        monkeypatch.setenv(k, v)
+    return s3_server.url(f"t-{secrets.token_hex(4)}")
+
+
+@pytest.fixture
+def nats_server() -> Iterator[Any]:
+    """A NATS server with JetStream for this test alone (starts in ~0.1 s); ``.url`` is nats://127.0.0.1:PORT."""
+    from tests.servers import NatsServer, ServerUnavailable
+    try:
+        server = NatsServer().start()
+    except ServerUnavailable as e:
+        pytest.skip(f"no NATS server: {e}")
+    yield server
+    server.stop()

@@ -32,9 +32,10 @@ MAY_IMPORT: dict[str, set[str]] = {
     "rules": {"vrm", "units"},
     "inventory": {"rules", "vrm", "units"},
     "jobs": {"inventory", "repo", "rules", "store", "vrm", "units"},   # the engine: never the agent, the CLI, the console
-    "agent": {"jobs", "repo", "rules", "sim", "store", "vrm", "units"},
-    "tui": {"agent", "config", "files", "inventory", "jobs", "repo", "rules", "sim", "store", "vrm", "units"},
-    "cli": {"fctui", "agent", "config", "files", "inventory", "jobs", "repo", "rules", "sim", "store", "tui", "vrm", "units"},
+    "cluster": {"jobs", "vrm", "units"},   # the cluster's NATS side: the engine's models, never the agent or the CLI
+    "agent": {"cluster", "jobs", "repo", "rules", "sim", "store", "vrm", "units"},
+    "tui": {"agent", "cluster", "config", "files", "inventory", "jobs", "repo", "rules", "sim", "store", "vrm", "units"},
+    "cli": {"fctui", "agent", "cluster", "config", "files", "inventory", "jobs", "repo", "rules", "sim", "store", "tui", "vrm", "units"},
 }
 
 

@@ -1,7 +1,9 @@
 """The job agent: a long-lived local process that runs backup and restore jobs (server.py), its socket
-protocol (protocol.py) and its client (client.py). Builds on fctui.jobs; fctui.jobs never imports it."""
+protocol (protocol.py) and its client (client.py); the same requests answered from a cluster
+(cluster_client.py, chosen by client.job_agent). Builds on fctui.jobs; fctui.jobs never imports it."""
 
-from .client import AgentClient, agent_command, ensure_agent, running_agent
+from .client import AgentClient, JobAgent, agent_command, ensure_agent, job_agent, job_client, running_agent
 from .protocol import AgentError, socket_path
 
-__all__ = ["AgentClient", "AgentError", "agent_command", "ensure_agent", "running_agent", "socket_path"]
+__all__ = ["AgentClient", "AgentError", "JobAgent", "agent_command", "ensure_agent", "job_agent", "job_client",
+           "running_agent", "socket_path"]

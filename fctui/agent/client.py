@@ -1,4 +1,9 @@
-"""The job agent's client: one connection per request, ``watch`` streams; starts the agent on demand."""
+"""The job agent's client: one connection per request, ``watch`` streams; starts the agent on demand.
+
+:func:`job_agent` / :func:`job_client` are the one seam between the CLI or the console and whoever runs
+their jobs: the local agent (this module), or, given a cluster URL (``--cluster``, ``$FCTUI_CLUSTER``, the
+config's ``cluster``: :func:`fctui.config.cluster_url`), the cluster's proxies through a
+:class:`~fctui.agent.cluster_client.ClusterClient` that answers the same requests and events."""
 
 from __future__ import annotations
 
@@ -8,10 +13,13 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import TYPE_CHECKING, Any, AsyncIterator, Union
 
 from ..store import state_dir
 from .protocol import MAX_LINE, AgentError, socket_path
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .cluster_client import ClusterClient
 
 
 class AgentClient:
@@ -66,6 +74,9 @@ class AgentClient:
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
+    async def close(self) -> None:
+        """Nothing held between requests (the same call as a ClusterClient's, which holds a connection)."""
+
     async def policy_runs(self, policy: str | None = None, limit: int | None = None) -> dict[str, Any]:
         """``{"runs": [PolicyRun dicts, oldest first], "service": status or None}``: the runs recorded by
         the agent (of ``policy``, or all; ``limit``: the newest ones), whether or not a policy service runs."""
@@ -90,10 +101,16 @@ class AgentClient:
         return (await self.request("get", job=job))["job"]
 
 
-async def running_agent() -> AgentClient | None:
+async def running_agent(cluster: str | None = None) -> JobAgent | None:
     """The agent if one runs for this user, else None; never starts one (a command that only looks,
-    e.g. ``fctui check``, must not leave an agent behind) and never creates the runtime directory."""
+    e.g. ``fctui check``, must not leave an agent behind) and never creates the runtime directory.
+    ``cluster``: that cluster's client instead, if it answers (close it when done)."""
     from ..store import StoreError, runtime_dir
+    if cluster:
+        try:
+            return await job_agent(cluster)
+        except AgentError:
+            return None
     if not runtime_dir(create=False).is_dir():
         return None
     try:
@@ -137,3 +154,31 @@ async def ensure_agent(*, demo: bool = False, timeout: float = 15.0, extra: list
                 raise AgentError(f"the job agent did not start within {timeout:g} s; see "
                                  f"{state_dir() / 'agent.log'}") from None
             await asyncio.sleep(0.1)
+
+
+JobAgent = Union[AgentClient, "ClusterClient"]
+
+
+def job_client(cluster: str | None = None) -> JobAgent:
+    """Who runs the jobs, not yet asked anything: the cluster at ``cluster`` (a NATS URL), else the
+    local agent (which may not be running: :func:`job_agent` starts it)."""
+    if cluster:
+        from .cluster_client import ClusterClient
+        return ClusterClient(cluster)
+    return AgentClient()
+
+
+async def job_agent(cluster: str | None = None, *, demo: bool = False) -> JobAgent:
+    """The jobs' agent, answering: the cluster at ``cluster`` (AgentError when it cannot be reached; it
+    hosts no demo simulator), else the local agent, started when it is not running (:func:`ensure_agent`)."""
+    if not cluster:
+        return await ensure_agent(demo=demo)
+    if demo:
+        raise AgentError("the demo simulator lives in the local agent, not in a cluster: drop --cluster")
+    client = job_client(cluster)
+    try:
+        await client.request("hello")
+    except AgentError:
+        await client.close()
+        raise
+    return client

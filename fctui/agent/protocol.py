@@ -1,4 +1,5 @@
 """The job agent's socket protocol: the local process that runs backup jobs so they outlive the TUI and the SSH session.
+(A cluster's proxies answer the same requests and events through fctui.agent.cluster_client.ClusterClient.)
 
 It serves a Unix socket in the user's runtime dir (mode 0600, dir 0700) speaking JSON lines. Requests
 (one JSON object per line, field ``op``):

@@ -15,6 +15,9 @@ from pathlib import PurePosixPath
 
 UNIT_NAME = "fctui-agent.service"
 PASSWORD_PATH = "/etc/fctui/vrm-password"
+# An S3 repository's keys: an AWS shared-credentials file, handed over as the password is
+S3_CREDENTIALS_PATH = "/etc/fctui/aws-credentials"
+S3_CREDENTIALS_NAME = "aws-credentials"
 RUNTIME_NAME = "fctui"                  # RuntimeDirectory=: /run/fctui, owned by User=, removed at stop
 RUNTIME_PATH = f"/run/{RUNTIME_NAME}"
 RESTART_S = 30
@@ -35,13 +38,17 @@ class ServiceUnit:
     config_dir: str                     # FCTUI_CONFIG_DIR (read: the profile, the CA file)
     data_dir: str                       # FCTUI_DATA_DIR (the repository by default)
     state_dir: str                      # FCTUI_STATE_DIR (the job database)
-    repo: str | None = None             # --repo, when not the data dir's
+    repo: str | None = None             # --repo, when not the data dir's: a directory or s3://bucket/prefix
     extra_args: list[str] = field(default_factory=list)
+
+    @property
+    def s3(self) -> bool:
+        return bool(self.repo) and self.repo.startswith("s3://")   # type: ignore[union-attr]
 
     def writable(self) -> list[str]:
         """ReadWritePaths: the data, state and repository directories, none listed twice or inside another."""
         paths: list[str] = []
-        for p in (self.data_dir, self.state_dir, self.repo):
+        for p in (self.data_dir, self.state_dir, None if self.s3 else self.repo):
             if p and p not in paths:
                 paths.append(p)
         return [p for p in paths if not any(q != p and PurePosixPath(p).is_relative_to(q) for q in paths)]
@@ -70,7 +77,7 @@ def _absolute(what: str, path: str) -> str:
 def service_unit(u: ServiceUnit) -> str:
     """The text of :data:`UNIT_NAME` for ``u``."""
     for what, p in (("fctui", u.fctui[0]), ("config dir", u.config_dir), ("data dir", u.data_dir),
-                    ("state dir", u.state_dir)) + ((("repository", u.repo),) if u.repo else ()):
+                    ("state dir", u.state_dir)) + ((("repository", u.repo),) if u.repo and not u.s3 else ()):
         _absolute(what, p)
     args = [*u.fctui, "agent", "--service", "--profile", u.profile]
     if u.repo:
@@ -95,6 +102,11 @@ def service_unit(u: ServiceUnit) -> str:
         f"#       sh -c 'read -rs p && printf \"%s\\n\" \"$p\" > {PASSWORD_PATH}'   # type it; not echoed",
         "#  2. The directories the service writes (ProtectSystem=strict leaves only these writable):",
         f"#       runuser -u {shlex.quote(u.user)} -- mkdir -p -m 700 {shlex.join(writable)}",
+        *(["#     The repository's S3 keys, as an AWS credentials file only root can read ([default] with",
+           "#     aws_access_key_id and aws_secret_access_key; for a store other than AWS also endpoint_url",
+           "#     and region). systemd hands the service a private copy, as the password:",
+           f"#       install -m 600 -o root -g root /dev/null {S3_CREDENTIALS_PATH}   # then edit it"]
+          if u.s3 else []),
         "#  3. This unit, then start it now and at every boot:",
         f"#       {printed} > /etc/systemd/system/{UNIT_NAME}",
         "#       systemctl daemon-reload",
@@ -115,6 +127,9 @@ def service_unit(u: ServiceUnit) -> str:
         f"User={unit_word(u.user)}",
         f"ExecStart={exec_start}",
         f"LoadCredential=fctui-password:{PASSWORD_PATH}",
+        *([f"LoadCredential={S3_CREDENTIALS_NAME}:{S3_CREDENTIALS_PATH}",
+           # %d: the service's credentials directory (systemd expands it; hence no unit_word here)
+           f"Environment=AWS_SHARED_CREDENTIALS_FILE=%d/{S3_CREDENTIALS_NAME}"] if u.s3 else []),
         *(f"Environment={unit_word(k + '=' + v)}" for k, v in env.items()),
         f"RuntimeDirectory={RUNTIME_NAME}",
         "RuntimeDirectoryMode=0700",

@@ -6,6 +6,11 @@ it logs in to the VRM of a profile with the password of a file only its user rea
 ``fctui agent install --print`` prints the systemd unit for that (fctui.agent.unit).
 Exit codes of ``--service``: 2 no usable password file, a refused login, a bad profile (systemd does not
 restart it: RestartPreventExitStatus=2); 3 the VRM cannot be reached (restarted); 1 another agent runs.
+
+``fctui agent --cluster nats://...`` runs one proxy of a cluster (fctui.agent.cluster): the VRM and the
+password as ``--service`` has them, the jobs from the cluster's shared queue; foreground, logs to stderr,
+the same exit codes (3 also when the cluster cannot be reached). Several may run on one machine: it takes
+no lock and no socket.
 """
 
 from __future__ import annotations
@@ -17,8 +22,9 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
-from .common import (EXIT_FAILED, EXIT_OK, EXIT_USAGE, EXIT_VRM, UsageError, add_connection_options, command, err,
-                     given_connection_options, require_connection, warn_insecure)
+from .common import (EXIT_FAILED, EXIT_OK, EXIT_USAGE, EXIT_VRM, REPO_HELP, REPO_METAVAR, UsageError,
+                     add_connection_options, command, err, given_connection_options, require_connection,
+                     warn_insecure)
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..jobs.runner import RunnerSettings
@@ -31,8 +37,16 @@ def register(sub: Any) -> None:
                    help="run protection policies unattended (systemd): foreground, never idle, the VRM of "
                         "--profile (or --vrm/--user), its password from $FCTUI_PASSWORD_FILE or systemd's "
                         "$CREDENTIALS_DIRECTORY/fctui-password")
+    a.add_argument("--cluster", metavar="URL", default=None,
+                   help="be a proxy of the cluster at nats://HOST:PORT (foreground, logs to stderr): back up the "
+                        "jobs of its shared queue with the VRM of --profile (or --vrm/--user) and the password "
+                        "file of --service; --repo is then normally s3://bucket/prefix, shared by every proxy")
+    # hidden: tests and benchmarks shorten the cluster's timing (fctui.cluster.layout.ClusterSettings)
+    a.add_argument("--agent-id", default=None, help=argparse.SUPPRESS)
+    a.add_argument("--ack-wait", type=float, default=None, help=argparse.SUPPRESS)
+    a.add_argument("--slot-ttl", type=float, default=None, help=argparse.SUPPRESS)
     add_connection_options(a)
-    # connects: the connection options are --service's (run_agent refuses them without it)
+    # connects: the connection options are --service's and --cluster's (run_agent refuses them without)
     a.set_defaults(func=run_agent, connects=True, prints_json=False)
     asub = a.add_subparsers(dest="agent_command", metavar="{install}")
     i = asub.add_parser("install", help="print a systemd unit that runs `fctui agent --service`")
@@ -43,14 +57,15 @@ def register(sub: Any) -> None:
                    help="the account the service runs as (default: you, or $SUDO_USER under sudo)")
     i.add_argument("--profile", metavar="NAME", default=argparse.SUPPRESS,
                    help="the profile whose VRM the service protects (default: the config's default profile)")
-    i.add_argument("--repo", default=None, help="repository directory (default: the service user's data dir)")
+    i.add_argument("--repo", metavar=REPO_METAVAR, default=None,
+                   help="a directory or s3://BUCKET/PREFIX (default: the service user's data dir)")
     i.set_defaults(func=run_install)
 
 
 def add_agent_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--demo", action="store_true", help="host the embedded VRM simulator for the demo")
     p.add_argument("--foreground", action="store_true", help="do not detach from the terminal")
-    p.add_argument("--repo", default=None, help="repository directory (default: XDG data dir)")
+    p.add_argument("--repo", metavar=REPO_METAVAR, default=None, help=REPO_HELP)
     p.add_argument("--per-host", type=int, default=8, help="backup resources per host (1-8)")
     p.add_argument("--per-datastore", type=int, default=8, help="volumes per target datastore (1-8)")
     p.add_argument("--global-limit", type=int, default=16, help="VMs backed up at once")
@@ -65,6 +80,22 @@ def add_agent_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cleanup-budget", type=float, default=None, help=argparse.SUPPRESS)
 
 
+def agent_repo(ns: argparse.Namespace) -> str | None:
+    """The repository the agent writes (--repo, $FCTUI_REPO, the config's repo; None: the data dir's).
+    An S3 one is checked before the agent starts (URL, credentials, one LIST of the bucket): UsageError
+    (exit 2; the service is not restarted) when they are wrong; RepoError when the endpoint does not
+    answer (exit 1; systemd retries the service)."""
+    from ..config import repository_spec
+    from ..repo.s3config import S3ConfigError, is_s3_url, preflight
+    spec = repository_spec(ns.repo)
+    if is_s3_url(spec):
+        try:
+            preflight(spec)
+        except S3ConfigError as e:
+            raise UsageError(str(e)) from None
+    return spec
+
+
 def agent_settings(ns: argparse.Namespace) -> "RunnerSettings":
     from ..jobs.runner import RunnerSettings
     defaults = RunnerSettings()
@@ -76,11 +107,21 @@ def agent_settings(ns: argparse.Namespace) -> "RunnerSettings":
 
 @command
 def run_agent(ns: argparse.Namespace) -> int:
+    if ns.cluster:
+        if ns.service:
+            raise UsageError("--cluster and --service are two ways to run the agent: choose one")
+        return run_cluster(ns)
     if ns.service:
         return run_service(ns)
     given = given_connection_options(ns)
     if given:
-        raise UsageError(f"the agent connects to a VRM only with --service; drop {', '.join(given)}")
+        raise UsageError(f"the agent connects to a VRM only with --service or --cluster; drop {', '.join(given)}")
+    from ..repo import RepoError
+    try:
+        repo = agent_repo(ns)
+    except RepoError as e:
+        err(str(e), "fctui agent")
+        return EXIT_FAILED
     from ..agent import AgentClient, AgentError, socket_path
     from ..agent.server import Agent, daemonize
     from ..store import LockedError, StoreError
@@ -98,7 +139,7 @@ def run_agent(ns: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
-        agent = Agent(repo_path=ns.repo, demo=ns.demo, per_host=ns.per_host, per_datastore=ns.per_datastore,
+        agent = Agent(repo_path=repo, demo=ns.demo, per_host=ns.per_host, per_datastore=ns.per_datastore,
                       global_limit=ns.global_limit, demo_vms=ns.demo_vms, demo_time_scale=ns.demo_time_scale,
                       settings=agent_settings(ns),
                       idle_exit_s=ns.idle_exit or None)
@@ -130,6 +171,12 @@ def run_service(ns: argparse.Namespace) -> int:
         raise UsageError("--service protects the VRM of a profile; --demo does not go with it")
     conn = require_connection(ns, prog)
     warn_insecure(conn)
+    from ..repo import RepoError
+    try:
+        repo = agent_repo(ns)
+    except RepoError as e:
+        err(str(e), prog)
+        return EXIT_FAILED
     try:
         password = service_password()
     except CredentialsError as e:
@@ -161,7 +208,7 @@ def run_service(ns: argparse.Namespace) -> int:
         import dataclasses
         settings = dataclasses.replace(settings, host_snapshot_gate=True)
     try:
-        agent = Agent(repo_path=ns.repo, per_host=ns.per_host, per_datastore=ns.per_datastore,
+        agent = Agent(repo_path=repo, per_host=ns.per_host, per_datastore=ns.per_datastore,
                       global_limit=ns.global_limit, settings=settings, idle_exit_s=None)
     except LockedError as e:
         err(_ALREADY_RUNNING.format(pid=e.holder_pid or "?"), prog)
@@ -172,6 +219,70 @@ def run_service(ns: argparse.Namespace) -> int:
     agent.service = PolicyService(agent, ServiceConnection(vrm=conn.url, user=conn.user, password=password,
                                                            access=service_access(conn)))
     asyncio.run(agent.serve())
+    return EXIT_OK
+
+
+def cluster_settings(ns: argparse.Namespace) -> Any:
+    """The cluster's timing: production defaults, or what the hidden test options shorten (a dead proxy's
+    slots must outlive its item: without --slot-ttl it is twice --ack-wait)."""
+    from ..cluster.layout import ClusterSettings
+    defaults = ClusterSettings()
+    ack = defaults.ack_wait_s if ns.ack_wait is None else ns.ack_wait
+    ttl = ns.slot_ttl if ns.slot_ttl is not None else (defaults.slot_ttl_s if ns.ack_wait is None else 2 * ack)
+    try:
+        return ClusterSettings(ack_wait_s=ack, slot_ttl_s=ttl, agent_ttl_s=min(defaults.agent_ttl_s, max(ttl, 1.0)))
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+def run_cluster(ns: argparse.Namespace) -> int:
+    """``fctui agent --cluster URL``: one proxy of the cluster, in the foreground until SIGTERM/SIGINT.
+    The VRM and the password as ``--service`` has them (a profile, the password file); exit codes too
+    (3 also when the cluster cannot be reached: systemd restarts it)."""
+    from ..agent.cluster import ClusterAgent
+    from ..jobs.model import JobError
+    from ..repo.errors import RepoError
+    from ..vrm import VrmError
+    from ..vrm.credentials import CredentialsError, service_password
+    from ..vrm.errors import VrmAuthError
+    prog = "fctui agent --cluster"
+    if ns.demo:
+        raise UsageError("--cluster backs up the VRM of a profile; --demo does not go with it")
+    settings_c = cluster_settings(ns)
+    conn = require_connection(ns, prog)
+    warn_insecure(conn)
+    try:
+        repo = agent_repo(ns)   # --repo, $FCTUI_REPO or the config's; an S3 one checked now
+    except RepoError as e:
+        err(str(e), prog)
+        return EXIT_FAILED
+    try:
+        password = service_password()
+    except CredentialsError as e:
+        err(str(e), prog)
+        return EXIT_USAGE
+    _log_to_stderr()
+    settings = agent_settings(ns)
+    if conn.host_snapshot_gate:
+        import dataclasses
+        settings = dataclasses.replace(settings, host_snapshot_gate=True)
+    agent = ClusterAgent(ns.cluster, repo, conn.url, conn.user, password, access=service_access(conn),
+                         settings=settings, cluster_settings=settings_c, per_host=ns.per_host,
+                         per_datastore=ns.per_datastore, global_limit=ns.global_limit, agent_id=ns.agent_id)
+    try:
+        asyncio.run(agent.run())
+    except VrmAuthError as e:
+        err(f"the VRM {conn.url} refused {conn.user}: {e} (is the password file right?)", prog)
+        return EXIT_USAGE
+    except VrmError as e:
+        err(f"cannot use the VRM {conn.url}: {e}", prog)
+        return EXIT_VRM
+    except RepoError as e:
+        err(f"repository {repo or '(default)'}: {e}", prog)
+        return EXIT_FAILED
+    except JobError as e:   # ClusterError: the cluster cannot be reached
+        err(str(e), prog)
+        return EXIT_VRM
     return EXIT_OK
 
 
@@ -229,11 +340,25 @@ def run_install(ns: argparse.Namespace) -> int:
     try:
         text = service_unit(ServiceUnit(fctui=_fctui_command(), user=user, profile=profile,
                                         config_dir=dirs["config"], data_dir=dirs["data"], state_dir=dirs["state"],
-                                        repo=os.path.abspath(ns.repo) if ns.repo else None))
+                                        repo=_unit_repo(ns.repo or _config_repo(user, dirs["config"]))))
     except UnitError as e:
         raise UsageError(str(e)) from None
     sys.stdout.write(text)
     return EXIT_OK
+
+
+def _unit_repo(repo: str | None) -> str | None:
+    """--repo as the unit names it: an S3 URL as given (checked), a directory made absolute."""
+    from ..repo import RepoError
+    from ..repo.s3config import is_s3_url, parse_s3_url
+    if not repo:
+        return None
+    if is_s3_url(repo):
+        try:
+            return parse_s3_url(repo).url
+        except RepoError as e:
+            raise UsageError(str(e)) from None
+    return os.path.abspath(repo)
 
 
 def _invoking_user() -> str:
@@ -262,6 +387,16 @@ def _service_dirs(user: str) -> dict[str, str]:
         found = {"config": home / ".config/fctui", "data": home / ".local/share/fctui",
                  "state": home / ".local/state/fctui"}
     return {k: os.path.abspath(v) for k, v in found.items()}
+
+
+def _config_repo(user: str, config: str) -> str | None:
+    """The repository the service user's config names (readable when that user runs this), so that the
+    unit hands an S3 repository its keys even without --repo."""
+    import getpass
+    from pathlib import Path
+
+    from ..config import load_config
+    return load_config(Path(config) / "config.toml").repo if user == getpass.getuser() else None
 
 
 def _default_profile(user: str, config: str) -> str:

@@ -79,18 +79,21 @@ def _validate(ns: argparse.Namespace) -> Connection | None:
 
 
 async def snapshots_of_running_jobs(vrm_url: str) -> dict[str, str]:
-    """Snapshot URN -> VM URN of the running and queued jobs of the job agent on this VRM -- if an agent
-    runs; none is started for this. A job's own snapshot is not a leftover: the console says so
+    """Snapshot URN -> VM URN of the running and queued jobs of the job agent (or of the cluster named by
+    $FCTUI_CLUSTER or the config) on this VRM -- if one runs; none is started for this. A job's own snapshot is not a leftover: the console says so
     (rules.engine.with_owned_snapshots), and so does the check."""
     from ..agent import AgentError, running_agent
+    from ..config import cluster_url
     from ..jobs.model import JobRecord
-    agent = await running_agent()
+    agent = await running_agent(cluster_url())   # a cluster's proxies' snapshots are not leftovers either
     if agent is None:
         return {}
     try:
         jobs = [JobRecord.from_dict(j) for j in (await agent.request("list"))["jobs"]]
     except AgentError:
         return {}
+    finally:
+        await agent.close()
     same = _vrm_key(vrm_url)
     return {s: v for j in jobs if _vrm_key(j.vrm) == same for s, v in j.owned_snapshots().items()}
 

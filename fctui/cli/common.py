@@ -33,6 +33,11 @@ EXIT_VRM = 3           # VRM unreachable or login refused
 EXIT_WARNINGS = 4      # succeeded with warnings (a leftover waits for the snapshot hunter)
 EXIT_INTERRUPTED = 130
 
+# Every command's --repo: a directory or an S3 URL (fctui.config.repository_spec says which wins)
+REPO_METAVAR = "REPO"
+REPO_HELP = ("the repository: a directory or s3://BUCKET/PREFIX (default: $FCTUI_REPO, else the config's repo, "
+             "else the data dir's repo; S3 credentials from AWS_* or AWS_PROFILE)")
+
 CONNECTION_OPTIONS = ("vrm", "user", "profile", "insecure", "ca_file", "user_type", "proxy_ip", "host_snapshot_gate")
 
 
@@ -82,6 +87,19 @@ def add_connection_options(p: argparse.ArgumentParser, *, top: bool = False) -> 
     g.add_argument("--host-snapshot-gate", action="store_true", default=False if top else keep,
                    help="for a VRM that refuses a CBT snapshot while any backup resource is prepared on its "
                         "host: order them per host (slower, never failing; profile: host_snapshot_gate)")
+
+
+def add_cluster_option(p: argparse.ArgumentParser, *, top: bool = False) -> None:
+    """``--cluster URL``: the commands that talk to the job agent talk to a cluster's proxies instead."""
+    p.add_argument("--cluster", metavar="URL", default=None if top else argparse.SUPPRESS,
+                   help="the NATS address of a cluster of proxies (fctui agent --cluster) that runs the jobs "
+                        "(default: $FCTUI_CLUSTER, else cluster in the config file, else the local agent)")
+
+
+def chosen_cluster(ns: argparse.Namespace) -> str | None:
+    """The cluster this command talks to (:func:`fctui.config.cluster_url`); None: the local agent."""
+    from ..config import cluster_url
+    return cluster_url(getattr(ns, "cluster", None))
 
 
 def add_json_option(p: argparse.ArgumentParser, *, top: bool = False, help: str = "print JSON") -> None:
@@ -342,8 +360,9 @@ def non_negative_int(text: str) -> int:
     return value
 
 
-def stopped_following() -> int:
-    """Ctrl-C while following a job: the job goes on in the agent; say so and how to reach it."""
-    print("\nstopped waiting; the job keeps running in the agent (`fctui jobs`, `fctui jobs cancel ID`)",
+def stopped_following(cluster: str | None = None) -> int:
+    """Ctrl-C while following a job: the job goes on in the agent (or the cluster); say so and how to reach it."""
+    where = f"the cluster at {cluster}" if cluster else "the agent"
+    print(f"\nstopped waiting; the job keeps running in {where} (`fctui jobs`, `fctui jobs cancel ID`)",
           file=sys.stderr)
     return EXIT_INTERRUPTED

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
-from .common import UsageError, command, connection_from, password_for, warn_insecure
+from .common import UsageError, add_cluster_option, command, connection_from, password_for, warn_insecure
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..config import Config
@@ -17,6 +17,7 @@ def add_console_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--read-only", action="store_true", help="hide every action that changes the VRM")
     p.add_argument("--theme", metavar="T",
                    help="textual-dark, textual-light, ansi-dark, ansi-light, … (NO_COLOR is respected)")
+    add_cluster_option(p, top=True)
 
 
 def register(sub: Any) -> None:
@@ -48,9 +49,10 @@ def spec_from_args(ns: argparse.Namespace, config: "Config") -> "ConnectSpec | N
 @command
 def run_console(ns: argparse.Namespace) -> int:
     """``fctui``: the profile / --vrm connection, or the first-run screen when nothing is configured."""
-    from ..config import load_config
+    from ..config import cluster_url, load_config
     from ..tui.launch import agent_demo_starter, open_console
     config = load_config()
+    config.cluster = cluster_url(ns.cluster, config)   # the console's jobs: the cluster's, else the local agent's
     spec = spec_from_args(ns, config)
     return open_console(spec, config, read_only=ns.read_only, theme=ns.theme, demo_starter=agent_demo_starter(60))
 

@@ -29,7 +29,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError, add_json_option, non_negative_int, size
+from .common import (
+    EXIT_FAILED, EXIT_OK, EXIT_USAGE, REPO_HELP, REPO_METAVAR, UsageError, add_json_option, non_negative_int, size,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..files.browse import PointFiles
@@ -73,8 +75,7 @@ def _add_options(p: argparse.ArgumentParser, form: str | None) -> None:
     wants = ALL_OPTIONS if form is None else FORM_OPTIONS[form]
     p.add_argument("--disk", metavar="N", type=non_negative_int, default=keep,
                    help="the disk of the point (0 = the first; find: every disk unless given)")
-    p.add_argument("--repo", metavar="DIR", default=keep,
-                   help="repository directory (default: $FCTUI_DATA_DIR or the XDG data dir, /repo)")
+    p.add_argument("--repo", metavar=REPO_METAVAR, default=keep, help=REPO_HELP)
     if "recursive" in wants:
         p.add_argument("-r", "--recursive", action="store_true", default=keep or False,
                        help="everything below PATH, with full paths")

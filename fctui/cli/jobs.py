@@ -1,6 +1,8 @@
 """``fctui backup VM...``, ``fctui jobs [--json]``, ``fctui jobs cancel ID``, ``fctui jobs cleanup``.
 
-Jobs run in the job agent (fctui.agent), started on demand, so they outlive this command. Exit codes:
+Jobs run in the job agent (fctui.agent), started on demand, so they outlive this command; with a cluster
+(``--cluster URL``, ``$FCTUI_CLUSTER`` or the config's ``cluster``) they run in its proxies, which have their
+own VRM passwords: ``fctui backup`` then asks for none. Exit codes:
 0 done (or submitted), 1 the job did not succeed / the agent refused, 2 usage error, 3 VRM unreachable or
 login refused, 4 succeeded with warnings (every restore point is committed; a snapshot or backup resource
 is still on the VRM, queued for the agent's snapshot hunter), 130 interrupted while waiting (the job keeps
@@ -16,9 +18,10 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
-from .common import (EXIT_FAILED, EXIT_OK, EXIT_VRM, EXIT_WARNINGS, Connection, UsageError,
-                     add_connection_options, add_json_option, command, err, follow_job, given_connection_options,
-                     password_for, require_connection, size, stopped_following, warn_insecure)
+from .common import (EXIT_FAILED, EXIT_OK, EXIT_VRM, EXIT_WARNINGS, Connection, UsageError, add_cluster_option,
+                     add_connection_options, add_json_option, chosen_cluster, command, connection_from, err,
+                     follow_job, given_connection_options, password_for, require_connection, size,
+                     stopped_following, warn_insecure)
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..jobs.model import JobRecord
@@ -32,21 +35,25 @@ def register(sub: Any) -> None:
     b.add_argument("--full", action="store_true", help="read every written block even when CBT allows less")
     b.add_argument("--wait", action="store_true", help="follow the job until it ends")
     b.add_argument("--demo", action="store_true", help="back up from the demo simulator hosted by the agent")
+    add_cluster_option(b)
     b.set_defaults(func=run_backup, connects=True, prints_json=True)
 
     j = sub.add_parser("jobs", help="list backup jobs; `jobs cancel ID`; `jobs cleanup`")
     add_json_option(j)
+    add_cluster_option(j)
     j.set_defaults(func=run_jobs, connects=False, prints_json=True)
     js = j.add_subparsers(dest="jobs_command", metavar="{cancel,cleanup}")
     c = js.add_parser("cancel", help="cancel a running job (its snapshot and resources are cleaned up)")
     c.add_argument("id", metavar="ID")
     add_json_option(c, help=argparse.SUPPRESS)
+    add_cluster_option(c)
     c.set_defaults(func=run_jobs_cancel)
     cl = js.add_parser("cleanup", help="clean leftovers of interrupted jobs on a VRM (needs its password)")
     add_connection_options(cl)
     cl.add_argument("--demo", action="store_true",
                     help="clean leftovers on the demo simulator hosted by the agent (it knows that password)")
     add_json_option(cl, help=argparse.SUPPRESS)
+    add_cluster_option(cl)
     cl.set_defaults(func=run_jobs_cleanup, connects=True)
 
 
@@ -90,7 +97,15 @@ def run_backup(ns: argparse.Namespace) -> int:
     from ..vrm import VrmError
     conn: Connection | None = None
     password = None
-    if not ns.demo:
+    cluster = chosen_cluster(ns)
+    if cluster:
+        # the proxies log in with their own passwords; a VRM named here (a profile, --vrm) goes with the job
+        if ns.demo:
+            raise UsageError("the demo simulator lives in the local agent: drop --demo, or --cluster/$FCTUI_CLUSTER")
+        conn = connection_from(ns)
+        if conn is not None:
+            warn_insecure(conn)
+    elif not ns.demo:
         conn = require_connection(ns, "backup")    # or --demo
         password = password_for(conn)
         warn_insecure(conn)
@@ -100,31 +115,38 @@ def run_backup(ns: argparse.Namespace) -> int:
             err(f"cannot use VRM {conn.url}: {e}")
             return EXIT_VRM
     try:
-        return asyncio.run(_backup(ns, conn, password))
+        return asyncio.run(_backup(ns, conn, password, cluster))
     except KeyboardInterrupt:
-        return stopped_following()
+        return stopped_following(cluster)
     except AgentError as e:
         err(str(e))
         return EXIT_FAILED
 
 
-async def _backup(ns: argparse.Namespace, conn: Connection | None, password: str | None) -> int:
-    from ..agent import ensure_agent
+async def _backup(ns: argparse.Namespace, conn: Connection | None, password: str | None,
+                  cluster: str | None = None) -> int:
+    from ..agent import job_agent
     from ..jobs.model import JobRecord
-    agent = await ensure_agent(demo=ns.demo)
-    req: dict[str, Any] = {"targets": ns.vms, "full": ns.full, "demo": ns.demo}
-    if conn is not None:
-        req.update(vrm=conn.url, user=conn.user, password=password, verify=conn.verify, **conn.client_options(),
-                   **conn.job_options())
-    job_id = (await agent.request("submit", **req))["job"]
-    if not ns.wait:
-        if ns.json:
-            job = JobRecord.from_dict((await agent.request("get", job=job_id))["job"])
-            print(json.dumps(result_json(job)))
-        else:
-            print(f"job {job_id} submitted; follow it with `fctui jobs` (it runs in the agent)")
-        return EXIT_OK
-    final = await follow_job(agent, job_id, quiet=ns.json)
+    agent = await job_agent(cluster, demo=ns.demo)
+    try:
+        req: dict[str, Any] = {"targets": ns.vms, "full": ns.full, "demo": ns.demo}
+        if conn is not None:
+            req.update(vrm=conn.url, user=conn.user, verify=conn.verify, **conn.client_options(),
+                       **conn.job_options())
+            if password is not None:
+                req["password"] = password
+        job_id = (await agent.request("submit", **req))["job"]
+        if not ns.wait:
+            if ns.json:
+                job = JobRecord.from_dict((await agent.request("get", job=job_id))["job"])
+                print(json.dumps(result_json(job)))
+            else:
+                where = f"the cluster at {cluster}" if cluster else "the agent"
+                print(f"job {job_id} submitted; follow it with `fctui jobs` (it runs in {where})")
+            return EXIT_OK
+        final = await follow_job(agent, job_id, quiet=ns.json)
+    finally:
+        await agent.close()
     if ns.json:
         print(json.dumps(result_json(final)))
     else:
@@ -151,19 +173,31 @@ def listing_json(job: "JobRecord") -> dict[str, Any]:
                                "type": job.type}
 
 
+@command
 def run_jobs(ns: argparse.Namespace) -> int:
-    from ..agent import ensure_agent
+    from ..agent import job_agent
     from ..jobs.cleanup import describe_leftover
     from ..jobs.model import JobRecord
+    cluster = chosen_cluster(ns)
 
     async def go() -> int:
-        agent = await ensure_agent()
-        jobs = [JobRecord.from_dict(j) for j in (await agent.request("list"))["jobs"]]
-        cleanup = await agent.request("cleanup-status")
+        agent = await job_agent(cluster)
+        try:
+            jobs = [JobRecord.from_dict(j) for j in (await agent.request("list"))["jobs"]]
+            cleanup = await agent.request("cleanup-status")
+            # a cluster: which proxies are alive (their heartbeats) tells whether queued jobs will move
+            proxies = (await agent.request("hello"))["agents"] if cluster else None
+        finally:
+            await agent.close()
         if ns.json:
-            print(json.dumps({"jobs": [listing_json(j) for j in jobs],
-                              "cleanup_pending": cleanup["pending"]}))
+            doc: dict[str, Any] = {"jobs": [listing_json(j) for j in jobs], "cleanup_pending": cleanup["pending"]}
+            if cluster:
+                doc["cluster"] = {"url": cluster, "proxies": proxies}
+            print(json.dumps(doc))
             return EXIT_OK
+        if cluster:
+            print(f"cluster {cluster}: " + (f"{len(proxies)} proxies alive ({', '.join(proxies)})" if proxies
+                                             else "no proxy alive (start `fctui agent --cluster URL` on one)"))
         if not jobs:
             print("no jobs")
         for j in jobs:
@@ -177,20 +211,27 @@ def run_jobs(ns: argparse.Namespace) -> int:
                   + (f"  {j.warnings[0][:80]}" if j.warnings and not j.error else ""))
         if cleanup["pending"]:
             now = time.time()
+            who = "the cluster's proxies remove" if cluster else "the agent removes"
             print(f"\ncleanup pending: {len(cleanup['pending'])} leftover(s) on "
                   + ", ".join(f"{v} ({u})" for v, u in cleanup["vrms"])
-                  + "; the agent removes them when the VRM accepts (the next backup of that VRM also does)")
+                  + f"; {who} them when the VRM accepts (the next backup of that VRM also does)")
             for p in cleanup["pending"]:
                 print(f"  {describe_leftover(p, now)}")
         return EXIT_OK
     return _talk_to_agent(go)
 
 
+@command
 def run_jobs_cancel(ns: argparse.Namespace) -> int:
-    from ..agent import AgentClient
+    from ..agent import job_client
+    cluster = chosen_cluster(ns)
 
     async def go() -> int:
-        await AgentClient().request("cancel", job=ns.id)
+        agent = job_client(cluster)   # the local agent is not started to cancel: no agent, no job running
+        try:
+            await agent.request("cancel", job=ns.id)
+        finally:
+            await agent.close()
         print(f"job {ns.id}: cancel requested (its snapshot and backup resources are being cleaned up)")
         return EXIT_OK
     return _talk_to_agent(go)
@@ -209,6 +250,9 @@ def _talk_to_agent(go: Callable[[], Awaitable[int]]) -> int:
 @command
 def run_jobs_cleanup(ns: argparse.Namespace) -> int:
     from ..agent import AgentError, ensure_agent
+    if chosen_cluster(ns):
+        raise UsageError("in a cluster the proxies clean up leftovers themselves, with their own VRM passwords "
+                         "(`fctui jobs` lists what is pending); jobs cleanup is for the local agent")
     req: dict[str, Any] = {"demo": True}
     if ns.demo and given_connection_options(ns):  # the demo VRM is the agent's: nothing to connect to
         raise UsageError(f"jobs cleanup --demo cleans the agent's demo VRM; drop {', '.join(given_connection_options(ns))}")

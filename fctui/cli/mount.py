@@ -10,7 +10,7 @@ import os
 import sys
 from typing import Any, TextIO
 
-from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError, non_negative_int
+from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, REPO_HELP, REPO_METAVAR, UsageError, non_negative_int
 
 
 def register(sub: Any) -> None:
@@ -23,8 +23,7 @@ def register(sub: Any) -> None:
     p.add_argument("mountpoint", metavar="MOUNTPOINT", help="an empty directory")
     p.add_argument("--disk", metavar="N", type=non_negative_int, default=0,
                    help="the disk of the point (0 = the first)")
-    p.add_argument("--repo", metavar="DIR", default=None,
-                   help="repository directory (default: $FCTUI_DATA_DIR or the XDG data dir, /repo)")
+    p.add_argument("--repo", metavar=REPO_METAVAR, default=None, help=REPO_HELP)
     p.set_defaults(func=run_mount, connects=False, prints_json=False)
 
 

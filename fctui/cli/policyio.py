@@ -16,7 +16,7 @@ from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, AsyncIterator, Sequence
 
-from .common import Connection
+from .common import REPO_HELP, REPO_METAVAR, Connection
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..inventory.gather import Inventory
@@ -33,9 +33,7 @@ class Unreadable(Exception):
 
 
 def add_repo_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--repo", metavar="DIR", default=None,
-                   help="repository directory, as the agent's --repo (default: $FCTUI_DATA_DIR or the XDG "
-                        "data dir, /repo)")
+    p.add_argument("--repo", metavar=REPO_METAVAR, default=None, help=f"as the agent's --repo: {REPO_HELP}")
 
 
 # --- the VRM ---------------------------------------------------------------------------------------
@@ -129,16 +127,20 @@ def chain_marks(doc: dict[str, Any]) -> dict[str, str]:
 
 
 async def job_records(doc: dict[str, Any] | None = None) -> list["JobRecord"]:
-    """Every job record: asked of the running agent (it knows the live ones), else read from its file."""
+    """Every job record: asked of the running agent (it knows the live ones) or of the cluster when one
+    is named ($FCTUI_CLUSTER, the config's cluster), else read from the local agent's file."""
     from ..agent import AgentError, running_agent
+    from ..config import cluster_url
     from ..jobs.model import JobRecord
-    agent = await running_agent()
+    agent = await running_agent(cluster_url())
     try:
         if agent is not None:
             try:
                 return [JobRecord.from_dict(j) for j in (await agent.request("list"))["jobs"]]
             except AgentError:
                 pass   # it went away meanwhile: its file says the same of finished jobs
+            finally:
+                await agent.close()
         if doc is None:
             doc = read_agent_db()
         return [JobRecord.from_dict(j) for j in _table(doc, "jobs")]
@@ -149,10 +151,18 @@ async def job_records(doc: dict[str, Any] | None = None) -> list["JobRecord"]:
 def open_repository(path: str | None) -> "Repository | None":
     """The repository the agent writes to, or None when none exists yet (no backup ran). Raises
     :class:`Unreadable` when it exists and cannot be read."""
+    from ..config import ConfigError, repository_spec
     from ..repo import Repository
     from ..repo.errors import NoRepositoryError, RepoError
+    from ..repo.s3config import is_s3_url, preflight
     try:
-        return Repository.open(path, create=False)
+        spec = repository_spec(path)
+    except ConfigError as e:
+        raise Unreadable(str(e)) from None
+    try:
+        if is_s3_url(spec):
+            preflight(spec)
+        return Repository.open(spec, create=False)
     except NoRepositoryError:
         return None
     except (RepoError, OSError) as e:

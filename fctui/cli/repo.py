@@ -13,7 +13,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any, TextIO
 
-from .common import EXIT_FAILED, EXIT_OK, add_json_option, non_negative_int, size
+from .common import EXIT_FAILED, EXIT_OK, REPO_HELP, REPO_METAVAR, add_json_option, non_negative_int, size
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..repo import Repository
@@ -37,8 +37,7 @@ def _percent(text: str) -> float:
 
 
 def add_repo_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--repo", metavar="DIR", default=None,
-                   help="repository directory (default: $FCTUI_DATA_DIR or the XDG data dir, /repo)")
+    p.add_argument("--repo", metavar=REPO_METAVAR, default=None, help=REPO_HELP)
     add_json_option(p, help="machine-readable output")
 
 
@@ -81,9 +80,24 @@ def register(subparsers: Any) -> None:
 
 
 # --- helpers ---------------------------------------------------------------------------------
+def repo_spec(args: argparse.Namespace) -> str | None:
+    """The repository the command names (--repo, $FCTUI_REPO, the config's repo), None: the data dir's.
+    An S3 one is checked first (URL, credentials, bucket): RepoError says what is wrong."""
+    from ..config import ConfigError, repository_spec
+    from ..repo import RepoError
+    from ..repo.s3config import is_s3_url, preflight
+    try:
+        spec = repository_spec(getattr(args, "repo", None))
+    except ConfigError as e:
+        raise RepoError(str(e)) from None
+    if is_s3_url(spec):
+        preflight(spec)
+    return spec
+
+
 def open_repo(args: argparse.Namespace) -> "Repository":
     from ..repo import Repository
-    return Repository.open(getattr(args, "repo", None), create=False)
+    return Repository.open(repo_spec(args), create=False)
 
 
 def fail(args: argparse.Namespace, err: Exception, out: TextIO, errout: TextIO) -> int:
@@ -129,7 +143,8 @@ def run_repo_verify(args: argparse.Namespace, out: TextIO | None = None, errout:
     out, errout = out or sys.stdout, errout or sys.stderr
     from ..repo import RepoError
     try:
-        report = open_repo(args).verify(sample_pct=args.sample)
+        repo = open_repo(args)
+        report = repo.verify(sample_pct=args.sample)
     except RepoError as err:
         return fail(args, err, out, errout)
     if args.json:
@@ -146,8 +161,9 @@ def run_repo_verify(args: argparse.Namespace, out: TextIO | None = None, errout:
             print(f"DAMAGED {pid}: {len(ds)} block(s)", file=out)
             for d in ds[:20]:
                 where = "manifest" if d.block is None else f"block {d.block}"
+                obj = repo.damage_where(d.digest) if d.digest else None  # S3: the object's key
                 print(f"  {d.disk_name or d.volume_urn} {where}: {d.problem}"
-                      + (f" (chunk {d.digest[:16]}…)" if d.digest else ""), file=out)
+                      + (f" (object {obj})" if obj else f" (chunk {d.digest[:16]}…)" if d.digest else ""), file=out)
             if len(ds) > 20:
                 print(f"  … and {len(ds) - 20} more", file=out)
     return EXIT_OK if report.ok else EXIT_DAMAGED

@@ -20,7 +20,9 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from .common import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_VRM, Connection, add_connection_options,
                      add_json_option, command, err, follow_job, password_for, require_connection, size, warn_insecure)
-from .repo import EXIT_DAMAGED, add_repo_option, fail, iso_time, match_vm, open_repo, print_bad_entries
+from .repo import (
+    EXIT_DAMAGED, add_repo_option, fail, iso_time, match_vm, open_repo, print_bad_entries, repo_spec,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..jobs.restore import RestorePlan, RestoreRequest
@@ -190,7 +192,7 @@ async def _restore(ns: argparse.Namespace, conn: Connection | None) -> int:
         password = password_for(conn)
         warn_insecure(conn)
     try:
-        repo = Repository.open(ns.repo, create=False)
+        repo = Repository.open(repo_spec(ns), create=False)
     except RepoError as e:
         raise RestoreError(str(e)) from None
     async with VrmClient(vrm, user, password, verify=verify, **options) as client:
@@ -244,7 +246,7 @@ def run_points(args: argparse.Namespace, out: TextIO | None = None, errout: Text
         try:
             repo = open_repo(args)
         except NoRepositoryError:
-            if getattr(args, "repo", None) is not None or target:
+            if repo_spec(args) is not None or target:   # a repository named but absent is an error
                 raise
             repo = None  # nothing backed up yet on this machine: an empty list, not an error
         if repo is not None:

@@ -219,7 +219,9 @@ def describe_leftover(p: dict[str, Any], now: float) -> str:
     what = {"snapshot": "snapshot", "resource": "backup resource"}.get(str(p.get("what")), str(p.get("what")))
     obj = p.get("snapshot_urn") or p.get("name") or p.get("task_id") or p.get("volume_urn") or p.get("vm") or ""
     nxt = p.get("next_try")
-    if not isinstance(nxt, (int, float)):
+    if p.get("cluster"):   # a cluster's proxies retry it with their own passwords (fctui.cluster)
+        when = "the cluster's proxies retry it"
+    elif not isinstance(nxt, (int, float)):
         when = "needs the VRM password: fctui jobs cleanup --vrm URL --user USER"
     else:
         when = f"the agent retries in {round(nxt - now)} s" if nxt - now >= 1 else "the agent is retrying now"

@@ -144,6 +144,26 @@ class JobRecord:
             del self.log[: len(self.log) - self.LOG_LIMIT]
         return entry
 
+    def settle(self, cancelled: bool = False) -> None:
+        """The end of a job from its VMs' states (one rule for a local run and a cluster's): cancelled
+        when asked or a VM was; succeeded when every VM is done; else failed, naming each VM not done."""
+        states = [v.state for v in self.vms]
+        if cancelled or any(s == "cancelled" for s in states):
+            self.state = "cancelled"
+        elif states and all(s == "done" for s in states):
+            self.state = "succeeded"
+        else:
+            self.state = "failed"
+            bad = [v for v in self.vms if v.state != "done"]
+            self.error = "; ".join(f"{v.name or v.urn}: {v.reason or v.state}" for v in bad)[:2000]
+        self.finished = time.time()
+
+    def end_message(self) -> tuple[str, str]:
+        """The log line of a settled job's end, and its level."""
+        return (f"job {self.outcome}" + (f": {self.error}" if self.error else "")
+                + (f": {'; '.join(self.warnings)}" if self.outcome != self.state else ""),
+                "info" if self.outcome == "succeeded" else "warning" if self.state == "succeeded" else "error")
+
     def vm(self, urn: str) -> VmProgress | None:
         return next((v for v in self.vms if v.urn == urn), None)
 

@@ -423,8 +423,6 @@ async def _used_sizes(client: "VrmClient", vp: VmPlan, point: "RestorePoint | No
 # stored/read bytes over its points (zero blocks, compression and chunks shared with earlier points all
 # lower it).
 NO_HISTORY_RATIO = 1.0
-SPACE_MARGIN_MIN = 1 << 30        # kept free: manifests, catalog, job state, and the estimate's error
-SPACE_MARGIN_FRACTION = 0.02      # ... or this share of the filesystem, whichever is more
 
 
 def read_estimate(dp: DiskPlan, prev: Any = None) -> int:
@@ -456,13 +454,6 @@ def stored_estimate(vp: VmPlan, history: Sequence["RestorePoint"]) -> tuple[int,
     return int(read * ratio), f"~{human_bytes(read)} to read, {why}"
 
 
-def repository_room(path: Any) -> tuple[int, int]:
-    """(free bytes, margin) of the filesystem that holds the repository."""
-    import shutil
-    usage = shutil.disk_usage(path)
-    return usage.free, max(SPACE_MARGIN_MIN, int(usage.total * SPACE_MARGIN_FRACTION))
-
-
 def add_launch_findings(plan: Plan, *, host_connections: Mapping[str, int] | None = None,
                         datastore_volumes: Mapping[str, int] | None = None, business_hours: Any = None,
                         now_local: Any = None, per_host: int = 8, per_datastore: int = 8,
@@ -482,7 +473,7 @@ def add_launch_findings(plan: Plan, *, host_connections: Mapping[str, int] | Non
     bh = launch.business_hours(business_hours, now) if business_hours is not None else None
     if repo is not None and room is None:
         try:
-            room = repository_room(repo.path)
+            room = repo.room()  # None: the store knows no limit (S3)
         except OSError:
             room = None  # the repository's own errors say more when the job writes
     history: dict[str, list[Any]] = {}

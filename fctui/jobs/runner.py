@@ -316,19 +316,8 @@ class BackupRunner:
             for t in tasks:
                 t.cancel()
             await uncancellable(asyncio.gather(*tasks, return_exceptions=True))
-        states = [v.state for v in job.vms]
-        if cancelled or any(s == "cancelled" for s in states):
-            job.state = "cancelled"
-        elif states and all(s == "done" for s in states):
-            job.state = "succeeded"
-        else:
-            job.state = "failed"
-            bad = [v for v in job.vms if v.state != "done"]
-            job.error = "; ".join(f"{v.name or v.urn}: {v.reason or v.state}" for v in bad)[:2000]
-        job.finished = time.time()
-        reporter.log(f"job {job.outcome}" + (f": {job.error}" if job.error else "")
-                     + (f": {'; '.join(job.warnings)}" if job.outcome != job.state else ""),
-                     "info" if job.outcome == "succeeded" else "warning" if job.state == "succeeded" else "error")
+        job.settle(cancelled)
+        reporter.log(*job.end_message())
         reporter.state()
         if cancelled:
             raise asyncio.CancelledError
@@ -406,12 +395,12 @@ class BackupRunner:
     def _repository_full(self, run: _VmRun) -> str:
         """The story of a backup the repository's filesystem could not hold (the point is aborted by
         the cleanup; the chunks it wrote are unreferenced, so ``repo gc`` reclaims them)."""
-        import shutil
         left = sum(max(0, (d.bytes_planned or 0) - d.bytes_read) for d in run.disks.values())
         try:
-            free: int | None = shutil.disk_usage(self.repo.path).free
+            room = self.repo.room()
         except OSError:
-            free = None
+            room = None
+        free = room[0] if room is not None else None
         return self._full_message(free, left, " more (this point was discarded)")
 
     def _check_room(self, vp: VmPlan) -> None:
@@ -419,9 +408,12 @@ class BackupRunner:
         repository bytes (planner.stored_estimate) against the free space less the margin. The launch
         check used estimates; this one uses the planned bytes (another writer may also have filled the
         disk since). A full disk mid-backup is still handled (RepoFullError)."""
-        from .planner import repository_room, stored_estimate
+        from .planner import stored_estimate
         try:
-            free, margin = repository_room(self.repo.path)
+            room = self.repo.room()
+            if room is None:
+                return  # the store knows no limit (S3)
+            free, margin = room
             need, basis = stored_estimate(vp, self.repo.points(vp.vm_urn))
         except (OSError, RepoError, AttributeError):
             return  # the writes themselves will tell
@@ -474,6 +466,7 @@ class BackupRunner:
             await self._begin_snapshot_gate(run, reporter)
         run.snapshot_key = self.journal.intend(job_id=job.id, vrm=self.vrm, user=self.user, what="snapshot",
                                                vm_urn=vp.vm_urn, name=name, snapshot_type=snap_type)
+        await self._journal_flush()
         ref = await cleanup.retry(
             lambda: cleanup.create_checked(
                 lambda: c.create_snapshot(vp.vm_uri, name, type=snap_type, description=f"fctui backup job {job.id}"),
@@ -617,6 +610,7 @@ class BackupRunner:
                                       vm_urn=vp.vm_urn, volume_urn=dp.volume_urn, volume_uri=dp.volume_uri,
                                       snapshot_urn=run.snapshot_urn)
             run.resource_key = key
+            await self._journal_flush()
 
             def host_busy(reason: str) -> None:
                 d.wait_reason = reason
@@ -775,6 +769,13 @@ class BackupRunner:
         stats = getattr(writer, "stats", None)
         if stats is not None:
             d.bytes_stored = int(getattr(stats, "bytes_stored", 0) or 0)
+
+    async def _journal_flush(self) -> None:
+        """Write-ahead across machines: a journal kept elsewhere (the cluster's KV) holds an intent before
+        the VRM is asked to create it, so whoever takes over a dead proxy's VM knows what to remove."""
+        flush = getattr(self.journal, "flush", None)
+        if flush is not None:
+            await flush()
 
     # --- cleanup ------------------------------------------------------------------------------------
 

@@ -18,6 +18,11 @@ referenced by a catalog point, by the base point of a live lease, or written/reu
 oldest live lease began (writers refresh the mtime of every chunk they reuse). The last race --
 a writer reusing a chunk while gc unlinks it -- is closed by renaming the chunk aside first and
 re-checking its mtime after the rename.
+
+:class:`RepositoryBase` holds what does not depend on where the repository is (the catalog read as
+points, manifests, writers and readers, verify, prune's planning); :class:`Repository` is the local
+directory above, :class:`fctui.repo.s3.S3Repository` the same model on S3 (``s3://bucket/prefix``,
+which :meth:`Repository.open` dispatches to).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import os
 import random
 import re
 import secrets
+import shutil
 import socket
 import threading
 import time
@@ -72,6 +78,12 @@ SAMPLE_PIECES, SAMPLE_LEN = 4, 16 * 1024
 INCOMPRESSIBLE = 0.95  # sample compressed/original above this -> store raw
 DIGEST_RE = re.compile(r"^[0-9a-f]{64}$")
 KINDS = ("cbt", "standard")
+SPACE_MARGIN_MIN = 1 << 30        # kept free: manifests, catalog, job state, and the estimate's error
+SPACE_MARGIN_FRACTION = 0.02      # ... or this share of the filesystem, whichever is more
+
+# Repositories that are not a local directory, by URL prefix ("s3://" -> S3Repository). Each backend's
+# module registers itself (fctui/repo/__init__.py imports them), so this module imports none of them.
+REMOTE_BACKENDS: dict[str, Any] = {}
 
 _tls = threading.local()
 log = logging.getLogger("fctui.repo")
@@ -174,6 +186,27 @@ def _write_direct(tmp: Path, head: bytes, body: bytes) -> bool:
     return True
 
 
+def decode_chunk(digest: str, marker: bytes, body: bytes, expected_len: int | None, *, check: bool) -> bytes:
+    """A chunk's block from its stored form (type marker + body), checked as :meth:`Repository.read_chunk` says."""
+    if marker == CHUNK_RAW:
+        data = body
+    elif marker == CHUNK_ZSTD:
+        try:
+            data = _decompressor().decompress(body)
+        except zstandard.ZstdError as exc:
+            raise ChunkError(f"chunk {digest} does not decompress: {exc}", digest=digest,
+                             problem="corrupt") from exc
+    else:
+        raise ChunkError(f"chunk {digest} has an unknown type marker", digest=digest, problem="corrupt")
+    if check and hashlib.sha256(data).hexdigest() != digest:
+        raise ChunkError(f"chunk {digest} content does not match its hash", digest=digest,
+                         problem="corrupt")
+    if expected_len is not None and len(data) != expected_len:
+        raise ChunkError(f"chunk {digest} has {len(data)} bytes, expected {expected_len}",
+                         digest=digest, problem="corrupt")
+    return data
+
+
 def _proc_start(pid: int) -> str | None:
     """Kernel start time of a process, to tell a live writer from a recycled pid."""
     try:
@@ -215,31 +248,324 @@ class Lease:
         return True
 
 
-class Repository:
+class RepositoryBase:
+    """What every backend shares: the catalog read as restore points, manifests, readers and
+    writers, verify's bookkeeping and prune's planning. A backend (:class:`Repository` on a
+    local directory, :class:`fctui.repo.s3.S3Repository` on S3) provides the narrow rest:
+
+    - catalog: ``_catalog_entries()``, ``_find_entry(point_id)``, ``_update_point(point_id, mutate)``,
+      ``_mark_verified(point_ids, when)``, ``_drop_points(point_ids)`` (prune: entries, then manifests
+      no live lease names as base), ``_txn()`` (a context: one catalog change at a time where needed);
+    - manifests: ``_manifest_bytes(point_id)`` (FileNotFoundError when absent), ``_manifest_where(point_id)``,
+      ``_write_manifest(point_id, data)``;
+    - chunks: ``_store_chunk(digest, data, writer)``, ``read_chunk``, ``_absent_chunks``, ``_chunk_state``,
+      ``_quarantine_chunk(digest)``, ``_sync_chunk``/``_sync_chunks`` (not called when ``DURABLE_PUTS``);
+    - writers: ``_lease_begin(writer)``, ``_lease_add_base(writer, point_id)``, ``_commit_entry(writer)``,
+      ``_abort_point(writer)``.
+    """
+
+    MANIFEST_CACHE = 8
+    DURABLE_PUTS = False  # True: a chunk is durable when its write returns (nothing to fsync at commit)
+
+    def __init__(self) -> None:
+        self._mutex = threading.RLock()
+        self._manifests: OrderedDict[str, dict[str, Any]] = OrderedDict()
+
+    def _catalog_docs(self) -> list[dict[str, Any]]:
+        return [doc for _, doc in self._catalog_entries()]
+
+    @staticmethod
+    def _entry_ref(doc_id: int, doc: dict[str, Any]) -> str:
+        pid = doc.get("id")
+        return pid if isinstance(pid, str) and POINT_ID_RE.match(pid) else f"#{doc_id}"
+
+    def catalog(self) -> tuple[list[RestorePoint], list[DamagedEntry]]:
+        """Every catalog entry: the restore points (oldest first) and the entries that are not points."""
+        good: list[RestorePoint] = []
+        bad: list[DamagedEntry] = []
+        for doc_id, doc in self._catalog_entries():
+            problem = point_problem(doc)
+            if problem is None:
+                good.append(RestorePoint.from_dict(doc))
+            else:
+                bad.append(DamagedEntry(self._entry_ref(doc_id, doc), "not-a-point",
+                                        f"catalog entry is not a restore point: {problem}"))
+        good.sort(key=lambda p: (p.created, p.id))
+        return good, bad
+
+    def damaged_entries(self) -> list[DamagedEntry]:
+        """Catalog entries that are not restore points (cheap: reads the catalog only)."""
+        return self.catalog()[1]
+
+    def points(self, vm_urn: str | None = None) -> list[RestorePoint]:
+        """Committed restore points, oldest first (optionally of one VM). Entries that are not
+        points are left out here; :meth:`damaged_entries`, verify and gc report them."""
+        return [p for p in self.catalog()[0] if vm_urn is None or p.vm_urn == vm_urn]
+
+    def point(self, point_id: str) -> RestorePoint:
+        doc = self._find_entry(point_id)
+        if doc is None:
+            raise PointNotFoundError(point_id)
+        problem = point_problem(doc)
+        if problem is not None:
+            entry = DamagedEntry(point_id, "not-a-point", f"catalog entry is not a restore point: {problem}")
+            raise RepoDamagedError(f"restore point {point_id}: {entry.detail}; `fctui repo forget {point_id}` "
+                                   f"drops it", entries=[entry])
+        return RestorePoint.from_dict(doc)
+
+    def sweep_check(self) -> dict[str, dict[str, dict[int, str]]]:
+        """Block maps of every catalog point, read fresh from disk, or :class:`RepoDamagedError`
+        naming every entry whose chunks cannot be known -- a sweep then could delete them."""
+        points, damaged = self.catalog()
+        maps: dict[str, dict[str, dict[int, str]]] = {}
+        for p in points:
+            try:
+                pmaps = self._load_manifest(p.id, fresh=True)["maps"]
+            except ManifestError as exc:
+                damaged.append(DamagedEntry(p.id, exc.problem, f"manifest {exc.detail}"))
+                continue
+            absent = [d.disk_name or d.volume_urn for d in p.disks if d.volume_urn not in pmaps]
+            if absent:
+                damaged.append(DamagedEntry(p.id, "manifest-corrupt",
+                                            f"manifest has no block map for disk(s) {', '.join(absent)}"))
+                continue
+            maps[p.id] = pmaps
+        if damaged:
+            names = "; ".join(str(e) for e in damaged)
+            raise RepoDamagedError(
+                f"refusing to delete anything: {len(damaged)} catalog entr{'y' if len(damaged) == 1 else 'ies'} "
+                f"cannot be read, so the chunks they need are unknown: {names}. Run `fctui repo verify` to "
+                f"see the damage; `fctui repo forget POINT` drops an entry you give up on", entries=damaged)
+        return maps
+
+    def latest_point(self, vm_urn: str) -> RestorePoint | None:
+        pts = self.points(vm_urn)
+        return pts[-1] if pts else None
+
+    def _load_manifest(self, point_id: str, *, fresh: bool = False) -> dict[str, Any]:
+        """``fresh``: read the file even when cached (a sweep must see a manifest deleted meanwhile)."""
+        with self._mutex:
+            cached = None if fresh else self._manifests.get(point_id)
+            if cached is not None:
+                self._manifests.move_to_end(point_id)
+                return cached
+        try:
+            raw = json.loads(self._manifest_bytes(point_id))
+            maps = {d["volume_urn"]: {int(i): str(h) for i, h in d["blocks"]} for d in raw["disks"]}
+            if sum(len(m) for m in maps.values()) != sum(len(d["blocks"]) for d in raw["disks"]):
+                raise ValueError("a disk or block is listed twice")
+            bad = next((h for m in maps.values() for h in m.values() if not DIGEST_RE.match(h)), None)
+            if bad is not None:
+                raise ValueError(f"block digest {bad[:70]!r} is not a SHA-256")
+        except FileNotFoundError:
+            raise ManifestError(point_id, problem="manifest-missing",
+                                detail=f"is missing ({self._manifest_where(point_id)})") from None
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            what = f"{type(exc).__name__} {exc}" if isinstance(exc, (KeyError, TypeError, AttributeError)) else exc
+            raise ManifestError(point_id, problem="manifest-corrupt", detail=f"is unreadable: {what}") from exc
+        manifest = {"raw": raw, "maps": maps}
+        with self._mutex:
+            self._manifests[point_id] = manifest
+            while len(self._manifests) > self.MANIFEST_CACHE:
+                self._manifests.popitem(last=False)
+        return manifest
+
+    def _disk_map(self, point_id: str, volume_urn: str) -> dict[int, str]:
+        maps = self._load_manifest(point_id)["maps"]
+        if volume_urn not in maps:  # the catalog names the disk (callers check): the manifest lost it
+            raise ManifestError(point_id, problem="manifest-corrupt",
+                                detail=f"has no block map for disk {volume_urn}")
+        return maps[volume_urn]
+
+    def new_point(self, *, vm_urn: str, vm_name: str, job_id: str, kind: str, vm_config: dict[str, Any],
+                  snapshot_urn: str, created: float) -> "PointWriter":
+        """Start a restore point; nothing is visible in :meth:`points` until ``commit()``."""
+        if kind not in KINDS:
+            raise RepoError(f"restore point kind must be one of {', '.join(KINDS)}, not {kind!r}")
+        if not vm_urn:
+            raise RepoError("a restore point needs the VM URN")
+        try:
+            json.dumps(vm_config)
+        except (TypeError, ValueError) as exc:
+            raise RepoError(f"vm_config is not JSON-serialisable: {exc}") from exc
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(created))
+        point_id = f"{stamp}-{secrets.token_hex(4)}"
+        return PointWriter(self, RestorePoint(
+            id=point_id, vm_urn=vm_urn, vm_name=vm_name, created=float(created), kind=kind,
+            job_id=job_id, snapshot_urn=snapshot_urn, vm_config=vm_config))
+
+    def open_disk(self, point_id: str, volume_urn: str) -> "DiskReader":
+        point = self.point(point_id)
+        disk = point.disk(volume_urn)
+        if disk is None:
+            raise RepoError(f"restore point {point_id} has no disk {volume_urn}")
+        return DiskReader(self, point, disk, self._disk_map(point_id, volume_urn))
+
+    def _record_sha256(self, point_id: str, volume_urn: str, digest: str) -> None:
+        def mutate(doc: dict[str, Any]) -> None:
+            for d in doc.get("disks", []):
+                if d.get("volume_urn") == volume_urn:
+                    d["sha256"] = digest
+        try:
+            self._update_point(point_id, mutate)
+        except RepoBusyError:
+            pass  # a cache: skip it rather than fail the caller
+
+    def verify(self, *, sample_pct: float = 100.0, point_ids: list[str] | None = None,
+               quarantine: bool = True, threads: int = 4, seed: int | None = None) -> VerifyReport:
+        """Re-read and re-hash the chunks of the given points (all by default), or a random
+        ``sample_pct`` percent of them. Corrupt chunks are renamed ``<digest>.bad`` (when
+        ``quarantine``) so the next backup writes them again instead of reusing them."""
+        if not (0 < sample_pct <= 100) or math.isnan(sample_pct):
+            raise RepoError(f"sample must be a percentage in (0, 100], not {sample_pct}")
+        started = time.monotonic()
+        bad_entries: list[DamagedEntry] = []
+        if point_ids is None:
+            points, bad_entries = self.catalog()
+        else:
+            points = [self.point(pid) for pid in point_ids]
+        report = VerifyReport(points_checked=[p.id for p in points], sample_pct=float(sample_pct),
+                              bad_entries=bad_entries)
+        # digest -> where it is used: (point id, volume, disk name, block, expected length)
+        refs: dict[str, list[tuple[str, str, str, int, int]]] = {}
+        for p in points:
+            try:
+                maps = self._load_manifest(p.id, fresh=True)["maps"]
+            except ManifestError as exc:
+                for d in p.disks:
+                    report.damaged.append(BlockDamage(p.id, d.volume_urn, d.disk_name, None, None, exc.problem))
+                continue
+            for d in p.disks:
+                blocks = maps.get(d.volume_urn)
+                if blocks is None:
+                    report.damaged.append(BlockDamage(p.id, d.volume_urn, d.disk_name, None, None,
+                                                      "manifest-corrupt"))
+                    continue
+                for idx, digest in blocks.items():
+                    exp = min(d.block_size, d.size_bytes - idx * d.block_size)
+                    refs.setdefault(digest, []).append((p.id, d.volume_urn, d.disk_name, idx, exp))
+        digests = sorted(refs)
+        report.chunks_total = len(digests)
+        if sample_pct < 100:
+            k = min(len(digests), max(1, math.ceil(len(digests) * sample_pct / 100))) if digests else 0
+            chosen = random.Random(seed).sample(digests, k)
+        else:
+            chosen = digests
+        lock = threading.Lock()
+
+        def check(digest: str) -> None:
+            exp = refs[digest][0][4]
+            try:
+                data = self.read_chunk(digest, exp)
+            except ChunkError as exc:
+                with lock:
+                    report.bad_chunks[digest] = exc.problem
+                if quarantine and exc.problem == "corrupt":
+                    self._quarantine_chunk(digest)
+                return
+            with lock:
+                report.chunks_checked += 1
+                report.bytes_checked += len(data)
+
+        if chosen:
+            with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+                list(pool.map(check, chosen))
+        for digest, problem in report.bad_chunks.items():
+            for pid, vol, name, idx, _ in refs[digest]:
+                report.damaged.append(BlockDamage(pid, vol, name, idx, digest, problem))
+        report.damaged.sort(key=lambda d: (d.point_id, d.volume_urn, -1 if d.block is None else d.block))
+        report.chunks_checked += len(report.bad_chunks)
+        if sample_pct >= 100:
+            bad = set(report.damaged_points)
+            now = time.time()
+            good = [p.id for p in points if p.id not in bad]
+            if good:
+                try:
+                    self._mark_verified(good, now)
+                except RepoBusyError:
+                    pass  # the result is in the report; only the catalog note is skipped
+        report.seconds = time.monotonic() - started
+        return report
+
+    def prune(self, keep_last: int, vm_urn: str | None = None, *, dry_run: bool = False) -> PruneReport:
+        """Keep the newest ``keep_last`` points of each VM (or of ``vm_urn``); drop the rest's
+        catalog entries and manifests. Chunks are freed by :meth:`gc`. ``dry_run``: only report."""
+        if keep_last < 0:
+            raise RepoError("--keep-last must be 0 or more")
+        if keep_last == 0 and vm_urn is None:
+            raise RepoError("--keep-last 0 would delete every restore point; name one VM to do that")
+
+        def plan(pts: list[RestorePoint]) -> RetentionPlan:
+            if keep_last:
+                return select(pts, Retention(keep_last=keep_last), None)
+            return RetentionPlan(remove=[p.id for p in pts])  # 0 for one VM: it goes entirely
+        return self._prune(plan, vm_urn, dry_run=dry_run)
+
+    def prune_retention(self, retention: Retention, *, vm_urn: str | None = None, tz: tzinfo | None,
+                        dry_run: bool = False) -> PruneReport:
+        """Apply PBS-style ``retention`` to each VM's points (or to ``vm_urn``'s), periods read in local
+        time of ``tz`` (None: the system's zone); see :func:`fctui.repo.retention.select`. The same
+        guarantees as :meth:`prune`; a retention of all zeros keeps everything. ``dry_run``: only
+        report what would go (refusing as the real prune would)."""
+        return self._prune(lambda pts: select(pts, retention, tz), vm_urn, dry_run=dry_run)
+
+    def _prune(self, plan: Callable[[list[RestorePoint]], RetentionPlan], vm_urn: str | None, *,
+               dry_run: bool = False) -> PruneReport:
+        """Drop the catalog entries and manifests of the points ``plan`` removes from each VM's points
+        (oldest first). Chunks are freed by :meth:`gc`."""
+        report = PruneReport()
+        with self._txn():
+            # Before dropping anything: a sweep follows, and it must not run blind (see sweep_check).
+            self.sweep_check()
+            by_vm: dict[str, list[RestorePoint]] = {}
+            for p in self.points(vm_urn):
+                by_vm.setdefault(p.vm_urn, []).append(p)
+            removed: list[str] = []
+            for pts in by_vm.values():
+                chosen = plan(pts)
+                ids = set(chosen.remove)
+                report.kept.extend(p.id for p in pts if p.id not in ids)
+                report.why.update({pid: chosen.why[pid] for pid in chosen.keep if pid in chosen.why})
+                if not ids:
+                    continue
+                report.removed.extend(sorted(ids))
+                removed.extend(sorted(ids))
+            if not dry_run:
+                self._drop_points(removed)
+                with self._mutex:
+                    for pid in removed:
+                        self._manifests.pop(pid, None)
+        return report
+
+
+class Repository(RepositoryBase):
     """A local backup repository directory. Thread-safe; several processes may share it."""
 
     LOCK_TIMEOUT = 30.0  # seconds to wait for another process's short catalog transaction
-    MANIFEST_CACHE = 8
 
     def __init__(self, path: Path) -> None:
+        super().__init__()
         self.path = path
         self.chunks_dir = path / "chunks"
         self.points_dir = path / "points"
         self.pending_dir = path / "pending"
         self.catalog_path = path / "catalog.json"
         self.lock_path = path / "repo.lock"
-        self._mutex = threading.RLock()
         self._txn_depth = 0
         self._direct_io = True  # until the filesystem refuses O_DIRECT
         self._db = open_db(self.catalog_path)
         # No query cache: other processes change the catalog file behind this object's back.
         self._points = self._db.table("points", cache_size=0)
-        self._manifests: OrderedDict[str, dict[str, Any]] = OrderedDict()
 
     # --- opening -------------------------------------------------------------------------
     @classmethod
-    def open(cls, path: Path | str | None = None, *, create: bool = True) -> "Repository":
-        """Open (and by default create) the repository at ``path`` (None: the XDG data dir)."""
+    def open(cls, path: Path | str | None = None, *, create: bool = True) -> Any:
+        """Open (and by default create) the repository at ``path`` (None: the XDG data dir);
+        ``s3://bucket/prefix`` opens an :class:`~fctui.repo.s3.S3Repository` there."""
+        if isinstance(path, str):
+            for scheme, backend in REMOTE_BACKENDS.items():
+                if path.startswith(scheme):
+                    return backend.open(path, create=create)
         if path is None:
             try:
                 root = store_paths.repo_dir(create=False)
@@ -355,53 +681,30 @@ class Repository:
         with self._catalog_io():
             return [(d.doc_id, dict(d)) for d in self._points.all()]
 
-    def _catalog_docs(self) -> list[dict[str, Any]]:
-        return [doc for _, doc in self._catalog_entries()]
-
     def _catalog_has(self, point_id: str) -> bool:
         with self._catalog_io():
             return bool(self._points.search(Query().id == point_id))
 
-    @staticmethod
-    def _entry_ref(doc_id: int, doc: dict[str, Any]) -> str:
-        pid = doc.get("id")
-        return pid if isinstance(pid, str) and POINT_ID_RE.match(pid) else f"#{doc_id}"
-
-    def catalog(self) -> tuple[list[RestorePoint], list[DamagedEntry]]:
-        """Every catalog entry: the restore points (oldest first) and the entries that are not points."""
-        good: list[RestorePoint] = []
-        bad: list[DamagedEntry] = []
-        for doc_id, doc in self._catalog_entries():
-            problem = point_problem(doc)
-            if problem is None:
-                good.append(RestorePoint.from_dict(doc))
-            else:
-                bad.append(DamagedEntry(self._entry_ref(doc_id, doc), "not-a-point",
-                                        f"catalog entry is not a restore point: {problem}"))
-        good.sort(key=lambda p: (p.created, p.id))
-        return good, bad
-
-    def damaged_entries(self) -> list[DamagedEntry]:
-        """Catalog entries that are not restore points (cheap: reads the catalog only)."""
-        return self.catalog()[1]
-
-    def points(self, vm_urn: str | None = None) -> list[RestorePoint]:
-        """Committed restore points, oldest first (optionally of one VM). Entries that are not
-        points are left out here; :meth:`damaged_entries`, verify and gc report them."""
-        return [p for p in self.catalog()[0] if vm_urn is None or p.vm_urn == vm_urn]
-
-    def point(self, point_id: str) -> RestorePoint:
+    def _find_entry(self, point_id: str) -> dict[str, Any] | None:
         with self._catalog_io():
             docs = self._points.search(Query().id == point_id)
-        if not docs:
-            raise PointNotFoundError(point_id)
-        doc = dict(docs[0])
-        problem = point_problem(doc)
-        if problem is not None:
-            entry = DamagedEntry(point_id, "not-a-point", f"catalog entry is not a restore point: {problem}")
-            raise RepoDamagedError(f"restore point {point_id}: {entry.detail}; `fctui repo forget {point_id}` "
-                                   f"drops it", entries=[entry])
-        return RestorePoint.from_dict(doc)
+        return dict(docs[0]) if docs else None
+
+    def _mark_verified(self, point_ids: list[str], when: float) -> None:
+        with self._txn(), self._catalog_io():
+            self._points.update({"verified_at": when}, Query().id.one_of(point_ids))
+
+    def _drop_points(self, point_ids: list[str]) -> None:
+        """Prune's removal (under the caller's lock): entries, then manifests no live writer reads."""
+        if point_ids:
+            leased_bases = {b for lease in self._leases() if lease.alive() for b in lease.base_point_ids}
+            with self._catalog_io():
+                self._points.remove(Query().id.one_of(sorted(point_ids)))
+            for pid in sorted(point_ids):
+                if pid not in leased_bases:  # a running incremental still reads it: gc drops it later
+                    with contextlib.suppress(FileNotFoundError):
+                        self._manifest_path(pid).unlink()
+        fsync_dir(self.points_dir)
 
     def forget(self, ref: str) -> str:
         """Drop one catalog entry (a point id, or ``#N`` for an entry without a usable id) and
@@ -425,35 +728,6 @@ class Repository:
         vm = doc.get("vm_name") or doc.get("vm_urn")
         return what + (f" of VM {vm}" if isinstance(vm, str) and vm else "")
 
-    def sweep_check(self) -> dict[str, dict[str, dict[int, str]]]:
-        """Block maps of every catalog point, read fresh from disk, or :class:`RepoDamagedError`
-        naming every entry whose chunks cannot be known -- a sweep then could delete them."""
-        points, damaged = self.catalog()
-        maps: dict[str, dict[str, dict[int, str]]] = {}
-        for p in points:
-            try:
-                pmaps = self._load_manifest(p.id, fresh=True)["maps"]
-            except ManifestError as exc:
-                damaged.append(DamagedEntry(p.id, exc.problem, f"manifest {exc.detail}"))
-                continue
-            absent = [d.disk_name or d.volume_urn for d in p.disks if d.volume_urn not in pmaps]
-            if absent:
-                damaged.append(DamagedEntry(p.id, "manifest-corrupt",
-                                            f"manifest has no block map for disk(s) {', '.join(absent)}"))
-                continue
-            maps[p.id] = pmaps
-        if damaged:
-            names = "; ".join(str(e) for e in damaged)
-            raise RepoDamagedError(
-                f"refusing to delete anything: {len(damaged)} catalog entr{'y' if len(damaged) == 1 else 'ies'} "
-                f"cannot be read, so the chunks they need are unknown: {names}. Run `fctui repo verify` to "
-                f"see the damage; `fctui repo forget POINT` drops an entry you give up on", entries=damaged)
-        return maps
-
-    def latest_point(self, vm_urn: str) -> RestorePoint | None:
-        pts = self.points(vm_urn)
-        return pts[-1] if pts else None
-
     def _update_point(self, point_id: str, mutate: Any) -> None:
         """Read-modify-write of one catalog entry under the repository lock."""
         with self._txn(), self._catalog_io():
@@ -469,40 +743,20 @@ class Repository:
     def _manifest_path(self, point_id: str) -> Path:
         return self.points_dir / f"{point_id}.json"
 
-    def _load_manifest(self, point_id: str, *, fresh: bool = False) -> dict[str, Any]:
-        """``fresh``: read the file even when cached (a sweep must see a manifest deleted meanwhile)."""
-        with self._mutex:
-            cached = None if fresh else self._manifests.get(point_id)
-            if cached is not None:
-                self._manifests.move_to_end(point_id)
-                return cached
-        path = self._manifest_path(point_id)
-        try:
-            raw = json.loads(path.read_bytes())
-            maps = {d["volume_urn"]: {int(i): str(h) for i, h in d["blocks"]} for d in raw["disks"]}
-            if sum(len(m) for m in maps.values()) != sum(len(d["blocks"]) for d in raw["disks"]):
-                raise ValueError("a disk or block is listed twice")
-            bad = next((h for m in maps.values() for h in m.values() if not DIGEST_RE.match(h)), None)
-            if bad is not None:
-                raise ValueError(f"block digest {bad[:70]!r} is not a SHA-256")
-        except FileNotFoundError:
-            raise ManifestError(point_id, problem="manifest-missing", detail=f"is missing ({path})") from None
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            what = f"{type(exc).__name__} {exc}" if isinstance(exc, (KeyError, TypeError, AttributeError)) else exc
-            raise ManifestError(point_id, problem="manifest-corrupt", detail=f"is unreadable: {what}") from exc
-        manifest = {"raw": raw, "maps": maps}
-        with self._mutex:
-            self._manifests[point_id] = manifest
-            while len(self._manifests) > self.MANIFEST_CACHE:
-                self._manifests.popitem(last=False)
-        return manifest
+    def _manifest_bytes(self, point_id: str) -> bytes:
+        return self._manifest_path(point_id).read_bytes()
 
-    def _disk_map(self, point_id: str, volume_urn: str) -> dict[int, str]:
-        maps = self._load_manifest(point_id)["maps"]
-        if volume_urn not in maps:  # the catalog names the disk (callers check): the manifest lost it
-            raise ManifestError(point_id, problem="manifest-corrupt",
-                                detail=f"has no block map for disk {volume_urn}")
-        return maps[volume_urn]
+    def _manifest_where(self, point_id: str) -> str:
+        return str(self._manifest_path(point_id))
+
+    def _write_manifest(self, point_id: str, data: bytes) -> None:
+        try:
+            atomic_write_bytes(self._manifest_path(point_id), data)
+        except StoreError as exc:
+            if getattr(exc.__cause__, "errno", None) in FULL_ERRNOS:
+                raise RepoFullError(f"repository {self.path} is full: cannot write the manifest of "
+                                    f"restore point {point_id}", path=str(self.path)) from exc
+            raise RepoError(f"cannot write manifest: {exc}") from exc
 
     # --- leases --------------------------------------------------------------------------
     def _leases(self, unreadable: list[str] | None = None) -> list[Lease]:
@@ -532,11 +786,42 @@ class Repository:
         except StoreError as exc:
             raise RepoError(f"cannot record the writer lease: {exc}") from exc
 
+    def _lease_begin(self, writer: "PointWriter") -> None:
+        lease = writer._lease
+        self._write_lease(writer.point_id, lease)
+        # The lease's own mtime is its start on the filesystem clock gc compares chunk mtimes with.
+        lease["started_ns"] = (self.pending_dir / f"{writer.point_id}.json").stat().st_mtime_ns
+        self._write_lease(writer.point_id, lease)
+
+    def _lease_add_base(self, writer: "PointWriter", base_point_id: str) -> None:
+        """Called under ``_txn`` before the base is read: gc keeps its chunks, prune its manifest."""
+        if base_point_id not in writer._lease["base_point_ids"]:
+            writer._lease["base_point_ids"].append(base_point_id)
+            self._write_lease(writer.point_id, writer._lease)
+
+    def _commit_entry(self, writer: "PointWriter") -> None:
+        with self._txn(), self._catalog_io():
+            # tinydb counts entry ids per object: another process (or Repository object) may have added
+            # entries since, so the next id is read from the file, under the lock
+            self._points._next_id = None
+            self._points.insert(writer.point.to_dict())
+            with contextlib.suppress(FileNotFoundError):
+                (self.pending_dir / f"{writer.point_id}.json").unlink()
+
+    def _abort_point(self, writer: "PointWriter") -> None:
+        with contextlib.suppress(RepoError):
+            with self._txn():
+                if not self._catalog_has(writer.point_id):
+                    with contextlib.suppress(FileNotFoundError):
+                        self._manifest_path(writer.point_id).unlink()
+                with contextlib.suppress(FileNotFoundError):
+                    (self.pending_dir / f"{writer.point_id}.json").unlink()
+
     # --- chunks --------------------------------------------------------------------------
     def chunk_path(self, digest: str) -> Path:
         return self.chunks_dir / digest[:2] / digest
 
-    def _store_chunk(self, digest: str, data: bytes) -> tuple[str, int]:
+    def _store_chunk(self, digest: str, data: bytes, writer: "PointWriter | None" = None) -> tuple[str, int]:
         """('reused', 0) when present (its mtime refreshed for gc), else ('stored', compressed size)."""
         path = self.chunk_path(digest)
         try:
@@ -589,23 +874,27 @@ class Repository:
         except OSError as exc:
             raise ChunkError(f"chunk {digest} unreadable: {exc.strerror}", digest=digest,
                              problem="missing") from exc
-        if marker == CHUNK_RAW:
-            data = body
-        elif marker == CHUNK_ZSTD:
-            try:
-                data = _decompressor().decompress(body)
-            except zstandard.ZstdError as exc:
-                raise ChunkError(f"chunk {digest} does not decompress: {exc}", digest=digest,
-                                 problem="corrupt") from exc
-        else:
-            raise ChunkError(f"chunk {digest} has an unknown type marker", digest=digest, problem="corrupt")
-        if check and hashlib.sha256(data).hexdigest() != digest:
-            raise ChunkError(f"chunk {digest} content does not match its hash", digest=digest,
-                             problem="corrupt")
-        if expected_len is not None and len(data) != expected_len:
-            raise ChunkError(f"chunk {digest} has {len(data)} bytes, expected {expected_len}",
-                             digest=digest, problem="corrupt")
-        return data
+        return decode_chunk(digest, marker, body, expected_len, check=check)
+
+    def _chunk_state(self, digest: str) -> str | None:
+        """None when the chunk is there, else 'quarantined' (renamed ``.bad`` by verify) or 'missing'."""
+        path = self.chunk_path(digest)
+        return (None if path.exists() else
+                "quarantined" if path.with_name(digest + ".bad").exists() else "missing")
+
+    def _quarantine_chunk(self, digest: str) -> None:
+        path = self.chunk_path(digest)
+        with contextlib.suppress(OSError):
+            os.replace(path, path.with_name(digest + ".bad"))
+
+    def damage_where(self, digest: str) -> str | None:
+        """Where a damaged chunk is, for a report that names objects (None here: the digest says it)."""
+        return None
+
+    def room(self) -> tuple[int, int] | None:
+        """(free bytes, margin to keep free) of the filesystem that holds the repository."""
+        usage = shutil.disk_usage(self.path)
+        return usage.free, max(SPACE_MARGIN_MIN, int(usage.total * SPACE_MARGIN_FRACTION))
 
     def _absent_chunks(self, digests: set[str]) -> set[str]:
         """The digests without a chunk file (missing, or quarantined as ``.bad`` by verify).
@@ -646,24 +935,6 @@ class Repository:
         for shard in sorted({d[:2] for d in digests}):
             fsync_dir(self.chunks_dir / shard)
 
-    # --- writing -------------------------------------------------------------------------
-    def new_point(self, *, vm_urn: str, vm_name: str, job_id: str, kind: str, vm_config: dict[str, Any],
-                  snapshot_urn: str, created: float) -> "PointWriter":
-        """Start a restore point; nothing is visible in :meth:`points` until ``commit()``."""
-        if kind not in KINDS:
-            raise RepoError(f"restore point kind must be one of {', '.join(KINDS)}, not {kind!r}")
-        if not vm_urn:
-            raise RepoError("a restore point needs the VM URN")
-        try:
-            json.dumps(vm_config)
-        except (TypeError, ValueError) as exc:
-            raise RepoError(f"vm_config is not JSON-serialisable: {exc}") from exc
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(created))
-        point_id = f"{stamp}-{secrets.token_hex(4)}"
-        return PointWriter(self, RestorePoint(
-            id=point_id, vm_urn=vm_urn, vm_name=vm_name, created=float(created), kind=kind,
-            job_id=job_id, snapshot_urn=snapshot_urn, vm_config=vm_config))
-
     # --- reading -------------------------------------------------------------------------
     @contextlib.contextmanager
     def protect(self, point_ids: list[str]) -> Iterator[None]:
@@ -684,161 +955,7 @@ class Repository:
             with contextlib.suppress(FileNotFoundError):
                 (self.pending_dir / f"{token}.json").unlink()
 
-    def open_disk(self, point_id: str, volume_urn: str) -> "DiskReader":
-        point = self.point(point_id)
-        disk = point.disk(volume_urn)
-        if disk is None:
-            raise RepoError(f"restore point {point_id} has no disk {volume_urn}")
-        return DiskReader(self, point, disk, self._disk_map(point_id, volume_urn))
-
-    def _record_sha256(self, point_id: str, volume_urn: str, digest: str) -> None:
-        def mutate(doc: dict[str, Any]) -> None:
-            for d in doc.get("disks", []):
-                if d.get("volume_urn") == volume_urn:
-                    d["sha256"] = digest
-        try:
-            self._update_point(point_id, mutate)
-        except RepoBusyError:
-            pass  # a cache: skip it rather than fail the caller
-
-    # --- verify --------------------------------------------------------------------------
-    def verify(self, *, sample_pct: float = 100.0, point_ids: list[str] | None = None,
-               quarantine: bool = True, threads: int = 4, seed: int | None = None) -> VerifyReport:
-        """Re-read and re-hash the chunks of the given points (all by default), or a random
-        ``sample_pct`` percent of them. Corrupt chunks are renamed ``<digest>.bad`` (when
-        ``quarantine``) so the next backup writes them again instead of reusing them."""
-        if not (0 < sample_pct <= 100) or math.isnan(sample_pct):
-            raise RepoError(f"sample must be a percentage in (0, 100], not {sample_pct}")
-        started = time.monotonic()
-        bad_entries: list[DamagedEntry] = []
-        if point_ids is None:
-            points, bad_entries = self.catalog()
-        else:
-            points = [self.point(pid) for pid in point_ids]
-        report = VerifyReport(points_checked=[p.id for p in points], sample_pct=float(sample_pct),
-                              bad_entries=bad_entries)
-        # digest -> where it is used: (point id, volume, disk name, block, expected length)
-        refs: dict[str, list[tuple[str, str, str, int, int]]] = {}
-        for p in points:
-            try:
-                maps = self._load_manifest(p.id, fresh=True)["maps"]
-            except ManifestError as exc:
-                for d in p.disks:
-                    report.damaged.append(BlockDamage(p.id, d.volume_urn, d.disk_name, None, None, exc.problem))
-                continue
-            for d in p.disks:
-                blocks = maps.get(d.volume_urn)
-                if blocks is None:
-                    report.damaged.append(BlockDamage(p.id, d.volume_urn, d.disk_name, None, None,
-                                                      "manifest-corrupt"))
-                    continue
-                for idx, digest in blocks.items():
-                    exp = min(d.block_size, d.size_bytes - idx * d.block_size)
-                    refs.setdefault(digest, []).append((p.id, d.volume_urn, d.disk_name, idx, exp))
-        digests = sorted(refs)
-        report.chunks_total = len(digests)
-        if sample_pct < 100:
-            k = min(len(digests), max(1, math.ceil(len(digests) * sample_pct / 100))) if digests else 0
-            chosen = random.Random(seed).sample(digests, k)
-        else:
-            chosen = digests
-        lock = threading.Lock()
-
-        def check(digest: str) -> None:
-            exp = refs[digest][0][4]
-            try:
-                data = self.read_chunk(digest, exp)
-            except ChunkError as exc:
-                with lock:
-                    report.bad_chunks[digest] = exc.problem
-                if quarantine and exc.problem == "corrupt":
-                    path = self.chunk_path(digest)
-                    with contextlib.suppress(OSError):
-                        os.replace(path, path.with_name(digest + ".bad"))
-                return
-            with lock:
-                report.chunks_checked += 1
-                report.bytes_checked += len(data)
-
-        if chosen:
-            with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-                list(pool.map(check, chosen))
-        for digest, problem in report.bad_chunks.items():
-            for pid, vol, name, idx, _ in refs[digest]:
-                report.damaged.append(BlockDamage(pid, vol, name, idx, digest, problem))
-        report.damaged.sort(key=lambda d: (d.point_id, d.volume_urn, -1 if d.block is None else d.block))
-        report.chunks_checked += len(report.bad_chunks)
-        if sample_pct >= 100:
-            bad = set(report.damaged_points)
-            now = time.time()
-            good = [p.id for p in points if p.id not in bad]
-            if good:
-                try:
-                    with self._txn(), self._catalog_io():
-                        self._points.update({"verified_at": now}, Query().id.one_of(good))
-                except RepoBusyError:
-                    pass  # the result is in the report; only the catalog note is skipped
-        report.seconds = time.monotonic() - started
-        return report
-
-    # --- prune and gc --------------------------------------------------------------------
-    def prune(self, keep_last: int, vm_urn: str | None = None, *, dry_run: bool = False) -> PruneReport:
-        """Keep the newest ``keep_last`` points of each VM (or of ``vm_urn``); drop the rest's
-        catalog entries and manifests. Chunks are freed by :meth:`gc`. ``dry_run``: only report."""
-        if keep_last < 0:
-            raise RepoError("--keep-last must be 0 or more")
-        if keep_last == 0 and vm_urn is None:
-            raise RepoError("--keep-last 0 would delete every restore point; name one VM to do that")
-
-        def plan(pts: list[RestorePoint]) -> RetentionPlan:
-            if keep_last:
-                return select(pts, Retention(keep_last=keep_last), None)
-            return RetentionPlan(remove=[p.id for p in pts])  # 0 for one VM: it goes entirely
-        return self._prune(plan, vm_urn, dry_run=dry_run)
-
-    def prune_retention(self, retention: Retention, *, vm_urn: str | None = None, tz: tzinfo | None,
-                        dry_run: bool = False) -> PruneReport:
-        """Apply PBS-style ``retention`` to each VM's points (or to ``vm_urn``'s), periods read in local
-        time of ``tz`` (None: the system's zone); see :func:`fctui.repo.retention.select`. The same
-        guarantees as :meth:`prune`; a retention of all zeros keeps everything. ``dry_run``: only
-        report what would go (refusing as the real prune would)."""
-        return self._prune(lambda pts: select(pts, retention, tz), vm_urn, dry_run=dry_run)
-
-    def _prune(self, plan: Callable[[list[RestorePoint]], RetentionPlan], vm_urn: str | None, *,
-               dry_run: bool = False) -> PruneReport:
-        """Drop the catalog entries and manifests of the points ``plan`` removes from each VM's points
-        (oldest first). Chunks are freed by :meth:`gc`."""
-        report = PruneReport()
-        with self._txn():
-            # Before dropping anything: a sweep follows, and it must not run blind (see sweep_check).
-            self.sweep_check()
-            by_vm: dict[str, list[RestorePoint]] = {}
-            for p in self.points(vm_urn):
-                by_vm.setdefault(p.vm_urn, []).append(p)
-            leased_bases = {b for lease in self._leases() if lease.alive() for b in lease.base_point_ids}
-            table = self._points
-            for pts in by_vm.values():
-                chosen = plan(pts)
-                ids = set(chosen.remove)
-                report.kept.extend(p.id for p in pts if p.id not in ids)
-                report.why.update({pid: chosen.why[pid] for pid in chosen.keep if pid in chosen.why})
-                if not ids:
-                    continue
-                report.removed.extend(sorted(ids))
-                if dry_run:
-                    continue
-                with self._catalog_io():
-                    table.remove(Query().id.one_of(sorted(ids)))
-                for pid in sorted(ids):
-                    with self._mutex:
-                        self._manifests.pop(pid, None)
-                    if pid not in leased_bases:  # a running incremental still reads it: gc drops it later
-                        with contextlib.suppress(FileNotFoundError):
-                            self._manifest_path(pid).unlink()
-            if not dry_run:
-                fsync_dir(self.points_dir)
-        return report
-
+    # --- gc --------------------------------------------------------------------
     def gc(self) -> GcReport:
         """Delete chunks no restore point references; never one a live writer may still use."""
         report = GcReport()
@@ -975,7 +1092,7 @@ class Repository:
 class PointWriter:
     """A restore point being written. Use as a context manager: an exception inside aborts."""
 
-    def __init__(self, repo: Repository, point: RestorePoint) -> None:
+    def __init__(self, repo: RepositoryBase, point: RestorePoint) -> None:
         self.repo = repo
         self.point = point
         self.point_id = point.id
@@ -991,11 +1108,7 @@ class PointWriter:
             "point_id": point.id, "vm_urn": point.vm_urn, "job_id": point.job_id, "pid": os.getpid(),
             "proc_start": _proc_start(os.getpid()), "host": _HOST, "base_point_ids": [],
         }
-        repo._write_lease(point.id, self._lease)
-        lease_path = repo.pending_dir / f"{point.id}.json"
-        # The lease's own mtime is its start on the filesystem clock gc compares chunk mtimes with.
-        self._lease["started_ns"] = lease_path.stat().st_mtime_ns
-        repo._write_lease(point.id, self._lease)
+        repo._lease_begin(self)
 
     def __enter__(self) -> "PointWriter":
         return self
@@ -1015,6 +1128,8 @@ class PointWriter:
             self.repo._sync_chunk(digest)
             with self._mu:
                 self._synced.add(digest)
+        if self.repo.DURABLE_PUTS:
+            return
         with self._mu:
             if self._state != "open":
                 return  # commit syncs whatever is not synced yet
@@ -1050,6 +1165,7 @@ class PointWriter:
             with repo._txn():
                 # Register the base before reading it: from here on gc keeps its chunks and
                 # prune keeps its manifest even if its catalog entry goes.
+                repo._lease_add_base(self, base_point_id)
                 base = repo.point(base_point_id)
                 bdisk = base.disk(volume_urn)
                 if bdisk is None:
@@ -1058,9 +1174,6 @@ class PointWriter:
                     raise RepoError(
                         f"disk {disk_name or volume_urn} changed size or block size since base point "
                         f"{base_point_id}; an incremental is impossible, back it up full")
-                if base_point_id not in self._lease["base_point_ids"]:
-                    self._lease["base_point_ids"].append(base_point_id)
-                    repo._write_lease(self.point_id, self._lease)
                 try:
                     base_map = dict(repo._disk_map(base_point_id, volume_urn))
                 except ManifestError as exc:
@@ -1111,20 +1224,11 @@ class PointWriter:
                 self.point.disks.append(w.disk)
                 manifest_disks.append({**w.disk.to_dict(), "blocks": [[i, h] for i, h in blocks]})
             self._stop_syncer(wait=True)
-            repo._sync_chunks(touched, self._synced)
+            if not repo.DURABLE_PUTS:
+                repo._sync_chunks(touched, self._synced)
             manifest = {**self.point.to_dict(), "format": FORMAT_VERSION, "disks": manifest_disks}
-            try:
-                atomic_write_bytes(repo._manifest_path(self.point_id),
-                                   json.dumps(manifest, separators=(",", ":")).encode())
-            except StoreError as exc:
-                if getattr(exc.__cause__, "errno", None) in FULL_ERRNOS:
-                    raise RepoFullError(f"repository {repo.path} is full: cannot write the manifest of "
-                                        f"restore point {self.point_id}", path=str(repo.path)) from exc
-                raise RepoError(f"cannot write manifest: {exc}") from exc
-            with repo._txn(), repo._catalog_io():
-                repo._points.insert(self.point.to_dict())
-                with contextlib.suppress(FileNotFoundError):
-                    (repo.pending_dir / f"{self.point_id}.json").unlink()
+            repo._write_manifest(self.point_id, json.dumps(manifest, separators=(",", ":")).encode())
+            repo._commit_entry(self)
         except BaseException:
             self.point.disks.clear()
             self._state = "open"
@@ -1142,14 +1246,7 @@ class PointWriter:
         self._stop_syncer(wait=False)
         for w in self._disks:
             w._closed = True
-        repo = self.repo
-        with contextlib.suppress(RepoError):
-            with repo._txn():
-                if not repo._catalog_has(self.point_id):
-                    with contextlib.suppress(FileNotFoundError):
-                        repo._manifest_path(self.point_id).unlink()
-                with contextlib.suppress(FileNotFoundError):
-                    (repo.pending_dir / f"{self.point_id}.json").unlink()
+        self.repo._abort_point(self)
 
 
 class DiskWriter:
@@ -1197,7 +1294,7 @@ class DiskWriter:
                 s.blocks_zero += 1
             return "zero"
         digest = hashlib.sha256(data).hexdigest()
-        outcome, stored = self._point.repo._store_chunk(digest, data)
+        outcome, stored = self._point.repo._store_chunk(digest, data, self._point)
         with self._mu:
             if self._closed:
                 raise RepoError(f"disk {self.disk.volume_urn} was closed while block {index} was written")
@@ -1221,7 +1318,7 @@ class DiskWriter:
 class DiskReader:
     """Reads one disk of a restore point; every chunk is checked against its hash on read."""
 
-    def __init__(self, repo: Repository, point: RestorePoint, disk: RestorePointDisk,
+    def __init__(self, repo: RepositoryBase, point: RestorePoint, disk: RestorePointDisk,
                  blocks: dict[int, str]) -> None:
         self._repo = repo
         self.point_id = point.id
@@ -1258,9 +1355,7 @@ class DiskReader:
         for index in sorted(self._blocks):
             digest = self._blocks[index]
             if digest not in seen:
-                path = self._repo.chunk_path(digest)
-                seen[digest] = (None if path.exists() else
-                                "quarantined" if path.with_name(digest + ".bad").exists() else "missing")
+                seen[digest] = self._repo._chunk_state(digest)
             problem = seen[digest]
             if problem is not None:
                 out.append((index, digest, problem))

@@ -920,6 +920,8 @@ def stats(sim: Simulator) -> dict[str, Any]:
         "byMethod": sim.stats["by_method"],
         "resourcesPerHost": per_host,
         "maxResourcesPerHost": dict(sim.stats["resource_max_per_host"]),
+        "resourcesRefusedPerHost": dict(sim.stats["resource_refused_per_host"]),  # 10300412 answers
+        "resourcesExpired": sim.stats.get("resources_expired", 0),  # never released by their client
         "liveSnapshotsPerVm": snaps,
         "activeTasks": sum(1 for t in sim.tasks.values() if t.active),
         "sessions": sum(1 for s in sim.sessions.values() if not s.expired),

@@ -313,6 +313,20 @@ class _Gen:
             vm.boot_firmware = g.boot_firmware
             guestdisks.install_guest_fs(vm.disks[0].volume, g.guest, 1)
 
+    def ready_vms(self, per_host: tuple[int, ...]) -> None:
+        """SimConfig.ready_vms_per_host: running EulerOS VMs with Tools, one small disk each, ``n`` on the
+        i-th x86 host; a host's disks alternate over its cluster's datastores and its local one, so a
+        datastore's limit never hides a host's."""
+        hosts = [h for cl in self.x86_clusters for h in self.cluster_hosts[cl.id]]
+        if len(per_host) > len(hosts):
+            raise ValueError(f"ready_vms_per_host names {len(per_host)} hosts; the inventory has {len(hosts)} x86 hosts")
+        cfg = self.sim.config
+        for host, n in zip(hosts, per_host):
+            stores = self.cluster_ds[host.cluster.id] + [self.host_local[host.id]]
+            for i in range(n):
+                self.vm(self.unique_name(f"ready-{host.name}"), host, EULER_IDS[i % len(EULER_IDS)], "running",
+                        disks=[{"gb": cfg.edge_disk_gb, "ds": stores[i % len(stores)]}], fill=cfg.edge_fill)
+
     # --- capacity ------------------------------------------------------------------------------
     def size_datastores(self) -> None:
         """Give every datastore a capacity its volumes fit in, the way an administrator sizes
@@ -354,6 +368,7 @@ def populate(sim: VrmState) -> None:
     g.regular(max(0, n - already))
     if sim.config.guest_filesystems:  # after every other VM: the others keep their ids and names
         g.guest_filesystem_vms()
+    g.ready_vms(sim.config.ready_vms_per_host)  # last too, for the same reason
     g.size_datastores()
 
 

@@ -436,6 +436,7 @@ def prepare_resource(sim: VrmState, vol: Volume, body: dict[str, Any]) -> dict[s
         raise bad("The volume has an unfinished task.", C.VM_TASK_CONFLICT)
     host = resource_host(sim, vol)
     if sim.resources_on_host(host) >= MAX_RESOURCES_PER_HOST:
+        sim.note_resource_refused(host)
         raise bad(f"Host {host.name} already serves 8 backup resources.", C.RESOURCE_HOST_LIMIT)
 
     vol_urn = sim.urn("volumes", vol.id)
@@ -480,6 +481,8 @@ def resource_status(sim: VrmState, r: BackupResource) -> str:
 def _expire(sim: VrmState, r: BackupResource) -> None:
     if r.released_at is None and r.expires_at <= sim.now():
         r.released_at = sim.now()
+        # a resource its client never released (GET /sim/stats): what a crashed client leaves behind
+        sim.stats["resources_expired"] = sim.stats.get("resources_expired", 0) + 1
         _forget(sim, r)
 
 

@@ -143,6 +143,10 @@ class SimConfig:
     edge_disk_gb: int = 1  # size of edge-case VM disks (data tests read them)
     edge_fill: float = 0.1  # written fraction of edge-case disks
     fill_scale: float = 1.0  # multiplies the written fraction of regular and template disks (not edge cases)
+    # more VMs ready to back up, (n1, n2, ...) on the first x86 hosts (cna-01, cna-02, ...), each with one
+    # disk like the edge cases' (edge_disk_gb, edge_fill written), on datastores taken in turn from the
+    # host's cluster and its local one: scale tests put many VMs on few hosts without a big inventory
+    ready_vms_per_host: tuple[int, ...] = ()
     # vrm-api.md §16 NOTES: no prepared backup resource may exist when a CBT snapshot is created, scope
     # not stated. "vm" (§15 item 40): a resource on one of the VM's own volumes refuses it; "host": a
     # live resource on any volume served by the VM's host does [I].
@@ -171,6 +175,8 @@ class SimConfig:
         names = [u.name for u in self.users]
         if len(set(names)) != len(names):
             raise ValueError("user names must be unique")
+        if any(n < 0 for n in self.ready_vms_per_host):
+            raise ValueError("ready_vms_per_host must hold counts >= 0")
         if self.cbt_snapshot_resource_scope not in ("vm", "host"):
             raise ValueError("cbt_snapshot_resource_scope must be vm or host")
         merged = dict(DEFAULT_TASK_SECONDS)
@@ -602,7 +608,8 @@ class VrmState:
         self._last_bg = self.clock.now()
         self.version = 0  # bumped on every visible change (list caches key on it)
         self.list_cache: dict[Any, Any] = {}
-        self.stats: dict[str, Any] = {"requests": 0, "by_method": {}, "resource_max_per_host": {}}
+        self.stats: dict[str, Any] = {"requests": 0, "by_method": {}, "resource_max_per_host": {},
+                                      "resource_refused_per_host": {}}
         self.pauses: list[dict[str, Any]] = []  # ground truth of every snapshot pause
 
     # --- time ----------------------------------------------------------------------------------
@@ -1076,3 +1083,10 @@ class VrmState:
         peaks = self.stats["resource_max_per_host"]
         if cur > peaks.get(key, 0):
             peaks[key] = cur
+
+    def note_resource_refused(self, host: Host) -> None:
+        """Count a prepare refused because the host already serves 8 resources (10300412): a client
+        that keeps the per-host limit itself never sees one (GET /sim/stats)."""
+        refused = self.stats["resource_refused_per_host"]
+        key = self.urn("hosts", host.id)
+        refused[key] = refused.get(key, 0) + 1

@@ -61,10 +61,11 @@ def format_age(seconds: float) -> str:
     return f"{s // 3600} h {s % 3600 // 60} min"
 
 
-def quit_note(running: int) -> str:
-    """The line printed when the console closes while jobs run."""
+def quit_note(running: int, cluster: str | None = None) -> str:
+    """The line printed when the console closes while jobs run (in the local agent, or a cluster's proxies)."""
     jobs = "1 job is" if running == 1 else f"{running} jobs are"
-    return (f"fctui: {jobs} still running in the job agent and will go on; "
+    where = f"in the cluster at {cluster}" if cluster else "in the job agent"
+    return (f"fctui: {jobs} still running {where} and will go on; "
             "`fctui jobs` or the console (J) shows them.")
 
 
@@ -976,11 +977,12 @@ class FctuiApp(App[int]):
 
     @work(group="backup-point", exit_on_error=False)
     async def _read_backup_point(self, key: str) -> None:
-        from ..repo import NoRepositoryError, RepoError, Repository
+        from ..repo import NoRepositoryError, RepoError
+        from .repository import open_repository
 
         def latest() -> Any:
             try:
-                repo = Repository.open(create=False)
+                repo = open_repository()
             except NoRepositoryError:
                 return None
             try:
@@ -1121,7 +1123,7 @@ class FctuiApp(App[int]):
         # Jobs run in the agent, not here: say so on the way out, so nobody waits for them or kills them.
         running = self.running_jobs()
         if running:
-            self.exit(0, message=quit_note(running))
+            self.exit(0, message=quit_note(running, self.config.cluster))
         else:
             self.exit(0)
 

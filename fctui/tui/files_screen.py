@@ -891,10 +891,11 @@ def browse_latest_point(app: Any, vm_urn: str, vm_name: str = "",
     thread (the repository is read), then the browser. ``opener``: the repository (tests)."""
 
     def find() -> None:
-        from ..repo import NoRepositoryError, RepoError, Repository
+        from ..repo import NoRepositoryError, RepoError
+        from .repository import open_repository
         name = vm_name or vm_urn
         try:
-            repo = opener() if opener is not None else Repository.open(create=False)
+            repo = opener() if opener is not None else open_repository()
         except NoRepositoryError:
             app.call_from_thread(app.notify, f"No repository yet: back up {name} first (b)", severity="warning")
             return

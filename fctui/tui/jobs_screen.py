@@ -26,7 +26,7 @@ from textual.strip import Strip
 from textual.widget import Widget
 from textual.widgets import Footer, Static
 
-from ..agent import AgentClient, AgentError, ensure_agent
+from ..agent import AgentClient, AgentError, JobAgent, ensure_agent, job_client
 from ..jobs.cleanup import describe_leftover
 from ..jobs.model import FINAL_VM_STATES, JobError, JobRecord, VmProgress
 from ..jobs.pause import PAUSE_WARN_S, PauseEstimate, PauseEstimator, PauseObservation
@@ -69,13 +69,16 @@ STATE_STYLE = {"running": "bold cyan", "queued": "cyan", "succeeded": "green", "
 # --- the agent link ----------------------------------------------------------------------------------
 
 class JobsService:
-    """Follows the agent for one app: reattach at start, submit, cancel, end-of-job notifications."""
+    """Follows the agent for one app: reattach at start, submit, cancel, end-of-job notifications.
+    The agent is the local one, or the cluster the app's config names (``config.cluster``: --cluster,
+    $FCTUI_CLUSTER or the config file, resolved by the CLI), which answers the same requests and events."""
 
-    def __init__(self, app: App, *, agent: AgentClient | None = None, clock: Callable[[], float] = time.monotonic,
+    def __init__(self, app: App, *, agent: JobAgent | None = None, clock: Callable[[], float] = time.monotonic,
                  wall: Callable[[], float] = time.time, start_agent: bool = True,
                  vm_size: VmSize | None = None) -> None:
         self.app = app
-        self.agent = agent or AgentClient()
+        self.cluster: str | None = getattr(getattr(app, "config", None), "cluster", None)
+        self.agent = agent or job_client(self.cluster)
         self.board = JobsBoard(clock)
         self.wall = wall
         self.start_agent = start_agent
@@ -103,6 +106,12 @@ class JobsService:
                 log.debug("jobs listener failed", exc_info=True)
 
     async def _watch_loop(self) -> None:
+        try:
+            await self._follow()
+        finally:   # the app is closing: a cluster's connection is closed with it (the local agent's: none held)
+            await self.agent.close()
+
+    async def _follow(self) -> None:
         delay = 0.5
         while True:
             try:
@@ -148,12 +157,12 @@ class JobsService:
         if job_id is not None:
             self._changed(job_id)
 
-    async def _agent(self, demo: bool = False) -> AgentClient:
+    async def _agent(self, demo: bool = False) -> JobAgent:
         try:
             await self.agent.request("hello")
             return self.agent
         except AgentError:
-            if not self.start_agent:
+            if not self.start_agent or not isinstance(self.agent, AgentClient):  # a cluster is not started here
                 raise
         client = await ensure_agent(demo=demo)
         self.agent = client
@@ -296,8 +305,8 @@ def datastore_counts(board: JobsBoard, inventory: dict[str, Any]) -> dict[str, i
 async def make_plan(app: Any, targets: list[str], *, full: bool = False) -> Plan:
     """Plan a backup of ``targets`` through the console's VRM connection (read-only)."""
     from ..jobs.planner import add_launch_findings, build_plan
-    from ..repo import Repository
     from ..rules.launch import BusinessHours, BusinessHoursError
+    from .repository import open_repository
 
     feed = getattr(app, "feed", None)
     if feed is None or getattr(feed, "client", None) is None:
@@ -310,7 +319,7 @@ async def make_plan(app: Any, targets: list[str], *, full: bool = False) -> Plan
         except BusinessHoursError:
             window = None
     svc = jobs_service(app)
-    repo = await asyncio.to_thread(Repository.open)
+    repo = await asyncio.to_thread(open_repository, create=True)
     try:
         plan = await app.feed_call(build_plan(feed.client, targets, repo, full=full))
         # off the event loop: the space finding reads the catalog and the filesystem
@@ -355,7 +364,7 @@ def start_backup_flow(app: Any, targets: list[str], *, full: bool = False, polic
                 app.notify(f"Could not submit the backup: {e}", severity="error", timeout=10)
                 return
             what = f"Backup job {job_id} of policy {policy}" if policy else f"Backup job {job_id}"
-            app.notify(f"{what} submitted to the agent", title="Backup started")
+            app.notify(f"{what} submitted to the {'cluster' if svc.cluster else 'agent'}", title="Backup started")
             app.push_screen(JobsScreen(svc, select=job_id))
 
         def done(ok: bool | None) -> None:
@@ -765,10 +774,11 @@ class JobsScreen(Screen[None]):
         t.append(f" {running} running · {len(board.jobs) - running} finished · ")
         if self.service.cleanup:
             t.append(f"{len(self.service.cleanup)} leftover(s) queued for cleanup · ", style="yellow")
+        who = f"cluster {self.service.cluster}" if self.service.cluster else "agent"
         if self.service.connected:
-            t.append("agent connected", style="green")
+            t.append(f"{who} connected", style="green")
         else:
-            t.append(f"agent: {self.service.error or 'connecting…'}", style="yellow")
+            t.append(f"{who}: {self.service.error or 'connecting…'}", style="yellow")
         if getattr(self.app, "read_only", False):
             t.append(" · READ-ONLY", style="bold")
         self.query_one("#jobs-status", Static).update(t)

@@ -57,6 +57,7 @@ def run_demo(vms: int = 60, *, latency_ms: float = 0.0, seed: int = 1, read_only
     except ConfigError as e:
         _err(f"{e} (ignored for the demo)")
         config = Config()
+    config.cluster = None   # the demo VRM lives in the local agent: no proxy of a cluster can reach it
     starter = _demo_starter(vms, latency_ms, seed) if latency_ms else agent_demo_starter(vms)
     try:
         spec, stop = starter()

@@ -206,9 +206,10 @@ def read_local_jobs() -> list[Any]:
 
 
 def read_points() -> list[Any]:
-    from ..repo import NoRepositoryError, Repository
+    from ..repo import NoRepositoryError
+    from .repository import open_repository
     try:
-        repo = Repository.open(create=False)
+        repo = open_repository()
     except NoRepositoryError:
         return []
     try:

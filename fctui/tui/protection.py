@@ -57,7 +57,8 @@ def assess(rows: Sequence[VmRow], jobs: Iterable[Any], *, now: float, tz: tzinfo
     from ..jobs.policy import PolicyError
     from ..jobs.policystore import PolicyStore
     from ..jobs.protection import assess_protection, last_attempts, last_good_points
-    from ..repo import NoRepositoryError, RepoError, Repository
+    from ..repo import NoRepositoryError, RepoError
+    from .repository import open_repository
 
     from ..store import StoreError
 
@@ -70,7 +71,7 @@ def assess(rows: Sequence[VmRow], jobs: Iterable[Any], *, now: float, tz: tzinfo
     except Exception as e:   # a document tinydb cannot make sense of
         return ProtectionResult({}, f"cannot read the policies: {type(e).__name__}: {e}")
     try:
-        repo = Repository.open(create=False)
+        repo = open_repository()
     except NoRepositoryError:
         points: list[Any] = []            # nothing backed up yet: no VM has a point
     except (RepoError, OSError) as e:

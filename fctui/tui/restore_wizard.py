@@ -71,12 +71,12 @@ class RestoreContext:
 def context_for_app(app: Any) -> RestoreContext:
     """The console's connection: calls run on the feed thread's loop; the repository is the user's."""
     from ..jobs.model import JobError
-    from ..repo import Repository
+    from .repository import open_repository
     feed = getattr(app, "feed", None)
     if feed is None or getattr(feed, "client", None) is None:
         raise JobError("not connected to a VRM yet")
     from .jobs_screen import jobs_service
-    return RestoreContext(feed.client, Repository.open(), run=app.feed_call, service=jobs_service(app),
+    return RestoreContext(feed.client, open_repository(create=True), run=app.feed_call, service=jobs_service(app),
                           spec=getattr(app, "spec", None), owns_repo=True)
 
 

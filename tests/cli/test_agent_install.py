@@ -101,6 +101,29 @@ def test_repo_elsewhere_and_state_inside_data(capsys: pytest.CaptureFixture[str]
     assert one(unit, "Service", "ReadWritePaths") == f"{tmp_path}/data {tmp_path}/backups"
 
 
+def test_repo_on_s3_gets_its_keys_as_a_credential(capsys: pytest.CaptureFixture[str], svc_dirs: dict[str, str]) -> None:
+    unit = print_unit(capsys, "--profile", "prod", "--repo", "s3://backups/site-a/")
+    assert one(unit, "Service", "ExecStart").endswith("agent --service --profile prod --repo s3://backups/site-a")
+    # the keys: a root-only AWS credentials file handed over by systemd, as the password is
+    lines = unit.splitlines()
+    assert "LoadCredential=aws-credentials:/etc/fctui/aws-credentials" in lines
+    assert "Environment=AWS_SHARED_CREDENTIALS_FILE=%d/aws-credentials" in lines   # %d: not escaped
+    assert "install -m 600 -o root -g root /dev/null /etc/fctui/aws-credentials" in unit
+    # nothing to write locally for the repository
+    assert one(unit, "Service", "ReadWritePaths") == f"{svc_dirs['FCTUI_DATA_DIR']} {svc_dirs['FCTUI_STATE_DIR']}"
+    # the config's repo counts too (the service reads it): its unit needs the keys as well
+    Path(svc_dirs["FCTUI_CONFIG_DIR"]).mkdir(parents=True)
+    (Path(svc_dirs["FCTUI_CONFIG_DIR"]) / "config.toml").write_text('repo = "s3://backups/site-b"\n')
+    unit = print_unit(capsys, "--profile", "prod")
+    assert "LoadCredential=aws-credentials:/etc/fctui/aws-credentials" in unit.splitlines()
+    assert main(["agent", "install", "--print", "--profile", "prod", "--repo", "s3://Bad_Bucket"]) == 2
+    assert "is not a bucket name" in capsys.readouterr().err
+
+
+def test_local_repo_has_no_s3_credential(capsys: pytest.CaptureFixture[str], svc_dirs: dict[str, str]) -> None:
+    assert "aws" not in print_unit(capsys, "--profile", "prod").lower()
+
+
 def test_odd_profile_name_and_percent_are_quoted(capsys: pytest.CaptureFixture[str], svc_dirs: dict[str, str]) -> None:
     unit = print_unit(capsys, "--profile", 'site A "50%"')
     assert one(unit, "Service", "ExecStart").endswith(' agent --service --profile "site A \\"50%%\\""')

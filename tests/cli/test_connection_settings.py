@@ -92,10 +92,14 @@ def test_backup_submits_them_to_the_agent(es: Any, tmp_path: Path, monkeypatch: 
             sent.append((op, fields))
             return {"ok": True, "job": "j1"}
 
-    async def ensure_agent(**kw: Any) -> Agent:
+        async def close(self) -> None:
+            pass
+
+    async def job_agent(cluster: str | None = None, **kw: Any) -> Agent:
+        assert cluster is None   # no cluster named: the local agent
         return Agent()
 
-    monkeypatch.setattr("fctui.agent.ensure_agent", ensure_agent)
+    monkeypatch.setattr("fctui.agent.job_agent", job_agent)
     monkeypatch.setenv("FCTUI_PASSWORD", es.sim.config.password)
     cfg = tmp_path / "cfg"
     cfg.mkdir()

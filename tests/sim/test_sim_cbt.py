@@ -211,9 +211,11 @@ async def test_15_39_one_per_volume_eight_per_host_expiry_extend_release() -> No
         assert (await h.put(uri, {"delay": 600})).status_code == 200
         h.advance(600)
         assert (await h.get(uri)).json()["status"] == "success"  # extended past the first 120 s
+        assert (await h.client.get("/sim/stats")).json()["resourcesExpired"] == 0
         h.advance(200)
         r = await h.get(uri)
         assert r.status_code == 404  # expired
+        assert (await h.client.get("/sim/stats")).json()["resourcesExpired"] == 1
         # release is asynchronous: visible for a short while
         uri, _ = await prepare(h, vol, {"ip": IP, "taskType": "CBTBackup", "snapUrn2": s["urn"]})
         h.advance(2)
@@ -242,6 +244,7 @@ async def test_15_39_one_per_volume_eight_per_host_expiry_extend_release() -> No
                 assert r.status_code == 400 and r.json()["errorCode"] == "10300412"
         st = (await h.client.get("/sim/stats")).json()
         assert st["resourcesPerHost"][host] == 8 and st["maxResourcesPerHost"][host] == 8
+        assert st["resourcesRefusedPerHost"] == {host: 1}
 
 
 async def test_15_40_resource_blocks_disk_operations() -> None:

@@ -3,6 +3,8 @@ volumes, edge cases; plus the generator (determinism, 10k VMs)."""
 
 from __future__ import annotations
 
+import pytest
+
 from fctui.sim import SimConfig, Simulator
 from fctui.sim.testing import sim_harness
 
@@ -222,3 +224,24 @@ async def test_generator_10k_vms_and_pages() -> None:
             assert page["total"] == 10000 - sum(1 for v in sim.vms.values() if v.is_template)
             urns |= {v["urn"] for v in page["vms"]}
         assert len(urns) == 200 + page["total"] - 9900
+
+
+async def test_ready_vms_per_host_are_planned_ready_on_their_hosts() -> None:
+    """SimConfig.ready_vms_per_host: many backup-ready VMs on few hosts (the scale tests' inventory), with
+    small disks spread over several datastores per host, the rest of the inventory unchanged."""
+    from fctui.jobs.planner import build_plan
+    from tests.conftest import sim_client
+
+    plain = Simulator(SimConfig(vms=0, edge_disk_gb=1, edge_fill=0.002))
+    sim = Simulator(SimConfig(vms=0, edge_disk_gb=1, edge_fill=0.002, ready_vms_per_host=(3, 0, 2)))
+    assert [(v.id, v.name) for v in plain.vms.values()] == [(v.id, v.name) for v in sim.vms.values()][:len(plain.vms)]
+    ready = [v for v in sim.vms.values() if v.name.startswith("ready-")]
+    assert [(v.name, v.host.name) for v in ready] == [
+        ("ready-cna-01-01", "cna-01"), ("ready-cna-01-02", "cna-01"), ("ready-cna-01-03", "cna-01"),
+        ("ready-cna-03-01", "cna-03"), ("ready-cna-03-02", "cna-03")]
+    assert len({v.disks[0].volume.datastore.name for v in ready if v.host.name == "cna-01"}) == 3
+    async with sim_client(sim) as client:
+        plan = await build_plan(client, [v.name for v in ready], None)
+    assert [(p.vm_name, p.refused, p.kind) for p in plan.vms] == [(v.name, False, "cbt") for v in ready]
+    with pytest.raises(ValueError, match="x86 hosts"):
+        Simulator(SimConfig(vms=0, ready_vms_per_host=(1,) * 20))
