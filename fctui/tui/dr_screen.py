@@ -259,7 +259,7 @@ class DrScreen(Screen[None]):
     DrScreen #dr-title { height: 1; background: $primary-background; }
     DrScreen #dr-header { height: 1; padding: 0 3; }
     DrScreen #dr-plans { height: auto; max-height: 8; margin: 0 1; }
-    DrScreen #dr-scroll { height: 1fr; padding: 0 1; }
+    DrScreen #dr-scroll { height: 1fr; padding: 0 1; scrollbar-gutter: stable; }
     DrScreen #dr-hint { height: 1; padding: 0 1; background: $boost; }
     """
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -368,14 +368,16 @@ class DrScreen(Screen[None]):
 
     # --- rendering --------------------------------------------------------------------------------
 
+    # Before the first layout the regions are empty: the same widths from the terminal's, so a read that
+    # lands before or after the layout draws the same lines.
     def _width(self) -> int:
-        w = self.query_one("#dr-plans", OptionList).scrollable_content_region.width - 2
-        return w if w > 20 else max(20, self.app.size.width - 6)
+        w = self.query_one("#dr-plans", OptionList).scrollable_content_region.width - 2   # an option's padding
+        return w if w > 20 else max(20, self.app.size.width - 8)
 
     def _detail_width(self) -> int:
-        """The detail's cells less its scrollbar (a wider line would wrap)."""
-        w = self.query_one("#dr-scroll", VerticalScroll).scrollable_content_region.width - 1
-        return w if w > 20 else max(40, self.app.size.width - 4)
+        """The detail's cells; its scrollbar gutter is kept (CSS), so a long detail does not rewrap it."""
+        w = self.query_one("#dr-scroll", VerticalScroll).scrollable_content_region.width
+        return w if w > 20 else max(40, self.app.size.width - 6)
 
     def show(self) -> None:
         now = self.clock()
@@ -448,6 +450,7 @@ class DrScreen(Screen[None]):
         if name and name != self.selected:
             self.selected = name
             self.show_detail()
+            self.refresh_bindings()   # r is dimmed while the newly shown plan runs
             self.query_one("#dr-scroll", VerticalScroll).scroll_home(animate=False)
 
     @on(OptionList.OptionSelected, "#dr-plans")

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from textual.app import App
+from textual.widgets._footer import FooterKey
 
 from fctui.jobs.dr import BootGroup, DrStore, RecoveryPlan, RecoveryRun, VmRecovery
 from fctui.tui.dr_screen import DrScreen, plan_line, render_run
@@ -241,7 +242,13 @@ def _snap(stage: int) -> tuple[DrApp, Any]:
     async def run_before(pilot: Any) -> None:
         await until(pilot, lambda: screen(app).loaded)
         await pilot.press("down")
-        await pilot.pause(0.1)
+        await until(pilot, lambda: screen(app).selected == "shop" and "db-01" in body(app))
+        await app.workers.wait_for_complete()     # no read still on its way to redraw
+        # the footer is recomposed after the bindings change: wait until r shows the plan's state
+        dimmed = screen(app).check_action("rehearse", ()) is not True
+        await until(pilot, lambda: any(k.action == "rehearse" and k.has_class("-disabled") == dimmed
+                                       for k in screen(app).query(FooterKey)))
+        await pilot.pause()
     return app, run_before
 
 
