@@ -132,6 +132,13 @@ GOLDEN = {
     "files-browser-80x24.svg": "test_files_screen/test_files_browser_snapshot[80x24].svg",
     "files-browser-160x48.svg": "test_files_screen/test_files_browser_snapshot[160x48].svg",
     "files-extract-80x24.svg": "test_files_screen/test_files_extract_result_snapshot.svg",
+    "sites-160x48.svg": "test_tui_sites_snapshots/test_sites_table[160x48].svg",
+    "sites-tree-80x24.svg": "test_tui_sites_snapshots/test_sites_tree[80x24].svg",
+    "sites-stale-80x24.svg": "test_tui_sites_snapshots/test_sites_one_stale.svg",
+    "restore-mapping-80x24.svg": "test_tui_restore_mapping/test_mapping_step_snapshot[disks-80x24].svg",
+    "restore-mapping-nics-80x24.svg": "test_tui_restore_mapping/test_mapping_step_snapshot[nics-80x24].svg",
+    "dr-rehearsal-160x48.svg": "test_tui_dr_screen/test_dr_rehearsal_snapshot[live-160x48].svg",
+    "dr-rehearsal-80x24.svg": "test_tui_dr_screen/test_dr_rehearsal_snapshot[finished-80x24].svg",
 }
 
 

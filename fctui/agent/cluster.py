@@ -173,13 +173,7 @@ class ClusterAgent:
 
     async def _login(self) -> Any:
         from ..vrm import VrmClient
-        client = VrmClient(self.vrm, self.user, self._password, **self.access)
-        try:
-            await client.login()
-        except BaseException:
-            await client.aclose()
-            raise
-        return client
+        return await VrmClient.open_session(self.vrm, self.user, self._password, **self.access)
 
     # --- heartbeat ----------------------------------------------------------------------------------
 
@@ -342,12 +336,12 @@ class ClusterAgent:
         if urns:
             await self.jobs.publish_vm_items(job_id, urns)
 
-    async def _plan(self, job_id: str, header: dict[str, Any]) -> None:
-        from ..cluster.jobs import HEADER_EXTRAS, record_of
+    async def _plan_vms(self, job: JobRecord, targets: list[str], header: dict[str, Any]) -> Any:
+        """The engine's plan of ``targets`` with the cluster's CBT chain marks and its slot counts, the job's
+        progress set from it: one way for the proxy that fans a job out and for each VM item's proxy."""
         from ..jobs.planner import add_launch_findings, build_plan
         from ..jobs.runner import BackupRunner
-        job = JobRecord.from_dict({k: v for k, v in header.items() if k not in HEADER_EXTRAS and k != "vms"})
-        plan = await build_plan(self.client, job.targets, self.repo, full=job.full,
+        plan = await build_plan(self.client, targets, self.repo, full=job.full,
                                 chain_marks=await self.jobs.chain_marks(), full_vms=job.full_vms)
         await self.scheduler.refresh_counts()
         pool = self.scheduler.pool
@@ -355,6 +349,12 @@ class ClusterAgent:
                             per_host=pool.per_host, per_datastore=pool.per_datastore, repo=self.repo,
                             business_hours=_business_hours(header))
         BackupRunner.progress_from_plan(job, plan)
+        return plan
+
+    async def _plan(self, job_id: str, header: dict[str, Any]) -> None:
+        from ..cluster.jobs import HEADER_EXTRAS, record_of
+        job = JobRecord.from_dict({k: v for k, v in header.items() if k not in HEADER_EXTRAS and k != "vms"})
+        plan = await self._plan_vms(job, job.targets, header)
         lines: dict[str, list[dict[str, Any]]] = {}
         for vp in plan.vms:
             if vp.refused:
@@ -541,19 +541,11 @@ class ClusterAgent:
 
     async def _backup(self, job_id: str, vm_urn: str, header: dict[str, Any], writer: Any, journal: Any) -> str:
         from ..cluster.jobs import HEADER_EXTRAS
-        from ..jobs.planner import add_launch_findings, build_plan
         from ..jobs.runner import BackupRunner, Reporter
         job = JobRecord.from_dict({k: v for k, v in header.items() if k not in HEADER_EXTRAS and k not in ("vms", "log")})
         settings = (dataclasses.replace(self.settings, host_snapshot_gate=True)
                     if _access(header).get("host_snapshot_gate") else self.settings)
-        plan = await build_plan(self.client, [vm_urn], self.repo, full=job.full,
-                                chain_marks=await self.jobs.chain_marks(), full_vms=job.full_vms)
-        await self.scheduler.refresh_counts()
-        pool = self.scheduler.pool
-        add_launch_findings(plan, host_connections=pool.hosts, datastore_volumes=pool.datastores,
-                            per_host=pool.per_host, per_datastore=pool.per_datastore, repo=self.repo,
-                            business_hours=_business_hours(header))
-        BackupRunner.progress_from_plan(job, plan)
+        plan = await self._plan_vms(job, [vm_urn], header)
         vm = job.vm(vm_urn)
         if vm is None:   # the VRM no longer knows it by that URN
             why = plan.unresolved[0][1] if plan.unresolved else "not found"

@@ -117,6 +117,8 @@ class Agent:
         """After a crash: running jobs -> interrupted; demo leftovers died with their simulator."""
         for job in self.store.mark_interrupted():
             log.warning("job %s was interrupted", job.id)
+            if job.type in ("rehearsal", "failover"):
+                self._interrupted_run(job)
             for vm in job.vms:  # its CBT snapshot consumed a chgID: those disks' next backup is full
                 if vm.kind == "cbt" and vm.snapshot_urn and not vm.point_id:
                     for d in vm.disks:
@@ -127,6 +129,26 @@ class Agent:
         for intent in self.store.pending():
             if intent.get("job") in demo_jobs:
                 self.store.done(intent["key"])  # its VRM was the previous agent's embedded simulator
+
+    @staticmethod
+    def _interrupted_run(job: JobRecord) -> None:
+        """The recovery run of a job the previous agent left running ends ``failed``: what it created is
+        still journaled, and the cleanup queue removes it once it has that VRM's password."""
+        from ..jobs.dr import DrError, DrStore
+        try:
+            store = DrStore()
+            for run in store.runs(job.targets[0] if job.targets else None, limit=0):
+                if run.job_id == job.id and run.state == "running":
+                    run.state, run.finished = "failed", time.time()
+                    run.error = "interrupted: the job agent stopped while it ran"
+                    for v in run.vms:
+                        if v.state not in ("running", "failed", "no-point"):
+                            v.state, v.error = "failed", "interrupted"
+                    if run.cleanup == "pending":
+                        run.cleanup_error = "what it created is in the agent's cleanup queue (fctui jobs)"
+                    store.save_run(run)
+        except DrError as e:
+            log.warning("recovery run of job %s not updated: %s", job.id, e)
 
     def start_demo(self, vms: int | None = None) -> dict[str, Any]:
         """Start the embedded simulator (once; ``vms`` only matters for the first start)."""
@@ -245,8 +267,10 @@ class Agent:
             except BusinessHoursError as e:
                 raise AgentError(str(e)) from None
         kind = str(req.get("type") or "backup")
-        if kind not in ("backup", "restore"):
-            raise AgentError(f"unknown job type {kind!r} (backup or restore)")
+        if kind not in ("backup", "restore", "rehearsal", "failover"):
+            raise AgentError(f"unknown job type {kind!r} (backup, restore, rehearsal or failover)")
+        if kind in ("rehearsal", "failover"):
+            return self.submit_recovery(kind, req, vrm=vrm, user=user, password=password, access=access, demo=demo)
         if kind == "backup":
             # `fctui policy run NAME`, the console's run now: that policy's retention is applied after
             # the job (a name no policy has any more is said in the job's log then)
@@ -284,6 +308,105 @@ class Agent:
         self.tasks[job.id] = asyncio.create_task(self._run_job(job, password, access, window, settings, start_by),
                                                  name=f"job-{job.id}")
         return job
+
+    def submit_recovery(self, kind: str, req: dict[str, Any], *, vrm: str, user: str, password: str,
+                        access: dict[str, Any], demo: bool = False) -> JobRecord:
+        """A rehearsal or failover of a recovery plan (``req["dr"]``: ``{"plan", "keep"}``) into the VRM
+        of the submit (the plan's target site; its password in memory only)."""
+        from ..jobs.dr import DrError, DrStore
+        from ..jobs.drrun import new_run
+        dr = req.get("dr") or {}
+        if not isinstance(dr, dict) or not isinstance(dr.get("plan"), str) or not dr["plan"]:
+            raise AgentError(f"a {kind} needs dr.plan (the recovery plan's name)")
+        try:
+            store = DrStore()
+            plan = store.plan(dr["plan"])
+            run = new_run(plan, kind)
+        except DrError as e:
+            raise AgentError(str(e)) from None
+        busy = [other for other in self.live.values() if not other.is_final and other.type in ("rehearsal", "failover")
+                and other.targets == [plan.name]]
+        if busy:
+            raise AgentError(f"plan {plan.name} is being run by job {busy[0].id} already")
+        job = JobRecord(id=new_job_id(), type=kind, vrm=vrm, user=user, demo=demo, targets=[plan.name])
+        run.job_id = job.id
+        keep = bool(dr.get("keep")) and kind == "rehearsal"
+        verify = kind == "failover" or dr.get("verify", True) is not False   # a failover is always read back
+        job.add_log(f"{kind} of recovery plan {plan.name} submitted (run {run.id}" + (", --keep" if keep else "")
+                    + ("" if verify else ", restored disks not read back") + ")")
+        self.store.save_job(job)
+        try:
+            store.save_run(run)
+        except DrError as e:
+            raise AgentError(str(e)) from None
+        self.live[job.id] = job
+        self.tasks[job.id] = asyncio.create_task(self._run_recovery(job, password, access, store, plan, run, keep,
+                                                                   verify),
+                                                 name=f"job-{job.id}")
+        return job
+
+    async def _run_recovery(self, job: JobRecord, password: str, access: dict[str, Any], store: Any, plan: Any,
+                            run: Any, keep: bool, verify: bool = True) -> None:
+        """A recovery run under the agent's guarantees: persisted job and run (the console polls the run
+        in the DrStore), live events, cancel -> the run's clean-up, creations journaled in the job store."""
+        from ..jobs.drrun import RecoverySettings, run_recovery
+        from ..jobs.model import VmProgress
+        from ..jobs.runner import Reporter
+        from ..vrm.urn import site_id
+        reporter = Reporter(job, self.broadcast, interval=self.settings.progress_interval,
+                            on_state=self.store.save_job)
+        vm_states = {"waiting": "waiting", "restoring": "reading", "restored": "waiting", "booting": "cleanup",
+                     "running": "done", "failed": "failed", "no-point": "refused"}
+
+        def changed(r: Any) -> None:
+            job.vms = [VmProgress(urn=v.vm_urn, name=v.vm_name, state=vm_states.get(v.state, "waiting"),
+                                  point_id=v.point_id or None, reason=v.error or v.state) for v in r.vms]
+            try:
+                store.save_run(r)
+            except Exception:
+                log.exception("could not save recovery run %s", r.id)
+            self.broadcast({"event": "dr", "job": job.id, "run": r.to_dict()})
+            reporter.state()
+
+        client = None
+        try:
+            job.state, job.started = "running", time.time()
+            changed(run)
+            try:
+                client = await self._client(job.vrm, job.user, password, access)
+            except Exception as e:
+                raise JobError(f"cannot log in to {job.vrm}: {e}") from None
+            await self._cleanup_for(client, job.vrm, reporter)
+            mapping = None
+            try:
+                from ..jobs.sitemap import SiteMappingStore
+                sites = await client.sites()
+                if sites and plan.vms:
+                    mapping = SiteMappingStore().get(site_id(plan.vms[0]), site_id(sites[0].urn))
+            except Exception as e:  # no remembered mapping: the plan's own, else the restore's defaults
+                reporter.log(f"the site pair's mapping could not be read: {e}", "warning")
+            # the Tools poll follows the agent's watch period (2 s; tests run the agent quicker)
+            settings = RecoverySettings(tools_poll_s=min(5.0, self.settings.watch_interval))
+            settings.restore.verify = verify
+            await run_recovery(client, self.repo(), plan, run, mapping=mapping, journal=self.store, job=job,
+                               on_change=changed, log_line=lambda m, lvl: reporter.log(m, lvl), keep=keep,
+                               settings=settings)
+            job.state = {"succeeded": "succeeded", "cancelled": "cancelled"}.get(run.state, "failed")
+            job.error = run.error if job.state == "failed" else ""
+            job.finished = time.time()
+            reporter.state()
+        except asyncio.CancelledError:
+            self._record_cancelled(job, reporter)
+        except Exception as e:
+            if run.state == "running":
+                run.state, run.error, run.finished = "failed", str(e), time.time()
+                changed(run)
+            self._record_failed(job, reporter, e, f"{job.type} job")
+        finally:
+            if client is not None:
+                await self._close_client(client)
+            self._finish(job)
+            self._hand_to_hunter(job.vrm, job.user, password, access)
 
     def _policy_named(self, name: str) -> Any:
         """The stored policy of that name (the service's store when one runs); AgentError if none."""
@@ -359,13 +482,7 @@ class Agent:
         """A logged-in client (``access``: :func:`client_access`); whoever gets one ends its session with
         :meth:`_close_client`."""
         from ..vrm import VrmClient
-        client = VrmClient(vrm, user, password, **access)
-        try:
-            await client.login()
-        except BaseException:
-            await client.aclose()
-            raise
-        return client
+        return await VrmClient.open_session(vrm, user, password, **access)
 
     @staticmethod
     async def _close_client(client: Any) -> None:

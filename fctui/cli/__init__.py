@@ -8,6 +8,7 @@
 * mount.py   -- ``fctui mount POINT MOUNTPOINT`` (read-only FUSE, optional)
 * repo.py    -- ``fctui repo verify|prune|gc|forget``
 * policy.py  -- ``fctui policy list|show|add|edit|remove|export|import|run``
+* dr.py      -- ``fctui dr plan add|list|show|remove``, ``dr rehearse|failover PLAN``, ``dr runs``
 * status.py  -- ``fctui status`` (protection, for monitoring: Nagios exit codes, --json, --prometheus)
 * sim.py     -- ``fctui sim``
 * agent.py   -- ``fctui agent [--service]``, ``fctui agent install --print``
@@ -25,9 +26,9 @@ import argparse
 import sys
 from typing import Callable
 
-from . import agent, check, common, console, files, jobs, mount, policy, repo, restore, sim, status
+from . import agent, check, common, console, dr, files, jobs, mount, policy, repo, restore, sim, status
 
-_GROUPS = (console, check, jobs, restore, files, mount, repo, policy, status, sim, agent)
+_GROUPS = (console, check, jobs, restore, files, mount, repo, policy, dr, status, sim, agent)
 
 
 def build_parser() -> argparse.ArgumentParser:

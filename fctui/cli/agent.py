@@ -158,22 +158,19 @@ def run_agent(ns: argparse.Namespace) -> int:
 
 # --- the unattended service -------------------------------------------------------------------------
 
-def run_service(ns: argparse.Namespace) -> int:
-    """``fctui agent --service``: check everything it needs once, loudly, then serve until stopped."""
-    from ..agent.server import Agent
-    from ..store import LockedError, StoreError
-    from ..vrm import VrmError
+def _unattended(ns: argparse.Namespace, prog: str, no_demo: str) -> "tuple[Connection, Any, str, Any] | int":
+    """What ``--service`` and ``--cluster`` both check once, loudly, before they serve: the profile's VRM
+    (the insecure warning), the repository (an S3 one checked now), the service password file, and the
+    agent settings the profile asks for. The connection, repository, password and settings; else the exit
+    code, the reason said on stderr."""
+    from ..repo import RepoError
     from ..vrm.credentials import CredentialsError, service_password
-    from ..vrm.errors import VrmAuthError
-    from .jobs import _check_login
-    prog = "fctui agent --service"
     if ns.demo:
-        raise UsageError("--service protects the VRM of a profile; --demo does not go with it")
+        raise UsageError(no_demo)
     conn = require_connection(ns, prog)
     warn_insecure(conn)
-    from ..repo import RepoError
     try:
-        repo = agent_repo(ns)
+        repo = agent_repo(ns)   # --repo, $FCTUI_REPO or the config's
     except RepoError as e:
         err(str(e), prog)
         return EXIT_FAILED
@@ -182,6 +179,25 @@ def run_service(ns: argparse.Namespace) -> int:
     except CredentialsError as e:
         err(str(e), prog)
         return EXIT_USAGE
+    settings = agent_settings(ns)
+    if conn.host_snapshot_gate:
+        import dataclasses
+        settings = dataclasses.replace(settings, host_snapshot_gate=True)
+    return conn, repo, password, settings
+
+
+def run_service(ns: argparse.Namespace) -> int:
+    """``fctui agent --service``: check everything it needs once, loudly, then serve until stopped."""
+    from ..agent.server import Agent
+    from ..store import LockedError, StoreError
+    from ..vrm import VrmError
+    from ..vrm.errors import VrmAuthError
+    from .jobs import _check_login
+    prog = "fctui agent --service"
+    start = _unattended(ns, prog, "--service protects the VRM of a profile; --demo does not go with it")
+    if isinstance(start, int):
+        return start
+    conn, repo, password, settings = start
     pid = _running_agent_pid()
     if pid is not None:
         err(_ALREADY_RUNNING.format(pid=pid), prog)
@@ -203,10 +219,6 @@ def run_service(ns: argparse.Namespace) -> int:
             raise
         err("this installation has no policy service (fctui.agent.service): it cannot run policies", prog)
         return EXIT_FAILED
-    settings = agent_settings(ns)
-    if conn.host_snapshot_gate:
-        import dataclasses
-        settings = dataclasses.replace(settings, host_snapshot_gate=True)
     try:
         agent = Agent(repo_path=repo, per_host=ns.per_host, per_datastore=ns.per_datastore,
                       global_limit=ns.global_limit, settings=settings, idle_exit_s=None)
@@ -243,29 +255,14 @@ def run_cluster(ns: argparse.Namespace) -> int:
     from ..jobs.model import JobError
     from ..repo.errors import RepoError
     from ..vrm import VrmError
-    from ..vrm.credentials import CredentialsError, service_password
     from ..vrm.errors import VrmAuthError
     prog = "fctui agent --cluster"
-    if ns.demo:
-        raise UsageError("--cluster backs up the VRM of a profile; --demo does not go with it")
     settings_c = cluster_settings(ns)
-    conn = require_connection(ns, prog)
-    warn_insecure(conn)
-    try:
-        repo = agent_repo(ns)   # --repo, $FCTUI_REPO or the config's; an S3 one checked now
-    except RepoError as e:
-        err(str(e), prog)
-        return EXIT_FAILED
-    try:
-        password = service_password()
-    except CredentialsError as e:
-        err(str(e), prog)
-        return EXIT_USAGE
+    start = _unattended(ns, prog, "--cluster backs up the VRM of a profile; --demo does not go with it")
+    if isinstance(start, int):
+        return start
+    conn, repo, password, settings = start
     _log_to_stderr()
-    settings = agent_settings(ns)
-    if conn.host_snapshot_gate:
-        import dataclasses
-        settings = dataclasses.replace(settings, host_snapshot_gate=True)
     agent = ClusterAgent(ns.cluster, repo, conn.url, conn.user, password, access=service_access(conn),
                          settings=settings, cluster_settings=settings_c, per_host=ns.per_host,
                          per_datastore=ns.per_datastore, global_limit=ns.global_limit, agent_id=ns.agent_id)
@@ -335,6 +332,9 @@ def run_install(ns: argparse.Namespace) -> int:
     user = ns.service_user or _invoking_user()
     dirs = _service_dirs(user)
     profile = getattr(ns, "profile", None)
+    if profile and "," in profile:   # one service, one VRM, one password file (README "Several sites")
+        raise UsageError(f"the service protects one VRM; --profile {profile} names several: write one unit per "
+                         "site, each on a proxy of its own (--profile NAME)")
     if not profile:
         profile = _default_profile(user, dirs["config"])
     try:

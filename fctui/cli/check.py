@@ -3,6 +3,10 @@
 Exit status: 0 when the check ran (whatever the verdicts), 2 on a usage error (bad option, no
 password, unknown site or rule, bad config), 3 when the VRM cannot be reached or refuses the login --
 always with one line on stderr, never a traceback.
+
+Several sites (``--profile a,b``, ``--all-sites``, several ``--vrm``): each is checked and reported under
+its label, one that cannot be reached is reported as such; the exit status is the highest of the sites'
+(fctui.cli.sites).
 """
 
 from __future__ import annotations
@@ -13,10 +17,10 @@ import gc
 import logging
 import os
 import sys
-from typing import TYPE_CHECKING, Any, Mapping, TextIO
+from typing import TYPE_CHECKING, Any, Callable, Mapping, TextIO
 
 from .common import (EXIT_OK, EXIT_USAGE, EXIT_VRM, Connection, UsageError, add_connection_options,
-                     add_json_option, connection_from, password_for, warn_insecure)
+                     add_json_option, connections_from, site_label, warn_insecure)
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..rules.facts import BackupKnowledge
@@ -29,7 +33,11 @@ def _err(msg: str) -> None:
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("check", help="report which VMs can be backed up, and why not")
+    p = sub.add_parser("check", help="report which VMs can be backed up, and why not",
+                       epilog="Exit status: 0 the check ran (whatever the verdicts), 2 usage error, 3 the VRM "
+                              "cannot be reached or refuses the login. Several sites (--profile a,b, "
+                              "--all-sites, --vrm twice): each is reported under its name; the exit status is "
+                              "the highest of the sites' (3 if any VRM cannot be reached).")
     add_check_arguments(p)
     p.set_defaults(func=run_check, connects=True, prints_json=True)
 
@@ -55,8 +63,8 @@ class _DropInsecureWarning(logging.Filter):
         return record.getMessage() != INSECURE_WARNING
 
 
-def _validate(ns: argparse.Namespace) -> Connection | None:
-    """The VRM to check (None with --demo); raises UsageError."""
+def _validate(ns: argparse.Namespace) -> list[Connection] | None:
+    """The VRMs to check, one or several (None with --demo); raises UsageError."""
     from ..rules import catalog as C
     if ns.rule and ns.rule not in C.RULES:
         raise UsageError(f"unknown rule id {ns.rule!r} (known: {', '.join(C.INVENTORY_RULE_IDS)})")
@@ -69,13 +77,15 @@ def _validate(ns: argparse.Namespace) -> Connection | None:
     if ns.concurrency < 1 or ns.concurrency > 256:
         raise UsageError("--concurrency must be between 1 and 256")
     if ns.demo:
-        if getattr(ns, "vrm", None) or getattr(ns, "profile", None):
-            raise UsageError("--demo and --vrm/--profile exclude each other")
+        if getattr(ns, "vrm", None) or getattr(ns, "profile", None) or getattr(ns, "all_sites", False):
+            raise UsageError("--demo and --vrm/--profile/--all-sites exclude each other")
         return None
-    conn = connection_from(ns)
-    if conn is None:
+    conns = connections_from(ns)
+    if not conns:
         raise UsageError("--vrm URL and --user USER are required, or a profile (--profile NAME), or --demo")
-    return conn
+    from .sites import refuse_site_option
+    refuse_site_option(ns, len(conns))
+    return conns
 
 
 async def snapshots_of_running_jobs(vrm_url: str) -> dict[str, str]:
@@ -109,7 +119,9 @@ def _vrm_key(url: str) -> tuple[str, str, int | None]:
 
 
 async def _run(ns: argparse.Namespace, conn: Connection | None, password: str,
-               knowledge: Mapping[str, "BackupKnowledge"], out: TextIO) -> int:
+               knowledge: Mapping[str, "BackupKnowledge"], out: TextIO,
+               say: Callable[[str], None] = _err) -> int:
+    """Check one VRM: its report on ``out``, each problem one line through ``say``; the exit status."""
     from ..inventory.gather import GatherError, gather
     from ..inventory.report import own_snapshots, render_json, render_table, vm_json_text
     from ..rules.launch import vrm_version_untested
@@ -138,7 +150,7 @@ async def _run(ns: argparse.Namespace, conn: Connection | None, password: str,
         client = VrmClient(url, user, password, verify=verify, transport=transport,
                            page_concurrency=ns.concurrency, **options)
     except VrmError as e:
-        _err(str(e))
+        say(str(e))
         return EXIT_USAGE
     finally:
         client_log.removeFilter(quiet)
@@ -148,7 +160,7 @@ async def _run(ns: argparse.Namespace, conn: Connection | None, password: str,
         try:
             await client.login()
         except VrmError as e:
-            _err(f"cannot log in to the VRM at {url}: {e}")
+            say(f"cannot log in to the VRM at {url}: {e}")
             return EXIT_VRM
         # A one-shot command: everything gathered lives until exit. The cyclic GC stays off while the
         # inventory is read, and what was read is then frozen (exempt from collections) instead of
@@ -160,13 +172,13 @@ async def _run(ns: argparse.Namespace, conn: Connection | None, password: str,
                                render_vm=vm_json_text if ns.json else None)
             gc.freeze()
         except GatherError as e:
-            _err(str(e))
+            say(str(e))
             return EXIT_USAGE
         except VrmApiError as e:
-            _err(f"the VRM at {url} refused a request: {e}")
+            say(f"the VRM at {url} refused a request: {e}")
             return EXIT_VRM
         except VrmError as e:
-            _err(f"lost the VRM at {url}: {e}")
+            say(f"lost the VRM at {url}: {e}")
             return EXIT_VRM
         finally:
             if gc_was:
@@ -183,9 +195,50 @@ async def _run(ns: argparse.Namespace, conn: Connection | None, password: str,
     else:
         untested = vrm_version_untested(inv.api_version)
         if untested:
-            _err(f"warning: {untested.message}")
+            say(f"warning: {untested.message}")
         render_table(inv, out, only=ns.only, rule=ns.rule)
     return EXIT_OK
+
+
+async def _run_sites(ns: argparse.Namespace, conns: list[Connection], passwords: list[str],
+                     knowledge: Mapping[str, "BackupKnowledge"], out: TextIO) -> int:
+    """Check several VRMs at once; each one's report under its label, in the order named. A site that
+    cannot be read says why in its place (and on stderr) and its exit status counts: the worst wins."""
+    import io
+    import json
+
+    from .sites import worst_check
+
+    async def one(conn: Connection, password: str) -> tuple[int, str, list[str]]:
+        buf, problems = io.StringIO(), []
+
+        def say(msg: str) -> None:
+            problems.append(msg)
+            _err(f"{site_label(conn)}: {msg}")
+        code = await _run(ns, conn, password, knowledge, buf, say)
+        return code, buf.getvalue(), problems
+    results = await asyncio.gather(*(one(c, p) for c, p in zip(conns, passwords)))
+    worst = worst_check(code for code, _, _ in results)
+    if ns.json:
+        sites = []
+        for conn, (code, text, problems) in zip(conns, results):
+            entry: dict[str, Any] = {"site": site_label(conn), "vrm": conn.url, "exit": code,
+                                     "error": problems[-1] if code != EXIT_OK and problems else None}
+            entry["report"] = json.loads(text) if code == EXIT_OK and text.strip() else None
+            sites.append(entry)
+        out.write(json.dumps({"sites": sites, "exit": worst}))
+        out.write("\n")
+        return worst
+    for i, (conn, (code, text, problems)) in enumerate(zip(conns, results)):
+        if i:
+            out.write("\n")
+        state = "checked" if code == EXIT_OK else ("unreachable" if code == EXIT_VRM else "not checked")
+        out.write(f"== site {site_label(conn)} ({conn.url}): {state}\n")
+        if code == EXIT_OK:
+            out.write(text)
+        else:
+            out.write(f"   {problems[-1] if problems else 'failed'}\n")
+    return worst
 
 
 def run_check(ns: argparse.Namespace, *, out: TextIO | None = None) -> int:
@@ -193,17 +246,22 @@ def run_check(ns: argparse.Namespace, *, out: TextIO | None = None) -> int:
     from ..config import ConfigError
     from ..inventory.report import KnowledgeError, load_knowledge
     try:
-        conn = _validate(ns)
-        password = ""
-        if conn is not None:
-            password = password_for(conn)
-            warn_insecure(conn)
+        conns = _validate(ns)
+        conn = conns[0] if conns else None
+        passwords = [""]
+        if conns is not None:
+            from .sites import passwords as site_passwords
+            passwords = site_passwords(conns)   # every prompt before any VRM is read, one per VRM
+            for c in conns:
+                warn_insecure(c)
         knowledge: dict[str, BackupKnowledge] = load_knowledge(ns.knowledge) if ns.knowledge else {}
     except (UsageError, ConfigError, KnowledgeError) as e:
         _err(str(e))
         return EXIT_USAGE
     try:
-        return asyncio.run(_run(ns, conn, password, knowledge, out or sys.stdout))
+        if conns is not None and len(conns) > 1:
+            return asyncio.run(_run_sites(ns, conns, passwords, knowledge, out or sys.stdout))
+        return asyncio.run(_run(ns, conn, passwords[0], knowledge, out or sys.stdout))
     except KeyboardInterrupt:
         _err("interrupted")
         return 130

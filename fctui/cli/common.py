@@ -38,7 +38,8 @@ REPO_METAVAR = "REPO"
 REPO_HELP = ("the repository: a directory or s3://BUCKET/PREFIX (default: $FCTUI_REPO, else the config's repo, "
              "else the data dir's repo; S3 credentials from AWS_* or AWS_PROFILE)")
 
-CONNECTION_OPTIONS = ("vrm", "user", "profile", "insecure", "ca_file", "user_type", "proxy_ip", "host_snapshot_gate")
+CONNECTION_OPTIONS = ("vrm", "user", "profile", "all_sites", "insecure", "ca_file", "user_type", "proxy_ip",
+                      "host_snapshot_gate")
 
 
 class UsageError(Exception):
@@ -67,12 +68,18 @@ def add_connection_options(p: argparse.ArgumentParser, *, top: bool = False) -> 
     """``--vrm/--user/--profile/--insecure/--ca-file`` on the top-level parser (``top``) or a command's."""
     keep = argparse.SUPPRESS  # a command's parser must not overwrite what was given before the command
     g = p.add_argument_group("connection")
-    g.add_argument("--vrm", metavar="URL", default=None if top else keep,
-                   help="VRM address, e.g. https://vrm.example:7443")
+    # --vrm may be repeated (several sites, one --user); a list once given (connections_from reads both forms)
+    g.add_argument("--vrm", metavar="URL", action="append", default=None if top else keep,
+                   help="VRM address, e.g. https://vrm.example:7443 (repeat it for several sites: check, "
+                        "status and jobs report each)")
     g.add_argument("--user", metavar="USER", default=None if top else keep,
-                   help="VRM user (password from FCTUI_PASSWORD or a prompt, never an argument)")
-    g.add_argument("--profile", metavar="NAME", default=None if top else keep,
-                   help="a [profiles.NAME] table of the config file (default: default_profile, or the only one)")
+                   help="VRM user (password from FCTUI_PASSWORD_<SITE>, FCTUI_PASSWORD or a prompt per VRM, "
+                        "never an argument)")
+    g.add_argument("--profile", metavar="NAME[,NAME…]", default=None if top else keep,
+                   help="a [profiles.NAME] table of the config file (default: default_profile, or the only one); "
+                        "a comma list names several sites")
+    g.add_argument("--all-sites", action="store_true", default=False if top else keep,
+                   help="every profile of the config file, each a site")
     tls = g.add_mutually_exclusive_group()
     tls.add_argument("--insecure", action="store_true", default=False if top else keep,
                      help="do not verify the VRM's TLS certificate (warns)")
@@ -140,13 +147,96 @@ class Connection:
         return {"user_type": self.user_type, "proxy_ip": self.proxy_ip, "cbt_bitmap": self.cbt_bitmap}
 
 
-def connection_from(ns: argparse.Namespace, config: Config | None = None) -> Connection | None:
-    """The connection the options ask for, as the console reads it: ``--vrm`` and ``--user`` if given,
-    else ``--profile NAME``, else the config's default (or only) profile. None when nothing names a VRM.
+def _profile_names(ns: argparse.Namespace) -> list[str]:
+    """``--profile a,b`` as names (blanks dropped)."""
+    given = getattr(ns, "profile", None) or ""
+    return [n.strip() for n in given.split(",") if n.strip()]
+
+
+def _vrm_urls(ns: argparse.Namespace) -> list[str]:
+    """``--vrm`` as a list: the parser gives a list (action append), a hand-built Namespace may give a str."""
+    given = getattr(ns, "vrm", None)
+    if not given:
+        return []
+    return [given] if isinstance(given, str) else [u for u in given if u]
+
+
+def vrm_label(url: str) -> str:
+    """The site label of a VRM named by ``--vrm`` among several: its host[:port], as the operator typed it."""
+    from urllib.parse import urlsplit
+    try:
+        return urlsplit(url).netloc.lower() or url
+    except ValueError:
+        return url
+
+
+def site_label(conn: "Connection") -> str:
+    """How reports name a connection's site: the profile name, else the VRM's host[:port]."""
+    return conn.label or vrm_label(conn.url)
+
+
+def connections_from(ns: argparse.Namespace, config: Config | None = None) -> list["Connection"]:
+    """Every VRM (site) the options name, in the order given: several ``--vrm URL`` with one ``--user``,
+    else ``--profile a,b`` (a comma list), else ``--all-sites`` (every profile of the config file), else
+    the one :func:`connection_from` reads today (``[]`` when nothing names a VRM). The TLS and connection
+    options on the line apply to each. A site named twice is a UsageError: its report would come twice.
 
     Raises UsageError (incomplete or contradictory options) or ConfigError (bad config file, unknown profile).
     """
-    vrm, user = getattr(ns, "vrm", None), getattr(ns, "user", None)
+    urls, names = _vrm_urls(ns), _profile_names(ns)
+    all_sites = bool(getattr(ns, "all_sites", False))
+    if all_sites and (urls or names):
+        raise UsageError("--all-sites and --vrm/--profile exclude each other")
+    if urls:
+        if len(set(urls)) != len(urls):
+            raise UsageError("a VRM is named twice by --vrm")
+        if len(urls) == 1:
+            conn = _one_connection(ns, config, vrm=urls[0])
+            return [conn] if conn is not None else []
+        conns = [c for c in (_one_connection(ns, config, vrm=u) for u in urls) if c is not None]
+        for c in conns:   # the label names the site in reports and in FCTUI_PASSWORD_<LABEL>
+            c.label = vrm_label(c.url)
+        if len({c.label for c in conns}) != len(conns):
+            raise UsageError("two --vrm addresses name the same host and port")
+        return conns
+    if all_sites:
+        if config is None:
+            from ..config import load_config
+            config = load_config()
+        names = list(config.profiles)
+        if not names:
+            raise UsageError(f"--all-sites: no profiles in {config.path} (add [profiles.NAME] tables)")
+    elif len(names) > 1 and len(set(names)) != len(names):
+        raise UsageError(f"--profile {getattr(ns, 'profile', '')}: a profile is named twice")
+    if len(names) <= 1 and not all_sites:
+        conn = _one_connection(ns, config, profile=names[0] if names else None)
+        return [conn] if conn is not None else []
+    if config is None:
+        from ..config import load_config
+        config = load_config()
+    return [c for c in (_one_connection(ns, config, profile=n) for n in names) if c is not None]
+
+
+def connection_from(ns: argparse.Namespace, config: Config | None = None, *,
+                    command: str | None = None) -> Connection | None:
+    """The connection the options ask for, as the console reads it: ``--vrm`` and ``--user`` if given,
+    else ``--profile NAME``, else the config's default (or only) profile. None when nothing names a VRM.
+    A command that talks to one VRM refuses several (``--profile a,b``, ``--all-sites`` with more than one
+    profile, ``--vrm`` twice) with one line.
+
+    Raises UsageError (incomplete or contradictory options) or ConfigError (bad config file, unknown profile).
+    """
+    conns = connections_from(ns, config)
+    if len(conns) > 1:
+        raise UsageError(f"{command or 'this command'} takes one VRM, not {len(conns)} "
+                         f"({', '.join(site_label(c) for c in conns)}): name one with --profile NAME or --vrm URL")
+    return conns[0] if conns else None
+
+
+def _one_connection(ns: argparse.Namespace, config: Config | None, *, vrm: str | None = None,
+                    profile: str | None = None) -> Connection | None:
+    """One VRM: ``vrm`` with ``--user``, else the ``profile`` (None: the default or only one)."""
+    user = getattr(ns, "user", None)
     insecure, ca_file = bool(getattr(ns, "insecure", False)), getattr(ns, "ca_file", None)
     if insecure and ca_file:
         raise UsageError("--insecure and --ca-file exclude each other")
@@ -162,15 +252,15 @@ def connection_from(ns: argparse.Namespace, config: Config | None = None) -> Con
         if config is None:
             from ..config import load_config
             config = load_config()
-        profile = config.profile(getattr(ns, "profile", None))
-        if profile is None:
+        prof = config.profile(profile)
+        if prof is None:
             return None
-        vrm, user, label = profile.vrm, profile.user, profile.name
-        insecure = insecure or (profile.insecure and not ca_file)
-        ca_file = ca_file or profile.ca_file
-        site, api_version = profile.site, profile.api_version
-        settings = {"user_type": profile.user_type, "proxy_ip": profile.proxy_ip, "cbt_bitmap": profile.cbt_bitmap,
-                    "host_snapshot_gate": profile.host_snapshot_gate}
+        vrm, user, label = prof.vrm, prof.user, prof.name
+        insecure = insecure or (prof.insecure and not ca_file)
+        ca_file = ca_file or prof.ca_file
+        site, api_version = prof.site, prof.api_version
+        settings = {"user_type": prof.user_type, "proxy_ip": prof.proxy_ip, "cbt_bitmap": prof.cbt_bitmap,
+                    "host_snapshot_gate": prof.host_snapshot_gate}
     check_vrm_url(vrm)
     if ca_file and not os.path.isfile(ca_file):
         raise UsageError(f"CA file {ca_file!r} does not exist")
@@ -205,7 +295,7 @@ def check_vrm_url(url: str) -> None:
 
 def require_connection(ns: argparse.Namespace, command: str) -> Connection:
     """:func:`connection_from`, where the command cannot run without a VRM."""
-    conn = connection_from(ns)
+    conn = connection_from(ns, command=command)
     if conn is None:
         raise UsageError(f"{command} needs --vrm URL and --user USER, or a profile (--profile NAME or "
                          "default_profile in the config file)")
@@ -220,10 +310,13 @@ def warn_insecure(conn: Connection) -> None:
 
 
 def password_for(conn: Connection) -> str:
-    """FCTUI_PASSWORD or a prompt (raises UsageError when neither is possible)."""
+    """The password of this VRM: ``FCTUI_PASSWORD_<LABEL>`` (the site's label upper-cased, anything not a
+    letter or digit as ``_``), else ``FCTUI_PASSWORD``, else a prompt naming the VRM (``VRM password for
+    user@label:``) -- once per call, so once per VRM for a command that calls it once per connection.
+    Raises UsageError when none is possible. Kept in memory only."""
     from ..vrm.credentials import CredentialsError, resolve_password
     try:
-        return resolve_password(conn.user)
+        return resolve_password(conn.user, label=conn.label)
     except CredentialsError as e:
         raise UsageError(str(e)) from None
 

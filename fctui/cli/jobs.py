@@ -7,6 +7,10 @@ own VRM passwords: ``fctui backup`` then asks for none. Exit codes:
 login refused, 4 succeeded with warnings (every restore point is committed; a snapshot or backup resource
 is still on the VRM, queued for the agent's snapshot hunter), 130 interrupted while waiting (the job keeps
 running in the agent).
+
+``fctui jobs --profile a,b`` (``--all-sites``, several ``--vrm``) lists the jobs of each named site under
+its label. The list comes from the agent (or the cluster), never from the VRMs: a stopped VRM changes
+nothing in it, and the exit codes are the ones above.
 """
 
 from __future__ import annotations
@@ -38,16 +42,21 @@ def register(sub: Any) -> None:
     add_cluster_option(b)
     b.set_defaults(func=run_backup, connects=True, prints_json=True)
 
-    j = sub.add_parser("jobs", help="list backup jobs; `jobs cancel ID`; `jobs cleanup`")
+    j = sub.add_parser("jobs", help="list backup jobs; `jobs cancel ID`; `jobs cleanup`",
+                       epilog="With --profile a,b, --all-sites or several --vrm: the jobs of each site under its "
+                              "name (read from the agent, not from the VRMs: no password, and a stopped VRM "
+                              "changes nothing). Exit codes: 0 listed, 1 the agent refused or cannot be had, "
+                              "2 usage error.")
     add_json_option(j)
     add_cluster_option(j)
-    j.set_defaults(func=run_jobs, connects=False, prints_json=True)
+    add_connection_options(j)   # which sites' jobs (only --vrm/--profile/--all-sites matter: nothing connects)
+    j.set_defaults(func=run_jobs, connects=True, prints_json=True)
     js = j.add_subparsers(dest="jobs_command", metavar="{cancel,cleanup}")
     c = js.add_parser("cancel", help="cancel a running job (its snapshot and resources are cleaned up)")
     c.add_argument("id", metavar="ID")
     add_json_option(c, help=argparse.SUPPRESS)
     add_cluster_option(c)
-    c.set_defaults(func=run_jobs_cancel)
+    c.set_defaults(func=run_jobs_cancel, connects=False)
     cl = js.add_parser("cleanup", help="clean leftovers of interrupted jobs on a VRM (needs its password)")
     add_connection_options(cl)
     cl.add_argument("--demo", action="store_true",
@@ -102,7 +111,7 @@ def run_backup(ns: argparse.Namespace) -> int:
         # the proxies log in with their own passwords; a VRM named here (a profile, --vrm) goes with the job
         if ns.demo:
             raise UsageError("the demo simulator lives in the local agent: drop --demo, or --cluster/$FCTUI_CLUSTER")
-        conn = connection_from(ns)
+        conn = connection_from(ns, command="backup")
         if conn is not None:
             warn_insecure(conn)
     elif not ns.demo:
@@ -173,12 +182,40 @@ def listing_json(job: "JobRecord") -> dict[str, Any]:
                                "type": job.type}
 
 
+def _job_line(j: "JobRecord") -> str:
+    t = j.totals()
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(j.created))
+    state = "warnings" if j.outcome != j.state else j.state
+    names = ", ".join(v.name or v.urn for v in j.vms) or ", ".join(j.targets)
+    return (f"{j.id}  {when}  {j.type:<7} {state:<11} {len(j.vms)} VM(s) ({names})  "
+            f"read {size(t['bytes_read'])} of "
+            f"{size(t['bytes_planned'])}" + (f"  {j.error[:80]}" if j.error else "")
+            + (f"  {j.warnings[0][:80]}" if j.warnings and not j.error else ""))
+
+
+def _named_sites(ns: argparse.Namespace) -> list[Connection] | None:
+    """The sites whose jobs to list when the line names some (--vrm, --profile, --all-sites); None: every job,
+    as without sites (the default profile does not narrow ``fctui jobs``)."""
+    from .common import connections_from
+    if not any(getattr(ns, k, None) for k in ("vrm", "profile", "all_sites")):
+        return None
+    return connections_from(ns)
+
+
+def jobs_by_site(jobs: list["JobRecord"], sites: list[Connection]) -> list[tuple[Connection, list["JobRecord"]]]:
+    """Each named site with the jobs on its VRM (the address compared as the client reaches it), in order."""
+    from .check import _vrm_key
+    return [(c, [j for j in jobs if _vrm_key(j.vrm or "") == _vrm_key(c.url)]) for c in sites]
+
+
 @command
 def run_jobs(ns: argparse.Namespace) -> int:
     from ..agent import job_agent
     from ..jobs.cleanup import describe_leftover
     from ..jobs.model import JobRecord
+    from .common import site_label
     cluster = chosen_cluster(ns)
+    sites = _named_sites(ns)
 
     async def go() -> int:
         agent = await job_agent(cluster)
@@ -189,8 +226,12 @@ def run_jobs(ns: argparse.Namespace) -> int:
             proxies = (await agent.request("hello"))["agents"] if cluster else None
         finally:
             await agent.close()
+        per_site = None if sites is None else jobs_by_site(jobs, sites)
         if ns.json:
             doc: dict[str, Any] = {"jobs": [listing_json(j) for j in jobs], "cleanup_pending": cleanup["pending"]}
+            if per_site is not None:   # the named sites' jobs, each under its label
+                doc = {"sites": [{"site": site_label(c), "vrm": c.url, "jobs": [listing_json(j) for j in mine]}
+                                 for c, mine in per_site], "cleanup_pending": cleanup["pending"]}
             if cluster:
                 doc["cluster"] = {"url": cluster, "proxies": proxies}
             print(json.dumps(doc))
@@ -198,17 +239,17 @@ def run_jobs(ns: argparse.Namespace) -> int:
         if cluster:
             print(f"cluster {cluster}: " + (f"{len(proxies)} proxies alive ({', '.join(proxies)})" if proxies
                                              else "no proxy alive (start `fctui agent --cluster URL` on one)"))
-        if not jobs:
+        if per_site is not None:
+            for i, (c, mine) in enumerate(per_site):
+                print(("\n" if i else "") + f"site {site_label(c)} ({c.url}): "
+                      + (f"{len(mine)} job(s)" if mine else "no jobs"))
+                for j in mine:
+                    print(f"  {_job_line(j)}")
+        elif not jobs:
             print("no jobs")
-        for j in jobs:
-            t = j.totals()
-            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(j.created))
-            state = "warnings" if j.outcome != j.state else j.state
-            names = ", ".join(v.name or v.urn for v in j.vms) or ", ".join(j.targets)
-            print(f"{j.id}  {when}  {j.type:<7} {state:<11} {len(j.vms)} VM(s) ({names})  "
-                  f"read {size(t['bytes_read'])} of "
-                  f"{size(t['bytes_planned'])}" + (f"  {j.error[:80]}" if j.error else "")
-                  + (f"  {j.warnings[0][:80]}" if j.warnings and not j.error else ""))
+        else:
+            for j in jobs:
+                print(_job_line(j))
         if cleanup["pending"]:
             now = time.time()
             who = "the cluster's proxies remove" if cluster else "the agent removes"

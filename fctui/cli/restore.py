@@ -26,6 +26,7 @@ from .repo import (
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..jobs.restore import RestorePlan, RestoreRequest
+    from ..jobs.sitemap import SiteMappingStore
     from ..repo import Repository, RestorePoint
     from ..vrm.client import VrmClient
 
@@ -44,6 +45,14 @@ def register(sub: Any) -> None:
     r.add_argument("--name", metavar="NAME", help="name of the new VM (or of the new volume with --to disk)")
     r.add_argument("--datastore", metavar="URN", nargs="+", action="extend", default=[],
                    help="target datastore: one URN for every disk, several in disk order, or SOURCE_VOLUME=URN")
+    r.add_argument("--map-datastore", metavar="SRC=DST", action="append", default=[],
+                   help="into another site (--profile/--vrm of its VRM): the disks on source datastore SRC go "
+                        "to datastore DST there (names or URNs); repeat per datastore")
+    r.add_argument("--map-network", metavar="SRC=DST", action="append", default=[],
+                   help="the NICs on source port group SRC are plugged into port group DST (name or URN), or "
+                        "left out with DST none; repeat per port group")
+    r.add_argument("--location", metavar="NAME|URN",
+                   help="the cluster or host of the new VM (default: a host that reaches every datastore)")
     r.add_argument("--vm", metavar="VM", help="--to disk: attach the new volume to this VM (name or URN)")
     r.add_argument("--disk", metavar="VOLUME", help="--to disk: the disk of the point (volume URN or disk name)")
     r.add_argument("--power-on", action="store_true", help="power the VM on after the restore")
@@ -102,11 +111,71 @@ async def _resolve_vm(client: "VrmClient", site: str, spec: str) -> str:
     return matches[0].urn
 
 
+def _pairs(specs: list[str], option: str) -> list[tuple[str, str]]:
+    from ..jobs.restore import RestoreError
+    out = []
+    for s in specs:
+        src, sep, dst = s.partition("=")
+        if not sep or not src.strip() or not dst.strip():
+            raise RestoreError(f"{option} {s!r}: give SRC=DST")
+        out.append((src.strip(), dst.strip()))
+    return out
+
+
+def _pick(spec: str, known: dict[str, str], what: str) -> str:
+    """``spec`` (a URN or a name) as one of ``known`` (URN -> name); a name must be unique."""
+    from ..jobs.restore import RestoreError
+    if spec in known:
+        return spec
+    urns = [u for u, n in known.items() if n == spec]
+    if len(urns) == 1:
+        return urns[0]
+    names = ", ".join(sorted({n or u for u, n in known.items()})) or "none"
+    raise RestoreError(f"{what} {spec!r}: " + ("several have that name; give its URN" if urns
+                                               else f"not found (known: {names})"))
+
+
+async def _mapped_request(client: "VrmClient", point: "RestorePoint", site: str, ns: argparse.Namespace,
+                          datastores: dict[str, str]) -> tuple[dict[str, str], dict[str, str], str]:
+    """--map-datastore, --map-network and --location resolved against the point (sources) and the site
+    restored into (targets): (datastores per disk volume, port groups, location URN)."""
+    from ..jobs.sitemap import point_datastores, point_port_groups
+    ds_specs = _pairs(getattr(ns, "map_datastore", None) or [], "--map-datastore")
+    pg_specs = _pairs(getattr(ns, "map_network", None) or [], "--map-network")
+    location = getattr(ns, "location", None) or ""
+    datastores = dict(datastores)
+    port_groups: dict[str, str] = {}
+    if ds_specs:
+        targets = {d.urn: d.name for d in await client.datastores(site)}
+        sources = point_datastores(point)
+        for src, dst in ds_specs:
+            s_urn, d_urn = _pick(src, sources, "source datastore"), _pick(dst, targets, "datastore")
+            for d in point.disks:
+                if d.datastore_urn == s_urn:
+                    datastores.setdefault(d.volume_urn, d_urn)   # --datastore for one disk wins
+    if pg_specs:
+        targets = {g.urn: g.name for g in await client.port_groups(site)}
+        sources = point_port_groups(point)
+        for src, dst in pg_specs:
+            port_groups[_pick(src, sources, "source port group")] = \
+                "" if dst.lower() == "none" else _pick(dst, targets, "port group")
+    if location and not location.startswith("urn:"):
+        places = {c.urn: c.name for c in await client.clusters(site)}
+        places |= {h.urn: h.name for h in await client.hosts(site)}
+        location = _pick(location, places, "cluster or host")
+    return datastores, port_groups, location
+
+
 def format_plan(plan: "RestorePlan") -> str:
     p = plan.point
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(p.created))
     lines = [f"restore point {p.id}: {p.vm_name}, {when}, {p.kind}, {size(p.size_bytes)}",
              f"target: {plan.request.target}" + (f" -> {plan.vm_name}" if plan.vm_name else "")]
+    if plan.cross_site:
+        lines.append(f"into site {plan.target_site} (the point is of site {p.vm_urn.split(':')[2]})"
+                     + (f", on {plan.location}" if plan.location else ""))
+        for item in plan.unmapped:
+            lines.append(f"  UNMAPPED {item.describe()}")
     for d in plan.disks:
         lines.append(f"  {d.disk_name}: {size(d.size_bytes)} -> {d.target_datastore_name or d.target_datastore_urn}"
                      f" [{d.mode}: {d.reason}]")
@@ -135,9 +204,10 @@ def format_restore_result(res: dict[str, Any], point: str) -> str:
 
 async def build_request_and_plan(client: "VrmClient", repo: "Repository",
                                  ns: argparse.Namespace) -> tuple["RestoreRequest", "RestorePlan"]:
-    from ..jobs.restore import RestoreError, RestoreRequest, plan_restore
+    from ..jobs.restore import RestoreError, RestoreRequest, plan_restore, restore_site
+    from ..jobs.sitemap import apply_mapping
     from ..repo import RepoError
-    from ..vrm.urn import site_uri
+    from ..vrm.urn import site_id, site_uri
     try:
         point = repo.point(ns.point)
     except RepoError as e:
@@ -147,18 +217,29 @@ async def build_request_and_plan(client: "VrmClient", repo: "Repository",
         raise RestoreError("--to disk needs --disk VOLUME (a volume URN or disk name of the point)")
     if ns.target != "disk" and (ns.disk or ns.vm):
         raise RestoreError("--disk and --vm go with --to disk")
-    attach = await _resolve_vm(client, site_uri(point.vm_urn), ns.vm) if ns.vm else None
-    req = RestoreRequest(point_id=point.id, target=ns.target, name=ns.name,
-                         datastores=_datastore_map(point, ns.datastore, disk), power_on=ns.power_on,
-                         stop_vm=ns.stop_vm, disk_volume=disk, attach_to_vm=attach,
-                         keep_on_failure=ns.keep_on_failure)
+    own = site_uri(point.vm_urn)
+    site = own if ns.target == "original" else await restore_site(client, point)
+    attach = await _resolve_vm(client, site, ns.vm) if ns.vm else None
+    datastores, port_groups, location = await _mapped_request(
+        client, point, site, ns, _datastore_map(point, ns.datastore, disk))
+    req = RestoreRequest(point_id=point.id, target=ns.target, name=ns.name, datastores=datastores,
+                         power_on=ns.power_on, stop_vm=ns.stop_vm, disk_volume=disk, attach_to_vm=attach,
+                         keep_on_failure=ns.keep_on_failure, location=location, port_groups=port_groups)
+    if site != own:  # into another site: what is not given comes from the site pair's remembered mapping
+        req = apply_mapping(point, _mapping_store(ns).get(site_id(point.vm_urn), site.rstrip("/").rsplit("/", 1)[-1]), req)
     return req, await plan_restore(client, repo, req)
+
+
+def _mapping_store(ns: argparse.Namespace) -> "SiteMappingStore":
+    from ..jobs.sitemap import SiteMappingStore
+    return SiteMappingStore(getattr(ns, "site_mappings", None))
 
 
 @command
 def run_restore(ns: argparse.Namespace) -> int:
     from ..jobs.model import JobError
     from ..jobs.restore import RestoreError
+    from ..jobs.sitemap import SiteMapError
     from ..vrm import VrmError
     conn = None if ns.demo else require_connection(ns, "restore")   # or --demo
     try:
@@ -166,7 +247,7 @@ def run_restore(ns: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("\nstopped waiting; the restore keeps running in the agent (`fctui jobs`)", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (RestoreError, JobError) as e:
+    except (RestoreError, JobError, SiteMapError) as e:
         err(str(e))
         return EXIT_FAILED
     except VrmError as e:
@@ -214,6 +295,9 @@ async def _restore(ns: argparse.Namespace, conn: Connection | None) -> int:
     if conn is not None:
         sub.update(vrm=vrm, user=user, password=password, verify=verify, **options)
     job_id = (await agent.request("submit", **sub))["job"]
+    if plan.cross_site:  # the mapping used is the site pair's default from now on
+        from ..jobs.sitemap import remember
+        remember(plan.point, req, plan.target_site, _mapping_store(ns))
     if not ns.wait:
         if ns.json:
             job = JobRecord.from_dict((await agent.request("get", job=job_id))["job"])

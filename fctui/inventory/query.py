@@ -19,6 +19,7 @@ Filter language (``/`` in the TUI), terms separated by spaces, all must match (A
   ``policy:none`` is a VM no policy covers. Neither protection nor policy is in the plain-text
   haystack: a policy's selector is written in this language, and must not match on its own result
 * ``marked:yes``     only marked rows (the marks live in the store)
+* ``site:LABEL``     the VMs of one VRM of a multi-site console, by its label (profile name), exactly
 * quotes group words: ``reason:"no tools"``
 """
 
@@ -65,6 +66,7 @@ class VmRow:
     search: str = field(default="", repr=False)  # lower-cased haystack for plain text terms
     protection: str = ""        # PROTECTION_STATES or "" (not assessed yet / unknown)
     policy: str = ""            # the policy that protects it ("" when none or unknown)
+    site: str = ""              # the label of the VRM it lives on (the profile name; see InventoryFeed)
 
     def __post_init__(self) -> None:
         if not self.search:
@@ -76,13 +78,15 @@ class VmRow:
         """This row with its provisional verdict made final (see ``rules.engine.confirmed``)."""
         return VmRow(self.key, self.name, self.state, self.host, self.cluster, self.disks, self.size_gb,
                      self.tools, self.verdict, self.reason, self.rules, self.os, self.arch, False, self.search,
-                     self.protection, self.policy)
+                     self.protection, self.policy, self.site)
 
     def same_display(self, other: "VmRow") -> bool:
         return (self.name, self.state, self.host, self.disks, self.size_gb, self.tools,
-                self.verdict, self.reason, self.rules, self.provisional, self.protection, self.policy) == (
+                self.verdict, self.reason, self.rules, self.provisional, self.protection, self.policy,
+                self.site) == (
                 other.name, other.state, other.host, other.disks, other.size_gb, other.tools,
-                other.verdict, other.reason, other.rules, other.provisional, other.protection, other.policy)
+                other.verdict, other.reason, other.rules, other.provisional, other.protection, other.policy,
+                other.site)
 
 
 def _tools_text(vm: Any) -> str:
@@ -106,7 +110,7 @@ def _finding_text(f: Any) -> str:
 
 
 def row_from_vm(vm: Any, assessment: Any | None = None, *, provisional: bool = False,
-                os_name: str = "") -> VmRow:
+                os_name: str = "", site: str = "") -> VmRow:
     """Build a row from a :class:`fctui.vrm.models.Vm` and its rules assessment (duck-typed)."""
     verdict = ""
     reason = ""
@@ -134,7 +138,7 @@ def row_from_vm(vm: Any, assessment: Any | None = None, *, provisional: bool = F
         cluster=getattr(vm, "cluster_name", "") or "", disks=len(disks),
         size_gb=sum(d.quantity_gb or 0 for d in disks), tools=_tools_text(vm),
         verdict=verdict, reason=reason, rules=rules, os=os_name, arch=getattr(vm, "arch", "") or "",
-        provisional=provisional,
+        provisional=provisional, site=site,
     )
 
 
@@ -163,9 +167,12 @@ COLUMNS: tuple[Column, ...] = (
     Column("reason", "Main reason", 40, flex=True),
 )
 COLUMN_IDS = tuple(c.id for c in COLUMNS)
+# Only with several VRMs in the console (VmTable.show_site): one site's screens stay as they were.
+SITE_COLUMN = Column("site", "Site", 8)
 
 _SORT_KEYS: dict[str, Callable[[VmRow], Any]] = {
     "name": lambda r: (r.name.lower(), r.key),
+    "site": lambda r: (r.site.lower(), r.name.lower(), r.key),
     "state": lambda r: (r.state, r.name.lower()),
     "host": lambda r: (r.host, r.name.lower()),
     "disks": lambda r: (r.disks, r.name.lower()),
@@ -188,7 +195,7 @@ def sort_rows(rows: Iterable[VmRow], column: str = "name", reverse: bool = False
 # --- the filter language ----------------------------------------------------------------------------
 
 QUALIFIERS = ("name", "state", "host", "cluster", "verdict", "rule", "tools", "reason", "urn",
-              "os", "arch", "disks", "size", "marked", "rpo", "policy")
+              "os", "arch", "disks", "size", "marked", "rpo", "policy", "site")
 # the qualifiers that read a VM's protection (a policy's selector may not use them: see Policy)
 PROTECTION_QUALIFIERS = ("rpo", "policy")
 
@@ -248,7 +255,7 @@ def _number_test(field_name: str, spec: str) -> Callable[[VmRow, frozenset[str]]
 
 _TEXT_ATTRS = {"reason": "reason", "name": "name", "host": "host", "cluster": "cluster", "tools": "tools",
                "urn": "key", "os": "os", "arch": "arch", "state": "state", "verdict": "verdict",
-               "rpo": "protection", "policy": "policy"}
+               "rpo": "protection", "policy": "policy", "site": "site"}
 
 
 def _text_attr(qual: str) -> Callable[[VmRow], str]:
@@ -294,6 +301,10 @@ def _parse_term(token: str) -> Term:
         if qual == "rule":
             # exact id, or a prefix such as "disk-" or "state-"
             return Term(raw, negate, lambda r, _m: any(x == v or x.startswith(v) for x in r.rules))
+        if qual == "site":
+            # exactly: labels are short ("a", "b") and one must not select another by prefix
+            return Term(raw, negate, lambda r, _m: r.site.lower() == v,
+                        column="site", value_test=lambda x: x.lower() == v)
         if qual in ("verdict", "state"):
             get = _text_attr(qual)
             return Term(raw, negate, lambda r, _m: get(r).lower().startswith(v),
@@ -339,6 +350,12 @@ def protection_terms(flt: Filter) -> list[str]:
     return out
 
 
+def site_terms(flt: Filter) -> list[str]:
+    """The terms of ``flt`` that read a VM's site (``site:``), as typed: only the console knows which
+    VRM a row is from (a policy service reads one VRM, whose rows carry no site)."""
+    return [t.text for t in flt.terms if t.text.lstrip("!").partition(":")[0].lower() == "site" and ":" in t.text]
+
+
 def parse_filter(text: str) -> Filter:
     """Parse the ``/`` filter line; raises :class:`FilterError` with a readable reason."""
     text = text or ""
@@ -365,11 +382,14 @@ class Summary:
     by_verdict: dict[str, int]
     by_rule: dict[str, int]     # by severity (blockers first), then most frequent first
     by_protection: dict[str, int] = field(default_factory=dict)   # PROTECTION_STATES (assessed rows only)
+    by_site: dict[str, int] = field(default_factory=dict)         # VMs per VRM label (rows with a site)
 
     def items(self) -> list[tuple[str, int]]:
         """Entries of the summary bar in display order, as filter expressions and counts: the
-        verdicts, the protection problems that have VMs (none when all are ok), then the rules."""
-        out = [(f"verdict:{v}", self.by_verdict.get(v, 0)) for v in VERDICTS]
+        verdicts, the protection problems that have VMs (none when all are ok), then the rules. With
+        VMs of several VRMs the sites' counts come first."""
+        out = [(f"site:{s}", n) for s, n in self.by_site.items()] if len(self.by_site) > 1 else []
+        out += [(f"verdict:{v}", self.by_verdict.get(v, 0)) for v in VERDICTS]
         out += [(expr, self.by_protection[state]) for state, expr in PROTECTION_FILTERS
                 if self.by_protection.get(state)]
         out += [(f"rule:{r}", n) for r, n in self.by_rule.items()]
@@ -380,9 +400,12 @@ def summarize(rows: Iterable[VmRow]) -> Summary:
     by_verdict: dict[str, int] = {v: 0 for v in VERDICTS}
     by_rule: dict[str, int] = {}
     by_protection: dict[str, int] = {}
+    by_site: dict[str, int] = {}
     total = 0
     for r in rows:
         total += 1
+        if r.site:
+            by_site[r.site] = by_site.get(r.site, 0) + 1
         if r.verdict:
             by_verdict[r.verdict] = by_verdict.get(r.verdict, 0) + 1
         if r.protection:
@@ -394,7 +417,7 @@ def summarize(rows: Iterable[VmRow]) -> Summary:
     from ..rules.catalog import RULES
     severity = {r: SEVERITY_ORDER.get(RULES[r].severity, 9) if r in RULES else 9 for r in by_rule}
     ordered = dict(sorted(by_rule.items(), key=lambda kv: (severity[kv[0]], -kv[1], kv[0])))
-    return Summary(total, by_verdict, ordered, by_protection)
+    return Summary(total, by_verdict, ordered, by_protection, dict(sorted(by_site.items())))
 
 
 @dataclass(frozen=True, slots=True)

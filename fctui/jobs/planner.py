@@ -163,6 +163,7 @@ def vm_config_of(vm: Vm) -> dict[str, Any]:
         "osOptions": vm.raw.get("osOptions", {}),
         "disks": [{"sequenceNum": d.sequence_num, "pciType": d.pci_type, "volumeUrn": d.volume_urn,
                    "diskName": d.disk_name, "quantityGB": d.quantity_gb, "datastoreUrn": d.datastore_urn,
+                   "datastoreName": d.datastore_name,  # restoring into another site offers the like-named one
                    "storageType": d.storage_type, "isThin": d.is_thin, "indepDisk": d.indep_disk,
                    "persistentDisk": d.persistent_disk, "type": d.type, "systemVolume": d.system_volume}
                   for d in vm.disks],

@@ -229,7 +229,7 @@ class Policy:
         if self.name.lower() == "none":
             # the filter term policy:none means "no policy covers it"
             raise PolicyError("policy name 'none' is reserved (the filter policy:none selects VMs no policy covers)")
-        from ..inventory.query import FilterError, parse_filter, protection_terms
+        from ..inventory.query import FilterError, parse_filter, protection_terms, site_terms
         try:
             selector = parse_filter(self.vms)
         except FilterError as e:
@@ -239,6 +239,12 @@ class Policy:
             # protection is what the policies decide: a selector reading it would depend on itself
             raise PolicyError(f"policy {self.name}: vms {self.vms!r}: {', '.join(circular)}: a policy cannot "
                               "select VMs by their protection (rpo:, policy:)")
+        by_site = site_terms(selector)
+        if by_site:
+            # the policy service reads one VRM and its rows carry no site: site: would select nothing there
+            # while the console showed those VMs covered
+            raise PolicyError(f"policy {self.name}: vms {self.vms!r}: {', '.join(by_site)}: a policy cannot "
+                              "select VMs by site: (a policy service serves one VRM)")
         if self.rpo_s <= 0:
             raise PolicyError(f"policy {self.name}: rpo must be more than zero")
         if not isinstance(self.full_every, int) or self.full_every < 0:

@@ -223,19 +223,23 @@ def job_summary(job: JobRecord) -> str:
         parts.append(f"{refused} refused")
     parts.append(f"read {human_bytes(t['bytes_read'])}, written {human_bytes(t['bytes_written'])}")
     if job.started and job.finished and job.finished >= job.started:
-        parts.append(f"in {_duration(job.finished - job.started)}")
+        parts.append(f"in {duration_text(job.finished - job.started)}")
     if job.error and job.state != "succeeded":
         parts.append(job.error[:120])
     return " · ".join(parts)
 
 
-def _duration(s: float) -> str:
-    s = int(round(s))
-    if s < 60:
-        return f"{s} s"
-    if s < 3600:
-        return f"{s // 60} min {s % 60:02d} s"
-    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+def duration_text(s: float | None) -> str:
+    """A measured duration as every screen and command shows it (a job's run time, a restore, a boot, an
+    RTO): ``42 s``, ``3 min 05 s``, ``1 h 02 min``; unknown: ``—``."""
+    if s is None:
+        return "—"
+    n = int(round(s))
+    if n < 60:
+        return f"{n} s"
+    if n < 3600:
+        return f"{n // 60} min {n % 60:02d} s"
+    return f"{n // 3600} h {n % 3600 // 60:02d} min"
 
 
 class JobsBoard:

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import functools
 import hashlib
 import logging
@@ -89,10 +90,11 @@ DISK_NOT_IN_POINT = "restore-disk-not-in-point"
 ATTACH_STATE = "restore-attach-state"
 POINT_DAMAGED = C.RULES["restore-point-damaged"].id
 ARCH_MISMATCH = C.RULES["restore-arch-mismatch"].id
+UNMAPPED = C.RULES["restore-unmapped"].id
 
 __all__ = ["RestoreError", "RestoreRequest", "RestoreDiskPlan", "RestorePlan", "DatastoreChoice",
            "RestoreSettings", "plan_restore", "datastore_choices", "run_restore", "restore_result",
-           "coalesce_runs", "cleanup_restore_intents", "RESTORE_INTENTS", "check_vm_name", "default_vm_name"]
+           "coalesce_runs", "cleanup_restore_intents", "restore_site", "RESTORE_INTENTS", "check_vm_name", "default_vm_name"]
 
 
 class RestoreError(JobError):
@@ -110,12 +112,17 @@ class RestoreRequest:
     disk_volume: str | None = None  # 'disk': which disk of the point
     attach_to_vm: str | None = None  # 'disk': attach the new volume to this VM (urn), or None = detached
     keep_on_failure: bool = False
+    # into another site (issue 19): where the new VM goes (target cluster or host URN, "" = the planner
+    # picks) and each NIC's port group (source port group URN -> target URN, "" = the NIC is left out)
+    location: str = ""
+    port_groups: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {"point_id": self.point_id, "target": self.target, "name": self.name,
                 "datastores": dict(self.datastores), "power_on": self.power_on, "stop_vm": self.stop_vm,
                 "disk_volume": self.disk_volume, "attach_to_vm": self.attach_to_vm,
-                "keep_on_failure": self.keep_on_failure}
+                "keep_on_failure": self.keep_on_failure, "location": self.location,
+                "port_groups": dict(self.port_groups)}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "RestoreRequest":
@@ -124,10 +131,15 @@ class RestoreRequest:
         ds = d.get("datastores") or {}
         if not isinstance(ds, dict):
             raise RestoreError("datastores must map source volume URNs to datastore URNs")
+        pgs = d.get("port_groups") or {}
+        if not isinstance(pgs, dict):
+            raise RestoreError("port_groups must map source port group URNs to port group URNs (or \"\")")
         return cls(point_id=str(d["point_id"]), target=str(d["target"]), name=d.get("name") or None,
                    datastores={str(k): str(v) for k, v in ds.items()}, power_on=bool(d.get("power_on")),
                    stop_vm=bool(d.get("stop_vm")), disk_volume=d.get("disk_volume") or None,
-                   attach_to_vm=d.get("attach_to_vm") or None, keep_on_failure=bool(d.get("keep_on_failure")))
+                   attach_to_vm=d.get("attach_to_vm") or None, keep_on_failure=bool(d.get("keep_on_failure")),
+                   location=str(d.get("location") or ""),
+                   port_groups={str(k): str(v if v is not None else "") for k, v in pgs.items()})
 
 
 @dataclass
@@ -175,6 +187,18 @@ class RestorePlan:
     vm_status: str = ""   # status of the original VM when planned
     # (rule id, what it checked) of every pre-check that ran, in order: "every pre-check passed" names them
     checks: list[tuple[str, str]] = field(default_factory=list)
+    # into another site: every disk/NIC/location with no target there (the restore-unmapped blocker's items)
+    unmapped: list[Any] = field(default_factory=list)   # fctui.jobs.sitemap.UnmappedItem
+
+    @property
+    def cross_site(self) -> bool:
+        """Restored into another site than the point's (a VRM other than the one backed up)."""
+        return bool(self.site_uri) and self.site_uri != site_uri(self.point.vm_urn)
+
+    @property
+    def target_site(self) -> str:
+        """The id of the site restored into (the ``<id>`` of ``urn:sites:<id>``)."""
+        return self.site_uri.rstrip("/").rsplit("/", 1)[-1]
 
     def ran(self, rule: str, what: str) -> None:
         if all(r != rule for r, _ in self.checks):
@@ -193,7 +217,9 @@ class RestorePlan:
                 "creates": list(self.creates), "overwrites": list(self.overwrites),
                 "powers_off": list(self.powers_off), "disks": [d.to_json() for d in self.disks],
                 "findings": [f.to_json() for f in self.findings], "blocked": self.blocked,
-                "location": self.location, "checks": [{"rule": r, "checked": w} for r, w in self.checks]}
+                "location": self.location, "checks": [{"rule": r, "checked": w} for r, w in self.checks],
+                "site": self.site_uri, "cross_site": self.cross_site,
+                "unmapped": [dataclasses.asdict(i) | {"text": i.describe()} for i in self.unmapped]}
 
 
 @dataclass
@@ -305,7 +331,12 @@ async def _original_vm(client: "VrmClient", point: "RestorePoint") -> Vm | None:
 
 
 async def _source(client: "VrmClient", point: "RestorePoint", stores: dict[str, Datastore],
-                  original: Vm | None) -> _Source:
+                  original: Vm | None, site: str | None = None) -> _Source:
+    """``site``: the site restored into when it is not the point's (another VRM): its hosts are the ones
+    checked against the architecture the point recorded; the source cluster is unknown there."""
+    if site is not None and site != site_uri(point.vm_urn):
+        hosts = {h.urn: h for h in await client.hosts(site)}
+        return _Source(C.arch_family(str(point.vm_config.get("arch") or "")), set(), hosts)
     hosts = {h.urn: h for h in await client.hosts(site_uri(point.vm_urn))}
     # The hosts that reached the backed-up disks' datastores: the VM ran on one of them.
     reached = {h for d in point.disks if d.datastore_urn in stores for h in stores[d.datastore_urn].hosts}
@@ -323,17 +354,21 @@ async def _source(client: "VrmClient", point: "RestorePoint", stores: dict[str, 
 
 
 async def datastore_choices(client: "VrmClient", repo: "Repository", point_id: str,
-                            volume_urn: str) -> list[DatastoreChoice]:
-    """Every datastore of the point's site for one disk: compatible ones (same storage class, reachable
-    from a host of the source VM's architecture, normal, enough free space for this disk) first, the
-    source VM's cluster first among them, then most free space first."""
+                            volume_urn: str, site: str | None = None) -> list[DatastoreChoice]:
+    """Every datastore of the point's site (or of ``site``, the URI of another site restored into) for one
+    disk: compatible ones (same storage class, reachable from a host of the source VM's architecture,
+    normal, enough free space for this disk) first, the source VM's cluster first among them, then most
+    free space first."""
     point = _open_point(repo, point_id)
     disk = point.disk(volume_urn)
     if disk is None:
         raise RestoreError(f"restore point {point_id} has no disk {volume_urn}")
     need = max(1, math.ceil(disk.size_bytes / GIB))
-    stores = {ds.urn: ds for ds in await client.datastores(site_uri(point.vm_urn))}
-    src = await _source(client, point, stores, await _original_vm(client, point))
+    own = site_uri(point.vm_urn)
+    site = site or own
+    stores = {ds.urn: ds for ds in await client.datastores(site)}
+    original = await _original_vm(client, point) if site == own else None
+    src = await _source(client, point, stores, original, site)
     host_arch = src.host_arch
     out: list[DatastoreChoice] = []
     for ds in stores.values():
@@ -366,7 +401,7 @@ async def plan_restore(client: "VrmClient", repo: "Repository", request: Restore
     Only reads from the VRM and the repository."""
     _check_request(request)
     point = _open_point(repo, request.point_id)
-    site = site_uri(point.vm_urn)
+    site = await _target_site(client, site_uri(point.vm_urn))
     disks = _point_disks(point)
     if request.target == "disk":
         disks = [d for d in disks if d.volume_urn == request.disk_volume]
@@ -386,6 +421,25 @@ async def plan_restore(client: "VrmClient", repo: "Repository", request: Restore
         await _plan_new(client, plan, disks)
     plan.blocked = any(f.severity == "blocker" for f in plan.findings)
     return plan
+
+
+async def restore_site(client: "VrmClient", point: "RestorePoint") -> str:
+    """The URI of the site a new VM or volume of ``point`` is restored into through ``client``: the
+    point's own site, or the client's VRM's site when that is another one."""
+    return await _target_site(client, site_uri(point.vm_urn))
+
+
+async def _target_site(client: "VrmClient", own: str) -> str:
+    """The site a new VM or volume is restored into: the point's own when the client's VRM has it, else
+    the VRM's site (a restore into another VRM, issue 19)."""
+    try:
+        sites = await client.sites()
+    except VrmError:  # the VRM cannot say now: the point's own site, as before (the plan reads it next)
+        return own
+    uris = [s.uri for s in sites if s.uri]
+    if not uris or own in uris:
+        return own
+    return uris[0]
 
 
 def _damaged_message(point_id: str, disk: "RestorePointDisk", what: str) -> str:
@@ -420,6 +474,12 @@ async def _plan_original(client: "VrmClient", plan: RestorePlan, disks: list["Re
     plan.vm_urn = point.vm_urn
     plan.vm_name = point.vm_name
     plan.ran(ORIGINAL_MISSING, "the original VM still exists")
+    if plan.cross_site:  # the VRM is another site's: the original VM is not there to overwrite
+        plan.findings.append(_finding(
+            ORIGINAL_MISSING, f"the original VM {point.vm_name} is on site {site_uri(point.vm_urn).rsplit('/', 1)[-1]}, "
+                              f"this VRM is site {plan.target_site}: it cannot be overwritten from here",
+            "Restore to a new VM on this site, or connect to the original VM's VRM."))
+        return
     try:
         vm = await client.vm(point.vm_urn)
     except VrmNotFoundError:
@@ -465,9 +525,24 @@ async def _plan_original(client: "VrmClient", plan: RestorePlan, disks: list["Re
 async def _plan_new(client: "VrmClient", plan: RestorePlan, disks: list["RestorePointDisk"]) -> None:
     point, req = plan.point, plan.request
     stores = {ds.urn: ds for ds in await client.datastores(plan.site_uri)}
-    original = await _original_vm(client, point)
-    src = await _source(client, point, stores, original)
+    cross = plan.cross_site
+    original = None if cross else await _original_vm(client, point)
+    src = await _source(client, point, stores, original, plan.site_uri)
     host_arch = src.host_arch
+    clusters: dict[str, str] = {}
+    if cross or req.location:
+        clusters = {c.urn: c.name for c in await client.clusters(plan.site_uri)}
+        if req.location in clusters:
+            src.clusters = {req.location}
+        elif req.location in src.hosts and src.hosts[req.location].cluster_urn:
+            src.clusters = {src.hosts[req.location].cluster_urn}
+    groups: dict[str, Any] = {}
+    if cross:
+        groups = {pg.urn: pg for pg in await client.port_groups(plan.site_uri)}
+        _check_mapped(plan, disks, stores, groups, set(clusters) | set(src.hosts))
+    elif req.location and req.location not in clusters and req.location not in src.hosts:
+        plan.findings.append(_finding(TARGET_UNKNOWN, f"location {req.location} is no cluster or host of the site",
+                                      "Pick a cluster or a host of the site, or none (the planner picks a host)."))
     plan.ran(TARGET_UNKNOWN, "every chosen datastore exists")
     plan.ran("cross-storage-restore", "each datastore has the disk's storage class")
     plan.ran(ARCH_MISMATCH, f"datastores reached by {src.arch} hosts, like the VM"
@@ -479,6 +554,8 @@ async def _plan_new(client: "VrmClient", plan: RestorePlan, disks: list["Restore
     for d in disks:
         target = req.datastores.get(d.volume_urn) or d.datastore_urn
         ds = stores.get(target)
+        if ds is None and cross:
+            continue  # named with every other unmapped item by restore-unmapped
         if ds is None:
             plan.findings.append(_finding(
                 TARGET_UNKNOWN, f"datastore {target} for disk {d.disk_name} does not exist on the site",
@@ -512,6 +589,14 @@ async def _plan_new(client: "VrmClient", plan: RestorePlan, disks: list["Restore
                                 f"{dp.target_datastore_name}")
         plan.creates.append(f"VM {plan.vm_name} ({cpu} vCPU, {human_bytes(mem << 20) if isinstance(mem, int) else '? MiB'}, {len(plan.disks)} disk(s))"
                             + (", powered on" if req.power_on else ", left stopped"))
+        if cross:
+            for n in _nics(cfg):
+                dst = req.port_groups.get(n["portGroupUrn"], n["portGroupUrn"])
+                what = f"NIC {n.get('name') or n.get('sequenceNum') or '?'}"
+                if dst == "":
+                    plan.creates.append(f"{what}: left out (mapped to none)")
+                elif dst in groups:
+                    plan.creates.append(f"{what} on port group {groups[dst].name}")
         plan.ran(DISK_NOT_IN_POINT, "every disk of the VM is in the point")
         missing = [x for x in cfg.get("disks") or [] if x.get("volumeUrn") not in {d.volume_urn for d in point.disks}]
         for x in missing:
@@ -520,7 +605,7 @@ async def _plan_new(client: "VrmClient", plan: RestorePlan, disks: list["Restore
                                    "the restore point (independent or shared disk): the new VM will not have it",
                 "Attach a copy of that disk by hand if the guest needs it.", [str(x.get("volumeUrn", ""))],
                 severity="warning"))
-        plan.location = _pick_host(plan, stores, original, src)
+        plan.location = _pick_host(plan, stores, original, src, clusters)
     else:  # single disk
         dp = plan.disks[0] if plan.disks else None
         plan.vm_name = ""
@@ -545,9 +630,35 @@ async def _plan_new(client: "VrmClient", plan: RestorePlan, disks: list["Restore
             plan.creates.append(f"volume {name} ({_gib(dp.size_gb)}) on {dp.target_datastore_name}{where}")
 
 
-def _pick_host(plan: RestorePlan, stores: dict[str, Datastore], original: Vm | None, src: _Source) -> str:
+def _nics(cfg: dict[str, Any]) -> list[dict[str, Any]]:
+    """The backed-up NICs that were plugged into a port group."""
+    return [n for n in cfg.get("nics") or [] if isinstance(n, dict) and n.get("portGroupUrn")]
+
+
+def _check_mapped(plan: RestorePlan, disks: list["RestorePointDisk"], stores: dict[str, Datastore],
+                  groups: dict[str, Any], locations: set[str]) -> None:
+    """Into another site: one ``restore-unmapped`` blocker naming every disk, NIC and location with no
+    target there (the operator maps them all in one go, not one per attempt)."""
+    from .sitemap import unmapped_items
+    req = plan.request
+    plan.ran(UNMAPPED, "every disk, NIC and the location have a target on the site")
+    items = unmapped_items(plan.point, req, stores, groups, locations, disks=[d.volume_urn for d in disks])
+    plan.unmapped = items
+    if not items:
+        return
+    plan.findings.append(_finding(
+        UNMAPPED, f"{len(items)} item(s) of {plan.point.vm_name} have no target on site {plan.target_site}: "
+                  + "; ".join(i.describe() for i in items),
+        "Map each of them to the target site (--map-datastore SRC=DST, --map-network SRC=DST|none, "
+        "--location), or pick them in the walkthrough.",
+        [i.item for i in items if i.kind == "datastore"] or None))
+
+
+def _pick_host(plan: RestorePlan, stores: dict[str, Datastore], original: Vm | None, src: _Source,
+               clusters: dict[str, str] | None = None) -> str:
     """A host of the source VM's architecture that reaches every target datastore; the original VM's
-    host when it does, else one of the source's cluster."""
+    host when it does, else one of the source's cluster. A location in the request narrows it: a cluster
+    (URN in ``clusters``) to its hosts, a host to that host."""
     sets = [set(stores[d.target_datastore_urn].hosts) for d in plan.disks if d.target_datastore_urn in stores]
     plan.ran(NO_HOST, f"one {src.arch + ' ' if src.arch else ''}host reaches every chosen datastore")
     if not sets:
@@ -558,6 +669,19 @@ def _pick_host(plan: RestorePlan, stores: dict[str, Datastore], original: Vm | N
             NO_HOST, "no host reaches every chosen datastore: the new VM could not use all its disks",
             "Map the disks to datastores shared by one host (or one cluster)."))
         return ""
+    loc = plan.request.location
+    if loc and (loc in src.hosts or loc in (clusters or {})):
+        if loc in src.hosts:
+            common &= {loc}
+            where = f"host {src.hosts[loc].name or loc}"
+        else:
+            common = {h for h in common if h in src.hosts and src.hosts[h].cluster_urn == loc}
+            where = f"cluster {(clusters or {}).get(loc) or loc}"
+        if not common:
+            plan.findings.append(_finding(
+                NO_HOST, f"{where} does not reach every chosen datastore: the new VM could not use all its disks",
+                "Pick datastores that the location reaches, or another location."))
+            return ""
     # A host whose architecture is not reported is not known to differ; one that differs is never picked.
     fits = {h for h in common if C.arch_family(src.hosts[h].arch if h in src.hosts else "") in (src.arch, "")} \
         if src.arch else common
@@ -766,8 +890,15 @@ class _Restore:
             if pci:
                 disk["pciType"] = pci
             disks.append(disk)
-        nics = [{k: v for k, v in n.items() if k in _NIC_CREATE_FIELDS}
-                for n in cfg.get("nics") or [] if isinstance(n, dict)]
+        nics = []
+        for n in cfg.get("nics") or []:
+            if not isinstance(n, dict):
+                continue
+            nic = {k: v for k, v in n.items() if k in _NIC_CREATE_FIELDS}
+            src = nic.get("portGroupUrn")
+            if src and src in self.plan.request.port_groups:
+                nic["portGroupUrn"] = self.plan.request.port_groups[src]  # "" (left out) is dropped below
+            nics.append(nic)
         body: dict[str, Any] = {
             "name": self.plan.vm_name,
             "description": f"restored by fctui from restore point {self.plan.point.id} of {self.plan.point.vm_name}",

@@ -171,7 +171,7 @@ _RULE_LIST: tuple[RuleInfo, ...] = (
        "restore point damaged",
        "Run `fctui repo verify` to see the damage, then restore an earlier point of this VM; the next "
        "backup of the VM heals the missing blocks."),
-    # Only a restore into another VRM has anything to map; fctui restores into the point's own VRM.
+    # Into another VRM (issue 19) the source URNs do not exist: every disk, NIC and the location need a target.
     _R("restore-unmapped", BLOCKER, ALL_KINDS, "restore", "common sense",
        "no mapping for the target site",
        "Map every cluster, datastore and port group of the source to one of the target site."),

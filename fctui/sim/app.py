@@ -287,7 +287,7 @@ async def h_dvswitchs(request: Request, sim: Simulator, m: re.Match[str]) -> Res
     URN) and ``name`` (fuzzy) [I: the ``dvSwitchs`` key and the fields]."""
     name = name_filter(request)
     loc = request.query_params.get("location")
-    out = [views.dvswitch(sim)]
+    out = [views.dvswitch(sim, d) for d in sim.dvswitches.values()]
     if loc and sim.by_urn(loc, "clusters") is None and sim.by_urn(loc, "hosts") is None:
         out = []
     if name:
@@ -295,19 +295,44 @@ async def h_dvswitchs(request: Request, sim: Simulator, m: re.Match[str]) -> Res
     return jresp({"dvSwitchs": out})
 
 
+def _dvswitch(sim: Simulator, dvs_id: str) -> Any:
+    d = sim.dvswitches.get(int(dvs_id))
+    if d is None:
+        raise not_found(f"The distributed switch {dvs_id} does not exist.")
+    return d
+
+
 @route("GET", r"/dvswitchs/(\d+)")
 async def h_dvswitch(request: Request, sim: Simulator, m: re.Match[str]) -> Response:
-    if int(m.group(1)) != views.DVSWITCH_ID:
-        raise not_found(f"The distributed switch {m.group(1)} does not exist.")
-    return jresp(views.dvswitch(sim))
+    return jresp(views.dvswitch(sim, _dvswitch(sim, m.group(1))))
+
+
+def _port_groups(request: Request, sim: Simulator, switches: list[Any]) -> Response:
+    name = name_filter(request)
+    pgs = [views.portgroup(sim, d, pg) for d in switches for pg in d.port_groups.values()]
+    if name:
+        pgs = [p for p in pgs if name in p["name"].lower()]
+    page, total = paged(request, pgs, True)
+    return jresp({"total": total, "portGroups": page})
 
 
 @route("GET", r"/dvswitchs/(\d+)/portgroups")
+async def h_dvs_portgroups(request: Request, sim: Simulator, m: re.Match[str]) -> Response:
+    return _port_groups(request, sim, [_dvswitch(sim, m.group(1))])
+
+
+@route("GET", r"/dvswitchs/(\d+)/portgroups/(\d+)")
+async def h_portgroup(request: Request, sim: Simulator, m: re.Match[str]) -> Response:
+    hit = sim.port_group_by_urn(sim.urn("dvswitchs", m.group(1)) + f":portgroups:{m.group(2)}")
+    if hit is None:
+        raise not_found(f"The port group {m.group(2)} does not exist.", C.PORTGROUP_NOT_FOUND)
+    return jresp(views.portgroup(sim, *hit))
+
+
+@route("GET", "/portgroups")
 async def h_portgroups(request: Request, sim: Simulator, m: re.Match[str]) -> Response:
-    if int(m.group(1)) != views.DVSWITCH_ID:
-        raise not_found(f"The distributed switch {m.group(1)} does not exist.")
-    page, total = paged(request, [views.portgroup(sim)], True)
-    return jresp({"total": total, "portGroups": page})
+    """vrm-api.md §6: every port group of the site [I: the same shape as a switch's list]."""
+    return _port_groups(request, sim, list(sim.dvswitches.values()))
 
 
 @route("GET", "/hosts")
@@ -424,6 +449,11 @@ def filter_vms(request: Request, sim: Simulator) -> list[Any]:
             pred_scope = lambda v: any(d.volume.datastore is ds for d in v.disks)  # noqa: E731
         elif vol is not None:
             pred_scope = lambda v: any(d.volume is vol for d in v.disks)  # noqa: E731
+        elif sim.port_group_by_urn(scope) is not None:  # §6.1: portGroupUrn, DVSwitchUrn
+            pred_scope = lambda v: any(n.port_group_urn == scope for n in v.nics)  # noqa: E731
+        elif sim.by_dvswitch_urn(scope) is not None:
+            prefix = scope + ":portgroups:"
+            pred_scope = lambda v: any(n.port_group_urn.startswith(prefix) for n in v.nics)  # noqa: E731
         else:
             pred_scope = lambda v: False  # noqa: E731
     want_tpl = bool(is_tpl)  # default: VMs only
@@ -960,11 +990,22 @@ async def control(request: Request, sim: Simulator, path: str) -> Response:
     if method == "GET" and parts == ["stats"]:
         return jresp(stats(sim))
     if method == "GET" and parts == ["info"]:
-        return jresp({"siteUrn": sim.site_urn, "user": sim.config.user,
+        return jresp({"siteUrn": sim.site_urn, "siteName": sim.site.name,
+                      "siteIndex": sim.config.site_index, "bootSeconds": sim.config.boot_seconds,
+                      "user": sim.config.user,
                       "users": [{"name": a.name, "userType": a.user_type} for a in sim.accounts()],
                       "vms": sum(1 for v in sim.vms.values() if not v.gone),
                       "blockSize": sim.block_size, "timeScale": sim.config.time_scale,
                       "apiVersion": sim.config.api_version})
+    if parts == ["boot-failures"]:
+        if method == "POST":
+            body = await read_json(request)
+            names = body.get("names")
+            if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+                raise bad('Give {"names": ["glob", ...]} (fnmatch globs of VM names; [] clears them).')
+            sim.boot_failures[:] = names
+        if method in ("GET", "POST"):
+            return jresp({"names": list(sim.boot_failures)})
     if method == "GET" and parts == ["hosts"]:
         return jresp({"hosts": [
             {"urn": sim.urn("hosts", h.id), "name": h.name, "arch": h.arch,

@@ -13,15 +13,17 @@ import random
 from typing import Any
 
 from fctui.sim import guestdisks, ops
-from fctui.sim.content import DiskContent, mix64
+from fctui.sim.content import DiskContent, boot_key, mix64
 from fctui.sim.state import (
     OS_TYPE,
     Clock,
     Cluster,
     Datastore,
     Disk,
+    DvSwitch,
     Host,
     Nic,
+    PortGroup,
     SimConfig,
     Vm,
     Volume,
@@ -51,14 +53,41 @@ PAUSE_CLASSES: dict[str, tuple[float, float, float]] = {
 # sequenceNum of IDE data disks on older releases (vrm-api.md §16: NOVA MOUNT_DEVICE_SEQNUM_MAP_IDE)
 IDE_DATA_SEQ = (1001, 1002, 1003, 1004)
 CLASS_CYCLE = ("ordinary", "fast", "ordinary", "slow", "ordinary", "fast")
+# port groups of every site's switch: (name, VLAN, isolated); generated NICs go to the non-isolated ones
+PORT_GROUPS = (("prod-net", 100, False), ("app-net", 200, False), ("isolated", 999, True))
+
+
+def site_prefix(site_index: int) -> str:
+    """Names (clusters, hosts, datastores, port groups; not VMs) of site 1 are as they always were; site
+    2's start "dr-" (its DR site), later ones "sN-"."""
+    return "" if site_index == 0 else "dr-" if site_index == 1 else f"s{site_index + 1}-"
+
+
+def arm_share(site_index: int) -> float:
+    """Share of regular VMs on ARM: 8 % on site 1, 35 % on the even-numbered (DR) sites."""
+    return 0.08 if site_index % 2 == 0 else 0.35
 
 
 class _Gen:
     def __init__(self, sim: VrmState) -> None:
         self.sim = sim
-        self.rng = random.Random(mix64(sim.config.seed, 0x6E4))
+        self.rng = random.Random(mix64(sim.seed, 0x6E4))
         self.name_counts: dict[str, int] = {}
         self.nic_seq = 0
+        self.site_index = sim.config.site_index
+        self.prefix = site_prefix(self.site_index)
+        self.nic_groups: list[str] = []
+
+    def network(self) -> None:
+        """One distributed switch with PORT_GROUPS (names prefixed per site); no random draws, so the
+        rest of the inventory is what it was before port groups."""
+        sim = self.sim
+        dvs = DvSwitch(id=1, name="ManagementDVS")
+        for i, (name, vlan, isolated) in enumerate(PORT_GROUPS, start=1):
+            dvs.port_groups[i] = PortGroup(id=i, name=self.prefix + name,
+                                           vlan_id=vlan + 1000 * self.site_index, isolated=isolated)
+        sim.dvswitches[dvs.id] = dvs
+        self.nic_groups = [sim.port_group_urn(dvs, pg) for pg in dvs.port_groups.values() if not pg.isolated]
 
     # --- infrastructure ----------------------------------------------------------------------
     def infrastructure(self, n_vms: int) -> None:
@@ -66,8 +95,11 @@ class _Gen:
         n_clusters = max(2, math.ceil(n_vms / 1500))
         per_cluster = max(3, math.ceil(n_vms / (n_clusters * 40)))
         host_no = 0
-        specs = [(f"cluster-{i + 1:02d}", "x86_64", per_cluster) for i in range(n_clusters)]
-        specs.append(("cluster-arm-01", "aarch64", max(2, per_cluster // 3)))
+        px = self.prefix
+        specs = [(f"{px}cluster-{i + 1:02d}", "x86_64", per_cluster) for i in range(n_clusters)]
+        arm_hosts = max(2, per_cluster // 3) if self.site_index % 2 == 0 else max(3, per_cluster)
+        specs.append((f"{px}cluster-arm-01", "aarch64", arm_hosts))
+        net = 20 + 2 * self.site_index
         self.x86_clusters: list[Cluster] = []
         self.arm_cluster: Cluster | None = None
         self.cluster_hosts: dict[int, list[Host]] = {}
@@ -82,12 +114,13 @@ class _Gen:
                 klass = CLASS_CYCLE[(host_no - 1) % len(CLASS_CYCLE)]
                 base, per_disk, per_gb = PAUSE_CLASSES[klass]
                 h = Host(
-                    id=sim.new_id(), name=f"cna-{host_no:02d}", ip=f"10.20.{host_no // 250}.{host_no % 250 + 1}",
+                    id=sim.new_id(), name=f"{px}cna-{host_no:02d}",
+                    ip=f"10.{net}.{host_no // 250}.{host_no % 250 + 1}",
                     cluster=cl, arch=arch, cpu_quantity=rng.choice((32, 48, 64, 96)),
                     mem_mb=rng.choice((256, 384, 512, 768)) * 1024, perf_class=klass,
                     pause_base=base, pause_per_disk=per_disk, pause_per_gb=per_gb,
                     host_factor=round(rng.uniform(0.9, 1.1), 3), noise_sigma=0.08,
-                    bmc_ip=f"10.21.{host_no // 250}.{host_no % 250 + 1}",
+                    bmc_ip=f"10.{net + 1}.{host_no // 250}.{host_no % 250 + 1}",
                 )
                 sim.hosts[h.id] = h
                 hosts.append(h)
@@ -107,10 +140,10 @@ class _Gen:
             self.cluster_ds[cl.id] = shared
         c1 = self.x86_clusters[0]
         hosts1 = self.cluster_hosts[c1.id]
-        self.raw_local = self.datastore("ds-raw-local-01", "LOCAL", 2048, hosts1[:1], thin=False)
-        self.raw_lun = self.datastore("ds-rdm-lun-01", "LUN", 500, hosts1, thin=False)
-        self.raw_san = self.datastore("ds-san-01", "san", 8192, hosts1, thin=False)
-        self.nearly_full = self.datastore("ds-nas-nearly-full-01", "NAS", 500, hosts1)
+        self.raw_local = self.datastore(f"{px}ds-raw-local-01", "LOCAL", 2048, hosts1[:1], thin=False)
+        self.raw_lun = self.datastore(f"{px}ds-rdm-lun-01", "LUN", 500, hosts1, thin=False)
+        self.raw_san = self.datastore(f"{px}ds-san-01", "san", 8192, hosts1, thin=False)
+        self.nearly_full = self.datastore(f"{px}ds-nas-nearly-full-01", "NAS", 500, hosts1)
 
     def datastore(self, name: str, stype: str, cap: int, hosts: list[Host],
                   thin: bool = True) -> Datastore:
@@ -123,7 +156,7 @@ class _Gen:
     def volume(self, name: str, gb: int, ds: Datastore, fill: float, **kw: Any) -> Volume:
         sim = self.sim
         vid = sim.new_id()
-        content = DiskContent(sim.factory, sim.config.seed, vid, gb * 1024**3, fill)
+        content = DiskContent(sim.factory, sim.seed, vid, gb * 1024**3, fill)
         vol = Volume(id=vid, name=name, uuid=sim.new_uuid(), size_mb=gb * 1024, datastore=ds,
                      content=content, is_thin=ds.is_thin, **kw)
         ds.used_gb += gb
@@ -153,9 +186,9 @@ class _Gen:
         for k in range(rng.choice((1, 1, 2))):
             self.nic_seq += 1
             n = self.nic_seq
-            nics.append(Nic(name=f"Nic{k}", mac=f"28:6e:d4:{(n >> 16) & 255:02x}:{(n >> 8) & 255:02x}:{n & 255:02x}",
+            nics.append(Nic(name=f"Nic{k}", mac=f"28:6e:{0xd4 + self.site_index & 255:02x}:{(n >> 16) & 255:02x}:{(n >> 8) & 255:02x}:{n & 255:02x}",
                             ip=f"10.{100 + k}.{(n >> 8) & 255}.{n & 255}",
-                            port_group_urn=sim.urn("dvswitchs", 1) + ":portgroups:1", sequence_num=k))
+                            port_group_urn=self.nic_groups[n % len(self.nic_groups)], sequence_num=k))
         if pv is None:
             pv = "running" if tools and status == "running" else "notRunning"
         vm = Vm(
@@ -170,6 +203,10 @@ class _Gen:
         )
         for d in vm_disks:
             d.volume.vm = vm
+        if tools and vm_disks:
+            # the guest's system disk holds its boot record: a backup copies it, a restore writes it back
+            system = next((d for d in vm_disks if d.sequence_num == 1), vm_disks[0]).volume
+            system.content.boot_key = boot_key(sim.seed, system.id, vm.tools_version)
         sim.vms[vm_id] = vm
         return vm
 
@@ -181,7 +218,7 @@ class _Gen:
     def regular(self, count: int) -> None:
         rng = self.rng
         for _ in range(count):
-            arm = self.arm_cluster is not None and rng.random() < 0.08
+            arm = self.arm_cluster is not None and rng.random() < arm_share(self.site_index)
             cl = self.arm_cluster if arm else rng.choice(self.x86_clusters)
             assert cl is not None
             host = rng.choice(self.cluster_hosts[cl.id])
@@ -311,6 +348,7 @@ class _Gen:
             vm = self.vm(g.name, host, g.os_version, "running", tools=True, fill=0.0, cpu=g.cpu, mem_gb=g.mem_gb,
                          disks=[{"gb": guestdisks.GUEST_DISK_GB, "ds": nas}])
             vm.boot_firmware = g.boot_firmware
+            vm.disks[0].volume.content.boot_key = 0  # its image's own boot sector instead
             guestdisks.install_guest_fs(vm.disks[0].volume, g.guest, 1)
 
     def ready_vms(self, per_host: tuple[int, ...]) -> None:
@@ -334,7 +372,7 @@ class _Gen:
         would be over-provisioned -- negative free space -- at 10,000 VMs). One local datastore in
         NEARLY_FULL_EVERY is left nearly full (a realistic few, so target-space-low fires on a
         small share of a big site); the edge-case datastores keep their hand-set sizes."""
-        rng = random.Random(mix64(self.sim.config.seed, 0xD5))
+        rng = random.Random(mix64(self.sim.seed, 0xD5))
         fixed = {id(self.nearly_full), id(self.raw_local), id(self.raw_lun), id(self.raw_san)}
         local = {id(ds) for ds in self.host_local.values()}
         n_local = 0
@@ -360,6 +398,7 @@ def populate(sim: VrmState) -> None:
     g = _Gen(sim)
     n = sim.config.vms
     sim.os_catalog = build_os_catalog()
+    g.network()
     g.infrastructure(max(n, 1))
     n_templates = max(1, min(len(TEMPLATES), n // 50)) if n else 1
     tpls = g.templates(n_templates)

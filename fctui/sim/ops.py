@@ -3,12 +3,13 @@ and the chain-breaking events of the control API. Pure Python; the app maps HTTP
 
 from __future__ import annotations
 
+import fnmatch
 import ipaddress
 import math
 import secrets
 from typing import Any
 
-from fctui.sim.content import DiskContent, VolumeState
+from fctui.sim.content import TOOLS_VERSIONS, DiskContent, VolumeState, boot_record
 from fctui.sim.state import (
     BACKUP_TYPES,
     MAX_RESOURCES_PER_HOST,
@@ -20,6 +21,7 @@ from fctui.sim.state import (
     C,
     Datastore,
     Disk,
+    Nic,
     Snapshot,
     Task,
     Vm,
@@ -582,7 +584,9 @@ def power(sim: VrmState, vm: Vm, action: str, body: dict[str, Any],
 
     def done() -> None:
         vm.status = final
-        if final == "running":
+        if final == "running" and action in ("start", "reboot"):
+            boot_vm(sim, vm)
+        elif final == "running":
             vm.pv_status = "running" if vm.tools_version else "notRunning"
         else:
             vm.pv_status = "notRunning"
@@ -599,6 +603,61 @@ def power(sim: VrmState, vm: Vm, action: str, body: dict[str, Any],
                        user=user)
     sim.touch()
     return task_ref(sim, t)
+
+
+# ---------------------------------------------------------------------------------------------
+# Guest boot
+# ---------------------------------------------------------------------------------------------
+def boot_fails(sim: VrmState, vm: Vm) -> bool:
+    """The VM's name matches a boot-failure glob (SimConfig.boot_failures, POST /sim/boot-failures)."""
+    return any(fnmatch.fnmatchcase(vm.name, g) for g in sim.boot_failures)
+
+
+def system_disk(vm: Vm) -> Disk | None:
+    return next((d for d in vm.disks if d.sequence_num == 1), vm.disks[0] if vm.disks else None)
+
+
+def guest_tools(sim: VrmState, vm: Vm) -> str | None:
+    """The Tools version the guest starts, read from its system disk's block 0 (a boot record, or a real
+    image's boot sector), or None: the guest never gets Tools running (empty or garbled boot disk, no
+    Tools, or a boot-failure drill)."""
+    disk = system_disk(vm)
+    if disk is None or boot_fails(sim, vm):
+        return None
+    c = disk.volume.content
+    data = c.block_bytes(c.live, 0)
+    version = boot_record(data)
+    if version is not None:
+        return version
+    if data[510:512] == b"\x55\xaa":  # a real image's boot sector (guestdisks.py: their guests have Tools)
+        return vm.tools_version or TOOLS_VERSIONS[-1]
+    return None
+
+
+def boot_vm(sim: VrmState, vm: Vm) -> None:
+    """The VM was just powered on: Tools are ``starting``; ``boot_seconds`` (scaled) later they run if the
+    guest has them (guest_tools), else ``notRunning``. A power-off before then voids the boot."""
+    vm.boot_seq += 1
+    seq = vm.boot_seq
+    vm.pv_status = "starting"
+
+    def booted() -> None:
+        if vm.gone or vm.status != "running" or vm.boot_seq != seq:
+            return
+        version = guest_tools(sim, vm)
+        if version is None:
+            vm.pv_status = "notRunning"
+        else:
+            vm.tools_version = vm.tools_version or version
+            vm.pv_status = "running"
+        sim.touch()
+
+    delay = sim.scaled(sim.config.boot_seconds)
+    if delay <= 0:
+        booted()
+    else:
+        sim.schedule(sim.now() + delay, booted)
+    sim.touch()
 
 
 def migrate_vm(sim: VrmState, vm: Vm, body: dict[str, Any], user: str | None = None
@@ -852,7 +911,7 @@ def new_volume(sim: VrmState, name: str, size_mb: int, ds: Datastore, *, is_thin
                type_: str = "normal", indep: bool = False, persistent: bool = True,
                vol_type: int = 0) -> Volume:
     vid = sim.new_id()
-    content = DiskContent(sim.factory, sim.config.seed, vid, size_mb * 1024 * 1024, 0.0)
+    content = DiskContent(sim.factory, sim.seed, vid, size_mb * 1024 * 1024, 0.0)
     vol = Volume(id=vid, name=name, uuid=sim.new_uuid(), size_mb=size_mb, datastore=ds,
                  content=content, is_thin=is_thin, type=type_, indep=indep,
                  persistent=persistent, vol_type=vol_type)
@@ -988,10 +1047,11 @@ def create_vm(sim: VrmState, body: dict[str, Any]) -> dict[str, str]:
             if ds.free_gb < gb:
                 raise bad(f"Datastore {ds.name} has only {ds.free_gb} GB free.", C.NO_SPACE)
             plan.append((dj, None, ds))
+    nics = _plan_nics(sim, cfg.get("nics"))
     auto = _bool(body, "autoBoot")
     vm = Vm(id=sim.new_vm_id(), uuid=str(body.get("uuid") or sim.new_uuid()), name=name,
             status="creating", host=host, cluster=host.cluster, os_type=OS_TYPE[os_kind(osv)],
-            os_version=osv, cpu=cpu, mem_mb=mem, disks=[], nics=[], tools_version="",
+            os_version=osv, cpu=cpu, mem_mb=mem, disks=[], nics=nics, tools_version="",
             pv_status="notRunning", create_time=sim.now(),
             description=str(body.get("description", "")), group=str(body.get("group", "")),
             is_template=_bool(body, "isTemplate"))
@@ -1010,6 +1070,7 @@ def create_vm(sim: VrmState, body: dict[str, Any]) -> dict[str, str]:
         vm.status = "stopped"
         if auto and not vm.is_template:
             vm.status = "running"
+            boot_vm(sim, vm)
 
     def failed() -> None:
         vm.gone = True
@@ -1019,6 +1080,32 @@ def create_vm(sim: VrmState, body: dict[str, Any]) -> dict[str, str]:
     t = sim.start_task("CreateVm", urn, name, sim.config.task_seconds["create_vm"],
                        on_success=done, on_fail=failed, vm=vm)
     return {"urn": urn, "uri": sim.uri(urn), **task_ref(sim, t)}
+
+
+def _plan_nics(sim: VrmState, nics_in: Any) -> list[Nic]:
+    """``vmConfig.nics[]`` of a create body: each on an existing port group of this site (an unknown
+    ``portGroupUrn`` is refused before anything is created)."""
+    if nics_in is None:
+        return []
+    if not isinstance(nics_in, list) or len(nics_in) > 12:
+        raise bad("vmConfig.nics must be a list (at most 12).")
+    out: list[Nic] = []
+    for k, nj in enumerate(nics_in):
+        if not isinstance(nj, dict):
+            raise bad("nic entries must be objects.")
+        pg_urn = nj.get("portGroupUrn")
+        if not isinstance(pg_urn, str) or not pg_urn:
+            raise bad(f"vmConfig.nics[{k}].portGroupUrn is required.")
+        if sim.port_group_by_urn(pg_urn) is None:
+            raise bad(f"The port group {pg_urn} does not exist.", C.PORTGROUP_NOT_FOUND)
+        seq = _int(nj, "sequenceNum", k) or 0
+        mac = nj.get("mac")
+        if not isinstance(mac, str) or not mac:
+            n = sim.rng.getrandbits(24)
+            mac = f"28:6e:d4:{n >> 16 & 255:02x}:{n >> 8 & 255:02x}:{n & 255:02x}"
+        out.append(Nic(name=str(nj.get("name") or f"Nic{k}"), mac=mac, ip="", port_group_urn=pg_urn,
+                       sequence_num=seq))
+    return out
 
 
 def delete_vm(sim: VrmState, vm: Vm, reserve_disks: bool) -> dict[str, str]:

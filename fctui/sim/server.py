@@ -4,6 +4,7 @@ demo and benchmarks) and ``serve`` (the foreground server of ``fctui sim``, fctu
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import tempfile
 import threading
@@ -133,6 +134,10 @@ class EmbeddedSimulator:
             time.sleep(0.01)
         return self
 
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
     def stop(self) -> None:
         if self._server is not None:
             self._server.should_exit = True
@@ -182,3 +187,35 @@ def serve(cfg: SimConfig, *, host: str, port: int, tls: bool,
         sock.close()
         if tls_files is not None:
             tls_files.cleanup()
+
+
+def serve_sites(cfgs: list[SimConfig], *, host: str, port: int, tls: bool,
+                announce: Callable[[str, Simulator, float, str | None], None], clock: Clock | None = None) -> None:
+    """Serve one simulator per config (``fctui sim --sites N``) on ``port``, ``port+1``, … (``port`` 0: any
+    free ports), each announced once it listens, until Ctrl-C. The sites share ``clock`` (one jump of an
+    OffsetClock moves every site). Raises SimServerError when an address cannot be bound."""
+    servers: list[EmbeddedSimulator] = []
+
+    def terminate(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt  # SIGTERM stops the sites as Ctrl-C does (uvicorn's own serve does too)
+
+    previous = signal.signal(signal.SIGTERM, terminate) if threading.current_thread() is threading.main_thread() else None
+    try:
+        for i, cfg in enumerate(cfgs):
+            t0 = time.perf_counter()
+            sim = Simulator(cfg, clock=clock)
+            gen_s = time.perf_counter() - t0
+            es = EmbeddedSimulator(sim=sim, host=host, port=port + i if port else 0, tls=tls, log_level="warning")
+            servers.append(es)
+            es.start()
+            announce(es.url, sim, gen_s, es.ca_file)
+        # the servers run in threads (no signal handlers of their own): Ctrl-C lands here
+        while all(es.alive for es in servers):
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for es in servers:
+            es.stop()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

@@ -155,6 +155,16 @@ class SimConfig:
     # for VM snapshots. False: volumes keep their own use type whatever snapshots include them.
     volume_use_type_snapshots: bool = True
     tls_ca_pem: str = ""  # filled by EmbeddedSimulator when serving HTTPS (backup resource caCert)
+    # Several sites (`fctui sim --sites N`): 0 is the inventory of one simulator as it always was; 1, 2, ...
+    # get their own site id, names (site-02, dr-cluster-01, ...), port groups and arch mix, from the same
+    # seed. Generated block bytes depend on the seed alone, so sites of one seed recognise each other's
+    # blocks after a restore (stored as keys, not bytes).
+    site_index: int = 0
+    # Guest boot: after a power-on pvDriverStatus is "starting", then "running" this many seconds of sim time
+    # later (divided by time_scale like tasks) if the guest has Tools, else "notRunning".
+    boot_seconds: float = 20.0
+    # name globs (fnmatch) of VMs whose guest never gets Tools running (DR drills); POST /sim/boot-failures
+    boot_failures: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.vms < 0:
@@ -177,6 +187,11 @@ class SimConfig:
             raise ValueError("user names must be unique")
         if any(n < 0 for n in self.ready_vms_per_host):
             raise ValueError("ready_vms_per_host must hold counts >= 0")
+        if self.site_index < 0:
+            raise ValueError("site_index must be >= 0")
+        if self.boot_seconds < 0:
+            raise ValueError("boot_seconds must be >= 0")
+        self.boot_failures = tuple(str(g) for g in self.boot_failures)
         if self.cbt_snapshot_resource_scope not in ("vm", "host"):
             raise ValueError("cbt_snapshot_resource_scope must be vm or host")
         merged = dict(DEFAULT_TASK_SECONDS)
@@ -279,6 +294,7 @@ class C:
     TASK_NOT_FOUND = "10000014"  # [I]
     TASK_NOT_CANCELABLE = "10000015"  # [I]
     RESOURCE_TOKEN = "10300415"  # [I] data endpoint: wrong token
+    PORTGROUP_NOT_FOUND = "10510004"  # [I] vmConfig.nics[].portGroupUrn names no port group of this site
 
 
 class VrmError(Exception):
@@ -306,6 +322,11 @@ def fmt_time(t: float) -> str:
     return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def site_seed(seed: int, site_index: int) -> int:
+    """The seed of everything site ``site_index`` generates (site 0: ``seed`` itself, as before sites)."""
+    return seed if site_index == 0 else mix64(seed, 0x5173, site_index) & 0x7FFF_FFFF_FFFF_FFFF
+
+
 # --------------------------------------------------------------------------------------------
 # Inventory objects
 # --------------------------------------------------------------------------------------------
@@ -314,6 +335,21 @@ class Site:
     id: str
     name: str
     ip: str
+
+
+@dataclass(eq=False)
+class PortGroup:
+    id: int
+    name: str
+    vlan_id: int
+    isolated: bool = False  # no uplink: DR rehearsals plug restored NICs here
+
+
+@dataclass(eq=False)
+class DvSwitch:
+    id: int
+    name: str
+    port_groups: dict[int, PortGroup] = field(default_factory=dict)
 
 
 @dataclass(eq=False)
@@ -469,6 +505,7 @@ class Vm:
     current_snapshot: Snapshot | None = None
     busy_task: "Task | None" = None
     gone: bool = False
+    boot_seq: int = 0  # bumped by every power-on: a boot that completes after a later power-off is void
 
     @property
     def arch(self) -> str:
@@ -584,11 +621,16 @@ class VrmState:
         self.config = config or SimConfig()
         self.clock: Clock = clock or RealClock()
         cfg = self.config
-        self.rng = random.Random(mix64(cfg.seed, 0x51))
+        # everything of this site derives from `seed` (the config's seed for site 0); the block pool from
+        # the config's seed, shared by every site of that seed
+        self.seed = site_seed(cfg.seed, cfg.site_index)
+        self.rng = random.Random(mix64(self.seed, 0x51))
         self.block_size = cfg.sector_of_block * 512
         self.factory = BlockFactory(cfg.seed, self.block_size)
-        self.site = Site(id=f"{mix64(cfg.seed, 0x517E) & 0xFFFFFFFF:08X}", name="site-01",
-                         ip="192.168.0.10")
+        self.site = Site(id=f"{mix64(self.seed, 0x517E) & 0xFFFFFFFF:08X}",
+                         name=f"site-{cfg.site_index + 1:02d}", ip=f"192.168.{cfg.site_index % 256}.10")
+        self.dvswitches: dict[int, DvSwitch] = {}
+        self.boot_failures: list[str] = list(cfg.boot_failures)  # POST /sim/boot-failures replaces them
         self.clusters: dict[int, Cluster] = {}
         self.hosts: dict[int, Host] = {}
         self.datastores: dict[int, Datastore] = {}
@@ -739,6 +781,25 @@ class VrmState:
         if t is None:
             raise not_found(f"The task {task_id} does not exist.", C.TASK_NOT_FOUND)
         return t
+
+    def port_group_urn(self, dvs: DvSwitch, pg: PortGroup) -> str:
+        return f"{self.urn('dvswitchs', dvs.id)}:portgroups:{pg.id}"
+
+    def by_dvswitch_urn(self, urn: str) -> DvSwitch | None:
+        p = urn.split(":")
+        if len(p) != 5 or p[:2] != ["urn", "sites"] or p[2] != self.site.id or p[3] != "dvswitchs" or not p[4].isdigit():
+            return None
+        return self.dvswitches.get(int(p[4]))
+
+    def port_group_by_urn(self, urn: Any) -> tuple[DvSwitch, PortGroup] | None:
+        """``urn:sites:S:dvswitchs:D:portgroups:P`` of this site -> (switch, port group)."""
+        p = urn.split(":") if isinstance(urn, str) else []
+        if (len(p) != 7 or p[:2] != ["urn", "sites"] or p[2] != self.site.id or p[3] != "dvswitchs"
+                or p[5] != "portgroups" or not p[4].isdigit() or not p[6].isdigit()):
+            return None
+        dvs = self.dvswitches.get(int(p[4]))
+        pg = dvs.port_groups.get(int(p[6])) if dvs is not None else None
+        return None if dvs is None or pg is None else (dvs, pg)
 
     def by_urn(self, urn: str, kind: str) -> Any:
         p = self.parse_urn(urn)
@@ -1031,8 +1092,13 @@ class VrmState:
                 blocks.extend(range(start, start + count))
         elif n:
             n = min(n, nb)
-            rng = random.Random(mix64(self.config.seed, vol.id, c.gen, n))
+            rng = random.Random(mix64(self.seed, vol.id, c.gen, n))
             blocks = rng.sample(range(nb), n)
+            if c.boot_key and 0 in blocks and c.content_of(c.live, 0) == c.boot_key:
+                # a running guest never rewrites its boot record: the write lands elsewhere
+                taken = set(blocks)
+                spare = next((b for b in range(1, nb) if b not in taken), None)
+                blocks = [b for b in blocks if b != 0] + ([spare] if spare is not None else [])
         c.write_generated(blocks, vol.epoch())
         return len(blocks)
 

@@ -11,7 +11,9 @@ from fctui.sim.state import (
     Cluster,
     Datastore,
     Disk,
+    DvSwitch,
     Host,
+    PortGroup,
     Snapshot,
     Task,
     Vm,
@@ -161,6 +163,11 @@ def _dev_name(d: Disk) -> str:
     return f"vd{chr(ord('a') + (d.sequence_num - 1) % 26)}"
 
 
+def _port_group_name(sim: VrmState, urn: str) -> str:
+    hit = sim.port_group_by_urn(urn)
+    return hit[1].name if hit else ""
+
+
 def _nics(sim: VrmState, vm: Vm, full: bool) -> list[dict[str, Any]]:
     out = []
     for n in vm.nics:
@@ -168,7 +175,7 @@ def _nics(sim: VrmState, vm: Vm, full: bool) -> list[dict[str, Any]]:
                                "ipList": n.ip, "ips6": []}
         if full:
             nic.update({"name": n.name, "portGroupUrn": n.port_group_urn,
-                        "portGroupName": "managePortgroup", "urn": f"{sim.vm_urn(vm)}:nics:{n.sequence_num}",
+                        "portGroupName": _port_group_name(sim, n.port_group_urn), "urn": f"{sim.vm_urn(vm)}:nics:{n.sequence_num}",
                         "virtIo": 1, "nicType": 2})
         out.append(nic)
     return out
@@ -331,19 +338,14 @@ def cluster_vm_compute_resource(sim: VrmState, c: Cluster, need_vcpus: bool,
     return out
 
 
-# One distributed switch with one port group: the one every generated NIC is on
-# (``urn:sites:S:dvswitchs:1:portgroups:1``, vrm-api.md §3).
-DVSWITCH_ID = 1
-PORTGROUP_ID = 1
+def dvswitch(sim: VrmState, d: DvSwitch) -> dict[str, Any]:
+    urn = sim.urn("dvswitchs", d.id)
+    return {"urn": urn, "uri": sim.uri(urn), "name": d.name, "description": "", "type": 0, "params": {}}
 
 
-def dvswitch(sim: VrmState) -> dict[str, Any]:
-    urn = sim.urn("dvswitchs", DVSWITCH_ID)
-    return {"urn": urn, "uri": sim.uri(urn), "name": "ManagementDVS", "description": "",
-            "type": 0, "params": {}}
-
-
-def portgroup(sim: VrmState) -> dict[str, Any]:
-    urn = sim.urn("dvswitchs", DVSWITCH_ID) + f":portgroups:{PORTGROUP_ID}"
-    return {"urn": urn, "uri": sim.uri(urn), "name": "managePortgroup", "description": "",
-            "vlanId": 0, "portType": 0}
+def portgroup(sim: VrmState, d: DvSwitch, pg: PortGroup) -> dict[str, Any]:
+    """[I] fields besides urn/uri/name/vlanId: what ESDK-CS reads; ``isolated`` is the simulator's own
+    (a port group without uplink, for DR rehearsals)."""
+    urn = sim.port_group_urn(d, pg)
+    return {"urn": urn, "uri": sim.uri(urn), "name": pg.name, "description": "", "vlanId": pg.vlan_id,
+            "portType": 0, "dvSwitchUrn": sim.urn("dvswitchs", d.id), "isolated": pg.isolated}

@@ -35,6 +35,7 @@ from ..inventory.query import COLUMN_IDS, Filter, FilterError, RowStore, Summary
 from ..rules.engine import confirmed, with_owned_snapshots, with_snapshot_tree
 from ..vrm.errors import VrmAuthError, VrmError, VrmVersionError
 from ..vrm.models import Cluster, Datastore, Host, Site, Vm
+from ..vrm.urn import site_id
 from .detail import render_detail
 from .feedproc import FactsLite, RefreshProcess, run_refresh_loop, settle_heap
 from .messages import (FeedConnected, FeedLost, FeedUpdate, RefreshStarted, SnapshotsLoaded, ViewFailed,
@@ -108,19 +109,68 @@ class ActionsProvider(Provider):
                 yield Hit(score, matcher.highlight(title), cb, help=help_text)
 
 
+class SiteState:
+    """One VRM of the console: its connection, refresh and what it last said. The rows of every VRM
+    share one store, keyed by VM URN (unique across sites); ``keys`` says which are this VRM's, so a
+    refresh of one VRM drops only its own vanished VMs and a lost VRM marks only its own rows stale."""
+
+    def __init__(self, index: int, spec: ConnectSpec) -> None:
+        self.index = index
+        self.spec = spec
+        self.label = spec.site_label
+        self.feed: InventoryFeed | None = None
+        self.runner: FeedRunner | None = None
+        self.refresher: RefreshProcess | None = None
+        self.site: Site | None = None
+        self.clusters: list[Cluster] = []
+        self.hosts: list[Host] = []
+        self.datastores: dict[str, Datastore] = {}
+        self.api_version = ""
+        self.version_warning = ""
+        self.updated_at: float | None = None
+        self.stale_reason = ""
+        self.fatal = False
+        self.retry_at: float | None = None
+        self.refreshing = False
+        self.loaded_once = False
+        self.last_refresh_seconds: float | None = None
+        self.refresh_count = 0
+        self.keys: set[str] = set()      # URNs of this VRM's VMs (rows, models, facts)
+
+    @property
+    def state(self) -> str:
+        """One word for the tree and the status line."""
+        if self.stale_reason:
+            return "login refused" if self.fatal else "stale"
+        if not self.loaded_once:
+            return "connecting"
+        return "live"
+
+    def owns(self, urn: str) -> bool:
+        if urn in self.keys:
+            return True
+        if self.site is None or not self.site.id:
+            return False
+        try:
+            return site_id(urn) == self.site.id
+        except ValueError:
+            return False
+
+
 class FeedRunner:
     """A thread with its own asyncio loop that owns the UI process's VRM client: it runs the refresh
     loop itself (in-process transports, i.e. tests) or only serves interactive calls (tree, snapshot
     trees, power on, jobs) while a :class:`RefreshProcess` refreshes. It talks to the UI only through
     thread-safe ``post_message``; :meth:`FctuiApp.feed_call` runs coroutines on its loop."""
 
-    def __init__(self, app: "FctuiApp", feed: InventoryFeed) -> None:
+    def __init__(self, app: "FctuiApp", feed: InventoryFeed, site: SiteState | None = None) -> None:
         self.app = app
         self.feed = feed
+        self.site = site or SiteState(0, feed.spec)
         self.loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
-        self._thread = threading.Thread(target=self._run, name="fctui-feed", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"fctui-feed-{self.site.index}", daemon=True)
         self._ready = threading.Event()
 
     def start(self) -> None:
@@ -182,7 +232,8 @@ class FctuiApp(App[int]):
     ]
     ENABLE_COMMAND_PALETTE = True
 
-    def __init__(self, *, spec: ConnectSpec | None = None, config: Config | None = None,
+    def __init__(self, *, spec: ConnectSpec | None = None, specs: Iterable[ConnectSpec] | None = None,
+                 config: Config | None = None,
                  clock: Callable[[], float] = time.time, read_only: bool | None = None,
                  theme: str | None = None, refresh_interval: float | None = None,
                  demo_starter: Callable[[], tuple[ConnectSpec, Callable[[], None]]] | None = None,
@@ -190,7 +241,9 @@ class FctuiApp(App[int]):
                  refresh_process: bool | None = None, tz: tzinfo | None = None) -> None:
         super().__init__()
         self.config = config or Config()
-        self.spec = spec
+        # the VRMs of this console: one (``spec``) or several (``specs``, each a site with its own feed)
+        self.specs: list[ConnectSpec] = list(specs) if specs is not None else ([spec] if spec is not None else [])
+        self.sites: list[SiteState] = []
         self.clock = clock
         from ..jobs.policy import local_tz
         self.tz = tz or local_tz()     # schedules and windows are in local time
@@ -202,7 +255,6 @@ class FctuiApp(App[int]):
         self._wanted_theme = theme or self.config.theme
         self._cleanups: list[Callable[[], None]] = []
         # state owned by the UI thread
-        self.feed: InventoryFeed | None = None
         self.store = RowStore()
         self.vms: dict[str, Vm] = {}
         self.assessments: dict[str, Any] = {}   # by VM URN; read them through assessment()
@@ -221,25 +273,10 @@ class FctuiApp(App[int]):
         # job id -> (ended, its VMs' (VM URN, snapshot URN)) as last seen: a job that ends or takes a
         # snapshot while watched changed its VMs' snapshot trees, which are read again
         self._job_snapshot_steps: dict[str, tuple[bool, frozenset[tuple[str, str]]]] = {}
-        self.site: Site | None = None
-        self.clusters: list[Cluster] = []
-        self.hosts: list[Host] = []
-        self.datastores: dict[str, Datastore] = {}
-        self.api_version = ""
-        self.version_warning = ""
         self.filter: Filter = parse_filter("")
         self.sort_column = "name"
         self.sort_reverse = False
-        self.updated_at: float | None = None
-        self.stale_reason = ""
-        self.retry_at: float | None = None
-        self.refreshing = False
         self.paused = False
-        self.loaded_once = False
-        self.last_refresh_seconds: float | None = None
-        self.refresh_count = 0
-        self.runner: FeedRunner | None = None
-        self.refresher: RefreshProcess | None = None
         self.refresh_process = refresh_process
         self._blocked_timer: Any = None
         self._view_running = False
@@ -259,6 +296,130 @@ class FctuiApp(App[int]):
         self.complete_at: float | None = None
         self.shown_filter = ""                     # the filter of the view on screen
 
+    # --- the VRMs (sites) ---------------------------------------------------------------------------
+    # One site: these read as the single connection always did. Several: the first site's connection
+    # (spec, feed, runner) and the whole console's state (counts, stale when any site is).
+
+    @property
+    def multi_site(self) -> bool:
+        return len(self.sites) > 1
+
+    def _first(self) -> SiteState | None:
+        return self.sites[0] if self.sites else None
+
+    @property
+    def spec(self) -> ConnectSpec | None:
+        st = self._first()
+        return st.spec if st is not None else (self.specs[0] if self.specs else None)
+
+    @property
+    def feed(self) -> InventoryFeed | None:
+        st = self._first()
+        return st.feed if st is not None else None
+
+    @property
+    def runner(self) -> FeedRunner | None:
+        st = self._first()
+        return st.runner if st is not None else None
+
+    @property
+    def refresher(self) -> RefreshProcess | None:
+        st = self._first()
+        return st.refresher if st is not None else None
+
+    @property
+    def site(self) -> Site | None:
+        st = self._first()
+        return st.site if st is not None else None
+
+    @property
+    def api_version(self) -> str:
+        st = self._first()
+        return st.api_version if st is not None else ""
+
+    @property
+    def version_warning(self) -> str:
+        return "; ".join(f"{s.label}: {s.version_warning}" if self.multi_site else s.version_warning
+                         for s in self.sites if s.version_warning)
+
+    @property
+    def clusters(self) -> list[Cluster]:
+        if len(self.sites) == 1:
+            return self.sites[0].clusters
+        return [c for s in self.sites for c in s.clusters]
+
+    @property
+    def hosts(self) -> list[Host]:
+        if len(self.sites) == 1:
+            return self.sites[0].hosts
+        return [h for s in self.sites for h in s.hosts]
+
+    @property
+    def datastores(self) -> dict[str, Datastore]:
+        if len(self.sites) == 1:
+            return self.sites[0].datastores
+        return {k: d for s in self.sites for k, d in s.datastores.items()}
+
+    @property
+    def stale_reason(self) -> str:
+        return "; ".join(f"{s.label}: {s.stale_reason}" if self.multi_site else s.stale_reason
+                         for s in self.sites if s.stale_reason)
+
+    @property
+    def retry_at(self) -> float | None:
+        times = [s.retry_at for s in self.sites if s.retry_at is not None]
+        return min(times) if times else None
+
+    @property
+    def updated_at(self) -> float | None:
+        """When the oldest data on screen was read (None until a site has been read)."""
+        times = [s.updated_at for s in self.sites if s.updated_at is not None]
+        return min(times) if times else None
+
+    @property
+    def refreshing(self) -> bool:
+        return any(s.refreshing for s in self.sites)
+
+    @property
+    def loaded_once(self) -> bool:
+        return any(s.loaded_once for s in self.sites)
+
+    @property
+    def refresh_count(self) -> int:
+        """Full refreshes of the site refreshed least (every site has had at least this many)."""
+        return min((s.refresh_count for s in self.sites), default=0)
+
+    @property
+    def last_refresh_seconds(self) -> float | None:
+        times = [s.last_refresh_seconds for s in self.sites if s.last_refresh_seconds is not None]
+        return max(times) if times else None
+
+    def site_of(self, urn: str | None) -> SiteState | None:
+        """The VRM a VM (or any site-scoped URN) lives on: the one whose rows hold it, else by the site
+        id in the URN; with one VRM, that one."""
+        if len(self.sites) == 1 or not urn:
+            return self._first()
+        for s in self.sites:
+            if urn in s.keys:
+                return s
+        for s in self.sites:
+            if s.owns(urn):
+                return s
+        return None
+
+    def site_by_label(self, label: str) -> SiteState | None:
+        return next((s for s in self.sites if s.label == label), None)
+
+    def feed_of(self, urn: str | None) -> InventoryFeed | None:
+        """The feed (logged-in client) of the VRM ``urn`` lives on: actions on a VM use its own VRM."""
+        st = self.site_of(urn)
+        return st.feed if st is not None else None
+
+    def spec_of(self, urn: str | None) -> ConnectSpec | None:
+        """The connection of the VRM ``urn`` lives on (what a job submitted for it is given)."""
+        st = self.site_of(urn)
+        return st.spec if st is not None else None
+
     # --- start and stop ----------------------------------------------------------------------------
 
     def on_mount(self) -> None:
@@ -277,8 +438,8 @@ class FctuiApp(App[int]):
             if self.watch_tty:
                 self.set_interval(2.0, self._check_tty)
         self.set_interval(1.0, self.update_status)
-        if self.spec is not None:
-            self._start(self.spec)
+        if self.specs:
+            self._start(self.specs)
         else:
             self.push_screen(FirstRunScreen())
 
@@ -320,21 +481,17 @@ class FctuiApp(App[int]):
         self._cleanups.append(fn)
 
     async def on_unmount(self) -> None:
-        if self.refresher is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self.refresher.stop)
-        if self.runner is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self.runner.stop)
+        await asyncio.get_running_loop().run_in_executor(None, self._stop_feeds)
         for fn in self._cleanups:
             try:
                 fn()
             except Exception:  # cleaning up must not raise at exit
                 log.debug("cleanup failed", exc_info=True)
 
-    def _start(self, spec: ConnectSpec) -> None:
-        self.spec = spec
+    def _start(self, specs: list[ConnectSpec]) -> None:
         self.push_screen(MainScreen())
         self.call_after_refresh(self.update_status)
-        self._start_feed(spec)
+        self._start_feeds(specs)
         self._start_jobs()
 
     def _start_jobs(self) -> None:
@@ -366,9 +523,8 @@ class FctuiApp(App[int]):
     def _reset_to_main(self, spec: ConnectSpec) -> None:
         while len(self.screen_stack) > 1:
             self.pop_screen()
-        self.spec = spec
         self.switch_screen(MainScreen())
-        self._start_feed(spec)
+        self._start_feeds([spec])
         self._start_jobs()
 
     def connect_from_form(self, url: str, user: str, password: str, *, insecure: bool, save: bool) -> None:
@@ -384,26 +540,40 @@ class FctuiApp(App[int]):
 
     # --- refresh loop --------------------------------------------------------------------------------
 
-    def _start_feed(self, spec: ConnectSpec) -> None:
-        if self.runner is not None:
-            self.runner.stop()
-        if self.refresher is not None:
-            self.refresher.stop()
-            self.refresher = None
-        use_process = self.refresh_process
-        if use_process is None:
-            # in-process transports (tests) cannot cross a process boundary
-            use_process = spec.transport is None and os.environ.get("FCTUI_REFRESH_PROCESS", "1") != "0"
-        if use_process:
-            self.refresher = RefreshProcess(spec, self._post_tuple, interval=self.refresh_interval,
-                                            keep_refreshing=self.keep_refreshing)
-            self.refresher.start()
-            if self._blocked_timer is None:
-                self._blocked_timer = self.set_interval(
-                    0.25, lambda: self.refresher and self.refresher.set_blocked(self._refresh_blocked()))
-        self.feed = InventoryFeed(spec, clock=self.clock)
-        self.runner = FeedRunner(self, self.feed)
-        self.runner.start()
+    def _stop_feeds(self) -> None:
+        for st in self.sites:
+            if st.refresher is not None:
+                st.refresher.stop()
+                st.refresher = None
+            if st.runner is not None:
+                st.runner.stop()
+
+    def _start_feeds(self, specs: list[ConnectSpec]) -> None:
+        """One feed (and refresh process) per VRM; each refreshes, fails and retries on its own."""
+        self._stop_feeds()
+        self.specs = list(specs)
+        self.sites = [SiteState(i, spec) for i, spec in enumerate(specs)]
+        for st in self.sites:
+            spec = st.spec
+            use_process = self.refresh_process
+            if use_process is None:
+                # in-process transports (tests) cannot cross a process boundary
+                use_process = spec.transport is None and os.environ.get("FCTUI_REFRESH_PROCESS", "1") != "0"
+            if use_process:
+                st.refresher = RefreshProcess(spec, partial(self._post_tuple, site=st.index),
+                                              interval=self.refresh_interval, keep_refreshing=self.keep_refreshing)
+                st.refresher.start()
+                if self._blocked_timer is None:
+                    self._blocked_timer = self.set_interval(0.25, self._sync_blocked)
+            st.feed = InventoryFeed(spec, clock=self.clock)
+            st.runner = FeedRunner(self, st.feed, st)
+            st.runner.start()
+
+    def _sync_blocked(self) -> None:
+        blocked = self._refresh_blocked()
+        for st in self.sites:
+            if st.refresher is not None:
+                st.refresher.set_blocked(blocked)
 
     def _refresh_blocked(self) -> bool:
         # read from the feed thread: a plain attribute read, no widget is touched
@@ -415,43 +585,48 @@ class FctuiApp(App[int]):
         return self.screen_stack[-1] if self.screen_stack else None
 
     def refresh_now(self) -> None:
-        self.retry_at = None
-        if self.refresher is not None:
-            self.refresher.set_blocked(self._refresh_blocked())
-            self.refresher.wake()
-        elif self.runner is not None:
-            self.runner.wake()
+        for st in self.sites:
+            st.retry_at = None
+            if st.refresher is not None:
+                st.refresher.set_blocked(self._refresh_blocked())
+                st.refresher.wake()
+            elif st.runner is not None:
+                st.runner.wake()
 
-    async def feed_call(self, coro: Any) -> Any:
-        """Run a coroutine on the feed's event loop (where its HTTP client lives) and await it here."""
-        if self.runner is None or self.runner.loop is None:
+    async def feed_call(self, coro: Any, *, urn: str | None = None, site: int | None = None) -> Any:
+        """Run a coroutine on a feed's event loop (where its HTTP client lives) and await it here: the
+        feed of the VRM ``urn`` lives on, or of site number ``site``; else the first VRM's."""
+        st = self.sites[site] if site is not None and 0 <= site < len(self.sites) else self.site_of(urn)
+        runner = st.runner if st is not None else None
+        if runner is None or runner.loop is None:
             coro.close()
             raise VrmError("not connected")
         try:
-            fut = asyncio.run_coroutine_threadsafe(coro, self.runner.loop)
+            fut = asyncio.run_coroutine_threadsafe(coro, runner.loop)
         except RuntimeError:          # the feed's loop closed (shutting down)
             coro.close()
             raise VrmError("not connected") from None
         return await asyncio.wrap_future(fut)
 
-    def _post_tuple(self, msg: tuple) -> None:
-        """Feed → app: turn the refresh loop's (or the refresh process's) tuples into messages.
-        Thread-safe: post_message may be called from any thread."""
+    def _post_tuple(self, msg: tuple, site: int = 0) -> None:
+        """Feed → app: turn the refresh loop's (or the refresh process's) tuples into messages, each
+        saying which VRM (``site``) it is from. Thread-safe: post_message may be called from any thread."""
         kind = msg[0]
         if kind == "event":
-            self.post_message(FeedUpdate(msg[1]))
+            self.post_message(FeedUpdate(msg[1], site))
         elif kind == "started":
-            self.post_message(RefreshStarted())
+            self.post_message(RefreshStarted(site))
         elif kind == "connected":
-            self.post_message(FeedConnected(msg[1]))
+            self.post_message(FeedConnected(msg[1], site))
         elif kind == "lost":
-            self.post_message(FeedLost(msg[1], msg[2], fatal=bool(msg[3])))
+            self.post_message(FeedLost(msg[1], msg[2], fatal=bool(msg[3]), site=site))
 
     async def refresh_loop(self, runner: "FeedRunner") -> None:
         """Runs on the feed thread's own event loop. With a refresh process the thread only keeps a
         logged-in client for interactive calls; otherwise it runs the refresh loop itself."""
-        feed = runner.feed
-        if self.refresher is not None:
+        feed, st = runner.feed, runner.site
+        post = partial(self._post_tuple, site=st.index)
+        if st.refresher is not None:
             failures = 0
             while feed.site is None:
                 try:
@@ -461,42 +636,57 @@ class FctuiApp(App[int]):
                 except VrmError:
                     failures += 1
                     await runner.sleep(min(MAX_BACKOFF, 2.0 * 2 ** (failures - 1)))
-            if not self.loaded_once:
+            if not st.loaded_once:
                 # First rows on screen while the refresh process starts up and gathers.
                 try:
-                    self._post_tuple(("event", await feed.first_page()))
+                    post(("event", await feed.first_page()))
                 except VrmError:
                     pass
             await runner.sleep(3600 * 24 * 365)
             return
-        await run_refresh_loop(feed, post=self._post_tuple, sleep=runner.sleep, blocked=self._refresh_blocked,
+        await run_refresh_loop(feed, post=post, sleep=runner.sleep, blocked=self._refresh_blocked,
                                interval=lambda: self.refresh_interval, keep_refreshing=self.keep_refreshing,
-                               loaded=lambda: self.loaded_once)
+                               loaded=lambda: st.loaded_once)
+
+    def _site_state(self, index: int) -> SiteState | None:
+        """The site a feed message is from (None: a message of feeds stopped since)."""
+        return self.sites[index] if 0 <= index < len(self.sites) else None
 
     @on(FeedConnected)
     def _connected(self, msg: FeedConnected) -> None:
-        self.api_version = msg.info.api_version
-        self.site = msg.info.site
+        st = self._site_state(msg.site)
+        if st is None:
+            return
+        st.api_version = msg.info.api_version
+        st.site = msg.info.site
         # A standing fact, not an event: the status line says "untested" for the whole session (a toast
         # at every start covered rows at 80x24); the help screen gives the whole sentence.
-        self.version_warning = msg.info.warning
+        st.version_warning = msg.info.warning
         self.update_status()
+        self._sites_changed()
 
     @on(RefreshStarted)
-    def _refresh_started(self) -> None:
-        self.refreshing = True
+    def _refresh_started(self, msg: RefreshStarted) -> None:
+        st = self._site_state(msg.site)
+        if st is None:
+            return
+        st.refreshing = True
         self.update_status()
 
     @on(FeedUpdate)
     def _feed_update(self, msg: FeedUpdate) -> None:
         ev = msg.event
+        st = self._site_state(msg.site)
+        if st is None:
+            return
         if isinstance(ev, StaticInfo):
-            self.site = ev.site
-            self.clusters, self.hosts = ev.clusters, ev.hosts
-            self.datastores = {d.urn: d for d in ev.datastores}
+            st.site = ev.site
+            st.clusters, st.hosts = ev.clusters, ev.hosts
+            st.datastores = {d.urn: d for d in ev.datastores}
             top = self._top_screen()
             if isinstance(top, DatastoresScreen):
                 top.populate()
+            self._sites_changed()
         elif isinstance(ev, VmPage):
             if ev.early:
                 known = self.store.rows
@@ -504,13 +694,19 @@ class FctuiApp(App[int]):
                 ev.rows = [r for r in ev.rows if r.key not in known]
             for vm in ev.vms:
                 self.vms[vm.urn] = vm
+            st.keys.update(vm.urn for vm in ev.vms)
+            st.keys.update(r.key for r in ev.rows)
             get = ev.assessments.get
             for vm in ev.vms:
                 a = get(vm.urn)
                 if a is not None:
                     self.assessments[vm.urn] = a
                     self._to_confirm.discard(vm.urn)
-            added, changed = self.store.upsert(self._keep_protection(ev.rows))
+            rows = ev.rows
+            if self.multi_site:
+                # each row says its VRM (site column, site: filter); copies, as the feed keeps what it sent
+                rows = [r if r.site == st.label else replace(r, site=st.label) for r in rows]
+            added, changed = self.store.upsert(self._keep_protection(rows))
             if added or changed:
                 self.schedule_view()
             if self.owned_snapshots:
@@ -532,27 +728,37 @@ class FctuiApp(App[int]):
                 if tree is not None:
                     self.snapshots[urn] = tree
             if ev.keys:
-                gone = self.store.retain(ev.keys)
-                for urn in [u for u in self.vms if u not in ev.keys]:
+                # this VRM's VMs that are gone; the other VRMs' rows stay whatever this one says
+                keep = set(ev.keys)
+                for other in self.sites:
+                    if other is not st:
+                        keep |= other.keys
+                st.keys = set(ev.keys)
+                gone = self.store.retain(keep if len(self.sites) > 1 else ev.keys)
+                for urn in [u for u in self.vms if u not in keep]:
                     self.vms.pop(urn, None)
                     self.assessments.pop(urn, None)
                     self._to_confirm.discard(urn)
-                for urn in [u for u in self.facts if u not in ev.keys]:
+                for urn in [u for u in self.facts if u not in keep]:
                     del self.facts[urn]
                 if gone:
                     self.schedule_view()
-            self.updated_at = self.clock()
+            st.updated_at = self.clock()
             self.complete_at = time.perf_counter()
-            self.last_refresh_seconds = ev.seconds
-            self.refresh_count += 1
-            if self.refresher is not None:
-                settle_heap(self.refresh_count)
-            self.loaded_once = True
-            self.refreshing = False
-            self.stale_reason = ""
-            self.retry_at = None
+            st.last_refresh_seconds = ev.seconds
+            st.refresh_count += 1
+            if st.refresher is not None:
+                settle_heap(st.refresh_count)
+            was_stale = bool(st.stale_reason)
+            st.loaded_once = True
+            st.refreshing = False
+            st.stale_reason = ""
+            st.fatal = False
+            st.retry_at = None
             self._show_banner()
             self.update_status()
+            if was_stale or st.refresh_count == 1:
+                self._sites_changed()
             if self.owned_snapshots:
                 self._rows_again(set(self.owned_snapshots.values()))
             self.show_detail(self._table_cursor())
@@ -765,31 +971,69 @@ class FctuiApp(App[int]):
 
     @on(FeedLost)
     def _lost(self, msg: FeedLost) -> None:
-        self.refreshing = False
-        self.stale_reason = msg.reason
-        self.retry_at = None if msg.retry_in is None else self.clock() + msg.retry_in
-        self._show_banner(fatal=msg.fatal)
+        st = self._site_state(msg.site)
+        if st is None:
+            return
+        st.refreshing = False
+        st.stale_reason = msg.reason
+        st.fatal = msg.fatal
+        st.retry_at = None if msg.retry_in is None else self.clock() + msg.retry_in
+        self._show_banner()
         self.update_status()
+        self._sites_changed()
+
+    def _stale_labels(self) -> list[str]:
+        """The VRMs whose rows are last known data (with one VRM the banner alone says so, as it did)."""
+        return [s.label for s in self.sites if s.stale_reason] if self.multi_site else []
+
+    def _sites_changed(self) -> None:
+        """A VRM connected, went stale or came back: the table's site column and dimmed rows, the
+        summary's site counts and an open tree follow."""
+        table = self._main_widget(VmTable)
+        if table is not None:
+            table.set_sites(self.multi_site, self._stale_labels())
+        bar = self._main_widget(SummaryBar)
+        if bar is not None:
+            bar.set_stale_sites(self._stale_labels())
+        top = self._top_screen()
+        if isinstance(top, TreeScreen):
+            top.sites_changed()
 
     def _show_banner(self, fatal: bool = False) -> None:
+        """One line for every VRM that is stale or refused the login (the others stay live)."""
         banner = self._main_widget("#banner", TextLine)
         if banner is None:
             return
-        if not self.stale_reason:
+        stale = [s for s in self.sites if s.stale_reason]
+        if not stale:
             if banner.display:
                 banner.display = False
             return
         t = Text(no_wrap=True, overflow="ellipsis")
-        if fatal:
-            t.append(" LOGIN REFUSED ", style="bold reverse")
-            t.append(f" {self.stale_reason} — press R to try again")
-        else:
+        for i, st in enumerate(stale):
+            if i:
+                t.append("  ")
+            named = f" VRM {st.label}" if self.multi_site else " VRM"
+            if st.fatal:
+                t.append(" LOGIN REFUSED ", style="bold reverse")
+                t.append(f"{named}: {st.stale_reason} — press R to try again" if self.multi_site
+                         else f" {st.stale_reason} — press R to try again")
+                continue
             t.append(" STALE ", style="bold reverse")
-            if self.updated_at is not None:
-                t.append(f" showing data from {format_age(self.clock() - self.updated_at)} ago ·")
-            if self.retry_at is not None:
-                t.append(f" retry in {format_age(self.retry_at - self.clock())} (R: now) ·")
-            t.append(f" VRM unreachable: {self.stale_reason}")
+            if self.multi_site:
+                # which VRM first: at 80 columns the rest of the line may be cut
+                t.append(f"{named} unreachable", style="bold")
+                if st.updated_at is not None:
+                    t.append(f" · its data from {format_age(self.clock() - st.updated_at)} ago")
+                if st.retry_at is not None:
+                    t.append(f" · retry in {format_age(st.retry_at - self.clock())} (R: now)")
+                t.append(f" · {st.stale_reason}")
+                continue
+            if st.updated_at is not None:
+                t.append(f" showing data from {format_age(self.clock() - st.updated_at)} ago ·")
+            if st.retry_at is not None:
+                t.append(f" retry in {format_age(st.retry_at - self.clock())} (R: now) ·")
+            t.append(f"{named} unreachable: {st.stale_reason}")
         banner.update(t)
         if not banner.display:
             banner.display = True
@@ -837,6 +1081,7 @@ class FctuiApp(App[int]):
         self.shown_filter = view.filter.source
         table = self._main_widget(VmTable)
         if table is not None:
+            table.set_sites(self.multi_site, self._stale_labels())
             first = table.row_count == 0 and view.keys
             table.set_view(view.keys, self.store.rows, self.store.marks,
                            sort_column=view.sort, sort_reverse=view.reverse, filter_text=view.filter.source)
@@ -844,6 +1089,9 @@ class FctuiApp(App[int]):
                 self.first_rows_at = time.perf_counter()
             bar = self._main_widget(SummaryBar)
             if bar is not None:
+                if self.multi_site:
+                    # every VRM's count, in the console's order: one not read yet (or down) says 0
+                    summary = replace(summary, by_site={s.label: summary.by_site.get(s.label, 0) for s in self.sites})
                 bar.set_summary(summary, self.filter.source)
         self.update_status()
 
@@ -907,11 +1155,21 @@ class FctuiApp(App[int]):
         if key in self.backup_points:
             from ..jobs.planner import plan_vm
             plan = plan_vm(self.vms[key], assessment=self.assessment(key), previous=self.backup_points[key])
-        return render_detail(self.vms[key], self.assessment(key), self.facts.get(key),
-                             self.snapshots.get(key), self.datastores,
-                             snapshots_error=self.snapshot_errors.get(key, ""), plan=plan,
-                             protection=self.protection.get(key), protection_error=self.protection_error,
-                             now=self.clock(), tz=self.tz)
+        detail = render_detail(self.vms[key], self.assessment(key), self.facts.get(key),
+                               self.snapshots.get(key), self.datastores,
+                               snapshots_error=self.snapshot_errors.get(key, ""), plan=plan,
+                               protection=self.protection.get(key), protection_error=self.protection_error,
+                               now=self.clock(), tz=self.tz)
+        st = self.site_of(key) if self.multi_site else None
+        if st is None:
+            return detail
+        from rich.console import Group
+        where = Text(f"VRM {st.label}", style="bold")
+        if st.site is not None:
+            where.append(f" · {st.site.name}", style="")
+        if st.stale_reason:
+            where.append(f" · stale: {st.stale_reason}", style="yellow")
+        return Group(where, detail)
 
     def show_detail(self, key: str | None, *, now: bool = False) -> None:
         """Render the detail pane for ``key`` shortly after the cursor settles: holding an arrow key
@@ -954,10 +1212,13 @@ class FctuiApp(App[int]):
         await self._read_snapshot_tree(key, uri)
 
     async def _read_snapshot_tree(self, key: str, uri: str) -> None:
-        """Read one VM's snapshot tree and post it (or the error) as SnapshotsLoaded."""
-        assert self.feed is not None
+        """Read one VM's snapshot tree (on its own VRM) and post it (or the error) as SnapshotsLoaded."""
+        feed = self.feed_of(key)
+        if feed is None:
+            self.post_message(SnapshotsLoaded(key, None, "its VRM is not connected"))
+            return
         try:
-            tree = await self.feed_call(self.feed.snapshot_tree(uri))
+            tree = await self.feed_call(feed.snapshot_tree(uri), urn=key)
         except VrmError as e:
             self.post_message(SnapshotsLoaded(key, None, str(e)))
             return
@@ -1027,10 +1288,13 @@ class FctuiApp(App[int]):
         if isinstance(top, DetailScreen) and top.key == msg.vm_urn:
             top.update()
 
-    def vm_count_by_host(self) -> dict[str, int]:
+    def vm_count_by_host(self, site: str | None = None) -> dict[str, int]:
+        """VMs per host name (of the VRM labelled ``site`` only, when given: hosts of two VRMs may
+        share a name)."""
         out: dict[str, int] = {}
         for r in self.store.rows.values():
-            out[r.host] = out.get(r.host, 0) + 1
+            if site is None or r.site == site:
+                out[r.host] = out.get(r.host, 0) + 1
         return out
 
     # --- mutating actions --------------------------------------------------------------------------------
@@ -1043,12 +1307,15 @@ class FctuiApp(App[int]):
 
     @work(group="actions", exit_on_error=False)
     async def _start_vm(self, vm: Vm) -> None:
-        assert self.feed is not None and self.feed.client is not None
+        feed = self.feed_of(vm.urn)    # the VM's own VRM
+        if feed is None or feed.client is None:
+            self.notify(f"Power on {vm.name} failed: its VRM is not connected", severity="error", timeout=10)
+            return
         try:
-            client = self.feed.client
-            ref = await self.feed_call(client.start_vm(vm.uri))
+            client = feed.client
+            ref = await self.feed_call(client.start_vm(vm.uri), urn=vm.urn)
             self.notify(f"Powering on {vm.name}…")
-            await self.feed_call(client.wait_task(ref, timeout=300, interval=0.5))
+            await self.feed_call(client.wait_task(ref, timeout=300, interval=0.5), urn=vm.urn)
         except VrmError as e:
             self.notify(f"Power on {vm.name} failed: {e}", severity="error", timeout=10)
             return
@@ -1065,9 +1332,16 @@ class FctuiApp(App[int]):
         t.append(" fctui ", style="bold reverse")
         if self.read_only:
             t.append(" READ-ONLY ", style="bold")
-        if self.site is not None:
+        if self.multi_site:
+            # every VRM by its label, with a word when it is not live
+            for i, st in enumerate(self.sites):
+                t.append(" ·" if i else "")
+                t.append(f" {st.label}", style="bold")
+                if st.state != "live":
+                    t.append(f" {st.state}", style="yellow" if st.stale_reason else "dim")
+        elif self.site is not None:
             t.append(f" {self.site.name}")
-        if self.api_version:
+        if self.api_version and not self.multi_site:
             t.append(f" · API {self.api_version}")
             if self.version_warning:
                 t.append(" (untested)", style="yellow")
@@ -1075,6 +1349,8 @@ class FctuiApp(App[int]):
         n_shown = shown.row_count if shown is not None else 0
         total = len(self.store)
         t.append(f" · {n_shown}/{total} VMs" if self.filter else f" · {total} VMs")
+        if self.multi_site:
+            t.append(f" on {len(self.sites)} VRMs")
         if self.store.marks:
             t.append(f" · {len(self.store.marks)} marked", style="bold")
         if self.paused:
@@ -1088,7 +1364,7 @@ class FctuiApp(App[int]):
             t.append(" · connecting…", style="dim")
         status.update(t)
         if self.stale_reason:
-            self._show_banner(fatal=self.retry_at is None)
+            self._show_banner()
 
     def help_rows(self, screen: Screen) -> list[tuple[str, str, str]]:
         grouped: dict[tuple[int, str, str | None], tuple[list[str], Binding]] = {}
@@ -1112,6 +1388,9 @@ class FctuiApp(App[int]):
         if isinstance(self.screen, HelpScreen):
             return
         notes = [f"vrm-version-untested: {self.version_warning}"] if self.version_warning else []
+        if self.multi_site:
+            notes.append(f"VRMs: {', '.join(s.label for s in self.sites)} — site:LABEL shows one of them; "
+                         "each refreshes and goes stale on its own")
         self.push_screen(HelpScreen(self.help_rows(self.screen), notes=notes))
 
     def running_jobs(self) -> int:

@@ -198,44 +198,38 @@ class JobsService:
         return pause
 
     # requests
-    async def submit(self, targets: list[str], *, full: bool = False, spec: Any = None,
-                     business_hours: str | None = None, policy: str = "") -> str:
-        """``policy``: the protection policy this job is a run of ("" : started by hand)."""
+    async def submit_job(self, spec: Any, fields: dict[str, Any], *, job_options: bool = False) -> str:
+        """Any job for the agent, on the VRM of ``spec``: its password goes with the request (in memory
+        only), or nothing when that VRM is the agent's own simulator (it has the credentials).
+        ``job_options``: a backup's runner settings for that VRM. Returns the job id."""
         if spec is None:
             raise JobError("not connected to a VRM")
         password = spec.password() if callable(spec.password) else spec.password
         agent = await self._agent()
-        fields: dict[str, Any] = {"targets": targets, "full": full}
-        hello = await agent.request("hello")
-        demo = hello.get("demo") or {}
+        demo = (await agent.request("hello")).get("demo") or {}
         if demo and demo.get("url") == spec.url:
-            fields["demo"] = True          # the agent's own simulator: it supplies the credentials
+            fields = {**fields, "demo": True}
         else:
-            fields.update(vrm=spec.url, user=spec.user, password=password, verify=spec.verify, **spec.client_options(),
-                          **spec.job_options())
-        if business_hours:
-            fields["business_hours"] = business_hours
-        if policy:
-            fields["policy"] = policy
+            fields = {**fields, "vrm": spec.url, "user": spec.user, "password": password, "verify": spec.verify,
+                      **spec.client_options(), **(spec.job_options() if job_options else {})}
         resp = await agent.request("submit", **fields)
         self._wake.set()
         return str(resp["job"])
 
+    async def submit(self, targets: list[str], *, full: bool = False, spec: Any = None,
+                     business_hours: str | None = None, policy: str = "") -> str:
+        """A backup job; ``policy``: the protection policy this job is a run of ("" : started by hand)."""
+        fields: dict[str, Any] = {"targets": targets, "full": full}
+        if business_hours:
+            fields["business_hours"] = business_hours
+        if policy:
+            fields["policy"] = policy
+        return await self.submit_job(spec, fields, job_options=True)
+
     async def submit_restore(self, request: dict[str, Any], *, spec: Any = None) -> str:
         """A restore job (``RestoreRequest.to_json()``) for the agent to run."""
-        if spec is None:
-            raise JobError("not connected to a VRM")
-        password = spec.password() if callable(spec.password) else spec.password
-        agent = await self._agent()
-        fields: dict[str, Any] = {"type": "restore", "restore": request, "targets": [str(request.get("point_id"))]}
-        demo = (await agent.request("hello")).get("demo") or {}
-        if demo and demo.get("url") == spec.url:
-            fields["demo"] = True
-        else:
-            fields.update(vrm=spec.url, user=spec.user, password=password, verify=spec.verify, **spec.client_options())
-        resp = await agent.request("submit", **fields)
-        self._wake.set()
-        return str(resp["job"])
+        return await self.submit_job(spec, {"type": "restore", "restore": request,
+                                            "targets": [str(request.get("point_id"))]})
 
     async def job_record(self, job_id: str) -> JobRecord:
         """The agent's full record of a job (with its log)."""
@@ -308,7 +302,7 @@ async def make_plan(app: Any, targets: list[str], *, full: bool = False) -> Plan
     from ..rules.launch import BusinessHours, BusinessHoursError
     from .repository import open_repository
 
-    feed = getattr(app, "feed", None)
+    feed = target_feed(app, targets)
     if feed is None or getattr(feed, "client", None) is None:
         raise JobError("not connected to a VRM yet")
     window = None
@@ -321,7 +315,7 @@ async def make_plan(app: Any, targets: list[str], *, full: bool = False) -> Plan
     svc = jobs_service(app)
     repo = await asyncio.to_thread(open_repository, create=True)
     try:
-        plan = await app.feed_call(build_plan(feed.client, targets, repo, full=full))
+        plan = await app.feed_call(build_plan(feed.client, targets, repo, full=full), urn=targets[0] if targets else None)
         # off the event loop: the space finding reads the catalog and the filesystem
         await asyncio.to_thread(add_launch_findings, plan, host_connections=host_counts(svc.board, plan),
                                 datastore_volumes=datastore_counts(svc.board, getattr(app, "vms", {})),
@@ -331,23 +325,70 @@ async def make_plan(app: Any, targets: list[str], *, full: bool = False) -> Plan
     return plan
 
 
+def spec_for(app: Any, urn: str | None) -> Any:
+    """The connection of the VRM ``urn`` lives on (the console's only one when it has one)."""
+    spec_of = getattr(app, "spec_of", None)
+    return spec_of(urn) if spec_of is not None else getattr(app, "spec", None)
+
+
+def target_feed(app: Any, targets: list[str]) -> Any:
+    """The feed of the VRM the backup's VMs live on. A job talks to one VRM: VMs of several VRMs of a
+    multi-site console are refused with their sites named (one backup per site)."""
+    feed_of = getattr(app, "feed_of", None)
+    if feed_of is None or not targets:
+        return getattr(app, "feed", None)
+    sites = list(dict.fromkeys(s for s in (app.site_of(t) for t in targets)))
+    if len(sites) > 1:
+        names = ", ".join(s.label if s is not None else "unknown" for s in sites)
+        raise JobError(f"the VMs are on several VRMs ({names}): a job backs up the VMs of one VRM")
+    return feed_of(targets[0])
+
+
+def targets_by_site(app: Any, targets: list[str]) -> list[list[str]]:
+    """``targets`` in groups of one VRM each, in the order the VRMs first appear (one group with one VRM)."""
+    site_of = getattr(app, "site_of", None)
+    if site_of is None or not getattr(app, "multi_site", False):
+        return [list(targets)] if targets else []
+    groups: dict[Any, list[str]] = {}
+    for t in targets:
+        st = site_of(t)
+        groups.setdefault(st.index if st is not None else None, []).append(t)
+    return list(groups.values())
+
+
 def start_backup_flow(app: Any, targets: list[str], *, full: bool = False, policy: str = "") -> None:
     """``b`` on the inventory: plan, show the review, submit on confirm, then show the jobs screen.
-    ``policy``: the job is a run of this protection policy (``x`` on the Policies screen without a service)."""
+    ``policy``: the job is a run of this protection policy (``x`` on the Policies screen without a service).
+    VMs of several VRMs (a multi-site console): one job per VRM, each planned and reviewed in turn
+    (a job talks to one VRM); cancelling one review goes on to the next."""
     if getattr(app, "read_only", False):
         app.notify("Read-only mode: backups cannot be started", severity="warning")
         return
     if not targets:
         app.notify("No VM selected", severity="warning")
         return
+    groups = targets_by_site(app, targets)
+    if len(groups) > 1:
+        app.notify(f"{len(targets)} VMs on {len(groups)} VRMs: one backup job per VRM, each reviewed", timeout=5)
+    submitted: list[str] = []
 
-    async def flow() -> None:
+    async def flow(i: int) -> None:
+        group = groups[i]
+        last = i + 1 == len(groups)
         svc = jobs_service(app)
-        app.notify(f"Planning the backup of {len(targets)} VM(s)…", timeout=3)
+
+        def next_or_jobs() -> None:
+            if not last:
+                app.run_worker(flow(i + 1), group="jobs-plan", exit_on_error=False)
+            elif submitted:
+                app.push_screen(JobsScreen(svc, select=submitted[-1]))
+
+        app.notify(f"Planning the backup of {len(group)} VM(s)…", timeout=3)
         try:
-            plan = await make_plan(app, targets, full=full)
+            plan = await make_plan(app, group, full=full)
         except Exception as e:  # VRM errors, repository errors: one line, never a traceback
             app.notify(f"Could not plan the backup: {e}", severity="error", timeout=10)
+            next_or_jobs()
             return
         estimator = svc.estimator()
 
@@ -358,22 +399,26 @@ def start_backup_flow(app: Any, targets: list[str], *, full: bool = False, polic
         async def submit() -> None:
             try:
                 job_id = await svc.submit([vp.vm_urn for vp in plan.runnable], full=plan.full,
-                                          spec=getattr(app, "spec", None),
+                                          spec=spec_for(app, plan.runnable[0].vm_urn if plan.runnable else None),
                                           business_hours=business_hours_text(app), policy=policy)
             except Exception as e:
                 app.notify(f"Could not submit the backup: {e}", severity="error", timeout=10)
+                next_or_jobs()
                 return
+            submitted.append(job_id)
             what = f"Backup job {job_id} of policy {policy}" if policy else f"Backup job {job_id}"
             app.notify(f"{what} submitted to the {'cluster' if svc.cluster else 'agent'}", title="Backup started")
-            app.push_screen(JobsScreen(svc, select=job_id))
+            next_or_jobs()
 
         def done(ok: bool | None) -> None:
             if ok:
                 app.run_worker(submit(), group="jobs-submit", exit_on_error=False)
+            else:
+                next_or_jobs()
 
         app.push_screen(ReviewScreen(plan, pause_of), done)
 
-    app.run_worker(flow(), group="jobs-plan", exclusive=True, exit_on_error=False)
+    app.run_worker(flow(0), group="jobs-plan", exclusive=True, exit_on_error=False)
 
 
 # --- rendering --------------------------------------------------------------------------------------

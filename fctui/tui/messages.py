@@ -11,15 +11,17 @@ from .source import Connected, FeedEvent
 
 
 class FeedConnected(Message):
-    def __init__(self, info: Connected) -> None:
+    def __init__(self, info: Connected, site: int = 0) -> None:
         super().__init__()
         self.info = info
+        self.site = site           # which VRM of the console (its index in FctuiApp.sites)
 
 
 class FeedUpdate(Message):
-    def __init__(self, event: FeedEvent) -> None:
+    def __init__(self, event: FeedEvent, site: int = 0) -> None:
         super().__init__()
         self.event = event
+        self.site = site
 
     def __repr__(self) -> str:
         return f"FeedUpdate({type(self.event).__name__})"
@@ -28,15 +30,18 @@ class FeedUpdate(Message):
 class FeedLost(Message):
     """A refresh failed; the last data stays on screen, marked stale."""
 
-    def __init__(self, reason: str, retry_in: float | None, fatal: bool = False) -> None:
+    def __init__(self, reason: str, retry_in: float | None, fatal: bool = False, site: int = 0) -> None:
         super().__init__()
+        self.site = site
         self.reason = reason
         self.retry_in = retry_in   # None: not retrying automatically (login refused)
         self.fatal = fatal
 
 
 class RefreshStarted(Message):
-    pass
+    def __init__(self, site: int = 0) -> None:
+        super().__init__()
+        self.site = site
 
 
 class ViewReady(Message):

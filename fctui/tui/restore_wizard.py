@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, ClassVar
 
 from rich.text import Text
@@ -41,6 +42,10 @@ HINTS = {
     "target": "Enter picks · Esc back · nothing is changed until you confirm",
     "name": "Enter: this name · Esc back · nothing is changed until you confirm",
     "map": "Enter picks the datastore for this disk · Esc back · nothing changed yet",
+    "site": "Enter picks the site the new VM goes to · Esc back · nothing is changed until you confirm",
+    "map-disks": "Enter picks the datastore for this disk · Esc back · nothing changed yet",
+    "map-nics": "Enter picks the port group (or none) · Esc back · nothing changed yet",
+    "map-location": "Enter picks where the new VM goes · Esc back · nothing changed yet",
     "checks": "Enter: review · Esc back · nothing has been changed yet",
     "review": "Enter: confirm · Esc back · nothing has been changed yet",
     "confirm": "Esc back · nothing has been changed yet",
@@ -49,12 +54,44 @@ HINTS = {
 }
 
 
+@dataclass
+class RestoreSite:
+    """One VRM a new VM can be restored into (the console's sites). ``run`` carries a coroutine to the
+    loop of ``client`` (the site's feed thread in the console); ``site_uri`` is asked for when empty."""
+    label: str
+    client: Any
+    run: Callable[[Awaitable[Any]], Awaitable[Any]] | None = None
+    spec: Any = None
+    site_uri: str = ""
+
+    async def call(self, coro: Awaitable[Any]) -> Any:
+        return await (self.run(coro) if self.run is not None else coro)
+
+
+@dataclass
+class TargetSite:
+    """What the mapping step offers on another site, read once when the site is picked."""
+    uri: str
+    id: str
+    datastores: list[Any] = field(default_factory=list)
+    port_groups: list[Any] = field(default_factory=list)
+    clusters: list[Any] = field(default_factory=list)
+    hosts: list[Any] = field(default_factory=list)
+    remembered: Any = None       # the site pair's SiteMapping, None: never restored between them
+    suggested: Any = None        # remembered completed with suggestions (sitemap.suggest_mapping)
+
+
 class RestoreContext:
-    """The VRM client and repository the wizard uses; ``run`` carries a coroutine to the client's loop."""
+    """The VRM client and repository the wizard uses; ``run`` carries a coroutine to the client's loop.
+    ``sites``: the console's VRMs when it has several (a new VM may go to another site); the first one whose
+    site is the restore point's is ``client``'s."""
 
     def __init__(self, client: Any, repo: Any, *, run: Callable[[Awaitable[Any]], Awaitable[Any]] | None = None,
                  settings: Any = None, journal: Any = None, service: Any = None, spec: Any = None,
-                 owns_repo: bool = False) -> None:
+                 owns_repo: bool = False, sites: list[RestoreSite] | None = None,
+                 mappings: Any = None) -> None:
+        self.sites = list(sites or [])
+        self.mappings = mappings  # a SiteMappingStore (None: the data dir's)
         self.client = client
         self.owns_repo = owns_repo  # close the repository when the wizard closes
         self.repo = repo
@@ -68,16 +105,37 @@ class RestoreContext:
         return await (self._run(coro) if self._run is not None else coro)
 
 
-def context_for_app(app: Any) -> RestoreContext:
-    """The console's connection: calls run on the feed thread's loop; the repository is the user's."""
+def context_for_app(app: Any, vm_urn: str | None = None) -> RestoreContext:
+    """The console's connection to the VRM of ``vm_urn`` (several VRMs: the VM's own; else the only
+    one): calls run on that feed thread's loop; the repository is the user's."""
+    from functools import partial
+
     from ..jobs.model import JobError
     from .repository import open_repository
-    feed = getattr(app, "feed", None)
+    feed_of = getattr(app, "feed_of", None)
+    feed = feed_of(vm_urn) if feed_of is not None else getattr(app, "feed", None)
     if feed is None or getattr(feed, "client", None) is None:
         raise JobError("not connected to a VRM yet")
-    from .jobs_screen import jobs_service
-    return RestoreContext(feed.client, open_repository(create=True), run=app.feed_call, service=jobs_service(app),
-                          spec=getattr(app, "spec", None), owns_repo=True)
+    from .jobs_screen import jobs_service, spec_for
+    run = partial(app.feed_call, urn=vm_urn) if feed_of is not None else app.feed_call
+    return RestoreContext(feed.client, open_repository(create=True), run=run, service=jobs_service(app),
+                          spec=spec_for(app, vm_urn), owns_repo=True, sites=sites_of_app(app))
+
+
+def sites_of_app(app: Any) -> list[RestoreSite]:
+    """The console's VRMs as restore targets (several only in a multi-site console: ``app.sites``, each
+    with its feed, and its connection); calls go to the site's feed loop (``app.feed_call(site=i)``)."""
+    from functools import partial
+    out: list[RestoreSite] = []
+    for i, st in enumerate(getattr(app, "sites", None) or []):
+        feed = getattr(st, "feed", None)
+        if feed is None or getattr(feed, "client", None) is None:
+            continue
+        site = getattr(st, "site", None)
+        out.append(RestoreSite(label=str(getattr(st, "label", "") or getattr(site, "name", "") or "site"),
+                               client=feed.client, run=partial(app.feed_call, site=getattr(st, "index", i)),
+                               spec=getattr(st, "spec", None), site_uri=str(getattr(site, "uri", "") or "")))
+    return out if len(out) > 1 else []
 
 
 def _tail(name: str, width: int) -> str:
@@ -198,6 +256,15 @@ class RestoreWizard(Screen[None]):
         self.power_on = False
         self.stop_vm = False
         self.datastores: dict[str, str] = {}
+        # another site (issue 19): the site picked, what it offers, and the NICs' and location's mapping
+        self.picking_site = False          # step 2, after the name: the site the new VM goes to
+        self.site: RestoreSite | None = None   # None: the point's own site (ctx.client), as with one VRM
+        self.tsite: TargetSite | None = None   # set when the site picked is not the point's
+        self.map_phase = "disks"           # "disks" | "nics" | "location" (the last two: another site only)
+        self.port_groups: dict[str, str] = {}
+        self.location = ""
+        self.map_nics: list[tuple[str, str]] = []   # (source port group URN, "NIC names · port group name")
+        self.nic_index = 0
         self.map_disks: list[Any] = []
         self.map_index = 0
         self.choices: list[Any] = []
@@ -259,7 +326,8 @@ class RestoreWizard(Screen[None]):
         idx = STEPS.index(self.step)
         for i, s in enumerate(STEPS[:6]):
             if s == self.step:
-                t.append(f" {i + 1} {STEP_TITLES[s]} ", style="bold reverse")
+                title = "Mapping" if s == "map" and self.tsite is not None else STEP_TITLES[s]
+                t.append(f" {i + 1} {title} ", style="bold reverse")
             else:
                 t.append(f" {i + 1} ", style="" if i < idx else "dim")
         if idx >= 6:
@@ -284,12 +352,16 @@ class RestoreWizard(Screen[None]):
         # Only the widget that takes this step's Enter is focusable: Tab must not park the focus on the
         # text above a list or an input, where Enter and Down do nothing.
         self.query_one("#wiz-scroll").can_focus = not (opts.display or inp.display)
-        body.update(getattr(self, f"_body_{self.step}")())
+        sub = "site" if self.step == "target" and self.picking_site else self.step
+        body.update(getattr(self, f"_body_{sub}")())
         if opts.display:
             opts.clear_options()
-            opts.add_options(getattr(self, f"_options_{self.step}")())
+            options = getattr(self, f"_options_{sub}")()
+            opts.add_options(options)
             if opts.option_count:
-                opts.highlighted = 0
+                default = self._default_option()
+                ids = [o.id for o in options]
+                opts.highlighted = ids.index(default) if default in ids else 0
             opts.focus()
         elif inp.display and self.naming:
             inp.value = self.new_name or self._default_name()
@@ -308,11 +380,18 @@ class RestoreWizard(Screen[None]):
     def _hint(self) -> str:
         if self.step == "progress" and self.ctx.service is None:
             return "c stops the restore (asks first) · it runs in this window until it ends"
-        return HINTS.get("name" if self.naming else self.step, "")
+        if self.naming:
+            return HINTS["name"]
+        if self.step == "target" and self.picking_site:
+            return HINTS["site"]
+        if self.step == "map" and self.tsite is not None:
+            return HINTS[f"map-{self.map_phase}"]
+        return HINTS.get(self.step, "")
 
     def go(self, step: str) -> None:
         self.step = step
         self.naming = False
+        self.picking_site = False
         self.error = ""
         self.show()
 
@@ -373,11 +452,16 @@ class RestoreWizard(Screen[None]):
             return
         self.new_name = None if name == self._default_name() else name
         self.naming = False
+        if self.ctx.sites:   # several VRMs: which one the new VM goes to
+            self.picking_site = True
+            self.run_worker(self._load_sites(), group="restore-wizard", exclusive=True, exit_on_error=False)
+            return
         self._map_disks()
 
     def _map_disks(self) -> None:
         self.map_disks = [d for d in self.point.disks if self.target == "new" or d.volume_urn == self.disk_volume]
         self.map_index = 0
+        self.map_phase = "disks"
         self.run_worker(self._load_choices(), group="restore-wizard", exclusive=True, exit_on_error=False)
 
     def _options_target(self) -> list[Option]:
@@ -395,10 +479,299 @@ class RestoreWizard(Screen[None]):
                                             "left detached"), id=f"disk:{d.volume_urn}"))
         return out
 
+    # --- step 2b: the site a new VM goes to (several VRMs) ------------------------------------------
+
+    def _own_uri(self) -> str:
+        from ..vrm.urn import site_uri
+        return site_uri(self.point.vm_urn if self.point is not None else self.vm_urn)
+
+    def _target(self) -> RestoreSite | None:
+        """The site restored into: the one picked, else the point's own among the console's sites."""
+        if self.site is not None:
+            return self.site
+        own = self._own_uri()
+        return next((s for s in self.ctx.sites if s.site_uri == own), None)
+
+    def _client(self) -> Any:
+        t = self._target()
+        return t.client if t is not None else self.ctx.client
+
+    def _spec(self) -> Any:
+        t = self._target()
+        return t.spec if t is not None and t.spec is not None else self.ctx.spec
+
+    async def _call(self, coro: Awaitable[Any]) -> Any:
+        t = self._target()
+        return await (t.call(coro) if t is not None else self.ctx.call(coro))
+
+    async def _load_sites(self) -> None:
+        """Each site's URI (asked of its VRM when the console did not know it yet)."""
+        self.busy = True
+        try:
+            for st in self.ctx.sites:
+                if not st.site_uri:
+                    sites = await st.call(st.client.sites())
+                    st.site_uri = sites[0].uri if sites else ""
+            self.error = ""
+        except Exception as e:  # one VRM unreachable: the others can still be picked
+            self.error = f"could not ask every VRM for its site: {e}"
+        finally:
+            self.busy = False
+        self.show()
+
+    def _body_site(self) -> Text:
+        p = self.point
+        t = Text()
+        t.append(f"Point {p.id}", style="bold")
+        t.append(f" · new VM {self.new_name or self._default_name()}\n")
+        t.append("Which VRM does the new VM go to? ", style="bold")
+        t.append("On another site, its datastores, networks and place are mapped next.", style="dim")
+        return t
+
+    def _options_site(self) -> list[Option]:
+        own = self._own_uri()
+        out = []
+        for i, st in enumerate(self.ctx.sites):
+            label = Text.assemble((st.label, "bold"))
+            if st.site_uri == own:
+                label.append(" — this VM's site (as with one VRM)", style="dim")
+            elif st.site_uri:
+                label.append(" — another site: map datastores, port groups and location", style="dim")
+            else:
+                label.append(" — not reachable now", style="red")
+            out.append(Option(label, id=f"site:{i}", disabled=not st.site_uri))
+        return out
+
+    def _site_picked(self, index: int) -> None:
+        self.site = self.ctx.sites[index]
+        self.picking_site = False
+        self.tsite = None
+        self.port_groups, self.location = {}, ""
+        if self.site.site_uri == self._own_uri():
+            self._map_disks()
+            return
+        self.run_worker(self._load_target(), group="restore-wizard", exclusive=True, exit_on_error=False)
+
+    async def _load_target(self) -> None:
+        """What the other site offers, the site pair's remembered mapping and the suggestions."""
+        from ..jobs.sitemap import SiteMappingStore, point_port_groups, suggest_mapping
+        from ..vrm.urn import last_segment, site_id
+        st = self.site
+        assert st is not None
+        self.busy = True
+        try:
+            uri = st.site_uri
+            client = st.client
+            stores = await st.call(client.datastores(uri))
+            groups = await st.call(client.port_groups(uri))
+            clusters = await st.call(client.clusters(uri))
+            hosts = await st.call(client.hosts(uri))
+            tid = last_segment(uri)   # /service/sites/<id>
+            store = self.ctx.mappings or SiteMappingStore()
+            remembered = await asyncio.to_thread(store.get, site_id(self.point.vm_urn), tid)
+            suggested = suggest_mapping(self.point, tid, stores, groups, remembered,
+                                        arch=str(self.point.vm_config.get("arch") or ""),
+                                        host_arch={h.urn: h.arch for h in hosts})
+            self.tsite = TargetSite(uri, tid, stores, groups, clusters, hosts, remembered, suggested)
+            names = {}
+            for n in self.point.vm_config.get("nics") or []:
+                if isinstance(n, dict) and n.get("portGroupUrn"):
+                    names.setdefault(str(n["portGroupUrn"]), []).append(str(n.get("name") or "NIC"))
+            self.map_nics = [(urn, f"{', '.join(names.get(urn, []))} · {pg_name or urn}")
+                             for urn, pg_name in point_port_groups(self.point).items()]
+            self.port_groups = {}
+            self.location = suggested.location if suggested.location in self._locations() else ""
+            self.error = ""
+        except Exception as e:  # VRM or mapping store trouble: stay on the site list, say why
+            self.busy = False
+            self.site, self.tsite = None, None
+            self.error = f"could not read site {st.label}: {e}"
+            self.picking_site = True
+            self.show()
+            return
+        self.busy = False
+        self.map_disks = list(self.point.disks)
+        self.map_index = 0
+        self.map_phase = "disks"
+        self.nic_index = 0
+        await self._load_choices()
+
+    def _locations(self) -> set[str]:
+        ts = self.tsite
+        return set() if ts is None else {c.urn for c in ts.clusters} | {h.urn for h in ts.hosts}
+
+    def _default_option(self) -> str | None:
+        """The option highlighted first: the disk's, NIC's or location's choice so far, else the site
+        pair's remembered one, else the suggestion."""
+        if self.step != "map":
+            return None
+        if self.tsite is None:
+            return None
+        ts = self.tsite
+        if self.map_phase == "disks":
+            d = self.map_disks[self.map_index]
+            if d.volume_urn in self.datastores:
+                return self.datastores[d.volume_urn]
+            want = ts.suggested.datastores.get(d.datastore_urn) if ts.suggested else None
+            return self._reachable_default(want)
+        if self.map_phase == "nics":
+            src = self.map_nics[self.nic_index][0]
+            if src in self.port_groups:
+                return f"pg:{self.port_groups[src]}"
+            dst = ts.suggested.port_groups.get(src) if ts.suggested else None
+            return None if dst is None else f"pg:{dst}"
+        return f"loc:{self.location}"
+
+    def _reachable_default(self, want: str | None) -> str | None:
+        """``want`` when one host reaches it and the datastores picked for the earlier disks (the new VM
+        runs on one host), else the first compatible one that such a host reaches."""
+        chosen = [self.datastores[d.volume_urn] for d in self.map_disks[:self.map_index]
+                  if d.volume_urn in self.datastores]
+        if not chosen:
+            return want
+        stores = {ds.urn: ds for ds in self.tsite.datastores} if self.tsite is not None else {}
+        hosts: set[str] | None = None
+        for urn in chosen:
+            reach = set(stores[urn].hosts) if urn in stores else set()
+            hosts = reach if hosts is None else hosts & reach
+        ok = [c.datastore.urn for c in self.choices if c.compatible and hosts & set(c.datastore.hosts)]
+        if want in ok or not ok:
+            return want
+        return ok[0]
+
+    def _origin(self, kind: str, key: str, value: str) -> str:
+        """' (remembered)' / ' (suggested)' for the default shown beside an option."""
+        ts = self.tsite
+        if ts is None or ts.suggested is None:
+            return ""
+        rem = getattr(ts.remembered, kind, {}) if ts.remembered is not None else {}
+        if kind == "location":
+            if ts.remembered is not None and value and ts.remembered.location == value:
+                return " (remembered)"
+            return ""
+        if key in rem and rem[key] == value:
+            return " (remembered)"
+        if getattr(ts.suggested, kind, {}).get(key) == value:
+            return " (suggested)"
+        return ""
+
+    def _body_map_nics(self) -> Text:
+        t = Text()
+        src, what = self.map_nics[self.nic_index]
+        t.append(f"Network {self.nic_index + 1} of {len(self.map_nics)}: ", style="bold")
+        t.append(f"{what}\n")
+        t.append(f"Port group on {self.site.label if self.site else 'the site'} for these NICs, "
+                 "or none (the NIC is left out):", style="dim")
+        return t
+
+    def _options_map_nics(self) -> list[Option]:
+        ts = self.tsite
+        assert ts is not None
+        src = self.map_nics[self.nic_index][0]
+        out = []
+        for pg in ts.port_groups:
+            label = Text(no_wrap=True, overflow="ellipsis")
+            label.append(f"{pg.name:<22}", style="bold")
+            label.append(f" VLAN {pg.vlan_id}" if pg.vlan_id is not None else " no VLAN", style="dim")
+            label.append(self._origin("port_groups", src, pg.urn), style="green")
+            out.append(Option(label, id=f"pg:{pg.urn}"))
+        none = Text.assemble(("none", "bold"), " — leave these NICs out", (self._origin("port_groups", src, ""),
+                                                                               "green"))
+        out.append(Option(none, id="pg:"))
+        return out
+
+    def _body_map_location(self) -> Text:
+        t = Text()
+        t.append(f"Where does the new VM go on {self.site.label if self.site else 'the site'}?\n", style="bold")
+        t.append("A cluster or a host; the datastores picked must be reached from there.", style="dim")
+        return t
+
+    def _options_map_location(self) -> list[Option]:
+        ts = self.tsite
+        assert ts is not None
+        out = [Option(Text.assemble(("Any host", "bold"), " — a host that reaches every datastore"),
+                      id="loc:")]
+        hosts = self._fitting_hosts()
+        for c in ts.clusters:
+            if not any(h.cluster_urn == c.urn for h in hosts):
+                continue
+            out.append(Option(Text.assemble(("cluster ", "dim"), (c.name, "bold"),
+                                            (self._origin("location", "", c.urn), "green")), id=f"loc:{c.urn}"))
+        for h in hosts:
+            out.append(Option(Text.assemble(("host ", "dim"), (h.name, "bold"), f" ({h.cluster_name}, {h.arch})",
+                                            (self._origin("location", "", h.urn), "green")), id=f"loc:{h.urn}"))
+        return out
+
+    def _fitting_hosts(self) -> list[Any]:
+        """The other site's hosts the new VM can run on: the VM's CPU architecture (when the point says
+        it), reaching every datastore picked for its disks."""
+        from ..rules import catalog as C
+        ts = self.tsite
+        assert ts is not None
+        arch = C.arch_family(str(self.point.vm_config.get("arch") or ""))
+        stores = {ds.urn: ds for ds in ts.datastores}
+        picked = [stores[u] for u in self.datastores.values() if u in stores]
+        return [h for h in ts.hosts
+                if (not arch or not C.arch_family(h.arch) or C.arch_family(h.arch) == arch)
+                and all(h.urn in ds.hosts for ds in picked)]
+
+    def _map_next(self) -> None:
+        """After a disk, NIC or location of another site: the next one, else the pre-checks."""
+        if self.map_phase == "disks" and self.map_index + 1 < len(self.map_disks):
+            self.map_index += 1
+            self.run_worker(self._load_choices(), group="restore-wizard", exclusive=True, exit_on_error=False)
+            return
+        if self.tsite is None or self.map_phase == "location":
+            self.run_worker(self._plan(), group="restore-wizard", exclusive=True, exit_on_error=False)
+            return
+        if self.map_phase == "disks" and self.map_nics:
+            self.map_phase, self.nic_index = "nics", 0
+        elif self.map_phase == "nics" and self.nic_index + 1 < len(self.map_nics):
+            self.nic_index += 1
+        else:
+            self.map_phase = "location"
+        self.show()
+
+    def _map_back(self) -> None:
+        if self.map_phase == "location":
+            if self.map_nics:
+                self.map_phase, self.nic_index = "nics", len(self.map_nics) - 1
+                self.show()
+                return
+            self.map_phase, self.map_index = "disks", len(self.map_disks) - 1
+        elif self.map_phase == "nics":
+            if self.nic_index > 0:
+                self.nic_index -= 1
+                self.show()
+                return
+            self.map_phase, self.map_index = "disks", len(self.map_disks) - 1
+        elif self.map_index > 0:
+            self.map_index -= 1
+        else:
+            self.go("target")
+            if self.ctx.sites and self.target == "new":
+                self.picking_site = True
+                self.show()
+            return
+        self.run_worker(self._load_choices(), group="restore-wizard", exclusive=True, exit_on_error=False)
+
+    def _remember(self) -> None:
+        """The mapping of a restore into another site, for the next one between the same two sites."""
+        if self.tsite is None:
+            return
+        from ..jobs.sitemap import SiteMappingStore, remember
+        remember(self.point, self.request(), self.tsite.id, self.ctx.mappings or SiteMappingStore())
+
     # --- step 3: datastores per disk ----------------------------------------------------------------
 
     def _body_map(self) -> Text:
+        if self.tsite is not None and self.map_phase != "disks":
+            return getattr(self, f"_body_map_{self.map_phase}")()
         t = Text()
+        if self.tsite is not None and self.site is not None:
+            t.append("Into another site: ", style="bold yellow")
+            t.append(f"{self.site.label}", style="bold")
+            t.append(" (this mapping is remembered for the next time)\n", style="dim")
         d = self.map_disks[self.map_index]
         t.append(f"Disk {self.map_index + 1} of {len(self.map_disks)}: ", style="bold")
         t.append(f"{d.disk_name} · {human_bytes(d.size_bytes)} · backed up from {d.storage_type} storage\n")
@@ -406,6 +779,9 @@ class RestoreWizard(Screen[None]):
         bad = [c for c in self.choices if not c.compatible]
         if not ok:
             t.append("No compatible datastore: the restore cannot place this disk.\n", style="bold red")
+        elif self.tsite is not None:
+            t.append("Compatible (storage class, architecture, space), the default highlighted:\n",
+                     style="dim")
         else:
             t.append("Compatible (storage class, CPU architecture, space), the VM's cluster first:\n", style="dim")
         if bad:
@@ -421,8 +797,11 @@ class RestoreWizard(Screen[None]):
     def _options_map(self) -> list[Option]:
         # One line per datastore: the option list would wrap a long prompt, so it is cut to the list's width
         # (less a scrollbar); before the first layout the width is not known yet.
+        if self.tsite is not None and self.map_phase != "disks":
+            return getattr(self, f"_options_map_{self.map_phase}")()
         width = self.query_one("#wiz-options", OptionList).scrollable_content_region.width - 2
         out = []
+        src = self.map_disks[self.map_index].datastore_urn if self.map_disks else ""
         for c in self.choices:
             if not c.compatible:
                 continue
@@ -431,10 +810,16 @@ class RestoreWizard(Screen[None]):
             label.append(f"{ds.name:<22}", style="bold")
             free = human_bytes(None if c.free_gb is None else c.free_gb * (1 << 30))
             label.append(f" {ds.storage_type:<10} {free:>9} free")
+            if self.tsite is not None:
+                label.append(self._origin("datastores", src, ds.urn), style="green")
             label.append(f" · {c.where}", style="dim")
             if width > 40:
                 label.truncate(width, overflow="ellipsis")
             out.append(Option(label, id=ds.urn))
+        if self.tsite is not None and not out:
+            # nothing fits on the other site: go on unmapped, the pre-checks name it with every other one
+            out.append(Option(Text.assemble(("leave unmapped", "bold red"), " — the pre-checks name it"),
+                              id="unmapped"))
         return out
 
     async def _load_choices(self) -> None:
@@ -442,8 +827,9 @@ class RestoreWizard(Screen[None]):
         d = self.map_disks[self.map_index]
         self.busy = True
         try:
-            self.choices = await self.ctx.call(datastore_choices(self.ctx.client, self.ctx.repo, self.point.id,
-                                                                 d.volume_urn))
+            kw = {"site": self.tsite.uri} if self.tsite is not None else {}
+            self.choices = await self._call(datastore_choices(self._client(), self.ctx.repo, self.point.id,
+                                                              d.volume_urn, **kw))
         except Exception as e:  # VRM or repository trouble: stay on the step, say why
             self.error = f"could not list datastores: {e}"
             self.choices = []
@@ -456,15 +842,18 @@ class RestoreWizard(Screen[None]):
 
     def request(self) -> Any:
         from ..jobs.restore import RestoreRequest
+        kw: dict[str, Any] = {}
+        if self.tsite is not None:   # another site: where the VM goes and its NICs' port groups
+            kw = {"location": self.location, "port_groups": dict(self.port_groups)}
         return RestoreRequest(point_id=self.point.id, target=self.target, name=self.new_name,
                               datastores=dict(self.datastores), power_on=self.power_on, stop_vm=self.stop_vm,
-                              disk_volume=self.disk_volume)
+                              disk_volume=self.disk_volume, **kw)
 
     async def _plan(self) -> None:
         from ..jobs.restore import plan_restore
         self.busy = True
         try:
-            self.plan = await self.ctx.call(plan_restore(self.ctx.client, self.ctx.repo, self.request()))
+            self.plan = await self._call(plan_restore(self._client(), self.ctx.repo, self.request()))
             self.error = ""
         except Exception as e:
             self.plan = None
@@ -492,7 +881,13 @@ class RestoreWizard(Screen[None]):
         def finding(f: Any) -> None:
             mark, style = SEV.get(f.severity, ("·", ""))
             t.append(f"{mark} {f.rule}", style=style)
-            t.append(f": {f.message}\n")
+            head, _, items = f.message.partition(": ")
+            if f.rule == "restore-unmapped" and "; " in items:   # another site: one line per unmapped item
+                t.append(f": {head}:\n")
+                for item in items.split("; "):
+                    t.append(f"    · {item}\n")
+            else:
+                t.append(f": {f.message}\n")
             if f.remediation:
                 t.append(f"    → {f.remediation}\n", style="dim")
         # each check that ran, with its result: what it found, or that it passed
@@ -631,7 +1026,7 @@ class RestoreWizard(Screen[None]):
         self.job = JobRecord(id="(submitting)", type="restore", state="queued")
         self.go("progress")
         try:
-            job_id = await svc.submit_restore(self.request().to_json(), spec=self.ctx.spec)
+            job_id = await svc.submit_restore(self.request().to_json(), spec=self._spec())
         except Exception as e:
             self.job.state, self.job.error = "failed", f"could not submit the restore: {e}"
             self.result = restore_result(self.job)
@@ -653,6 +1048,11 @@ class RestoreWizard(Screen[None]):
         self.go("result")   # the result step says how it ended, with the error: no toast over it
 
     async def _run(self) -> None:
+        if self.tsite is not None:
+            try:   # planned without blockers and started: next time between these sites, the defaults
+                await asyncio.to_thread(self._remember)
+            except Exception as e:
+                self.app.notify(f"The site mapping was not remembered: {e}", severity="warning")
         if self.ctx.service is not None:
             await self._run_by_agent()
             return
@@ -673,11 +1073,11 @@ class RestoreWizard(Screen[None]):
                 kw["settings"] = self.ctx.settings
             if self.ctx.journal is not None:
                 kw["journal"] = self.ctx.journal
-            return await run_restore(self.ctx.client, self.ctx.repo, self.plan, **kw)
+            return await run_restore(self._client(), self.ctx.repo, self.plan, **kw)
 
         self.go("progress")
         try:
-            job = await self.ctx.call(go())
+            job = await self._call(go())
         except Exception as e:   # the engine reports failures in the record; this is the unexpected rest
             job.state, job.error = "failed", str(e) or type(e).__name__
         self.job = job
@@ -696,9 +1096,13 @@ class RestoreWizard(Screen[None]):
             self.point = next(p for p in self.points if p.id == oid)
             self.datastores, self.plan = {}, None
             self.go("target")
+        elif self.step == "target" and self.picking_site:
+            if oid.startswith("site:"):
+                self._site_picked(int(oid[5:]))
         elif self.step == "target":
             self.plan = None
             self.datastores = {}
+            self.site, self.tsite = None, None
             if oid == "files":
                 # nothing is restored: the browser opens over this step, Esc there comes back here
                 from .files_screen import FilesScreen
@@ -717,13 +1121,19 @@ class RestoreWizard(Screen[None]):
                 self.show()
             else:
                 self._map_disks()
+        elif self.step == "map" and self.tsite is not None and self.map_phase == "nics":
+            self.port_groups[self.map_nics[self.nic_index][0]] = oid[3:]
+            self._map_next()
+        elif self.step == "map" and self.tsite is not None and self.map_phase == "location":
+            self.location = oid[4:]
+            self._map_next()
         elif self.step == "map":
-            self.datastores[self.map_disks[self.map_index].volume_urn] = oid
-            if self.map_index + 1 < len(self.map_disks):
-                self.map_index += 1
-                self.run_worker(self._load_choices(), group="restore-wizard", exclusive=True, exit_on_error=False)
+            vol = self.map_disks[self.map_index].volume_urn
+            if oid == "unmapped":
+                self.datastores.pop(vol, None)
             else:
-                self.run_worker(self._plan(), group="restore-wizard", exclusive=True, exit_on_error=False)
+                self.datastores[vol] = oid
+            self._map_next()
 
     def action_next(self) -> None:
         if self.busy:
@@ -784,16 +1194,19 @@ class RestoreWizard(Screen[None]):
             self.dismiss(None)
         elif self.step == "target" and self.naming:
             self.go("target")
+        elif self.step == "target" and self.picking_site:
+            self.picking_site, self.naming = False, True
+            self.error = ""
+            self.show()
         elif self.step == "target":
             self.go("point")
         elif self.step == "map":
-            if self.map_index > 0:
-                self.map_index -= 1
-                self.run_worker(self._load_choices(), group="restore-wizard", exclusive=True, exit_on_error=False)
-            else:
-                self.go("target")
+            self._map_back()
         elif self.step == "checks":
-            if self.target == "original" or not self.map_disks:
+            if self.tsite is not None:
+                self.map_phase = "location"
+                self.go("map")
+            elif self.target == "original" or not self.map_disks:
                 self.go("target")
             else:
                 self.map_index = len(self.map_disks) - 1
@@ -847,7 +1260,7 @@ def start_restore_wizard(app: Any, vm_urn: str, vm_name: str = "") -> None:
         app.notify("Read-only mode: restores cannot be started", severity="warning")
         return
     try:
-        ctx = context_for_app(app)
+        ctx = context_for_app(app, vm_urn)
     except Exception as e:
         app.notify(f"Restore unavailable: {e}", severity="error")
         return

@@ -48,6 +48,7 @@ class MainScreen(Screen[None]):
         Binding("f", "browse_files", "Files of last backup", show=False, id="vm.files"),
         Binding("J", "jobs", "Jobs", show=False, id="view.jobs"),
         Binding("O", "policies", "Policies", show=False, id="view.policies"),
+        Binding("X", "dr", "Disaster recovery", show=False, id="dr.show"),
         Binding("D", "datastores", "Datastores", id="view.datastores"),
         Binding("t", "tree", "Tree", id="view.tree"),
         Binding("R", "refresh_now", "Refresh", show=False, id="app.refresh"),
@@ -215,6 +216,10 @@ class MainScreen(Screen[None]):
         from .jobs_screen import JobsScreen, jobs_service
         self.app.push_screen(JobsScreen(jobs_service(self.app)))
 
+    def action_dr(self) -> None:
+        from .dr_screen import show_dr
+        show_dr(self.app)
+
     def action_policies(self) -> None:
         from .policies_screen import PoliciesScreen
         self.app.push_screen(PoliciesScreen())
@@ -293,13 +298,18 @@ class DatastoresScreen(Screen[None]):
         t = self.query_one(DataTable)
         # what decides a backup or a restore target first (support, free space): whole at 80 columns
         t.add_columns("Name", "Backup", "Free", "Type", "Class", "Capacity", "Status")
+        if console_of(self).multi_site:
+            t.add_column("Site")   # two VRMs may name their datastores alike
         self.populate()
         t.focus()
 
     def populate(self) -> None:
         t = self.query_one(DataTable)
         t.clear()
-        stores = sorted(console_of(self).datastores.values(), key=lambda d: d.name)
+        console = console_of(self)
+        multi = console.multi_site
+        labels = {d.urn: getattr(console.site_of(d.urn), "label", "?") for d in console.datastores.values()} if multi else {}
+        stores = sorted(console.datastores.values(), key=lambda d: (d.name, labels.get(d.urn, "")))
         for d in stores:
             cls, supported = storage_info(d.storage_type)
             free = d.usable_free_gb
@@ -307,14 +317,19 @@ class DatastoresScreen(Screen[None]):
             pct = f" ({free * 100 // cap}%)" if free is not None and cap else ""
             sup = Text("supported", style="green") if supported else (
                 Text("unsupported", style="bold red") if supported is False else Text("unknown", style="yellow"))
-            t.add_row(d.name, sup, human_bytes(None if free is None else free << 30) + pct, d.storage_type, cls,
-                      human_bytes(None if cap is None else cap << 30), d.status, key=d.urn)
+            cells = [d.name, sup, human_bytes(None if free is None else free << 30) + pct, d.storage_type, cls,
+                     human_bytes(None if cap is None else cap << 30), d.status]
+            if multi:
+                cells.append(labels.get(d.urn, "?"))
+            t.add_row(*cells, key=d.urn)
         self.query_one("#ds-title", Static).update(
             f"Datastores: {len(stores)}  ·  raw LOCAL, LUN and san storage cannot be backed up")
 
 
 class TreeScreen(Screen[None]):
-    """Sites → clusters → hosts. Hosts load when a cluster is expanded; selecting a host filters on it."""
+    """Sites → clusters → hosts; with several VRMs, VRMs (label, state) → clusters → hosts. Hosts load
+    when a cluster is expanded (from that cluster's VRM); selecting a host filters on it, a VRM on its
+    ``site:``."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,q", "app.pop_screen", "Back", id="tree.back"),
@@ -328,14 +343,53 @@ class TreeScreen(Screen[None]):
     def on_mount(self) -> None:
         console = console_of(self)
         tree = self.query_one(Tree)
-        site = console.site
-        tree.root.set_label(Text(f"site {site.name if site else '?'}", style="bold"))
-        tree.root.data = {"kind": "site"}
-        for c in sorted(console.clusters, key=lambda c: c.name):
-            tree.root.add(f"cluster {c.name}", data={"kind": "cluster", "urn": c.urn, "loaded": False},
-                          allow_expand=True)
+        if console.multi_site:
+            tree.root.set_label(Text(f"VRMs ({len(console.sites)})", style="bold"))
+            tree.root.data = {"kind": "vrms"}
+            for st in console.sites:
+                node = tree.root.add(self._vrm_label(st), data={"kind": "vrm", "site": st.index}, allow_expand=True)
+                self._add_clusters(node, st.clusters, st.index)
+                node.expand()
+        else:
+            site = console.site
+            tree.root.set_label(Text(f"site {site.name if site else '?'}", style="bold"))
+            tree.root.data = {"kind": "site"}
+            self._add_clusters(tree.root, console.clusters, 0)
         tree.root.expand()
         tree.focus()
+
+    @staticmethod
+    def _add_clusters(node: TreeNode, clusters: list[Any], site: int) -> None:
+        for c in sorted(clusters, key=lambda c: c.name):
+            node.add(f"cluster {c.name}", data={"kind": "cluster", "urn": c.urn, "loaded": False, "site": site},
+                     allow_expand=True)
+
+    @staticmethod
+    def _vrm_label(st: Any) -> Text:
+        t = Text()
+        t.append(f"VRM {st.label}", style="bold")
+        if st.site is not None:
+            t.append(f"  {st.site.name}")
+        state = st.state
+        t.append(f"  {state}", style={"live": "green", "connecting": "dim"}.get(state, "bold yellow"))
+        if st.stale_reason:
+            t.append(f": {st.stale_reason}", style="yellow")
+        return t
+
+    def sites_changed(self) -> None:
+        """A VRM went stale, came back or listed its clusters: relabel (and fill) its node."""
+        console = console_of(self)
+        if not console.multi_site:
+            return
+        for node in self.query_one(Tree).root.children:
+            data = node.data or {}
+            if data.get("kind") != "vrm" or data["site"] >= len(console.sites):
+                continue
+            st = console.sites[data["site"]]
+            node.set_label(self._vrm_label(st))
+            if not node.children and st.clusters:
+                self._add_clusters(node, st.clusters, st.index)
+                node.expand()
 
     @on(Tree.NodeExpanded)
     def _expanded(self, event: Tree.NodeExpanded) -> None:
@@ -343,30 +397,45 @@ class TreeScreen(Screen[None]):
         if data.get("kind") == "cluster" and not data.get("loaded"):
             data["loaded"] = True
             event.node.add_leaf(Text("loading…", style="dim"), data={"kind": "placeholder"})
-            self._load_hosts(event.node, data["urn"])
+            self._load_hosts(event.node, data["urn"], data.get("site", 0))
 
     @work(group="tree", exit_on_error=False)
-    async def _load_hosts(self, node: TreeNode, cluster_urn: str) -> None:
+    async def _load_hosts(self, node: TreeNode, cluster_urn: str, site: int = 0) -> None:
         console = console_of(self)
+        st = console.sites[site] if console.multi_site else None
+        feed = st.feed if st is not None else console.feed
         try:
-            hosts = await console.feed_call(console.feed.hosts_of(cluster_urn))  # type: ignore[union-attr]
+            hosts = await console.feed_call(feed.hosts_of(cluster_urn), site=site)  # type: ignore[union-attr]
         except Exception as e:  # VRM errors show in the tree, never crash the app
             node.remove_children()
             node.add_leaf(Text(f"could not load hosts: {e}", style="yellow"), data={"kind": "error"})
             node.data["loaded"] = False
             return
         node.remove_children()
-        counts = console.vm_count_by_host()
+        label = st.label if st is not None else None
+        counts = console.vm_count_by_host(label)
         for h in sorted(hosts, key=lambda h: h.name):
             n = counts.get(h.name, 0)
-            node.add_leaf(f"host {h.name}  {h.status}  {n} VMs", data={"kind": "host", "name": h.name})
+            node.add_leaf(f"host {h.name}  {h.status}  {n} VMs", data={"kind": "host", "name": h.name, "site": label})
 
     @on(Tree.NodeSelected)
     def _selected(self, event: Tree.NodeSelected) -> None:
         data = event.node.data or {}
+        console = console_of(self)
         if data.get("kind") == "host":
             self.app.pop_screen()
-            console_of(self).set_filter(f"host:{data['name']}", update_input=True)
+            where = f"site:{_quoted(data['site'])} " if data.get("site") else ""
+            console.set_filter(f"{where}host:{_quoted(data['name'])}", update_input=True)
+        elif data.get("kind") == "vrm":
+            self.app.pop_screen()
+            console.set_filter(f"site:{_quoted(console.sites[data['site']].label)}", update_input=True)
+
+
+def _quoted(value: str) -> str:
+    """A filter term's value, quoted when it has spaces or quotes (the filter splits on spaces)."""
+    if value and not any(c in value for c in " \t\"'"):
+        return value
+    return '"' + value.replace('"', "") + '"'
 
 
 class HelpScreen(ModalScreen[None]):

@@ -41,6 +41,18 @@ class ConnectSpec:
     def title(self) -> str:
         return self.label or f"{self.user}@{self.url}"
 
+    @property
+    def site_label(self) -> str:
+        """The VRM's name in a multi-site console (tree, site column, ``site:`` filter): the profile name,
+        else the address's host[:port]."""
+        if self.label:
+            return self.label
+        from urllib.parse import urlsplit
+        try:
+            return urlsplit(self.url).netloc.rsplit("@", 1)[-1] or self.url
+        except ValueError:
+            return self.url
+
     def client_options(self) -> dict[str, Any]:
         """VRM client keyword arguments beyond address, user and TLS: for this console's clients, its
         refresh process and the jobs it submits to the agent (the same fields as the CLI's Connection)."""

@@ -71,3 +71,36 @@ async def wait_loaded(pilot: Any, app: FctuiApp, refreshes: int = 1, timeout: fl
 def screen_text(app: FctuiApp) -> str:
     """The current screen as plain text lines (for assertions on what a person sees)."""
     return "\n".join(s.text for s in app.screen._compositor.render_strips())
+
+
+class StoppableTransport(httpx.AsyncBaseTransport):
+    """A simulator in-process that can be "stopped": while ``down`` every request is refused as by a
+    VRM that went away (a connection error), and answered again once ``down`` is False."""
+
+    def __init__(self, sim: Any) -> None:
+        from ..sim import create_app
+        self._inner = httpx.ASGITransport(app=create_app(sim))
+        self.down = False
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self.down:
+            raise httpx.ConnectError(f"connection refused ({request.url.scheme}://{request.url.host})",
+                                     request=request)
+        return await self._inner.handle_async_request(request)
+
+
+def make_sites_app(sims: list[Any], labels: list[str] | None = None, *, config: Config | None = None,
+                   clock: Callable[[], float] | None = None, auto_refresh: bool = False,
+                   refresh_interval: float = 3600.0, **kw: Any) -> FctuiApp:
+    """The console on several simulators in-process, each a VRM (site) labelled ``labels`` (a, b, …).
+    ``app.transports[i]`` stops and restarts site ``i`` (:class:`StoppableTransport`)."""
+    labels = labels or [chr(ord("a") + i) for i in range(len(sims))]
+    transports = [StoppableTransport(sim) for sim in sims]
+    specs = [ConnectSpec(url=f"http://{sim.site.name}.sim", user=sim.config.user, password=sim.config.password,
+                         label=label, transport=t)
+             for sim, label, t in zip(sims, labels, transports)]
+    app = FctuiApp(specs=specs, config=config or Config(), clock=clock or FixedClock(),
+                   auto_refresh=auto_refresh, refresh_interval=refresh_interval, watch_tty=False, **kw)
+    app.sims = sims            # type: ignore[attr-defined]
+    app.transports = transports   # type: ignore[attr-defined]
+    return app

@@ -29,7 +29,7 @@ from .errors import (LICENCE_ERROR_CODE, VERSION_ERROR_CODE, BackupResourceError
                      VrmError, VrmNotFoundError, VrmProtocolError, VrmServerError, VrmTimeoutError,
                      VrmVersionError, api_error)
 from .models import (CBT_BITMAP_ORDERS, BackupResource, CbtBitmap, CbtBitmapError, Cluster, Datastore, Host,
-                     LoginInfo, OsCatalogue, Site, SnapshotDetail, SnapshotTree, Task, TaskRef, VersionInfo, Vm,
+                     LoginInfo, OsCatalogue, PortGroup, Site, SnapshotDetail, SnapshotTree, Task, TaskRef, VersionInfo, Vm,
                      Volume, as_int)
 from .requester import check_ip, local_address_towards
 from .transport import BlockTransport, HttpResourceTransport, make_verify
@@ -320,6 +320,18 @@ class VrmClient:
             log.info("version discovery failed (%s); falling back", e)
             return [], isinstance(e, VrmAuthError) and e.status == 401 and not self.logged_in
         return list(reversed(vs)), False
+
+    @classmethod
+    async def open_session(cls, url: str, user: str, password: str | Callable[[], str], **options: Any) -> "VrmClient":
+        """A client whose session is open; closed again when the login fails (no connection left behind).
+        Whoever gets one logs out and closes it."""
+        client = cls(url, user, password, **options)
+        try:
+            await client.login()
+        except BaseException:
+            await client.aclose()
+            raise
+        return client
 
     async def login(self) -> LoginInfo:
         """Negotiate the API version if needed and open a session.
@@ -758,6 +770,21 @@ class VrmClient:
     async def datastores(self, site_uri: str, scope: str | None = None) -> list[Datastore]:
         return await self._whole(self._path(site_uri) + "/datastores", "datastores", {"scope": scope},
                                  Datastore.from_dict)
+
+    async def port_groups(self, site_uri: str) -> list[PortGroup]:
+        """Every port group of every distributed switch of the site (restore networking: a NIC of a
+        restored VM is plugged into one of these, or left out)."""
+        path = self._path(site_uri) + "/dvswitchs"
+        data = await self._call("GET", path)
+        out: list[PortGroup] = []
+        for dvs in self._list_field(data, "dvSwitchs", "GET", path):
+            dvs_urn = str(dvs.get("urn") or "") if isinstance(dvs, dict) else ""
+            dvs_uri = str(dvs.get("uri") or "") if isinstance(dvs, dict) else ""
+            if not dvs_uri:
+                continue
+            out.extend(await self._whole(dvs_uri + "/portgroups", "portGroups", None,
+                                         lambda x, u=dvs_urn: PortGroup.from_dict(x, u)))
+        return out
 
     async def datastore(self, uri: str) -> Datastore:
         return Datastore.from_dict(await self._get_obj(uri))

@@ -1,7 +1,8 @@
 """Where the VRM password comes from, and keeping it out of logs.
 
 Passwords never come from the command line (visible in ``ps`` and shell history): the environment
-variable ``FCTUI_PASSWORD`` or an interactive prompt. The unattended service (``fctui agent --service``)
+variable ``FCTUI_PASSWORD_<SITE>`` (one site's, :func:`site_password_env`) or ``FCTUI_PASSWORD``, or an
+interactive prompt naming the VRM. The unattended service (``fctui agent --service``)
 reads a file only its user can read instead (:func:`service_password`): ``$FCTUI_PASSWORD_FILE``, else
 systemd's ``$CREDENTIALS_DIRECTORY/fctui-password`` (``LoadCredential=``); never the config file.
 Nothing here logs or stores them.
@@ -29,28 +30,42 @@ class CredentialsError(VrmError):
     """No password could be obtained (no env var and no terminal to prompt on)."""
 
 
-def resolve_password(user: str, *, env: str = "FCTUI_PASSWORD", prompt: bool = True,
+def site_password_env(label: str, env: str = "FCTUI_PASSWORD") -> str:
+    """The variable that holds one site's password: ``FCTUI_PASSWORD_<LABEL>``, the label upper-cased and
+    every character that is not an ASCII letter or digit written ``_`` (``dr-site`` -> ``FCTUI_PASSWORD_DR_SITE``)."""
+    return f"{env}_" + re.sub(r"[^A-Z0-9]", "_", label.upper())
+
+
+def resolve_password(user: str, *, label: str = "", env: str = "FCTUI_PASSWORD", prompt: bool = True,
                      stdin: TextIO | None = None,
                      getpass_fn: Callable[[str], str] = getpass.getpass) -> str:
-    """The password for ``user``: ``$FCTUI_PASSWORD`` if set, else a prompt on a TTY, else an error.
+    """The password for ``user`` on the VRM ``label`` (a profile name or host; "" when unnamed):
+    ``$FCTUI_PASSWORD_<LABEL>`` if set (:func:`site_password_env`: several sites, several passwords),
+    else ``$FCTUI_PASSWORD``, else a prompt on a TTY naming the VRM, else an error.
 
     ``stdin``/``getpass_fn`` exist so tests can drive it without a terminal.
     """
+    per_site = site_password_env(label, env) if label else None
+    value = os.environ.get(per_site) if per_site else None
+    if value:
+        return value
     value = os.environ.get(env)
     if value:
         return value
+    who = f"{user}@{label}" if label else user
     stream = stdin if stdin is not None else sys.stdin
     is_tty = bool(stream is not None and hasattr(stream, "isatty") and stream.isatty())
     if prompt and is_tty:
         try:
-            value = getpass_fn(f"VRM password for {user}: ")
+            value = getpass_fn(f"VRM password for {who}: ")
         except (EOFError, KeyboardInterrupt):
             raise CredentialsError("no password entered") from None
         if not value:
             raise CredentialsError("empty password")
         return value
+    names = f"{per_site} or {env}" if per_site else env
     raise CredentialsError(
-        f"no VRM password for {user}: set {env} in the environment or run on a terminal to be prompted "
+        f"no VRM password for {who}: set {names} in the environment or run on a terminal to be prompted "
         "(passwords are never taken as command-line arguments)")
 
 

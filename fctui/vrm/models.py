@@ -230,6 +230,27 @@ class Host:
 
 
 @dataclass(slots=True)
+class PortGroup:
+    """A port group of a distributed switch (vrm-api.md §6: ``GET <dvsUri>/portgroups``), where a NIC
+    is plugged (``vmConfig.nics[].portGroupUrn``)."""
+    urn: str
+    uri: str
+    name: str
+    vlan_id: int | None
+    dvswitch_urn: str
+    raw: dict = field(repr=False, default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: Any, dvswitch_urn: str = "") -> "PortGroup":
+        d = _as_dict(d)
+        urn = _s(d, "urn")
+        if not dvswitch_urn and ":portgroups:" in urn:
+            dvswitch_urn = urn.split(":portgroups:", 1)[0]
+        return cls(urn=urn, uri=_s(d, "uri"), name=_s(d, "name"), vlan_id=_i(d, "vlanId"),
+                   dvswitch_urn=dvswitch_urn, raw=d)
+
+
+@dataclass(slots=True)
 class Datastore:
     urn: str
     uri: str

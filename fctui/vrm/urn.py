@@ -25,6 +25,16 @@ def site_uri(urn: str) -> str:
     return f"/service/sites/{parts[2]}"
 
 
+def site_id(urn: str) -> str:
+    """The site id inside a site-scoped URN (``urn:sites:4D9D0815:vms:i-1`` -> ``4D9D0815``): which VRM
+    site a VM, a volume or a restore point's VM belongs to. Real sites have distinct ids, so a VM URN
+    names its VM across every VRM the console shows."""
+    parts = urn.split(":")
+    if len(parts) < 3 or parts[0] != "urn" or parts[1] != "sites" or not parts[2]:
+        raise ValueError(f"not a site-scoped URN: {urn!r}")
+    return parts[2]
+
+
 def last_segment(urn_or_uri: str) -> str:
     """The object id: the last ``:`` or ``/`` separated part (VM ``i-000000E5``, task ``4962``)."""
     s = urn_or_uri.rstrip("/")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import io
 import json
 import os
@@ -92,6 +93,10 @@ async def test_cbt_chain_broken_from_tasks_since_last_backup(client: VrmClient, 
     r = await control.post(f"/sim/vms/{grown.rsplit(':', 1)[1]}/operations", json={"op": "expand"})
     r.raise_for_status()
     await _wait(client, r.json())
+    for _ in range(500):  # the guest booted again: Tools run boot_seconds (scaled) after the power-on
+        if (await client.vm(ready)).pv_driver_status == "running":
+            break
+        await asyncio.sleep(0.01)
 
     inv = await gather(client, knowledge=know)
     by = {a.urn: a for a in inv.assessments}

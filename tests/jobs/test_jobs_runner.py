@@ -167,6 +167,10 @@ async def test_chain_breaking_event_forces_full(client: VrmClient, control: http
     if event == "power-off":  # powered on again before the next backup (a stopped VM gets a standard one)
         vm_uri = f"/service/sites/{urn.split(':')[2]}/vms/{urn.rsplit(':', 1)[1]}"
         await client.wait_task(await client.start_vm(vm_uri), interval=0.02)
+        for _ in range(500):  # and its guest booted: Tools run boot_seconds (scaled) after the power-on
+            if (await client.vm(vm_uri)).pv_driver_status == "running":
+                break
+            await asyncio.sleep(0.01)
     job2, plan2 = await backup(client, repo, [urn], job_id="after")
     assert job2.state == "succeeded", job2.error
     d = job2.summary_json()["vms"][0]["disks"][0]

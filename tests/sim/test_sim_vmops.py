@@ -46,6 +46,9 @@ async def test_15_42_power_state_rules_and_exclusion() -> None:
         assert (await h.get(vm["uri"])).json()["pvDriverStatus"] == "notRunning"
         r = await act(h, vm, "start")
         await h.wait_task(r.json()["taskUri"])
+        # the guest boots: Tools start, and run boot_seconds later
+        assert (await h.get(vm["uri"])).json()["pvDriverStatus"] == "starting"
+        h.advance(h.sim.config.boot_seconds)
         assert (await h.get(vm["uri"])).json()["pvDriverStatus"] == "running"
         tpl = (await h.get(f"{h.site}/vms?isTemplate=true&limit=1")).json()["vms"][0]
         assert (await act(h, tpl, "start")).status_code == 400

@@ -44,6 +44,7 @@ class SummaryBar(Widget, can_focus=True):
         self.items: list[tuple[str, int]] = []
         self.cursor = 0
         self.active = ""          # the filter currently applied, shown inverted
+        self.stale_sites: frozenset[str] = frozenset()   # site:… counts of VRMs that stopped answering
         self._spans: list[tuple[int, int, int]] = []   # (x0, x1, item index) of the last render
 
     def set_summary(self, summary: Summary, active_filter: str = "") -> None:
@@ -52,10 +53,21 @@ class SummaryBar(Widget, can_focus=True):
         self.cursor = min(self.cursor, max(0, len(self.items) - 1))
         self.refresh()
 
+    def set_stale_sites(self, labels: list[str]) -> None:
+        stale = frozenset(labels)
+        if stale != self.stale_sites:
+            self.stale_sites = stale
+            self.refresh()
+
     def _label(self, expr: str, n: int) -> str:
+        if expr.startswith("site:"):
+            label = expr[5:]
+            return f"{label} {n}" + (" stale" if label in self.stale_sites else "")
         return f"{PROTECTION_LABEL.get(expr) or expr.split(':', 1)[1]} {n}"
 
     def _style(self, expr: str) -> Style:
+        if expr.startswith("site:"):
+            return Style.parse("bold yellow" if expr[5:] in self.stale_sites else "bold")
         if expr in PROTECTION_LABEL:
             return self.get_component_rich_style(f"summary--{expr.replace(':', '-')}", partial=True)
         return Style.parse(VERDICT_STYLE.get(expr, "") or "none")
@@ -88,7 +100,7 @@ class SummaryBar(Widget, can_focus=True):
             x0 = text.cell_len
             text.append(self._label(expr, n), style=style)
             self._spans.append((x0, text.cell_len, i))
-            same = i + 1 < len(self.items) and group(i + 1) == group(i) == "rpo"
+            same = i + 1 < len(self.items) and group(i + 1) == group(i) and group(i) in ("rpo", "site")
             text.append(" · " if same else "  ", style="dim")
         if not self.items:
             text.append("no VMs yet", style="dim")

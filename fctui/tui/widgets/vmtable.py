@@ -30,7 +30,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.timer import Timer
 
-from ...inventory.query import COLUMNS, Column, VmRow
+from ...inventory.query import COLUMNS, SITE_COLUMN, Column, VmRow
 from ..names import fit_name
 
 VERDICT_MARK = {"blocked": "✖ blocked", "degraded": "▲ degraded", "ready": "✔ ready", "": "… "}
@@ -68,25 +68,27 @@ class TableLayout:
         return max(0, self.virtual_width - self.width)
 
 
-def layout_columns(width: int, name_need: int = 0, reason_need: int = 0) -> TableLayout:
+def layout_columns(width: int, name_need: int = 0, reason_need: int = 0, site: bool = False) -> TableLayout:
     """Column widths for a viewport ``width`` cells wide. ``name_need``/``reason_need``: the longest
     name and main reason in the inventory (cells).
 
     The name starts at a quarter of the width (at least its column minimum, at most what the longest
     name needs); the optional columns join in priority order while the main reason keeps its readable
     minimum; what is left grows the name up to its need, then the reason. When the always-shown columns
-    leave the reason short of its minimum (80 columns), the name shrinks to its own minimum first."""
-    name_col = COLUMNS[0]                               # frozen: the first column
-    reason_col = next(c for c in COLUMNS if c.flex)     # takes what is left
+    leave the reason short of its minimum (80 columns), the name shrinks to its own minimum first.
+    ``site``: several VRMs in the console; the site column follows the name, always shown."""
+    columns = (COLUMNS[0], SITE_COLUMN, *COLUMNS[1:]) if site else COLUMNS
+    name_col = columns[0]                               # frozen: the first column
+    reason_col = next(c for c in columns if c.flex)     # takes what is left
     avail = max(0, width - GUTTER)
     name_want = max(name_col.width, min(name_need, NAME_MAX))
     name = min(name_want, max(name_col.width, avail // 4))
-    shown = [c for c in COLUMNS if c.priority == 0 and c is not name_col and c is not reason_col]
+    shown = [c for c in columns if c.priority == 0 and c is not name_col and c is not reason_col]
 
     def room(cols: Iterable[Column], name_w: int) -> int:   # the reason's cells, separators paid
         return avail - (name_w + 1) - sum(c.width + 1 for c in cols) - 1
 
-    for c in sorted((c for c in COLUMNS if c.priority), key=lambda c: c.priority):
+    for c in sorted((c for c in columns if c.priority), key=lambda c: c.priority):
         if room([*shown, c], name) < reason_col.width:
             break
         shown.append(c)
@@ -98,7 +100,7 @@ def layout_columns(width: int, name_need: int = 0, reason_need: int = 0) -> Tabl
         name = max(name_col.width, name + spare)
     reason_shown = max(1, room(shown, name))
     reason_w = max(reason_shown, min(reason_need, REASON_MAX))
-    cols = tuple((c, reason_w if c is reason_col else c.width) for c in COLUMNS
+    cols = tuple((c, reason_w if c is reason_col else c.width) for c in columns
                  if c is reason_col or c in shown)
     return TableLayout(width, name, cols, reason_shown)
 
@@ -131,6 +133,8 @@ def cell_text(row: VmRow, column_id: str) -> str:
         return row.reason
     if column_id == "protection":
         return PROTECTION_WORD.get(row.protection, row.protection)
+    if column_id == "site":
+        return row.site
     return ""
 
 
@@ -155,7 +159,7 @@ class VmTable(ScrollView, can_focus=True):
         "vmtable--header", "vmtable--header-sorted", "vmtable--cursor", "vmtable--mark",
         "vmtable--blocked", "vmtable--degraded", "vmtable--ready", "vmtable--pending", "vmtable--dim",
         "vmtable--rpo-ok", "vmtable--rpo-at-risk", "vmtable--rpo-breached", "vmtable--rpo-none",
-        "vmtable--rpo-unknown",
+        "vmtable--rpo-unknown", "vmtable--stale",
     }
 
     DEFAULT_CSS = """
@@ -183,6 +187,8 @@ class VmTable(ScrollView, can_focus=True):
     VmTable > .vmtable--rpo-breached { color: $error; text-style: bold; }
     VmTable > .vmtable--rpo-none { color: $error; }
     VmTable > .vmtable--rpo-unknown { color: $text-muted; }
+    /* the site cell of a VRM that stopped answering (its rows are last known data) */
+    VmTable > .vmtable--stale { color: $warning; text-style: bold; }
     """
 
     class CursorMoved(Message):
@@ -221,8 +227,11 @@ class VmTable(ScrollView, can_focus=True):
         self._needs: tuple[int, int] | None = None    # longest name, longest reason (None: measure again)
         self._measured: tuple[int, int] = (0, -1)      # id and length of the rows last measured
         self._remeasure_timer: Timer | None = None
-        self._layout_for: tuple[int, tuple[int, int]] | None = None
+        self._layout_for: tuple[int, tuple[int, int], bool] | None = None
         self._layout_cached = layout_columns(0)
+        # several VRMs: the site column, and the sites whose rows are last known data (dimmed)
+        self.show_site = False
+        self.stale_sites: frozenset[str] = frozenset()
 
     def _style(self, name: str) -> Style:
         """Component styles, looked up once per theme/focus change rather than once per cell."""
@@ -262,12 +271,22 @@ class VmTable(ScrollView, can_focus=True):
         """The column layout for the current width and inventory (recomputed when either changes)."""
         if self._needs is None:
             self._needs = self._measure()
-        ident = (self.viewport_width, self._needs)
+        ident = (self.viewport_width, self._needs, self.show_site)
         if self._layout_for != ident:
             self._line_cache.clear()
             self._layout_for = ident
-            self._layout_cached = layout_columns(ident[0], *ident[1])
+            self._layout_cached = layout_columns(ident[0], *ident[1], site=self.show_site)
         return self._layout_cached
+
+    def set_sites(self, show: bool, stale: Iterable[str] = ()) -> None:
+        """Several VRMs or one (the site column), and which of them are stale (their rows dimmed)."""
+        stale = frozenset(stale)
+        if (show, stale) == (self.show_site, self.stale_sites):
+            return
+        self.show_site, self.stale_sites = show, stale
+        self._line_cache.clear()
+        self._sync_virtual_width()
+        self.refresh()
 
     def _measure(self) -> tuple[int, int]:
         rows = self._rows
@@ -550,6 +569,9 @@ class VmTable(ScrollView, can_focus=True):
             base = self._styles["_base"] = self.rich_style
         if is_cursor:
             base = base + self._style("vmtable--cursor")
+        stale = bool(self.stale_sites) and row.site in self.stale_sites
+        if stale and not is_cursor:
+            base = base + self._style("vmtable--dim")
         # Adjacent cells with the same style share one segment: fewer segments, cheaper frames.
         segs: list[Segment] = []
         run: list[str] = [set_cell_size(fit_name(row.name, lay.name), lay.name), " "]
@@ -577,6 +599,8 @@ class VmTable(ScrollView, can_focus=True):
                     style = base + self._style(PROTECTION_CLASS.get(row.protection, "vmtable--rpo-unknown"))
                 elif col.id == "reason" and not row.verdict:
                     style = base + self._style("vmtable--dim")
+            if col.id == "site" and stale:
+                style = base + self._style("vmtable--stale")
             if style is not run_style and style != run_style:
                 if run:
                     segs.append(Segment("".join(run), run_style))
