@@ -139,7 +139,7 @@ def _oracle(words: list[str], r: VmRow) -> bool:
 
 
 @given(st.lists(st.tuples(_WORD, st.booleans()), max_size=3))
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=120, deadline=None)
 def test_plain_words_match_like_the_oracle(words):
     text = " ".join(w.upper() if up else w for w, up in words)
     f = parse_filter(text)

@@ -311,6 +311,9 @@ async def test_cancel_needs_confirmation(es: Any, agent_client: AgentClient) -> 
     from fctui.tui.testing import wait_loaded
 
     vm = multi_disk_vm(es)
+    async with httpx.AsyncClient(base_url=es.url) as http:  # thousands of scattered blocks to read: the
+        for d in es.sim.vms[vm.rsplit(":", 1)[1]].disks:    # backup runs for minutes unless cancelled
+            (await http.post(f"/sim/volumes/{d.volume.id}/write", json={"blocks": 4000})).raise_for_status()
     await slow_data(es, 100)
     app = console(es)
     try:
