@@ -22,12 +22,13 @@ async def test_concurrent_gets_after_expiry_log_in_once(n: int) -> None:
         assert len(vms) == n
         expected = [(v.urn, v.name, v.status) for v in vms]
         sessions_before = len(sim.sessions)
-        # every VM GET waits 30 ms in the simulator: all n are in flight, with the old token, before
-        # the first 401 comes back; the fault's hit count says how many requests reached the VRM
-        r = await ctl.post("/sim/faults", json={"path": r"/vms/i-[0-9A-F]+$", "method": "GET", "latencyMs": 30})
+        # every VM GET waits 300 ms in the simulator (a wide margin on a loaded machine): all n are in
+        # flight, with the old token, before the first 401 comes back; the fault's hit count says how
+        # many requests reached the VRM
+        r = await ctl.post("/sim/faults", json={"path": r"/vms/i-[0-9A-F]+$", "method": "GET", "latencyMs": 300})
         assert r.status_code < 300, r.text
-        # and a login takes 30 ms too: the requests that got 401 meanwhile must wait for it, not log in
-        r = await ctl.post("/sim/faults", json={"path": r"^/service/session$", "method": "POST", "latencyMs": 30})
+        # and a login takes 300 ms too: the requests that got 401 meanwhile must wait for it, not log in
+        r = await ctl.post("/sim/faults", json={"path": r"^/service/session$", "method": "POST", "latencyMs": 300})
         assert r.status_code < 300, r.text
         r = await ctl.post("/sim/tokens/expire", json={})
         assert r.status_code < 300, r.text
