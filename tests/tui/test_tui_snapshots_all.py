@@ -12,13 +12,11 @@ from __future__ import annotations
 import time
 from datetime import timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from textual.app import App
-from textual.widgets import Footer, Input, Tree
-from textual.widgets._footer import FooterKey
-from textual.worker import WorkerState
+from textual.widgets import Input, Tree
 
 import fctui.repo.repository as repo_mod
 from fctui.config import Config
@@ -33,8 +31,8 @@ from fctui.tui.source import ConnectSpec
 from fctui.tui.testing import FixedClock, make_app, screen_text, wait_loaded, wait_until
 from tests.tui.files_guest import T0, VM_URN, Guest, _point, sim_guest
 from tests.tui.test_tui_jobs_screens import jobs_app, queued_job, running_job
+from tests.tui.test_tui_snapshots import SIZES, busy, detail_ready, settled
 
-SIZES = [(80, 24), (160, 48)]
 IDS = [f"{w}x{h}" for w, h in SIZES]
 TCSS = str(Path(__file__).resolve().parents[2] / "fctui" / "tui" / "fctui.tcss")
 
@@ -81,61 +79,10 @@ def _isolated(tmp_path, monkeypatch):
     time.tzset()
 
 
-# --- waiting for what the shot shows ------------------------------------------------------------------
-
-def footer_current(app: App) -> bool:
-    """Every footer of the screen shows the screen's bindings as they are now (the footer recomposes
-    after bindings change, a moment later): the same actions in the same order, each dimmed or not."""
-    screen = app.screen
-    for footer in screen.query(Footer):
-        want: dict[str, bool] = {}
-        for _node, binding, enabled, _tip in screen.active_bindings.values():
-            if binding.show:
-                want.setdefault(binding.action, not enabled)
-        got = [(k.action, k.has_class("-disabled")) for k in footer.query(FooterKey)
-               if not k.has_class("-command-palette")]
-        if got != list(want.items()):
-            return False
-    return True
-
-
-LONG_LIVED = {"jobs-watch"}   # the console's watch of the agent's jobs runs as long as the console
-
-
-def busy(app: App) -> bool:
-    """A worker (other than the long-lived ones) is still on its way to change what is drawn."""
-    return any(w.state in (WorkerState.PENDING, WorkerState.RUNNING) and w.group not in LONG_LIVED
-               for w in app.workers)
-
-
-def no_blink(app: App) -> None:
-    """A focused input's cursor blinks every 0.5 s: steady on, whenever the shot is taken."""
-    for inp in app.screen.query(Input):
-        inp.cursor_blink = False
-
-
-async def settled(pilot: Any, app: App, cond: Callable[[], bool], timeout: float = 20.0) -> None:
-    """Until ``cond`` holds, no worker runs and the footer is current; then one more refresh."""
-    await wait_until(pilot, cond, timeout)
-    await wait_until(pilot, lambda: not busy(app), timeout)
-    no_blink(app)
-    app.clear_notifications()
-    await wait_until(pilot, lambda: cond() and footer_current(app), timeout)
-    await pilot.pause()
-    assert cond() and footer_current(app)
-
-
 def console_app() -> FctuiApp:
     app = make_app(vms=60, seed=1)
     app.animation_level = "none"
     return app
-
-
-def detail_ready(app: FctuiApp, key: str) -> bool:
-    """The VM's snapshot tree and latest restore point (none here) have been read."""
-    return ((key in app.snapshots or key in app.snapshot_errors) and key in app.backup_points
-            and key not in app._point_reading and not app._view_running and not app._view_dirty
-            and app._detail_timer is None)
 
 
 async def inventory(pilot: Any, app: FctuiApp) -> str:
