@@ -4,6 +4,8 @@ in-process (site_index 0 and 1), fixed clock, no auto refresh, animations off, n
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from fctui.sim import SimConfig, Simulator
@@ -57,14 +59,25 @@ def test_sites_tree(snap_compare, size):
     assert snap_compare(app, terminal_size=size, run_before=run_before)
 
 
-def test_sites_one_stale(snap_compare):
-    """Site b stops answering: its banner, its rows and summary count marked stale; a stays as it was."""
+def one_stale(size: tuple[int, int]) -> tuple[FctuiApp, Any]:
     app = sites_app()
 
     async def run_before(pilot):
         await settle(pilot, app)
         app.post_message(FeedLost("connection refused (http://site-02.sim)", 4.0, site=1))
+        key = app._table_cursor()
         await settled(pilot, app, lambda: bool(app.sites[1].stale_reason) and not app._view_running
-                      and not app._view_dirty)
+                      and not app._view_dirty and (size[0] < 120 or detail_ready(app, key)))
+    return app, run_before
 
+
+def test_sites_one_stale(snap_compare):
+    """Site b stops answering: its banner, its rows and summary count marked stale; a stays as it was."""
+    app, run_before = one_stale((80, 24))
     assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
+
+
+def test_sites_one_stale_wide(snap_compare):
+    """The same at 160x48, the detail pane beside the table."""
+    app, run_before = one_stale((160, 48))
+    assert snap_compare(app, terminal_size=(160, 48), run_before=run_before)

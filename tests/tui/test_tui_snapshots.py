@@ -175,14 +175,26 @@ def test_light_theme_help_and_datastores(snap_compare):
     assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
 
 
-def test_stale_banner(snap_compare):
-    """The VRM stops answering: banner, last data kept."""
+def stale_banner(size: tuple[int, int]) -> tuple[FctuiApp, Any]:
     app = app_for()
 
     async def run_before(pilot):
         await settle(pilot, app)
         app.post_message(FeedLost("connection refused (http://vrm.sim)", 4.0))
+        key = app._table_cursor()
         await settled(pilot, app, lambda: bool(app.stale_reason) and app.screen.query_one("#banner").display
-                      and not app._view_running and not app._view_dirty)
+                      and not app._view_running and not app._view_dirty
+                      and (size[0] < 120 or detail_ready(app, key)))
+    return app, run_before
 
+
+def test_stale_banner(snap_compare):
+    """The VRM stops answering: banner, last data kept."""
+    app, run_before = stale_banner((80, 24))
     assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
+
+
+def test_stale_banner_wide(snap_compare):
+    """The same at 160x48, the detail pane beside the table."""
+    app, run_before = stale_banner((160, 48))
+    assert snap_compare(app, terminal_size=(160, 48), run_before=run_before)

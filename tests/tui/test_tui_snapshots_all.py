@@ -38,7 +38,8 @@ TCSS = str(Path(__file__).resolve().parents[2] / "fctui" / "tui" / "fctui.tcss")
 
 COVERAGE = """
 screen / modal (fctui/tui)            80x24 and 160x48 snapshot
-MainScreen                            test_tui_snapshots::test_main_screen (+ light theme, protection, sites)
+MainScreen                            test_tui_snapshots::test_main_screen (+ light theme, protection, sites,
+                                      the stale banner: test_stale_banner, _wide; test_sites_one_stale, _wide)
 DetailScreen (enter)                  test_tui_snapshots::test_detail[80x24]; here test_detail_screen_wide
 DatastoresScreen                      test_tui_snapshots::test_datastores_view
 TreeScreen                            test_tui_sites_snapshots::test_sites_tree (two VRMs); here test_tree (one)
