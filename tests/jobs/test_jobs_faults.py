@@ -343,7 +343,13 @@ async def test_agent_hunter_removes_leftovers_once_the_vrm_recovers(
         assert js["jobs"][-1]["warnings"] == out["warnings"] and js["cleanup_pending"][0]["what"] == "snapshot"
 
         # the VRM recovers: the hunter removes the snapshot, nobody runs a command
-        await asyncio.sleep(1.0)  # a few rounds fail meanwhile; the leftover stays queued
+        # the hunter's next rounds fail too (each a refused DELETE on the simulator): the leftover stays queued
+        async def deletes() -> int:
+            return int((await control.get("/sim/stats")).json()["byMethod"].get("DELETE", 0))
+        before, deadline = await deletes(), time.monotonic() + 30
+        while await deletes() < before + 2:
+            assert time.monotonic() < deadline, "the hunter did not retry the leftover"
+            await asyncio.sleep(0.05)
         assert len((await client.request("cleanup-status"))["pending"]) == 1
         await control.delete("/sim/faults")
         t1 = time.monotonic()

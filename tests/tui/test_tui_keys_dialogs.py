@@ -100,9 +100,9 @@ async def test_a_job_failure_does_not_cover_its_error_on_the_jobs_screen():
         error = "web-01: the datastore went away"
         d.update(state="failed", error=error, finished=NOW)
         svc.apply_event({"event": "job", "job": d})
-        await pilot.pause(0.7)                                 # the next render tick
+        await wait_until(pilot, lambda: error in flat(screen_text(app)))  # the next render tick
+        await pilot.pause()
         assert not app._notifications                          # the list and detail say it in place
-        assert error in flat(screen_text(app))
 
 
 async def test_a_job_failure_elsewhere_is_a_short_toast():
