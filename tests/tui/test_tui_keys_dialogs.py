@@ -260,7 +260,7 @@ def test_stop_job_dialog_snapshot(snap_compare, size):
     async def run_before(pilot: Any) -> None:
         await pilot.pause()
         await pilot.press("c")
-        await pilot.pause(0.1)
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
     assert snap_compare(app, terminal_size=size, run_before=run_before)
 
 
@@ -273,5 +273,5 @@ def test_wizard_new_vm_name_snapshot(snap_compare, size, world: World):
         await pilot.press("enter")
         await settle(pilot, app)
         app.clear_notifications()
-        await pilot.pause(0.1)
+        await wait_until(pilot, lambda: not app.screen.query("Toast"))  # the cleared toasts are gone
     assert snap_compare(app, terminal_size=size, run_before=run_before)
