@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import math
 import re
+import selectors
 import time
 from pathlib import Path
 from typing import Any, AsyncIterator
@@ -260,28 +261,62 @@ async def test_persistent_stall_ends_within_the_budget(sim: Any, control: httpx.
     assert await left_on_sim(control, urn) == {"resources": {}, "snapshots": 0}
 
 
-async def test_one_budget_bounds_every_step_and_busy_retries_do_not_cut_long_steps() -> None:
+class _JumpingSelector(selectors.DefaultSelector):
+    """For a loop with timers and no I/O: waiting for the next timer is the clock jumping to it."""
+
+    def __init__(self, loop: "VirtualTimeLoop") -> None:
+        super().__init__()
+        self._loop = loop
+
+    def select(self, timeout: float | None = None) -> Any:
+        if timeout:
+            self._loop.now += timeout
+        return super().select(0)
+
+
+class VirtualTimeLoop(asyncio.SelectorEventLoop):
+    """An event loop on an injected clock: timeouts, sleeps and the budget's clock (all the loop's time)
+    advance only when every task waits, so a load on the machine cannot stretch them."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        super().__init__(selector=_JumpingSelector(self))
+
+    def time(self) -> float:
+        return self.now
+
+
+def test_one_budget_bounds_every_step_and_busy_retries_do_not_cut_long_steps() -> None:
     from fctui.jobs.cleanup import Budget, retry, retry_busy
     from fctui.vrm.errors import VrmTimeoutError
 
     async def hangs() -> None:
         await asyncio.sleep(60)
 
-    budget = Budget(0.3, floor=0.1)
-    t0 = time.monotonic()
-    with pytest.raises(VrmTimeoutError):
-        await retry(hangs, within=budget)
-    assert 0.25 < time.monotonic() - t0 < 0.6
-    t0 = time.monotonic()
-    with pytest.raises(VrmTimeoutError):   # a later step of the same cleanup: one floor attempt
-        await retry(hangs, within=budget)
-    assert time.monotonic() - t0 < 0.3
-    assert budget.spent
+    async def body(loop: VirtualTimeLoop) -> None:
+        budget = Budget(0.3, floor=0.1)
+        t0 = loop.time()
+        with pytest.raises(VrmTimeoutError):
+            await retry(hangs, within=budget)
+        assert loop.time() - t0 == pytest.approx(0.3)   # the attempt is cut at the budget's end
+        t0 = loop.time()
+        with pytest.raises(VrmTimeoutError):   # a later step of the same cleanup: one floor attempt
+            await retry(hangs, within=budget)
+        assert loop.time() - t0 == pytest.approx(0.1)
+        assert budget.spent
 
-    async def slow_but_fine() -> str:     # e.g. a restore's VM creation task inside a busy retry
-        await asyncio.sleep(0.3)
-        return "done"
-    assert await retry_busy(slow_but_fine, within=0.1) == "done"
+        async def slow_but_fine() -> str:     # e.g. a restore's VM creation task inside a busy retry
+            await asyncio.sleep(0.3)
+            return "done"
+        t0 = loop.time()
+        assert await retry_busy(slow_but_fine, within=0.1) == "done"
+        assert loop.time() - t0 == pytest.approx(0.3)
+
+    loop = VirtualTimeLoop()
+    try:
+        loop.run_until_complete(body(loop))
+    finally:
+        loop.close()
 
 
 def test_production_defaults_bound_the_job_and_the_hunter() -> None:
