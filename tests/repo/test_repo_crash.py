@@ -80,6 +80,25 @@ def test_abort_mid_write_leaves_only_orphans_that_gc_collects(repo: Repository, 
     assert read_all(repo, point.id) == image(keep)
 
 
+def test_gc_spares_unreferenced_chunks_as_new_as_its_clock(tmp_path: Path) -> None:
+    """gc's injected clock decides what is old enough: at the epoch nothing is, an hour on everything is."""
+    repo = Repository.open(tmp_path / "repo", clock=lambda: 0.0)
+    rng = random.Random(5)
+    pw = new_point(repo)
+    dw = pw.add_disk(**disk_args("urn:vol:1", 64 * BS))
+    for i in range(3):
+        dw.put_block(i, rng.randbytes(BS))
+    pw.abort()
+    gc = repo.gc()
+    assert gc.chunks_removed == 0 and gc.chunks_kept_recent == 3
+    clock = GcClock(tmp_path / "gc-clock.probe")
+    repo.clock = clock
+    clock.advance()
+    gc = repo.gc()
+    assert gc.chunks_removed == 3 and gc.chunks_kept_recent == 0
+    assert repo.disk_usage()[0] == 0
+
+
 CHILD = r"""
 import os, random, signal, sys, time
 from fctui.repo import RepoError, Repository
