@@ -181,8 +181,7 @@ async def test_esc_on_the_table_does_not_clear_the_filter(sim):
         await wait_loaded(pilot, app)
         assert app.filter.source == "verdict:ready"
         await pilot.press("slash")                             # in the filter line, the footer says it
-        await pilot.pause()
-        assert "Clear filter" in footer(app)
+        await wait_until(pilot, lambda: "Clear filter" in footer(app))
         await pilot.press("escape")
         await wait_loaded(pilot, app)
         assert app.filter.source == ""
@@ -194,16 +193,15 @@ async def test_esc_never_stops_a_running_restore_its_own_key_does_after_asking(w
         await to_step(pilot, app, "confirm")
         w = wiz(app)
         w.show_job(recorded_restore("running"))
-        await pilot.pause()
-        assert w.step == "progress" and "Back" not in footer(app) and "Stop the restore" in footer(app)
+        await wait_until(pilot, lambda: "Stop the restore" in footer(app))   # the footer's next render
+        assert w.step == "progress" and "Back" not in footer(app)
         await pilot.press("escape")
         await pilot.pause()
         assert app.screen is w and w.step == "progress"       # no cancel question behind Esc
         await pilot.press("c")
-        await pilot.pause()
-        assert isinstance(app.screen, ConfirmScreen)
-        shown = flat(screen_text(app))
-        assert "Stop the restore" in shown and "Keep it running" in shown
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen)
+                         and "Keep it running" in flat(screen_text(app)))
+        assert "Stop the restore" in flat(screen_text(app))
         await pilot.press("escape")
         await pilot.pause()
         assert app.screen is w and w.step == "progress"
@@ -218,8 +216,7 @@ async def test_esc_leaves_a_restore_the_agent_runs(world: World):
         w = wiz(app)
         w.ctx.service = type("Agent", (), {"board": JobsBoard(time.monotonic)})()
         w.show_job(recorded_restore("running"))
-        await pilot.pause()
-        assert "Back" in footer(app)
+        await wait_until(pilot, lambda: "Back" in footer(app))
         await pilot.press("escape")
         await pilot.pause()
         assert app.closed
