@@ -95,7 +95,7 @@ def screen(app: App) -> DrScreen:
     return app.screen
 
 
-async def until(pilot: Any, cond: Any, timeout: float = 15.0) -> None:
+async def until(pilot: Any, cond: Any, timeout: float = 5.0) -> None:
     end = time.monotonic() + timeout
     while not cond():
         assert time.monotonic() < end, "condition not reached"
@@ -240,9 +240,8 @@ def _snap(stage: int) -> tuple[DrApp, Any]:
 
     async def run_before(pilot: Any) -> None:
         await until(pilot, lambda: screen(app).loaded)
-        before = screen(app).selected
         await pilot.press("down")
-        await until(pilot, lambda: screen(app).selected != before)  # the next plan's detail
+        await pilot.pause(0.1)
     return app, run_before
 
 
