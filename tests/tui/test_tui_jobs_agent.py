@@ -153,8 +153,7 @@ async def test_reattach_after_restarting_the_console(es: Any, agent_client: Agen
         await until(pilot, lambda: svc.board.get(job_id).is_final)
         assert svc.board.get(job_id).state == "succeeded"
         assert any(j == job_id for j, _ in svc.notices)        # followed live to its end
-        await pilot.pause(0.4)
-        assert job_id in text(app2) or "succeeded" in text(app2)
+        await until(pilot, lambda: job_id in text(app2) or "succeeded" in text(app2), timeout=15)
 
 
 async def test_drill_fails_the_job_cleanly_and_next_plan_is_full(es: Any, agent_client: AgentClient) -> None:

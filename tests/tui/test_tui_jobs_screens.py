@@ -22,6 +22,7 @@ from fctui.jobs.planner import Plan, add_launch_findings, build_plan
 from fctui.jobs.progress import JobsBoard
 from fctui.tui.jobs_screen import JobList, JobsScreen, JobsService, render_job_detail
 from fctui.tui.review_screen import ReviewScreen, plan_pause, render_review
+from fctui.tui.testing import wait_until
 from tests.tui.test_tui_jobs_agent import agent_client, es  # noqa: F401  (fixtures: a real agent, a simulator)
 from tests.tui.test_tui_snapshots import SIZES
 
@@ -284,8 +285,7 @@ async def test_jobs_screen_keys_select_jobs_and_render_in_place():
         svc.board.apply({"event": "log", "job": "20260528-1100-bb02", "time": NOW, "level": "info",
                          "message": "hello from the agent"})
         svc._changed("20260528-1100-bb02")
-        await pilot.pause(0.8)
-        assert "hello from the agent" in _footer(app)
+        await wait_until(pilot, lambda: "hello from the agent" in _footer(app))
 
 
 async def test_jobs_screen_read_only_hides_cancel_and_drills():
@@ -434,11 +434,10 @@ async def test_jobs_screen_shows_warnings_and_the_cleanup_queue():
         svc.apply_event({"event": "cleanup", "pending": [
             {"key": 1, "job": job.id, "vrm": "https://vrm", "user": "u", "what": "snapshot",
              "snapshot_urn": "urn:s:1", "error": "VRM refused DELETE (HTTP 500)", "next_try": NOW + 30}]})
-        await pilot.pause(0.8)
+        await wait_until(pilot, lambda: "1 leftover(s) queued for cleanup" in _footer(app))
         text = _footer(app)
         assert "1 leftover(s) queued for cleanup" in text
         assert "queued for cleanup: snapshot urn:s:1" in text and "HTTP 500" in text
         assert "the agent retries in 30 s" in " ".join(text.split())
         svc.apply_event({"event": "cleanup", "pending": []})  # the hunter removed it
-        await pilot.pause(0.8)
-        assert "queued for cleanup" not in _footer(app)
+        await wait_until(pilot, lambda: "queued for cleanup" not in _footer(app))
