@@ -199,3 +199,96 @@ def test_confirmed_drops_only_the_snapshots_unknown_finding() -> None:
     assert not confirms(p, worse)                                   # another verdict
     fewer = Assessment(final.urn, final.name, final.verdict, final.kinds_mask | 1, final.findings)
     assert not confirms(p, fewer)                                   # other kinds
+
+
+def test_a_task_that_ended_at_the_very_time_of_the_backup_counts() -> None:
+    assert assess(chain_facts(startTime=900_000, finishTime=1_000_000)).has("cbt-chain-broken")
+
+
+# --- each cause of a broken chain, word for word -----------------------------------------------------------
+
+VOL2 = f"{SITE}:volumes:2"
+
+
+def two_disks(**over: Any) -> dict[str, Any]:
+    d1 = vm()["vmConfig"]["disks"][0]
+    d2 = dict(d1, sequenceNum=2, volumeUrn=VOL2, diskName="data", quantityGB=over.pop("size2", 100))
+    return vm(vmConfig={"disks": [d1, d2]}, **over)
+
+
+def chain_message(f: VmFacts) -> tuple[str, list[str]] | None:
+    a = assess(f)
+    c = next((x for x in a.findings if x.rule == "cbt-chain-broken"), None)
+    return (c.message.removeprefix("next backup is full (CBT chain broken): "), c.disks) if c else None
+
+
+def state(vol: str, create: str = "T0", chg: str = "4", full: bool = True, size: int | None = None) -> VolumeCbtState:
+    return VolumeCbtState(vol, create, chg, fully_backed_up=full, size_gb=size)
+
+
+def known(**vols: VolumeCbtState) -> BackupKnowledge:
+    return BackupKnowledge(LAST_BACKUP, {VOL: vols.get("v1", state(VOL)), VOL2: vols.get("v2", state(VOL2))})
+
+
+def test_tasks_are_read_past_the_ones_that_do_not_count() -> None:
+    tasks = [
+        {"urn": "t1", "type": "StopVm", "entityUrn": VM_URN, "status": "failed"},             # did not succeed
+        {"urn": "t2", "type": "ModifyVmName", "entityUrn": VM_URN, "status": "success"},      # breaks nothing
+        {"urn": "t3", "type": "StopVm", "entityUrn": VM_URN, "status": "success", "finishTime": 5_000},  # before
+        {"urn": "t4", "type": "ExpandVol", "entityUrn": VOL2, "status": "success"},           # a disk's own task
+        {"urn": "t5", "type": "HostReboot", "entityUrn": f"{SITE}:hosts:1", "status": "success"},
+        {"urn": "t6", "type": "RebootCNA", "entityUrn": f"{SITE}:hosts:1", "status": "success"},  # same cause once
+    ]
+    got = chain_message(facts(vm=two_disks(), knowledge=known(), tasks_since_backup=tasks))
+    assert got == ("all disks: host reboot; data: volume expansion", [VOL, VOL2])
+
+
+def test_a_disk_task_alone_breaks_only_that_disk() -> None:
+    tasks = [{"urn": "t4", "type": "ResizeVolume", "entityUrn": VOL2, "status": "success"},
+             {"urn": "t5", "type": "ExtendVolume", "entityUrn": VOL2, "status": "success"}]
+    got = chain_message(facts(vm=two_disks(), knowledge=known(), tasks_since_backup=tasks))
+    assert got == ("data: volume expansion, volume expansion", [VOL2])
+
+
+def test_a_vm_stopped_since_a_running_backup_is_a_power_off() -> None:
+    stopped = two_disks(status="stopped", pvDriverStatus="notRunning")
+    assert chain_message(facts(vm=stopped, knowledge=known())) == ("all disks: power-off", [VOL, VOL2])
+    k = BackupKnowledge(LAST_BACKUP, known().volumes, last_vm_status="stopped")
+    assert chain_message(facts(vm=stopped, knowledge=k)) is None         # it was stopped then too
+    stop_task = [{"urn": "t", "type": "StopVm", "entityUrn": VM_URN, "status": "success"}]
+    assert chain_message(facts(vm=stopped, knowledge=known(), tasks_since_backup=stop_task)) == (
+        "all disks: power-off", [VOL, VOL2])                               # named once
+
+
+@pytest.mark.parametrize("v2,now,expect", [
+    (None, None, "data: no CBT state from an earlier backup"),
+    (state(VOL2, full=False), None, "data: the last backup of this disk did not finish"),
+    (state(VOL2, size=50), None, "data: volume expansion (50 -> 100 GB)"),
+    (state(VOL2, size=100), None, None),
+    (state(VOL2), state(VOL2, create="T1", chg="9"), "data: CBT re-initialised (volCBTCreateTime changed)"),
+    (state(VOL2), state(VOL2, create="", chg="3"), "data: chgID reset (4 -> 3)"),
+    (state(VOL2), state(VOL2, chg="3"), "data: chgID reset (4 -> 3)"),
+    (state(VOL2), state(VOL2, chg="4"), None),
+    (state(VOL2), state(VOL2, chg="5"), None),
+    (state(VOL2), state(VOL2, chg="x"), "data: chgID unreadable"),
+    (state(VOL2, full=False, size=50), state(VOL2, chg="1"),
+     "data: the last backup of this disk did not finish, volume expansion (50 -> 100 GB), chgID reset (4 -> 1)"),
+])
+def test_each_disk_cause(v2: VolumeCbtState | None, now: VolumeCbtState | None, expect: str | None) -> None:
+    vols = {VOL: state(VOL)} | ({VOL2: v2} if v2 is not None else {})
+    k = BackupKnowledge(LAST_BACKUP, vols)
+    got = chain_message(facts(vm=two_disks(), knowledge=k, cbt_now={VOL2: now} if now else {}))
+    assert got == ((expect, [VOL2]) if expect else None)
+
+
+def test_causes_of_two_disks_are_listed_disk_by_disk() -> None:
+    k = BackupKnowledge(LAST_BACKUP, {VOL: state(VOL, full=False), VOL2: state(VOL2, full=False)})
+    assert chain_message(facts(vm=two_disks(), knowledge=k)) == (
+        "sys: the last backup of this disk did not finish; data: the last backup of this disk did not finish",
+        [VOL, VOL2])
+
+
+def test_assess_many_assesses_each_vm_in_order() -> None:
+    from fctui.rules.engine import assess_many
+    out = assess_many([facts(), facts(vm=vm(toolsVersion="", urn=f"{SITE}:vms:i-2"))])
+    assert [(a.urn, a.verdict) for a in out] == [(VM_URN, "ready"), (f"{SITE}:vms:i-2", "blocked")]
