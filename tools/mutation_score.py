@@ -30,7 +30,14 @@ def main(root: Path = Path("mutants")) -> int:
     rows: dict[str, Counter] = {}
     survivors: list[str] = []
     for meta in sorted(root.glob("fctui/**/*.py.meta")):
-        data = json.loads(meta.read_text())
+        for _ in range(20):  # mutmut rewrites the file after every mutant: read it again when caught mid-write
+            try:
+                data = json.loads(meta.read_text())
+                break
+            except json.JSONDecodeError:
+                continue
+        else:
+            raise SystemExit(f"{meta}: not JSON")
         module = str(meta.relative_to(root))[: -len(".meta")]
         for key, code in data["exit_code_by_key"].items():
             status = STATUS.get(code, "suspicious")

@@ -251,6 +251,13 @@ def test_next_backup_mode_in_one_line() -> None:
         "incremental", "CBT chain intact since restore point p1 (chgID 4)")
     one_new = plan_vm(vm(disk(1), disk(2), disk(3)), previous=prev)
     assert next_backup_mode(one_new) == ("full", "d3: no earlier restore point of this disk (new disk)")
+    two = plan_vm(vm(disk(1), disk(3)), previous=prev)
+    assert next_backup_mode(two) == ("full", "d3: no earlier restore point of this disk (new disk)")
+    mixed = point((1, CBT4), (2, dict(CBT4, chgID="7")))
+    assert next_backup_mode(plan_vm(vm(disk(1), disk(2)), previous=mixed)) == (
+        "incremental", "CBT chain intact since restore point p1 (chgID 4)")      # the first disk's
+    assert next_backup_mode(plan_vm(vm(disk(2)), previous=mixed)) == (
+        "incremental", "CBT chain intact since restore point p1 (chgID 7)")
     single = plan_vm(vm(disk(3)), previous=prev)
     assert next_backup_mode(single) == ("full", "no earlier restore point of this disk (new disk)")
     refused = plan_vm(vm(toolsVersion=""))
@@ -262,6 +269,9 @@ def test_next_backup_mode_in_one_line() -> None:
 
 def test_bytes_planned_and_the_plan_lists() -> None:
     p = plan_vm(vm(disk(1), disk(2)))
+    dj = p.disks[0].to_json()
+    assert dj["volume_urn"] == f"{S}:volumes:1" and dj["mode"] == "full" and dj["size_bytes"] == 10 * GIB
+    assert dj["reason"] == "no earlier restore point of this VM" and dj["base_cbt"] is None
     assert p.bytes_planned is None
     p.disks[0].bytes_planned = 5
     assert p.bytes_planned is None and p.to_json()["bytes_planned"] is None

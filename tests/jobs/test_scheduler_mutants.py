@@ -233,3 +233,14 @@ async def test_a_cancelled_snapshot_no_longer_holds_up_preparations() -> None:
     with pytest.raises(asyncio.CancelledError):
         await snap
     assert await asyncio.wait_for(g.begin_resource("h"), 5) is True
+
+
+async def test_one_of_two_snapshots_ending_still_holds_the_resources_back() -> None:
+    g = HostSnapshotGate()
+    assert await g.begin_snapshot("h", strict=True) and await g.begin_snapshot("h", strict=True)
+    res = asyncio.create_task(g.begin_resource("h"))
+    g.end_snapshot("h")
+    await settle()
+    assert not res.done()                             # the other snapshot is still being created
+    g.end_snapshot("h")
+    assert await asyncio.wait_for(res, 5) is True

@@ -292,3 +292,48 @@ def test_assess_many_assesses_each_vm_in_order() -> None:
     from fctui.rules.engine import assess_many
     out = assess_many([facts(), facts(vm=vm(toolsVersion="", urn=f"{SITE}:vms:i-2"))])
     assert [(a.urn, a.verdict) for a in out] == [(VM_URN, "ready"), (f"{SITE}:vms:i-2", "blocked")]
+
+
+def test_a_disk_without_a_recorded_state_does_not_hide_the_next_disks_causes() -> None:
+    k = BackupKnowledge(LAST_BACKUP, {VOL2: state(VOL2, full=False)})
+    assert chain_message(facts(vm=two_disks(), knowledge=k)) == (
+        "sys: no CBT state from an earlier backup; data: the last backup of this disk did not finish", [VOL, VOL2])
+
+
+# --- what the restore points own is never a leftover ---------------------------------------------------------
+
+def three_snapshots() -> dict[str, Any]:
+    # 1: ours and owned by a restore point, 2: ours and owned by nobody, 3: not named as ours
+    return chain(("fctui-j1", "CBTbackup"), ("fctui-j2", "CBTbackup"), ("nightly", "CBTbackup"))
+
+
+def test_the_tree_refreshes_count_what_the_points_own() -> None:
+    k = BackupKnowledge(owned_snapshot_urns=frozenset({snap_urn(1)}))
+    f = facts(snapshots=three_snapshots(), knowledge=k)
+    a = assess(f)
+    assert a.rules == [LEFTOVER]
+    msg = a.findings[0].message
+    assert "fctui-j2" in msg and "nightly" in msg and "fctui-j1" not in msg
+    # a job now owns j2: only the unnamed one is left, j1 still owned by its point
+    b = with_owned_snapshots(a, f.snapshot_tree, k, {snap_urn(2)})
+    assert b.rules == [LEFTOVER] and "nightly" in b.findings[0].message
+    assert "fctui-j1" not in b.findings[0].message and "fctui-j2" not in b.findings[0].message
+    # the same through with_snapshot_tree
+    clean = assess(facts(snapshots=chain(), knowledge=k))
+    c = with_snapshot_tree(clean, f.snapshot_tree, k, {snap_urn(2)})
+    assert c.rules == [LEFTOVER] and c.provisional is False
+    assert "fctui-j1" not in c.findings[0].message and "nightly" in c.findings[0].message
+
+
+def test_owned_snapshots_keep_a_provisional_assessment_provisional() -> None:
+    tree = SnapshotTree.from_dict(chain(("fctui-j1", "CBTbackup"), ("fctui-j2", "CBTbackup")))
+    left = Finding("leftover-backup-snapshot", "warning", "two leftovers", "delete them")
+    unknown = Finding("snapshots-unknown", "info", "not read yet", "wait")
+    a = Assessment(VM_URN, "app-01", "degraded", 15, [left, unknown], provisional=True)
+    b = with_owned_snapshots(a, tree, None, {snap_urn(1)})
+    assert b is not a and b.provisional is True and b.rules == [LEFTOVER, "snapshots-unknown"]
+
+
+def test_confirmed_is_final() -> None:
+    p = assess(facts(snapshots=None, snapshots_known=False))
+    assert confirmed(p).provisional is False

@@ -45,6 +45,7 @@ def ds(storage_type: str = "NAS", *, name: str = "ds-1", free: int | None = 100,
     ("sun-sun 00:00-24:00", {6}, time(0), time(23, 59, 59)),       # 24:00 is the end of the day
     ("monday,tuesday 8-9", {0, 1}, time(8), time(9)),              # day names by their first three letters
     ("tue-thu,sun 10:05-10:06", {1, 2, 3, 6}, time(10, 5), time(10, 6)),
+    ("mon-wed-fri 8-9", {0, 1, 2}, time(8), time(9)),              # a range ends at its second name
 ])
 def test_business_hours_parse(text: str, days: set[int], start: time, end: time) -> None:
     w = BusinessHours.parse(text)
@@ -62,6 +63,8 @@ def test_business_hours_parse(text: str, days: set[int], start: time, end: time)
     ("mon 08:00-18:xx", "business hours 'mon 08:00-18:xx': bad time '18:xx' (use HH:MM)"),
     ("mon 08:00-25:00", "business hours 'mon 08:00-25:00': bad time '25:00' (use HH:MM)"),
     ("mon 08:00-24:01", "business hours 'mon 08:00-24:01': bad time '24:01' (use HH:MM)"),
+    ("mon 08:00-18:00-20:00", "business hours 'mon 08:00-18:00-20:00': bad time '18:00-20:00' (use HH:MM)"),
+    ("xyz-fri 08:00-18:00", "business hours 'xyz-fri 08:00-18:00': unknown day 'xyz' (use mon..sun)"),
 ])
 def test_business_hours_parse_errors_say_what_is_wrong(text: str, error: str) -> None:
     with pytest.raises(BusinessHoursError) as e:
