@@ -44,6 +44,12 @@ def test_prune_report_json() -> None:
     assert r.to_json() == {"removed": ["a"], "kept": ["b", "c"], "why": {"b": "last", "c": "daily 2026-01-01"}}
 
 
+def test_point_not_found_names_the_point() -> None:
+    from fctui.repo.errors import PointNotFoundError
+    e = PointNotFoundError("p-42")
+    assert e.point_id == "p-42" and str(e) == "no restore point 'p-42' in the repository"
+
+
 def test_repo_full_error_keeps_the_path_and_says_one_line() -> None:
     e = RepoFullError("repository full: no space left on device", path="/r/chunks/ab/cd")
     assert str(e) == e.message == "repository full: no space left on device" and e.path == "/r/chunks/ab/cd"

@@ -337,3 +337,15 @@ def test_owned_snapshots_keep_a_provisional_assessment_provisional() -> None:
 def test_confirmed_is_final() -> None:
     p = assess(facts(snapshots=None, snapshots_known=False))
     assert confirmed(p).provisional is False
+
+
+def test_two_vm_wide_causes_are_listed_with_commas() -> None:
+    tasks = [{"urn": "t1", "type": "HostReboot", "entityUrn": f"{SITE}:hosts:1", "status": "success"},
+             {"urn": "t2", "type": "StopVm", "entityUrn": VM_URN, "status": "success"}]
+    assert chain_message(facts(vm=two_disks(), knowledge=known(), tasks_since_backup=tasks)) == (
+        "all disks: host reboot, power-off", [VOL, VOL2])
+
+
+def test_facts_carry_the_time_they_were_taken() -> None:
+    assert VmFacts.from_dicts(vm()).now == 0.0
+    assert VmFacts.from_dicts(vm(), now=1234.5).now == 1234.5

@@ -7,6 +7,7 @@ over ASGI (our client over real HTTP, not a mock of our code); waits are on cond
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 from typing import Any
 
@@ -138,21 +139,52 @@ async def test_a_failing_page_cancels_the_pages_in_flight_and_its_error_comes_ou
     vrm.hold_from = 300                                      # pages 300.. never answer by themselves
     vrm.fail_at = 200                                        # page 200 is refused
     got: list[str] = []
-    async with vrm.client() as c:
+    in_flight_when_raised: list[int] = []
+
+    async def read(c: VrmClient) -> None:
         try:
-            async def read() -> None:
-                async for page in c.iter_pages(SITE + "/vms", "vms", concurrency=3):
-                    got.append(page[0]["name"])
-            await asyncio.wait_for(read(), DEADLINE)
+            async for page in c.iter_pages(SITE + "/vms", "vms", concurrency=3):
+                got.append(page[0]["name"])
         except VrmError:                                     # not CancelledError: the page's own error
             # the held pages were cancelled and awaited before the error came out: none is in flight
-            assert vrm.in_flight == 0
-        else:
-            raise AssertionError("the refused page raised nothing")
+            in_flight_when_raised.append(vrm.in_flight)
+
+    async with vrm.client() as c:
+        try:
+            await asyncio.wait_for(read(c), DEADLINE)
         finally:
             vrm.release.set()
-    assert got == ["vm-0", "vm-100"]
+    assert got == ["vm-0", "vm-100"] and in_flight_when_raised == [0]
     assert 300 in vrm.offsets and 300 not in vrm.answered
+
+
+async def test_stopping_early_after_a_page_failed_leaves_no_unretrieved_error() -> None:
+    loop = asyncio.get_running_loop()
+    errors: list[dict] = []
+    old = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: errors.append(context))
+    vrm = PagedVrm(900)
+    vrm.fail_at = 300
+    vrm.hold_from = 400
+    try:
+        async with vrm.client() as c:
+            pages = c.iter_pages(SITE + "/vms", "vms", concurrency=3)
+            await pages.__anext__()
+            await asyncio.wait_for(pages.__anext__(), DEADLINE)
+            await until(lambda: 300 in vrm.offsets and vrm.in_flight >= 1)
+            for _ in range(20):                              # the refused page's task ends with its error
+                await asyncio.sleep(0)
+            await asyncio.wait_for(pages.aclose(), DEADLINE)
+            await until(lambda: vrm.in_flight == 0)
+            vrm.release.set()
+            for _ in range(10):
+                await asyncio.sleep(0)
+            gc.collect()
+            for _ in range(10):
+                await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(old)
+    assert [e.get("message") for e in errors] == []
 
 
 async def test_stopping_early_cancels_the_pages_still_in_flight() -> None:
