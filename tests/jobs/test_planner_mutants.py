@@ -394,3 +394,19 @@ async def test_build_plan_lists_what_it_cannot_resolve_and_plans_each_vm_once(
     # a first full backup knows what the guest wrote on each disk
     assert not weekly.vms[0].refused and weekly.vms[0].disks
     assert all(d.used_bytes is not None for d in weekly.vms[0].disks)
+
+
+async def test_assess_vm_reads_every_fact_the_rules_need(client: VrmClient, control: httpx.AsyncClient) -> None:
+    """The simulator's edge-case VMs (one per rule): assess_vm's fresh facts make each one's rule fire,
+    which needs the host, the datastores, the OS catalogue, the snapshot tree and the VM's own tasks."""
+    from fctui.jobs.planner import assess_vm
+    edges = (await control.get("/sim/edge-cases")).json()
+    fired: dict[str, bool] = {}
+    for rule in ("target-space-low", "guest-os-unlisted", "snapshot-limit-near", "leftover-backup-snapshot",
+                 "task-in-progress", "shared-disk-x86", "consistency-not-euleros"):
+        if rule in edges:
+            vm_ = await client.vm(edges[rule][0])
+            fired[rule] = rule in (await assess_vm(client, vm_, None, now=1e9)).rules
+    assert fired == dict.fromkeys(fired, True) and len(fired) >= 5, fired
+    ready = await assess_vm(client, await client.vm(edges["ready"][0]), None, now=1e9)
+    assert ready.verdict == "ready" and ready.rules == []
