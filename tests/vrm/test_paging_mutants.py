@@ -223,3 +223,22 @@ async def test_a_relogin_after_401_does_not_log_out_a_session_it_never_had() -> 
         assert vrm.sessions == [("POST", ""), ("POST", "")]  # logged in again, no DELETE in between
         await c.login()                                      # a second login ends the first session
         assert vrm.sessions[2:] == [("DELETE", "t2"), ("POST", "")]
+
+
+async def test_open_session_passes_its_options_on_and_closes_on_a_refused_login() -> None:
+    vrm = PagedVrm(3)
+    c = await VrmClient.open_session("http://vrm.test", "admin", "pw", transport=httpx.ASGITransport(app=vrm.app()),
+                                     api_version="8.1", page_concurrency=3)
+    try:
+        assert c.logged_in and c.page_concurrency == 3 and c.api_version == "8.1"
+        assert [x["name"] async for page in c.iter_pages(SITE + "/vms", "vms") for x in page] == ["vm-0", "vm-1", "vm-2"]
+    finally:
+        await c.close()
+    assert vrm.sessions == [("POST", ""), ("DELETE", "t1")]
+    try:
+        await VrmClient.open_session("http://vrm.test", "admin", "wrong", transport=httpx.ASGITransport(app=vrm.app()),
+                                     api_version="8.1")
+    except VrmError as e:
+        assert "bad credentials" in str(e)
+    else:
+        raise AssertionError("a refused login opened a session")
