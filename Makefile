@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-load setup screenshots bench clean
+.PHONY: demo test test-load setup screenshots bench mutate clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -36,6 +36,16 @@ screenshots: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/pip install -q -e '.[test,mount,bench]'   # bench: boto3, for benchmarks/s3_clients.py's comparison
 	for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+# Mutation testing of the core (README, Mutation testing); scope and tests in pyproject's [tool.mutmut].
+# MUTANTS narrows the run, e.g. make mutate MUTANTS='fctui.rules.*'; results stay in mutants/ and a rerun
+# only tests what changed. Niced, two children: the machine stays usable.
+MUTANTS ?=
+mutate: $(STAMP)
+	$(BIN)/pip install -q -e '.[test,mount,mutate]'
+	mkdir -p mutants/tmp
+	PYTEST_DEBUG_TEMPROOT=$(CURDIR)/mutants/tmp nice -n 10 $(BIN)/mutmut run --max-children 2 $(MUTANTS)
+	$(BIN)/python tools/mutation_score.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
