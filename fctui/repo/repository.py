@@ -543,9 +543,13 @@ class Repository(RepositoryBase):
 
     LOCK_TIMEOUT = 30.0  # seconds to wait for another process's short catalog transaction
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, clock: Callable[[], float] | None = None) -> None:
         super().__init__()
         self.path = path
+        # gc's "now" in seconds since the epoch; None: the filesystem's clock (the mtime of a file gc
+        # touches), which is what chunk mtimes and lease starts are written on. Tests inject a clock they
+        # advance instead of sleeping until a coarse file clock ticks.
+        self.clock = clock
         self.chunks_dir = path / "chunks"
         self.points_dir = path / "points"
         self.pending_dir = path / "pending"
@@ -559,9 +563,11 @@ class Repository(RepositoryBase):
 
     # --- opening -------------------------------------------------------------------------
     @classmethod
-    def open(cls, path: Path | str | None = None, *, create: bool = True) -> Any:
+    def open(cls, path: Path | str | None = None, *, create: bool = True,
+             clock: Callable[[], float] | None = None) -> Any:
         """Open (and by default create) the repository at ``path`` (None: the XDG data dir);
-        ``s3://bucket/prefix`` opens an :class:`~fctui.repo.s3.S3Repository` there."""
+        ``s3://bucket/prefix`` opens an :class:`~fctui.repo.s3.S3Repository` there. ``clock``: gc's
+        now for a local repository (seconds since the epoch; default: the filesystem's clock)."""
         if isinstance(path, str):
             for scheme, backend in REMOTE_BACKENDS.items():
                 if path.startswith(scheme):
@@ -589,7 +595,7 @@ class Repository(RepositoryBase):
         else:
             cls._create(root)
         try:
-            repo = cls(root)
+            repo = cls(root, clock=clock)
             repo._catalog_docs()  # fail at open, clearly, if the catalog is unreadable
             repo._recover()
         except StoreError as exc:
@@ -966,6 +972,8 @@ class Repository(RepositoryBase):
             cutoff = marker.stat().st_mtime_ns
         except OSError as exc:
             raise RepoError(f"cannot write in {self.path}: {exc.strerror}") from exc
+        if self.clock is not None:
+            cutoff = int(self.clock() * 1e9)
         referenced: set[str] = set()
         with self._txn():
             live: list[Lease] = []

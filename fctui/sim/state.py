@@ -1126,6 +1126,8 @@ class VrmState:
 
     # --- pause model (hidden ground truth) -------------------------------------------------------
     def expected_pause(self, host: Host, disks: int, gb: float) -> float:
+        """The host's pause before noise: (base + per disk x disks + per GB x GB) x host factor (README,
+        "Pause model"; the coefficients come from the host's class, never from the client's estimator)."""
         return (host.pause_base + host.pause_per_disk * disks + host.pause_per_gb * gb) \
             * host.host_factor
 

@@ -158,20 +158,29 @@ async def test_idle_agent_exits_on_its_own_but_not_while_watched(dirs: dict[str,
     from fctui.agent import AgentClient
     from fctui.agent.server import Agent
 
-    agent = Agent(idle_exit_s=0.6)
+    agent = Agent(idle_exit_s=1.0)
     served = asyncio.create_task(agent.serve())
     client = AgentClient(Path(dirs["FCTUI_RUNTIME_DIR"]) / "agent.sock")
-    for _ in range(50):
+    deadline = time.monotonic() + 30
+    while True:
         try:
             await client.request("hello")
             break
         except Exception:
+            assert time.monotonic() < deadline, "the agent did not answer"
             await asyncio.sleep(0.05)
-    # a watcher, like an open console
+    # a watcher, like an open console; its first event says the agent counts it
     reader, writer = await asyncio.open_unix_connection(str(Path(dirs["FCTUI_RUNTIME_DIR"]) / "agent.sock"))
     writer.write(json.dumps({"op": "watch"}).encode() + b"\n")
     await writer.drain()
-    await asyncio.sleep(1.5)
+    assert json.loads(await asyncio.wait_for(reader.readline(), 30))["event"] == "cleanup"
+    watched = time.monotonic()
+    # Until the agent's idle check has looked at it later than idle_exit_s after the watch began (it
+    # dates its last activity to every check that finds it busy): an unwatched agent would have exited.
+    while agent.last_activity < watched + agent.idle_exit_s:
+        assert not served.done(), "the agent exited while a client was watching"
+        assert time.monotonic() < deadline + 30, "the agent's idle check did not run"
+        await asyncio.sleep(0.05)
     assert not served.done(), "the agent exited while a client was watching"
     writer.close()
     await asyncio.wait_for(served, timeout=5)  # no job, no watcher: it stops by itself

@@ -63,7 +63,11 @@ async def test_service_starts_logs_in_and_answers_policy_runs(es: Any, dirs: dic
         client = await proc.start("--service", "--profile", "sim", "--idle-exit", "1")
         reply = await client.policy_runs()
         assert reply["runs"] == [] and isinstance(reply["service"], dict)
-        await asyncio.sleep(1.5)   # --idle-exit does not apply to a service: still there
+        # --idle-exit does not apply to a service: still there. A negative check needs elapsed time (the
+        # agent is another process, its idle check unseen): 1.5 s past the last request is past the
+        # 1 s idle limit and its 0.25 s check. Under load a faulty agent might exit late (this would
+        # then pass once), a correct one never exits: the check cannot go red by load.
+        await asyncio.sleep(1.5)
         assert proc.proc.poll() is None
         await client.request("hello")
     finally:

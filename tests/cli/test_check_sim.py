@@ -93,9 +93,9 @@ async def test_cbt_chain_broken_from_tasks_since_last_backup(client: VrmClient, 
     r = await control.post(f"/sim/vms/{grown.rsplit(':', 1)[1]}/operations", json={"op": "expand"})
     r.raise_for_status()
     await _wait(client, r.json())
-    for _ in range(500):  # the guest booted again: Tools run boot_seconds (scaled) after the power-on
-        if (await client.vm(ready)).pv_driver_status == "running":
-            break
+    deadline = time.monotonic() + 30
+    while (await client.vm(ready)).pv_driver_status != "running":  # the guest booted again: Tools run
+        assert time.monotonic() < deadline, "Tools did not run after the power-on"  # boot_seconds after it
         await asyncio.sleep(0.01)
 
     inv = await gather(client, knowledge=know)

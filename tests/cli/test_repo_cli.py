@@ -13,6 +13,7 @@ import pytest
 
 from fctui.repo import Repository
 from fctui.cli import build_parser
+from tests.repo.gcclock import age_chunks
 
 BS = 4096
 
@@ -86,7 +87,7 @@ def test_repo_verify_prune_gc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     repo.chunk_path(digest).write_bytes(bytes(raw))
     code, out, _ = run("repo", "verify")
     assert code == 1 and f"DAMAGED {ids[0]}" in out and "sda block 0: corrupt" in out
-    time.sleep(0.03)
+    age_chunks(repo.chunks_dir)  # written long ago: older than the start of the gc the CLI runs
     code, out, _ = run("repo", "prune", "--keep-last", "1", "--json")
     doc = json.loads(out)
     assert code == 0 and doc["prune"]["removed"] == [ids[0]]

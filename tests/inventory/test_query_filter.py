@@ -116,8 +116,35 @@ def test_any_input_parses_or_raises_filter_error(text):
         f = parse_filter(text)
     except FilterError:
         return
+    # terms are ANDed: one more plain term narrows the match to the rows that also hold it
+    g = parse_filter(text + " erp")
     for r in ROWS:
-        assert isinstance(f.matches(r, frozenset()), bool)
+        assert f.matches(r, frozenset()) in (True, False)
+        assert g.matches(r, frozenset()) == (f.matches(r, frozenset()) and _oracle(["erp"], r))
+    # one token (no space, quote or leading "!"): "!" in front matches exactly the other rows
+    if text and not any(c.isspace() or c in "\"'!" for c in text) and len(f.terms) == 1:
+        n = parse_filter("!" + text)
+        for r in ROWS:
+            assert n.matches(r, frozenset()) == (not f.matches(r, frozenset()))
+
+
+# Plain words against an oracle written here: a row matches when every word is a case-insensitive
+# substring of one of its visible columns (name, host, state, verdict, main reason, cluster) or its URN.
+_WORD = st.text(alphabet="abcdeilmnoprstuwx0123-", min_size=1, max_size=4)
+
+
+def _oracle(words: list[str], r: VmRow) -> bool:
+    fields = [r.name, r.host, r.state, r.verdict, r.reason, r.cluster, r.key]
+    return all(any(w.lower() in x.lower() for x in fields) for w in words)
+
+
+@given(st.lists(st.tuples(_WORD, st.booleans()), max_size=3))
+@settings(max_examples=120, deadline=None)
+def test_plain_words_match_like_the_oracle(words):
+    text = " ".join(w.upper() if up else w for w, up in words)
+    f = parse_filter(text)
+    for r in ROWS:
+        assert f.matches(r, frozenset()) == _oracle([w for w, _ in words], r), (text, r.name)
 
 
 def test_sort_by_every_column_and_reverse():

@@ -11,13 +11,16 @@ by a cleanup command.
 from __future__ import annotations
 
 import asyncio
+import math
+import re
+import selectors
 import time
 from pathlib import Path
 from typing import Any, AsyncIterator
 
 import httpx
 import pytest
-from tests.conftest import sim_client, small_disks
+from tests.conftest import SIM_BASE_URL, sim_client, small_disks
 
 from fctui.cli import main
 from fctui.jobs.cleanup import SnapshotHunter, cleanup_intents
@@ -211,22 +214,46 @@ async def test_create_that_the_vrm_did_after_an_error_is_not_repeated(sim: Any, 
 
 
 @pytest.mark.parametrize("step", ["snapshot-delete", "resource-release"])
-async def test_persistent_stall_ends_within_the_budget(sim: Any, short_client: VrmClient,
-                                                        control: httpx.AsyncClient, tmp_path: Path,
+async def test_persistent_stall_ends_within_the_budget(sim: Any, control: httpx.AsyncClient, tmp_path: Path,
                                                         step: str) -> None:
     """A VRM that never answers the cleanup (each attempt stalls past the client's timeout): the job
     ends when the budget is spent, not after nested retries; the hunter finishes once it answers."""
+    from fctui.sim import create_app
+
     urn = (await control.get("/sim/edge-cases")).json()["ready"][1]
     repo = Repository.open(tmp_path / "repo")
     journal = MemoryJournal()
-    await control.post("/sim/faults", json=STEPS[step] | {"latency_ms": 30_000})
-    t0 = time.monotonic()
-    job = await run_backup(short_client, repo, urn, journal)
-    cleanup_time = time.monotonic() - t0
+    fault = STEPS[step]
+    await control.post("/sim/faults", json=fault | {"latency_ms": 30_000})
+    # Where the job waits on the stalled VRM, on the loop's clock: from the first stalled request to the
+    # end of the cleanup. Not the whole job's wall time -- the disk reads before (and, for the releases,
+    # between) take as long as the machine's load makes them; the budget bounds the cleanup only.
+    app, loop = create_app(sim), asyncio.get_running_loop()
+    stalled: list[list[float]] = []
+
+    async def recording(scope: Any, receive: Any, send: Any) -> None:
+        if (scope["type"] != "http" or scope["method"] != fault["method"]
+                or not re.search(fault["path"], scope["path"])):
+            return await app(scope, receive, send)
+        span = [loop.time(), math.inf]
+        stalled.append(span)
+        try:
+            await app(scope, receive, send)
+        finally:
+            span[1] = loop.time()  # the client gave up (its timeout, or the budget's cut)
+
+    client = VrmClient(SIM_BASE_URL, sim.config.user, sim.config.password, timeout=TIMEOUT,
+                       transport=httpx.ASGITransport(app=recording))  # type: ignore[arg-type]
+    async with client:
+        job = await run_backup(client, repo, urn, journal)
     assert job.outcome == "succeeded with warnings", (job.state, job.error)
     assert [p.id for p in repo.points()] == job.restore_points
-    # the reads take about a second; the cleanup at most the budget plus one floor per later step
-    assert cleanup_time < 1.5 + BUDGET + 3 * 0.3 + 2 * TIMEOUT, cleanup_time
+    assert stalled and all(end < math.inf for _, end in stalled)  # every stalled attempt was cut
+    waited = sum(end - start for start, end in stalled)
+    # One budget for the VM's cleanup: the stalled step's attempts and back-off end when it is spent;
+    # the later steps (one per disk and the snapshot) get one floor attempt each (cut at the floor).
+    # Nested budgets (one per step, or retries inside retries) would wait a budget per step.
+    assert BUDGET - 0.3 <= waited <= BUDGET + 3 * 0.3, [(round(a, 2), round(b - a, 2)) for a, b in stalled]
 
     async def clear() -> None:
         await control.delete("/sim/faults")
@@ -234,29 +261,62 @@ async def test_persistent_stall_ends_within_the_budget(sim: Any, short_client: V
     assert await left_on_sim(control, urn) == {"resources": {}, "snapshots": 0}
 
 
+class _JumpingSelector(selectors.DefaultSelector):
+    """For a loop with timers and no I/O: waiting for the next timer is the clock jumping to it."""
 
-async def test_one_budget_bounds_every_step_and_busy_retries_do_not_cut_long_steps() -> None:
+    def __init__(self, loop: "VirtualTimeLoop") -> None:
+        super().__init__()
+        self._loop = loop
+
+    def select(self, timeout: float | None = None) -> Any:
+        if timeout:
+            self._loop.now += timeout
+        return super().select(0)
+
+
+class VirtualTimeLoop(asyncio.SelectorEventLoop):
+    """An event loop on an injected clock: timeouts, sleeps and the budget's clock (all the loop's time)
+    advance only when every task waits, so a load on the machine cannot stretch them."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        super().__init__(selector=_JumpingSelector(self))
+
+    def time(self) -> float:
+        return self.now
+
+
+def test_one_budget_bounds_every_step_and_busy_retries_do_not_cut_long_steps() -> None:
     from fctui.jobs.cleanup import Budget, retry, retry_busy
     from fctui.vrm.errors import VrmTimeoutError
 
     async def hangs() -> None:
         await asyncio.sleep(60)
 
-    budget = Budget(0.3, floor=0.1)
-    t0 = time.monotonic()
-    with pytest.raises(VrmTimeoutError):
-        await retry(hangs, within=budget)
-    assert 0.25 < time.monotonic() - t0 < 0.6
-    t0 = time.monotonic()
-    with pytest.raises(VrmTimeoutError):   # a later step of the same cleanup: one floor attempt
-        await retry(hangs, within=budget)
-    assert time.monotonic() - t0 < 0.3
-    assert budget.spent
+    async def body(loop: VirtualTimeLoop) -> None:
+        budget = Budget(0.3, floor=0.1)
+        t0 = loop.time()
+        with pytest.raises(VrmTimeoutError):
+            await retry(hangs, within=budget)
+        assert loop.time() - t0 == pytest.approx(0.3)   # the attempt is cut at the budget's end
+        t0 = loop.time()
+        with pytest.raises(VrmTimeoutError):   # a later step of the same cleanup: one floor attempt
+            await retry(hangs, within=budget)
+        assert loop.time() - t0 == pytest.approx(0.1)
+        assert budget.spent
 
-    async def slow_but_fine() -> str:     # e.g. a restore's VM creation task inside a busy retry
-        await asyncio.sleep(0.3)
-        return "done"
-    assert await retry_busy(slow_but_fine, within=0.1) == "done"
+        async def slow_but_fine() -> str:     # e.g. a restore's VM creation task inside a busy retry
+            await asyncio.sleep(0.3)
+            return "done"
+        t0 = loop.time()
+        assert await retry_busy(slow_but_fine, within=0.1) == "done"
+        assert loop.time() - t0 == pytest.approx(0.3)
+
+    loop = VirtualTimeLoop()
+    try:
+        loop.run_until_complete(body(loop))
+    finally:
+        loop.close()
 
 
 def test_production_defaults_bound_the_job_and_the_hunter() -> None:
@@ -318,7 +378,13 @@ async def test_agent_hunter_removes_leftovers_once_the_vrm_recovers(
         assert js["jobs"][-1]["warnings"] == out["warnings"] and js["cleanup_pending"][0]["what"] == "snapshot"
 
         # the VRM recovers: the hunter removes the snapshot, nobody runs a command
-        await asyncio.sleep(1.0)  # a few rounds fail meanwhile; the leftover stays queued
+        # the hunter's next rounds fail too (each a refused DELETE on the simulator): the leftover stays queued
+        async def deletes() -> int:
+            return int((await control.get("/sim/stats")).json()["byMethod"].get("DELETE", 0))
+        before, deadline = await deletes(), time.monotonic() + 30
+        while await deletes() < before + 2:
+            assert time.monotonic() < deadline, "the hunter did not retry the leftover"
+            await asyncio.sleep(0.05)
         assert len((await client.request("cleanup-status"))["pending"]) == 1
         await control.delete("/sim/faults")
         t1 = time.monotonic()

@@ -148,24 +148,30 @@ async def test_full_then_incremental_multi_disk(client: VrmClient, control: http
     assert {d.volume_urn for d in report.damaged} == {vols[1]}
 
 
+# The exact reason each cause must produce, written here from the product document ("the planner names
+# the cause": the VRM's task list names it; the simulator leaves a task per event, like the platform). A
+# planner that ignores the cause falls back to the generic "volCBTCreateTime changed (power-off, HA restart,
+# revert, expansion or host reboot)" or "the disk was expanded" text, which matches none of these. Without
+# the task list the planner still finds the re-initialised CBT at the snapshot (test_jobs_planner).
+# "{disk}" is the label of the VM's (only) disk: an expansion is named per disk, the others for all disks.
 @pytest.mark.parametrize("event,expect", [
-    ("power-off", "CBT chain broken"),
-    # The VRM's task list names the cause (the simulator leaves a task per event, like the platform);
-    # without it the planner still finds the re-initialised CBT at the snapshot (test_jobs_planner).
-    ("ha-restart", "HA restart"),
-    ("host-reboot", "host reboot"),
-    ("snapshot-revert", "snapshot revert"),
-    ("volume-expansion", "expansion"),
+    ("power-off", "CBT chain broken: all disks: power-off"),
+    ("ha-restart", "CBT chain broken: all disks: HA restart"),
+    ("host-reboot", "CBT chain broken: all disks: host reboot"),
+    ("snapshot-revert", "CBT chain broken: all disks: snapshot revert"),
+    ("volume-expansion", "CBT chain broken: {disk}: volume expansion"),
 ])
 async def test_chain_breaking_event_forces_full(client: VrmClient, control: httpx.AsyncClient, repo: Repository,
                                                 edges: dict[str, list[str]], event: str, expect: str) -> None:
     urn = edges["ready"][0]
+    vm_uri = f"/service/sites/{urn.split(':')[2]}/vms/{urn.rsplit(':', 1)[1]}"
+    labels = [d.label for d in (await client.vm(vm_uri)).disks]
+    assert len(labels) == 1 and labels[0], labels
     job, _ = await backup(client, repo, [urn], job_id="base")
     assert job.state == "succeeded", job.error
     r = await control.post(f"/sim/vms/{urn.rsplit(':', 1)[1]}/events", json={"event": event})
     assert r.status_code == 200, r.text
     if event == "power-off":  # powered on again before the next backup (a stopped VM gets a standard one)
-        vm_uri = f"/service/sites/{urn.split(':')[2]}/vms/{urn.rsplit(':', 1)[1]}"
         await client.wait_task(await client.start_vm(vm_uri), interval=0.02)
         for _ in range(500):  # and its guest booted: Tools run boot_seconds (scaled) after the power-on
             if (await client.vm(vm_uri)).pv_driver_status == "running":
@@ -175,7 +181,7 @@ async def test_chain_breaking_event_forces_full(client: VrmClient, control: http
     assert job2.state == "succeeded", job2.error
     d = job2.summary_json()["vms"][0]["disks"][0]
     assert d["mode"] == "full"
-    assert "CBT chain broken" in d["reason"] and expect in d["reason"], d["reason"]
+    assert d["reason"] == expect.format(disk=labels[0]), d["reason"]
     assert job2.vms[0].disks[0].bytes_read == job2.vms[0].disks[0].bytes_planned > 0
 
 

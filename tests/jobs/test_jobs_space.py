@@ -19,6 +19,7 @@ from typing import Any, Iterator
 import httpx
 import pytest
 from tests.conftest import small_disks
+from tests.repo.gcclock import age_chunks
 
 import fctui.repo.repository as repository_module
 from fctui.jobs.journal import MemoryJournal
@@ -172,6 +173,7 @@ async def _assert_clean_end(job: JobRecord, repo: Repository, control: httpx.Asy
     stats = (await control.get("/sim/stats")).json()
     assert stats["resourcesPerHost"] == {}, stats
     assert stats["liveSnapshotsPerVm"].get(job.vms[0].urn, 0) == 0, stats
+    age_chunks(repo.chunks_dir)   # written before this gc, also on a coarse file clock (gc spares chunks as new as it)
     gc = repo.gc()                                           # what it wrote is reclaimable
     assert gc.chunks_removed > 0 and gc.chunks_referenced == 0
 

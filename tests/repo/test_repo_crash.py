@@ -13,8 +13,19 @@ from pathlib import Path
 import pytest
 
 from fctui.repo import RepoError, Repository
+from tests.repo.gcclock import GcClock, age_chunks
 
 BS = 4096
+
+
+@pytest.fixture
+def gc_clock(tmp_path: Path) -> GcClock:
+    return GcClock(tmp_path / "gc-clock.probe")
+
+
+@pytest.fixture
+def repo(tmp_path: Path, gc_clock: GcClock) -> Repository:
+    return Repository.open(tmp_path / "repo", clock=gc_clock)
 
 
 def disk_args(vol: str, size: int, base: str | None = None) -> dict:
@@ -49,13 +60,8 @@ def image(blocks: dict[int, bytes], size: int = 64 * BS) -> bytes:
     return bytes(out)
 
 
-def settle() -> None:
-    # Let the filesystem's coarse clock tick so "written before gc started" is unambiguous.
-    time.sleep(0.03)
 
-
-
-def test_abort_mid_write_leaves_only_orphans_that_gc_collects(repo: Repository) -> None:
+def test_abort_mid_write_leaves_only_orphans_that_gc_collects(repo: Repository, gc_clock: GcClock) -> None:
     rng = random.Random(1)
     keep = {i: rng.randbytes(BS) for i in range(4)}
     point = write_point(repo, keep)
@@ -67,11 +73,30 @@ def test_abort_mid_write_leaves_only_orphans_that_gc_collects(repo: Repository) 
     pw.abort()
     assert [p.id for p in repo.points()] == [point.id]
     assert list(repo.pending_dir.iterdir()) == []
-    settle()
+    gc_clock.advance()  # the orphans are older than gc's start
     gc = repo.gc()
     assert gc.chunks_removed == 10 and gc.chunks_referenced == 4 and gc.live_leases == 0
     assert repo.disk_usage()[0] == 4
     assert read_all(repo, point.id) == image(keep)
+
+
+def test_gc_spares_unreferenced_chunks_as_new_as_its_clock(tmp_path: Path) -> None:
+    """gc's injected clock decides what is old enough: at the epoch nothing is, an hour on everything is."""
+    repo = Repository.open(tmp_path / "repo", clock=lambda: 0.0)
+    rng = random.Random(5)
+    pw = new_point(repo)
+    dw = pw.add_disk(**disk_args("urn:vol:1", 64 * BS))
+    for i in range(3):
+        dw.put_block(i, rng.randbytes(BS))
+    pw.abort()
+    gc = repo.gc()
+    assert gc.chunks_removed == 0 and gc.chunks_kept_recent == 3
+    clock = GcClock(tmp_path / "gc-clock.probe")
+    repo.clock = clock
+    clock.advance()
+    gc = repo.gc()
+    assert gc.chunks_removed == 3 and gc.chunks_kept_recent == 0
+    assert repo.disk_usage()[0] == 0
 
 
 CHILD = r"""
@@ -117,7 +142,11 @@ def test_sigkill_writer_then_open_and_gc_recover(tmp_path: Path, mode: str) -> N
     assert proc.stdout is not None
     if mode == "mid-point":
         assert proc.stdout.readline().strip() == "ready"
-        time.sleep(0.05)
+        # Kill it while it writes past its first 20 blocks (8 + 20 chunks exist at "ready").
+        deadline = time.monotonic() + 30
+        while sum(1 for _ in (path / "chunks").glob("*/*")) <= 8 + 20:
+            assert time.monotonic() < deadline, "the writer wrote nothing after ready"
+            time.sleep(0.005)
         os.kill(proc.pid, signal.SIGKILL)
     assert proc.wait(timeout=60) == -signal.SIGKILL
     leases = list((path / "pending").iterdir())
@@ -125,12 +154,13 @@ def test_sigkill_writer_then_open_and_gc_recover(tmp_path: Path, mode: str) -> N
     if mode == "commit":
         assert len(list((path / "points").iterdir())) == 2  # ...and its uncommitted manifest
 
-    again = Repository.open(path, create=False)  # ...until the next open recognises it as dead
+    gc_clock = GcClock(tmp_path / "gc-clock.probe")
+    again = Repository.open(path, create=False, clock=gc_clock)  # ...until the next open recognises it as dead
     assert list((path / "pending").iterdir()) == []
     assert [p.name for p in (path / "points").iterdir()] == [f"{base.id}.json"]
     assert [p.id for p in again.points()] == [base.id]
     assert again.verify().ok
-    settle()
+    gc_clock.advance()  # the dead writer's chunks are older than gc's start
     gc = again.gc()
     assert gc.chunks_removed >= 20 and gc.chunks_referenced == 8
     assert again.disk_usage()[0] == 8
@@ -150,7 +180,9 @@ def test_gc_beside_a_live_writer_keeps_its_new_and_reused_chunks(repo: Repositor
     dw.put_block(0, orphan_reused)
     dw.put_block(1, orphan_dead)
     pw.abort()
-    settle()
+    # Orphans of a backup that failed long ago: older than the live writer's lease, which gc compares
+    # them with (its start is a file mtime, so the chunks are aged rather than gc's clock advanced).
+    age_chunks(repo.chunks_dir)
     live = new_point(repo)
     ldw = live.add_disk(**disk_args("urn:vol:1", 64 * BS))
     assert ldw.put_block(5, orphan_reused) == "reused"  # an orphan becomes referenced again
@@ -167,7 +199,7 @@ def test_gc_beside_a_live_writer_keeps_its_new_and_reused_chunks(repo: Repositor
     assert read_all(repo, committed.id)[:BS] != bytes(BS)
 
 
-def test_pruned_base_of_a_running_incremental_survives_gc(repo: Repository) -> None:
+def test_pruned_base_of_a_running_incremental_survives_gc(repo: Repository, gc_clock: GcClock) -> None:
     rng = random.Random(4)
     base_blocks = {i: rng.randbytes(BS) for i in range(6)}
     base = write_point(repo, base_blocks)
@@ -176,12 +208,12 @@ def test_pruned_base_of_a_running_incremental_survives_gc(repo: Repository) -> N
     dw.put_block(2, b"\5" * BS)
     pruned = repo.prune(0, "urn:vm:1")  # someone prunes the base mid-backup
     assert pruned.removed == [base.id] and repo.points() == []
-    settle()
+    gc_clock.advance()  # only the lease protects the base now, not recency
     gc = repo.gc()
     assert gc.chunks_removed == 0 and gc.chunks_referenced >= 6  # the lease still holds the base
     point = writer.commit()
     assert read_all(repo, point.id) == image({**base_blocks, 2: b"\5" * BS})
-    settle()
+    gc_clock.advance()  # the base's overwritten block is older than gc's start
     gc = repo.gc()  # now the base's manifest and its overwritten block go
     assert gc.manifests_removed == 1 and gc.chunks_removed == 1
     assert repo.verify().ok
@@ -271,7 +303,7 @@ def test_gc_in_a_loop_beside_another_process_writing(tmp_path: Path) -> None:
     for i in range(40):
         dw.put_block(i, random.Random(seed + i).randbytes(BS))
     pw.abort()
-    settle()
+    age_chunks(repo.chunks_dir)  # older than the child's lease: only its reuse (mtime refresh) protects them
     script = tmp_path / "stress.py"
     script.write_text(STRESS_CHILD)
     proc = subprocess.Popen([sys.executable, str(script), str(path), str(seed)], stdout=subprocess.PIPE,
@@ -293,18 +325,19 @@ def test_gc_in_a_loop_beside_another_process_writing(tmp_path: Path) -> None:
     assert report.ok, report.damaged[:3]
 
 
-def test_points_being_restored_are_protected_from_prune_and_gc(repo: Repository) -> None:
+def test_points_being_restored_are_protected_from_prune_and_gc(repo: Repository, gc_clock: GcClock) -> None:
     rng = random.Random(11)
     blocks = {i: rng.randbytes(BS) for i in range(5)}
     point = write_point(repo, blocks)
     with repo.protect([point.id]):
         reader = repo.open_disk(point.id, "urn:vol:1")
         assert repo.prune(0, "urn:vm:1").removed == [point.id]
-        settle()
+        age_chunks(repo.chunks_dir)  # older than the read lease: only the lease protects them
+        gc_clock.advance()
         gc = repo.gc()
         assert gc.chunks_removed == 0 and gc.live_leases == 1
         assert b"".join(reader.read_block(i) for i in range(reader.block_count)) == image(blocks)
-    settle()
+    gc_clock.advance()
     assert repo.gc().chunks_removed == 5
     assert list(repo.pending_dir.iterdir()) == [] and list(repo.points_dir.iterdir()) == []
     with pytest.raises(RepoError):

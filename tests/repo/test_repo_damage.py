@@ -25,6 +25,7 @@ from typing import Any, Callable
 
 import pytest
 from tests.cli.test_repo_cli import parser, run
+from tests.repo.gcclock import age_chunks
 
 from fctui.repo import ChunkError, ManifestError, RepoDamagedError, RepoError, Repository
 
@@ -86,7 +87,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, 
     others = set(maps[p0].values()) | set(maps[p2].values())
     own = sorted(set(maps[p1].values()) - others)  # p1's alone: what a blind gc would delete
     assert len(own) == 3
-    time.sleep(0.02)  # every chunk older than the gc cutoff of any cell
+    age_chunks(path / "chunks")  # every chunk older than the gc cutoff of any cell (copytree keeps mtimes)
     repo.close()
     return path, {"p0": p0, "p1": p1, "p2": p2, "maps": maps, "own": own}
 
@@ -337,7 +338,6 @@ def test_forget_drops_a_damaged_entry_then_gc_runs(template: tuple[Path, dict[st
     assert code == 0 and f"forgot restore point {t['p1']}" in out and "catalog entry is removed" in out
     code, out, _ = run("points", "--repo", str(root), "--json")
     assert code == 0 and [p["id"] for p in json.loads(out)] == [t["p0"], t["p2"]]
-    time.sleep(0.02)
     code, out, _ = run("repo", "gc", "--repo", str(root), "--json")
     assert code == 0 and json.loads(out)["chunks_removed"] == 3  # p1's own chunks, nothing else
     assert run("repo", "verify", "--repo", str(root))[0] == 0

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from fctui.repo import ChunkError, RepoDamagedError, RepoError, Repository
+from tests.repo.gcclock import GcClock
 
 BS = 4096
 
@@ -96,7 +97,9 @@ def test_missing_manifest_is_reported(repo: Repository) -> None:
         repo.gc()
 
 
-def test_prune_keep_last_per_vm_then_gc_keeps_referenced_chunks(repo: Repository) -> None:
+def test_prune_keep_last_per_vm_then_gc_keeps_referenced_chunks(tmp_path: Path) -> None:
+    gc_clock = GcClock(tmp_path / "gc-clock.probe")
+    repo = Repository.open(tmp_path / "repo", clock=gc_clock)
     rng = random.Random(4)
     shared = rng.randbytes(BS)
     a = [write_point(repo, "urn:vm:a", {0: shared, 1: rng.randbytes(BS)}) for _ in range(3)]
@@ -107,7 +110,7 @@ def test_prune_keep_last_per_vm_then_gc_keeps_referenced_chunks(repo: Repository
     assert sorted(report.kept) == sorted([a[2].id, b[1].id])
     assert [p.id for p in repo.points()] == [a[2].id, b[1].id]
     assert sorted(p.name for p in repo.points_dir.iterdir()) == sorted(f"{p.id}.json" for p in (a[2], b[1]))
-    time.sleep(0.03)
+    gc_clock.advance()  # the pruned points' chunks are older than gc's start
     gc = repo.gc()
     assert gc.chunks_removed == 3 and gc.chunks_referenced == 3  # shared + a[2]'s + b[1]'s
     assert repo.verify().ok

@@ -63,7 +63,7 @@ def test_restore_arch_mismatch_fires_only_when_no_host_of_the_source_arch_reache
                                   "hosts": ["h-arm1", "h-arm2"]})
     arch = {"h-arm1": "aarch64", "h-arm2": "ARM64", "h-x86": "x86_64"}
     f = restore_arch_mismatch("x86_64", shared, arch, ["urn:vol:1"])
-    assert f is not None and f.rule == "restore-arch-mismatch" and f.severity == C.BLOCKER
+    assert f is not None and f.rule == "restore-arch-mismatch" and f.severity == "blocker"
     assert f.disks == ["urn:vol:1"] and "ds-nas-arm" in f.message and "aarch64" in f.message
     assert restore_arch_mismatch("aarch64", shared, arch) is None
     assert restore_arch_mismatch("", shared, arch) is None                 # unknown source: said elsewhere

@@ -47,11 +47,7 @@ def test_loopback_http_inventory_drop_and_data_stream() -> None:
             vol = vm.disks[0].volume
             ref = prepare_resource(sim, vol, {"ip": "10.0.0.5", "taskType": "BackupVol", "snapUrn2": sim.snap_urn(snap)})
             res_uri = f"{site}/volumes/{vol.id}/backupresources/{ref['taskUri'].rsplit('/', 1)[1]}"
-            for _ in range(200):
-                res = c.get(res_uri, headers=h).json()
-                if res["status"] == "success":
-                    break
-                time.sleep(0.01)
+            res = ready_resource(c, res_uri, h)
             assert res["resourceUrl"].startswith(es.url)
             digest = hashlib.sha256()
             n = 0
@@ -67,6 +63,18 @@ def test_loopback_http_inventory_drop_and_data_stream() -> None:
         httpx.get(es.url + "/service/versions", timeout=2)  # stopped
 
 
+def ready_resource(c: httpx.Client, uri: str, h: dict[str, str], within: float = 20.0) -> dict:
+    """The backup resource at ``uri`` once its preparation succeeded (polled; the simulator's task clock
+    is the real one, slower under load)."""
+    deadline = time.monotonic() + within
+    while True:
+        res = c.get(uri, headers=h).json()
+        if res["status"] == "success":
+            return res
+        assert time.monotonic() < deadline, f"resource not ready within {within:g} s: {res}"
+        time.sleep(0.02)
+
+
 def test_https_with_trustme_ca() -> None:
     with EmbeddedSimulator(SimConfig(vms=10), tls=True) as es:
         assert es.url.startswith("https://") and es.ca_file
@@ -78,13 +86,11 @@ def test_https_with_trustme_ca() -> None:
             vm = next(v for v in sim.vms.values() if v.name == "edge-ready-euleros-01")
             snap = make_ready_snapshot(sim, vm, "s", "CBTbackup")
             vol = vm.disks[0].volume
-            prepare_resource(sim, vol, {"ip": "10.0.0.5", "taskType": "CBTBackup", "snapUrn2": sim.snap_urn(snap),
-                                        "transMode": "lanssl"})
-            time.sleep(1.1)
-            rid = next(iter(sim.resources))
+            ref = prepare_resource(sim, vol, {"ip": "10.0.0.5", "taskType": "CBTBackup",
+                                              "snapUrn2": sim.snap_urn(snap), "transMode": "lanssl"})
             site = f"/service/sites/{sim.site.id}"
-            res = c.get(f"{site}/volumes/{vol.id}/backupresources/{rid}", headers=h).json()
-            assert res["status"] == "success" and "BEGIN CERTIFICATE" in res["caCert"]
+            res = ready_resource(c, f"{site}/volumes/{vol.id}/backupresources/{ref['taskUri'].rsplit('/', 1)[1]}", h)
+            assert "BEGIN CERTIFICATE" in res["caCert"]
         with pytest.raises(httpx.ConnectError):  # default trust store does not know the CA
             httpx.get(es.url + "/service/versions", timeout=5)
 

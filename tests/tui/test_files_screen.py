@@ -374,7 +374,7 @@ def _snap(guest: Guest, tmp_path: Path, drive: Callable[[Any, App], Any]) -> tup
     async def run_before(pilot: Any) -> None:
         await drive(pilot, app)
         app.clear_notifications()
-        await pilot.pause(0.1)
+        await wait_until(pilot, lambda: not app.screen.query("Toast"))  # the cleared toasts are gone
     return app, run_before
 
 

@@ -217,6 +217,9 @@ async def test_refresh_is_paused_under_modal_screens(sim):
         await pilot.press("enter")
         assert isinstance(app.screen, DetailScreen)
         app.refresh_now()
+        # A negative check (no refresh happens) needs elapsed time: the refresh runs in the feed's own
+        # thread, unseen from here. Load can only make a faulty refresh arrive after the check (a green
+        # once), never a correct app fail it.
         for _ in range(10):
             await pilot.pause(0.05)
         assert app.refresh_count == 1

@@ -22,6 +22,8 @@ from fctui.jobs.planner import Plan, add_launch_findings, build_plan
 from fctui.jobs.progress import JobsBoard
 from fctui.tui.jobs_screen import JobList, JobsScreen, JobsService, render_job_detail
 from fctui.tui.review_screen import ReviewScreen, plan_pause, render_review
+from fctui.tui.testing import wait_until
+from tests.tui.test_tui_jobs_agent import agent_client, es  # noqa: F401  (fixtures: a real agent, a simulator)
 from tests.tui.test_tui_snapshots import SIZES
 
 MIB = 1 << 20
@@ -283,8 +285,7 @@ async def test_jobs_screen_keys_select_jobs_and_render_in_place():
         svc.board.apply({"event": "log", "job": "20260528-1100-bb02", "time": NOW, "level": "info",
                          "message": "hello from the agent"})
         svc._changed("20260528-1100-bb02")
-        await pilot.pause(0.8)
-        assert "hello from the agent" in _footer(app)
+        await wait_until(pilot, lambda: "hello from the agent" in _footer(app))
 
 
 async def test_jobs_screen_read_only_hides_cancel_and_drills():
@@ -301,17 +302,48 @@ async def test_jobs_screen_read_only_hides_cancel_and_drills():
         assert isinstance(app.screen, JobsScreen)   # no confirmation dialog opened
 
 
-async def test_cancel_needs_confirmation():
+async def test_cancel_needs_confirmation(es: Any, agent_client: AgentClient) -> None:
+    """A real agent runs a slowed backup: "n" and escape on the confirmation leave it running (it goes on
+    reading; the agent still has it running), only "yes" cancels it."""
     from fctui.tui.dialogs import ConfirmScreen
-    app = jobs_app([running_job()])
-    async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.pause()
-        await pilot.press("c")
-        await pilot.pause()
-        assert isinstance(app.screen, ConfirmScreen)
-        await pilot.press("escape")
-        await pilot.pause()
-        assert isinstance(app.screen, JobsScreen)
+    from tests.tui.test_tui_jobs_agent import console, launch, multi_disk_vm, slow_data, until
+    from fctui.tui.jobs_screen import jobs_service
+    from fctui.tui.testing import wait_loaded
+
+    vm = multi_disk_vm(es)
+    async with httpx.AsyncClient(base_url=es.url) as http:  # thousands of scattered blocks to read: the
+        for d in es.sim.vms[vm.rsplit(":", 1)[1]].disks:    # backup runs for minutes unless cancelled
+            (await http.post(f"/sim/volumes/{d.volume.id}/write", json={"blocks": 4000})).raise_for_status()
+    await slow_data(es, 100)
+    app = console(es)
+    try:
+        async with app.run_test(size=(100, 40)) as pilot:
+            await wait_loaded(pilot, app)
+            job_id = await launch(pilot, app, vm)
+            svc = jobs_service(app)
+
+            def read() -> int:
+                return svc.board.get(job_id).totals()["bytes_read"]
+
+            await until(pilot, lambda: svc.board.get(job_id).state == "running" and read() > 0)
+            for refuse in ("escape", "n"):
+                await pilot.press("c")
+                await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+                await pilot.press(refuse)
+                await until(pilot, lambda: isinstance(app.screen, JobsScreen))
+                # the job goes on reading (a cancel, had one been sent, ends it within one request)
+                before = read()
+                await until(pilot, lambda: read() > before or svc.board.get(job_id).is_final)
+                assert svc.board.get(job_id).state == "running", refuse
+                assert (await agent_client.request("get", job=job_id))["job"]["state"] == "running", refuse
+            await pilot.press("c")
+            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+            await pilot.click("#yes")
+            await until(pilot, lambda: svc.board.get(job_id).is_final)
+            assert svc.board.get(job_id).state == "cancelled"
+            assert (await agent_client.request("get", job=job_id))["job"]["state"] == "cancelled"
+    finally:
+        await slow_data(es, 0)
 
 
 def test_job_detail_shows_bytes_pause_and_wait_reasons():
@@ -402,11 +434,10 @@ async def test_jobs_screen_shows_warnings_and_the_cleanup_queue():
         svc.apply_event({"event": "cleanup", "pending": [
             {"key": 1, "job": job.id, "vrm": "https://vrm", "user": "u", "what": "snapshot",
              "snapshot_urn": "urn:s:1", "error": "VRM refused DELETE (HTTP 500)", "next_try": NOW + 30}]})
-        await pilot.pause(0.8)
+        await wait_until(pilot, lambda: "1 leftover(s) queued for cleanup" in _footer(app))
         text = _footer(app)
         assert "1 leftover(s) queued for cleanup" in text
         assert "queued for cleanup: snapshot urn:s:1" in text and "HTTP 500" in text
         assert "the agent retries in 30 s" in " ".join(text.split())
         svc.apply_event({"event": "cleanup", "pending": []})  # the hunter removed it
-        await pilot.pause(0.8)
-        assert "queued for cleanup" not in _footer(app)
+        await wait_until(pilot, lambda: "queued for cleanup" not in _footer(app))

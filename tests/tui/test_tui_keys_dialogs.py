@@ -100,9 +100,9 @@ async def test_a_job_failure_does_not_cover_its_error_on_the_jobs_screen():
         error = "web-01: the datastore went away"
         d.update(state="failed", error=error, finished=NOW)
         svc.apply_event({"event": "job", "job": d})
-        await pilot.pause(0.7)                                 # the next render tick
+        await wait_until(pilot, lambda: error in flat(screen_text(app)))  # the next render tick
+        await pilot.pause()
         assert not app._notifications                          # the list and detail say it in place
-        assert error in flat(screen_text(app))
 
 
 async def test_a_job_failure_elsewhere_is_a_short_toast():
@@ -181,8 +181,7 @@ async def test_esc_on_the_table_does_not_clear_the_filter(sim):
         await wait_loaded(pilot, app)
         assert app.filter.source == "verdict:ready"
         await pilot.press("slash")                             # in the filter line, the footer says it
-        await pilot.pause()
-        assert "Clear filter" in footer(app)
+        await wait_until(pilot, lambda: "Clear filter" in footer(app))
         await pilot.press("escape")
         await wait_loaded(pilot, app)
         assert app.filter.source == ""
@@ -194,16 +193,15 @@ async def test_esc_never_stops_a_running_restore_its_own_key_does_after_asking(w
         await to_step(pilot, app, "confirm")
         w = wiz(app)
         w.show_job(recorded_restore("running"))
-        await pilot.pause()
-        assert w.step == "progress" and "Back" not in footer(app) and "Stop the restore" in footer(app)
+        await wait_until(pilot, lambda: "Stop the restore" in footer(app))   # the footer's next render
+        assert w.step == "progress" and "Back" not in footer(app)
         await pilot.press("escape")
         await pilot.pause()
         assert app.screen is w and w.step == "progress"       # no cancel question behind Esc
         await pilot.press("c")
-        await pilot.pause()
-        assert isinstance(app.screen, ConfirmScreen)
-        shown = flat(screen_text(app))
-        assert "Stop the restore" in shown and "Keep it running" in shown
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen)
+                         and "Keep it running" in flat(screen_text(app)))
+        assert "Stop the restore" in flat(screen_text(app))
         await pilot.press("escape")
         await pilot.pause()
         assert app.screen is w and w.step == "progress"
@@ -218,8 +216,7 @@ async def test_esc_leaves_a_restore_the_agent_runs(world: World):
         w = wiz(app)
         w.ctx.service = type("Agent", (), {"board": JobsBoard(time.monotonic)})()
         w.show_job(recorded_restore("running"))
-        await pilot.pause()
-        assert "Back" in footer(app)
+        await wait_until(pilot, lambda: "Back" in footer(app))
         await pilot.press("escape")
         await pilot.pause()
         assert app.closed
@@ -260,7 +257,7 @@ def test_stop_job_dialog_snapshot(snap_compare, size):
     async def run_before(pilot: Any) -> None:
         await pilot.pause()
         await pilot.press("c")
-        await pilot.pause(0.1)
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
     assert snap_compare(app, terminal_size=size, run_before=run_before)
 
 
@@ -273,5 +270,5 @@ def test_wizard_new_vm_name_snapshot(snap_compare, size, world: World):
         await pilot.press("enter")
         await settle(pilot, app)
         app.clear_notifications()
-        await pilot.pause(0.1)
+        await wait_until(pilot, lambda: not app.screen.query("Toast"))  # the cleared toasts are gone
     assert snap_compare(app, terminal_size=size, run_before=run_before)

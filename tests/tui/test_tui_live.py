@@ -30,9 +30,8 @@ async def test_killing_the_vrm_shows_stale_banner_and_restart_recovers():
             es.stop()                                   # the VRM goes away
             await wait_until(pilot, lambda: bool(app.stale_reason), timeout=10)
             clock.advance(7)
-            await pilot.pause(0.1)
             app.update_status()
-            await pilot.pause()
+            await wait_until(pilot, lambda: "showing data from 7 s ago" in screen_text(app))
             text = screen_text(app)
             assert "STALE" in text and "VRM unreachable" in text
             assert "showing data from 7 s ago" in text

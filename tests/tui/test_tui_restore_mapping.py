@@ -239,7 +239,7 @@ def test_mapping_step_snapshot(snap_compare, size, phase, site_a: SiteA, tmp_pat
             await pilot.press("enter")
             await settle(pilot, app)
         app.clear_notifications()
-        await pilot.pause(0.1)
+        await until(pilot, lambda: not app.screen.query("Toast"))  # the cleared toasts are gone
     assert snap_compare(app, terminal_size=size, run_before=run_before)
 
 

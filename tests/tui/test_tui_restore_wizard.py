@@ -400,7 +400,7 @@ def _snap_app(world: World, drive: Callable[[Any, App], Any]) -> tuple[WizardApp
         await drive(pilot, app)
         await settle(pilot, app)
         app.clear_notifications()
-        await pilot.pause(0.1)
+        await until(pilot, lambda: not app.screen.query("Toast"))  # the cleared toasts are gone
     return app, run_before
 
 

@@ -14,7 +14,7 @@ from fctui.rules.engine import Finding
 from fctui.sim import SimConfig, Simulator
 from fctui.tui.jobs_screen import JobsScreen
 from fctui.tui.names import disk_label, fit_name
-from fctui.tui.testing import make_app, screen_text, wait_loaded
+from fctui.tui.testing import make_app, screen_text, wait_loaded, wait_until
 from fctui.tui.widgets.vmtable import VmTable
 
 from .test_tui_jobs_screens import MIB, NOW, disk, jobs_app
@@ -220,8 +220,7 @@ async def test_a_longer_reason_after_a_refresh_widens_the_scroll_range():
         assert table.column_layout().max_scroll == 0
         rows["k3"] = row(3, "disk-shared: " + "x" * 150)
         table.set_view(list(rows), rows, frozenset())
-        await pilot.pause(0.7)
-        assert table.column_layout().max_scroll > 100
+        await wait_until(pilot, lambda: table.column_layout().max_scroll > 100)  # the next layout tick
         assert table.virtual_size.width == table.column_layout().virtual_width
 
 
@@ -306,8 +305,9 @@ def test_vm_table_scrolled_right_snapshot(snap_compare, monkeypatch, tmp_path):
         await wait_loaded(pilot, app)
         app.set_filter("verdict:blocked", update_input=True)
         await wait_loaded(pilot, app)
-        app.screen.query_one(VmTable).focus()
+        table = app.screen.query_one(VmTable)
+        table.focus()
         app.clear_notifications()
         await pilot.press("right")
-        await pilot.pause(0.15)
+        await wait_until(pilot, lambda: table.scroll_x > 0 and not app.screen.query("Toast"))
     assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)

@@ -37,6 +37,45 @@ def test_each_reading_by_hand(bitmap: str, order: str, blocks: list[int]) -> Non
     assert CbtBitmap(4096, len(bitmap) * 4, len(blocks), bitmap, 2048, order).blocks() == [2048 + b for b in blocks]
 
 
+# Vectors written by hand from vrm-api.md §9.2/§16: bitMap covers bitNum blocks from startBlock, "low bit =
+# lower block number". Per nibble: ceil(bitNum/4) hex digits, digit j holds blocks 4j..4j+3, its value's
+# bit k (1, 2, 4, 8) = block 4j+k. Per byte: ceil(bitNum/8) bytes as two hex digits each (high digit first),
+# bit k of byte j (0x01 .. 0x80) = block 8j+k. (start, bit_num, changed blocks relative to start, nibble, byte)
+HAND_VECTORS = [
+    (0, 16, [], "0000", "0000"),                         # an empty map
+    (0, 16, [0], "1000", "0100"),
+    (0, 16, [1], "2000", "0200"),
+    (0, 16, [2], "4000", "0400"),
+    (0, 16, [3], "8000", "0800"),                         # last bit of the first digit
+    (0, 16, [4], "0100", "1000"),                         # first bit of the second digit
+    (0, 16, [7], "0800", "8000"),                         # last bit of the first byte
+    (0, 16, [8], "0010", "0001"),                         # first bit of the second byte
+    (0, 16, [15], "0008", "0080"),
+    (0, 16, [0, 15], "1008", "0180"),
+    (0, 16, [3, 4, 5, 6, 7, 8, 9], "8f30", "f803"),       # a run across a digit and a byte boundary
+    (0, 16, list(range(16)), "ffff", "ffff"),
+    (0, 24, list(range(6, 18)), "0cff30", "c0ff03"),      # a run over three bytes
+    (0, 10, [9], "002", "0002"),                          # bitNum not a multiple of 4 (or 8): the end of a disk
+    (0, 10, [0, 8], "101", "0101"),
+    (2048, 8, [5], "02", "20"),                           # a window that starts at block 2048
+    (1024, 32, [0, 31], "10000008", "01000080"),
+]
+
+
+@pytest.mark.parametrize("start, bit_num, rel, nibble, byte", HAND_VECTORS)
+def test_hand_vectors_client_and_simulator(start: int, bit_num: int, rel: list[int], nibble: str,
+                                           byte: str) -> None:
+    blocks = [start + b for b in rel]
+    for order, hexmap in (("nibble", nibble), ("byte", byte)):
+        # the simulator writes exactly this string ...
+        assert encode_bitmap(set(blocks), start, bit_num, order) == hexmap, order
+        # ... and the client reads exactly these blocks from it (upper-case digits too)
+        for text in (hexmap, hexmap.upper()):
+            assert CbtBitmap(128, bit_num, len(blocks), text, start, order).blocks() == blocks, order
+            assert CbtBitmap.from_dict({"sectorOfBlock": 128, "bitNum": bit_num, "bit1Num": len(blocks),
+                                        "bitMap": text}, start, order).blocks() == blocks, order
+
+
 @pytest.mark.parametrize("order", ["nibble", "byte"])
 def test_simulator_encoding_and_client_decoding_agree(order: str) -> None:
     changed = {0, 1, 7, 8, 9, 15, 16, 63, 100, 1023}

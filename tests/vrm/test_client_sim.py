@@ -275,8 +275,12 @@ async def test_task_timeout_and_asyncio_cancellation(manual_client: VrmClient, m
     with pytest.raises(TaskTimeoutError) as ei:  # the manual clock never moves: the task never ends
         await manual_client.wait_task(ref, timeout=0.2, interval=0.02)
     assert ei.value.task is not None and ei.value.task.is_active
+    polls = manual_sim.stats["requests"]
     waiter = asyncio.ensure_future(manual_client.wait_task(ref, timeout=60, interval=0.02))
-    await asyncio.sleep(0.05)
+    deadline = asyncio.get_running_loop().time() + 30
+    while manual_sim.stats["requests"] < polls + 2:  # cancelled while it polls, not before it starts
+        assert asyncio.get_running_loop().time() < deadline and not waiter.done()
+        await asyncio.sleep(0.01)
     waiter.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiter
@@ -451,9 +455,11 @@ async def test_data_transport_wrong_token_and_released(client: VrmClient, site_u
     assert ei.value.status in (401, 403, 404)
     await client.release_backup_resource(vs.volume_uri, ref.task_id)
     async with client.data_transport(res) as tr:
+        deadline = asyncio.get_running_loop().time() + 30
         with pytest.raises(VrmApiError):
-            for _ in range(200):  # release is asynchronous: the endpoint goes away shortly
+            while True:  # release is asynchronous: the endpoint goes away shortly
                 await tr.read(0, 4096)
+                assert asyncio.get_running_loop().time() < deadline, "the released resource still answers"
                 await asyncio.sleep(0.01)
 
 

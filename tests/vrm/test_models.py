@@ -6,7 +6,7 @@ from hypothesis import given, strategies as st
 
 from fctui.vrm import urn as urnlib
 from fctui.vrm.models import (
-    BackupResource, CbtBitmap, Datastore, OsCatalogue, SnapshotDetail, SnapshotTree, Task, Vm,
+    BackupResource, CbtBitmap, Datastore, Disk, OsCatalogue, SnapshotDetail, SnapshotTree, Task, Vm,
 )
 
 
@@ -58,7 +58,84 @@ def test_models_never_raise_on_garbage(doc):
     for model in (Vm, Task, Datastore, BackupResource, SnapshotDetail, SnapshotTree, OsCatalogue):
         model.from_dict(doc)
     if isinstance(doc, dict):
-        Vm.from_dict({**doc, "vmConfig": doc, "osOptions": doc})
+        vm = Vm.from_dict({**doc, "vmConfig": doc, "osOptions": doc})
+        # whatever came, the required fields that were absent are named, and only those
+        for key in ("urn", "name", "status"):
+            assert (key in vm.missing) == (doc.get(key) is None), key
+        assert vm.disks == [] or isinstance(doc.get("disks"), list)
+
+
+# --- the tolerant readers against an oracle written here -----------------------------------------
+# A VRM field arrives well-typed, absent, null, as a string of a number or bool, or as junk (a list).
+# The model's contract (module docstring and field readers): a well-typed value as is; a string field
+# from anything else by str(); a number from a string of digits (spaces allowed); a bool from
+# "true"/"1"/"yes" or a non-zero number; absent or null -> the default, and a required field is then
+# named in ``missing``; junk -> the default (a number: None, named missing).
+
+_ABSENT = object()
+
+
+def _oracle_str(v, default=""):
+    return default if v is _ABSENT or v is None else (v if isinstance(v, str) else str(v))
+
+
+def _oracle_int(v):
+    if v is _ABSENT or v is None or isinstance(v, list):
+        return None
+    if isinstance(v, str):
+        return int(v.strip()) if v.strip().lstrip("-").isdigit() else None
+    return int(v)
+
+
+def _oracle_bool(v, default=False):
+    if v is _ABSENT or v is None or isinstance(v, list):
+        return default
+    if isinstance(v, str):
+        return v.strip().lower() in ("true", "1", "yes")
+    return v != 0
+
+
+_str_v = st.one_of(st.just(_ABSENT), st.none(), st.text(max_size=8), st.integers(-5, 99), st.lists(st.integers(), max_size=2))
+_int_v = st.one_of(st.just(_ABSENT), st.none(), st.integers(-10, 10**6), st.integers(0, 999).map(lambda n: f" {n} "),
+                   st.text(alphabet="xyz", min_size=1, max_size=3), st.booleans(), st.lists(st.integers(), max_size=2))
+_bool_v = st.one_of(st.just(_ABSENT), st.none(), st.booleans(), st.integers(-1, 2),
+                    st.sampled_from(["true", "False", " yes ", "0", "1", "no", "maybe"]), st.lists(st.integers(), max_size=1))
+
+# Disk field -> (VRM key, reader, required: named in ``missing`` when absent/unreadable)
+_DISK_FIELDS = {
+    "sequence_num": ("sequenceNum", "int", True), "pci_type": ("pciType", "str", True),
+    "volume_urn": ("volumeUrn", "str", True), "volume_url": ("volumeUrl", "str", False),
+    "disk_name": ("diskName", "str", False), "quantity_gb": ("quantityGB", "int", True),
+    "datastore_urn": ("datastoreUrn", "str", True), "storage_type": ("storageType", "str", True),
+    "is_thin": ("isThin", "bool", False), "indep_disk": ("indepDisk", "bool", True),
+    "persistent_disk": ("persistentDisk", "bool", False), "type": ("type", "str", False),
+    "system_volume": ("systemVolume", "bool", False),
+}
+_DISK_DEFAULTS = {"persistent_disk": True, "type": "normal"}
+
+
+@given(st.fixed_dictionaries({f: {"int": _int_v, "str": _str_v, "bool": _bool_v}[kind]
+                              for f, (_, kind, _) in _DISK_FIELDS.items()}))
+def test_disk_fields_follow_the_tolerant_reader_contract(values):
+    doc = {_DISK_FIELDS[f][0]: v for f, v in values.items() if v is not _ABSENT}
+    d = Disk.from_dict(doc)
+    want_missing = set()
+    for f, v in values.items():
+        key, kind, required = _DISK_FIELDS[f]
+        got = getattr(d, f)
+        if kind == "str":
+            assert got == _oracle_str(v, _DISK_DEFAULTS.get(f, "")), f
+            if required and (v is _ABSENT or v is None):
+                want_missing.add(key)
+        elif kind == "int":
+            assert got == _oracle_int(v) and (got is None or type(got) is int), f
+            if required and got is None:
+                want_missing.add(key)
+        else:
+            assert got is _oracle_bool(v, _DISK_DEFAULTS.get(f, False)), f
+            if required and (v is _ABSENT or v is None):
+                want_missing.add(key)
+    assert set(d.missing) == want_missing
 
 
 def test_snapshot_tree_walk_and_backup_count():

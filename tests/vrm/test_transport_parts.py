@@ -166,10 +166,12 @@ async def test_a_deleted_volume_lets_go_of_its_restored_bytes(sim_config: SimCon
         vol = sim.volumes[int(vol_id)]
         assert len(vol.content.live.overlay) == 4
         await client.release_backup_resource(vol_uri, task_id)
-        for _ in range(100):   # the volume is busy until its resource is gone
+        deadline = asyncio.get_running_loop().time() + 30
+        while True:   # the volume is busy until its resource is gone
             try:
                 await client.wait_task(await client.delete_volume(vol_uri), timeout=30, interval=0.02)
                 break
             except VrmApiError:
+                assert asyncio.get_running_loop().time() < deadline, "the volume stayed busy"
                 await asyncio.sleep(0.05)
         assert vol.gone and vol.content.live.overlay == {}

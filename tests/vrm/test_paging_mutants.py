@@ -1,0 +1,244 @@
+"""The client's session and paging where mutation testing found them unguarded (README, Mutation
+testing): pages fetched concurrently really are, a list that grows by more than a page while it is read,
+an early stop that cancels the pages still in flight and leaves no error behind, ``request`` passing
+everything on, and a re-login that does not log out a session it never had. Against a tiny in-test VRM
+over ASGI (our client over real HTTP, not a mock of our code); waits are on conditions with deadlines."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import hashlib
+from typing import Any
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from fctui.vrm import VrmClient, VrmError
+
+SITE = "/service/sites/1"
+DEADLINE = 10.0
+
+
+class PagedVrm:
+    """Session plus one listing (``/service/sites/1/vms``) whose pages can be held back."""
+
+    def __init__(self, n: int) -> None:
+        self.items = [{"urn": f"urn:sites:1:vms:i-{i}", "name": f"vm-{i}"} for i in range(n)]
+        self.total_of: Any = lambda offset: len(self.items)     # the total a page reports (None: none)
+        self.fail_at: int | None = None                         # this page answers 404
+        self.hold_from: int | None = None                       # pages at this offset and later wait ...
+        self.release = asyncio.Event()                          # ... until this is set
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.offsets: list[int] = []
+        self.answered: list[int] = []
+        self.sessions: list[tuple[str, str]] = []               # (method, token)
+        self.tokens: set[str] = set()
+        self.seen: list[tuple[str, str, dict[str, str], bytes]] = []
+
+    def app(self) -> Starlette:
+        async def session(request: Request) -> Response:
+            tok = request.headers.get("x-auth-token", "")
+            self.sessions.append((request.method, tok))
+            if request.method == "DELETE":
+                self.tokens.discard(tok)
+                return Response(status_code=200)
+            if request.headers.get("x-auth-key") != hashlib.sha256(b"pw").hexdigest():
+                return JSONResponse({"errorCode": "10000001", "errorDes": "bad credentials"}, status_code=401)
+            new = f"t{len(self.sessions)}"
+            self.tokens.add(new)
+            return JSONResponse({"userName": "admin"}, headers={"X-Auth-Token": new})
+
+        async def listing(request: Request) -> Response:
+            if request.headers.get("x-auth-token") not in self.tokens:
+                return JSONResponse({"errorCode": "10000003", "errorDes": "not logged in"}, status_code=401)
+            off = int(request.query_params.get("offset", 0))
+            self.offsets.append(off)
+            if off == self.fail_at:
+                return JSONResponse({"errorCode": "10000040", "errorDes": "gone"}, status_code=404)
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            try:
+                if self.hold_from is not None and off >= self.hold_from:
+                    await self.release.wait()
+                else:
+                    for _ in range(3):          # stay in flight while the other pages are asked for
+                        await asyncio.sleep(0)
+            finally:
+                self.in_flight -= 1
+            body: dict[str, Any] = {"vms": self.items[off:off + 100]}
+            total = self.total_of(off)
+            if total is not None:
+                body["total"] = total
+            self.answered.append(off)
+            return JSONResponse(body)
+
+        async def other(request: Request) -> Response:
+            if request.headers.get("x-auth-token") not in self.tokens:
+                return JSONResponse({"errorCode": "10000003", "errorDes": "not logged in"}, status_code=401)
+            self.seen.append((request.method, request.url.path, dict(request.query_params), await request.body()))
+            return Response(b"raw answer", media_type="application/octet-stream") \
+                if request.url.path.endswith("/raw") else JSONResponse({"ok": True})
+
+        return Starlette(routes=[Route("/service/session", session, methods=["POST", "DELETE"]),
+                                 Route(SITE + "/vms", listing),
+                                 Route("/{path:path}", other, methods=["GET", "POST", "PUT", "DELETE"])])
+
+    def client(self, **kw: Any) -> VrmClient:
+        kw.setdefault("api_version", "8.1")
+        return VrmClient("http://vrm.test", "admin", "pw", transport=httpx.ASGITransport(app=self.app()), **kw)
+
+
+async def until(cond: Any) -> None:
+    async def spin() -> None:
+        while not cond():
+            await asyncio.sleep(0)
+    await asyncio.wait_for(spin(), DEADLINE)
+
+
+async def test_pages_after_the_first_are_fetched_together() -> None:
+    vrm = PagedVrm(450)
+    async with vrm.client() as c:
+        got = [x async for page in c.iter_pages(SITE + "/vms", "vms", concurrency=4) for x in page]
+    assert [x["name"] for x in got] == [f"vm-{i}" for i in range(450)]
+    assert sorted(vrm.offsets) == [0, 100, 200, 300, 400]
+    assert vrm.max_in_flight >= 2                        # not one after another
+
+
+async def test_one_at_a_time_when_asked() -> None:
+    vrm = PagedVrm(450)
+    async with vrm.client() as c:
+        got = [x async for page in c.iter_pages(SITE + "/vms", "vms", concurrency=1) for x in page]
+    assert len(got) == 450 and vrm.offsets == [0, 100, 200, 300, 400] and vrm.max_in_flight == 1
+
+
+async def test_a_list_that_grows_by_pages_while_read_is_read_to_its_new_end() -> None:
+    vrm = PagedVrm(480)
+    vrm.total_of = lambda off: 250 if off == 0 else 480      # page 1 announced 250
+    async with vrm.client() as c:
+        got = [x async for page in c.iter_pages(SITE + "/vms", "vms", concurrency=4) for x in page]
+    assert [x["name"] for x in got] == [f"vm-{i}" for i in range(480)]
+    assert sorted(vrm.offsets) == [0, 100, 200, 300, 400]
+
+
+async def test_without_later_totals_the_first_one_ends_the_list() -> None:
+    vrm = PagedVrm(300)
+    vrm.total_of = lambda off: 300 if off == 0 else None     # only page 1 says how many
+    async with vrm.client() as c:
+        got = [x async for page in c.iter_pages(SITE + "/vms", "vms", concurrency=4) for x in page]
+    assert len(got) == 300
+    assert sorted(vrm.offsets) == [0, 100, 200]              # no page past the announced end
+
+
+async def test_a_failing_page_cancels_the_pages_in_flight_and_its_error_comes_out() -> None:
+    vrm = PagedVrm(900)
+    vrm.hold_from = 300                                      # pages 300.. never answer by themselves
+    vrm.fail_at = 200                                        # page 200 is refused
+    got: list[str] = []
+    in_flight_when_raised: list[int] = []
+
+    async def read(c: VrmClient) -> None:
+        try:
+            async for page in c.iter_pages(SITE + "/vms", "vms", concurrency=3):
+                got.append(page[0]["name"])
+        except VrmError:                                     # not CancelledError: the page's own error
+            # the held pages were cancelled and awaited before the error came out: none is in flight
+            in_flight_when_raised.append(vrm.in_flight)
+
+    async with vrm.client() as c:
+        try:
+            await asyncio.wait_for(read(c), DEADLINE)
+        finally:
+            vrm.release.set()
+    assert got == ["vm-0", "vm-100"] and in_flight_when_raised == [0]
+    assert 300 in vrm.offsets and 300 not in vrm.answered
+
+
+async def test_stopping_early_after_a_page_failed_leaves_no_unretrieved_error() -> None:
+    loop = asyncio.get_running_loop()
+    errors: list[dict] = []
+    old = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: errors.append(context))
+    vrm = PagedVrm(900)
+    vrm.fail_at = 300
+    vrm.hold_from = 400
+    try:
+        async with vrm.client() as c:
+            pages = c.iter_pages(SITE + "/vms", "vms", concurrency=3)
+            await pages.__anext__()
+            await asyncio.wait_for(pages.__anext__(), DEADLINE)
+            await until(lambda: 300 in vrm.offsets and vrm.in_flight >= 1)
+            for _ in range(20):                              # the refused page's task ends with its error
+                await asyncio.sleep(0)
+            await asyncio.wait_for(pages.aclose(), DEADLINE)
+            await until(lambda: vrm.in_flight == 0)
+            vrm.release.set()
+            for _ in range(10):
+                await asyncio.sleep(0)
+            gc.collect()
+            for _ in range(10):
+                await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(old)
+    assert [e.get("message") for e in errors] == []
+
+
+async def test_stopping_early_cancels_the_pages_still_in_flight() -> None:
+    vrm = PagedVrm(900)
+    vrm.hold_from = 200
+    async with vrm.client() as c:
+        pages = c.iter_pages(SITE + "/vms", "vms", concurrency=3)
+        first = await pages.__anext__()
+        second = await asyncio.wait_for(pages.__anext__(), DEADLINE)
+        assert (first[0]["name"], second[0]["name"]) == ("vm-0", "vm-100")
+        await until(lambda: {200, 300} <= set(vrm.offsets))
+        await asyncio.wait_for(pages.aclose(), DEADLINE)
+        await until(lambda: vrm.in_flight == 0)             # cancelled, not left waiting for an answer
+        assert not {200, 300} & set(vrm.answered)
+        vrm.release.set()
+
+
+# --- request and the session -------------------------------------------------------------------------------
+
+async def test_request_passes_method_params_body_and_raw_answers_on() -> None:
+    vrm = PagedVrm(0)
+    async with vrm.client() as c:
+        assert await c.request("post", SITE + "/things", params={"a": 1, "skip": None}, json={"x": 2}) == {"ok": True}
+        raw = await c.request("GET", SITE + "/raw", expect_json=False)
+    assert raw == b"raw answer"
+    assert vrm.seen[0] == ("POST", SITE + "/things", {"a": "1"}, b'{"x":2}')
+    assert vrm.seen[1][:3] == ("GET", SITE + "/raw", {})
+
+
+async def test_a_relogin_after_401_does_not_log_out_a_session_it_never_had() -> None:
+    vrm = PagedVrm(5)
+    async with vrm.client() as c:
+        vrm.tokens.clear()                                   # the VRM forgets the session
+        got = [x async for page in c.iter_pages(SITE + "/vms", "vms") for x in page]
+        assert len(got) == 5
+        assert vrm.sessions == [("POST", ""), ("POST", "")]  # logged in again, no DELETE in between
+        await c.login()                                      # a second login ends the first session
+        assert vrm.sessions[2:] == [("DELETE", "t2"), ("POST", "")]
+
+
+async def test_open_session_passes_its_options_on_and_closes_on_a_refused_login() -> None:
+    vrm = PagedVrm(3)
+    c = await VrmClient.open_session("http://vrm.test", "admin", "pw", transport=httpx.ASGITransport(app=vrm.app()),
+                                     api_version="8.1", page_concurrency=3)
+    try:
+        assert c.logged_in and c.page_concurrency == 3 and c.api_version == "8.1"
+        assert [x["name"] async for page in c.iter_pages(SITE + "/vms", "vms") for x in page] == ["vm-0", "vm-1", "vm-2"]
+    finally:
+        await c.close()
+    assert vrm.sessions == [("POST", ""), ("DELETE", "t1")]
+    try:
+        await VrmClient.open_session("http://vrm.test", "admin", "wrong", transport=httpx.ASGITransport(app=vrm.app()),
+                                     api_version="8.1")
+    except VrmError as e:
+        assert "bad credentials" in str(e)
+    else:
+        raise AssertionError("a refused login opened a session")
