@@ -3,9 +3,11 @@ site B. Per-VM restore, boot and recovery times and the run's total are reported
 is caught with its reason (the next group waits for it), and site B's listing (VMs, volumes) is exactly
 what it was before.
 
-Two simulators of different sites in-process (ASGI) on one ManualClock: a ticker moves it (about 100x
-real time) while VRM tasks run, and the runner's injected sleep moves it while it waits for VM Tools, so
-no test time is spent waiting for a boot. Real backups of ten small VMs on A (1 GB disks, ~2 MB written).
+Two simulators of different sites in-process (ASGI) on one ManualClock. During the backups on A a ticker
+moves it (about 100x real time); during the rehearsal on B the clock moves only by requests (0.5 s of sim
+time per request to B) and by the runner's injected sleep while it waits for VM Tools, so the measured
+times do not depend on how busy the machine is, and no test time is spent waiting for a boot. Real backups
+of ten small VMs on A (1 GB disks, ~2 MB written).
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ import asyncio
 import contextlib
 from typing import Any
 
+import httpx
+
 from tests.jobs.test_restore_engine import fast
-from tests.sites import asgi_client, asgi_control, two_site_sims
+from tests.sites import asgi_client, asgi_control, base_url, two_site_sims
 
 from fctui.jobs.dr import BootGroup, RecoveryPlan
 from fctui.jobs.drrun import RecoverySettings, new_run, run_recovery
@@ -25,10 +29,24 @@ from fctui.jobs.planner import build_plan
 from fctui.jobs.runner import BackupRunner, Reporter, RunnerSettings
 from fctui.jobs.sitemap import SiteMapping, suggest_mapping
 from fctui.repo import Repository
+from fctui.sim import ManualClock, Simulator, create_app
+from fctui.vrm import VrmClient
 from fctui.vrm.urn import site_id
 
 TOOLS_TIMEOUT = 60.0
 BOOT = 20.0       # SimConfig.boot_seconds (time_scale 1: sim seconds)
+
+
+class RequestClock(httpx.AsyncBaseTransport):
+    """The simulator's transport, moving ``clock`` by ``step`` sim seconds per request: VRM tasks progress
+    with the client's polls, not with the machine's speed."""
+
+    def __init__(self, sim: Simulator, clock: ManualClock, step: float = 0.5) -> None:
+        self.inner, self.clock, self.step = httpx.ASGITransport(app=create_app(sim)), clock, step
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.clock.advance(self.step)
+        return await self.inner.handle_async_request(request)
 
 
 async def listing(client: Any, site: str) -> tuple[set[tuple[str, str]], set[str]]:
@@ -37,7 +55,6 @@ async def listing(client: Any, site: str) -> tuple[set[tuple[str, str]], set[str
 
 
 async def test_rehearsal_of_ten_vms_in_two_groups_into_site_b(tmp_path: Any) -> None:
-    from fctui.sim import ManualClock
     clock = ManualClock()
     sim_a, sim_b = two_site_sims(vms=0, clock=clock, time_scale=1.0, edge_fill=0.002,
                                  ready_vms_per_host=(5, 5), boot_seconds=BOOT)
@@ -54,7 +71,9 @@ async def test_rehearsal_of_ten_vms_in_two_groups_into_site_b(tmp_path: Any) -> 
     repo = Repository.open(tmp_path / "repo")
     tick = asyncio.create_task(ticker())
     try:
-        async with asgi_client(sim_a) as a, asgi_client(sim_b) as b, asgi_control(sim_b) as control_b:
+        b_client = VrmClient(base_url(sim_b), sim_b.config.user, sim_b.config.password,
+                             transport=RequestClock(sim_b, clock))
+        async with asgi_client(sim_a) as a, b_client as b, asgi_control(sim_b) as control_b:
             site_a, site_b = (await a.sites())[0].uri, (await b.sites())[0].uri
             vms = sorted((v for v in await a.vms(site_a, detail=0) if v.name.startswith("ready-")),
                          key=lambda v: v.name)
@@ -69,6 +88,9 @@ async def test_rehearsal_of_ten_vms_in_two_groups_into_site_b(tmp_path: Any) -> 
             finally:
                 runner.close()
             assert job.state == "succeeded", job.error
+            tick.cancel()   # from here on, time on B moves with its requests and the runner's sleeps
+            with contextlib.suppress(asyncio.CancelledError):
+                await tick
 
             # The site pair's mapping, as the console would offer it (datastores by class and arch).
             target_site = site_id((await b.sites())[0].urn)
@@ -123,7 +145,9 @@ async def test_rehearsal_of_ten_vms_in_two_groups_into_site_b(tmp_path: Any) -> 
             continue
         assert v.state == "running", (v.vm_name, v.error)
         assert v.restore_s is not None and v.restore_s > 0
-        assert BOOT <= v.boot_s <= BOOT + 15.0   # + the power task and one poll, as the ticker moves time
+        # Never less than the boot itself (power-on counted); never so long that it would have timed out.
+        # Measured from the power-on request, not the restore's start: see the RTO check below.
+        assert BOOT <= v.boot_s < TOOLS_TIMEOUT, v
         assert v.rto_s is not None and v.rto_s >= v.restore_s + v.boot_s
     # Boot order: the apps are powered on only once the databases are up, or (the failing one) timed out.
     db_done = max(by_name[n].rto_s or 0 for n in db if n != failing)

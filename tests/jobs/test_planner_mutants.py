@@ -17,16 +17,9 @@ from fctui.repo import Repository, RestorePoint, RestorePointDisk
 from fctui.vrm import VrmClient
 from fctui.vrm.models import Disk, VolSnapshot, Vm
 
-S = "urn:sites:0000ABCD"
+from tests.jobs.test_jobs_planner import S, disk
+
 VM_URN = f"{S}:vms:i-00000001"
-
-
-def disk(n: int, **kw: Any) -> dict[str, Any]:
-    d = {"sequenceNum": n, "pciType": "VIRTIO", "volumeUrn": f"{S}:volumes:{n}", "diskName": f"d{n}",
-         "quantityGB": 10, "datastoreUrn": f"{S}:datastores:1", "storageType": "LOCALPOME", "isThin": True,
-         "indepDisk": False, "persistentDisk": True, "type": "normal"}
-    d.update(kw)
-    return d
 
 
 def vm(*disks: dict[str, Any], **kw: Any) -> Vm:

@@ -21,7 +21,7 @@ from textual.app import App
 from fctui.jobs.journal import MemoryJournal
 from fctui.jobs.model import JobRecord
 from fctui.jobs.planner import build_plan
-from fctui.jobs.runner import BackupRunner, Reporter, RunnerSettings
+from fctui.jobs.runner import BackupRunner, Reporter
 from fctui.jobs.sitemap import SiteMapping, SiteMappingStore
 from fctui.repo import Repository
 from fctui.rules import catalog as C
@@ -29,7 +29,7 @@ from fctui.sim import OffsetClock, Simulator
 from fctui.tui.restore_wizard import RestoreContext, RestoreSite, RestoreWizard
 from fctui.vrm.urn import site_id
 from tests.sites import asgi_client, site_config
-from tests.tui.test_tui_restore_wizard import FrozenTime, _isolated  # noqa: F401 (an autouse fixture)
+from tests.tui.test_tui_restore_wizard import FrozenTime, _isolated, fast_settings  # noqa: F401 (an autouse fixture)
 from tests.tui.test_tui_snapshots import SIZES
 
 T0 = 1_780_000_000.0
@@ -56,10 +56,7 @@ class SiteA:
             async with asgi_client(self.sim) as c:
                 plan = await build_plan(c, [self.vm_urn], repo)
                 job = JobRecord(id="j0", targets=[self.vm_urn])
-                runner = BackupRunner(c, repo, journal=MemoryJournal(),
-                                      settings=RunnerSettings(watch_interval=0.05, busy_retry_s=1.0,
-                                                              busy_interval=0.05, task_interval=0.02,
-                                                              release_wait_s=5.0, cleanup_within_s=10.0))
+                runner = BackupRunner(c, repo, journal=MemoryJournal(), settings=fast_settings())
                 try:
                     await runner.run(job, plan, Reporter(job))
                 finally:
