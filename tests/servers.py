@@ -182,3 +182,14 @@ class S3Server(_Server):
                                                   "max_backoff": timedelta(milliseconds=50), "base": 2}})
         next(iter(obstore.list(store, chunk_size=1)), None)
         return True
+
+
+# httpx's default deadline is 5 s: on a loaded machine a /sim digest of a 1 GiB volume can take longer.
+SIM_CONTROL_TIMEOUT_S = 60.0
+
+
+def sim_control(url: str) -> "httpx.AsyncClient":
+    """The simulator's /sim/… control API over a socket (an EmbeddedSimulator's ``url``), with a deadline
+    a busy machine does not outrun."""
+    import httpx
+    return httpx.AsyncClient(base_url=url, timeout=SIM_CONTROL_TIMEOUT_S)

@@ -8,16 +8,16 @@ import asyncio
 import json
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.agent.test_agent_lifecycle import cli, creds
 from tests.conftest import AgentProc
+from tests.servers import sim_control
 
 
 async def test_jobs_listing_names_type_vms_and_restore_figures(es: Any, agent: AgentProc,
                                                                capsys: pytest.CaptureFixture[str]) -> None:
-    async with httpx.AsyncClient(base_url=es.url) as control:
+    async with sim_control(es.url) as control:
         edges = (await control.get("/sim/edge-cases")).json()
         urn = edges["ready"][0]
         name = es.sim.vms[urn.rsplit(":", 1)[1]].name

@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from tests.conftest import AgentProc
+from tests.servers import sim_control
 from fctui.agent import AgentClient, AgentError, agent_command
 from fctui.cli import main
 
@@ -37,7 +38,7 @@ async def multi_disk_vm(control: httpx.AsyncClient, es: Any) -> str:
 
 
 async def test_kill9_mid_job_then_restart_cleans_up(es: Any, agent: AgentProc, dirs: dict[str, str]) -> None:
-    async with httpx.AsyncClient(base_url=es.url) as control:
+    async with sim_control(es.url) as control:
         urn = await multi_disk_vm(control, es)
         client = await agent.start()
         sock = Path(dirs["FCTUI_RUNTIME_DIR"]) / "agent.sock"
@@ -84,7 +85,7 @@ def cli(argv: list[str]) -> int:
 async def test_cli_backup_json_jobs_and_cancel(es: Any, agent: AgentProc, monkeypatch: pytest.MonkeyPatch,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("FCTUI_PASSWORD", es.sim.config.password)
-    async with httpx.AsyncClient(base_url=es.url) as control:
+    async with sim_control(es.url) as control:
         urn = await multi_disk_vm(control, es)
         client = await agent.start()
         user = es.sim.config.user
@@ -143,7 +144,7 @@ async def test_single_agent_and_demo(agent: AgentProc, dirs: dict[str, str]) -> 
     client = await agent.start("--demo", "--demo-vms", "10")
     hello = await client.request("hello")
     assert hello["demo"] and hello["demo"]["url"].startswith("http://127.0.0.1:")
-    async with httpx.AsyncClient(base_url=hello["demo"]["url"]) as c:  # the agent hosts the simulator
+    async with sim_control(hello["demo"]["url"]) as c:  # the agent hosts the simulator
         assert (await c.get("/service/versions")).status_code == 200
     second = subprocess.run(agent_command(), env={**os.environ, **dirs}, capture_output=True, timeout=60)
     assert second.returncode == 1 and b"another agent" in second.stderr

@@ -9,10 +9,10 @@ import json
 from pathlib import Path
 from typing import Any, Iterator
 
-import httpx
 import pytest
 from tests.conftest import AgentProc, small_disks
 from tests.jobs.test_fidelity_jobs import ONE_HOST
+from tests.servers import sim_control
 
 from fctui.cli import build_parser, main
 from fctui.cli.common import connection_from
@@ -50,7 +50,7 @@ async def test_backup_with_the_profiles_gate_succeeds_on_a_strict_vrm(
     out = json.loads(capsys.readouterr().out)
     assert rc == 0, out
     assert out["state"] == "succeeded" and len(out["restore_points"]) == len(ONE_HOST)
-    async with httpx.AsyncClient(base_url=es.url) as ctl:
+    async with sim_control(es.url) as ctl:
         stats = (await ctl.get("/sim/stats")).json()
     assert stats["cbtSnapshotsWithHostResource"] == 0 and stats["cbtSnapshotsRefusedForHostResource"] == 0
     assert Path(dirs["FCTUI_DATA_DIR"], "repo").is_dir()

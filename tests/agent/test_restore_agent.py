@@ -11,10 +11,10 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.conftest import AgentProc
+from tests.servers import sim_control
 from fctui.cli import main
 from fctui.repo import Repository
 from fctui.vrm import VrmClient
@@ -30,7 +30,7 @@ async def make_point(es: Any, env: dict[str, str]) -> tuple[str, Any]:
     """A restore point of a real multi-disk VM written straight into the agent's repository (seeded
     blocks; the backup path has its own tests), before the agent opens it."""
     import random
-    async with httpx.AsyncClient(base_url=es.url) as ctl:
+    async with sim_control(es.url) as ctl:
         ready = (await ctl.get("/sim/edge-cases")).json()["ready"]
     async with VrmClient(es.url, "admin", "Admin@123") as vrm:
         vm = next(v for v in [await vrm.vm(x) for x in ready] if len(v.disks) > 1)
@@ -81,7 +81,7 @@ async def test_cli_confirm_wait_json_runs_in_the_agent(es: Any, agent: AgentProc
     assert doc["volumes"][0]["verified"] is True
     target = doc["volumes"][0]["target"]
     repo = Repository.open(Path(env["FCTUI_DATA_DIR"]) / "repo", create=False)
-    async with httpx.AsyncClient(base_url=es.url) as ctl:
+    async with sim_control(es.url) as ctl:
         got = (await ctl.get(f"/sim/volumes/{target.rsplit(':', 1)[1]}/digest")).json()["sha256"]
     assert got == repo.open_disk(point_id, disk.volume_urn).sha256()
     async with VrmClient(es.url, "admin", "Admin@123") as vrm:
@@ -96,7 +96,7 @@ async def test_kill_9_mid_restore_then_restart_cleans_up(es: Any, agent: AgentPr
     async with VrmClient(es.url, "admin", "Admin@123") as vrm:
         site = (await vrm.sites())[0].uri
         before = {v.urn for v in await vrm.volumes(site)}
-    async with httpx.AsyncClient(base_url=es.url) as ctl:
+    async with sim_control(es.url) as ctl:
         # slow data writes so the restore is surely mid-way when the agent dies
         await ctl.post("/sim/faults", json={"path": "^/sim-data/", "method": "PUT", "latency_ms": 300})
         job_id = (await client.request("submit", type="restore", targets=[point_id], vrm=es.url, user="admin",

@@ -8,13 +8,13 @@ import asyncio
 import json
 from typing import Any
 
-import httpx
 import pytest
 
 from fctui.agent import AgentClient, AgentError
 from fctui.cli import main
 from tests.agent.test_agent_lifecycle import creds, multi_disk_vm
 from tests.conftest import AgentProc
+from tests.servers import sim_control
 
 LEFTOVER = "leftover-backup-snapshot"
 
@@ -32,7 +32,7 @@ async def test_check_counts_a_running_jobs_snapshot_as_owned(es: Any, agent: Age
                                                               monkeypatch: pytest.MonkeyPatch,
                                                               capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("FCTUI_PASSWORD", es.sim.config.password)
-    async with httpx.AsyncClient(base_url=es.url) as control:
+    async with sim_control(es.url) as control:
         urn = await multi_disk_vm(control, es)
         client = await agent.start()
         await control.post("/sim/faults", json={"path": "^/sim-data/", "latency_ms": 300})

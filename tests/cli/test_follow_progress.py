@@ -16,6 +16,7 @@ import pytest
 from fctui.cli import main
 from tests.agent.test_agent_lifecycle import creds, multi_disk_vm
 from tests.conftest import AgentProc
+from tests.servers import sim_control
 
 PROGRESS = re.compile(r"(backup|restore) +(\d+) % · \S+ \S+ of \S+ \S+")
 
@@ -42,7 +43,7 @@ async def _slow_vm(control: httpx.AsyncClient, es: Any) -> str:
 async def test_backup_wait_on_a_terminal_shows_a_live_line(es: Any, agent: AgentProc, monkeypatch: pytest.MonkeyPatch,
                                                            capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("FCTUI_PASSWORD", es.sim.config.password)
-    async with httpx.AsyncClient(base_url=es.url) as control:
+    async with sim_control(es.url) as control:
         urn = await _slow_vm(control, es)
         await agent.start()
         tty = Terminal()
@@ -65,7 +66,7 @@ async def test_backup_wait_piped_prints_a_line_per_ten_percent(es: Any, agent: A
                                                                monkeypatch: pytest.MonkeyPatch,
                                                                capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("FCTUI_PASSWORD", es.sim.config.password)
-    async with httpx.AsyncClient(base_url=es.url) as control:
+    async with sim_control(es.url) as control:
         urn = await _slow_vm(control, es)
         await agent.start()
         pipe = Pipe()

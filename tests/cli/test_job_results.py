@@ -17,6 +17,7 @@ from fctui.repo import Repository
 from tests.agent.test_agent_lifecycle import creds, multi_disk_vm
 from tests.cli.test_follow_progress import PROGRESS, Pipe
 from tests.conftest import AgentProc
+from tests.servers import sim_control
 
 
 async def one_disk_vm(control: httpx.AsyncClient, es: Any) -> str:
@@ -31,7 +32,7 @@ def vm_name(es: Any, urn: str) -> str:
 async def test_backup_wait_json_says_why_the_vm_failed(es: Any, agent: AgentProc, monkeypatch: pytest.MonkeyPatch,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("FCTUI_PASSWORD", es.sim.config.password)
-    async with httpx.AsyncClient(base_url=es.url) as control:
+    async with sim_control(es.url) as control:
         urn = await multi_disk_vm(control, es)
         await agent.start()
         await control.post("/sim/faults", json={"taskType": "CreateVmSnapshot", "errorCode": "10300026",
@@ -51,7 +52,7 @@ async def test_restore_wait_names_the_vm_and_disks_and_shows_progress(es: Any, a
                                                                       monkeypatch: pytest.MonkeyPatch,
                                                                       capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("FCTUI_PASSWORD", es.sim.config.password)
-    async with httpx.AsyncClient(base_url=es.url) as control:
+    async with sim_control(es.url) as control:
         urn = await one_disk_vm(control, es)   # a restore reads every byte back: one 1 GB disk is enough
         client = await agent.start()
         done = await client.wait((await client.request("submit", targets=[urn], **creds(es)))["job"])

@@ -7,8 +7,9 @@ import asyncio
 import json
 from typing import Any
 
-import httpx
 import pytest
+
+from tests.servers import sim_control
 
 from fctui.cli import main
 
@@ -18,7 +19,7 @@ async def test_jobs_cleanup_demo_removes_a_demo_leftover(agent: Any, dirs: dict[
     # a long hunt interval: the snapshot hunter does not beat the command to it
     client = await agent.start("--demo", "--demo-vms", "10", "--hunt-interval", "600", "--cleanup-budget", "2")
     demo_url = (await client.request("hello"))["demo"]["url"]
-    async with httpx.AsyncClient(base_url=demo_url) as control:
+    async with sim_control(demo_url) as control:
         urn = (await control.get("/sim/edge-cases")).json()["ready"][0]
         # the demo VRM refuses the snapshot deletion: the backup succeeds with a leftover queued
         await control.post("/sim/faults", json={"path": r"/snapshots/\d+$", "method": "DELETE", "status": 500})

@@ -12,7 +12,6 @@ import json
 from datetime import datetime, timezone
 from typing import Any
 
-import httpx
 import pytest
 
 from fctui.cli import build_parser, main
@@ -20,6 +19,7 @@ from fctui.cli.policy import run_policy_run
 from fctui.repo import Repository
 from tests.agent.test_agent_lifecycle import creds
 from tests.conftest import AgentProc
+from tests.servers import sim_control
 
 UTC = timezone.utc
 READY = "edge-ready-euleros-01"            # one 1 GB disk, ready
@@ -52,7 +52,7 @@ async def test_dry_run_says_what_the_next_run_would_do_and_creates_nothing(
     assert main(["policy", "add", "gold", "--vms", sel(GOLD), "--schedule", "daily 02:00", "--rpo", "12h"]) == 0
     capsys.readouterr()
 
-    async with httpx.AsyncClient(base_url=es.url) as control:
+    async with sim_control(es.url) as control:
         before = (await control.get("/sim/stats")).json()
         ns = build_parser().parse_args(["policy", "run", "mine", "--dry-run", "--vrm", es.url,
                                         "--user", es.sim.config.user])

@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from tests.servers import sim_control
+
 from fctui.repo import Repository
 
 BS = 4096
@@ -233,7 +235,7 @@ async def test_backup_through_the_agent_lands_on_s3(es: Any, s3_repo_url: str, d
     monkeypatch.setenv("FCTUI_PASSWORD", es.sim.config.password)
     agent = AgentProc(dirs)   # its environment now holds FCTUI_REPO and the store's AWS_*
     try:
-        async with httpx.AsyncClient(base_url=es.url) as control:
+        async with sim_control(es.url) as control:
             urn = await one_disk_vm(control, es)
             await agent.start()
             rc = await asyncio.to_thread(main, ["backup", urn, "--vrm", es.url, "--user", es.sim.config.user,

@@ -13,6 +13,7 @@ import httpx
 import pytest
 from tests.conftest import small_disks
 from tests.jobs.test_restore_engine import backup
+from tests.servers import sim_control
 
 from fctui.cli import build_parser
 from fctui.repo import Repository
@@ -29,7 +30,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, str,
         async def make_point() -> str:
             repo = Repository.open(repo_dir)
             async with VrmClient(es.url, cfg.user, cfg.password) as client:
-                async with httpx.AsyncClient(base_url=es.url) as ctl:
+                async with sim_control(es.url) as ctl:
                     ready = (await ctl.get("/sim/edge-cases")).json()["ready"]
                 vm = next(v for v in [await client.vm(x) for x in ready] if len(v.disks) > 1)
                 return await backup(client, repo, vm.name, "cli-b1")

@@ -12,7 +12,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from fctui.cli import build_parser, main
@@ -20,6 +19,7 @@ from fctui.cli.status import StatusReport, prometheus_text, run_status
 from fctui.jobs.protection import VmProtection
 from fctui.repo import Repository
 from tests.conftest import AgentProc
+from tests.servers import sim_control
 
 A = "edge-ready-euleros-01"             # one 1 GB disk, ready
 B = "edge-consistency-not-euleros-01"   # one 1 GB disk, ready
@@ -171,7 +171,7 @@ async def test_status_exit_codes_follow_protection(es: Any, agent: AgentProc, mo
     assert main(["policy", "edit", "pair", "--vms", SCOPE]) == 0
 
     # A's next backup fails: at risk now (1); a day later its point is past the RPO: breached (2)
-    async with httpx.AsyncClient(base_url=es.url) as control:
+    async with sim_control(es.url) as control:
         await control.post("/sim/faults", json={"taskType": "CreateVmSnapshot", "errorCode": "10300026",
                                                 "count": 1})
         assert await asyncio.to_thread(main, ["backup", A, *conn, "--wait"]) == 1

@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
 
-import httpx
 import pytest
 
 from fctui.agent.cluster import ClusterAgent
@@ -24,6 +23,7 @@ from fctui.jobs.model import JobRecord
 from fctui.jobs.runner import RunnerSettings
 from fctui.repo import Repository
 from tests.conftest import small_disks
+from tests.servers import sim_control
 
 # short enough that a dead proxy is noticed within seconds; slot_ttl > ack_wait (ClusterSettings' rule)
 FAST = ClusterSettings(ack_wait_s=2.0, slot_ttl_s=4.0, agent_ttl_s=4.0, progress_interval_s=0.2)
@@ -59,12 +59,12 @@ async def wait_until(what: str, cond: Callable[[], Awaitable[Any]], within: floa
 
 
 async def sim_stats(es: Any) -> dict[str, Any]:
-    async with httpx.AsyncClient(base_url=es.url) as c:
+    async with sim_control(es.url) as c:
         return (await c.get("/sim/stats")).json()
 
 
 async def sim_faults(es: Any, **fault: Any) -> None:
-    async with httpx.AsyncClient(base_url=es.url) as c:
+    async with sim_control(es.url) as c:
         if fault:
             await c.post("/sim/faults", json=fault)
         else:

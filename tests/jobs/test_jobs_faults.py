@@ -21,6 +21,7 @@ from typing import Any, AsyncIterator
 import httpx
 import pytest
 from tests.conftest import SIM_BASE_URL, sim_client, small_disks
+from tests.servers import sim_control
 
 from fctui.cli import main
 from fctui.jobs.cleanup import SnapshotHunter, cleanup_intents
@@ -346,7 +347,7 @@ async def test_agent_hunter_removes_leftovers_once_the_vrm_recovers(
 
     monkeypatch.setenv("FCTUI_PASSWORD", es.sim.config.password)
     user = es.sim.config.user
-    async with httpx.AsyncClient(base_url=es.url) as control:
+    async with sim_control(es.url) as control:
         urn = (await control.get("/sim/edge-cases")).json()["ready"][1]
         sessions_before = int((await control.get("/sim/stats")).json()["sessions"])
         client = await agent.start("--hunt-interval", "0.3", "--cleanup-budget", "2")

@@ -20,6 +20,7 @@ import httpx
 import pytest
 from tests.conftest import small_disks
 from tests.repo.gcclock import age_chunks
+from tests.servers import sim_control
 
 import fctui.repo.repository as repository_module
 from fctui.jobs.journal import MemoryJournal
@@ -251,7 +252,7 @@ async def test_agent_is_idle_after_a_full_repository(sim: Any, dirs: dict[str, s
     with EmbeddedSimulator(sim.config) as es:
         agent = Agent(settings=fast())
         try:
-            async with httpx.AsyncClient(base_url=es.url) as ctl:
+            async with sim_control(es.url) as ctl:
                 ready = (await ctl.get("/sim/edge-cases")).json()["ready"]
             ends: list[dict] = []
             agent.broadcast = lambda ev: ends.append(ev) if ev.get("event") == "end" else None  # type: ignore
@@ -267,7 +268,7 @@ async def test_agent_is_idle_after_a_full_repository(sim: Any, dirs: dict[str, s
             assert job.state == "failed" and job.vms[0].reason.startswith("repository full: "), job.error
             assert agent.tasks == {} and agent.is_idle()
             assert ends == [{"event": "end", "job": job.id, "state": "failed"}]
-            async with httpx.AsyncClient(base_url=es.url) as ctl:
+            async with sim_control(es.url) as ctl:
                 stats = (await ctl.get("/sim/stats")).json()
             assert stats["resourcesPerHost"] == {} and stats["sessions"] == 0
             cpu0, t0 = time.process_time(), time.monotonic()

@@ -13,6 +13,7 @@ from typing import Any, AsyncIterator
 import httpx
 import pytest
 from tests.conftest import sim_client, small_disks
+from tests.servers import sim_control
 
 from fctui.jobs.model import DiskProgress, JobRecord, VmProgress
 from fctui.jobs.policy import policy_from_mapping
@@ -285,7 +286,7 @@ async def test_a_restore_point_has_the_vrm_time_of_its_snapshot(dirs: dict[str, 
     sim = Simulator(small_disks(), clock=OffsetClock(start=ahead))
     from fctui.sim import EmbeddedSimulator
     with EmbeddedSimulator(sim=sim) as es:
-        async with httpx.AsyncClient(base_url=es.url) as ctl:
+        async with sim_control(es.url) as ctl:
             ready = (await ctl.get("/sim/edge-cases")).json()["ready"][:1]
         agent = Agent(repo_path=tmp_path / "repo")
         try:
@@ -336,7 +337,7 @@ async def test_a_run_past_its_window_end_starts_no_more_vms_and_is_reported_over
     from tests.policy.test_service_week import fast
     clock = OffsetClock(start=t(0, 5, 59).timestamp())
     with EmbeddedSimulator(small_disks(), clock=clock) as es:
-        async with httpx.AsyncClient(base_url=es.url) as ctl:
+        async with sim_control(es.url) as ctl:
             ready = (await ctl.get("/sim/edge-cases")).json()["ready"][:2]
             names = [v.name for v in es.sim.vms.values() if es.sim.vm_urn(v) in ready]
             store = PolicyStore(tmp_path / "policies.json")

@@ -13,9 +13,9 @@ import subprocess
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import httpx
 import pytest
 from tests.conftest import AgentProc, small_disks
+from tests.servers import sim_control
 
 from fctui.config import Config
 from fctui.agent import AgentClient
@@ -71,7 +71,7 @@ def text(app: Any) -> str:
 
 async def slow_data(es: Any, ms: int) -> None:
     """Make every data transfer slow so a job is still running when the test acts on it."""
-    async with httpx.AsyncClient(base_url=es.url) as c:
+    async with sim_control(es.url) as c:
         if ms:
             r = await c.post("/sim/faults", json={"path": "^/(?!sim/|service/).*", "latency_ms": ms})
         else:
@@ -130,7 +130,7 @@ async def test_cancel_a_running_job_with_confirmation(es: Any, agent_client: Age
         await until(pilot, lambda: svc.board.get(job_id).is_final)
         assert svc.board.get(job_id).state == "cancelled"
     await slow_data(es, 0)
-    stats = (await httpx.AsyncClient(base_url=es.url).get("/sim/stats")).json()
+    stats = (await sim_control(es.url).get("/sim/stats")).json()
     assert not stats["liveSnapshotsPerVm"].get(vm) and not any(stats["resourcesPerHost"].values())
 
 
@@ -167,7 +167,7 @@ async def test_drill_fails_the_job_cleanly_and_next_plan_is_full(es: Any, agent_
         assert svc.board.get(first).state == "succeeded"
         plan = await make_plan(app, [vm])
         assert all(d.mode == "incremental" for d in plan.vms[0].disks)
-        async with httpx.AsyncClient(base_url=es.url) as http:   # the guest writes: something to read
+        async with sim_control(es.url) as http:   # the guest writes: something to read
             for d in es.sim.vms[vm.rsplit(":", 1)[1]].disks:
                 r = await http.post(f"/sim/volumes/{d.volume.id}/write", json={"blocks": 200})
                 r.raise_for_status()
@@ -192,10 +192,10 @@ async def test_drill_fails_the_job_cleanly_and_next_plan_is_full(es: Any, agent_
                             r"|other-admin started StopVm on the VM during the backup \(mutually exclusive with a "
                             r"backup\)", job.vms[0].reason), job.vms[0].reason
         assert job.vms[0].chain == "CBT chain broken: the next backup of this VM is full"
-        stats = (await httpx.AsyncClient(base_url=es.url).get("/sim/stats")).json()
+        stats = (await sim_control(es.url).get("/sim/stats")).json()
         assert not stats["liveSnapshotsPerVm"].get(vm) and not any(stats["resourcesPerHost"].values())
         sim_vm = es.sim.vms[vm.rsplit(":", 1)[1]]
-        async with httpx.AsyncClient(base_url=es.url) as http:   # the owner powers it on again
+        async with sim_control(es.url) as http:   # the owner powers it on again
             for _ in range(200):                               # (requests make the simulator's tasks advance)
                 if sim_vm.status == "stopped" and not (sim_vm.busy_task and sim_vm.busy_task.active):
                     break
@@ -261,7 +261,7 @@ async def test_agent_demo_starter_puts_the_demo_vrm_in_the_agent(dirs: dict[str,
         assert spec.label == "demo"
         hello = await client.request("hello")
         assert hello["demo"]["url"] == spec.url
-        async with httpx.AsyncClient(base_url=spec.url) as http:
+        async with sim_control(spec.url) as http:
             assert (await http.get("/sim/info")).status_code == 200
     finally:
         try:

@@ -25,6 +25,7 @@ from fctui.tui.review_screen import ReviewScreen, plan_pause, render_review
 from fctui.tui.testing import wait_until
 from tests.tui.test_tui_jobs_agent import agent_client, es  # noqa: F401  (fixtures: a real agent, a simulator)
 from tests.tui.test_tui_snapshots import SIZES
+from tests.servers import sim_control
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -311,7 +312,7 @@ async def test_cancel_needs_confirmation(es: Any, agent_client: AgentClient) -> 
     from fctui.tui.testing import wait_loaded
 
     vm = multi_disk_vm(es)
-    async with httpx.AsyncClient(base_url=es.url) as http:  # thousands of scattered blocks to read: the
+    async with sim_control(es.url) as http:  # thousands of scattered blocks to read: the
         for d in es.sim.vms[vm.rsplit(":", 1)[1]].disks:    # backup runs for minutes unless cancelled
             (await http.post(f"/sim/volumes/{d.volume.id}/write", json={"blocks": 4000})).raise_for_status()
     await slow_data(es, 100)

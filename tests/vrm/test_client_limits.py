@@ -10,6 +10,8 @@ from typing import Iterator
 import httpx
 import pytest
 
+from tests.servers import sim_control
+
 from fctui.sim import EmbeddedSimulator, SimConfig
 from fctui.vrm import MAX_BODY, VrmBodyTooLargeError, VrmClient
 
@@ -32,7 +34,7 @@ async def sent(ctl: httpx.AsyncClient) -> int:
 
 
 async def test_huge_answer_refused_at_the_cap(es: EmbeddedSimulator) -> None:
-    async with make(es, max_body=1 << 20) as c, httpx.AsyncClient(base_url=es.url) as ctl:
+    async with make(es, max_body=1 << 20) as c, sim_control(es.url) as ctl:
         site = (await c.sites())[0]
         await ctl.post("/sim/faults", json={"path": "/clusters$", "method": "GET", "bodyBytes": HUGE, "count": 1})
         try:
@@ -60,7 +62,7 @@ async def test_default_cap_is_generous_for_vm_pages(es: EmbeddedSimulator) -> No
 async def test_range_read_keeps_only_the_range(es: EmbeddedSimulator) -> None:
     """A data server that ignores Range (200 with the whole volume, here 512 MiB) costs the range asked
     for, not the volume: the transport stops reading once it has its bytes."""
-    async with make(es) as c, httpx.AsyncClient(base_url=es.url) as ctl:
+    async with make(es) as c, sim_control(es.url) as ctl:
         site = (await c.sites())[0]
         vm = next(v for v in await c.vms(site.uri, detail=2) if v.status == "running" and v.disks
                   and v.pv_driver_status == "running" and not v.disks[0].indep_disk

@@ -12,6 +12,8 @@ from typing import Iterator
 import httpx
 import pytest
 
+from tests.servers import sim_control
+
 from fctui.sim import EmbeddedSimulator, SimConfig
 from fctui.vrm import INSECURE_WARNING, HttpResourceTransport, VrmClient, VrmConnectionError, VrmTimeoutError
 
@@ -49,7 +51,7 @@ async def test_http_socket_listing(http_sim: EmbeddedSimulator) -> None:
 
 
 async def test_dropped_connection_over_socket(http_sim: EmbeddedSimulator) -> None:
-    async with make(http_sim) as c, httpx.AsyncClient(base_url=http_sim.url) as ctl:
+    async with make(http_sim) as c, sim_control(http_sim.url) as ctl:
         site = (await c.sites())[0]
         await ctl.post("/sim/faults", json={"path": "/clusters$", "method": "GET", "drop": True, "count": 1})
         try:
@@ -62,7 +64,7 @@ async def test_dropped_connection_over_socket(http_sim: EmbeddedSimulator) -> No
 
 
 async def test_timeout_over_socket(http_sim: EmbeddedSimulator) -> None:
-    async with make(http_sim, timeout=0.3) as c, httpx.AsyncClient(base_url=http_sim.url) as ctl:
+    async with make(http_sim, timeout=0.3) as c, sim_control(http_sim.url) as ctl:
         site = (await c.sites())[0]
         await ctl.post("/sim/faults", json={"path": "/hosts$", "method": "GET", "latency_ms": 1500, "count": 1})
         try:
@@ -150,7 +152,7 @@ async def test_blocking_data_path_over_socket(http_sim: EmbeddedSimulator) -> No
     import asyncio
 
     from fctui.vrm.urn import urn_to_uri
-    async with make(http_sim) as c, httpx.AsyncClient(base_url=http_sim.url) as ctl:
+    async with make(http_sim) as c, sim_control(http_sim.url) as ctl:
         site = (await c.sites())[0]
         vm = await backup_ready_vm(c, site.uri)
         ref = await c.create_snapshot(vm.uri, "fctui-threads")

@@ -9,8 +9,9 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
+
+from tests.servers import sim_control
 
 from fctui.agent.server import Agent
 from fctui.jobs.runner import RunnerSettings
@@ -24,7 +25,7 @@ def env(dirs: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 async def sessions(es: Any) -> int:
-    async with httpx.AsyncClient(base_url=es.url) as ctl:
+    async with sim_control(es.url) as ctl:
         return int((await ctl.get("/sim/stats")).json()["sessions"])
 
 
@@ -33,7 +34,7 @@ def creds(es: Any) -> dict[str, Any]:
 
 
 async def test_agent_jobs_close_their_sessions(es: Any, env: str) -> None:
-    async with httpx.AsyncClient(base_url=es.url) as ctl:
+    async with sim_control(es.url) as ctl:
         ready = (await ctl.get("/sim/edge-cases")).json()["ready"]
     start = await sessions(es)
     agent = Agent(repo_path=Path(env) / "repo",
@@ -53,7 +54,7 @@ async def test_agent_jobs_close_their_sessions(es: Any, env: str) -> None:
         assert r["ok"]
         assert await sessions(es) == start
         # a job that fails after login (every VM listing refused) closes its session too
-        async with httpx.AsyncClient(base_url=es.url) as ctl:
+        async with sim_control(es.url) as ctl:
             await ctl.post("/sim/faults", json={"path": "/vms", "method": "GET", "status": 500})
             try:
                 job = agent.submit({"targets": ["no-such-vm"], **creds(es)})
@@ -70,7 +71,7 @@ async def test_check_closes_its_session_also_on_failure(es: Any, env: str) -> No
     start = await sessions(es)
     assert await asyncio.to_thread(main, ["check", "--vrm", es.url, "--user", "admin", "--json"]) == 0
     assert await sessions(es) == start
-    async with httpx.AsyncClient(base_url=es.url) as ctl:
+    async with sim_control(es.url) as ctl:
         await ctl.post("/sim/faults", json={"path": "/vms$", "method": "GET", "status": 500})
         try:
             assert await asyncio.to_thread(main, ["check", "--vrm", es.url, "--user", "admin"]) != 0
@@ -145,7 +146,7 @@ async def test_logout_to_a_stalled_vrm_is_bounded(es: Any) -> None:
     from fctui.vrm.client import LOGOUT_TIMEOUT_S
     c = VrmClient(es.url, "admin", "Admin@123", timeout=30.0)
     await c.login()
-    async with httpx.AsyncClient(base_url=es.url) as ctl:
+    async with sim_control(es.url) as ctl:
         await ctl.post("/sim/faults", json={"path": "^/service/session$", "method": "DELETE", "latencyMs": 8000,
                                             "count": 1})
         try:

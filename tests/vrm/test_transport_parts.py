@@ -12,6 +12,8 @@ from typing import AsyncIterator, Iterator
 import httpx
 import pytest
 
+from tests.servers import sim_control
+
 from fctui.sim import EmbeddedSimulator, SimConfig, create_app
 from fctui.sim.content import BlockFactory, DiskContent
 from fctui.vrm import VrmClient
@@ -146,7 +148,7 @@ async def test_parts_over_a_socket_async_and_from_threads(es: EmbeddedSimulator,
     async with HttpResourceTransport(url, token, size=size) as tr:
         await tr.write(*writes[0])
         await asyncio.gather(*(asyncio.to_thread(tr.write_blocking, off, parts) for off, parts in writes[1:]))
-    async with httpx.AsyncClient(base_url=es.url) as control:
+    async with sim_control(es.url) as control:
         digest = (await control.get(f"/sim/volumes/{vol_id}/digest")).json()
     assert digest["sha256"] == _expected_digest(size, [(off, b"".join(p)) for off, p in writes])
     await loop_client.release_backup_resource(vol_uri, task_id)
