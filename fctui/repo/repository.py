@@ -927,6 +927,11 @@ class Repository(RepositoryBase):
             raise RepoError(f"chunk {digest} vanished before commit") from None
         try:
             os.fsync(fd)
+        except OSError as exc:  # written but not durable: the point must not be committed
+            if exc.errno in FULL_ERRNOS:  # thin or network storage can refuse space only at fsync
+                raise RepoFullError(f"repository {self.path} is full: cannot make chunk {digest[:12]} durable "
+                                    f"({exc.strerror})", path=str(self.path)) from exc
+            raise RepoError(f"cannot make chunk {path} durable: {exc.strerror}") from exc
         finally:
             os.close(fd)
 
