@@ -171,10 +171,10 @@ def s3_settings(env: Mapping[str, str] | None = None) -> S3Settings:
         raise S3ConfigError(f"no AWS profile {profile!r} in {cred_path} or {conf_path} "
                             f"(profiles: {', '.join(known) or 'none'})")
     key_id, key_path = pick("aws_access_key_id")
-    secret, _ = pick("aws_secret_access_key")
+    secret, secret_path = pick("aws_secret_access_key")
     if sections and (key_id or secret):
         if not (key_id and secret):
-            raise S3ConfigError(f"AWS profile {profile!r} ({key_path or cred_path}) needs both "
+            raise S3ConfigError(f"AWS profile {profile!r} ({key_path or secret_path}) needs both "
                                 "aws_access_key_id and aws_secret_access_key")
         return S3Settings(endpoint or pick("endpoint_url")[0], region or pick("region")[0], key_id, secret,
                           pick("aws_session_token")[0], f"profile {profile!r} ({key_path})")
@@ -194,7 +194,7 @@ def open_store(location: S3Location, settings: S3Settings | None = None, **optio
     settings = settings or s3_settings()
     try:
         return S3Store(location.bucket, prefix=location.prefix or None, **settings.store_config(), **options)
-    except Exception as e:  # obstore refuses a malformed endpoint or region here
+    except Exception as e:  # obstore refuses bad client or retry options here (a bad endpoint only at the first request)
         raise S3ConfigError(f"cannot use the S3 store {settings.where}: {_first_line(e)}") from None
 
 

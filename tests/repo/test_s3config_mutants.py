@@ -138,6 +138,15 @@ def test_a_profile_with_only_the_secret_names_the_credentials_file(tmp_path: Pat
     assert SECRET not in str(e.value)
 
 
+def test_a_profile_with_only_the_secret_in_the_config_file_names_that_file(tmp_path: Path) -> None:
+    env = home_env(tmp_path, AWS_PROFILE="site-a")
+    conf = write(aws_dir(env) / "config", f"[profile site-a]\naws_secret_access_key = {SECRET}\n")
+    with pytest.raises(S3ConfigError) as e:
+        s3_settings(env)
+    assert str(e.value) == f"AWS profile 'site-a' ({conf}) {BOTH}"
+    assert SECRET not in str(e.value)
+
+
 def test_unknown_profile_without_any_aws_file(tmp_path: Path) -> None:
     env = home_env(tmp_path, AWS_PROFILE="site-x")
     with pytest.raises(S3ConfigError) as e:
