@@ -1,0 +1,142 @@
+"""The S3 repository (a real SeaweedFS on loopback), where mutation testing found it unguarded (README,
+Mutation testing): ``forget`` as a caller sees it (which entry ``#N`` is, what is left in the catalog and
+on the store, the exact sentence it returns, the same as the local repository's), the message of an S3
+error (what an operator reads when the store refuses), and the warning when a chunk cannot be quarantined.
+Catalog entries a hand edit or another program left are written straight into ``catalog.json``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from typing import Any
+
+import obstore
+import pytest
+from obstore.exceptions import GenericError
+
+from fctui.repo import PointNotFoundError, RepoError, Repository
+from fctui.repo.errors import ManifestError
+from fctui.repo.s3 import S3Repository
+from tests.repo.test_repo_points import BS, write_disk
+
+VM = "urn:sites:1:vms:i-7"
+
+
+@pytest.fixture
+def repo(s3_repo_url: str) -> S3Repository:
+    r = Repository.open(s3_repo_url)
+    assert isinstance(r, S3Repository)
+    return r
+
+
+def set_catalog(repo: S3Repository, points: list[Any]) -> None:
+    obstore.put(repo.store, "catalog.json", json.dumps({"points": points, "fenced": []}).encode())
+
+
+def catalog_points(repo: S3Repository) -> list[Any]:
+    return json.loads(bytes(obstore.get(repo.store, "catalog.json").bytes()))["points"]
+
+
+def exists(repo: S3Repository, key: str) -> bool:
+    return repo._head(key) is not None
+
+
+# --- forget ---------------------------------------------------------------------------------
+def test_forget_by_number_counts_entries_from_one(repo: S3Repository) -> None:
+    set_catalog(repo, [{"id": "a"}, {"id": "b"}, {"id": "c"}])
+    assert repo.forget("#1") == "catalog entry #1"
+    assert catalog_points(repo) == [{"id": "b"}, {"id": "c"}]  # the others kept as they were
+    assert repo.forget("#2") == "catalog entry #2"  # numbers are positions in the catalog as it is now
+    assert catalog_points(repo) == [{"id": "b"}]
+
+
+def test_forget_a_non_object_entry_by_number(repo: S3Repository) -> None:
+    set_catalog(repo, ["junk", 7, {"id": "x", "vm_name": "", "vm_urn": ""}])
+    assert repo.forget("x") == "catalog entry x"  # found past the entries that are not objects
+    assert catalog_points(repo) == ["junk", 7]
+    assert repo.forget("#2") == "catalog entry #2"
+    assert repo.forget("#1") == "catalog entry #1"
+    assert catalog_points(repo) == []
+
+
+def test_forget_an_unknown_ref_names_it_and_changes_nothing(repo: S3Repository) -> None:
+    set_catalog(repo, [{"id": "a"}])
+    with pytest.raises(PointNotFoundError) as caught:
+        repo.forget("nope")
+    assert caught.value.point_id == "nope"
+    assert str(caught.value) == "no restore point 'nope' in the repository"
+    with pytest.raises(PointNotFoundError, match=r"^no restore point '#2' in the repository$"):
+        repo.forget("#2")
+    assert catalog_points(repo) == [{"id": "a"}]
+
+
+def test_forget_a_point_names_it_and_its_vm_and_drops_its_manifest(repo: S3Repository) -> None:
+    point, _, _ = write_disk(repo, {0: b"x" * BS}, BS, vm=VM, name="web-01")
+    assert repo._load_manifest(point.id)["maps"]  # cached
+    assert repo.forget(point.id) == f"restore point {point.id} of VM web-01"
+    assert repo.points() == [] and catalog_points(repo) == []
+    assert not exists(repo, f"points/{point.id}.json")
+    with pytest.raises(ManifestError):
+        repo._load_manifest(point.id)  # the forgotten point's cached manifest went too
+
+
+def test_forget_a_damaged_entry_leaves_its_manifest_for_gc(repo: S3Repository) -> None:
+    """As the local repository: only restore points lose their manifest at once; what a damaged entry
+    names is gc's to judge (its id is data from the catalog, not a point this code wrote)."""
+    set_catalog(repo, [{"id": "p-dam", "vm_name": "web-02"}])  # no vm_urn, created, ...: not a point
+    obstore.put(repo.store, "points/p-dam.json", b"{}")
+    assert repo.forget("p-dam") == "catalog entry p-dam of VM web-02"
+    assert catalog_points(repo) == []
+    assert exists(repo, "points/p-dam.json")
+
+
+def test_forget_names_the_vm_by_name_else_by_urn_else_not_at_all(repo: S3Repository) -> None:
+    set_catalog(repo, [{"id": "n", "vm_name": "db-1", "vm_urn": VM},
+                       {"id": "u", "vm_urn": VM},
+                       {"id": "e", "vm_name": "", "vm_urn": ""},
+                       {"id": "z", "vm_name": 5}])
+    assert repo.forget("n") == "catalog entry n of VM db-1"
+    assert repo.forget("u") == f"catalog entry u of VM {VM}"
+    assert repo.forget("e") == "catalog entry e"
+    assert repo.forget("z") == "catalog entry z"  # a name that is not text is not shown
+    assert catalog_points(repo) == []
+
+
+# --- S3 errors ------------------------------------------------------------------------------
+def test_an_s3_refusal_names_the_repository_the_object_and_the_first_line(
+        s3_repo_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    Repository.open(s3_repo_url)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-key")
+    with pytest.raises(RepoError) as caught:
+        Repository.open(s3_repo_url, create=False)
+    msg = str(caught.value)
+    cause = caught.value.__cause__
+    assert cause is not None and len(str(cause).splitlines()) > 1  # the store's answer runs on (XML)
+    assert msg == f"repository {s3_repo_url}: cannot read repo.json: {str(cause).splitlines()[0]}"
+    assert "403 Forbidden" in msg and "\n" not in msg and "SignatureDoesNotMatch" not in msg
+
+
+def test_an_s3_error_without_text_is_named_by_its_type(
+        repo: S3Repository, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise GenericError("  ")
+    monkeypatch.setattr(obstore, "list", refuse)
+    with pytest.raises(RepoError) as caught:
+        repo.disk_usage()
+    assert str(caught.value) == f"repository {repo.url}: cannot list chunks/: GenericError"
+
+
+# --- quarantine -----------------------------------------------------------------------------
+def test_a_chunk_that_cannot_be_quarantined_is_logged(repo: S3Repository, caplog: pytest.LogCaptureFixture) -> None:
+    digest = hashlib.sha256(b"never stored").hexdigest()
+    key = f"chunks/{digest[:2]}/{digest}"
+    with caplog.at_level(logging.WARNING, logger="fctui.repo.s3"):
+        repo._quarantine_chunk(digest)  # already gone (another verify, a gc): nothing to copy
+    [rec] = [r for r in caplog.records if r.name == "fctui.repo.s3"]
+    assert rec.levelno == logging.WARNING
+    assert isinstance(rec.args, tuple) and len(rec.args) == 2
+    exc = rec.args[1]
+    assert isinstance(exc, FileNotFoundError) and str(exc)
+    assert rec.getMessage() == f"cannot quarantine {key}: {exc}"
+    assert not exists(repo, key) and not exists(repo, key + ".bad")
