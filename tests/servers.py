@@ -12,6 +12,8 @@ answers, and on exit stops it and removes its directory::
 
 The pytest fixtures ``nats_server`` and ``s3_server`` (tests/conftest.py) wrap these and skip the test,
 saying why, only where the binary cannot run on this machine.
+
+``sim_control(url)`` is the tests' client for a socket simulator's /sim/… control API.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+import httpx
 
 S3_ACCESS_KEY = "fctui-test"
 S3_SECRET_KEY = "fctui-test-secret"
@@ -188,8 +192,7 @@ class S3Server(_Server):
 SIM_CONTROL_TIMEOUT_S = 60.0
 
 
-def sim_control(url: str) -> "httpx.AsyncClient":
+def sim_control(url: str) -> httpx.AsyncClient:
     """The simulator's /sim/… control API over a socket (an EmbeddedSimulator's ``url``), with a deadline
     a busy machine does not outrun."""
-    import httpx
     return httpx.AsyncClient(base_url=url, timeout=SIM_CONTROL_TIMEOUT_S)
