@@ -7,7 +7,6 @@ import argparse
 import hashlib
 import io
 import random
-import time
 
 import obstore
 import pytest
@@ -15,6 +14,7 @@ import pytest
 from fctui.repo import ChunkError, NoRepositoryError, PointNotFoundError, RepoError, Repository
 from fctui.repo.s3 import CLOCK_SLACK_S, S3Repository
 from tests.repo.test_repo_points import BS, image, rand_block, read_all, write_disk
+from tests.repo.test_s3_gc import newest_chunk, wait_store_clock_past
 
 
 def test_open_dispatches_on_s3_url_and_creates_once(s3_repo_url: str) -> None:
@@ -65,11 +65,7 @@ def test_full_and_incremental_read_back_identical(s3_repo_url: str) -> None:
     assert pruned.removed == [full.id]
     with pytest.raises(PointNotFoundError):
         repo.point(full.id)
-    newest = max(m["last_modified"].timestamp() for m in repo._list("chunks/"))
-    deadline = time.monotonic() + 15
-    while repo._store_now() <= newest + CLOCK_SLACK_S + 1:  # until the store's clock says they are old
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_store_clock_past(repo, newest_chunk(repo) + CLOCK_SLACK_S + 1)  # the store's clock: they are old
     gc = repo.gc()
     assert gc.chunks_total == before and gc.live_leases == 0
     assert gc.chunks_removed == 2 and gc.manifests_removed == 0  # the full's blocks 1 and 30
