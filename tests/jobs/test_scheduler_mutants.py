@@ -244,3 +244,69 @@ async def test_one_of_two_snapshots_ending_still_holds_the_resources_back() -> N
     assert not res.done()                             # the other snapshot is still being created
     g.end_snapshot("h")
     assert await asyncio.wait_for(res, 5) is True
+
+
+async def test_two_waiting_snapshots_both_hold_preparations_back_until_both_are_done() -> None:
+    g = HostSnapshotGate()
+    await g.begin_resource("h")
+    s1 = asyncio.create_task(g.begin_snapshot("h", strict=True))
+    s2 = asyncio.create_task(g.begin_snapshot("h", strict=True))
+    await settle()
+    s1.cancel()                                       # one of the two waiting snapshots gives up
+    with pytest.raises(asyncio.CancelledError):
+        await s1
+    g.end_resource("h")
+    res = asyncio.create_task(g.begin_resource("h"))
+    assert await asyncio.wait_for(s2, 5) is True     # the other is preferred over the new preparation
+    await settle()
+    assert not res.done()
+    g.end_snapshot("h")
+    assert await asyncio.wait_for(res, 5) is True     # and nothing is left counted once it is done
+
+
+async def test_the_default_global_limit_is_sixteen_and_owners_default_to_none() -> None:
+    s = Scheduler()
+    held = [await s.acquire_vm(f"h{i % 3}") for i in range(16)]   # at most 6 per host: under 8
+    assert all(t.granted for t in held) and {t.owner for t in held} == {""}
+    assert (await s.acquire_volume("ds")).owner == ""   # volumes are not bound by the VM limit
+    told: list[str] = []
+    late = asyncio.create_task(s.acquire_vm("h0", on_wait=told.append))   # h0's 7th: the host has room
+    await settle()
+    assert told == [GLOBAL_LIMIT] and not late.done()
+    s.release(held[1])
+    got = await asyncio.wait_for(late, 5)
+    assert got.granted and got.owner == ""
+
+
+async def test_a_cancelled_wait_leaves_no_wake_up_behind() -> None:
+    s = Scheduler(per_host=1)
+    a = await s.acquire_vm("h", "a")
+    b = asyncio.create_task(s.acquire_vm("h", "b"))
+    await settle()
+    assert len(s._events) == 1
+    b.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await b
+    assert s._events == {} and s.waiting() == []   # a long-lived agent would otherwise grow with every one
+    s.release(a)
+
+
+def test_a_waiter_behind_its_key_takes_the_reason_of_the_one_ahead() -> None:
+    """C and D wait for host h1 (full); F, queued first, waits for the global limit. When h1's slot frees,
+    F takes the freed global slot, so C and D now wait for the global limit, not for h1."""
+    pool = SlotPool(per_host=1, global_limit=2)
+    a, b = pool.request("vm", "h1"), pool.request("vm", "h2")
+    f = pool.request("vm", "h3")
+    c, d = pool.request("vm", "h1", "c"), pool.request("vm", "h1", "d")
+    assert (f.reason, c.reason, d.reason) == (GLOBAL_LIMIT, HOST_SOCKETS_BUSY, HOST_SOCKETS_BUSY)
+    assert pool.release(a) == [f]
+    assert (c.reason, d.reason) == (GLOBAL_LIMIT, GLOBAL_LIMIT)
+    assert a.granted is False and b.granted is True and pool.request("vm", "h9").owner == ""
+
+
+def test_a_blocked_host_does_not_hold_up_waiters_of_other_hosts() -> None:
+    pool = SlotPool(per_host=1)
+    pool.request("vm", "h1")
+    b = pool.request("vm", "h2")
+    c, d, e = pool.request("vm", "h1"), pool.request("vm", "h1"), pool.request("vm", "h2", "e")
+    assert pool.release(b) == [e] and pool.queue == [c, d]

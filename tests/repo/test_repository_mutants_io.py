@@ -471,8 +471,8 @@ def test_a_full_disk_at_fsync_is_a_full_repository(repo: Repository, monkeypatch
     with pytest.raises(RepoFullError) as e:
         pw.commit()
     assert e.value.path == str(repo.path)
-    assert str(e.value).startswith(f"repository {repo.path} is full: cannot make chunk ")
-    assert str(e.value).endswith(" durable (No space left on device)")
+    assert str(e.value) == (f"repository {repo.path} is full: cannot make chunk {sha(rb(1))[:12]} durable "
+                            f"(No space left on device)")
     assert repo.points() == [] and list((repo.path / "pending").iterdir()) == []
 
 

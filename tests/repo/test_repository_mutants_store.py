@@ -19,7 +19,7 @@ from fctui.repo import RepoError, Repository
 from fctui.repo.errors import ManifestError, NoRepositoryError, RepoFullError
 from fctui.repo.repository import Lease
 
-from .gcclock import GcClock
+from .gcclock import GRACE_S, GcClock
 
 BS = 4096
 DEAD_PID = 2_000_000_000  # beyond any pid_max: no such process
@@ -687,3 +687,183 @@ def test_the_catalog_file_keeps_entries_in_its_points_table(tmp_path: Path) -> N
     Repository.open(tmp_path / "r")
     (tmp_path / "r" / "catalog.json").write_text(json.dumps({"points": {"1": {"id": "x"}}}))
     assert Repository.open(tmp_path / "r")._catalog_entries() == [(1, {"id": "x"})]
+
+
+# --- a writer that gives up ------------------------------------------------------------------
+
+def open_point(repo: Repository):  # noqa: ANN201 - a PointWriter with one disk of two blocks put
+    pw = repo.new_point(vm_urn="urn:sites:1:vms:i-1", vm_name="vm1", job_id="job-1", kind="cbt", vm_config={},
+                        snapshot_urn="urn:snap:1", created=time.time())
+    dw = pw.add_disk(**disk_args())
+    dw.put_block(0, block(1))
+    dw.put_block(1, block(2))
+    return pw
+
+
+def test_a_commit_refused_at_the_catalog_removes_its_manifest_and_lease(repo: Repository,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    pw = open_point(repo)
+    real_replace = os.replace
+
+    def catalog_full(src, dst):  # the manifest and chunks are written; the catalog's replace finds no room
+        if Path(dst) == repo.catalog_path:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_replace(src, dst)
+    monkeypatch.setattr(os, "replace", catalog_full)
+    with pytest.raises(RepoError):
+        pw.commit()
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert not repo._manifest_path(pw.point_id).exists()
+    assert not (repo.pending_dir / f"{pw.point_id}.json").exists()
+    assert repo.points() == [] and list(repo.points_dir.iterdir()) == []
+
+
+def test_a_commit_failing_after_its_catalog_entry_keeps_the_manifest(repo: Repository,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The catalog never names a point without its manifest, even when the commit fails afterwards."""
+    pw = open_point(repo)
+    lease = repo.pending_dir / f"{pw.point_id}.json"
+    real_unlink = os.unlink
+    failed: list[str] = []
+
+    def eio_once(path, *a, **k):  # the lease's removal right after the catalog insert fails once
+        if Path(path) == lease and not failed:
+            failed.append(str(path))
+            raise OSError(errno.EIO, "Input/output error")
+        return real_unlink(path, *a, **k)
+    monkeypatch.setattr(os, "unlink", eio_once)
+    with pytest.raises(OSError):
+        pw.commit()
+    monkeypatch.setattr(os, "unlink", real_unlink)
+    assert failed == [str(lease)]
+    assert [p.id for p in repo.points()] == [pw.point_id]
+    assert repo._manifest_path(pw.point_id).exists()
+    reader = repo.open_disk(pw.point_id, "urn:vol:1")
+    assert [reader.read_block(i) for i in range(2)] == [block(1), block(2)]
+    assert not lease.exists()  # abort removed it
+
+
+def test_abort_after_the_lease_is_gone_is_quiet(repo: Repository) -> None:
+    pw = open_point(repo)
+    (repo.pending_dir / f"{pw.point_id}.json").unlink()  # e.g. dropped as a dead writer's
+    pw.abort()
+    assert repo.points() == [] and list(repo.pending_dir.iterdir()) == []
+
+
+def test_an_abort_never_hides_the_error_that_caused_it(repo: Repository) -> None:
+    with pytest.raises(ValueError, match="the reader died"):
+        with open_point(repo):
+            repo.catalog_path.write_text("not json")  # abort cannot read the catalog now
+            raise ValueError("the reader died")
+
+
+def test_an_incremental_names_a_base_chunk_it_cannot_stat(repo: Repository, monkeypatch: pytest.MonkeyPatch) -> None:
+    base = backup(repo, [block(1), block(2)])
+    d = digest(block(1))
+    real_stat = os.stat
+
+    def eacces(path, *a, **k):
+        if Path(path) == repo.chunk_path(d):
+            raise OSError(errno.EACCES, "Permission denied")
+        return real_stat(path, *a, **k)
+    pw = repo.new_point(vm_urn="urn:sites:1:vms:i-1", vm_name="vm1", job_id="job-2", kind="cbt", vm_config={},
+                        snapshot_urn="urn:snap:2", created=time.time())
+    monkeypatch.setattr(os, "stat", eacces)
+    with pytest.raises(RepoError) as e:
+        pw.add_disk(**dict(disk_args(), base_point_id=base))
+    monkeypatch.setattr(os, "stat", real_stat)
+    pw.abort()
+    assert str(e.value) == f"cannot access chunk {repo.chunk_path(d)}: Permission denied"
+
+
+def same_shard_blocks(n: int) -> list[bytes]:
+    """``n`` distinct blocks whose chunks share one shard directory (the first two hex digits)."""
+    by_shard: dict[str, list[bytes]] = {}
+    i = 0
+    while True:
+        b = i.to_bytes(4, "big") * (BS // 4)
+        group = by_shard.setdefault(digest(b)[:2], [])
+        group.append(b)
+        if len(group) == n:
+            return group
+        i += 1
+
+
+def test_the_sweep_goes_on_past_every_entry_it_skips(repo: Repository, clock: GcClock) -> None:
+    """A stray file among the shards, and in a shard foreign files, quarantined copies and a live gc's
+    trash are each dealt with and passed: the sweep still reaches every collectible chunk after them
+    (eight of each kind beside four chunks, so a sweep that stopped at the first would miss a chunk)."""
+    blocks = same_shard_blocks(5)
+    keep = backup(repo, blocks[:1])
+    gone = backup(repo, blocks[1:])
+    repo.forget(gone)
+    shard = repo.chunks_dir / digest(blocks[0])[:2]
+    ref = digest(blocks[0])
+    (repo.chunks_dir / "0").write_bytes(b"x")                      # sorts before every shard
+    for i in range(8):
+        (shard / f"foreign-{i}").write_bytes(b"x")
+        (shard / f".{ref}.{os.getpid()}.{i:08x}.gc").write_bytes(b"x")   # this process: a live gc's
+        (shard / f"{ref[:2]}{'f' * 61}{i}.bad").write_bytes(b"x")   # nobody's: deleted
+    clock.advance()
+    r = repo.gc()
+    assert (r.chunks_total, r.chunks_removed, r.chunks_referenced) == (5, 4, 1)
+    assert [repo._chunk_state(digest(b)) for b in blocks[1:]] == ["missing"] * 4
+    assert repo.read_chunk(ref) == blocks[0] and repo.point(keep).id == keep
+    assert not any(shard.glob("*.bad")) and len(list(shard.glob("foreign-*"))) == 8
+
+
+def test_gc_tolerates_files_another_process_removes_under_it(repo: Repository, clock: GcClock,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """An orphan manifest and an unreferenced quarantined copy vanish between gc's listing and its
+    unlink (another gc, an operator): gc goes on and finishes its sweep."""
+    keep = backup(repo, [block(1)])
+    gone = backup(repo, [block(2)])
+    repo.forget(gone)
+    orphan = repo.points_dir / "orphan.json"
+    orphan.write_text("{}")
+    bad = repo.chunks_dir / "ee" / ("e" * 64 + ".bad")
+    bad.write_bytes(b"x")
+    real_unlink = os.unlink
+    raced: list[str] = []
+
+    def removed_first(path, *a, **k):
+        if Path(path) in (orphan, bad):
+            real_unlink(path)              # the other process was quicker
+            raced.append(Path(path).name)
+        return real_unlink(path, *a, **k)
+    monkeypatch.setattr(os, "unlink", removed_first)
+    clock.advance()
+    r = repo.gc()
+    monkeypatch.setattr(os, "unlink", real_unlink)
+    assert sorted(raced) == sorted(["orphan.json", bad.name])
+    assert (r.manifests_removed, r.chunks_removed) == (2, 1)   # the forgotten point's manifest and chunk too
+    assert not orphan.exists() and not bad.exists() and repo._chunk_state(digest(block(2))) == "missing"
+    assert repo.read_chunk(digest(block(1))) == block(1) and repo.point(keep).id == keep
+
+
+def test_gc_counts_every_chunk_it_keeps_and_sweeps_on_past_them(repo: Repository, clock: GcClock,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """In one shard: eight chunks newer than gc's start, two that a writer reuses between gc's look and
+    its rename (gc puts them back), two to collect. Every kept one is counted once, and the sweep does
+    not stop at the first one it keeps."""
+    blocks = same_shard_blocks(12)
+    gone = backup(repo, blocks)
+    repo.forget(gone)
+    clock.advance()
+    future = int((clock() + GRACE_S) * 1e9)
+    recent, raced, old = blocks[:8], blocks[8:10], blocks[10:]
+    for b in recent:
+        os.utime(repo.chunk_path(digest(b)), ns=(future, future))
+    raced_paths = {str(repo.chunk_path(digest(b))) for b in raced}
+    real_rename = os.rename
+
+    def reused_meanwhile(src, dst, *a, **k):
+        if str(src) in raced_paths:
+            os.utime(src, ns=(future, future))   # a writer's put_block touched it just now
+        return real_rename(src, dst, *a, **k)
+    monkeypatch.setattr(os, "rename", reused_meanwhile)
+    r = repo.gc()
+    monkeypatch.setattr(os, "rename", real_rename)
+    assert (r.chunks_total, r.chunks_kept_recent, r.chunks_removed) == (12, 10, 2)
+    assert [repo._chunk_state(digest(b)) for b in recent + raced] == [None] * 10
+    assert [repo._chunk_state(digest(b)) for b in old] == ["missing"] * 2

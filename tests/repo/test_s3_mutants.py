@@ -140,3 +140,23 @@ def test_a_chunk_that_cannot_be_quarantined_is_logged(repo: S3Repository, caplog
     assert isinstance(exc, FileNotFoundError) and str(exc)
     assert rec.getMessage() == f"cannot quarantine {key}: {exc}"
     assert not exists(repo, key) and not exists(repo, key + ".bad")
+
+
+# --- what a reader finds --------------------------------------------------------------------
+def test_unavailable_blocks_tell_missing_from_quarantined(repo: S3Repository) -> None:
+    blocks = {0: b"\x01" * BS, 1: b"\x02" * BS, 2: b"\x03" * BS}
+    point, _, _ = write_disk(repo, blocks, 3 * BS)
+    gone, bad = (hashlib.sha256(blocks[i]).hexdigest() for i in (0, 1))
+    obstore.delete(repo.store, repo._chunk_key(gone))
+    repo._quarantine_chunk(bad)
+    reader = repo.open_disk(point.id, "urn:vol:1")
+    assert reader.unavailable_blocks() == [(0, gone, "missing"), (1, bad, "quarantined")]
+
+
+def test_a_disk_digest_is_recorded_on_its_own_point_only(repo: S3Repository) -> None:
+    a, _, _ = write_disk(repo, {0: b"\x01" * BS}, BS)
+    b, _, _ = write_disk(repo, {0: b"\x02" * BS}, BS)
+    assert repo.open_disk(a.id, "urn:vol:1").sha256() == hashlib.sha256(b"\x01" * BS).hexdigest()
+    again = Repository.open(repo.url)
+    assert again.point(a.id).disks[0].sha256 == hashlib.sha256(b"\x01" * BS).hexdigest()
+    assert again.point(b.id).disks[0].sha256 is None

@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from fctui.rules.engine import (Assessment, Finding, assess, confirmed, confirms, with_owned_snapshots,
-                                with_snapshot_tree)
+from fctui.rules.catalog import arch_family
+from fctui.rules.engine import (_TASK_CLASS, Assessment, Finding, assess, classify_task_type, confirmed, confirms,
+                                leftover_backup_snapshots, with_owned_snapshots, with_snapshot_tree)
 from fctui.rules.facts import BackupKnowledge, VmFacts, VolumeCbtState
 from fctui.vrm.models import SnapshotTree
 
@@ -349,3 +350,59 @@ def test_two_vm_wide_causes_are_listed_with_commas() -> None:
 def test_facts_carry_the_time_they_were_taken() -> None:
     assert VmFacts.from_dicts(vm()).now == 0.0
     assert VmFacts.from_dicts(vm(), now=1234.5).now == 1234.5
+
+
+# --- the leftover finding's words, and disk lists -------------------------------------------------------------
+
+LEFT_WORDS = "backup snapshot owned by no restore point or running job: "
+
+
+def leftovers(n: int) -> dict[str, Any]:
+    return chain(*((f"fctui-j{i}", "CBTbackup") for i in range(1, n + 1)))
+
+
+def test_the_leftover_finding_names_five_snapshots_and_counts_the_rest() -> None:
+    named = ", ".join(f"fctui-j{i} (CBTbackup, 2026-01-0{i} 02:00:00)" for i in range(1, 6))
+    seven = assess(facts(snapshots=leftovers(7), knowledge=BackupKnowledge()))
+    assert seven.findings[0].message == LEFT_WORDS + named + " and 2 more"
+    six = assess(facts(snapshots=leftovers(6), knowledge=BackupKnowledge()))
+    assert six.findings[0].message == LEFT_WORDS + named + " and 1 more"
+    five = assess(facts(snapshots=leftovers(5), knowledge=BackupKnowledge()))
+    assert five.findings[0].message == LEFT_WORDS + named
+
+
+def test_a_leftover_without_name_or_time_is_named_by_its_urn() -> None:
+    tree = {"rootSnapshots": [{"urn": snap_urn(1), "name": "", "type": "CBTbackup", "status": "ready",
+                               "childSnapshots": []}]}
+    a = assess(facts(snapshots=tree, knowledge=BackupKnowledge()))
+    assert a.findings[0].message == LEFT_WORDS + f"{snap_urn(1)} (CBTbackup, time unknown)"
+
+
+def test_no_tree_and_an_empty_tree_leave_nothing_over() -> None:
+    assert leftover_backup_snapshots(None, BackupKnowledge()) == []
+    assert leftover_backup_snapshots(SnapshotTree.from_dict({"rootSnapshots": []}), None) == []
+
+
+def test_two_ide_disks_are_listed_with_a_comma() -> None:
+    v = two_disks()
+    for d in v["vmConfig"]["disks"]:
+        d["pciType"] = "IDE"
+    ide = next(f for f in assess(facts(vm=v)).findings if f.rule == "disk-ide")
+    assert ide.message == "disk on the IDE bus: sys, data"
+
+
+@pytest.mark.parametrize("arch,family", [
+    ("x86_64", "x86_64"), ("AMD64", "x86_64"), ("i386", "x86_64"), ("i686", "x86_64"), ("x64", "x86_64"),
+    (" X86 ", "x86_64"), ("aarch64", "aarch64"), ("ARM64", "aarch64"), ("armv8", "aarch64"),
+    ("", ""), (None, ""), ("sparc", ""), ("ppc64le", ""),
+])
+def test_the_architecture_families_a_vrm_may_report(arch: str, family: str) -> None:
+    assert arch_family(arch) == family
+
+
+def test_the_task_type_cache_stops_growing_at_4096() -> None:
+    """A hostile VRM inventing task types cannot grow the cache forever; the answers stay right."""
+    for i in range(4200):
+        assert classify_task_type(f"InventedTaskNo{i}") == (False, None)
+    assert len(_TASK_CLASS) == 4096
+    assert classify_task_type("StopVmInvented") == (True, "power-off")   # worked out again, not cached

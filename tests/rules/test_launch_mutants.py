@@ -161,13 +161,15 @@ def test_repository_space_bands() -> None:
     assert ok.message == "needs ~50.0 GiB in the repository (estimate); 110.0 GiB free, 10.0 GiB kept as margin"
     at90 = repository_space(90 * GIB, 0, free, margin, "estimate")
     assert at90.severity == "info"             # exactly 90 %: not yet "nearly"
+    over = repository_space(60 * GIB, 41 * GIB, free, margin, "estimate")
     near = repository_space(60 * GIB, 31 * GIB, free, margin, "last backup")
-    assert near.severity == "warning" and near.remediation != "Nothing to do."
+    assert near.severity == "warning"
+    assert near.remediation == over.remediation == ("Run `fctui repo prune --keep-last N` then `fctui repo gc`, free "
+                                                    "space on the repository's filesystem, or back up fewer VMs at once.")
     assert near.message == ("repository nearly full: needs ~60.0 GiB in the repository (last backup); with the job's "
                             "earlier VMs ~91.0 GiB; 110.0 GiB free, 10.0 GiB kept as margin")
     full_exactly = repository_space(100 * GIB, 0, free, margin, "estimate")
     assert full_exactly.severity == "warning"  # exactly the room: fits
-    over = repository_space(60 * GIB, 41 * GIB, free, margin, "estimate")
     assert over.severity == "blocker"
     assert over.message.startswith("repository too full: needs ~60.0 GiB in the repository (estimate); "
                                    "with the job's earlier VMs ~101.0 GiB;")

@@ -254,6 +254,9 @@ async def test_task_success_with_progress(client: VrmClient, site_uri: str) -> N
     assert again.status == "success"
     listed = await client.tasks(site_uri)
     assert ref.task_urn in {t.urn for t in listed}
+    typed = await client.tasks(site_uri, type=task.type)   # the filters reach the VRM
+    assert ref.task_urn in {t.urn for t in typed} and {t.type for t in typed} == {task.type}
+    assert await client.tasks(site_uri, type="NoSuchTaskType") == []
 
 
 async def test_task_failure_carries_reason(client: VrmClient, control: httpx.AsyncClient,

@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from fctui.vrm import VrmClient, VrmError
+from fctui.vrm.client import gather_limited
 
 SITE = "/service/sites/1"
 DEADLINE = 10.0
@@ -242,3 +243,22 @@ async def test_open_session_passes_its_options_on_and_closes_on_a_refused_login(
         assert "bad credentials" in str(e)
     else:
         raise AssertionError("a refused login opened a session")
+
+
+def test_gather_limited_keeps_to_its_limit_and_the_input_order() -> None:
+    async def run(limit: int, n: int) -> tuple[list[int], int]:
+        running = peak = 0
+
+        async def one(i: int) -> int:
+            nonlocal running, peak
+            running += 1
+            peak = max(peak, running)
+            await asyncio.sleep(0)  # let the others start if the limit allows
+            await asyncio.sleep(0)
+            running -= 1
+            return i * 10
+        return await gather_limited([one(i) for i in range(n)], limit), peak
+
+    assert asyncio.run(run(1, 5)) == ([0, 10, 20, 30, 40], 1)
+    assert asyncio.run(run(0, 3)) == ([0, 10, 20], 1)   # 0 or less: one at a time, never none
+    assert asyncio.run(run(3, 7)) == ([0, 10, 20, 30, 40, 50, 60], 3)
