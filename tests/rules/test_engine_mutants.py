@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
+from fctui.rules import engine
 from fctui.rules.catalog import arch_family
-from fctui.rules.engine import (_TASK_CLASS, Assessment, Finding, assess, classify_task_type, confirmed, confirms,
+from fctui.rules.engine import (Assessment, Finding, assess, classify_task_type, confirmed, confirms,
                                 leftover_backup_snapshots, with_owned_snapshots, with_snapshot_tree)
 from fctui.rules.facts import BackupKnowledge, VmFacts, VolumeCbtState
 from fctui.vrm.models import SnapshotTree
@@ -400,9 +401,12 @@ def test_the_architecture_families_a_vrm_may_report(arch: str, family: str) -> N
     assert arch_family(arch) == family
 
 
-def test_the_task_type_cache_stops_growing_at_4096() -> None:
-    """A hostile VRM inventing task types cannot grow the cache forever; the answers stay right."""
+def test_the_task_type_cache_stops_growing_at_4096(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hostile VRM inventing task types cannot grow the cache forever; the answers stay right. (An empty
+    cache of its own: the process-wide one is left as other tests found it.)"""
+    cache: dict[str, tuple[bool, str | None]] = {}
+    monkeypatch.setattr(engine, "_TASK_CLASS", cache)
     for i in range(4200):
         assert classify_task_type(f"InventedTaskNo{i}") == (False, None)
-    assert len(_TASK_CLASS) == 4096
+    assert len(cache) == 4096
     assert classify_task_type("StopVmInvented") == (True, "power-off")   # worked out again, not cached
