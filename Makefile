@@ -38,13 +38,16 @@ bench: $(STAMP)
 	for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 # Mutation testing of the core (README, Mutation testing); scope and tests in pyproject's [tool.mutmut].
-# MUTANTS narrows the run, e.g. make mutate MUTANTS='fctui.rules.*'; results stay in mutants/ and a rerun
-# only tests what changed. Niced, two children: the machine stays usable.
+# A plain `make mutate` runs the named core's mutants that have no result yet (tools/mutate.py), so a
+# stopped run goes on where it was; MUTANTS='fctui.rules.*' runs every mutant a pattern matches again.
+# Niced, two children: the machine stays usable. One S3 store serves every mutant's pytest
+# (tests.servers), rather than one started and stopped per mutant.
 MUTANTS ?=
 mutate: $(STAMP)
 	$(BIN)/pip install -q -e '.[test,mount,mutate]'
 	mkdir -p mutants/tmp
-	PYTEST_DEBUG_TEMPROOT=$(CURDIR)/mutants/tmp nice -n 10 $(BIN)/mutmut run --max-children 2 $(MUTANTS)
+	PYTEST_DEBUG_TEMPROOT=$(CURDIR)/mutants/tmp $(BIN)/python -m tests.servers s3 -- \
+		nice -n 10 $(BIN)/python tools/mutate.py $(MUTANTS)
 	$(BIN)/python tools/mutation_score.py
 
 clean:

@@ -228,8 +228,13 @@ async def agent(dirs: dict[str, str]) -> AsyncIterator[AgentProc]:
 
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[Any]:
-    """One SeaweedFS S3 store per test process (xdist worker); tests keep apart by prefix (``s3_repo_url``)."""
+    """One SeaweedFS S3 store per test process (xdist worker), or the one at ``FCTUI_TEST_S3_ENDPOINT``
+    (``make mutate``); tests keep apart by prefix (``s3_repo_url``)."""
+    import os
     from tests.servers import S3Server, ServerUnavailable
+    if endpoint := os.environ.get("FCTUI_TEST_S3_ENDPOINT"):
+        yield S3Server.running_at(endpoint)
+        return
     try:
         server = S3Server().start()
     except ServerUnavailable as e:

@@ -150,9 +150,7 @@ class S3Server(_Server):
                                                "filer.grpc", "s3", "s3.grpc", "s3.iceberg", "s3.lance",
                                                "admin", "admin.grpc", "webdav")}
         self.endpoint = f"http://127.0.0.1:{self.ports['s3']}"
-        self.env = {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": S3_ACCESS_KEY,
-                    "AWS_SECRET_ACCESS_KEY": S3_SECRET_KEY, "AWS_REGION": "us-east-1",
-                    "AWS_ALLOW_HTTP": "true"}
+        self.env = self.running_at(self.endpoint).env
 
     def url(self, prefix: str = "") -> str:
         """The repository URL of a prefix in the bucket: ``s3://BUCKET/PREFIX``."""
@@ -165,6 +163,20 @@ class S3Server(_Server):
         return [_binary("weed"), "mini", f"-dir={self.dir / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
                 *port_args, "-admin.ui=false", "-webdav=false", "-master.telemetry=false",
                 f"-bucket={self.bucket}"]
+
+    @classmethod
+    def running_at(cls, endpoint: str) -> "S3Server":
+        """A store this process did not start and does not stop (``FCTUI_TEST_S3_ENDPOINT``, set by
+        ``python -m tests.servers s3 -- CMD``): the same bucket and keys, shared by many test processes."""
+        server = cls.__new__(cls)
+        server.bucket, server.endpoint, server.proc = S3_BUCKET, endpoint, None
+        server.env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": S3_ACCESS_KEY,
+                      "AWS_SECRET_ACCESS_KEY": S3_SECRET_KEY, "AWS_REGION": "us-east-1", "AWS_ALLOW_HTTP": "true"}
+        return server
+
+    def stop(self) -> None:
+        if hasattr(self, "dir"):      # not a store found running (running_at)
+            super().stop()
 
     def start(self) -> "S3Server":
         (self.dir / "data").mkdir()
@@ -196,3 +208,18 @@ def sim_control(url: str) -> httpx.AsyncClient:
     """The simulator's /sim/… control API over a socket (an EmbeddedSimulator's ``url``), with a deadline
     a busy machine does not outrun."""
     return httpx.AsyncClient(base_url=url, timeout=SIM_CONTROL_TIMEOUT_S)
+
+
+def main(argv: list[str]) -> int:
+    """``python -m tests.servers s3 -- CMD ARGS…``: run CMD with one S3 store shared by every test process
+    it starts (``FCTUI_TEST_S3_ENDPOINT``), then stop the store. ``make mutate`` uses it: mutmut runs a
+    pytest per mutant, and a store of their own would cost each one about 4 s."""
+    if len(argv) < 3 or argv[0] != "s3" or argv[1] != "--":
+        print("usage: python -m tests.servers s3 -- CMD [ARGS…]", file=sys.stderr)
+        return 2
+    with S3Server() as s3:
+        return subprocess.call(argv[2:], env={**os.environ, "FCTUI_TEST_S3_ENDPOINT": s3.endpoint})
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

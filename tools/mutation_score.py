@@ -26,6 +26,12 @@ def function_of(key: str) -> str:
     return name.split("ǁ")[-1] if "ǁ" in name else name.removeprefix("x_")
 
 
+def in_named_core(module: str, key: str) -> bool:
+    """Whether a mutant belongs to the core issue #20 names: all of it but client.py, of which only the
+    session and paging functions."""
+    return module != "fctui/vrm/client.py" or function_of(key) in CLIENT_SESSION | CLIENT_PAGING
+
+
 def main(root: Path = Path("mutants")) -> int:
     rows: dict[str, Counter] = {}
     survivors: list[str] = []
