@@ -158,10 +158,9 @@ def classify_task_type(task_type: str) -> tuple[bool, str | None]:
 
 
 class _OsInfo:
-    __slots__ = ("description", "euler", "listed", "not_euler_msg", "unlisted_msg")
+    __slots__ = ("euler", "listed", "not_euler_msg", "unlisted_msg")
 
     def __init__(self, os_id: int, description: str, euler: bool, listed: bool) -> None:
-        self.description = description
         self.euler = euler
         self.listed = listed
         # messages built once per catalogue entry, not once per VM
@@ -571,7 +570,7 @@ def _merge_space(facts: VmFacts, backed: list[Disk], add: Any) -> None:
         ds = dss.get(ds_urn)
         if ds is None:
             continue
-        free = ds.actual_free_gb if ds.actual_free_gb is not None else ds.free_gb
+        free = ds.usable_free_gb
         if free is None:
             continue
         total = own + load.get(ds_urn, 0.0)
