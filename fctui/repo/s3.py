@@ -551,7 +551,6 @@ class S3Repository(RepositoryBase):
     def _lease_add_base(self, writer: PointWriter, base_point_id: str) -> None:
         """Before the caller reads the catalog to confirm the base (Dekker order with prune)."""
         self._lease(writer.point_id).add_base(base_point_id)
-        writer._lease["base_point_ids"] = list(self._lease(writer.point_id).data["base_point_ids"])
 
     def _commit_entry(self, writer: PointWriter) -> None:
         lease = self._lease(writer.point_id)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from fctui.repo import RepoError, Repository
-from fctui.repo.errors import ManifestError, NoRepositoryError, RepoFullError
+from fctui.repo.errors import ChunkError, ManifestError, NoRepositoryError, RepoFullError
 from fctui.repo.repository import Lease
 
 from .gcclock import GRACE_S, GcClock
@@ -290,6 +290,16 @@ def test_chunk_state_there_quarantined_missing(repo: Repository) -> None:
     assert repo._chunk_state("0" * 64) == "missing"
     repo._quarantine_chunk("0" * 64)  # nothing there: quiet
     assert repo._chunk_state("0" * 64) == "missing"
+
+
+def test_a_missing_chunk_is_named_by_its_digest(repo: Repository) -> None:
+    """Restore and verify read which chunk failed from the error, to name and heal it."""
+    backup(repo, [block(1)])
+    d = digest(block(1))
+    repo.chunk_path(d).unlink()
+    with pytest.raises(ChunkError) as e:
+        repo.read_chunk(d)
+    assert (str(e.value), e.value.digest, e.value.problem) == (f"chunk {d} is missing", d, "missing")
 
 
 def test_store_chunk_stores_then_reuses_with_exact_sizes(repo: Repository) -> None:

@@ -18,7 +18,7 @@ from obstore.exceptions import GenericError
 from fctui.repo import PointNotFoundError, RepoError, Repository
 from fctui.repo.errors import ManifestError
 from fctui.repo.s3 import S3Repository
-from tests.repo.test_repo_points import BS, write_disk
+from tests.repo.test_repo_points import BS, disk_args, new_point, read_all, write_disk
 
 VM = "urn:sites:1:vms:i-7"
 
@@ -160,3 +160,69 @@ def test_a_disk_digest_is_recorded_on_its_own_point_only(repo: S3Repository) -> 
     again = Repository.open(repo.url)
     assert again.point(a.id).disks[0].sha256 == hashlib.sha256(b"\x01" * BS).hexdigest()
     assert again.point(b.id).disks[0].sha256 is None
+
+
+# --- an incremental whose base lost a chunk --------------------------------------------------
+def test_an_incremental_reads_again_the_base_blocks_whose_chunk_is_gone(repo: S3Repository) -> None:
+    blocks = {0: b"\x01" * BS, 1: b"\x02" * BS, 2: b"\x03" * BS}
+    base, _, _ = write_disk(repo, blocks, 3 * BS)
+    with new_point(repo) as pw:
+        assert pw.add_disk(**disk_args("urn:vol:1", 3 * BS, base.id)).heal_blocks == []
+    obstore.delete(repo.store, repo._chunk_key(hashlib.sha256(blocks[1]).hexdigest()))
+    with new_point(repo) as pw:
+        assert pw.add_disk(**disk_args("urn:vol:1", 3 * BS, base.id)).heal_blocks == [1]
+
+
+# --- fencing a dead writer's lease (gc) --------------------------------------------------------
+def test_fencing_a_committed_point_keeps_its_manifest(repo: S3Repository) -> None:
+    """A writer killed between its catalog entry and removing its lease: gc fences the lease, and the
+    point, committed, keeps its manifest and reads back."""
+    write_disk(repo, {0: b"\x04" * BS}, BS)
+    point, _, _ = write_disk(repo, {0: b"\x05" * BS}, BS)
+    obstore.put(repo.store, f"leases/{point.id}.json", json.dumps({"point_id": point.id}).encode())
+    repo._fence(point.id)
+    assert not exists(repo, f"leases/{point.id}.json")
+    assert exists(repo, repo._manifest_key(point.id))
+    assert point.id in repo._catalog_doc()[0]["fenced"]
+    assert read_all(Repository.open(repo.url), point.id) == b"\x05" * BS
+
+
+def test_fencing_an_uncommitted_point_removes_its_manifest(repo: S3Repository) -> None:
+    """A writer killed after writing its manifest, before its catalog entry: gc removes both the lease and
+    the manifest, and nothing of the committed points beside it."""
+    committed, _, _ = write_disk(repo, {0: b"\x04" * BS}, BS)
+    dead = "p-dead"
+    obstore.put(repo.store, repo._manifest_key(dead), b"{}")
+    obstore.put(repo.store, f"leases/{dead}.json", json.dumps({"point_id": dead}).encode())
+    repo._fence(dead)
+    assert not exists(repo, repo._manifest_key(dead)) and not exists(repo, f"leases/{dead}.json")
+    assert exists(repo, repo._manifest_key(committed.id))
+    assert [p.id for p in repo.points()] == [committed.id]
+
+
+def test_a_fenced_writer_cannot_name_a_base(repo: S3Repository) -> None:
+    base, _, _ = write_disk(repo, {0: b"\x01" * BS}, BS)
+    with new_point(repo) as pw:
+        repo._fence(pw.point_id)
+        with pytest.raises(RepoError) as e:
+            pw.add_disk(**disk_args("urn:vol:1", BS, base.id))
+        assert str(e.value) == (f"lease lost: gc fenced restore point {pw.point_id}'s writer (its lease was not "
+                                f"renewed for {repo.lease_ttl_s:g} s)")
+
+
+# --- forget and prune beside leases; usage --------------------------------------------------
+def test_forget_beside_a_lease_that_names_no_bases(repo: S3Repository) -> None:
+    """A live lease whose object has no ``base_point_ids`` (a reader's, or one written by hand) names no
+    base: forget still drops the manifest of the point it forgets."""
+    point, _, _ = write_disk(repo, {0: b"\x06" * BS}, BS)
+    obstore.put(repo.store, "leases/p-other.json", json.dumps({"point_id": "p-other"}).encode())
+    repo.forget(point.id)
+    assert not exists(repo, repo._manifest_key(point.id))
+
+
+def test_disk_usage_counts_the_chunk_objects_and_their_bytes(repo: S3Repository) -> None:
+    blocks = {0: bytes(range(256)) * (BS // 256), 1: hashlib.sha256(b"x").digest() * (BS // 32)}
+    write_disk(repo, blocks, 2 * BS)
+    obstore.put(repo.store, "chunks/zz/not-a-chunk", b"x" * 10)
+    sizes = [int(repo._head(repo._chunk_key(hashlib.sha256(b).hexdigest()))["size"]) for b in blocks.values()]
+    assert repo.disk_usage() == (2, sum(sizes))
