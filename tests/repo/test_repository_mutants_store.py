@@ -12,12 +12,15 @@ import os
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from fctui.repo import RepoError, Repository
 from fctui.repo.errors import ChunkError, ManifestError, NoRepositoryError, RepoFullError
+import fctui.repo.repository as repository
 from fctui.repo.repository import Lease
+from fctui.store import StoreError
 
 from .gcclock import GRACE_S, GcClock
 
@@ -300,6 +303,50 @@ def test_a_missing_chunk_is_named_by_its_digest(repo: Repository) -> None:
     with pytest.raises(ChunkError) as e:
         repo.read_chunk(d)
     assert (str(e.value), e.value.digest, e.value.problem) == (f"chunk {d} is missing", d, "missing")
+
+
+def test_an_unreadable_chunk_is_named_by_its_digest_and_why(repo: Repository) -> None:
+    backup(repo, [block(1)])
+    d = digest(block(1))
+    path = repo.chunk_path(d)
+    path.unlink()
+    path.mkdir()        # opening it fails, but not with "no such file"
+    with pytest.raises(ChunkError) as e:
+        repo.read_chunk(d)
+    assert (str(e.value), e.value.digest, e.value.problem) == (f"chunk {d} unreadable: Is a directory", d, "missing")
+
+
+def new_point(repo: Repository) -> Any:
+    return repo.new_point(vm_urn="urn:sites:1:vms:i-1", vm_name="vm1", job_id="job-1", kind="cbt",
+                          vm_config={}, snapshot_urn="urn:snap:1", created=time.time())
+
+
+def test_a_lease_that_cannot_be_written_refuses_the_point(repo: Repository, monkeypatch: pytest.MonkeyPatch) -> None:
+    def full(path: Path, data: bytes) -> None:
+        raise StoreError(f"cannot write {path.name}: No space left on device")
+    monkeypatch.setattr(repository, "atomic_write_bytes", full)
+    with pytest.raises(RepoError) as e:
+        new_point(repo)
+    assert str(e.value).startswith("cannot record the writer lease: cannot write ")
+    assert str(e.value).endswith(".json: No space left on device")
+
+
+def test_a_writer_killed_between_its_two_lease_writes_leaves_a_readable_lease(
+        repo: Repository, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lease is written, then written again with its file's mtime as its start: a crash between the
+    two leaves the first, which already names the point (gc reads it as a writer's lease)."""
+    real, calls = repository.atomic_write_bytes, []
+
+    def dies_second(path: Path, data: bytes) -> None:
+        calls.append(path)
+        if len(calls) == 2:
+            raise KeyboardInterrupt     # the process stops here
+        real(path, data)
+    monkeypatch.setattr(repository, "atomic_write_bytes", dies_second)
+    with pytest.raises(KeyboardInterrupt):
+        new_point(repo)
+    lease = json.loads(calls[0].read_bytes())
+    assert lease["point_id"] == calls[0].stem and lease["base_point_ids"] == []
 
 
 def test_store_chunk_stores_then_reuses_with_exact_sizes(repo: Repository) -> None:

@@ -193,6 +193,18 @@ async def test_vm_filters_and_scope(client: VrmClient, site_uri: str) -> None:
     assert [v.urn for v in owner] == [target.urn]
 
 
+async def test_hosts_and_datastores_by_scope(client: VrmClient, site_uri: str) -> None:
+    """The scope reaches the VRM (vrm-api §3): a cluster's hosts, a host's datastores, not all of them."""
+    hosts = await client.hosts(site_uri)
+    cluster = hosts[0].cluster_urn
+    in_cluster = await client.hosts(site_uri, scope=cluster)
+    assert {h.urn for h in in_cluster} == {h.urn for h in hosts if h.cluster_urn == cluster}
+    assert 0 < len(in_cluster) < len(hosts)
+    everywhere = await client.datastores(site_uri)
+    on_host = await client.datastores(site_uri, scope=hosts[0].urn)
+    assert 0 < len(on_host) < len(everywhere)
+
+
 async def test_unknown_object_is_not_found(client: VrmClient, site_uri: str) -> None:
     with pytest.raises(VrmNotFoundError) as ei:
         await client.vm(site_uri + "/vms/i-0000FFFF")

@@ -12,6 +12,7 @@ import hashlib
 from typing import Any
 
 import httpx
+import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -25,7 +26,8 @@ DEADLINE = 10.0
 
 
 class PagedVrm:
-    """Session plus one listing (``/service/sites/1/vms``) whose pages can be held back."""
+    """Session plus one listing (``/service/sites/1/vms``, or the same items as ``…/hosts``) whose pages
+    can be held back."""
 
     def __init__(self, n: int) -> None:
         self.items = [{"urn": f"urn:sites:1:vms:i-{i}", "name": f"vm-{i}"} for i in range(n)]
@@ -71,7 +73,7 @@ class PagedVrm:
                         await asyncio.sleep(0)
             finally:
                 self.in_flight -= 1
-            body: dict[str, Any] = {"vms": self.items[off:off + 100]}
+            body: dict[str, Any] = {request.url.path.rsplit("/", 1)[1]: self.items[off:off + 100]}
             total = self.total_of(off)
             if total is not None:
                 body["total"] = total
@@ -87,6 +89,7 @@ class PagedVrm:
 
         return Starlette(routes=[Route("/service/session", session, methods=["POST", "DELETE"]),
                                  Route(SITE + "/vms", listing),
+                                 Route(SITE + "/hosts", listing),     # the same items, as hosts
                                  Route("/{path:path}", other, methods=["GET", "POST", "PUT", "DELETE"])])
 
     def client(self, **kw: Any) -> VrmClient:
@@ -115,6 +118,89 @@ async def test_one_at_a_time_when_asked() -> None:
     async with vrm.client() as c:
         got = [x async for page in c.iter_pages(SITE + "/vms", "vms", concurrency=1) for x in page]
     assert len(got) == 450 and vrm.offsets == [0, 100, 200, 300, 400] and vrm.max_in_flight == 1
+
+
+async def test_vm_pages_one_at_a_time_when_asked() -> None:
+    """The console's first page asks for one request at a time (tui.source.first_page)."""
+    vrm = PagedVrm(450)
+    async with vrm.client() as c:
+        got = [v.urn async for page in c.iter_vm_pages(SITE, concurrency=1) for v in page]
+    assert len(got) == 450 and vrm.max_in_flight == 1
+
+
+async def test_a_whole_listing_without_its_list_names_the_request() -> None:
+    vrm = PagedVrm(0)               # datastores answer {"ok": true}: no "datastores" list
+    async with vrm.client() as c:
+        with pytest.raises(VrmError) as e:
+            await c.datastores(SITE, scope="urn:sites:1:clusters:7")
+    assert (e.value.method, e.value.path) == ("GET", SITE + "/datastores")
+    assert str(e.value).startswith(f"VRM answer to GET {SITE}/datastores lacks the 'datastores' list")
+    assert vrm.seen == [("GET", SITE + "/datastores", {"scope": "urn:sites:1:clusters:7"}, b"")]
+
+
+async def test_a_whole_listing_the_vrm_pages_anyway_is_read_to_its_latest_total() -> None:
+    """Hosts asked for whole, answered in pages of 100 whose total grows (hosts added meanwhile): the
+    client reads on page by page to the latest total, each item once."""
+    vrm = PagedVrm(250)
+    vrm.total_of = lambda off: 150 if off == 0 else 250
+    async with vrm.client() as c:
+        hosts = await c.hosts(SITE)
+    assert [h.name for h in hosts] == [f"vm-{i}" for i in range(250)]
+    assert vrm.offsets == [0, 100, 200]
+    vrm.total_of = lambda off: 250 if off == 0 else None     # later pages without a total: the first holds
+    vrm.offsets.clear()
+    async with vrm.client() as c:
+        assert len(await c.hosts(SITE)) == 250
+    assert vrm.offsets == [0, 100, 200]
+
+
+async def test_a_short_first_page_without_a_total_is_the_whole_list() -> None:
+    vrm = PagedVrm(50)
+    vrm.total_of = lambda off: None
+    async with vrm.client() as c:
+        got = [x async for page in c.iter_pages(SITE + "/vms", "vms", concurrency=1) for x in page]
+    assert len(got) == 50 and vrm.offsets == [0]
+
+
+async def test_a_full_first_page_that_is_the_total_is_the_whole_list() -> None:
+    vrm = PagedVrm(100)
+    async with vrm.client() as c:
+        got = [x async for page in c.iter_pages(SITE + "/vms", "vms", concurrency=1) for x in page]
+    assert len(got) == 100 and vrm.offsets == [0]
+
+
+async def test_two_pages_at_a_time_when_asked_for_two() -> None:
+    vrm = PagedVrm(450)
+    async with vrm.client() as c:
+        got = [x async for page in c.iter_pages(SITE + "/vms", "vms", concurrency=2) for x in page]
+    assert len(got) == 450 and vrm.max_in_flight == 2
+
+
+async def test_one_at_a_time_stops_at_the_short_page_when_the_total_overstates() -> None:
+    """Page by page (concurrency 1) nothing is asked for beyond the short page, whatever the total says."""
+    vrm = PagedVrm(250)
+    vrm.total_of = lambda off: 450
+    async with vrm.client() as c:
+        got = [x async for page in c.iter_pages(SITE + "/vms", "vms", concurrency=1) for x in page]
+    assert len(got) == 250 and vrm.offsets == [0, 100, 200]
+
+
+async def test_a_refused_page_names_its_request() -> None:
+    vrm = PagedVrm(450)
+    vrm.fail_at = 200
+    async with vrm.client() as c:
+        with pytest.raises(VrmError) as e:
+            _ = [x async for page in c.iter_pages(SITE + "/vms", "vms", concurrency=1) for x in page]
+    assert (e.value.method, e.value.path, e.value.status) == ("GET", SITE + "/vms", 404)
+
+
+async def test_a_page_without_its_list_names_the_request() -> None:
+    vrm = PagedVrm(0)               # clusters answer {"ok": true}: no "clusters" list
+    async with vrm.client() as c:
+        with pytest.raises(VrmError) as e:
+            _ = [x async for page in c.iter_pages(SITE + "/clusters", "clusters") for x in page]
+    assert (e.value.method, e.value.path) == ("GET", SITE + "/clusters")
+    assert str(e.value).startswith(f"VRM answer to GET {SITE}/clusters lacks the 'clusters' list")
 
 
 async def test_a_list_that_grows_by_pages_while_read_is_read_to_its_new_end() -> None:
