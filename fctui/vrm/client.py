@@ -261,7 +261,7 @@ class VrmClient:
                     async with asyncio.timeout(min(self.timeout, LOGOUT_TIMEOUT_S)):
                         await self.logout()
                 except (VrmError, TimeoutError) as e:  # it expires on its own; do not mask the real error
-                    log.info("logout failed: %s", e or "timed out")
+                    log.info("logout failed: %s", str(e) or "timed out")  # a TimeoutError says nothing
                     self._token = None
         finally:
             await self.aclose()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from typing import Any
 
 import obstore
@@ -226,3 +227,14 @@ def test_disk_usage_counts_the_chunk_objects_and_their_bytes(repo: S3Repository)
     obstore.put(repo.store, "chunks/zz/not-a-chunk", b"x" * 10)
     sizes = [int(repo._head(repo._chunk_key(hashlib.sha256(b).hexdigest()))["size"]) for b in blocks.values()]
     assert repo.disk_usage() == (2, sum(sizes))
+
+
+def test_verify_records_when_each_point_was_verified(repo: S3Repository) -> None:
+    a, _, _ = write_disk(repo, {0: b"\x07" * BS}, BS)
+    b, _, _ = write_disk(repo, {0: b"\x08" * BS}, BS)
+    before = time.time()
+    assert repo.verify(point_ids=[a.id]).ok
+    again = Repository.open(repo.url)
+    got = again.point(a.id).verified_at
+    assert got is not None and before - 2 <= got <= time.time() + 2     # the store's clock may differ a little
+    assert again.point(b.id).verified_at is None                        # not asked for

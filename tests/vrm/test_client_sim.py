@@ -5,6 +5,8 @@ tasks, snapshots, CBT and the data transport."""
 
 from __future__ import annotations
 
+import logging
+
 import asyncio
 import hashlib
 
@@ -65,6 +67,32 @@ async def test_login_sha256_discovers_newest_version(sim: Simulator) -> None:
         assert (await c.sites())[0].id == sim.site.id
 
 
+@pytest.mark.parametrize("offered", ["v8.0", "V8.0"])
+async def test_a_version_offered_with_a_v_is_asked_for_without_it(offered: str) -> None:
+    """Some VRMs list "v8.0" (vrm-api §2); the Accept header carries the number."""
+    sim = Simulator(SimConfig(vms=5, seed=3, versions=("6.3", offered)))
+    rec = _PagingVrm(httpx.ASGITransport(app=create_app(sim)))      # records every request's URL
+    async with VrmClient("http://vrm.sim", sim.config.user, sim.config.password, transport=rec) as c:
+        assert c.api_version == "8.0"
+        assert (await c.sites())[0].id == sim.site.id
+    assert len([p for p in rec.paths if "/service/versions" in p]) == 1     # an answer is not asked again
+
+
+async def test_a_failed_version_discovery_is_logged_and_not_asked_again(
+        sim: Simulator, control: httpx.AsyncClient, caplog: pytest.LogCaptureFixture) -> None:
+    """A VRM whose /service/versions fails (not for want of a session) is asked once; login goes on."""
+    await fault(control, path="/service/versions$", method="GET", status=500, errorCode="10000099")
+    rec = _PagingVrm(httpx.ASGITransport(app=create_app(sim)))      # records every request's URL
+    c = VrmClient("http://vrm.sim", sim.config.user, sim.config.password, transport=rec, retries_5xx=0)
+    with caplog.at_level(logging.INFO, logger="fctui.vrm.client"):
+        async with c:
+            assert c.logged_in
+    assert [p for p in rec.paths if "/service/versions" in p] == ["http://vrm.sim/service/versions"]
+    (msg,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("version discovery")]
+    assert msg.startswith("version discovery failed (VRM refused GET /service/versions: ")
+    assert msg.endswith("); falling back")
+
+
 async def test_login_plaintext_mode(sim: Simulator) -> None:
     # SITEAPP style: plaintext key, user type 0 -- the simulator's account of that type
     async with VrmClient("http://vrm.sim", "operator", "Operator@123", plaintext_key=True, user_type="0",
@@ -91,11 +119,13 @@ async def test_unsupported_version_is_version_error() -> None:
     assert ei.value.error_code == "10000022"
 
 
-async def test_discovery_falls_back_when_newest_is_refused() -> None:
+async def test_discovery_falls_back_when_newest_is_refused(caplog: pytest.LogCaptureFixture) -> None:
     sim = Simulator(SimConfig(vms=0, unsupported_versions=("8.1",)))
-    async with sim_client(sim) as c:
-        assert sim.config.versions[-1] == "8.1" and c.api_version == sim.config.versions[-2]
-        assert (await c.sites())[0].id == sim.site.id
+    with caplog.at_level(logging.INFO, logger="fctui.vrm.client"):
+        async with sim_client(sim) as c:
+            assert sim.config.versions[-1] == "8.1" and c.api_version == sim.config.versions[-2]
+            assert (await c.sites())[0].id == sim.site.id
+    assert f"VRM refused API version 8.1; trying {sim.config.versions[-2]}" in [r.getMessage() for r in caplog.records]
 
 
 async def test_logout_invalidates_token(sim: Simulator, control: httpx.AsyncClient) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import hashlib
+import logging
 from typing import Any
 
 import httpx
@@ -19,6 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from fctui.vrm import VrmClient, VrmError
+import fctui.vrm.client as client_module
 from fctui.vrm.client import gather_limited
 
 SITE = "/service/sites/1"
@@ -42,14 +44,22 @@ class PagedVrm:
         self.sessions: list[tuple[str, str]] = []               # (method, token)
         self.tokens: set[str] = set()
         self.seen: list[tuple[str, str, dict[str, str], bytes]] = []
+        self.logout_refused = False                             # DELETE /service/session answers 500
+        self.logout_hangs = False                               # ... or waits for release
 
     def app(self) -> Starlette:
         async def session(request: Request) -> Response:
             tok = request.headers.get("x-auth-token", "")
             self.sessions.append((request.method, tok))
             if request.method == "DELETE":
+                if tok not in self.tokens:
+                    return JSONResponse({"errorCode": "10000003", "errorDes": "not logged in"}, status_code=401)
                 self.tokens.discard(tok)
-                return Response(status_code=200)
+                if self.logout_hangs:
+                    await self.release.wait()
+                if self.logout_refused:
+                    return JSONResponse({"errorCode": "10000099", "errorDes": "busy"}, status_code=500)
+                return Response(b"logged out", media_type="text/plain")   # not JSON: a logout reads no body
             if request.headers.get("x-auth-key") != hashlib.sha256(b"pw").hexdigest():
                 return JSONResponse({"errorCode": "10000001", "errorDes": "bad credentials"}, status_code=401)
             new = f"t{len(self.sessions)}"
@@ -201,6 +211,55 @@ async def test_a_page_without_its_list_names_the_request() -> None:
             _ = [x async for page in c.iter_pages(SITE + "/clusters", "clusters") for x in page]
     assert (e.value.method, e.value.path) == ("GET", SITE + "/clusters")
     assert str(e.value).startswith(f"VRM answer to GET {SITE}/clusters lacks the 'clusters' list")
+
+
+async def test_a_refused_logout_is_logged_and_the_session_forgotten(caplog: pytest.LogCaptureFixture) -> None:
+    """close() never raises: a VRM that refuses the logout is told in the log, and the token is dropped."""
+    vrm = PagedVrm(0)
+    vrm.logout_refused = True
+    c = vrm.client(retries_5xx=0)
+    await c.login()
+    with caplog.at_level(logging.INFO, logger="fctui.vrm.client"):
+        await c.close()
+    assert not c.logged_in
+    (rec,) = [r for r in caplog.records if r.getMessage().startswith("logout failed: ")]
+    assert "busy" in rec.getMessage()
+
+
+async def test_a_logout_that_hangs_is_given_up(caplog: pytest.LogCaptureFixture,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(client_module, "LOGOUT_TIMEOUT_S", 0.05)
+    vrm = PagedVrm(0)
+    vrm.logout_hangs = True
+    c = vrm.client()
+    await c.login()
+    try:
+        with caplog.at_level(logging.INFO, logger="fctui.vrm.client"):
+            await asyncio.wait_for(c.close(), DEADLINE)
+    finally:
+        vrm.release.set()
+    assert not c.logged_in
+    assert [r.getMessage() for r in caplog.records if r.getMessage().startswith("logout")] == ["logout failed: timed out"]
+
+
+async def test_close_ends_the_session_once_and_quietly(caplog: pytest.LogCaptureFixture) -> None:
+    vrm = PagedVrm(0)
+    c = vrm.client()
+    await c.login()
+    with caplog.at_level(logging.INFO, logger="fctui.vrm.client"):
+        await c.close()
+    assert [m for m, _ in vrm.sessions] == ["POST", "DELETE"] and vrm.tokens == set()
+    assert [r.getMessage() for r in caplog.records if "logout" in r.getMessage()] == []
+
+
+async def test_close_with_an_expired_session_does_not_log_in_again() -> None:
+    """Logging in only to log out would open a session for nothing (a real VRM caps them per user)."""
+    vrm = PagedVrm(0)
+    c = vrm.client()
+    await c.login()
+    vrm.tokens.clear()                                  # the session expired on the VRM
+    await c.close()
+    assert [m for m, _ in vrm.sessions] == ["POST", "DELETE"] and not c.logged_in
 
 
 async def test_a_list_that_grows_by_pages_while_read_is_read_to_its_new_end() -> None:
