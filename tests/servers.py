@@ -136,6 +136,12 @@ class NatsServer(_Server):
             return s.recv(4).startswith(b"INFO")
 
 
+def _s3_env(endpoint: str) -> dict[str, str]:
+    """The ``AWS_*`` variables a client process needs for the test store at ``endpoint``."""
+    return {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": S3_ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": S3_SECRET_KEY, "AWS_REGION": "us-east-1", "AWS_ALLOW_HTTP": "true"}
+
+
 class S3Server(_Server):
     """SeaweedFS (``weed mini``: master, volume, filer and S3 gateway in one process) on random loopback
     ports, one bucket, and an access key given in the environment as the S3 ecosystem expects it.
@@ -150,7 +156,7 @@ class S3Server(_Server):
                                                "filer.grpc", "s3", "s3.grpc", "s3.iceberg", "s3.lance",
                                                "admin", "admin.grpc", "webdav")}
         self.endpoint = f"http://127.0.0.1:{self.ports['s3']}"
-        self.env = self.running_at(self.endpoint).env
+        self.env = _s3_env(self.endpoint)
 
     def url(self, prefix: str = "") -> str:
         """The repository URL of a prefix in the bucket: ``s3://BUCKET/PREFIX``."""
@@ -170,12 +176,14 @@ class S3Server(_Server):
         ``python -m tests.servers s3 -- CMD``): the same bucket and keys, shared by many test processes."""
         server = cls.__new__(cls)
         server.bucket, server.endpoint, server.proc = S3_BUCKET, endpoint, None
-        server.env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": S3_ACCESS_KEY,
-                      "AWS_SECRET_ACCESS_KEY": S3_SECRET_KEY, "AWS_REGION": "us-east-1", "AWS_ALLOW_HTTP": "true"}
+        server.env = _s3_env(endpoint)
+        server.found_running = True
         return server
 
+    found_running = False
+
     def stop(self) -> None:
-        if hasattr(self, "dir"):      # not a store found running (running_at)
+        if not self.found_running:
             super().stop()
 
     def start(self) -> "S3Server":

@@ -7,23 +7,16 @@ mutants, runs everything `[tool.mutmut]` names).
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from mutation_score import in_named_core  # noqa: E402
+from mutation_score import in_named_core, results  # noqa: E402
 
 
 def undecided(root: Path = Path("mutants")) -> list[str]:
-    names = []
-    for meta in sorted(root.glob("fctui/**/*.py.meta")):
-        module = str(meta.relative_to(root))[: -len(".meta")]
-        for key, code in json.loads(meta.read_text())["exit_code_by_key"].items():
-            if code is None and in_named_core(module, key):
-                names.append(key)
-    return names
+    return [key for module, key, code in results(root) if code is None and in_named_core(module, key)]
 
 
 def main(argv: list[str]) -> int:

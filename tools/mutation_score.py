@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 # The VRM client's session and paging code: the part of fctui/vrm/client.py the issue names.
@@ -32,9 +33,8 @@ def in_named_core(module: str, key: str) -> bool:
     return module != "fctui/vrm/client.py" or function_of(key) in CLIENT_SESSION | CLIENT_PAGING
 
 
-def main(root: Path = Path("mutants")) -> int:
-    rows: dict[str, Counter] = {}
-    survivors: list[str] = []
+def results(root: Path = Path("mutants")) -> Iterator[tuple[str, str, int | None]]:
+    """(module, mutant, exit code or None when not run) from mutmut's ``.meta`` files."""
     for meta in sorted(root.glob("fctui/**/*.py.meta")):
         for _ in range(20):  # mutmut rewrites the file after every mutant: read it again when caught mid-write
             try:
@@ -46,17 +46,24 @@ def main(root: Path = Path("mutants")) -> int:
             raise SystemExit(f"{meta}: not JSON")
         module = str(meta.relative_to(root))[: -len(".meta")]
         for key, code in data["exit_code_by_key"].items():
-            status = STATUS.get(code, "suspicious")
-            status = "killed" if status == "timeout" else status
-            groups = [module]
-            if module == "fctui/vrm/client.py":
-                fn = function_of(key)
-                groups += ["  client session"] if fn in CLIENT_SESSION else []
-                groups += ["  client paging"] if fn in CLIENT_PAGING else []
-            for g in groups:
-                rows.setdefault(g, Counter())[status] += 1
-            if status in ("survived", "no tests", "suspicious"):
-                survivors.append(f"{key}: {status}")
+            yield module, key, code
+
+
+def main(root: Path = Path("mutants")) -> int:
+    rows: dict[str, Counter] = {}
+    survivors: list[str] = []
+    for module, key, code in results(root):
+        status = STATUS.get(code, "suspicious")
+        status = "killed" if status == "timeout" else status
+        groups = [module]
+        if module == "fctui/vrm/client.py":
+            fn = function_of(key)
+            groups += ["  client session"] if fn in CLIENT_SESSION else []
+            groups += ["  client paging"] if fn in CLIENT_PAGING else []
+        for g in groups:
+            rows.setdefault(g, Counter())[status] += 1
+        if status in ("survived", "no tests", "suspicious"):
+            survivors.append(f"{key}: {status}")
     total, core = Counter(), Counter()
     print(f"{'module':34} {'killed':>7} {'of':>6} {'score':>7} {'survived':>9} {'no tests':>9} {'not run':>8}")
     for g, c in rows.items():

@@ -12,17 +12,17 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+import fctui.repo.repository as repository
 from fctui.repo import RepoError, Repository
 from fctui.repo.errors import ChunkError, ManifestError, NoRepositoryError, RepoFullError
-import fctui.repo.repository as repository
 from fctui.repo.repository import Lease
 from fctui.store import StoreError
 
 from .gcclock import GRACE_S, GcClock
+from .test_repo_points import new_point
 
 BS = 4096
 DEAD_PID = 2_000_000_000  # beyond any pid_max: no such process
@@ -314,11 +314,6 @@ def test_an_unreadable_chunk_is_named_by_its_digest_and_why(repo: Repository) ->
     with pytest.raises(ChunkError) as e:
         repo.read_chunk(d)
     assert (str(e.value), e.value.digest, e.value.problem) == (f"chunk {d} unreadable: Is a directory", d, "missing")
-
-
-def new_point(repo: Repository) -> Any:
-    return repo.new_point(vm_urn="urn:sites:1:vms:i-1", vm_name="vm1", job_id="job-1", kind="cbt",
-                          vm_config={}, snapshot_urn="urn:snap:1", created=time.time())
 
 
 def test_a_lease_that_cannot_be_written_refuses_the_point(repo: Repository, monkeypatch: pytest.MonkeyPatch) -> None:

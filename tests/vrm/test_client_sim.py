@@ -5,10 +5,9 @@ tasks, snapshots, CBT and the data transport."""
 
 from __future__ import annotations
 
-import logging
-
 import asyncio
 import hashlib
+import logging
 
 import httpx
 import pytest
@@ -71,7 +70,7 @@ async def test_login_sha256_discovers_newest_version(sim: Simulator) -> None:
 async def test_a_version_offered_with_a_v_is_asked_for_without_it(offered: str) -> None:
     """Some VRMs list "v8.0" (vrm-api §2); the Accept header carries the number."""
     sim = Simulator(SimConfig(vms=5, seed=3, versions=("6.3", offered)))
-    rec = _PagingVrm(httpx.ASGITransport(app=create_app(sim)))      # records every request's URL
+    rec = _Recording(httpx.ASGITransport(app=create_app(sim)))
     async with VrmClient("http://vrm.sim", sim.config.user, sim.config.password, transport=rec) as c:
         assert c.api_version == "8.0"
         assert (await c.sites())[0].id == sim.site.id
@@ -82,7 +81,7 @@ async def test_a_failed_version_discovery_is_logged_and_not_asked_again(
         sim: Simulator, control: httpx.AsyncClient, caplog: pytest.LogCaptureFixture) -> None:
     """A VRM whose /service/versions fails (not for want of a session) is asked once; login goes on."""
     await fault(control, path="/service/versions$", method="GET", status=500, errorCode="10000099")
-    rec = _PagingVrm(httpx.ASGITransport(app=create_app(sim)))      # records every request's URL
+    rec = _Recording(httpx.ASGITransport(app=create_app(sim)))
     c = VrmClient("http://vrm.sim", sim.config.user, sim.config.password, transport=rec, retries_5xx=0)
     with caplog.at_level(logging.INFO, logger="fctui.vrm.client"):
         async with c:
@@ -591,21 +590,28 @@ async def test_revert_snapshot(client: VrmClient, site_uri: str) -> None:
         await client.revert_snapshot(snap.uri.rsplit("/", 1)[0] + "/999999")
 
 
-class _PagingVrm(httpx.AsyncBaseTransport):
-    """A VRM that pages host and datastore listings even when asked for the whole list (here in
-    pages of 2): the VRM side of the test, not our client."""
+class _Recording(httpx.AsyncBaseTransport):
+    """The simulator's transport, recording the URL of every request the client sends."""
 
     def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
         self.inner = inner
         self.paths: list[str] = []
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.paths.append(str(request.url))
+        return await self.inner.handle_async_request(request)
+
+
+class _PagingVrm(_Recording):
+    """A VRM that pages host and datastore listings even when asked for the whole list (here in
+    pages of 2): the VRM side of the test, not our client."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
         if url.path.endswith(("/hosts", "/datastores")) and "limit" not in url.params:
             url = url.copy_merge_params({"limit": "2", "offset": "0"})
             request = httpx.Request(request.method, url, headers=request.headers, content=request.content)
-        self.paths.append(str(url))
-        return await self.inner.handle_async_request(request)
+        return await super().handle_async_request(request)
 
 
 async def test_hosts_and_datastores_in_one_request_or_page_by_page() -> None:
