@@ -92,6 +92,26 @@ async def test_a_failed_version_discovery_is_logged_and_not_asked_again(
     assert msg.endswith("); falling back")
 
 
+async def test_a_refused_login_without_a_version_tries_the_next_and_keeps_it(
+        sim: Simulator, control: httpx.AsyncClient, caplog: pytest.LogCaptureFixture) -> None:
+    """Discovery failed: the login without a version header is refused as unsupported (10000022), the
+    next fallback version works, and the session that later expires is reopened with it, without asking
+    /service/versions or trying the refused one again."""
+    await fault(control, path="/service/versions$", method="GET", status=500, errorCode="10000099")
+    await fault(control, path="/service/session$", method="POST", status=400, errorCode="10000022", count=1)
+    rec = _Recording(httpx.ASGITransport(app=create_app(sim)))
+    c = VrmClient("http://vrm.sim", sim.config.user, sim.config.password, transport=rec, retries_5xx=0)
+    with caplog.at_level(logging.INFO, logger="fctui.vrm.client"):
+        async with c:
+            assert c.api_version == "8.1"
+            assert (await control.post("/sim/tokens/expire", json={})).status_code < 300
+            assert (await c.sites())[0].id == sim.site.id
+            assert c.api_version == "8.1"
+    assert "VRM refused API version none; trying 8.1" in [r.getMessage() for r in caplog.records]
+    assert len([p for p in rec.paths if "/service/versions" in p]) == 1
+    assert len([p for p in rec.paths if p.endswith("/service/session")]) == 4   # refused, 8.1, again, logout
+
+
 async def test_login_plaintext_mode(sim: Simulator) -> None:
     # SITEAPP style: plaintext key, user type 0 -- the simulator's account of that type
     async with VrmClient("http://vrm.sim", "operator", "Operator@123", plaintext_key=True, user_type="0",

@@ -12,6 +12,7 @@ answering as a real VRM may where the simulator has no such answer.
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any, Callable
 
 import httpx
@@ -150,6 +151,47 @@ async def test_versions_needing_a_token_are_read_after_login() -> None:
         vs = await c.versions()  # the public call sends the token once logged in
         assert vs[-1].version == "8.1"
     assert not [s for s in sim.sessions.values() if not s.expired]  # every session was closed
+
+
+async def test_versions_read_after_login_that_name_the_working_one_keep_the_session() -> None:
+    """The login without a version is refused (10000022), 8.1 works, and the versions then read name
+    8.1 newest: the session is kept, not closed and opened again."""
+    sim = Simulator(SimConfig(vms=0, versions_need_token=True))
+    await fault(sim, path="^/service/session$", method="POST", status=400, errorCode="10000022", count=1)
+    sent: list[str] = []
+    inner = httpx.ASGITransport(app=create_app(sim))
+
+    async def record(request: httpx.Request) -> httpx.Response:
+        sent.append(f"{request.method} {request.url.path}")
+        return await inner.handle_async_request(request)
+
+    async with VrmClient(BASE, sim.config.user, sim.config.password, transport=httpx.MockTransport(record)) as c:
+        assert c.api_version == sim.config.versions[-1] == "8.1"
+    assert sent == ["GET /service/versions", "POST /service/session", "POST /service/session",
+                    "GET /service/versions", "DELETE /service/session"]
+
+
+async def test_versions_read_after_login_that_all_fail_keep_the_working_one(
+        caplog: pytest.LogCaptureFixture) -> None:
+    sim = Simulator(SimConfig(vms=0, versions_need_token=True, versions=("8.0", "8.1"),
+                              unsupported_versions=("8.0", "8.1")))
+    with caplog.at_level(logging.INFO, logger="fctui.vrm.client"):
+        async with admin(sim) as c:
+            assert c.api_version == ""
+            assert (await c.sites())[0].id == sim.site.id
+    assert "VRM refused every API version it offers; keeping none" in [r.getMessage() for r in caplog.records]
+
+
+async def test_a_failed_logout_does_not_stop_the_login_that_follows() -> None:
+    """Logging in again (a second login(), or the newer version found after login) ends the old session
+    first; a VRM that fails that logout still gets the new login."""
+    sim = Simulator(SimConfig(vms=0, versions_need_token=True))
+    await fault(sim, path="^/service/session$", method="DELETE", status=500, count=1)
+    async with admin(sim) as c:             # logs in without a version, reads 8.1, logs in again with it
+        assert c.api_version == "8.1" and c.logged_in
+        await fault(sim, path="^/service/session$", method="DELETE", status=500, count=1)
+        await c.login()
+        assert c.logged_in and (await c.sites())[0].id == sim.site.id
 
 
 async def test_version_error_moves_to_the_next_older() -> None:

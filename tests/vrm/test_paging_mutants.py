@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from fctui.vrm import VrmClient, VrmError
+from fctui.vrm import VrmAuthError, VrmClient, VrmError, VrmVersionError
 import fctui.vrm.client as client_module
 from fctui.vrm.client import gather_limited
 
@@ -46,6 +46,12 @@ class PagedVrm:
         self.seen: list[tuple[str, str, dict[str, str], bytes]] = []
         self.logout_refused = False                             # DELETE /service/session answers 500
         self.logout_hangs = False                               # ... or waits for release
+        self.other_answer: Any = {"ok": True}                   # what every other request answers ...
+        self.other_statuses: list[int] = []                     # ... after these statuses, one each
+        self.refuse_sessions = 0                                # this many answer 401, session or not
+        self.login_answer: Response | None = None               # every login answers this
+        self.logins: list[tuple[dict[str, str], bytes]] = []    # headers and body of every login
+        self.accepts: list[tuple[str, str]] = []                # (path, Accept) of every other request
 
     def app(self) -> Starlette:
         async def session(request: Request) -> Response:
@@ -60,6 +66,9 @@ class PagedVrm:
                 if self.logout_refused:
                     return JSONResponse({"errorCode": "10000099", "errorDes": "busy"}, status_code=500)
                 return Response(b"logged out", media_type="text/plain")   # not JSON: a logout reads no body
+            self.logins.append((dict(request.headers), await request.body()))
+            if self.login_answer is not None:
+                return self.login_answer
             if request.headers.get("x-auth-key") != hashlib.sha256(b"pw").hexdigest():
                 return JSONResponse({"errorCode": "10000001", "errorDes": "bad credentials"}, status_code=401)
             new = f"t{len(self.sessions)}"
@@ -91,11 +100,16 @@ class PagedVrm:
             return JSONResponse(body)
 
         async def other(request: Request) -> Response:
-            if request.headers.get("x-auth-token") not in self.tokens:
+            if request.headers.get("x-auth-token") not in self.tokens or self.refuse_sessions:
+                self.refuse_sessions = max(0, self.refuse_sessions - 1)
                 return JSONResponse({"errorCode": "10000003", "errorDes": "not logged in"}, status_code=401)
             self.seen.append((request.method, request.url.path, dict(request.query_params), await request.body()))
+            self.accepts.append((request.url.path, request.headers.get("accept", "")))
+            if self.other_statuses:
+                return JSONResponse({"errorCode": "10000099", "errorDes": "busy"},
+                                    status_code=self.other_statuses.pop(0))
             return Response(b"raw answer", media_type="application/octet-stream") \
-                if request.url.path.endswith("/raw") else JSONResponse({"ok": True})
+                if request.url.path.endswith("/raw") else JSONResponse(self.other_answer)
 
         return Starlette(routes=[Route("/service/session", session, methods=["POST", "DELETE"]),
                                  Route(SITE + "/vms", listing),
@@ -146,6 +160,255 @@ async def test_a_whole_listing_without_its_list_names_the_request() -> None:
     assert (e.value.method, e.value.path) == ("GET", SITE + "/datastores")
     assert str(e.value).startswith(f"VRM answer to GET {SITE}/datastores lacks the 'datastores' list")
     assert vrm.seen == [("GET", SITE + "/datastores", {"scope": "urn:sites:1:clusters:7"}, b"")]
+
+
+@pytest.mark.parametrize("total", [0, "0"])
+async def test_an_empty_listing_may_leave_out_its_list(total: object) -> None:
+    """A VRM may answer an empty listing with only {"total": 0} (as a number or a string)."""
+    vrm = PagedVrm(0)
+    vrm.other_answer = {"total": total}
+    async with vrm.client() as c:
+        assert await c.datastores(SITE) == []
+        assert [x async for page in c.iter_pages(SITE + "/clusters", "clusters") for x in page] == []
+
+
+async def test_a_listing_answered_with_a_json_array_names_the_request() -> None:
+    vrm = PagedVrm(0)
+    vrm.other_answer = [{"name": "ds-1"}]
+    async with vrm.client() as c:
+        with pytest.raises(VrmError) as e:
+            await c.datastores(SITE)
+    assert (e.value.method, e.value.path) == ("GET", SITE + "/datastores")
+    assert str(e.value) == f"VRM answered GET {SITE}/datastores with a JSON list, expected an object"
+
+
+async def test_a_listing_whose_list_is_not_a_list_names_the_request() -> None:
+    vrm = PagedVrm(0)
+    vrm.other_answer = {"datastores": "ds-1", "total": 1}
+    async with vrm.client() as c:
+        with pytest.raises(VrmError) as e:
+            await c.datastores(SITE)
+    assert (e.value.method, e.value.path) == ("GET", SITE + "/datastores")
+    assert str(e.value) == f"VRM answer to GET {SITE}/datastores: 'datastores' is not a list"
+
+
+async def test_requests_carry_the_api_version_and_version_discovery_none() -> None:
+    """vrm-api §2: the version goes in Accept; /service/versions is asked without one (it is how a
+    client learns which to send)."""
+    vrm = PagedVrm(0)
+    vrm.other_answer = {"total": 0, "versions": [{"version": "8.1"}]}
+    async with vrm.client() as c:
+        await c.datastores(SITE)
+        await c.versions()
+    assert vrm.accepts == [(SITE + "/datastores", "application/json;version=8.1;charset=UTF-8"),
+                           ("/service/versions", "application/json;charset=UTF-8")]
+
+
+async def test_a_call_after_logout_opens_a_new_session() -> None:
+    vrm = PagedVrm(0)
+    vrm.other_answer = {"total": 0}
+    async with vrm.client() as c:
+        await c.logout()
+        assert await c.datastores(SITE) == []
+        assert c.logged_in
+    assert [m for m, _ in vrm.sessions] == ["POST", "DELETE", "POST", "DELETE"]
+
+
+class _LogoutOnFirstFailure(httpx.AsyncBaseTransport):
+    """Passes requests to the VRM; when the first 5xx comes back, the client logs out before it sees it."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+        self.client: VrmClient | None = None
+        self.done = False
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        resp = await self.inner.handle_async_request(request)
+        if resp.status_code >= 500 and not self.done and self.client is not None:
+            self.done = True
+            await self.client.logout()
+        return resp
+
+
+async def test_a_retry_after_the_session_ended_is_not_sent_without_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``/service/versions`` asked within a session that ends while a 5xx is retried: the retry is not
+    sent without a token, and the caller is told the client is not logged in (it asked not to log in
+    again, as discovery does)."""
+    monkeypatch.setattr(client_module, "_RETRY_BACKOFF_S", (0.0,))
+    vrm = PagedVrm(0)
+    vrm.other_statuses = [503]
+    transport = _LogoutOnFirstFailure(httpx.ASGITransport(app=vrm.app()))
+    c = VrmClient("http://vrm.test", "admin", "pw", transport=transport, api_version="8.1", retries_5xx=1)
+    transport.client = c
+    async with c:
+        with pytest.raises(VrmAuthError) as e:
+            await c.versions()
+    assert (str(e.value), e.value.status, e.value.method, e.value.path) == (
+        "not logged in to the VRM", 401, "GET", "/service/versions")
+    assert [p for p, _ in vrm.accepts] == ["/service/versions"]          # asked once, not again tokenless
+    assert [m for m, _ in vrm.sessions] == ["POST", "DELETE"]            # and no new session for it
+
+
+async def test_an_expired_session_is_reopened_once_and_told(caplog: pytest.LogCaptureFixture) -> None:
+    vrm = PagedVrm(0)
+    vrm.other_answer = {"total": 0}
+    async with vrm.client() as c:
+        vrm.tokens.clear()                                    # the VRM forgot the session
+        with caplog.at_level(logging.INFO, logger="fctui.vrm.client"):
+            assert await c.datastores(SITE) == []
+    assert [r.getMessage() for r in caplog.records] == [
+        f"VRM answered 401 to GET {SITE}/datastores; logging in again",
+        "logged in to http://vrm.test as admin (API version 8.1)"]
+    assert [m for m, _ in vrm.sessions] == ["POST", "POST", "DELETE"]
+    assert [p for p, _ in vrm.accepts] == [SITE + "/datastores"]      # the refused one is not recorded
+
+
+async def test_a_get_answered_5xx_is_retried_with_backoff_and_told(caplog: pytest.LogCaptureFixture,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each retry waits the next backoff step, the last step again once they run out."""
+    monkeypatch.setattr(client_module, "_RETRY_BACKOFF_S", (0.0, 0.1))
+    vrm = PagedVrm(0)
+    vrm.other_answer = {"total": 0}
+    vrm.other_statuses = [500, 502, 503]
+    async with vrm.client(retries_5xx=3) as c:
+        with caplog.at_level(logging.INFO, logger="fctui.vrm.client"):
+            assert await c.datastores(SITE) == []
+    assert [r.getMessage() for r in caplog.records] == [
+        f"VRM answered 500 to GET {SITE}/datastores; retry 1 in 0.0 s",
+        f"VRM answered 502 to GET {SITE}/datastores; retry 2 in 0.1 s",
+        f"VRM answered 503 to GET {SITE}/datastores; retry 3 in 0.1 s"]
+    assert [p for p, _ in vrm.accepts] == [SITE + "/datastores"] * 4
+
+
+async def test_a_session_refused_right_after_logging_in_again_is_opened_once_more() -> None:
+    """After a logout the next call logs in; a 401 to that call (the VRM dropped the new session) gets
+    one more login, as any 401 does."""
+    vrm = PagedVrm(0)
+    vrm.other_answer = {"total": 0}
+    async with vrm.client() as c:
+        await c.logout()
+        vrm.refuse_sessions = 1
+        assert await c.datastores(SITE) == []
+    assert [m for m, _ in vrm.sessions] == ["POST", "DELETE", "POST", "POST", "DELETE"]
+
+
+async def test_a_raw_request_refused_with_400_raises_the_vrm_error() -> None:
+    """A call that reads no JSON still reads the error of a refusal (4xx: never retried)."""
+    vrm = PagedVrm(0)
+    vrm.other_statuses = [400]
+    async with vrm.client(retries_5xx=3) as c:
+        with pytest.raises(VrmError) as e:
+            await c.request("GET", SITE + "/raw", expect_json=False)
+    assert (e.value.status, e.value.error_code, e.value.method, e.value.path) == (400, "10000099", "GET", SITE + "/raw")
+    assert str(e.value) == f"VRM refused GET {SITE}/raw: busy [10000099] (HTTP 400)"
+    assert len(vrm.accepts) == 1
+
+
+async def test_a_login_sends_the_user_its_hashed_key_and_type_with_an_empty_object() -> None:
+    """vrm-api §2.1: X-Auth-User, X-Auth-Key (SHA-256 hex), X-Auth-UserType, and a `{}` body."""
+    vrm = PagedVrm(0)
+    async with vrm.client(user_type="0"):
+        pass
+    ((headers, body),) = vrm.logins
+    assert body == b"{}"
+    assert (headers["x-auth-user"], headers["x-auth-key"], headers["x-auth-usertype"]) == (
+        "admin", hashlib.sha256(b"pw").hexdigest(), "0")
+    assert "x-encript-algorithm" not in headers
+    assert headers["accept"] == "application/json;version=8.1;charset=UTF-8"
+
+
+async def test_a_plaintext_login_says_so_in_huaweis_spelling() -> None:
+    vrm = PagedVrm(0)
+    vrm.login_answer = JSONResponse({"errorCode": "10000001", "errorDes": "bad credentials"}, status_code=401)
+    with pytest.raises(VrmAuthError):
+        await vrm.client(plaintext_key=True).login()
+    ((headers, _),) = vrm.logins
+    assert (headers["x-auth-key"], headers["x-encript-algorithm"]) == ("pw", "1")
+
+
+async def test_a_password_given_as_a_function_is_asked_for_at_login() -> None:
+    """The console and the CLI pass a prompt (or a credential-file reader), never the password itself."""
+    vrm = PagedVrm(0)
+    asked: list[int] = []
+
+    def password() -> str:
+        asked.append(1)
+        return "pw"
+
+    async with VrmClient("http://vrm.test", "admin", password, api_version="8.1",
+                         transport=httpx.ASGITransport(app=vrm.app())) as c:
+        assert c.logged_in and asked == [1]
+
+
+async def test_a_login_answer_without_a_token_is_a_protocol_error() -> None:
+    vrm = PagedVrm(0)
+    vrm.login_answer = JSONResponse({"userName": "admin"})
+    c = vrm.client()
+    with pytest.raises(VrmError) as e:
+        await c.login()
+    await c.aclose()
+    assert (str(e.value), e.value.method, e.value.path, e.value.status) == (
+        "VRM login answered without an X-Auth-Token header", "POST", "/service/session", 200)
+    assert not c.logged_in
+
+
+async def test_a_login_without_a_version_is_logged_with_a_dash(caplog: pytest.LogCaptureFixture) -> None:
+    vrm = PagedVrm(0)
+    with caplog.at_level(logging.INFO, logger="fctui.vrm.client"):
+        async with vrm.client(api_version=""):
+            pass
+    assert "logged in to http://vrm.test as admin (API version -)" in [r.getMessage() for r in caplog.records]
+
+
+async def test_a_login_answer_that_is_not_json_names_the_request() -> None:
+    vrm = PagedVrm(0)
+    vrm.login_answer = Response(b"<html>portal</html>", media_type="text/html", headers={"X-Auth-Token": "t"})
+    c = vrm.client()
+    with pytest.raises(VrmError) as e:
+        await c.login()
+    await c.aclose()
+    assert (e.value.method, e.value.path) == ("POST", "/service/session")
+    assert str(e.value) == "VRM answered POST /service/session with text/html; charset=utf-8 instead of JSON"
+
+
+@pytest.mark.parametrize("user_type, status, answer, message", [
+    ("2", 401, {"errorCode": "10000001", "errorDes": "bad credentials"},
+     "VRM login refused for user 'admin': bad credentials [10000001]; check the password, and that the account "
+     "is of user type 2 (X-Auth-UserType; the other type is 0)"),
+    ("0", 401, {"errorCode": "10000001", "errorDes": ""},
+     "VRM login refused for user 'admin': bad user name or password [10000001]; check the password, and that "
+     "the account is of user type 0 (X-Auth-UserType; the other type is 2)"),
+    ("2", 401, {"errorCode": "10000040", "errorDes": "licence 10000040 expired"},   # a licence: no hint
+     "VRM login refused for user 'admin': licence 10000040 expired"),
+    ("2", 403, {"errorCode": "10000004", "errorDes": "locked"},                     # not a password matter
+     "VRM login refused for user 'admin': locked [10000004]"),
+    ("2", 401, {}, "VRM login refused for user 'admin': bad user name or password; check the password, and that "
+     "the account is of user type 2 (X-Auth-UserType; the other type is 0)"),
+])
+async def test_a_refused_login_says_why_and_whom_to_suspect(user_type: str, status: int, answer: dict[str, Any],
+                                                           message: str) -> None:
+    vrm = PagedVrm(0)
+    vrm.login_answer = JSONResponse(answer, status_code=status)
+    c = vrm.client(user_type=user_type)
+    with pytest.raises(VrmAuthError) as e:
+        await c.login()
+    await c.aclose()
+    assert str(e.value) == message
+    assert (e.value.status, e.value.error_code, e.value.error_des, e.value.method, e.value.path) == (
+        status, answer.get("errorCode", ""), answer.get("errorDes", ""), "POST", "/service/session")
+
+
+@pytest.mark.parametrize("status", [401, 403])
+async def test_a_login_refused_for_its_version_is_a_version_error(status: int) -> None:
+    vrm = PagedVrm(0)
+    vrm.login_answer = JSONResponse({"errorCode": "10000022", "errorDes": "version not supported"}, status_code=status)
+    c = vrm.client()
+    with pytest.raises(VrmVersionError) as e:
+        await c.login()
+    await c.aclose()
+    assert str(e.value) == "VRM does not support this API version: version not supported [10000022]"
+    assert (e.value.status, e.value.error_code, e.value.error_des, e.value.method, e.value.path) == (
+        status, "10000022", "version not supported", "POST", "/service/session")
 
 
 async def test_a_whole_listing_the_vrm_pages_anyway_is_read_to_its_latest_total() -> None:
