@@ -277,7 +277,7 @@ class RepositoryBase:
     @staticmethod
     def _entry_ref(doc_id: int, doc: dict[str, Any]) -> str:
         pid = doc.get("id")
-        return pid if isinstance(pid, str) and POINT_ID_RE.match(pid) else f"#{doc_id}"
+        return pid if isinstance(pid, str) and POINT_ID_RE.fullmatch(pid) else f"#{doc_id}"
 
     def catalog(self) -> tuple[list[RestorePoint], list[DamagedEntry]]:
         """Every catalog entry: the restore points (oldest first) and the entries that are not points."""

@@ -155,6 +155,8 @@ CORRUPTIONS: dict[tuple[str, str], Callable[[Path, dict[str, Any]], None]] = {
         r, lambda p: p.__setitem__("9", {"id": "junk1", "vm_urn": "urn:vm:a"})),
     ("catalog", "entry without id"): lambda r, t: _catalog_edit(
         r, lambda p: p.__setitem__("9", {"vm_urn": "urn:vm:a", "disks": []})),
+    ("catalog", "id with a line break"): lambda r, t: _catalog_edit(       # `$` would let "…\n" pass
+        r, lambda p: p.__setitem__("9", {**_entry_of(p, t["p1"]), "id": "junk2\n"})),
     ("catalog", "point, wrong types"): lambda r, t: _catalog_edit(
         r, lambda p: _set(_entry_of(p, t["p1"]), "disks", "sda")),
     ("catalog", "point, bad disk"): lambda r, t: _catalog_edit(
@@ -175,7 +177,7 @@ def _victim(kind: str, name: str) -> str | None:
         return "p1"
     if name == "entry missing fields":
         return "junk1"
-    if name == "entry without id":
+    if name in ("entry without id", "id with a line break"):
         return "#9"
     return None
 
