@@ -6,7 +6,7 @@ import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-POINT_ID_RE = re.compile(r"[0-9A-Za-z][0-9A-Za-z._-]{0,99}")  # fullmatch: `$` would let "x\n" through
+POINT_ID_RE = re.compile(r"\A[0-9A-Za-z][0-9A-Za-z._-]{0,99}\Z")  # \Z: `$` would let "x\n" through
 
 
 def _is_num(v: Any) -> bool:
@@ -25,7 +25,7 @@ def point_problem(doc: Any) -> str | None:
     if not isinstance(doc, dict):
         return "not a JSON object"
     pid = doc.get("id")
-    if not isinstance(pid, str) or not POINT_ID_RE.fullmatch(pid):
+    if not isinstance(pid, str) or not POINT_ID_RE.match(pid):
         return "no valid id" if pid is None else f"id {pid!r} is not a restore point id"
     for key, ok, what in (("vm_urn", lambda v: isinstance(v, str) and v, "a non-empty string"),
                           ("created", _is_num, "a number"),

@@ -76,7 +76,7 @@ CHUNK_ZSTD = b"FCZ1"
 CHUNK_RAW = b"FCR1"
 SAMPLE_PIECES, SAMPLE_LEN = 4, 16 * 1024
 INCOMPRESSIBLE = 0.95  # sample compressed/original above this -> store raw
-DIGEST_RE = re.compile(r"^[0-9a-f]{64}$")
+DIGEST_RE = re.compile(r"\A[0-9a-f]{64}\Z")  # \Z: `$` would let a digest with a line break through
 KINDS = ("cbt", "standard")
 SPACE_MARGIN_MIN = 1 << 30        # kept free: manifests, catalog, job state, and the estimate's error
 SPACE_MARGIN_FRACTION = 0.02      # ... or this share of the filesystem, whichever is more
@@ -277,7 +277,7 @@ class RepositoryBase:
     @staticmethod
     def _entry_ref(doc_id: int, doc: dict[str, Any]) -> str:
         pid = doc.get("id")
-        return pid if isinstance(pid, str) and POINT_ID_RE.fullmatch(pid) else f"#{doc_id}"
+        return pid if isinstance(pid, str) and POINT_ID_RE.match(pid) else f"#{doc_id}"
 
     def catalog(self) -> tuple[list[RestorePoint], list[DamagedEntry]]:
         """Every catalog entry: the restore points (oldest first) and the entries that are not points."""

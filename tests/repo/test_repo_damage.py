@@ -147,6 +147,8 @@ CORRUPTIONS: dict[tuple[str, str], Callable[[Path, dict[str, Any]], None]] = {
     ("manifest", "disk map absent"): lambda r, t: _manifest_edit(r, t["p1"], lambda d: _set(d, "disks", [])),
     ("manifest", "digest not SHA-256"): lambda r, t: _manifest_edit(
         r, t["p1"], lambda d: (d["disks"][0]["blocks"][0].__setitem__(1, "../../catalog"), d)[1]),
+    ("manifest", "digest with a line break"): lambda r, t: _manifest_edit(    # `$` would let it pass
+        r, t["p1"], lambda d: (d["disks"][0]["blocks"][0].__setitem__(1, d["disks"][0]["blocks"][0][1] + "\n"), d)[1]),
     ("manifest", "block listed twice"): lambda r, t: _manifest_edit(
         r, t["p1"], lambda d: (d["disks"][0]["blocks"].append(d["disks"][0]["blocks"][0]), d)[1]),
     ("catalog", "not JSON"): lambda r, t: (r / "catalog.json").write_text('{"points": {"1": '),

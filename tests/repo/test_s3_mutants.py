@@ -18,7 +18,7 @@ from obstore.exceptions import GenericError
 
 from fctui.repo import PointNotFoundError, RepoError, Repository
 from fctui.repo.errors import ManifestError
-from fctui.repo.s3 import S3Repository
+from fctui.repo.s3 import S3Repository, _GcHeartbeat
 from tests.repo.test_repo_points import BS, disk_args, new_point, read_all, write_disk
 
 VM = "urn:sites:1:vms:i-7"
@@ -199,6 +199,97 @@ def test_fencing_an_uncommitted_point_removes_its_manifest(repo: S3Repository) -
     assert not exists(repo, repo._manifest_key(dead)) and not exists(repo, f"leases/{dead}.json")
     assert exists(repo, repo._manifest_key(committed.id))
     assert [p.id for p in repo.points()] == [committed.id]
+
+
+# --- gc.json heartbeat ---------------------------------------------------------------------
+def gc_json(repo: S3Repository) -> Any:
+    return json.loads(bytes(obstore.get(repo.store, "gc.json").bytes()))
+
+
+def test_a_gc_json_renewal_the_store_fails_is_logged_and_tried_again(
+        repo: S3Repository, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    _, etag = repo._gc_begin("gc-old")
+    beat = _GcHeartbeat(repo, "gc-old", etag)
+    try:
+        with monkeypatch.context() as m, caplog.at_level(logging.WARNING, logger="fctui.repo.s3"):
+            def refuse(*args: Any, **kwargs: Any) -> Any:
+                raise GenericError("  ")
+            m.setattr(obstore, "put", refuse)
+            beat.put({"id": "gc-old", "state": "condemning"})        # not lost: the next renewal may work
+        assert [r.getMessage() for r in caplog.records] == [
+            f"gc gc-old: repository {repo.url}: cannot write gc.json: GenericError"]
+        assert not beat.lost
+        beat.put({"id": "gc-old", "state": "deleting"})
+        assert gc_json(repo) == {"id": "gc-old", "state": "deleting"}
+    finally:
+        beat.stop()
+        obstore.delete(repo.store, "gc.json")
+
+
+def test_a_gc_renews_its_gc_json_only_while_it_holds_it(repo: S3Repository) -> None:
+    """Each write of gc.json is conditional on the gc's last one; when another gc replaced it (taking
+    it over as stale), the first stops, leaving the other's in place."""
+    _, etag = repo._gc_begin("gc-old")
+    beat = _GcHeartbeat(repo, "gc-old", etag)
+    try:
+        beat.put({"id": "gc-old", "state": "condemning"})
+        beat.put({"id": "gc-old", "state": "deleting"})             # conditional on the write before
+        assert gc_json(repo) == {"id": "gc-old", "state": "deleting"} and not beat.lost
+        obstore.put(repo.store, "gc.json", json.dumps({"id": "gc-new"}).encode())
+        with pytest.raises(RepoError) as e:
+            beat.put({"id": "gc-old", "state": "deleting", "again": True})
+        assert str(e.value) == "gc gc-old lost gc.json (another gc replaced it as stale); stopped"
+        assert gc_json(repo) == {"id": "gc-new"} and beat.lost
+    finally:
+        beat.stop()
+        obstore.delete(repo.store, "gc.json")
+
+
+# --- abort ----------------------------------------------------------------------------------
+def test_an_aborted_point_leaves_neither_manifest_nor_lease(repo: S3Repository) -> None:
+    """A writer that wrote its manifest and then failed before its catalog entry: abort removes both."""
+    committed, _, _ = write_disk(repo, {0: b"\x04" * BS}, BS)
+    with new_point(repo) as pw:
+        pw.add_disk(**disk_args("urn:vol:1", BS)).put_block(0, b"\x06" * BS)
+        obstore.put(repo.store, repo._manifest_key(pw.point_id), b"{}")
+        assert exists(repo, f"leases/{pw.point_id}.json")
+        pw.abort()
+    assert not exists(repo, repo._manifest_key(pw.point_id)) and not exists(repo, f"leases/{pw.point_id}.json")
+    assert [p.id for p in repo.points()] == [committed.id] and exists(repo, repo._manifest_key(committed.id))
+
+
+def test_an_aborted_writer_whose_entry_is_listed_keeps_its_manifest(repo: S3Repository) -> None:
+    """Never delete what a listed point needs: a writer whose catalog entry was written (its commit failed
+    after it) keeps its manifest when it aborts; only its lease goes."""
+    with new_point(repo) as pw:
+        pw.add_disk(**disk_args("urn:vol:1", BS)).put_block(0, b"\x07" * BS)
+        obstore.put(repo.store, repo._manifest_key(pw.point_id), b"{}")
+        set_catalog(repo, [{"id": pw.point_id}])
+        pw.abort()
+    assert exists(repo, repo._manifest_key(pw.point_id)) and not exists(repo, f"leases/{pw.point_id}.json")
+
+
+def test_an_abort_that_cannot_read_the_catalog_deletes_nothing_and_ends(
+        repo: S3Repository, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store fails the catalog read during abort: the manifest is kept (the point may be listed),
+    abort does not raise, and the lease is still removed."""
+    with new_point(repo) as pw:
+        obstore.put(repo.store, repo._manifest_key(pw.point_id), b"{}")
+        with monkeypatch.context() as m:
+            def refuse(*args: Any, **kwargs: Any) -> Any:
+                raise GenericError("store unavailable")
+            m.setattr(obstore, "get", refuse)
+            pw.abort()
+    assert exists(repo, repo._manifest_key(pw.point_id)) and not exists(repo, f"leases/{pw.point_id}.json")
+
+
+def test_a_missing_manifest_names_where_it_should_be(repo: S3Repository) -> None:
+    point, _, _ = write_disk(repo, {0: b"\x08" * BS}, BS)
+    obstore.delete(repo.store, repo._manifest_key(point.id))
+    with pytest.raises(ManifestError) as e:
+        Repository.open(repo.url).open_disk(point.id, "urn:vol:1")
+    assert str(e.value) == f"manifest of restore point {point.id} is missing ({repo.url}/points/{point.id}.json)"
+    assert e.value.problem == "manifest-missing"
 
 
 def test_a_fenced_writer_cannot_name_a_base(repo: S3Repository) -> None:
