@@ -17,7 +17,7 @@ import pytest
 from obstore.exceptions import GenericError
 
 from fctui.repo import PointNotFoundError, RepoError, Repository
-from fctui.repo.errors import ManifestError
+from fctui.repo.errors import ChunkError, ManifestError
 from fctui.repo.s3 import S3Repository, _GcHeartbeat
 from tests.repo.test_repo_points import BS, disk_args, new_point, read_all, write_disk
 
@@ -243,6 +243,82 @@ def test_a_gc_renews_its_gc_json_only_while_it_holds_it(repo: S3Repository) -> N
     finally:
         beat.stop()
         obstore.delete(repo.store, "gc.json")
+
+
+def test_a_gc_paused_past_half_the_ttl_stops_before_deleting(repo: S3Repository) -> None:
+    """Writers stop honouring a gc.json older than the TTL: a gc that could not renew it for more than
+    half the TTL must not delete anything more (the gap is set back by hand: the heartbeat's clock)."""
+    _, etag = repo._gc_begin("gc-old")
+    beat = _GcHeartbeat(repo, "gc-old", etag)
+    try:
+        ttl = repo.lease_ttl_s
+        beat._ok = time.monotonic() - 0.4 * ttl
+        beat.check()                                              # under half the TTL: goes on
+        beat._ok = time.monotonic() - 0.6 * ttl
+        with pytest.raises(RepoError) as e:
+            beat.check()
+        msg = str(e.value)
+        assert msg.startswith("gc gc-old could not renew gc.json for ") and msg.endswith(
+            f" s (over half the lease TTL of {ttl:g} s); stopped before deleting anything more")
+        assert float(msg.split(" for ")[1].split(" s ")[0]) == pytest.approx(0.6 * ttl, abs=1)
+    finally:
+        beat.stop()
+        obstore.delete(repo.store, "gc.json")
+
+
+def test_a_missing_chunk_is_named_by_its_digest(repo: S3Repository) -> None:
+    _, _, _ = write_disk(repo, {0: b"\x09" * BS}, BS)
+    digest = hashlib.sha256(b"\x09" * BS).hexdigest()
+    obstore.delete(repo.store, repo._chunk_key(digest))
+    with pytest.raises(ChunkError) as e:
+        repo.read_chunk(digest)
+    assert (str(e.value), e.value.digest, e.value.problem) == (f"chunk {digest} is missing", digest, "missing")
+
+
+def test_a_chunk_the_store_cannot_read_is_named_with_the_stores_first_line(
+        repo: S3Repository, monkeypatch: pytest.MonkeyPatch) -> None:
+    digest = hashlib.sha256(b"\x0a" * BS).hexdigest()
+    with monkeypatch.context() as m:
+        def refuse(*args: Any, **kwargs: Any) -> Any:
+            raise GenericError("store says no\nand more lines")
+        m.setattr(obstore, "get", refuse)
+        with pytest.raises(ChunkError) as e:
+            repo.read_chunk(digest)
+    assert (str(e.value), e.value.digest, e.value.problem) == (
+        f"chunk {digest} unreadable: store says no", digest, "missing")
+
+
+def test_a_chunk_read_for_another_length_is_refused(repo: S3Repository) -> None:
+    write_disk(repo, {0: b"\x0b" * BS}, BS)
+    digest = hashlib.sha256(b"\x0b" * BS).hexdigest()
+    assert repo.read_chunk(digest, BS) == b"\x0b" * BS
+    with pytest.raises(ChunkError) as e:
+        repo.read_chunk(digest, BS + 1)
+    assert e.value.digest == digest and e.value.problem == "corrupt"
+
+
+def test_a_manifest_the_store_cannot_read_names_the_point(repo: S3Repository,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    point, _, _ = write_disk(repo, {0: b"\x0c" * BS}, BS)
+    fresh = Repository.open(repo.url)
+    real_get = obstore.get
+    with monkeypatch.context() as m:
+        def refuse_manifests(store: Any, key: str, *args: Any, **kwargs: Any) -> Any:
+            if key.startswith("points/"):
+                raise GenericError("  ")
+            return real_get(store, key, *args, **kwargs)
+        m.setattr(obstore, "get", refuse_manifests)
+        with pytest.raises(RepoError) as e:
+            fresh.open_disk(point.id, "urn:vol:1")
+    assert str(e.value) == f"repository {repo.url}: cannot read the manifest of {point.id}: GenericError"
+
+
+def test_a_writers_lease_names_its_point_and_no_bases_yet(repo: S3Repository) -> None:
+    with new_point(repo) as pw:
+        lease = json.loads(bytes(obstore.get(repo.store, f"leases/{pw.point_id}.json").bytes()))
+        assert lease["point_id"] == pw.point_id and lease["base_point_ids"] == []
+        assert lease["gc_ack"] is None and lease["gc_keep"] == [] and lease["vm_urn"] == "urn:sites:1:vms:i-1"
+        pw.abort()
 
 
 # --- abort ----------------------------------------------------------------------------------
