@@ -18,7 +18,7 @@ from obstore.exceptions import GenericError
 
 from fctui.repo import PointNotFoundError, RepoError, Repository
 from fctui.repo.errors import ChunkError, ManifestError
-from fctui.repo.s3 import S3Repository, _GcHeartbeat
+from fctui.repo.s3 import S3Repository, _GcHeartbeat, _Lease
 from tests.repo.test_repo_points import BS, disk_args, new_point, read_all, write_disk
 
 VM = "urn:sites:1:vms:i-7"
@@ -318,7 +318,34 @@ def test_a_writers_lease_names_its_point_and_no_bases_yet(repo: S3Repository) ->
         lease = json.loads(bytes(obstore.get(repo.store, f"leases/{pw.point_id}.json").bytes()))
         assert lease["point_id"] == pw.point_id and lease["base_point_ids"] == []
         assert lease["gc_ack"] is None and lease["gc_keep"] == [] and lease["vm_urn"] == "urn:sites:1:vms:i-1"
+        # when it began, on the store's clock (gc keeps chunks newer than the oldest live lease); the
+        # store runs on this machine, so its clock is this one
+        assert abs(lease["started"] - time.time()) < 60
         pw.abort()
+
+
+def test_a_lease_is_created_once_and_a_store_failure_named(repo: S3Repository,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lease is created only if absent: a second writer of the same id is refused, and the first
+    lease is left as it was; a store that refuses the create is named."""
+    first = _Lease(repo, "p-twice", {"base_point_ids": []})
+    first.start()
+    try:
+        before = bytes(obstore.get(repo.store, "leases/p-twice.json").bytes())
+        with pytest.raises(RepoError) as e:
+            _Lease(repo, "p-twice", {"base_point_ids": ["other"]}).start()
+        assert str(e.value) == "lease p-twice exists already"
+        assert bytes(obstore.get(repo.store, "leases/p-twice.json").bytes()) == before
+    finally:
+        first.stop(delete=True)
+    with monkeypatch.context() as m:
+        def refuse(*args: Any, **kwargs: Any) -> Any:
+            raise GenericError("  ")
+        m.setattr(obstore, "put", refuse)
+        with pytest.raises(RepoError) as e:
+            _Lease(repo, "p-refused", {"base_point_ids": []}).start()
+    assert str(e.value) == f"repository {repo.url}: cannot create the writer lease: GenericError"
+    assert not exists(repo, "leases/p-refused.json")
 
 
 # --- abort ----------------------------------------------------------------------------------

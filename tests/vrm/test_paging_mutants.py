@@ -172,24 +172,18 @@ async def test_an_empty_listing_may_leave_out_its_list(total: object) -> None:
         assert [x async for page in c.iter_pages(SITE + "/clusters", "clusters") for x in page] == []
 
 
-async def test_a_listing_answered_with_a_json_array_names_the_request() -> None:
+@pytest.mark.parametrize("answer, message", [
+    ([{"name": "ds-1"}], "VRM answered GET {path} with a JSON list, expected an object"),
+    ({"datastores": "ds-1", "total": 1}, "VRM answer to GET {path}: 'datastores' is not a list"),
+])
+async def test_a_listing_of_the_wrong_shape_names_the_request(answer: Any, message: str) -> None:
     vrm = PagedVrm(0)
-    vrm.other_answer = [{"name": "ds-1"}]
+    vrm.other_answer = answer
     async with vrm.client() as c:
         with pytest.raises(VrmError) as e:
             await c.datastores(SITE)
     assert (e.value.method, e.value.path) == ("GET", SITE + "/datastores")
-    assert str(e.value) == f"VRM answered GET {SITE}/datastores with a JSON list, expected an object"
-
-
-async def test_a_listing_whose_list_is_not_a_list_names_the_request() -> None:
-    vrm = PagedVrm(0)
-    vrm.other_answer = {"datastores": "ds-1", "total": 1}
-    async with vrm.client() as c:
-        with pytest.raises(VrmError) as e:
-            await c.datastores(SITE)
-    assert (e.value.method, e.value.path) == ("GET", SITE + "/datastores")
-    assert str(e.value) == f"VRM answer to GET {SITE}/datastores: 'datastores' is not a list"
+    assert str(e.value) == message.format(path=SITE + "/datastores")
 
 
 async def test_requests_carry_the_api_version_and_version_discovery_none() -> None:
