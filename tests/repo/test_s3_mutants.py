@@ -43,6 +43,17 @@ def exists(repo: S3Repository, key: str) -> bool:
     return repo._head(key) is not None
 
 
+def store_refuses(m: pytest.MonkeyPatch, op: str, message: str = "  ", under: str = "") -> None:
+    """The store fails ``obstore.<op>`` (GenericError) for keys under ``under`` (all by default)."""
+    real = getattr(obstore, op)
+
+    def refuse(store: Any, key: Any, *args: Any, **kwargs: Any) -> Any:
+        if str(key).startswith(under):
+            raise GenericError(message)
+        return real(store, key, *args, **kwargs)
+    m.setattr(obstore, op, refuse)
+
+
 # --- forget ---------------------------------------------------------------------------------
 def test_forget_by_number_counts_entries_from_one(repo: S3Repository) -> None:
     set_catalog(repo, [{"id": "a"}, {"id": "b"}, {"id": "c"}])
@@ -120,9 +131,7 @@ def test_an_s3_refusal_names_the_repository_the_object_and_the_first_line(
 
 def test_an_s3_error_without_text_is_named_by_its_type(
         repo: S3Repository, monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(*args: Any, **kwargs: Any) -> Any:
-        raise GenericError("  ")
-    monkeypatch.setattr(obstore, "list", refuse)
+    store_refuses(monkeypatch, "list")
     with pytest.raises(RepoError) as caught:
         repo.disk_usage()
     assert str(caught.value) == f"repository {repo.url}: cannot list chunks/: GenericError"
@@ -212,9 +221,7 @@ def test_a_gc_json_renewal_the_store_fails_is_logged_and_tried_again(
     beat = _GcHeartbeat(repo, "gc-old", etag)
     try:
         with monkeypatch.context() as m, caplog.at_level(logging.WARNING, logger="fctui.repo.s3"):
-            def refuse(*args: Any, **kwargs: Any) -> Any:
-                raise GenericError("  ")
-            m.setattr(obstore, "put", refuse)
+            store_refuses(m, "put")
             beat.put({"id": "gc-old", "state": "condemning"})        # not lost: the next renewal may work
         assert [r.getMessage() for r in caplog.records] == [
             f"gc gc-old: repository {repo.url}: cannot write gc.json: GenericError"]
@@ -279,9 +286,7 @@ def test_a_chunk_the_store_cannot_read_is_named_with_the_stores_first_line(
         repo: S3Repository, monkeypatch: pytest.MonkeyPatch) -> None:
     digest = hashlib.sha256(b"\x0a" * BS).hexdigest()
     with monkeypatch.context() as m:
-        def refuse(*args: Any, **kwargs: Any) -> Any:
-            raise GenericError("store says no\nand more lines")
-        m.setattr(obstore, "get", refuse)
+        store_refuses(m, "get", "store says no\nand more lines")
         with pytest.raises(ChunkError) as e:
             repo.read_chunk(digest)
     assert (str(e.value), e.value.digest, e.value.problem) == (
@@ -301,13 +306,8 @@ def test_a_manifest_the_store_cannot_read_names_the_point(repo: S3Repository,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     point, _, _ = write_disk(repo, {0: b"\x0c" * BS}, BS)
     fresh = Repository.open(repo.url)
-    real_get = obstore.get
     with monkeypatch.context() as m:
-        def refuse_manifests(store: Any, key: str, *args: Any, **kwargs: Any) -> Any:
-            if key.startswith("points/"):
-                raise GenericError("  ")
-            return real_get(store, key, *args, **kwargs)
-        m.setattr(obstore, "get", refuse_manifests)
+        store_refuses(m, "get", under="points/")
         with pytest.raises(RepoError) as e:
             fresh.open_disk(point.id, "urn:vol:1")
     assert str(e.value) == f"repository {repo.url}: cannot read the manifest of {point.id}: GenericError"
@@ -339,9 +339,7 @@ def test_a_lease_is_created_once_and_a_store_failure_named(repo: S3Repository,
     finally:
         first.stop(delete=True)
     with monkeypatch.context() as m:
-        def refuse(*args: Any, **kwargs: Any) -> Any:
-            raise GenericError("  ")
-        m.setattr(obstore, "put", refuse)
+        store_refuses(m, "put")
         with pytest.raises(RepoError) as e:
             _Lease(repo, "p-refused", {"base_point_ids": []}).start()
     assert str(e.value) == f"repository {repo.url}: cannot create the writer lease: GenericError"
@@ -379,9 +377,7 @@ def test_an_abort_that_cannot_read_the_catalog_deletes_nothing_and_ends(
     with new_point(repo) as pw:
         obstore.put(repo.store, repo._manifest_key(pw.point_id), b"{}")
         with monkeypatch.context() as m:
-            def refuse(*args: Any, **kwargs: Any) -> Any:
-                raise GenericError("store unavailable")
-            m.setattr(obstore, "get", refuse)
+            store_refuses(m, "get", "store unavailable")
             pw.abort()
     assert exists(repo, repo._manifest_key(pw.point_id)) and not exists(repo, f"leases/{pw.point_id}.json")
 

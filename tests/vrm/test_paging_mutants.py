@@ -121,6 +121,18 @@ class PagedVrm:
         return VrmClient("http://vrm.test", "admin", "pw", transport=httpx.ASGITransport(app=self.app()), **kw)
 
 
+async def login_refused(vrm: PagedVrm, exc: type[VrmError], **kw: Any) -> pytest.ExceptionInfo[Any]:
+    """The error a login to ``vrm`` raises; the client holds no session after it, and is closed."""
+    c = vrm.client(**kw)
+    try:
+        with pytest.raises(exc) as e:
+            await c.login()
+        assert not c.logged_in
+    finally:
+        await c.aclose()
+    return e
+
+
 async def until(cond: Any) -> None:
     async def spin() -> None:
         while not cond():
@@ -314,8 +326,7 @@ async def test_a_login_sends_the_user_its_hashed_key_and_type_with_an_empty_obje
 async def test_a_plaintext_login_says_so_in_huaweis_spelling() -> None:
     vrm = PagedVrm(0)
     vrm.login_answer = JSONResponse({"errorCode": "10000001", "errorDes": "bad credentials"}, status_code=401)
-    with pytest.raises(VrmAuthError):
-        await vrm.client(plaintext_key=True).login()
+    await login_refused(vrm, VrmAuthError, plaintext_key=True)
     ((headers, _),) = vrm.logins
     assert (headers["x-auth-key"], headers["x-encript-algorithm"]) == ("pw", "1")
 
@@ -337,13 +348,9 @@ async def test_a_password_given_as_a_function_is_asked_for_at_login() -> None:
 async def test_a_login_answer_without_a_token_is_a_protocol_error() -> None:
     vrm = PagedVrm(0)
     vrm.login_answer = JSONResponse({"userName": "admin"})
-    c = vrm.client()
-    with pytest.raises(VrmError) as e:
-        await c.login()
-    await c.aclose()
+    e = await login_refused(vrm, VrmError)
     assert (str(e.value), e.value.method, e.value.path, e.value.status) == (
         "VRM login answered without an X-Auth-Token header", "POST", "/service/session", 200)
-    assert not c.logged_in
 
 
 async def test_a_login_without_a_version_is_logged_with_a_dash(caplog: pytest.LogCaptureFixture) -> None:
@@ -357,10 +364,7 @@ async def test_a_login_without_a_version_is_logged_with_a_dash(caplog: pytest.Lo
 async def test_a_login_answer_that_is_not_json_names_the_request() -> None:
     vrm = PagedVrm(0)
     vrm.login_answer = Response(b"<html>portal</html>", media_type="text/html", headers={"X-Auth-Token": "t"})
-    c = vrm.client()
-    with pytest.raises(VrmError) as e:
-        await c.login()
-    await c.aclose()
+    e = await login_refused(vrm, VrmError)
     assert (e.value.method, e.value.path) == ("POST", "/service/session")
     assert str(e.value) == "VRM answered POST /service/session with text/html; charset=utf-8 instead of JSON"
 
@@ -383,10 +387,7 @@ async def test_a_refused_login_says_why_and_whom_to_suspect(user_type: str, stat
                                                            message: str) -> None:
     vrm = PagedVrm(0)
     vrm.login_answer = JSONResponse(answer, status_code=status)
-    c = vrm.client(user_type=user_type)
-    with pytest.raises(VrmAuthError) as e:
-        await c.login()
-    await c.aclose()
+    e = await login_refused(vrm, VrmAuthError, user_type=user_type)
     assert str(e.value) == message
     assert (e.value.status, e.value.error_code, e.value.error_des, e.value.method, e.value.path) == (
         status, answer.get("errorCode", ""), answer.get("errorDes", ""), "POST", "/service/session")
@@ -396,10 +397,7 @@ async def test_a_refused_login_says_why_and_whom_to_suspect(user_type: str, stat
 async def test_a_login_refused_for_its_version_is_a_version_error(status: int) -> None:
     vrm = PagedVrm(0)
     vrm.login_answer = JSONResponse({"errorCode": "10000022", "errorDes": "version not supported"}, status_code=status)
-    c = vrm.client()
-    with pytest.raises(VrmVersionError) as e:
-        await c.login()
-    await c.aclose()
+    e = await login_refused(vrm, VrmVersionError)
     assert str(e.value) == "VRM does not support this API version: version not supported [10000022]"
     assert (e.value.status, e.value.error_code, e.value.error_des, e.value.method, e.value.path) == (
         status, "10000022", "version not supported", "POST", "/service/session")
