@@ -40,8 +40,8 @@ bench: $(STAMP)
 # Mutation testing of the core (README, Mutation testing); scope and tests in pyproject's [tool.mutmut].
 # A plain `make mutate` runs the named core's mutants that have no result yet (tools/mutate.py), so a
 # stopped run goes on where it was; MUTANTS='fctui.rules.*' runs every mutant a pattern matches again.
-# Niced, two children: the machine stays usable. One S3 store serves every mutant's pytest
-# (tests.servers), rather than one started and stopped per mutant.
+# Niced, two children (MUTATE_CHILDREN=10 for speed: repo/ tests mostly wait on the store): the machine
+# stays usable. One S3 store serves every mutant's pytest (tests.servers), rather than one per mutant.
 MUTANTS ?=
 mutate: $(STAMP)
 	$(BIN)/pip install -q -e '.[test,mount,mutate]'

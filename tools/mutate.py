@@ -26,7 +26,10 @@ def main(argv: list[str]) -> int:
         print("mutate: every mutant of the named core has a result (tools/mutation_score.py shows them)")
         return 0
     # one argument per name: a shell line of thousands of names would pass the kernel's limit per argument
-    os.execv(mutmut, [mutmut, "run", "--max-children", "2", *names])
+    # MUTATE_CHILDREN: the repo/ mutants spend much of their tests waiting (store round trips, lease
+    # deadlines), so more children than cores keeps both busy
+    children = os.environ.get("MUTATE_CHILDREN", "2")
+    os.execv(mutmut, [mutmut, "run", "--max-children", children, *names])
     return 1
 
 
