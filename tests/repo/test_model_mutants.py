@@ -3,9 +3,12 @@ testing found them unguarded (README, Mutation testing); and retention's own des
 
 from __future__ import annotations
 
+import copy
+import pickle
+
 import pytest
 
-from fctui.repo.errors import RepoFullError
+from fctui.repo.errors import NoRepositoryError, RepoBusyError, RepoError, RepoFullError
 from fctui.repo.model import BlockDamage, DamagedEntry, PruneReport, VerifyReport
 from fctui.repo.retention import Retention, RetentionError
 
@@ -54,6 +57,15 @@ def test_repo_full_error_keeps_the_path_and_says_one_line() -> None:
     e = RepoFullError("repository full: no space left on device", path="/r/chunks/ab/cd")
     assert str(e) == e.message == "repository full: no space left on device" and e.path == "/r/chunks/ab/cd"
     assert RepoFullError("x").path == ""
+
+
+@pytest.mark.parametrize("cls", [RepoError, RepoBusyError, NoRepositoryError])
+def test_a_repository_error_keeps_its_message_through_pickle_and_copy(cls: type[RepoError]) -> None:
+    # the console's refresh process sends what it reads by pickle, which rebuilds an error from its args
+    e = cls("repository at /r is locked by pid 7")
+    assert e.args == ("repository at /r is locked by pid 7",)
+    for again in (pickle.loads(pickle.dumps(e)), copy.copy(e)):
+        assert type(again) is cls and str(again) == again.message == "repository at /r is locked by pid 7"
 
 
 def test_retention_describes_itself_in_the_cli_words() -> None:
