@@ -27,7 +27,8 @@ from fctui.repo.model import GcReport
 from fctui.repo.repository import _HOST
 from fctui.repo.s3 import CLOCK_SLACK_S, GC_KEY, S3Repository, _Lease, _stamp
 from tests.repo.test_repo_points import BS, write_disk
-from tests.repo.test_s3_mutants import exists, in_thread, lease_doc, put_gc_json, set_catalog, until
+from tests.repo.test_s3_gc import newest_chunk, wait_for, wait_store_clock_past
+from tests.repo.test_s3_mutants import exists, gc_json, in_thread, lease_doc, put_gc_json, set_catalog
 
 
 @pytest.fixture
@@ -57,7 +58,7 @@ def wait_until_old(repo: S3Repository, *keys: str) -> None:
     """Until the store's clock is far enough past these objects that a gc starting now finds them older
     than its start less the slack."""
     newest = max(stamp(repo, k) for k in keys)
-    until(lambda: repo._store_now() > newest + CLOCK_SLACK_S + 1, "the store's clock to move on")
+    wait_store_clock_past(repo, newest + CLOCK_SLACK_S + 1)
 
 
 def hand_lease(repo: S3Repository, lease_id: str, data: dict[str, Any]) -> None:
@@ -159,8 +160,8 @@ def test_gc_keeps_chunks_newer_than_a_live_leases_start_though_it_renewed_since(
         key = repo._chunk_key(digest(c))
         obstore.put(repo.store, key, b"FCR1" + c)
         assert lease_doc(repo, "p-early")["started"] <= stamp(repo, key)
-        until(lambda: stamp(repo, "leases/p-early.json") > stamp(repo, key) + CLOCK_SLACK_S + 1,
-              "the lease to be renewed well after the chunk")
+        wait_for(lambda: stamp(repo, "leases/p-early.json") > stamp(repo, key) + CLOCK_SLACK_S + 1, 30,
+                 "the lease to be renewed well after the chunk")
         report = repo.gc()
         assert (report.chunks_removed, report.chunks_kept_recent, report.live_leases) == (0, 1, 1)
         assert exists(repo, key)
@@ -199,7 +200,7 @@ def test_gc_fences_and_counts_every_dead_lease(repo: S3Repository) -> None:
     for lid in ("p-dead1", "p-dead2"):
         hand_lease(repo, lid, {"point_id": lid, "base_point_ids": []})
     newest = max(stamp(repo, f"leases/{lid}.json") for lid in ("p-dead1", "p-dead2"))
-    until(lambda: repo._store_now() > newest + 2, "the leases to be a TTL old")
+    wait_store_clock_past(repo, newest + 2)
     report = repo.gc()
     assert (report.leases_removed, report.live_leases) == (2, 0)
     assert not exists(repo, "leases/p-dead1.json") and not exists(repo, "leases/p-dead2.json")
@@ -228,7 +229,7 @@ def test_a_lease_exactly_a_ttl_old_is_live(repo: S3Repository, monkeypatch: pyte
         lid = f"p-edge{attempt}"
         hand_lease(repo, lid, {"point_id": lid, "base_point_ids": []})
         renewed = stamp(repo, f"leases/{lid}.json")
-        until(lambda: repo._store_now() >= renewed + 1, "a second of the store's clock")
+        wait_for(lambda: repo._store_now() >= renewed + 1, 30, "a second of the store's clock")
         began.clear()
         report = repo.gc()
         if began[0] == renewed + 1:
@@ -249,7 +250,7 @@ def test_while_gc_runs_gc_json_and_a_thread_name_it(repo: S3Repository, monkeypa
         bodies = gc_json_bodies(m)
 
         def look() -> None:
-            until(lambda: len(bodies) >= 3, "two renewals of gc.json", 10)
+            wait_for(lambda: len(bodies) >= 3, 10, "two renewals of gc.json")
             found.append([(t.name, t.daemon) for t in threading.enumerate() if t.name.startswith("fctui-gc-")])
         on_first_lease_listing(m, look)
         repo.gc()
@@ -267,7 +268,7 @@ def test_a_gc_that_lost_gc_json_leaves_what_is_there(repo: S3Repository, monkeyp
     with monkeypatch.context() as m:
         on_first_lease_listing(m, lambda: put_gc_json(repo, {"id": "gc-other", "state": "collecting"}))
         repo.gc()
-    assert json.loads(bytes(obstore.get(repo.store, GC_KEY).bytes())) == {"id": "gc-other", "state": "collecting"}
+    assert gc_json(repo) == {"id": "gc-other", "state": "collecting"}
     obstore.delete(repo.store, GC_KEY)
     with monkeypatch.context() as m:
         on_first_lease_listing(m, lambda: obstore.delete(repo.store, GC_KEY))
@@ -291,7 +292,7 @@ def test_a_gc_beside_another_refuses_as_busy_even_when_the_stores_clock_is_unrea
         with pytest.raises(RepoBusyError) as e:
             repo.gc()
     assert str(e.value).startswith(f"repository {repo.url}: another gc is running ({GC_KEY} is ")
-    assert json.loads(bytes(obstore.get(repo.store, GC_KEY).bytes())) == {"id": "gc-other", "state": "collecting"}
+    assert gc_json(repo) == {"id": "gc-other", "state": "collecting"}
 
 
 # --- the acknowledgements -------------------------------------------------------------------
@@ -308,14 +309,10 @@ def old_unreferenced_chunks(repo: S3Repository, *fills: int) -> list[str]:
 
 def condemning_gc(repo: S3Repository) -> Any:
     """gc.json once a gc has condemned chunks."""
-    got: list[Any] = []
-
-    def condemned() -> bool:
-        doc = repo._get_json(GC_KEY)
-        got[:] = [doc[0]] if doc else []
-        return bool(got) and got[0].get("state") == "condemned"
-    until(condemned, "a gc to condemn chunks")
-    return got[0]
+    def condemned() -> Any:
+        got = repo._get_json(GC_KEY)
+        return got[0] if got and got[0].get("state") == "condemned" else None
+    return wait_for(condemned, 30, "a gc to condemn chunks")
 
 
 def test_gc_spares_what_acknowledging_leases_keep_and_nothing_for_a_lease_without_a_keep_list(
@@ -347,7 +344,7 @@ def test_a_lease_that_dies_while_gc_waits_for_its_answer_is_fenced_and_counted(r
     repo.lease_ttl_s, repo.gc_poll_s = 2.0, 0.05
     hand_lease(repo, "p-gone", {"point_id": "p-gone"})
     [chunk] = old_unreferenced_chunks(repo, 0x53)
-    until(lambda: repo._store_now() > stamp(repo, "leases/p-gone.json") + 2, "the first lease to be a TTL old")
+    wait_store_clock_past(repo, stamp(repo, "leases/p-gone.json") + 2)
     hand_lease(repo, "p-stall", {"point_id": "p-stall"})
     report = repo.gc()
     assert (report.leases_removed, report.live_leases, report.chunks_removed) == (2, 1, 1)
@@ -404,7 +401,7 @@ def test_a_chunk_and_a_manifest_exactly_at_the_cutoff_are_kept(repo: S3Repositor
         written = stamp(repo, key)
         if stamp(repo, manifest) != written:
             continue
-        until(lambda: repo._store_now() >= written + CLOCK_SLACK_S, "the store's clock to reach the slack")
+        wait_for(lambda: repo._store_now() >= written + CLOCK_SLACK_S, 30, "the store's clock to reach the slack")
         began.clear()
         report = repo.gc()
         if began[0] == written + CLOCK_SLACK_S:
@@ -420,8 +417,7 @@ def test_gc_counts_every_chunk_and_byte_it_deletes_over_several_delete_requests(
     bodies = {digest(n.to_bytes(4, "big")): b"FCR1" + n.to_bytes(4, "big") * (1 + n % 3) for n in range(501)}
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda d: obstore.put(repo.store, repo._chunk_key(d), bodies[d]), bodies))
-    until(lambda: repo._store_now() > max(m["last_modified"].timestamp() for m in repo._list("chunks/"))
-          + CLOCK_SLACK_S + 1, "the chunks to be old")
+    wait_store_clock_past(repo, newest_chunk(repo) + CLOCK_SLACK_S + 1)
     report = repo.gc()
     assert (report.chunks_total, report.chunks_removed, report.bytes_removed) == (
         501, 501, sum(len(b) for b in bodies.values()))
@@ -453,7 +449,7 @@ def test_a_lease_exactly_a_ttl_old_while_gc_waits_for_it_may_still_answer(
 
         def answer() -> None:
             doc = condemning_gc(repo)
-            until(lambda: gc_reads.count(renewed + 1) >= 2 or done.is_set(), "gc to read the clock a TTL on")
+            wait_for(lambda: gc_reads.count(renewed + 1) >= 2 or done.is_set(), 30, "gc to read the clock a TTL on")
             answered_after.append(list(gc_reads))
             hand_lease(repo, lid, {"point_id": lid, "gc_ack": doc["id"], "gc_keep": []})
         gc_reads.clear()
@@ -481,7 +477,7 @@ def stale_gc_json(repo: S3Repository) -> None:
     repo.lease_ttl_s = 1.0
     put_gc_json(repo, {"id": "gc-dead", "state": "condemned", "candidates": []})
     left = stamp(repo, GC_KEY)
-    until(lambda: repo._store_now() > left + 1, "gc.json to be a TTL old")
+    wait_store_clock_past(repo, left + 1)
 
 
 def busy_gc(repo: S3Repository, monkeypatch: pytest.MonkeyPatch, op: str, rival: Any) -> str:
@@ -491,7 +487,7 @@ def busy_gc(repo: S3Repository, monkeypatch: pytest.MonkeyPatch, op: str, rival:
         m.setattr(obstore, op, rival)
         with pytest.raises(RepoBusyError) as e:
             repo.gc()
-    assert json.loads(bytes(obstore.get(repo.store, GC_KEY).bytes())) == {"id": "gc-rival"}
+    assert gc_json(repo) == {"id": "gc-rival"}
     return str(e.value)
 
 
@@ -561,7 +557,7 @@ def test_a_gc_json_exactly_a_ttl_old_is_still_busy(repo: S3Repository, monkeypat
     for _ in range(20):
         put_gc_json(repo, {"id": "gc-other", "state": "collecting"})
         left = stamp(repo, GC_KEY)
-        until(lambda: repo._store_now() >= left + 1, "a second of the store's clock")
+        wait_for(lambda: repo._store_now() >= left + 1, 30, "a second of the store's clock")
         reads.clear()
         with monkeypatch.context() as m:
             m.setattr(obstore, "head", head)

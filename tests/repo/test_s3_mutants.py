@@ -25,6 +25,7 @@ from fctui.repo.errors import ChunkError, ManifestError, NoRepositoryError, Repo
 import fctui.repo.s3 as s3
 from fctui.repo.s3 import S3Repository, _GcHeartbeat, _Lease
 from tests.repo.test_repo_points import BS, disk_args, new_point, read_all, write_disk
+from tests.repo.test_s3_gc import wait_for
 
 VM = "urn:sites:1:vms:i-7"
 
@@ -320,7 +321,7 @@ def test_a_manifest_the_store_cannot_read_names_the_point(repo: S3Repository,
 
 def test_a_writers_lease_names_its_point_and_no_bases_yet(repo: S3Repository) -> None:
     with new_point(repo) as pw:
-        lease = json.loads(bytes(obstore.get(repo.store, f"leases/{pw.point_id}.json").bytes()))
+        lease = lease_doc(repo, pw.point_id)
         assert lease["point_id"] == pw.point_id and lease["base_point_ids"] == []
         assert lease["gc_ack"] is None and lease["gc_keep"] == [] and lease["vm_urn"] == "urn:sites:1:vms:i-1"
         # when it began, on the store's clock (gc keeps chunks newer than the oldest live lease); the
@@ -473,7 +474,7 @@ def test_touching_a_chunk_the_honoured_gc_did_not_condemn_does_not_wait(repo: S3
 def test_a_condemned_chunk_waits_for_the_gc_to_end_and_counts_as_waiting(repo: S3Repository) -> None:
     lease = honouring(repo, {"a" * 64}, ttl=60.0)
     waiters = [touch_in_thread(lease, "a" * 64) for _ in range(2)]  # two disks' writers
-    until(lambda: lease.waiting == 2, "both puts to wait")
+    wait_for(lambda: lease.waiting == 2, 30, "both puts to wait")
     assert all(t.is_alive() for t, _ in waiters) and lease.touched == set()
     with lease._cond:  # the gc ends, as _check_gc sees it
         lease.condemned, lease.honour_id = frozenset(), None
@@ -528,13 +529,6 @@ def test_a_lease_renews_from_a_daemon_thread_named_after_it(repo: S3Repository) 
     assert not threads[0].is_alive()
 
 
-def until(condition: Any, what: str, seconds: float = 30.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"still waiting for {what}"
-        time.sleep(0.005)
-
-
 def test_stopping_a_lease_the_store_will_not_delete_does_not_raise(repo: S3Repository,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """stop() runs on the way out of commit and abort: a lease the store keeps expires and is fenced."""
@@ -567,10 +561,10 @@ def test_a_lease_looks_at_gc_every_poll_and_renews_only_every_renew_interval(
     lease.start()
     try:
         assert puts == ["leases/p-renew.json"] * 2  # created, then written with its start time
-        until(lambda: len(gc_looks) >= 10, "ten looks at gc.json")
+        wait_for(lambda: len(gc_looks) >= 10, 30, "ten looks at gc.json")
         assert puts == ["leases/p-renew.json"] * 2
         repo.lease_renew_s = 0.02
-        until(lambda: len(puts) >= 4, "renewals once the interval is short")
+        wait_for(lambda: len(puts) >= 4, 30, "renewals once the interval is short")
     finally:
         lease.stop(delete=True)
 
@@ -583,7 +577,7 @@ def test_a_failing_look_at_gc_is_logged_by_the_lease_which_goes_on(
     try:
         with monkeypatch.context() as m, caplog.at_level(logging.WARNING, logger="fctui.repo.s3"):
             store_refuses(m, "head", "slow down", under="gc.json")
-            until(lambda: len(caplog.records) >= 2, "two warnings")
+            wait_for(lambda: len(caplog.records) >= 2, 30, "two warnings")
         assert {r.getMessage() for r in caplog.records} == {
             f"lease p-log: repository {repo.url}: cannot read gc.json: slow down"}
         assert lease.lost is None and lease._thread is not None and lease._thread.is_alive()
