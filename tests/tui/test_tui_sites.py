@@ -114,8 +114,12 @@ async def test_two_sites_one_stopped_other_stays_live():
         cluster = vrms[0].children[0]
         cluster.expand()
         await wait_until(pilot, lambda: any((c.data or {}).get("kind") == "host" for c in cluster.children))
-        # enter on a VRM filters on its site
+        # enter on a VRM filters on its site. The hosts just added moved VRM b down a few lines; the tree
+        # renumbers its lines only when they are next read (a render, or last_line here), and move_cursor
+        # goes by the node's line number, so read them first (on a busy machine no render came between)
+        assert tree.last_line >= len(vrms) + len(cluster.children)
         tree.move_cursor(vrms[1])
+        assert tree.cursor_node is vrms[1]
         await pilot.press("enter")
         await wait_until(pilot, lambda: not isinstance(app.screen, TreeScreen) and app.shown_filter == "site:b")
 
