@@ -41,7 +41,9 @@ bench: $(STAMP)
 # A plain `make mutate` runs the named core's mutants that have no result yet (tools/mutate.py), so a
 # stopped run goes on where it was; MUTANTS='fctui.rules.*' runs every mutant a pattern matches again.
 # Niced, two children (MUTATE_CHILDREN=10 for speed: repo/ tests mostly wait on the store): the machine
-# stays usable. One S3 store serves every mutant's pytest (tests.servers), rather than one per mutant.
+# stays usable. mutmut stops a mutant after 6x its tests' wall time, which ten children on two cores can
+# reach: run the timeouts again with two or three children before counting them killed.
+# One S3 store serves every mutant's pytest (tests.servers), rather than one per mutant.
 MUTANTS ?=
 mutate: $(STAMP)
 	$(BIN)/pip install -q -e '.[test,mount,mutate]'

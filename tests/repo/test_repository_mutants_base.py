@@ -439,8 +439,12 @@ def test_open_disk_reads_the_right_disk_and_says_what_is_missing(repo: Repositor
 def test_record_sha256_sets_the_named_disk_only_and_busy_is_skipped(repo: Repository,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     pid = put(repo, {"urn:vol:1": {0: blk(1)}, "urn:vol:2": {0: blk(2)}})
+    other = put(repo, {"urn:vol:3": {0: blk(3)}})
+    other_before = repo.point(other)
     repo._record_sha256(pid, "urn:vol:2", "ab" * 32)
     assert [d.sha256 for d in repo.point(pid).disks] == [None, "ab" * 32]
+    # only that point's catalog entry is rewritten: the other keeps its own disks and id
+    assert repo.point(other) == other_before and {p.id for p in repo.points()} == {pid, other}
 
     def busy(*a: Any) -> None:
         raise RepoBusyError("busy")
