@@ -9,6 +9,7 @@ import errno
 import hashlib
 import json
 import os
+import random
 import re
 import time
 from pathlib import Path
@@ -44,6 +45,11 @@ def backup(repo: Repository, blocks: list[bytes], vm_name: str = "vm1") -> str:
 
 def block(tag: int) -> bytes:
     return bytes([tag]) * BS  # compressible: stored zstd
+
+
+def noise(seed: int, size: int = BS) -> bytes:
+    """Incompressible bytes, the same on every run: random bytes could land in another chunk's shard by chance."""
+    return random.Random(seed).randbytes(size)
 
 
 def digest(data: bytes) -> str:
@@ -359,10 +365,11 @@ def test_store_chunk_stores_then_reuses_with_exact_sizes(repo: Repository) -> No
     os.utime(repo.chunk_path(d), (old, old))
     assert repo._store_chunk(d, data) == ("reused", 0)
     assert repo.chunk_path(d).stat().st_mtime > old + 3600  # refreshed for gc
-    rnd = os.urandom(BS)
+    rnd = noise(1)
     outcome, size = repo._store_chunk(digest(rnd), rnd)
     assert outcome == "stored" and size == repo.chunk_path(digest(rnd)).stat().st_size > BS
     assert repo.read_chunk(d) == data and repo.read_chunk(digest(rnd)) == rnd
+    assert d[:2] != digest(rnd)[:2]  # other shards, so the listing is this chunk alone, no temp file
     assert [p.name for p in repo.chunk_path(d).parent.iterdir()] == [d]
 
 
@@ -376,7 +383,7 @@ def test_store_chunk_buffered_when_o_direct_is_refused(repo: Repository, monkeyp
         return real_open(path, flags, mode, **kw)
     monkeypatch.setattr(os, "open", no_direct)
     caplog.set_level("INFO", logger="fctui.repo")
-    data, rnd = block(9), os.urandom(BS)
+    data, rnd = block(9), noise(2)
     assert repo._store_chunk(digest(data), data)[0] == "stored"
     assert repo._store_chunk(digest(rnd), rnd) == ("stored", repo.chunk_path(digest(rnd)).stat().st_size)
     assert repo._direct_io is False
@@ -385,7 +392,8 @@ def test_store_chunk_buffered_when_o_direct_is_refused(repo: Repository, monkeyp
         f"repository {repo.path}: the filesystem refuses O_DIRECT; writing chunks buffered"]
     assert repo.read_chunk(digest(data)) == data and repo.read_chunk(digest(rnd)) == rnd
     assert repo.chunk_path(digest(rnd)).stat().st_mode & 0o777 == 0o600
-    assert sorted(p.name for p in repo.chunk_path(digest(rnd)).parent.iterdir()) == [digest(rnd)]
+    assert digest(data)[:2] != digest(rnd)[:2]  # other shards, so the listing is this chunk alone, no temp file
+    assert [p.name for p in repo.chunk_path(digest(rnd)).parent.iterdir()] == [digest(rnd)]
 
 
 def test_store_chunk_full_disk_and_other_errors(repo: Repository, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -421,7 +429,7 @@ def test_store_chunk_full_disk_and_other_errors(repo: Repository, monkeypatch: p
 
 def test_disk_usage_counts_chunk_files_and_bytes(repo: Repository) -> None:
     assert repo.disk_usage() == (0, 0)
-    rnd1, rnd2 = os.urandom(BS), os.urandom(100)
+    rnd1, rnd2 = noise(3), noise(4, 100)
     repo._store_chunk(digest(rnd1), rnd1)
     repo._store_chunk(digest(rnd2), rnd2)
     (repo.chunk_path(digest(rnd1)).parent / "stray.tmp").write_bytes(b"12345")
@@ -432,7 +440,7 @@ def test_disk_usage_counts_chunk_files_and_bytes(repo: Repository) -> None:
 
 def test_disk_usage_skips_a_chunk_gone_between_listing_and_stat(repo: Repository,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    rnd1, rnd2 = os.urandom(BS), os.urandom(BS)
+    rnd1, rnd2 = noise(5), noise(6)
     repo._store_chunk(digest(rnd1), rnd1)
     repo._store_chunk(digest(rnd2), rnd2)
     real = os.scandir
@@ -524,7 +532,7 @@ def test_gc_keeps_what_a_live_writer_uses(repo: Repository, clock: GcClock) -> N
     repo.forget(base)
     repo.forget(other)
     # The writer's own manifest (a crashed commit's) names a chunk only it holds.
-    own = os.urandom(BS)
+    own = noise(7)
     repo._store_chunk(digest(own), own)
     (repo.points_dir / f"{pw.point_id}.json").write_text(json.dumps(
         {"disks": [{"volume_urn": "urn:vol:9", "blocks": [[0, digest(own)]]}]}))
@@ -721,7 +729,7 @@ def test_write_manifest_full_and_other_failures(repo: Repository, monkeypatch: p
 
 
 def test_a_large_incompressible_block_is_stored_raw(repo: Repository) -> None:
-    rnd = os.urandom(160 * 1024)  # above the 128 KiB sampling threshold
+    rnd = noise(8, 160 * 1024)  # above the 128 KiB sampling threshold
     d = digest(rnd)
     assert repo._store_chunk(d, rnd) == ("stored", len(rnd) + 4)
     assert repo.chunk_path(d).read_bytes() == b"FCR1" + rnd
