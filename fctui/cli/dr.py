@@ -1,9 +1,12 @@
 """``fctui dr``: recovery plans, rehearsals and failovers (issue 19; README "Disaster recovery").
 
 * ``dr plan add NAME --target PROFILE (--vms FILTER | --policy NAME) [--group NAME=GLOB,GLOB ...]
-  [--rehearsal-network PG|none] [--tools-timeout S]`` -- the VMs are resolved now, on the source VRM
-  (``--profile``/``--vrm``, the default profile), with the console's filter language or a policy's
-  selection; ``--rehearsal-network`` is a port group of the target site (URN, or a name looked up there).
+  [--rehearsal-network PG|none] [--tools-timeout S] [--map-datastore SRC=DST ...] [--map-network SRC=DST ...]
+  [--location NAME|URN]`` -- the VMs are resolved now, on the source VRM (``--profile``/``--vrm``, the
+  default profile), with the console's filter language or a policy's selection; ``--rehearsal-network`` is a
+  port group of the target site (URN, or a name looked up there); the ``--map-*`` and ``--location`` options
+  override the site pair's remembered mapping for this plan (sources looked up on the source site, targets
+  on the target site).
 * ``dr plan list``, ``dr plan show NAME``, ``dr plan remove NAME``
 * ``dr rehearse PLAN [--keep] [--no-verify]`` -- runs in the job agent against the plan's target profile, follows it like
   ``fctui backup --wait`` and prints each VM's restore, boot and recovery time and the plan's RTO
@@ -25,6 +28,7 @@ import asyncio
 import json
 import sys
 import time
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .common import (EXIT_FAILED, EXIT_OK, EXIT_USAGE, EXIT_VRM, EXIT_WARNINGS, Connection, UsageError,
@@ -56,6 +60,15 @@ def register(sub: Any) -> None:
                         "(default: the NICs are left out)")
     a.add_argument("--tools-timeout", metavar="S", type=float, default=600.0,
                    help="a VM whose VM Tools are not running this long after power-on failed (default 600)")
+    a.add_argument("--map-datastore", metavar="SRC=DST", action="append", default=[],
+                   help="this plan's disks on source datastore SRC go to datastore DST of the target site "
+                        "(names or URNs), whatever the site pair's remembered mapping says; repeat per datastore")
+    a.add_argument("--map-network", metavar="SRC=DST", action="append", default=[],
+                   help="a failover plugs the NICs on source port group SRC into port group DST of the target "
+                        "site (name or URN), or leaves them out with DST none; repeat per port group")
+    a.add_argument("--location", metavar="NAME|URN",
+                   help="the cluster or host of the target site the VMs are created on (default: the site "
+                        "pair's remembered one, else a host that reaches every datastore)")
     add_connection_options(a)
     add_json_option(a)
     a.set_defaults(func=run_plan_add, connects=True, prints_json=True)
@@ -172,27 +185,42 @@ def run_plan_add(ns: argparse.Namespace) -> int:
     from ..config import load_config
     if load_config().profiles.get(ns.target) is None:
         raise UsageError(f"--target {ns.target!r}: no such profile in the config file")
+    from ..jobs.restore import RestoreError
+    from .restore import mapping_pairs
+    try:
+        ds_specs = mapping_pairs(ns.map_datastore, "--map-datastore")
+        pg_specs = mapping_pairs(ns.map_network, "--map-network")
+    except RestoreError as e:
+        raise UsageError(str(e)) from None
     source = require_connection(ns, "dr plan add")
     warn_insecure(source)
     network = ns.rehearsal_network.strip()
+    if network.lower() == "none":
+        network = ""
+    location = (ns.location or "").strip()
     target = _target_connection(ns.target)
     src_password = password_for(source)
     tgt_password = None
-    if network.lower() not in ("none", "") and not network.startswith("urn:"):
+    # names are looked up on the target site, and so are the URNs a mapping gives: a plan names only what is there
+    if (network and not network.startswith("urn:")) or ds_specs or pg_specs or location:
         tgt_password = src_password if (target.url, target.user) == (source.url, source.user) else password_for(target)
     try:
-        vms, names, selection, pg = asyncio.run(_resolve(ns, source, src_password, target, tgt_password, network))
+        vms, names, selection = asyncio.run(_resolve_vms(ns, source, src_password))
+        if not vms:
+            err(f"no VM matches {selection}: the plan would be empty")
+            return EXIT_FAILED
+        places = asyncio.run(_resolve_places(source, src_password, target, tgt_password, network, location,
+                                             ds_specs, pg_specs))
     except VrmError as e:
         err(f"cannot use VRM: {e}")
         return EXIT_VRM
-    except DrError as e:
+    except (DrError, RestoreError) as e:
         err(str(e))
         return EXIT_FAILED
-    if not vms:
-        err(f"no VM matches {selection}: the plan would be empty")
-        return EXIT_FAILED
     plan = RecoveryPlan(name=ns.name, target=ns.target, vms=vms, vm_names=names, selection=selection, groups=groups,
-                        rehearsal_network=pg, tools_timeout_s=float(ns.tools_timeout))
+                        rehearsal_network=places.network, tools_timeout_s=float(ns.tools_timeout),
+                        location=places.location, datastores=places.datastores, port_groups=places.port_groups,
+                        names=places.names)
     store = _store()
     try:
         store.save_plan(plan)
@@ -212,8 +240,9 @@ def _groups(plan: "RecoveryPlan") -> list[tuple[str, list[str]]]:
     return assign_groups(plan)
 
 
-async def _resolve(ns: argparse.Namespace, source: Connection, src_password: str, target: Connection,
-                   tgt_password: str | None, network: str) -> tuple[list[str], dict[str, str], str, str]:
+async def _resolve_vms(ns: argparse.Namespace, source: Connection, src_password: str
+                       ) -> tuple[list[str], dict[str, str], str]:
+    """The plan's VMs on the source VRM, now: (URNs, URN -> name, how they were chosen)."""
     from ..jobs.dr import DrError
     from ..jobs.policyrun import choose_vms, policy_rows
     from ..repo import Repository
@@ -245,26 +274,83 @@ async def _resolve(ns: argparse.Namespace, source: Connection, src_password: str
         except PolicyError as e:
             raise DrError(str(e)) from None
         selection = f"policy:{ns.policy}"
-    vms = [r.key for r in chosen]
-    names = {r.key: r.name for r in chosen}
-    pg = ""
-    if network.lower() not in ("none", ""):
-        pg = network
-        if not network.startswith("urn:"):
-            assert tgt_password is not None
-            tc = await _login(target, tgt_password)
-            try:
-                site = (await tc.sites())[0]
-                groups = await tc.port_groups(site.uri)
-            finally:
-                await tc.close()
-            found = [g for g in groups if g.name == network]
-            if len(found) != 1:
-                known = ", ".join(sorted(g.name for g in groups)) or "none"
-                raise DrError(f"--rehearsal-network {network!r}: {'no' if not found else 'several'} port group(s) "
-                              f"of that name on {target.label or target.url} (port groups: {known})")
-            pg = found[0].urn
-    return vms, names, selection, pg
+    return [r.key for r in chosen], {r.key: r.name for r in chosen}, selection
+
+
+@dataclass
+class _Places:
+    """Where a plan's VMs go on the target site, as URNs, and the names they were given by."""
+    network: str = ""
+    location: str = ""
+    datastores: dict[str, str] = field(default_factory=dict)    # source datastore URN -> target's
+    port_groups: dict[str, str] = field(default_factory=dict)   # source port group URN -> target's ("" none)
+    names: dict[str, str] = field(default_factory=dict)         # URN -> name, both sites
+
+
+async def _site_of(client: Any, conn: Connection) -> Any:
+    """The site of ``conn`` on its VRM: its profile's ``site`` URN, else the VRM's first site."""
+    from ..jobs.dr import DrError
+    sites = await client.sites()
+    for s in sites:
+        if not conn.site or conn.site in (s.urn, s.uri):
+            return s
+    raise DrError(f"site {conn.site} not found on {conn.label or conn.url} "
+                  f"(its sites: {', '.join(s.urn for s in sites) or 'none'})")
+
+
+async def _resolve_places(source: Connection, src_password: str, target: Connection, tgt_password: str | None,
+                          network: str, location: str, ds_specs: list[tuple[str, str]],
+                          pg_specs: list[tuple[str, str]]) -> _Places:
+    """The rehearsal network, location and per-plan mappings as URNs: sources looked up on the source site,
+    targets on the target site (a name must be unique there, a URN must exist there)."""
+    from .restore import pick_named
+    out = _Places(network=network, location=location)
+    src_ds: dict[str, str] = {}
+    src_pg: dict[str, str] = {}
+    if ds_specs or pg_specs:
+        sc = await _login(source, src_password)
+        try:
+            site = await _site_of(sc, source)
+            src_ds = {d.urn: d.name for d in await sc.datastores(site.uri)} if ds_specs else {}
+            src_pg = {g.urn: g.name for g in await sc.port_groups(site.uri)} if pg_specs else {}
+        finally:
+            await sc.close()
+    if tgt_password is None:
+        return out
+    tc = await _login(target, tgt_password)
+    try:
+        site = await _site_of(tc, target)
+        tgt_pg = {g.urn: g.name for g in await tc.port_groups(site.uri)} if (network or pg_specs) else {}
+        tgt_ds = {d.urn: d.name for d in await tc.datastores(site.uri)} if ds_specs else {}
+        places: dict[str, str] = {}
+        if location:
+            places = {c.urn: c.name for c in await tc.clusters(site.uri)}
+            places |= {h.urn: h.name for h in await tc.hosts(site.uri)}
+    finally:
+        await tc.close()
+    where = f" (site {target.label or target.url})"
+    src_where = f" (site {source.label or source.url})"
+    if network:
+        out.network = pick_named(network, tgt_pg, "--rehearsal-network" + where + ": port group")
+        out.names[out.network] = tgt_pg[out.network]
+    if location:
+        out.location = pick_named(location, places, "--location" + where + ": cluster or host")
+        out.names[out.location] = places[out.location]
+    for src, dst in ds_specs:
+        s_urn = pick_named(src, src_ds, "--map-datastore" + src_where + ": datastore")
+        d_urn = pick_named(dst, tgt_ds, "--map-datastore" + where + ": datastore")
+        out.datastores[s_urn] = d_urn
+        out.names |= {s_urn: src_ds[s_urn], d_urn: tgt_ds[d_urn]}
+    for src, dst in pg_specs:
+        s_urn = pick_named(src, src_pg, "--map-network" + src_where + ": port group")
+        out.names[s_urn] = src_pg[s_urn]
+        if dst.lower() == "none":
+            out.port_groups[s_urn] = ""
+            continue
+        d_urn = pick_named(dst, tgt_pg, "--map-network" + where + ": port group")
+        out.port_groups[s_urn] = d_urn
+        out.names[d_urn] = tgt_pg[d_urn]
+    return out
 
 
 @command
@@ -307,13 +393,18 @@ def run_plan_show(ns: argparse.Namespace) -> int:
                                            "runs": [r.to_dict() for r in runs]}))
         return EXIT_OK
     print(f"recovery plan {plan.name} into {plan.target} ({plan.selection or 'VMs listed'})")
-    print(f"  rehearsal network: {plan.rehearsal_network or 'none (NICs left out)'}; "
-          f"VM Tools timeout {fmt_s(plan.tools_timeout_s)}")
+    network = plan.name_of(plan.rehearsal_network) if plan.rehearsal_network else "none (NICs left out)"
+    print(f"  rehearsal network: {network}; VM Tools timeout {fmt_s(plan.tools_timeout_s)}")
+    if plan.location:
+        print(f"  location: {plan.name_of(plan.location)}")
     for i, (g, urns) in enumerate(_groups(plan), 1):
         print(f"  {i}. {g}: " + ", ".join(plan.vm_names.get(u, u) for u in urns))
-    for what, m in (("datastores", plan.datastores), ("port groups", plan.port_groups)):
+    for what, m in (("datastore", plan.datastores), ("port group (failover)", plan.port_groups)):
         for k, v in m.items():
-            print(f"  {what}: {k} -> {v or 'none'}")
+            print(f"  {what}: {plan.name_of(k)} -> {plan.name_of(v) if v else 'none'}")
+    if not (plan.location or plan.datastores or plan.port_groups):
+        print("  mapping: the one remembered for the site pair (set by `fctui restore --map-datastore` or the "
+              "console's restore walkthrough)")
     for r in runs:
         print(f"  {r.kind} {r.id}: {r.state}, RTO {fmt_s(r.rto_s)}"
               + (f", clean-up {r.cleanup}" if r.kind == "rehearsal" else ""))

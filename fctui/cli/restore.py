@@ -111,7 +111,7 @@ async def _resolve_vm(client: "VrmClient", site: str, spec: str) -> str:
     return matches[0].urn
 
 
-def _pairs(specs: list[str], option: str) -> list[tuple[str, str]]:
+def mapping_pairs(specs: list[str], option: str) -> list[tuple[str, str]]:
     from ..jobs.restore import RestoreError
     out = []
     for s in specs:
@@ -122,7 +122,7 @@ def _pairs(specs: list[str], option: str) -> list[tuple[str, str]]:
     return out
 
 
-def _pick(spec: str, known: dict[str, str], what: str) -> str:
+def pick_named(spec: str, known: dict[str, str], what: str) -> str:
     """``spec`` (a URN or a name) as one of ``known`` (URN -> name); a name must be unique."""
     from ..jobs.restore import RestoreError
     if spec in known:
@@ -140,8 +140,8 @@ async def _mapped_request(client: "VrmClient", point: "RestorePoint", site: str,
     """--map-datastore, --map-network and --location resolved against the point (sources) and the site
     restored into (targets): (datastores per disk volume, port groups, location URN)."""
     from ..jobs.sitemap import point_datastores, point_port_groups
-    ds_specs = _pairs(getattr(ns, "map_datastore", None) or [], "--map-datastore")
-    pg_specs = _pairs(getattr(ns, "map_network", None) or [], "--map-network")
+    ds_specs = mapping_pairs(getattr(ns, "map_datastore", None) or [], "--map-datastore")
+    pg_specs = mapping_pairs(getattr(ns, "map_network", None) or [], "--map-network")
     location = getattr(ns, "location", None) or ""
     datastores = dict(datastores)
     port_groups: dict[str, str] = {}
@@ -149,7 +149,7 @@ async def _mapped_request(client: "VrmClient", point: "RestorePoint", site: str,
         targets = {d.urn: d.name for d in await client.datastores(site)}
         sources = point_datastores(point)
         for src, dst in ds_specs:
-            s_urn, d_urn = _pick(src, sources, "source datastore"), _pick(dst, targets, "datastore")
+            s_urn, d_urn = pick_named(src, sources, "source datastore"), pick_named(dst, targets, "datastore")
             for d in point.disks:
                 if d.datastore_urn == s_urn:
                     datastores.setdefault(d.volume_urn, d_urn)   # --datastore for one disk wins
@@ -157,12 +157,12 @@ async def _mapped_request(client: "VrmClient", point: "RestorePoint", site: str,
         targets = {g.urn: g.name for g in await client.port_groups(site)}
         sources = point_port_groups(point)
         for src, dst in pg_specs:
-            port_groups[_pick(src, sources, "source port group")] = \
-                "" if dst.lower() == "none" else _pick(dst, targets, "port group")
+            port_groups[pick_named(src, sources, "source port group")] = \
+                "" if dst.lower() == "none" else pick_named(dst, targets, "port group")
     if location and not location.startswith("urn:"):
         places = {c.urn: c.name for c in await client.clusters(site)}
         places |= {h.urn: h.name for h in await client.hosts(site)}
-        location = _pick(location, places, "cluster or host")
+        location = pick_named(location, places, "cluster or host")
     return datastores, port_groups, location
 
 

@@ -65,6 +65,8 @@ class RecoveryPlan:
     port_groups: dict[str, str] = field(default_factory=dict)    # overrides (failover networks)
     rehearsal_network: str = ""                       # target port group URN for a rehearsal's NICs; "" : no NIC
     tools_timeout_s: float = 600.0                    # a VM whose Tools are not running by then failed to boot
+    names: dict[str, str] = field(default_factory=dict)  # URN -> name of the datastores, port groups and
+    #                                                   location above, as read when the plan was made (display)
     created: float = field(default_factory=time.time)
     updated: float = field(default_factory=time.time)
 
@@ -72,6 +74,10 @@ class RecoveryPlan:
         out = asdict(self)
         out["groups"] = [g.to_dict() for g in self.groups]
         return out
+
+    def name_of(self, urn: str) -> str:
+        """``urn`` as people know it: its name when the plan was made (the URN when it has none)."""
+        return self.names.get(urn) or urn
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RecoveryPlan":

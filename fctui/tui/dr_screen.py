@@ -28,6 +28,7 @@ from textual.widgets import Footer, OptionList, Static
 from textual.widgets.option_list import Option
 
 from ..jobs.dr import OTHERS_GROUP, DrError, DrStore, RecoveryPlan, RecoveryRun, VmRecovery
+from ..jobs.drrun import assign_groups
 from ..jobs.progress import duration_text
 from .dialogs import ConfirmScreen
 
@@ -99,7 +100,7 @@ def plan_line(plan: RecoveryPlan, last: RecoveryRun | None, now: float, tz: tzin
     t.append(f"{plan.name[:nw]:<{nw}} ", style="bold")
     t.append(f"{plan.target[:tw]:<{tw}} ")
     t.append(f"{len(plan.vms):>3} VMs ")
-    t.append(f"{len(plan.groups):>2} grp  ")
+    t.append(f"{len(assign_groups(plan)):>2} grp  ")     # boot groups with VMs, "others" included
     t.append_text(run_result(last, now, tz))
     if width > 10:
         t.truncate(width, overflow="ellipsis")
@@ -123,44 +124,43 @@ def render_plan(plan: RecoveryPlan, tz: tzinfo, now: float) -> Text:
     if plan.selection:
         t.append(f" · {plan.selection}", style="dim")
     t.append("\n")
-    net = plan.rehearsal_network or "no NIC (VMs restored without network)"
+    net = plan.name_of(plan.rehearsal_network) if plan.rehearsal_network else "no NIC (VMs restored without network)"
     t.append(f"Rehearsal network: {net} · Tools timeout {duration_text(plan.tools_timeout_s)}\n", style="dim")
     if plan.location:
-        t.append(f"Location: {plan.location}\n", style="dim")
-    by_group: dict[str, list[str]] = {}
-    for urn in plan.vms:
-        by_group.setdefault(vm_group(plan, urn), []).append(plan.vm_names.get(urn) or urn)
+        t.append(f"Location: {plan.name_of(plan.location)}\n", style="dim")
+    for src, dst in plan.datastores.items():
+        t.append(f"Datastore: {plan.name_of(src)} → {plan.name_of(dst)}\n", style="dim")
+    for src, dst in plan.port_groups.items():
+        t.append(f"Failover network: {plan.name_of(src)} → {plan.name_of(dst) if dst else 'none'}\n", style="dim")
+    by_group = dict(assign_groups(plan))
     order = [g.name for g in plan.groups] + [OTHERS_GROUP]
     for i, g in enumerate(order):
-        names = by_group.get(g, [])
+        names = sorted(plan.vm_names.get(u) or u for u in by_group.get(g, []))
         if g == OTHERS_GROUP and not names:
             continue
         t.append(f"  {i + 1}. {g}", style="bold")
         t.append(f" ({len(names)}): ", style="dim")
-        t.append(", ".join(sorted(names)) or "no VM", style="" if names else "dim")
+        t.append(", ".join(names) or "no VM", style="" if names else "dim")   # a glob that matches nothing
         t.append("\n")
     return t
 
 
-def vm_group(plan: RecoveryPlan, urn: str) -> str:
-    """The boot group of one plan VM: the first group with a matching glob or URN (case-insensitive)."""
-    from fnmatch import fnmatchcase
-    name = (plan.vm_names.get(urn) or "").lower()
-    for g in plan.groups:
-        for m in g.match:
-            if m == urn or fnmatchcase(name, m.lower()):
-                return g.name
-    return OTHERS_GROUP
-
-
 VM_COLUMNS = (("group", 10), ("VM", 16), ("state", 9), ("restore", 10), ("boot", 10), ("RTO", 12))
 WIDE_ERRORS = 100    # narrower: a VM's error goes on a line of its own under it
+ERROR_ROOM = 40      # what a wide table keeps for the error column when it widens the VM names
 
 
-def _vm_row(v: VmRecovery, now: float, started: float, live: bool, width: int) -> list[Text]:
+def vm_name_width(run: RecoveryRun, width: int) -> int:
+    """The VM column: 16, or wider when the names are longer and the screen has the room."""
+    others = sum(w + 1 for name, w in VM_COLUMNS if name != "VM") + (ERROR_ROOM if width >= WIDE_ERRORS else 0)
+    longest = max((len(v.vm_name) for v in run.vms), default=0)
+    return max(16, min(longest, width - others - 1))
+
+
+def _vm_row(v: VmRecovery, now: float, started: float, live: bool, width: int, name_w: int = 16) -> list[Text]:
     t = Text(no_wrap=True, overflow="ellipsis")
     t.append(f"{v.group[:10]:<10} ", style="dim")
-    t.append(f"{v.vm_name[:16]:<16} ", style="bold")
+    t.append(f"{v.vm_name[:name_w]:<{name_w}} ", style="bold")
     t.append(f"{v.state:<9} ", style=VM_STYLE.get(v.state, ""))
     t.append(f"{duration_text(v.restore_s):>10} ")
     t.append(f"{duration_text(v.boot_s):>10} ")
@@ -197,8 +197,10 @@ def render_run(run: RecoveryRun, plan: RecoveryPlan | None, now: float, tz: tzin
     t.append("\n")
     if run.error:
         t.append(f"{run.error}\n", style="red")
+    name_w = vm_name_width(run, width)
     header = Text(no_wrap=True, overflow="ellipsis", style="dim")
     for name, w in VM_COLUMNS:
+        w = name_w if name == "VM" else w
         header.append(f"{name:>{w}} " if name in ("restore", "boot", "RTO") else f"{name:<{w}} ")
     if width >= WIDE_ERRORS:
         header.append(" error")
@@ -207,7 +209,7 @@ def render_run(run: RecoveryRun, plan: RecoveryPlan | None, now: float, tz: tzin
     order = group_names(plan, run)
     rank = {g: i for i, g in enumerate(order)}
     for v in sorted(run.vms, key=lambda v: (rank.get(v.group, len(order)), v.vm_name)):
-        rows.extend(_vm_row(v, now, run.started, live, width))
+        rows.extend(_vm_row(v, now, run.started, live, width, name_w))
     for row in rows:
         if width > 10:
             row.truncate(width, overflow="ellipsis")
@@ -422,7 +424,7 @@ class DrScreen(Screen[None]):
                 t.append("Reading the recovery plans…", style="dim")
             elif not self.plans:
                 t.append("No recovery plan yet.\n", style="bold")
-                t.append("Make one with: fctui dr plan add NAME --target PROFILE --filter TEXT --group "
+                t.append("Make one with: fctui dr plan add NAME --target PROFILE --vms FILTER --group "
                          "NAME=GLOB …", style="dim")
         else:
             t.append_text(render_plan(plan, tz, now))
@@ -487,10 +489,11 @@ class DrScreen(Screen[None]):
             if ok:
                 self.run_worker(self._submit(plan), group="dr-submit", exit_on_error=False)
 
+        network = f"on {plan.name_of(plan.rehearsal_network)}" if plan.rehearsal_network else "without network"
         self.app.push_screen(ConfirmScreen(
             f"Rehearse {plan.name}?",
             f"Restores the latest good point of {len(plan.vms)} VM(s) into site {plan.target} "
-            f"({'on ' + plan.rehearsal_network if plan.rehearsal_network else 'without network'}), boots them "
+            f"({network}), boots them "
             "group by group, measures the RTO, then removes everything it created. Production is not touched.",
             yes="Start the rehearsal", no="Not now"), confirmed)
 

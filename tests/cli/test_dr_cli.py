@@ -86,3 +86,47 @@ async def test_plan_rehearse_runs_and_failover_confirmation(dirs: dict[str, str]
         assert "last rehearsal" in capsys.readouterr().out and "succeeded" in out
         assert await cli("dr", "plan", "show", "nope") == 1
         assert "plans: erp" in capsys.readouterr().err
+
+
+async def test_plan_add_maps_by_name_on_each_site(dirs: dict[str, str], monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """The plan's own mapping: sources named on site A, targets on site B, kept as URNs with their names;
+    a name either site does not have stops the plan and says what there is."""
+    monkeypatch.setenv("FCTUI_PASSWORD", SIM_PASSWORD)
+    with two_sites(vms=0, edge_fill=0.002, ready_vms_per_host=(1,)) as (a, b):
+        write_sites_config(dirs["FCTUI_CONFIG_DIR"], a, b)
+        async with VrmClient(a.url, "admin", SIM_PASSWORD) as ca, VrmClient(b.url, "admin", SIM_PASSWORD) as cb:
+            site_a, site_b = (await ca.sites())[0], (await cb.sites())[0]
+            src = {x.name: x.urn for x in await ca.datastores(site_a.uri)} | \
+                {g.name: g.urn for g in await ca.port_groups(site_a.uri)}
+            dst = {x.name: x.urn for x in await cb.datastores(site_b.uri)} | \
+                {g.name: g.urn for g in await cb.port_groups(site_b.uri)} | \
+                {c.name: c.urn for c in await cb.clusters(site_b.uri)}
+        base = ("dr", "plan", "add", "erp", "--target", "b", "--profile", "a", "--vms", "re:^ready-")
+        maps = ("--map-datastore", "ds-nas-cluster-01=ds-nas-dr-cluster-02", "--map-network", "prod-net=dr-app-net",
+                "--map-network", "app-net=none", "--location", "dr-cluster-02", "--rehearsal-network", "dr-isolated")
+
+        assert await cli(*base, *maps[:-2], "--rehearsal-network", "nope") == 1
+        err = capsys.readouterr().err
+        assert "--rehearsal-network (site b): port group 'nope': not found" in err and "dr-isolated" in err
+        assert await cli(*base, "--map-datastore", "ds-nas-dr-cluster-02=ds-nas-dr-cluster-02") == 1
+        assert "--map-datastore (site a): datastore 'ds-nas-dr-cluster-02': not found" in capsys.readouterr().err
+        assert await cli(*base, "--map-network", "prod-net") == 2          # not SRC=DST
+        assert "give SRC=DST" in capsys.readouterr().err
+        assert await cli("dr", "plan", "list") == 0
+        assert "no recovery plan" in capsys.readouterr().out             # nothing saved by a refused add
+
+        assert await cli(*base, *maps) == 0
+        capsys.readouterr()
+        assert await cli("dr", "plan", "show", "erp", "--json") == 0
+        plan = json.loads(capsys.readouterr().out)
+        assert plan["datastores"] == {src["ds-nas-cluster-01"]: dst["ds-nas-dr-cluster-02"]}
+        assert plan["port_groups"] == {src["prod-net"]: dst["dr-app-net"], src["app-net"]: ""}
+        assert (plan["location"], plan["rehearsal_network"]) == (dst["dr-cluster-02"], dst["dr-isolated"])
+        assert await cli("dr", "plan", "show", "erp") == 0
+        out = capsys.readouterr().out
+        assert "rehearsal network: dr-isolated;" in out and "location: dr-cluster-02" in out
+        assert "datastore: ds-nas-cluster-01 -> ds-nas-dr-cluster-02" in out
+        assert "port group (failover): prod-net -> dr-app-net" in out
+        assert "port group (failover): app-net -> none" in out
+        assert "urn:" not in out

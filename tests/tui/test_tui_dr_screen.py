@@ -16,11 +16,14 @@ from textual.app import App
 from textual.widgets._footer import FooterKey
 
 from fctui.jobs.dr import BootGroup, DrStore, RecoveryPlan, RecoveryRun, VmRecovery
-from fctui.tui.dr_screen import DrScreen, plan_line, render_run
+from fctui.tui.dr_screen import DrScreen, plan_line, render_plan, render_run
 from tests.tui.test_tui_snapshots import SIZES
 
 T0 = 1_780_000_000.0
 SRC = "urn:sites:1A2B3C4D"
+DST = "urn:sites:5E6F7A8B"
+ISOLATED, DR_CLUSTER = f"{DST}:portgroups:3", f"{DST}:clusters:2"
+PROD_SSD, DR_SSD = f"{SRC}:datastores:1", f"{DST}:datastores:4"
 
 
 @pytest.fixture(autouse=True)
@@ -40,7 +43,10 @@ def shop_plan() -> RecoveryPlan:
     return RecoveryPlan(name="shop", target="site-b", vms=list(NAMES), vm_names=dict(NAMES),
                         selection="filter:shop", groups=[BootGroup("databases", ["db-*"]),
                                                          BootGroup("apps", ["app-*"])],
-                        rehearsal_network="dr-isolated", tools_timeout_s=600.0, created=T0, updated=T0)
+                        rehearsal_network=ISOLATED, tools_timeout_s=600.0, location=DR_CLUSTER,
+                        datastores={PROD_SSD: DR_SSD}, created=T0, updated=T0,
+                        names={ISOLATED: "dr-isolated", DR_CLUSTER: "dr-cluster", PROD_SSD: "prod-ssd",
+                               DR_SSD: "dr-ssd"})
 
 
 def hr_plan() -> RecoveryPlan:
@@ -204,6 +210,14 @@ async def test_rehearse_asks_first_and_no_plan_says_how():
         await until(pilot, lambda: screen(app).loaded)
         assert "No recovery plan yet" in body(app)
         assert not screen(app).check_action("rehearse", ())
+        # the command the screen suggests is one the CLI takes, once its placeholders are filled in
+        hint = body(app).split("Make one with: ", 1)[1].split()
+        assert hint[:4] == ["fctui", "dr", "plan", "add"]
+        filled = {"NAME": "erp", "PROFILE": "dr", "FILTER": "re:^erp-", "NAME=GLOB": "db=erp-db*", "…": None}
+        argv = [filled.get(w, w) for w in hint[1:]]
+        from fctui.cli import build_parser
+        ns = build_parser().parse_args([w for w in argv if w is not None])
+        assert (ns.name, ns.target, ns.vms, ns.group) == ("erp", "dr", "re:^erp-", ["db=erp-db*"])
     store = store_with_plans()
     app = DrApp(store, T0)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -221,6 +235,36 @@ async def test_rehearse_asks_first_and_no_plan_says_how():
         await until(pilot, lambda: any("not connected to site site-b" in n.message
                                        for n in app._notifications))
         assert isinstance(app.screen, DrScreen) and getattr(app, "jobs", None) is None
+
+
+def test_plan_names_what_it_maps_not_urns():
+    t = render_plan(shop_plan(), timezone.utc, T0).plain
+    assert "Rehearsal network: dr-isolated" in t and "Location: dr-cluster" in t
+    assert "Datastore: prod-ssd → dr-ssd" in t
+    assert "urn:" not in t
+    failover = shop_plan()
+    failover.port_groups = {f"{SRC}:portgroups:1": ISOLATED, f"{SRC}:portgroups:2": ""}
+    failover.names[f"{SRC}:portgroups:1"] = "prod-net"
+    t = render_plan(failover, timezone.utc, T0).plain
+    assert "Failover network: prod-net → dr-isolated" in t
+    assert f"Failover network: {SRC}:portgroups:2 → none" in t
+    unnamed = shop_plan()
+    unnamed.names = {}          # a plan made before names were kept: the URNs, not nothing
+    t = render_plan(unnamed, timezone.utc, T0).plain
+    assert f"Rehearsal network: {ISOLATED}" in t and f"Datastore: {PROD_SSD} → {DR_SSD}" in t
+
+
+def test_long_vm_names_whole_when_the_screen_has_room():
+    run = live_stages()[-1]
+    for v in run.vms:
+        v.vm_name = f"{v.vm_name}-production-erp"             # 23-24 characters
+    wide = render_run(run, shop_plan(), T0 + 900, timezone.utc, 156).plain
+    assert "app-03-production-erp " in wide and "Tools not running after 600 s" in wide
+    narrow = render_run(run, shop_plan(), T0 + 900, timezone.utc, 76).plain
+    assert "app-03-production-erp" not in narrow                  # cut to what fits beside the times
+    assert all(len(line) <= 76 for line in narrow.splitlines()) and "1 min 35 s" in narrow
+    # the plans list counts the boot groups that have VMs, "others" included, as `fctui dr plan list` does
+    assert " 3 grp " in plan_line(shop_plan(), None, T0, timezone.utc, 80).plain
 
 
 def test_rendering_is_pure():
@@ -252,9 +296,9 @@ def _snap(stage: int) -> tuple[DrApp, Any]:
     return app, run_before
 
 
-# live at both sizes; the finished run (errors under their VM at 80 columns) at 80x24: summed time bounded
-@pytest.mark.parametrize(("stage", "size"), [(1, SIZES[0]), (1, SIZES[1]), (2, SIZES[0])],
-                         ids=["live-80x24", "live-160x48", "finished-80x24"])
+# live and finished (errors under their VM at 80 columns, beside it when wide) at both sizes
+@pytest.mark.parametrize(("stage", "size"), [(1, SIZES[0]), (1, SIZES[1]), (2, SIZES[0]), (2, SIZES[1])],
+                         ids=["live-80x24", "live-160x48", "finished-80x24", "finished-160x48"])
 def test_dr_rehearsal_snapshot(snap_compare, size, stage):
     app, run_before = _snap(stage)
     assert snap_compare(app, terminal_size=size, run_before=run_before)

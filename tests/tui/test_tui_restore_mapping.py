@@ -223,9 +223,10 @@ async def test_checks_name_every_unmapped_item(site_a: SiteA, tmp_path: Path):
 
 # --- snapshots -----------------------------------------------------------------------------------------
 
-# the disks at both sizes; the networks (short lists) at 80x24 only: the summed test time is bounded
-@pytest.mark.parametrize(("phase", "size"), [("disks", SIZES[0]), ("disks", SIZES[1]), ("nics", SIZES[0])],
-                         ids=["disks-80x24", "disks-160x48", "nics-80x24"])
+# the disks and the networks, each at both sizes
+@pytest.mark.parametrize(("phase", "size"), [("disks", SIZES[0]), ("disks", SIZES[1]), ("nics", SIZES[0]),
+                                             ("nics", SIZES[1])],
+                         ids=["disks-80x24", "disks-160x48", "nics-80x24", "nics-160x48"])
 def test_mapping_step_snapshot(snap_compare, size, phase, site_a: SiteA, tmp_path: Path):
     world = World(site_a, tmp_path)
     app = world.app()
