@@ -349,7 +349,7 @@ class Agent:
                             run: Any, keep: bool, verify: bool = True) -> None:
         """A recovery run under the agent's guarantees: persisted job and run (the console polls the run
         in the DrStore), live events, cancel -> the run's clean-up, creations journaled in the job store."""
-        from ..jobs.drrun import RecoverySettings, run_recovery
+        from ..jobs.drrun import RecoverySettings, run_recovery, vm_recovery_text
         from ..jobs.model import VmProgress
         from ..jobs.runner import Reporter
         from ..vrm.urn import site_id
@@ -360,7 +360,7 @@ class Agent:
 
         def changed(r: Any) -> None:
             job.vms = [VmProgress(urn=v.vm_urn, name=v.vm_name, state=vm_states.get(v.state, "waiting"),
-                                  point_id=v.point_id or None, reason=v.error or v.state) for v in r.vms]
+                                  point_id=v.point_id or None, reason=vm_recovery_text(v)) for v in r.vms]
             try:
                 store.save_run(r)
             except Exception:

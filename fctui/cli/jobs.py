@@ -81,7 +81,11 @@ async def _check_login(conn: Connection, password: str) -> None:
 def format_job(job: "JobRecord") -> str:
     lines = [f"job {job.id}: {job.outcome}" + (f" - {job.error}" if job.error and job.state != "succeeded" else "")]
     lines += [f"  warning: {w}" for w in job.warnings]
+    from ..jobs.dr import RUN_KINDS
     for vm in job.vms:
+        if job.type in RUN_KINDS:   # a recovery run's VM: where it stands and its measured times, in words
+            lines.append(f"  {vm.name or vm.urn}: {vm.reason or vm.state}")
+            continue
         head = f"  {vm.name or vm.urn} [{vm.kind or '-'}] {vm.state}"
         if vm.reason:
             head += f": {vm.reason}"
@@ -187,9 +191,13 @@ def _job_line(j: "JobRecord") -> str:
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(j.created))
     state = "warnings" if j.outcome != j.state else j.state
     names = ", ".join(v.name or v.urn for v in j.vms) or ", ".join(j.targets)
-    return (f"{j.id}  {when}  {j.type:<7} {state:<11} {len(j.vms)} VM(s) ({names})  "
-            f"read {size(t['bytes_read'])} of "
-            f"{size(t['bytes_planned'])}" + (f"  {j.error[:80]}" if j.error else "")
+    from ..jobs.dr import RUN_KINDS
+    if j.type in RUN_KINDS:   # a recovery run: VMs up, not bytes (its restores' bytes are not totalled)
+        figures = f"plan {', '.join(j.targets)}: {sum(v.state == 'done' for v in j.vms)} up"
+    else:
+        figures = f"read {size(t['bytes_read'])} of {size(t['bytes_planned'])}"
+    return (f"{j.id}  {when}  {j.type:<7} {state:<11} {len(j.vms)} VM(s) ({names})  {figures}"
+            + (f"  {j.error[:80]}" if j.error else "")
             + (f"  {j.warnings[0][:80]}" if j.warnings and not j.error else ""))
 
 

@@ -40,11 +40,11 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 from ..vrm.errors import VrmError, VrmNotFoundError
 from ..vrm.urn import site_id, urn_to_uri
 from . import cleanup
-from .dr import OTHERS_GROUP, DrError, RecoveryPlan, RecoveryRun, VmRecovery
+from .dr import OTHERS_GROUP, RUN_KINDS, DrError, RecoveryPlan, RecoveryRun, VmRecovery
 from .journal import JournalLike, MemoryJournal
 from .model import JobError, JobRecord
 from .progress import duration_text
-from .restore import RestoreRequest, RestoreSettings, plan_restore, restore_result, run_restore
+from .restore import UNMAPPED, RestoreRequest, RestoreSettings, plan_restore, restore_result, run_restore
 from .runner import Reporter, uncancellable
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -124,9 +124,23 @@ def latest_good_point(repo: "Repository", vm_urn: str) -> tuple["RestorePoint | 
     return None, f"every restore point ({len(points)}) is damaged; newest: {last_problem}"
 
 
+def vm_recovery_text(v: VmRecovery) -> str:
+    """Where one VM of a run stands, in words and measured times (a job's VM line in ``fctui jobs`` and the
+    console's jobs screen): "booting · restored in 7 s", "running · restore 7 s · boot 22 s · RTO 29 s"."""
+    if v.error:
+        return f"{v.state}: {v.error}"
+    parts = [v.state]
+    if v.state in ("restored", "booting") and v.restore_s is not None:
+        parts.append(f"restored in {duration_text(v.restore_s)}")
+    if v.state == "running":
+        parts += [f"restore {duration_text(v.restore_s)}", f"boot {duration_text(v.boot_s)}",
+                  f"RTO {duration_text(v.rto_s)}"]
+    return " · ".join(parts)
+
+
 def new_run(plan: RecoveryPlan, kind: str, *, run_id: str = "", job_id: str = "") -> RecoveryRun:
     """A run of ``plan`` with every VM waiting, in boot order."""
-    if kind not in ("rehearsal", "failover"):
+    if kind not in RUN_KINDS:
         raise DrError(f"unknown run kind {kind!r} (rehearsal or failover)")
     if not plan.vms:
         raise DrError(f"recovery plan {plan.name} has no VMs")
@@ -262,7 +276,13 @@ class _Recovery:
                                        f"({same[0].urn}): rename or remove it first")
                 plan = await plan_restore(self.client, self.repo, self.request_for(point, vm))
                 if plan.blocked:
-                    raise JobError("restore refused: " + "; ".join(f"{f.rule}: {f.message}" for f in plan.blockers))
+                    why = "restore refused: " + "; ".join(f"{f.rule}: {f.message}" for f in plan.blockers)
+                    if any(f.rule == UNMAPPED for f in plan.blockers):
+                        why += (" -- map them for this plan: "
+                                f"`fctui dr plan add {self.plan.name} ... --map-datastore SRC=DST` "
+                                "(also --map-network SRC=DST|none, --location NAME), or for the site pair: "
+                                "`fctui restore --map-datastore` or the console's restore walkthrough")
+                    raise JobError(why)
                 sub = JobRecord(id=self.job.id, vrm=self.job.vrm, user=self.job.user, targets=[point.id])
                 journal = self.journals[vm.vm_urn] = _HeldJournal(self.base_journal, self.job.id, self.run.id)
                 try:

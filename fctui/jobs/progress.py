@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 from ..units import human_bytes  # the one size formatter (the console imports it from here)
+from .dr import RUN_KINDS
 from .model import DiskProgress, JobRecord, VmProgress
 
 ETA_MIN_FRACTION = 0.05
@@ -217,11 +218,14 @@ def job_summary(job: JobRecord) -> str:
     done = sum(1 for v in job.vms if v.state == "done")
     runnable = sum(1 for v in job.vms if v.state != "refused")
     refused = len(job.vms) - runnable
-    kind = "restore" if job.type == "restore" else "backup"
-    parts = [f"{kind} {job.outcome}", f"{done}/{runnable} VM(s)"]
-    if refused:
-        parts.append(f"{refused} refused")
-    parts.append(f"read {human_bytes(t['bytes_read'])}, written {human_bytes(t['bytes_written'])}")
+    parts = [f"{job.type} {job.outcome}"]
+    if job.type in RUN_KINDS:   # a recovery run: VMs up, not bytes (its restores' bytes are not totalled)
+        parts.append(f"{done}/{len(job.vms)} VM(s) up")
+    else:
+        parts.append(f"{done}/{runnable} VM(s)")
+        if refused:
+            parts.append(f"{refused} refused")
+        parts.append(f"read {human_bytes(t['bytes_read'])}, written {human_bytes(t['bytes_written'])}")
     if job.started and job.finished and job.finished >= job.started:
         parts.append(f"in {duration_text(job.finished - job.started)}")
     if job.error and job.state != "succeeded":

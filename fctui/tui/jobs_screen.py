@@ -28,6 +28,7 @@ from textual.widgets import Footer, Static
 
 from ..agent import AgentClient, AgentError, JobAgent, ensure_agent, job_client
 from ..jobs.cleanup import describe_leftover
+from ..jobs.dr import RUN_KINDS
 from ..jobs.model import FINAL_VM_STATES, JobError, JobRecord, VmProgress
 from ..jobs.pause import PAUSE_WARN_S, PauseEstimate, PauseEstimator, PauseObservation
 from ..jobs.planner import GIB, Plan, VmPlan
@@ -434,7 +435,10 @@ def render_job_row(job: JobRecord, fig: JobFigures | None, width: int, selected:
     if job.is_final:
         t.append(job_summary(job).split(" · ", 1)[1] if " · " in job_summary(job) else "", style="dim")
         return t
-    if fig is not None:
+    if job.type in RUN_KINDS:   # a recovery run: VMs up so far (its restores' bytes are not totalled)
+        up = sum(1 for v in job.vms if v.state == "done")
+        t.append(f"{up}/{len(job.vms)} VM(s) up ")
+    elif fig is not None:
         t.append(bar(fig.fraction, 12), style="cyan")
         t.append(f" {fig.fraction * 100:3.0f}% " if fig.fraction is not None else "   ? ")
         t.append(f"R {human_rate(fig.read_rate):>11} ")
@@ -474,6 +478,35 @@ def render_job_detail(job: JobRecord, fig: JobFigures, *, now: float,
         t.append(f"warning: {w}\n", style="yellow")
     for p in leftovers or []:
         t.append(f"queued for cleanup: {describe_leftover(p, now)}\n", style="yellow")
+    if job.type in RUN_KINDS:
+        _recovery_detail(t, job)
+    else:
+        _transfer_detail(t, job, fig, pause_of, width)
+    # bounded log
+    if job.log:
+        shown = job.log[-log_lines:]
+        t.append(f"\nLog (last {len(shown)} of {len(job.log)})\n", style="bold")
+        for e in shown:
+            lvl = str(e.get("level", "info"))
+            t.append(f"  {_clock_str(e.get('time'))} ", style="dim")
+            t.append(f"{str(e.get('message', ''))}\n",
+                     style="red" if lvl == "error" else ("yellow" if lvl == "warning" else ""))
+    return t
+
+
+def _recovery_detail(t: Text, job: JobRecord) -> None:
+    """A rehearsal's or failover's VMs in boot order, each with where it stands and its measured times."""
+    plan = job.targets[0] if job.targets else "?"
+    t.append(f"recovery plan {plan}: VMs restored and booted group by group; boot groups and the plan's RTO "
+             "on the disaster recovery screen (X)\n", style="dim")
+    for vm in job.vms:
+        t.append(f"{vm.name or vm.urn}  ", style="bold")
+        t.append(f"{vm.reason}\n", style=STATE_STYLE.get(vm.state, ""))
+
+
+def _transfer_detail(t: Text, job: JobRecord, fig: JobFigures,
+                     pause_of: Callable[[VmProgress], PauseEstimate | None] | None, width: int) -> None:
+    """A backup's or restore's progress, rates, bytes and bottleneck, then each VM and disk."""
     # progress, rates, ETA
     t.append(bar(fig.fraction, 30), style="cyan")
     if fig.fraction is not None:
@@ -537,16 +570,6 @@ def render_job_detail(job: JobRecord, fig: JobFigures, *, now: float,
                 t.append(f"      {d.error}\n", style="red")
         if vm.chain:
             t.append(f"  {vm.chain}\n", style="dim")
-    # bounded log
-    if job.log:
-        shown = job.log[-log_lines:]
-        t.append(f"\nLog (last {len(shown)} of {len(job.log)})\n", style="bold")
-        for e in shown:
-            lvl = str(e.get("level", "info"))
-            t.append(f"  {_clock_str(e.get('time'))} ", style="dim")
-            t.append(f"{str(e.get('message', ''))}\n",
-                     style="red" if lvl == "error" else ("yellow" if lvl == "warning" else ""))
-    return t
 
 
 class TextBlock(Widget):

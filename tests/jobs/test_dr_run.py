@@ -137,3 +137,58 @@ async def test_failover_keeps_the_vms_on_production_port_groups(world: dict[str,
     await run_recovery(w["b"], w["repo"], plan, again, mapping=w["mapping"], journal=journal,
                        clock=w["clock"].now, sleep=w["sleep"], settings=settings())
     assert again.state == "failed" and "exists on the target site already" in again.vms[0].error
+
+
+async def test_the_plans_own_mapping_beats_the_site_pairs(world: dict[str, Any]) -> None:
+    """A plan's datastores, port groups and location override the remembered mapping: the failover's VM is
+    on the plan's datastore, port group and host, not the mapping's."""
+    w = world
+    plan, mapping, b = w["plan"], w["mapping"], w["b"]
+    plan.vms = plan.vms[:1]
+    point = [p for p in w["repo"].points() if p.vm_urn == plan.vms[0]][-1]
+    src_ds = point.disks[0].datastore_urn
+    stores = await b.datastores(w["site_b"])
+    kind = {d.urn: d.storage_type for d in stores}
+    remembered = mapping.datastores[src_ds]
+    # another datastore of the same storage type, on other hosts than the remembered one
+    other = next(d for d in stores if d.storage_type == kind[remembered] and d.urn != remembered and d.hosts
+                 and not set(d.hosts) & set(next(x for x in stores if x.urn == remembered).hosts))
+    host = other.hosts[-1]     # the planner alone would take another of them
+    src_pg = next(n["portGroupUrn"] for n in point.vm_config["nics"])
+    app_net = next(g.urn for g in w["groups"] if g.name == "dr-app-net")
+    assert mapping.port_groups[src_pg] != app_net      # else the test would show nothing
+    plan.datastores, plan.port_groups, plan.location = {src_ds: other.urn}, {src_pg: app_net}, host
+    run = new_run(plan, "failover")
+    await run_recovery(b, w["repo"], plan, run, mapping=mapping, journal=MemoryJournal(),
+                       clock=w["clock"].now, sleep=w["sleep"], settings=settings())
+    vm = run.vms[0]
+    assert run.state == "succeeded" and vm.state == "running", (run.error, vm.error)
+    restored = w["sim_b"].vms[vm.restored_urn.rsplit(":", 1)[1]]
+    assert {n.port_group_urn for n in restored.nics} == {app_net}
+    seen = await b.vm(vm.restored_urn)
+    assert seen.host_urn == host
+    assert seen.disks and {d.datastore_urn for d in seen.disks} == {other.urn}
+
+    # an override naming a port group as none leaves those NICs out
+    plan.port_groups = {src_pg: ""}
+    plan.vm_names = {plan.vms[0]: "renamed"}     # a failover keeps the name: another one may not clash
+    again = new_run(plan, "failover")
+    await run_recovery(b, w["repo"], plan, again, mapping=mapping, journal=MemoryJournal(),
+                       clock=w["clock"].now, sleep=w["sleep"], settings=settings())
+    assert again.vms[0].state == "running", (again.error, again.vms[0].error)
+    assert w["sim_b"].vms[again.vms[0].restored_urn.rsplit(":", 1)[1]].nics == []
+
+
+async def test_nothing_mapped_names_every_item_and_how_to_map_them(world: dict[str, Any]) -> None:
+    w = world
+    before = await w["listing"]()
+    run = new_run(w["plan"], "rehearsal")
+    await run_recovery(w["b"], w["repo"], w["plan"], run, mapping=None, journal=MemoryJournal(),
+                       clock=w["clock"].now, sleep=w["sleep"], settings=settings())
+    assert run.state == "failed" and [v.state for v in run.vms] == ["failed", "failed"]
+    for v in run.vms:
+        point = [p for p in w["repo"].points() if p.vm_urn == v.vm_urn][-1]
+        assert v.error.startswith("restore refused: restore-unmapped: ")
+        assert all(d.disk_name in v.error for d in point.disks)            # every disk named
+        assert "`fctui dr plan add p ... --map-datastore SRC=DST`" in v.error
+    assert await w["listing"]() == before

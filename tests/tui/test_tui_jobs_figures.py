@@ -67,3 +67,40 @@ def test_byte_figures_fit_80_columns_without_splitting_a_figure():
     lines = [ln for ln in text.splitlines() if ln.startswith(("planned ", "reused "))]
     assert len(lines) == 2 and all(len(ln) <= 78 for ln in lines), lines
     assert "stored 1023.0 TiB" in lines[1]
+
+
+def recorded_rehearsal() -> JobRecord:
+    """A rehearsal as the agent records it: one VM up with its times, one that did not boot."""
+    from fctui.jobs.dr import VmRecovery
+    from fctui.jobs.drrun import vm_recovery_text
+    job = JobRecord(id="20260528-1400-dr01", type="rehearsal", state="failed", created=NOW - 300,
+                    started=NOW - 290, finished=NOW - 200, targets=["erp"], error="1 of 2 VM(s) not recovered")
+    up = VmRecovery("urn:sites:1:vms:i-1", "erp-db", "db", state="running", restore_s=7.0, boot_s=22.0, rto_s=29.0)
+    down = VmRecovery("urn:sites:1:vms:i-2", "erp-app", "others", state="failed",
+                      error="did not boot: VM Tools not running 2 min 00 s after power-on")
+    job.vms = [VmProgress(urn=up.vm_urn, name=up.vm_name, state="done", reason=vm_recovery_text(up)),
+               VmProgress(urn=down.vm_urn, name=down.vm_name, state="failed", reason=vm_recovery_text(down))]
+    return job
+
+
+def test_a_rehearsal_shows_its_vms_and_times_not_bytes():
+    """A rehearsal's bytes are not totalled (its restores report to the run): no "read 0 B", no bottleneck,
+    no "ended before any bytes were planned", but each VM's state and measured times, in the screen and in
+    `fctui jobs`."""
+    from fctui.cli.jobs import _job_line, format_job
+    from fctui.jobs.progress import job_summary
+    job = recorded_rehearsal()
+    text = render_job_detail(job, figures(job), now=NOW).plain
+    assert "erp-db  running · restore 7 s · boot 22 s · RTO 29 s" in text
+    assert "erp-app  failed: did not boot: VM Tools not running 2 min 00 s after power-on" in text
+    assert "recovery plan erp" in text
+    for noise in ("0 B", "bottleneck", "planned", "ended before any bytes"):
+        assert noise not in text
+    row = render_job_row(job, figures(job), 120, False).plain
+    assert "rehearsal" in row and "1/2 VM(s) up" in row and "0 B" not in row
+    assert job_summary(job).startswith("rehearsal failed · 1/2 VM(s) up · in 1 min 30 s")
+    job.state, job.finished = "running", None
+    row = render_job_row(job, figures(job), 120, False).plain
+    assert "1/2 VM(s) up" in row and "%" not in row
+    assert "plan erp: 1 up" in _job_line(job) and "read" not in _job_line(job)
+    assert "  erp-db: running · restore 7 s · boot 22 s · RTO 29 s" in format_job(job)
