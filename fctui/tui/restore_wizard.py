@@ -917,6 +917,9 @@ class RestoreWizard(Screen[None]):
         p = self.plan
         t = Text()
         t.append(f"Restore point {p.point.id} ({p.point.vm_name}, {_when(p.point.created)})\n", style="bold")
+        if self.tsite is not None and self.site is not None:   # what is created below is on that VRM
+            t.append("Into another site: ", style="bold yellow")
+            t.append(f"{self.site.label}\n", style="bold")
         t.append("Will be created:\n", style="bold green")
         for c in p.creates or ["nothing"]:
             t.append(f"  + {c}\n")
@@ -951,7 +954,8 @@ class RestoreWizard(Screen[None]):
             t.append("Type the VM's name and press Enter to start. Esc goes back.", style="bold")
         else:
             t.append("Ready to start.\n", style="bold")
-            t.append(f"{len(p.creates)} item(s) will be created; nothing existing is changed.\n")
+            where = f" on site {self.site.label}" if self.tsite is not None and self.site is not None else ""
+            t.append(f"{len(p.creates)} item(s) will be created{where}; nothing existing is changed.\n")
             t.append("Enter starts the restore. Esc goes back.", style="bold")
         return t
 
@@ -979,7 +983,14 @@ class RestoreWizard(Screen[None]):
         if job.error:
             t.append(f"{job.error}\n", style="red")
         if res.get("vm"):
-            t.append(f"VM: {res['vm']}\n")
+            t.append("VM: ")
+            name = next((v.name for v in job.vms if v.urn == res["vm"] and v.name), "") or \
+                (self.new_name if self.target == "new" else "")
+            if name:                                          # as people will look for it, then its URN
+                t.append(f"{name} ", style="bold")
+            if self.tsite is not None and self.site is not None:
+                t.append(f"on site {self.site.label} ", style="bold")
+            t.append(f"{res['vm']}\n", style="dim")
         t.append("Verification per disk (target read back and compared with the restore point):\n", style="bold")
         names = {d.volume: d.name for v in job.vms for d in v.disks}
         for v in res.get("volumes") or []:

@@ -193,6 +193,14 @@ async def test_mapping_offers_compatible_choices_and_uses_the_remembered_default
         req = w.request()
         assert req.datastores[first.volume_urn] == remembered and req.port_groups[src] == ""
         assert not w.plan.blocked, [f.message for f in w.plan.findings]
+        await pilot.press("enter")                                            # the review names the site
+        await settle(pilot, app)
+        assert w.step == "review" and f"Into another site: {w.site.label}\n" in str(
+            w.query_one("#wiz-body").render())
+        await pilot.press("enter")
+        await settle(pilot, app)
+        assert w.step == "confirm" and f"will be created on site {w.site.label};" in str(
+            w.query_one("#wiz-body").render())
         w._remember()                                                         # as the start does
         saved = world.store.get(site_id(point.vm_urn), w.tsite.id)
         assert saved is not None and saved.port_groups[src] == "" and saved.datastores[first.datastore_urn] == remembered
