@@ -303,15 +303,19 @@ async def _resolve_places(source: Connection, src_password: str, target: Connect
                           pg_specs: list[tuple[str, str]]) -> _Places:
     """The rehearsal network, location and per-plan mappings as URNs: sources looked up on the source site,
     targets on the target site (a name must be unique there, a URN must exist there)."""
+    from ..jobs.dr import DrError
+    from ..rules.launch import cross_storage_restore
     from .restore import pick_named
     out = _Places(network=network, location=location)
+    src_stores: dict[str, Any] = {}
     src_ds: dict[str, str] = {}
     src_pg: dict[str, str] = {}
     if ds_specs or pg_specs:
         sc = await _login(source, src_password)
         try:
             site = await _site_of(sc, source)
-            src_ds = {d.urn: d.name for d in await sc.datastores(site.uri)} if ds_specs else {}
+            src_stores = {d.urn: d for d in await sc.datastores(site.uri)} if ds_specs else {}
+            src_ds = {u: d.name for u, d in src_stores.items()}
             src_pg = {g.urn: g.name for g in await sc.port_groups(site.uri)} if pg_specs else {}
         finally:
             await sc.close()
@@ -321,7 +325,8 @@ async def _resolve_places(source: Connection, src_password: str, target: Connect
     try:
         site = await _site_of(tc, target)
         tgt_pg = {g.urn: g.name for g in await tc.port_groups(site.uri)} if (network or pg_specs) else {}
-        tgt_ds = {d.urn: d.name for d in await tc.datastores(site.uri)} if ds_specs else {}
+        tgt_stores = {d.urn: d for d in await tc.datastores(site.uri)} if ds_specs else {}
+        tgt_ds = {u: d.name for u, d in tgt_stores.items()}
         places: dict[str, str] = {}
         if location:
             places = {c.urn: c.name for c in await tc.clusters(site.uri)}
@@ -339,6 +344,10 @@ async def _resolve_places(source: Connection, src_password: str, target: Connect
     for src, dst in ds_specs:
         s_urn = pick_named(src, src_ds, "--map-datastore" + src_where + ": datastore")
         d_urn = pick_named(dst, tgt_ds, "--map-datastore" + where + ": datastore")
+        # refused now, not at a 3 a.m. failover: a restore never crosses storage classes
+        crossing = cross_storage_restore(src_stores[s_urn].storage_type, tgt_stores[d_urn])
+        if crossing is not None:
+            raise DrError(f"--map-datastore {src}={dst}: {crossing.rule}: {crossing.message}")
         out.datastores[s_urn] = d_urn
         out.names |= {s_urn: src_ds[s_urn], d_urn: tgt_ds[d_urn]}
     for src, dst in pg_specs:

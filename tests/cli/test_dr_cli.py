@@ -111,6 +111,10 @@ async def test_plan_add_maps_by_name_on_each_site(dirs: dict[str, str], monkeypa
         assert "--rehearsal-network (site b): port group 'nope': not found" in err and "dr-isolated" in err
         assert await cli(*base, "--map-datastore", "ds-nas-dr-cluster-02=ds-nas-dr-cluster-02") == 1
         assert "--map-datastore (site a): datastore 'ds-nas-dr-cluster-02': not found" in capsys.readouterr().err
+        # across storage classes (NAS -> distributed): refused when the plan is made, not at its failover
+        assert await cli(*base, "--map-datastore", "ds-nas-cluster-01=ds-dsware-dr-cluster-01") == 1
+        assert ("--map-datastore ds-nas-cluster-01=ds-dsware-dr-cluster-01: cross-storage-restore: backup is from "
+                "virtualized storage (NAS), target ds-dsware-dr-cluster-01 is distributed") in capsys.readouterr().err
         assert await cli(*base, "--map-network", "prod-net") == 2          # not SRC=DST
         assert "give SRC=DST" in capsys.readouterr().err
         assert await cli("dr", "plan", "list") == 0
