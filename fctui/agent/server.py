@@ -117,7 +117,7 @@ class Agent:
         """After a crash: running jobs -> interrupted; demo leftovers died with their simulator."""
         for job in self.store.mark_interrupted():
             log.warning("job %s was interrupted", job.id)
-            if job.type in ("rehearsal", "failover"):
+            if job.is_recovery:
                 self._interrupted_run(job)
             for vm in job.vms:  # its CBT snapshot consumed a chgID: those disks' next backup is full
                 if vm.kind == "cbt" and vm.snapshot_urn and not vm.point_id:
@@ -324,7 +324,7 @@ class Agent:
             run = new_run(plan, kind)
         except DrError as e:
             raise AgentError(str(e)) from None
-        busy = [other for other in self.live.values() if not other.is_final and other.type in ("rehearsal", "failover")
+        busy = [other for other in self.live.values() if not other.is_final and other.is_recovery
                 and other.targets == [plan.name]]
         if busy:
             raise AgentError(f"plan {plan.name} is being run by job {busy[0].id} already")

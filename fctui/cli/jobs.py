@@ -81,9 +81,8 @@ async def _check_login(conn: Connection, password: str) -> None:
 def format_job(job: "JobRecord") -> str:
     lines = [f"job {job.id}: {job.outcome}" + (f" - {job.error}" if job.error and job.state != "succeeded" else "")]
     lines += [f"  warning: {w}" for w in job.warnings]
-    from ..jobs.dr import RUN_KINDS
     for vm in job.vms:
-        if job.type in RUN_KINDS:   # a recovery run's VM: where it stands and its measured times, in words
+        if job.is_recovery:   # a recovery run's VM: where it stands and its measured times, in words
             lines.append(f"  {vm.name or vm.urn}: {vm.reason or vm.state}")
             continue
         head = f"  {vm.name or vm.urn} [{vm.kind or '-'}] {vm.state}"
@@ -191,8 +190,7 @@ def _job_line(j: "JobRecord") -> str:
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(j.created))
     state = "warnings" if j.outcome != j.state else j.state
     names = ", ".join(v.name or v.urn for v in j.vms) or ", ".join(j.targets)
-    from ..jobs.dr import RUN_KINDS
-    if j.type in RUN_KINDS:   # a recovery run: VMs up, not bytes (its restores' bytes are not totalled)
+    if j.is_recovery:   # VMs up, not bytes
         figures = f"plan {', '.join(j.targets)}: {sum(v.state == 'done' for v in j.vms)} up"
     else:
         figures = f"read {size(t['bytes_read'])} of {size(t['bytes_planned'])}"

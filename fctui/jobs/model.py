@@ -10,6 +10,8 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from .dr import RUN_KINDS
+
 # Job states. ``interrupted``: the agent died while the job ran (found on the next agent start).
 # A ``succeeded`` job may carry ``warnings``: every restore point is committed, but something it created
 # on the VRM (a snapshot, a backup resource) is still there, queued for the agent's snapshot hunter.
@@ -170,6 +172,11 @@ class JobRecord:
     @property
     def is_final(self) -> bool:
         return self.state in FINAL_JOB_STATES
+
+    @property
+    def is_recovery(self) -> bool:
+        """A rehearsal or failover of a recovery plan: its VMs are restored and booted, its bytes not totalled."""
+        return self.type in RUN_KINDS
 
     @property
     def outcome(self) -> str:

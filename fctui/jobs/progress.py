@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 from ..units import human_bytes  # the one size formatter (the console imports it from here)
-from .dr import RUN_KINDS
 from .model import DiskProgress, JobRecord, VmProgress
 
 ETA_MIN_FRACTION = 0.05
@@ -219,7 +218,7 @@ def job_summary(job: JobRecord) -> str:
     runnable = sum(1 for v in job.vms if v.state != "refused")
     refused = len(job.vms) - runnable
     parts = [f"{job.type} {job.outcome}"]
-    if job.type in RUN_KINDS:   # a recovery run: VMs up, not bytes (its restores' bytes are not totalled)
+    if job.is_recovery:   # VMs up, not bytes
         parts.append(f"{done}/{len(job.vms)} VM(s) up")
     else:
         parts.append(f"{done}/{runnable} VM(s)")

@@ -28,7 +28,6 @@ from textual.widgets import Footer, Static
 
 from ..agent import AgentClient, AgentError, JobAgent, ensure_agent, job_client
 from ..jobs.cleanup import describe_leftover
-from ..jobs.dr import RUN_KINDS
 from ..jobs.model import FINAL_VM_STATES, JobError, JobRecord, VmProgress
 from ..jobs.pause import PAUSE_WARN_S, PauseEstimate, PauseEstimator, PauseObservation
 from ..jobs.planner import GIB, Plan, VmPlan
@@ -435,7 +434,7 @@ def render_job_row(job: JobRecord, fig: JobFigures | None, width: int, selected:
     if job.is_final:
         t.append(job_summary(job).split(" · ", 1)[1] if " · " in job_summary(job) else "", style="dim")
         return t
-    if job.type in RUN_KINDS:   # a recovery run: VMs up so far (its restores' bytes are not totalled)
+    if job.is_recovery:   # VMs up so far, not bytes
         up = sum(1 for v in job.vms if v.state == "done")
         t.append(f"{up}/{len(job.vms)} VM(s) up ")
     elif fig is not None:
@@ -478,7 +477,7 @@ def render_job_detail(job: JobRecord, fig: JobFigures, *, now: float,
         t.append(f"warning: {w}\n", style="yellow")
     for p in leftovers or []:
         t.append(f"queued for cleanup: {describe_leftover(p, now)}\n", style="yellow")
-    if job.type in RUN_KINDS:
+    if job.is_recovery:
         _recovery_detail(t, job)
     else:
         _transfer_detail(t, job, fig, pause_of, width)

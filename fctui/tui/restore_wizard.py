@@ -485,6 +485,11 @@ class RestoreWizard(Screen[None]):
         from ..vrm.urn import site_uri
         return site_uri(self.point.vm_urn if self.point is not None else self.vm_urn)
 
+    @property
+    def other_site(self) -> str:
+        """The label of the site restored into when it is not the point's own ("" when it is)."""
+        return self.site.label if self.tsite is not None and self.site is not None else ""
+
     def _target(self) -> RestoreSite | None:
         """The site restored into: the one picked, else the point's own among the console's sites."""
         if self.site is not None:
@@ -768,9 +773,9 @@ class RestoreWizard(Screen[None]):
         if self.tsite is not None and self.map_phase != "disks":
             return getattr(self, f"_body_map_{self.map_phase}")()
         t = Text()
-        if self.tsite is not None and self.site is not None:
+        if self.other_site:
             t.append("Into another site: ", style="bold yellow")
-            t.append(f"{self.site.label}", style="bold")
+            t.append(self.other_site, style="bold")
             t.append(" (this mapping is remembered for the next time)\n", style="dim")
         d = self.map_disks[self.map_index]
         t.append(f"Disk {self.map_index + 1} of {len(self.map_disks)}: ", style="bold")
@@ -917,7 +922,7 @@ class RestoreWizard(Screen[None]):
         p = self.plan
         t = Text()
         t.append(f"Restore point {p.point.id} ({p.point.vm_name}, {_when(p.point.created)})\n", style="bold")
-        if self.tsite is not None and self.site is not None:   # what is created below is on that VRM
+        if self.other_site:   # what is created below is on that VRM
             t.append("Into another site: ", style="bold yellow")
             t.append(f"{self.site.label}\n", style="bold")
         t.append("Will be created:\n", style="bold green")
@@ -954,7 +959,7 @@ class RestoreWizard(Screen[None]):
             t.append("Type the VM's name and press Enter to start. Esc goes back.", style="bold")
         else:
             t.append("Ready to start.\n", style="bold")
-            where = f" on site {self.site.label}" if self.tsite is not None and self.site is not None else ""
+            where = f" on site {self.other_site}" if self.other_site else ""
             t.append(f"{len(p.creates)} item(s) will be created{where}; nothing existing is changed.\n")
             t.append("Enter starts the restore. Esc goes back.", style="bold")
         return t
@@ -988,8 +993,8 @@ class RestoreWizard(Screen[None]):
                 (self.new_name if self.target == "new" else "")
             if name:                                          # as people will look for it, then its URN
                 t.append(f"{name} ", style="bold")
-            if self.tsite is not None and self.site is not None:
-                t.append(f"on site {self.site.label} ", style="bold")
+            if self.other_site:
+                t.append(f"on site {self.other_site} ", style="bold")
             t.append(f"{res['vm']}\n", style="dim")
         t.append("Verification per disk (target read back and compared with the restore point):\n", style="bold")
         names = {d.volume: d.name for v in job.vms for d in v.disks}
